@@ -1,0 +1,133 @@
+//! The API's one error type and its stable wire format.
+//!
+//! Every 4xx and 5xx body is `{"error": {"code", "message", "correlation_id"}}` (plus
+//! `details` for validation). `code` is stable and documented in the README; `message` is for
+//! humans and never carries internals: a 500 says only "internal error", and the cause chain
+//! goes to the logs (and Sentry) under the same correlation id.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use leadq_jobs::lead_score::FieldError;
+use serde_json::json;
+
+use crate::middleware::current_correlation_id;
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No key, or a key that is unknown or wrong.
+    #[error("missing or invalid API key")]
+    InvalidApiKey,
+    /// The key is past its expiry.
+    #[error("API key expired")]
+    ApiKeyExpired,
+    /// The key was revoked.
+    #[error("API key revoked")]
+    ApiKeyRevoked,
+    /// The tenant is suspended.
+    #[error("tenant is not active")]
+    TenantInactive,
+    /// The key lacks the scope the route needs.
+    #[error("API key lacks scope {0}")]
+    InsufficientScope(&'static str),
+    /// The body is not JSON.
+    #[error("request body is not valid JSON")]
+    MalformedJson,
+    /// The body is JSON of the wrong shape (a field of the wrong type).
+    #[error("request body does not have the expected shape")]
+    InvalidBody,
+    /// The body is over the size limit.
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    /// The body is not `application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// Field-level validation failed.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// No such resource (for this tenant).
+    #[error("not found")]
+    NotFound,
+    /// The queue (Redis) is unreachable: nothing was enqueued.
+    #[error("the job queue is unavailable; retry later")]
+    QueueUnavailable(#[source] leadq_jobs::queue::QueueError),
+    /// Anything else. Logged with its cause chain; the client sees only "internal error".
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidApiKey | Self::ApiKeyExpired | Self::ApiKeyRevoked => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::TenantInactive | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::MalformedJson => StatusCode::BAD_REQUEST,
+            Self::InvalidBody | Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::ApiKeyExpired => "api_key_expired",
+            Self::ApiKeyRevoked => "api_key_revoked",
+            Self::TenantInactive => "tenant_inactive",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidBody => "invalid_body",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Validation(_) => "validation_failed",
+            Self::NotFound => "not_found",
+            Self::QueueUnavailable(_) => "queue_unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(anyhow::Error::new(e).context("Database query failed"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            // Display of the whole chain for humans, Debug for the full detail.
+            let chain = match &self {
+                Self::Internal(e) => format!("{e:#}"),
+                Self::QueueUnavailable(e) => format!("{e}: {:?}", std::error::Error::source(e)),
+                _ => String::new(),
+            };
+            tracing::error!(code = self.code(), error.cause_chain = %chain, "Request failed.");
+        }
+        let mut body = json!({
+            "code": self.code(),
+            "message": self.to_string(),
+            "correlation_id": current_correlation_id(),
+        });
+        if let Self::Validation(fields) = &self {
+            body["details"] = json!(fields);
+        }
+        let mut res = (status, Json(json!({ "error": body }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
+    }
+}

@@ -1,0 +1,78 @@
+//! Extractors that answer in the API's own error format.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use leadq_platform::tenant::{self, AuthFailure, Principal};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The authenticated caller: a tenant's API key.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Principal);
+
+impl Auth {
+    /// Fails with 403 `insufficient_scope` unless the key carries `scope`.
+    pub fn require(&self, scope: &'static str) -> Result<&Principal, ApiError> {
+        if self.0.has_scope(scope) {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::InsufficientScope(scope))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        match tenant::authenticate(&state.pool, presented).await? {
+            Ok(principal) => {
+                tracing::Span::current()
+                    .record("tenant_id", tracing::field::display(principal.tenant_id));
+                Ok(Auth(principal))
+            }
+            Err(AuthFailure::Invalid) => Err(ApiError::InvalidApiKey),
+            Err(AuthFailure::Expired) => Err(ApiError::ApiKeyExpired),
+            Err(AuthFailure::Revoked) => Err(ApiError::ApiKeyRevoked),
+            Err(AuthFailure::TenantInactive) => Err(ApiError::TenantInactive),
+        }
+    }
+}
+
+/// `axum::Json`, with rejections in our error format (and without echoing the input).
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonSyntaxError(_) => ApiError::MalformedJson,
+                JsonRejection::JsonDataError(_) => ApiError::InvalidBody,
+                JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+                JsonRejection::BytesRejection(r)
+                    if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+                {
+                    ApiError::PayloadTooLarge
+                }
+                other => ApiError::Internal(anyhow::anyhow!("body rejected: {other}")),
+            }),
+        }
+    }
+}

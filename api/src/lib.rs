@@ -1,0 +1,113 @@
+//! The leadq HTTP API.
+//!
+//! Producers (the Telegram bot, internal tools) call it with a tenant API key; it validates
+//! the input and enqueues a typed job. It never runs jobs and never depends on the worker.
+//!
+//! # Layout
+//! - [`Application`]: build (connect, bind; port 0 in tests), run until stopped.
+//! - [`router`]: every route and the middleware stack.
+//! - [`error`]: [`error::ApiError`], the stable error codes and body.
+//! - [`extract`]: the `Auth` extractor (API key → tenant) and `ApiJson`.
+//! - [`middleware`]: correlation id, request span, HTTP metrics.
+//! - [`routes`]: one module per resource.
+
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue};
+use axum::routing::{get, post};
+use axum::Router;
+use leadq_jobs::queue::Queue;
+use leadq_platform::config::Settings;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// PostgreSQL.
+    pub pool: PgPool,
+    /// The queues.
+    pub queue: Queue,
+}
+
+/// Every route and the middleware stack.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/leads", post(routes::leads::create))
+        .route("/v1/leads/{external_id}", get(routes::leads::get))
+        .route("/v1/status", get(routes::status::get))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .fallback(|| async { error::ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(middleware::observe))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(15),
+        ))
+        .with_state(state)
+}
+
+/// The API, connected and bound, not yet serving.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Connects to PostgreSQL and Redis (eagerly) and binds `LEADQ_API_ADDR` (port 0 picks one).
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let pool = leadq_platform::db::connect(settings.database_url(), 20)
+            .await
+            .context("Failed to connect to PostgreSQL")?;
+        let queue = Queue::connect(settings.redis_url(), settings.queue.clone())
+            .await
+            .context("Failed to connect to Redis")?;
+        let listener = TcpListener::bind(settings.api_addr)
+            .await
+            .with_context(|| format!("Failed to bind {}", settings.api_addr))?;
+        Ok(Self {
+            listener,
+            router: router(AppState { pool, queue }, settings.max_body_bytes),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr(), "API listening.");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("API server failed")
+    }
+}

@@ -1,0 +1,75 @@
+//! Per-request plumbing: correlation id, request span, HTTP metrics.
+//!
+//! The correlation id comes from `X-Correlation-Id` when the caller sends a sane one, or is
+//! made here; it is echoed in the response, put on the request span (so every log line of the
+//! request carries it), handed to every job the request enqueues, and included in error bodies.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use leadq_platform::metrics as m;
+use tracing::Instrument;
+
+/// The correlation-id header.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+tokio::task_local! {
+    static CORRELATION_ID: String;
+}
+
+/// The correlation id of the request being served (empty outside a request).
+pub fn current_correlation_id() -> String {
+    CORRELATION_ID.try_with(|c| c.clone()).unwrap_or_default()
+}
+
+/// Correlation id, span and metrics around every request.
+pub async fn observe(req: Request, next: Next) -> Response {
+    let correlation_id = req
+        .headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| leadq_jobs::envelope::valid_id(v) && v.len() <= 64)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let span = tracing::info_span!("request",
+        correlation_id = %correlation_id,
+        method = %method,
+        route = %route,
+        tenant_id = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let mut res = CORRELATION_ID
+        .scope(
+            correlation_id.clone(),
+            next.run(req).instrument(span.clone()),
+        )
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = res.status();
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = elapsed * 1000.0,
+            "Request served."
+        );
+    });
+    metrics::counter!(m::HTTP_REQUESTS_TOTAL,
+        m::label::ROUTE => route.clone(),
+        m::label::METHOD => method,
+        m::label::STATUS => status.as_u16().to_string())
+    .increment(1);
+    metrics::histogram!(m::HTTP_REQUEST_DURATION_SECONDS, m::label::ROUTE => route).record(elapsed);
+    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+        res.headers_mut().insert(CORRELATION_HEADER, v);
+    }
+    res
+}

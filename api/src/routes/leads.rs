@@ -1,0 +1,197 @@
+//! `POST /v1/leads` (enqueue a `lead_score` job) and `GET /v1/leads/{external_id}`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use leadq_jobs::envelope::{self, Envelope, SCHEMA_VERSION};
+use leadq_jobs::kinds;
+use leadq_jobs::lead_score::{FieldError, LeadInput};
+use leadq_jobs::queue::NewJob;
+use leadq_platform::apikey::scope;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Auth};
+use crate::middleware::current_correlation_id;
+use crate::AppState;
+
+/// The body of `POST /v1/leads`: a lead as the Telegram bot collects it. Required fields are
+/// optional here so that a missing one is reported like any other field error.
+#[derive(Debug, Deserialize)]
+pub struct CreateLead {
+    external_id: Option<String>,
+    source: Option<String>,
+    name: Option<String>,
+    username: Option<String>,
+    phone: Option<String>,
+    email: Option<String>,
+    /// Answers may be strings or numbers (`"budget": 20000`); they are stored as strings.
+    #[serde(default)]
+    answers: BTreeMap<String, AnswerValue>,
+    /// Producer's message id; the same id within the dedupe window enqueues one job.
+    message_id: Option<String>,
+}
+
+/// A questionnaire answer.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AnswerValue {
+    /// Text.
+    Text(String),
+    /// A number.
+    Number(serde_json::Number),
+    /// A yes/no answer.
+    Flag(bool),
+}
+
+impl AnswerValue {
+    fn into_string(self) -> String {
+        match self {
+            Self::Text(s) => s,
+            Self::Number(n) => n.to_string(),
+            Self::Flag(b) => b.to_string(),
+        }
+    }
+}
+
+/// The answer to an accepted lead.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    /// The `lead_score` job.
+    pub job_id: Uuid,
+    /// The message id (the producer's, or one made here).
+    pub message_id: String,
+    /// True when this message id was already accepted: nothing new was enqueued.
+    pub duplicate: bool,
+}
+
+fn required(errs: &mut Vec<FieldError>, field: &str, v: Option<String>) -> String {
+    match v {
+        Some(v) => v,
+        None => {
+            errs.push(FieldError {
+                field: field.into(),
+                code: "required",
+            });
+            String::new()
+        }
+    }
+}
+
+/// `POST /v1/leads`.
+pub async fn create(
+    State(app): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<CreateLead>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let principal = auth.require(scope::LEADS_WRITE)?;
+    let mut errs = Vec::new();
+    let external_id = required(&mut errs, "external_id", body.external_id);
+    let source = required(&mut errs, "source", body.source);
+    let lead = LeadInput {
+        external_id,
+        source,
+        name: body.name,
+        username: body.username,
+        phone: body.phone,
+        email: body.email,
+        answers: body
+            .answers
+            .into_iter()
+            .map(|(k, v)| (k, v.into_string()))
+            .collect(),
+    };
+    // `required` already reported the missing ones; skip their duplicate "required".
+    for e in lead.validate() {
+        if !errs.iter().any(|x| x.field == e.field) {
+            errs.push(e);
+        }
+    }
+    if let Some(id) = &body.message_id {
+        if !envelope::valid_id(id) {
+            errs.push(FieldError {
+                field: "message_id".into(),
+                code: "invalid_format",
+            });
+        }
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::Validation(errs));
+    }
+    let message_id = body
+        .message_id
+        .unwrap_or_else(|| Uuid::now_v7().to_string());
+    let envelope = Envelope {
+        schema_version: SCHEMA_VERSION,
+        message_id,
+        tenant_id: principal.tenant_id,
+        user_id: principal.actor(),
+        action: kinds::LEAD_SCORE.to_owned(),
+        payload: serde_json::to_value(&lead)
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?,
+        timestamp: Utc::now(),
+        correlation_id: current_correlation_id(),
+    };
+    let mut done = app
+        .queue
+        .enqueue(vec![NewJob {
+            envelope,
+            run_at: None,
+        }])
+        .await
+        .map_err(ApiError::QueueUnavailable)?;
+    let e = done
+        .pop()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("enqueue returned nothing")))?;
+    tracing::info!(job_id = %e.job_id, duplicate = e.duplicate, "Lead accepted.");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            job_id: e.job_id,
+            message_id: e.message_id,
+            duplicate: e.duplicate,
+        }),
+    ))
+}
+
+/// A lead with its latest score.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct LeadView {
+    id: Uuid,
+    external_id: String,
+    source: String,
+    name: Option<String>,
+    username: Option<String>,
+    phone: Option<String>,
+    email: Option<String>,
+    answers: sqlx::types::Json<serde_json::Value>,
+    score: Option<i32>,
+    tier: Option<String>,
+    reasons: sqlx::types::Json<serde_json::Value>,
+    scored_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// `GET /v1/leads/{external_id}`: the caller's tenant only; another tenant's lead is a 404.
+pub async fn get(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(external_id): Path<String>,
+) -> Result<Json<LeadView>, ApiError> {
+    let principal = auth.require(scope::LEADS_READ)?;
+    let lead: Option<LeadView> = sqlx::query_as(
+        "select id, external_id, source, name, username, phone, email, answers, score, tier,
+                reasons, scored_at, created_at, updated_at
+           from leads where tenant_id = $1 and external_id = $2",
+    )
+    .bind(principal.tenant_id)
+    .bind(&external_id)
+    .fetch_optional(&app.pool)
+    .await?;
+    lead.map(Json).ok_or(ApiError::NotFound)
+}

@@ -1,0 +1,89 @@
+//! Liveness, readiness and metrics, as data: `api` and `worker` serve the same answers on
+//! their own HTTP servers.
+
+use std::time::Duration;
+
+use leadq_platform::metrics as m;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::kinds;
+use crate::queue::{KindCounts, Queue};
+
+/// The result of a readiness check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: &'static str,
+    /// Per dependency: `ok` or a stable reason (`unreachable`, `timeout`).
+    pub checks: Checks,
+}
+
+/// Per-dependency readiness.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checks {
+    /// Redis.
+    pub redis: &'static str,
+    /// PostgreSQL.
+    pub postgres: &'static str,
+}
+
+impl Readiness {
+    /// Whether every dependency answered.
+    pub fn is_ready(&self) -> bool {
+        self.status == "ready"
+    }
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks Redis and PostgreSQL, each with a 2 s timeout, at the same time.
+pub async fn readiness(pool: &PgPool, queue: &Queue) -> Readiness {
+    let redis = async {
+        match tokio::time::timeout(CHECK_TIMEOUT, queue.ping()).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(_)) => "unreachable",
+            Err(_) => "timeout",
+        }
+    };
+    let postgres = async {
+        match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("select 1").execute(pool)).await {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "unreachable",
+            Err(_) => "timeout",
+        }
+    };
+    let (redis, postgres) = tokio::join!(redis, postgres);
+    let ready = redis == "ok" && postgres == "ok";
+    Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        checks: Checks { redis, postgres },
+    }
+}
+
+/// Reads the counts of every kind and publishes them as the queue-depth gauges.
+pub async fn queue_counts(queue: &Queue) -> Result<Vec<KindCounts>, crate::queue::QueueError> {
+    let mut out = Vec::new();
+    for kind in kinds::names() {
+        let c = queue.counts(kind).await?;
+        for (state, v) in [
+            (m::state::PENDING, c.pending),
+            (m::state::SCHEDULED, c.scheduled),
+            (m::state::RUNNING, c.running),
+            (m::state::DEAD, c.dead),
+        ] {
+            metrics::gauge!(m::QUEUE_DEPTH, m::label::KIND => kind, m::label::STATE => state)
+                .set(v as f64);
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// The Prometheus text of this process, with fresh queue gauges when Redis answers.
+pub async fn metrics_text(queue: &Queue) -> String {
+    if let Err(error) = queue_counts(queue).await {
+        tracing::warn!(error = %error, "Could not refresh queue gauges for /metrics.");
+    }
+    m::install().render()
+}

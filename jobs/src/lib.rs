@@ -1,0 +1,27 @@
+//! The job contract and the job handlers of leadq, and the queue engine they run on.
+//!
+//! `api` and `worker` both depend on this crate and never on each other: the API enqueues
+//! what this crate defines, the worker runs what this crate implements.
+//!
+//! # Layout
+//! - [`envelope`]: the versioned message every job travels in.
+//! - [`kinds`]: the catalogue of job kinds (stable strings) and their defaults.
+//! - [`error`]: [`JobError`], the three outcome classes a handler can return.
+//! - [`queue`]: the Redis queue engine (our apalis backend), the only code that touches Redis
+//!   job keys.
+//! - [`health`]: readiness, queue gauges and metrics text, served by both processes.
+//! - [`lead_score`]: the `lead_score` job: validation, scoring, handler.
+//!
+//! # Job catalogue
+//! | kind         | payload                    | idempotency                               |
+//! |--------------|----------------------------|-------------------------------------------|
+//! | `lead_score` | [`lead_score::LeadInput`]  | upsert by `(tenant_id, external_id)`      |
+
+pub mod envelope;
+pub mod error;
+pub mod health;
+pub mod kinds;
+pub mod lead_score;
+pub mod queue;
+
+pub use error::JobError;

@@ -1,0 +1,676 @@
+//! Our Redis backend for apalis-core 1.0, and the layer that settles every job.
+//!
+//! apalis drives [`RedisBackend`] through `poll_next` only when its service stack has room
+//! (the concurrency limit is ready), so a fetch asks for exactly the free capacity and leases
+//! stay short. An idle backend blocks on the queue's wake list (with a short timeout, which
+//! also paces the promotion of due retries), so a new job starts within milliseconds without
+//! busy polling.
+//!
+//! [`AckLayer`] is the backend's own middleware, the outermost layer of every worker: it sees
+//! the handler's typed error, classifies it ([`crate::JobError`]), settles the job in Redis
+//! (complete, retry, dead-letter, snooze), emits the job metrics and tells the
+//! [`JobObserver`]. Settling is retried through Redis outages; if it still cannot be done the
+//! lease expires and another worker runs the job again (at-least-once).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use apalis_core::backend::{Backend, BackendConfig};
+use apalis_core::error::BoxDynError;
+use apalis_core::task::Task;
+use apalis_core::worker::context::WorkerContext;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use leadq_platform::metrics as m;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{Leased, Queue, QueueError, Settle, Settled};
+use crate::envelope::{Envelope, JobMeta};
+use crate::error::JobError;
+
+/// A job as a handler receives it: what the envelope says, and the typed payload.
+#[derive(Debug, Clone)]
+pub struct Job<P> {
+    /// Ids, tenant, actor, correlation id, attempt.
+    pub meta: JobMeta,
+    /// The kind-specific payload.
+    pub payload: P,
+}
+
+/// The leases one worker process holds for one kind: job id → lease owner token.
+///
+/// Shared by the backend (which adds a lease when it fetches), the ack layer (which removes it
+/// when it settles), the upkeep loop (which renews them) and shutdown (which hands back what is
+/// left), so no job is ever forgotten by its worker.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseBook(Arc<Mutex<HashMap<String, String>>>);
+
+impl LeaseBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        // A poisoned lock only means a panic elsewhere; the map itself is always consistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn insert(&self, id: String, owner: String) {
+        self.lock().insert(id, owner);
+    }
+
+    pub(crate) fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Number of leases held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no lease is held.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// A copy of the (job id, owner) pairs.
+    pub fn snapshot(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// What happened to one run of a job, reported to the [`JobObserver`].
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    /// The job.
+    pub meta: JobMeta,
+    /// What the queue did with it.
+    pub settled: Settled,
+    /// The error code of a failed run.
+    pub error_code: Option<&'static str>,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// Handler run time.
+    pub duration: Duration,
+}
+
+/// Hooks around every run, for the records that live outside Redis (`job_runs`, audit) and
+/// for benchmarks and tests that wait for completions instead of sleeping.
+pub trait JobObserver: Send + Sync + 'static {
+    /// A run is about to start.
+    fn started(&self, meta: &JobMeta) -> BoxFuture<'static, ()>;
+    /// A run ended and its job is settled in Redis (`report.settled`).
+    fn finished(&self, report: JobReport) -> BoxFuture<'static, ()>;
+}
+
+/// An observer that does nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct NoObserver;
+
+impl JobObserver for NoObserver {
+    fn started(&self, _: &JobMeta) -> BoxFuture<'static, ()> {
+        futures::future::ready(()).boxed()
+    }
+    fn finished(&self, _: JobReport) -> BoxFuture<'static, ()> {
+        futures::future::ready(()).boxed()
+    }
+}
+
+/// What the backend needs to run one kind in one worker process.
+#[derive(Clone)]
+pub struct KindRunner {
+    pub(crate) queue: Queue,
+    pub(crate) kind: &'static str,
+    pub(crate) worker_id: Arc<str>,
+    pub(crate) concurrency: usize,
+    pub(crate) book: LeaseBook,
+    pub(crate) observer: Arc<dyn JobObserver>,
+    /// One blocking connection per kind and process, made on first need.
+    wake: Arc<tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>>,
+}
+
+impl std::fmt::Debug for KindRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KindRunner")
+            .field("kind", &self.kind)
+            .field("worker_id", &self.worker_id)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KindRunner {
+    /// Prepares `kind` for the worker `worker_id` with `concurrency` jobs at once.
+    pub fn new(
+        queue: Queue,
+        kind: &'static str,
+        worker_id: &str,
+        concurrency: usize,
+        observer: Arc<dyn JobObserver>,
+    ) -> Self {
+        Self {
+            queue,
+            kind,
+            worker_id: worker_id.into(),
+            concurrency: concurrency.max(1),
+            book: LeaseBook::default(),
+            observer,
+            wake: Arc::default(),
+        }
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The leases this process holds for the kind.
+    pub fn book(&self) -> &LeaseBook {
+        &self.book
+    }
+
+    /// A fresh backend for one apalis worker (called again on every restart of that worker).
+    pub fn backend<P>(&self) -> RedisBackend<P> {
+        RedisBackend {
+            runner: self.clone(),
+            buffer: VecDeque::new(),
+            fetching: None,
+            closing: Arc::new(AtomicBool::new(false)),
+            release: None,
+            _payload: PhantomData,
+        }
+    }
+
+    /// Hands every job this process still leases for the kind back to the queue, without using
+    /// an attempt. Called at shutdown once in-flight jobs had their chance to finish.
+    pub async fn release_all(&self) -> usize {
+        let entries: Vec<_> = self
+            .book
+            .snapshot()
+            .into_iter()
+            .map(|(id, owner)| (id, owner, Settle::Release))
+            .collect();
+        if entries.is_empty() {
+            return 0;
+        }
+        match settle_with_retry(&self.queue, self.kind, &entries, Duration::from_secs(5)).await {
+            Some(results) => {
+                for (id, _, _) in &entries {
+                    self.book.remove(id);
+                }
+                results.iter().filter(|s| **s == Settled::Released).count()
+            }
+            None => 0,
+        }
+    }
+
+    /// Leases up to `want` jobs, waiting (in short blocking waits) until there is at least one
+    /// or `closing` is set. Redis errors are retried with backoff, never returned.
+    async fn fetch_some(self, want: usize, closing: Arc<AtomicBool>) -> Vec<Leased> {
+        let mut backoff = redis_backoff();
+        loop {
+            if closing.load(Ordering::Acquire) {
+                return Vec::new();
+            }
+            match self.queue.fetch(self.kind, &self.worker_id, want).await {
+                Ok(batch) if !batch.is_empty() => {
+                    for job in &batch {
+                        self.book
+                            .insert(job.id.clone(), owner(&self.worker_id, job.attempt));
+                    }
+                    return batch;
+                }
+                Ok(_) => {
+                    backoff = redis_backoff();
+                    self.wait_for_work().await;
+                }
+                Err(error) => {
+                    redis_error("fetch", &error);
+                    tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
+                }
+            }
+        }
+    }
+
+    /// Blocks up to half a second on the wake list.
+    async fn wait_for_work(&self) {
+        let mut slot = self.wake.lock().await;
+        if slot.is_none() {
+            match self.queue.blocking_connection().await {
+                Ok(c) => *slot = Some(c),
+                Err(error) => {
+                    redis_error("connect", &error);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    return;
+                }
+            }
+        }
+        if let Some(conn) = slot.as_mut() {
+            let keys = self.queue.keys(self.kind);
+            let res: Result<Option<(String, String)>, _> = redis::cmd("BLPOP")
+                .arg(&keys.wake)
+                .arg(0.5)
+                .query_async(conn)
+                .await;
+            if let Err(error) = res {
+                redis_error("wait", &QueueError::from(error));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+fn owner(worker: &str, attempt: u32) -> String {
+    format!("{worker}:{attempt}")
+}
+
+fn redis_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+pub(crate) fn redis_error(op: &'static str, error: &QueueError) {
+    metrics::counter!(m::QUEUE_REDIS_ERRORS_TOTAL, m::label::OP => op).increment(1);
+    tracing::warn!(op, error = %error, "Queue operation failed; retrying.");
+}
+
+/// Settles entries, retrying Redis errors with backoff for up to `patience`.
+/// `None` means it could not be done: the leases will expire and the jobs run again.
+pub(crate) async fn settle_with_retry(
+    queue: &Queue,
+    kind: &str,
+    entries: &[(String, String, Settle)],
+    patience: Duration,
+) -> Option<Vec<Settled>> {
+    let start = Instant::now();
+    let mut backoff = redis_backoff();
+    loop {
+        match queue.settle(kind, entries).await {
+            Ok(r) => return Some(r),
+            Err(error) => {
+                redis_error("ack", &error);
+                if start.elapsed() >= patience {
+                    tracing::error!(kind, error = %error,
+                        "Could not settle jobs; their leases will expire and they will run again.");
+                    return None;
+                }
+                tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
+            }
+        }
+    }
+}
+
+type FetchFuture = Pin<Box<dyn Future<Output = Vec<Leased>> + Send>>;
+
+/// The apalis backend of one kind, generic over the kind's payload type.
+pub struct RedisBackend<P> {
+    runner: KindRunner,
+    buffer: VecDeque<Task<Job<P>>>,
+    fetching: Option<FetchFuture>,
+    closing: Arc<AtomicBool>,
+    release: Option<BoxFuture<'static, ()>>,
+    _payload: PhantomData<fn() -> P>,
+}
+
+impl<P> std::fmt::Debug for RedisBackend<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("runner", &self.runner)
+            .field("buffered", &self.buffer.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: DeserializeOwned> RedisBackend<P> {
+    /// Turns a leased job into a task, or dead-letters it when it cannot be read.
+    fn decode(&self, leased: Leased) -> Option<Task<Job<P>>> {
+        let parsed = serde_json::from_str::<Envelope>(&leased.data)
+            .map_err(|e| ("malformed_envelope", e.to_string()))
+            .and_then(|env| {
+                if env.action != self.runner.kind {
+                    return Err(("wrong_kind", format!("action {:?}", env.action)));
+                }
+                let job_id = leased
+                    .id
+                    .parse::<Uuid>()
+                    .map_err(|e| ("bad_job_id", e.to_string()))?;
+                let payload = serde_json::from_value::<P>(env.payload)
+                    .map_err(|e| ("malformed_payload", e.to_string()))?;
+                Ok(Job {
+                    meta: JobMeta {
+                        job_id,
+                        attempt: leased.attempt,
+                        schema_version: env.schema_version,
+                        message_id: env.message_id,
+                        tenant_id: env.tenant_id,
+                        user_id: env.user_id,
+                        action: env.action,
+                        timestamp: env.timestamp,
+                        correlation_id: env.correlation_id,
+                    },
+                    payload,
+                })
+            });
+        match parsed {
+            Ok(job) => Some(Task::new(job)),
+            Err((reason, detail)) => {
+                tracing::error!(kind = self.runner.kind, job_id = %leased.id, reason, detail,
+                    "Dead-lettering a job that cannot be read.");
+                metrics::counter!(m::JOBS_TOTAL, m::label::KIND => self.runner.kind,
+                    m::label::OUTCOME => m::outcome::DEAD)
+                .increment(1);
+                let runner = self.runner.clone();
+                tokio::spawn(async move {
+                    let owner = owner(&runner.worker_id, leased.attempt);
+                    let how = Settle::Dead {
+                        reason: reason.into(),
+                        code: reason.into(),
+                    };
+                    let entries = [(leased.id.clone(), owner, how)];
+                    settle_with_retry(
+                        &runner.queue,
+                        runner.kind,
+                        &entries,
+                        Duration::from_secs(30),
+                    )
+                    .await;
+                    runner.book.remove(&leased.id);
+                });
+                None
+            }
+        }
+    }
+}
+
+impl<P: DeserializeOwned + Send + 'static> Backend for RedisBackend<P> {
+    type Task = Task<Job<P>>;
+    type Error = QueueError;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        loop {
+            if let Some(task) = self.buffer.pop_front() {
+                return Poll::Ready(Some(Ok(task)));
+            }
+            if self.fetching.is_none() {
+                // Ask for the free capacity: leases held minus those being settled right now.
+                let want = self
+                    .runner
+                    .concurrency
+                    .saturating_sub(self.runner.book.len())
+                    .max(1);
+                let fut = self.runner.clone().fetch_some(want, self.closing.clone());
+                self.fetching = Some(Box::pin(fut));
+            }
+            let Some(fut) = self.fetching.as_mut() else {
+                continue;
+            };
+            match fut.poll_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(batch) => {
+                    self.fetching = None;
+                    for leased in batch {
+                        if let Some(task) = self.decode(leased) {
+                            self.buffer.push_back(task);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        self.closing.store(true, Ordering::Release);
+        if let Some(fut) = self.fetching.as_mut() {
+            match fut.poll_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(batch) => {
+                    self.fetching = None;
+                    for leased in batch {
+                        if let Some(task) = self.decode(leased) {
+                            self.buffer.push_back(task);
+                        }
+                    }
+                }
+            }
+        }
+        if self.release.is_none() {
+            // Fetched but never started: hand them straight back, without using an attempt.
+            let entries: Vec<_> = self
+                .buffer
+                .drain(..)
+                .map(|t| {
+                    let meta = &t.args.meta;
+                    (
+                        meta.job_id.to_string(),
+                        owner(&self.runner.worker_id, meta.attempt),
+                        Settle::Release,
+                    )
+                })
+                .collect();
+            let runner = self.runner.clone();
+            self.release = Some(
+                async move {
+                    if entries.is_empty() {
+                        return;
+                    }
+                    settle_with_retry(&runner.queue, runner.kind, &entries, Duration::from_secs(5))
+                        .await;
+                    for (id, _, _) in &entries {
+                        runner.book.remove(id);
+                    }
+                }
+                .boxed(),
+            );
+        }
+        match self.release.as_mut().map(|f| f.poll_unpin(cx)) {
+            Some(Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<P> BackendConfig for RedisBackend<P> {
+    type Args = Job<P>;
+    type Id = Uuid;
+    type Kind = apalis_core::backend::finalize::Ephemeral;
+    type Config = ();
+    type Layer = AckLayer;
+
+    fn config(&self) -> &Self::Config {
+        &()
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
+        AckLayer {
+            runner: self.runner.clone(),
+        }
+    }
+}
+
+/// The backend's middleware: classifies and settles every job. See the module docs.
+#[derive(Debug, Clone)]
+pub struct AckLayer {
+    runner: KindRunner,
+}
+
+impl<S> tower::Layer<S> for AckLayer {
+    type Service = AckService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AckService {
+            inner,
+            runner: self.runner.clone(),
+        }
+    }
+}
+
+/// See [`AckLayer`].
+#[derive(Debug, Clone)]
+pub struct AckService<S> {
+    inner: S,
+    runner: KindRunner,
+}
+
+/// How a handler result is to be settled, and its error code.
+fn classify(result: &Result<(), BoxDynError>) -> (Settle, Option<&'static str>) {
+    let Err(error) = result else {
+        return (Settle::Ok, None);
+    };
+    if let Some(e) = error.downcast_ref::<JobError>() {
+        let code = e.code();
+        let how = match e {
+            JobError::Transient { .. } => Settle::Retry { code: code.into() },
+            JobError::Permanent { .. } => Settle::Dead {
+                reason: code.into(),
+                code: code.into(),
+            },
+            JobError::RateLimited { retry_after, .. } => Settle::Snooze {
+                delay: *retry_after,
+                code: code.into(),
+            },
+        };
+        return (how, Some(code));
+    }
+    let code = if error.is::<tower::timeout::error::Elapsed>() {
+        "timeout"
+    } else {
+        "handler_error"
+    };
+    (Settle::Retry { code: code.into() }, Some(code))
+}
+
+impl<S, P, R> tower::Service<Task<Job<P>>> for AckService<S>
+where
+    S: tower::Service<Task<Job<P>>, Response = R>,
+    S::Error: Into<BoxDynError>,
+    S::Future: Send + 'static,
+    P: Send + 'static,
+{
+    type Response = Settled;
+    type Error = BoxDynError;
+    type Future = BoxFuture<'static, Result<Settled, BoxDynError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<Job<P>>) -> Self::Future {
+        let meta = task.args.meta.clone();
+        let runner = self.runner.clone();
+        let kind = runner.kind;
+        let span = tracing::info_span!("job",
+            kind,
+            job_id = %meta.job_id,
+            attempt = meta.attempt,
+            tenant_id = %meta.tenant_id,
+            correlation_id = %meta.correlation_id,
+            message_id = %meta.message_id,
+        );
+        let inner = span.in_scope(|| self.inner.call(task));
+        async move {
+            runner.observer.started(&meta).await;
+            let started_at = Utc::now();
+            if meta.attempt == 1 {
+                let wait = (started_at - meta.timestamp).to_std().unwrap_or_default();
+                metrics::histogram!(m::JOB_WAIT_SECONDS, m::label::KIND => kind)
+                    .record(wait.as_secs_f64());
+            }
+            let clock = Instant::now();
+            let result = inner.await.map(|_| ()).map_err(Into::into);
+            let duration = clock.elapsed();
+            metrics::histogram!(m::JOB_DURATION_SECONDS, m::label::KIND => kind)
+                .record(duration.as_secs_f64());
+            let (how, error_code) = classify(&result);
+            if let Err(error) = &result {
+                tracing::warn!(error = %error, cause = ?error, code = error_code, "Job run failed.");
+            }
+            let id = meta.job_id.to_string();
+            let entries = [(id.clone(), owner(&runner.worker_id, meta.attempt), how)];
+            // Patience of one lease: past it, the lease is gone and the job will run again anyway.
+            let lease = runner.queue.settings().lease;
+            let settled = settle_with_retry(&runner.queue, kind, &entries, lease)
+                .await
+                .and_then(|mut v| v.pop())
+                .unwrap_or(Settled::Lost);
+            runner.book.remove(&id);
+            record_outcome(kind, &settled, error_code);
+            runner
+                .observer
+                .finished(JobReport {
+                    meta,
+                    settled: settled.clone(),
+                    error_code,
+                    started_at,
+                    duration,
+                })
+                .await;
+            Ok(settled)
+        }
+        .instrument(span)
+        .boxed()
+    }
+}
+
+fn record_outcome(kind: &'static str, settled: &Settled, code: Option<&'static str>) {
+    let outcome = match settled {
+        Settled::Completed => m::outcome::COMPLETED,
+        Settled::Retried { delay } => {
+            metrics::counter!(m::JOB_RETRIES_TOTAL, m::label::KIND => kind).increment(1);
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                code,
+                "Job will be retried."
+            );
+            m::outcome::RETRIED
+        }
+        Settled::Dead { reason } => {
+            tracing::error!(reason = %reason, code, "Job dead-lettered.");
+            m::outcome::DEAD
+        }
+        Settled::Snoozed { delay } => {
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                code,
+                "Job rate-limited; will run later."
+            );
+            m::outcome::RATE_LIMITED
+        }
+        Settled::Released => return,
+        Settled::Lost => {
+            metrics::counter!(m::QUEUE_LOST_LEASES_TOTAL, m::label::KIND => kind).increment(1);
+            tracing::warn!("Job's lease was lost before it was settled; it may run again.");
+            return;
+        }
+    };
+    metrics::counter!(m::JOBS_TOTAL, m::label::KIND => kind, m::label::OUTCOME => outcome)
+        .increment(1);
+}

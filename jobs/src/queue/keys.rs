@@ -1,0 +1,81 @@
+//! Redis key names of one queue (one job kind).
+//!
+//! Every key of a queue starts with the same hash tag `{<prefix>:<kind>}`, so all of them live
+//! in one Redis Cluster slot and every script can touch them together; moving to Cluster needs
+//! no rename. There is no global key.
+
+/// The keys of one queue.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    /// `{prefix:kind}`, the hash tag every key starts with.
+    pub(crate) tag: String,
+    /// LIST of ready job ids (LPUSH to add, RPOP to take: FIFO).
+    pub(crate) ready: String,
+    /// HASH: `<id>` → envelope JSON, `<id>:a` attempts, `<id>:o` lease owner,
+    /// `<id>:x` lease expiries, `<id>:e` last error code.
+    pub(crate) jobs: String,
+    /// ZSET id → lease deadline (ms, Redis clock).
+    pub(crate) leases: String,
+    /// ZSET id → due time (ms): retries, rate-limited and delayed jobs.
+    pub(crate) scheduled: String,
+    /// ZSET id → dead-letter time (ms).
+    pub(crate) dead: String,
+    /// HASH: `<id>` → envelope, `<id>:r` reason, `<id>:c` last error code, `<id>:a` attempts.
+    pub(crate) dead_data: String,
+    /// ZSET id → completion time (ms), capped to the configured count.
+    pub(crate) done: String,
+    /// HASH of lifetime counters: completed, retried, failed, dead, rate_limited, recovered.
+    pub(crate) stats: String,
+    /// HASH: the retry policy (max_attempts, backoff_base_ms, backoff_max_ms), written by
+    /// workers at start-up so a retry decision survives restarts and config drift in producers.
+    pub(crate) policy: String,
+    /// LIST of wake-up tokens that idle workers block on.
+    pub(crate) wake: String,
+    /// ZSET worker id → last heartbeat (ms).
+    pub(crate) workers: String,
+    /// HASH worker id → JSON description.
+    pub(crate) worker_info: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str, kind: &str) -> Self {
+        let tag = format!("{{{prefix}:{kind}}}");
+        let k = |suffix: &str| format!("{tag}:{suffix}");
+        Self {
+            ready: k("ready"),
+            jobs: k("jobs"),
+            leases: k("leases"),
+            scheduled: k("scheduled"),
+            dead: k("dead"),
+            dead_data: k("dead_data"),
+            done: k("done"),
+            stats: k("stats"),
+            policy: k("policy"),
+            wake: k("wake"),
+            workers: k("workers"),
+            worker_info: k("worker_info"),
+            tag,
+        }
+    }
+
+    /// The deduplication key of a message. Scoped by tenant, so one tenant's ids can never
+    /// suppress another's.
+    pub(crate) fn dedupe(&self, tenant: &uuid::Uuid, message_id: &str) -> String {
+        format!("{}:dedupe:{tenant}:{message_id}", self.tag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_key_shares_the_hash_tag() {
+        let k = super::Keys::new("leadq", "lead_score");
+        assert_eq!(k.tag, "{leadq:lead_score}");
+        for key in [&k.ready, &k.jobs, &k.leases, &k.dead, &k.workers] {
+            assert!(key.starts_with("{leadq:lead_score}:"), "{key}");
+        }
+        assert!(k
+            .dedupe(&uuid::Uuid::nil(), "m1")
+            .starts_with("{leadq:lead_score}:dedupe:"));
+    }
+}

@@ -1,0 +1,93 @@
+-- Settle a batch of leased jobs.
+-- KEYS[1] jobs   KEYS[2] leases   KEYS[3] scheduled   KEYS[4] dead (zset id -> ms)
+-- KEYS[5] dead_data (hash)   KEYS[6] done (zset id -> ms)   KEYS[7] stats (hash)
+-- KEYS[8] policy (hash)   KEYS[9] ready   KEYS[10] wake
+-- ARGV[1] n   ARGV[2] completed ids kept   ARGV[3] default max attempts
+-- ARGV[4] default backoff base ms   ARGV[5] default backoff max ms
+-- then per entry, 5 values: id, owner, action, a, b
+--   action 'ok'      completed
+--   action 'retry'   transient failure: a = error code, b = jitter in [0, 1)
+--   action 'dead'    permanent failure: a = reason, b = error code
+--   action 'snooze'  rate-limited: a = delay ms (no attempt used), b = error code
+--   action 'release' handed back unfinished at shutdown (no attempt used)
+-- Returns per entry { result, detail }: result is the action taken ('completed', 'retried',
+-- 'dead', 'snoozed', 'released') or 'lost' when the lease is no longer this owner's;
+-- detail is the retry delay in ms for 'retried' / 'snoozed', the reason for 'dead'.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = tonumber(ARGV[1])
+local pol = redis.call('HMGET', KEYS[8], 'max_attempts', 'backoff_base_ms', 'backoff_max_ms')
+local max_attempts = tonumber(pol[1]) or tonumber(ARGV[3])
+local base_ms = tonumber(pol[2]) or tonumber(ARGV[4])
+local max_ms = tonumber(pol[3]) or tonumber(ARGV[5])
+local out = {}
+local completed, retried, dead, snoozed = 0, 0, 0, 0
+
+local function bury(id, attempts, reason, code)
+  local data = redis.call('HGET', KEYS[1], id)
+  redis.call('HSET', KEYS[5], id, data or '', id .. ':r', reason, id .. ':c', code,
+    id .. ':a', attempts)
+  redis.call('ZADD', KEYS[4], now, id)
+  redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e')
+  dead = dead + 1
+end
+
+for i = 1, n do
+  local b = 5 + 5 * (i - 1)
+  local id, owner, action, a1, a2 = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+  local cur = redis.call('HMGET', KEYS[1], id .. ':o', id .. ':a')
+  if cur[1] ~= owner then
+    out[#out + 1] = { 'lost', '' }
+  else
+    redis.call('ZREM', KEYS[2], id)
+    local attempts = tonumber(cur[2]) or 1
+    if action == 'ok' then
+      redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e')
+      redis.call('ZADD', KEYS[6], now, id)
+      completed = completed + 1
+      out[#out + 1] = { 'completed', '' }
+    elseif action == 'retry' then
+      if attempts >= max_attempts then
+        bury(id, attempts, 'max_attempts', a1)
+        out[#out + 1] = { 'dead', 'max_attempts' }
+      else
+        local delay = base_ms * (2 ^ (attempts - 1))
+        if delay > max_ms then delay = max_ms end
+        -- "Equal jitter": half fixed, half random, so retries spread without ever collapsing to 0.
+        delay = math.floor(delay / 2 + (delay / 2) * tonumber(a2))
+        redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':e', a1)
+        redis.call('ZADD', KEYS[3], now + delay, id)
+        retried = retried + 1
+        out[#out + 1] = { 'retried', tostring(delay) }
+      end
+    elseif action == 'dead' then
+      bury(id, attempts, a1, a2)
+      out[#out + 1] = { 'dead', a1 }
+    elseif action == 'snooze' then
+      redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1)
+      redis.call('ZADD', KEYS[3], now + tonumber(a1), id)
+      snoozed = snoozed + 1
+      out[#out + 1] = { 'snoozed', a1 }
+    elseif action == 'release' then
+      redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1)
+      redis.call('RPUSH', KEYS[9], id)
+      redis.call('LPUSH', KEYS[10], '1')
+      redis.call('LTRIM', KEYS[10], 0, 7)
+      out[#out + 1] = { 'released', '' }
+    else
+      return redis.error_reply('unknown ack action ' .. tostring(action))
+    end
+  end
+end
+if completed > 0 then
+  redis.call('HINCRBY', KEYS[7], 'completed', completed)
+  local keep = tonumber(ARGV[2])
+  if redis.call('ZCARD', KEYS[6]) > keep + 100 then
+    redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -(keep + 1))
+  end
+end
+if retried > 0 then redis.call('HINCRBY', KEYS[7], 'retried', retried) end
+if retried + dead > 0 then redis.call('HINCRBY', KEYS[7], 'failed', retried + dead) end
+if dead > 0 then redis.call('HINCRBY', KEYS[7], 'dead', dead) end
+if snoozed > 0 then redis.call('HINCRBY', KEYS[7], 'rate_limited', snoozed) end
+return out

@@ -1,0 +1,44 @@
+-- Recover jobs whose lease expired (their worker died or stalled) and promote due scheduled
+-- jobs. Runs on every worker every second; each call handles a bounded slice.
+-- KEYS[1] jobs   KEYS[2] leases   KEYS[3] ready   KEYS[4] dead   KEYS[5] dead_data
+-- KEYS[6] stats   KEYS[7] wake   KEYS[8] scheduled
+-- ARGV[1] max lease expiries before a job is 'poisoned'   ARGV[2] slice size
+-- Returns { recovered, poisoned, promoted }.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local max_exp = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local recovered, poisoned = 0, 0
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[2], id)
+  local x = redis.call('HINCRBY', KEYS[1], id .. ':x', 1)
+  if x > max_exp then
+    local data = redis.call('HGET', KEYS[1], id)
+    local attempts = redis.call('HGET', KEYS[1], id .. ':a') or '0'
+    redis.call('HSET', KEYS[5], id, data or '', id .. ':r', 'poisoned', id .. ':c',
+      'lease_expired', id .. ':a', attempts)
+    redis.call('ZADD', KEYS[4], now, id)
+    redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e')
+    poisoned = poisoned + 1
+  else
+    redis.call('HSET', KEYS[1], id .. ':o', '')
+    redis.call('RPUSH', KEYS[3], id)
+    recovered = recovered + 1
+  end
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now, 'LIMIT', 0, limit)
+if #due > 0 then
+  redis.call('ZREM', KEYS[8], unpack(due))
+  redis.call('RPUSH', KEYS[3], unpack(due))
+end
+if poisoned > 0 then
+  redis.call('HINCRBY', KEYS[6], 'dead', poisoned)
+  redis.call('HINCRBY', KEYS[6], 'failed', poisoned)
+end
+if recovered > 0 then redis.call('HINCRBY', KEYS[6], 'recovered', recovered) end
+if recovered + #due > 0 then
+  redis.call('LPUSH', KEYS[7], '1')
+  redis.call('LTRIM', KEYS[7], 0, 7)
+end
+return { recovered, poisoned, #due }

@@ -1,0 +1,626 @@
+//! The queue engine: the only code that touches Redis job keys.
+//!
+//! apalis 1.0 supplies the worker loop, tower middleware and `Monitor`; this module supplies
+//! the Redis backend under them, because apalis-redis 1.0.0 loses or stalls jobs in ways we
+//! cannot accept (see `shared/apalis-notes.md` §5). What it guarantees:
+//!
+//! - **At-least-once, never lost.** A fetched job is *leased* (deadline from Redis `TIME`, so
+//!   worker clocks do not matter) and renewed while its handler runs. If the worker dies, any
+//!   other worker's reaper puts the job back within about one lease. A job whose lease expires
+//!   more than `max_lease_expiries` times is dead-lettered as `poisoned`.
+//! - **Bounded cost per job.** Every script touches a bounded slice (no `LREM`, no `unpack` of
+//!   a whole backlog), so the Redis cost of a job does not grow with the backlog.
+//! - **Retries that survive restarts.** Attempts and the retry policy live in Redis; backoff is
+//!   exponential with jitter; rate-limited jobs run again later without using an attempt.
+//! - **Redis errors are weather, not death.** Every Redis call of a worker is retried with
+//!   backoff; a worker never exits because Redis blinked.
+//! - **Dedupe at enqueue** on `(tenant, message_id)`, decided inside the enqueue script.
+//!
+//! # Layout
+//! - [`keys`](self): key names; one hash tag per queue.
+//! - `lua/*.lua`: the scripts (enqueue, fetch, ack, renew, reap, heartbeat).
+//! - [`backend`]: the apalis `Backend` and the ack layer that settles each job.
+//! - [`upkeep`]: heartbeats, lease renewal and the reaper, run by every worker process.
+//!
+//! The rest of the code sees only [`Queue`] (enqueue, counts, workers, dead letters) and
+//! [`backend::RedisBackend`].
+
+pub mod backend;
+mod keys;
+pub mod upkeep;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use leadq_platform::config::{KindSettings, QueueSettings};
+use leadq_platform::metrics as m;
+use leadq_platform::secret::Secret;
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::envelope::Envelope;
+pub(crate) use keys::Keys;
+
+/// Errors of the queue engine.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis did not answer, or answered with an error.
+    #[error("redis is unavailable")]
+    Redis(#[from] redis::RedisError),
+    /// Redis answered something the scripts never return (a bug, or a foreign key clash).
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+    /// The job cannot be enqueued as given.
+    #[error("invalid job: {0}")]
+    Invalid(String),
+}
+
+/// How many jobs one enqueue script call carries at most.
+pub const ENQUEUE_CHUNK: usize = 1000;
+/// How many due scheduled jobs one fetch promotes at most.
+const PROMOTE_SLICE: usize = 1000;
+/// How many expired leases or due jobs one reap call handles at most.
+const REAP_SLICE: usize = 1000;
+
+pub(crate) struct Scripts {
+    pub(crate) enqueue: redis::Script,
+    pub(crate) fetch: redis::Script,
+    pub(crate) ack: redis::Script,
+    pub(crate) renew: redis::Script,
+    pub(crate) reap: redis::Script,
+    pub(crate) heartbeat: redis::Script,
+}
+
+impl Scripts {
+    fn load() -> Self {
+        Self {
+            enqueue: redis::Script::new(include_str!("lua/enqueue.lua")),
+            fetch: redis::Script::new(include_str!("lua/fetch.lua")),
+            ack: redis::Script::new(include_str!("lua/ack.lua")),
+            renew: redis::Script::new(include_str!("lua/renew.lua")),
+            reap: redis::Script::new(include_str!("lua/reap.lua")),
+            heartbeat: redis::Script::new(include_str!("lua/heartbeat.lua")),
+        }
+    }
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    client: redis::Client,
+    cfg: QueueSettings,
+    scripts: Scripts,
+}
+
+/// A handle on the queues. Cheap to clone: clones share one multiplexed connection.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("prefix", &self.inner.cfg.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The message.
+    pub envelope: Envelope,
+    /// Run no earlier than this; `None` runs it as soon as a worker is free.
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+/// The result of enqueueing one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    /// The job's id (for a duplicate: the id of the job enqueued first).
+    pub job_id: Uuid,
+    /// The message id.
+    pub message_id: String,
+    /// True when the message id had been seen within the dedupe TTL and nothing was enqueued.
+    pub duplicate: bool,
+}
+
+/// Job counts of one kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KindCounts {
+    /// The kind.
+    pub kind: String,
+    /// Ready to run.
+    pub pending: u64,
+    /// Waiting for a retry delay, a rate limit or a `run_at`.
+    pub scheduled: u64,
+    /// Leased by a worker.
+    pub running: u64,
+    /// Completed (lifetime counter).
+    pub done: u64,
+    /// Failed runs, retried or dead-lettered (lifetime counter).
+    pub failed: u64,
+    /// Dead letters currently kept.
+    pub dead: u64,
+    /// Retries scheduled (lifetime counter).
+    pub retries: u64,
+    /// Rate-limited runs (lifetime counter).
+    pub rate_limited: u64,
+    /// Jobs recovered from expired leases (lifetime counter).
+    pub recovered: u64,
+}
+
+/// A worker process as it reports itself in its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct WorkerInfo {
+    /// Unique per process start: `<host>-<pid>-<random>`.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Kinds this worker runs.
+    pub kinds: Vec<String>,
+    /// When the process started.
+    pub started_at: DateTime<Utc>,
+    /// Jobs of this queue it holds leases on.
+    pub in_flight: usize,
+}
+
+/// A worker's status across all kinds, as `/v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerStatus {
+    /// Worker id.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Kinds it runs.
+    pub kinds: Vec<String>,
+    /// Process start.
+    pub started_at: DateTime<Utc>,
+    /// Last heartbeat (Redis clock).
+    pub last_heartbeat: DateTime<Utc>,
+    /// Jobs leased, summed over kinds.
+    pub in_flight: usize,
+}
+
+/// A dead-lettered job.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Job id.
+    pub job_id: Uuid,
+    /// Kind.
+    pub kind: String,
+    /// Why it died: a permanent error code, `max_attempts`, `poisoned`, `malformed_envelope`.
+    pub reason: String,
+    /// The last error code seen.
+    pub last_error_code: String,
+    /// Attempts used.
+    pub attempts: u32,
+    /// When it died.
+    pub dead_at: DateTime<Utc>,
+    /// The envelope as enqueued (`None` if it could not be parsed).
+    pub envelope: Option<Envelope>,
+}
+
+/// What the worker did with one leased job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Completed.
+    Completed,
+    /// Failed transiently; runs again after `delay`.
+    Retried {
+        /// The backoff chosen.
+        delay: Duration,
+    },
+    /// Dead-lettered.
+    Dead {
+        /// The reason.
+        reason: String,
+    },
+    /// Rate-limited; runs again after `delay` without using an attempt.
+    Snoozed {
+        /// The delay.
+        delay: Duration,
+    },
+    /// Handed back unfinished (shutdown).
+    Released,
+    /// The lease had expired and another worker took the job over; nothing was changed.
+    Lost,
+}
+
+/// How a leased job is to be settled.
+#[derive(Debug, Clone)]
+pub(crate) enum Settle {
+    Ok,
+    Retry { code: String },
+    Dead { reason: String, code: String },
+    Snooze { delay: Duration, code: String },
+    Release,
+}
+
+/// One job as the fetch script leased it.
+#[derive(Debug)]
+pub(crate) struct Leased {
+    pub(crate) id: String,
+    pub(crate) data: String,
+    pub(crate) attempt: u32,
+}
+
+/// A kind is a queue name: 1-64 of `a-z`, `0-9`, `_`. The catalogue of kinds the platform
+/// runs is [`crate::kinds`]; the engine itself serves any well-formed kind (the bench uses one).
+pub fn valid_kind(kind: &str) -> bool {
+    (1..=64).contains(&kind.len())
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn value_str(v: &redis::Value) -> Result<String, QueueError> {
+    redis::from_redis_value_ref::<String>(v).map_err(|e| QueueError::Protocol(e.to_string()))
+}
+
+fn value_i64(v: &redis::Value) -> Result<i64, QueueError> {
+    redis::from_redis_value_ref::<i64>(v).map_err(|e| QueueError::Protocol(e.to_string()))
+}
+
+impl Queue {
+    /// Connects to Redis (eagerly, with timeouts) and checks it answers.
+    pub async fn connect(url: &Secret, cfg: QueueSettings) -> Result<Self, QueueError> {
+        let client = redis::Client::open(url.expose())?;
+        let conn = client
+            .get_connection_manager_with_config(Self::manager_config())
+            .await?;
+        let q = Self {
+            inner: Arc::new(Inner {
+                conn,
+                client,
+                cfg,
+                scripts: Scripts::load(),
+            }),
+        };
+        q.ping().await?;
+        Ok(q)
+    }
+
+    fn manager_config() -> redis::aio::ConnectionManagerConfig {
+        // The default 500 ms response timeout turns a busy Redis into errors (apalis-redis#76).
+        redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+    }
+
+    /// A separate connection for blocking waits, which must not hold up the shared one.
+    pub(crate) async fn blocking_connection(&self) -> Result<ConnectionManager, QueueError> {
+        Ok(self
+            .inner
+            .client
+            .get_connection_manager_with_config(Self::manager_config())
+            .await?)
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    pub(crate) fn scripts(&self) -> &Scripts {
+        &self.inner.scripts
+    }
+
+    /// The queue settings this handle was built with.
+    pub fn settings(&self) -> &QueueSettings {
+        &self.inner.cfg
+    }
+
+    pub(crate) fn keys(&self, kind: &str) -> Keys {
+        Keys::new(&self.inner.cfg.prefix, kind)
+    }
+
+    /// The settings of `kind`, or the settings every kind defaults to.
+    pub(crate) fn kind_settings(&self, kind: &str) -> KindSettings {
+        self.inner
+            .cfg
+            .kinds
+            .get(kind)
+            .cloned()
+            .unwrap_or(KindSettings {
+                concurrency: 1,
+                max_attempts: 5,
+                backoff_base: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(300),
+                timeout: Duration::from_secs(60),
+            })
+    }
+
+    /// Checks Redis answers.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Enqueues jobs: one script call per kind and chunk of [`ENQUEUE_CHUNK`], each atomic.
+    /// Returns one [`Enqueued`] per job, in order.
+    pub async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+        let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
+        let mut by_kind: BTreeMap<String, Vec<(usize, NewJob)>> = BTreeMap::new();
+        for (i, job) in jobs.into_iter().enumerate() {
+            let e = &job.envelope;
+            if !crate::envelope::valid_id(&e.message_id) {
+                return Err(QueueError::Invalid("message_id".into()));
+            }
+            if !valid_kind(&e.action) {
+                return Err(QueueError::Invalid(format!("bad kind {:?}", e.action)));
+            }
+            by_kind.entry(e.action.clone()).or_default().push((i, job));
+        }
+        let mut conn = self.conn();
+        let ttl = self.inner.cfg.dedupe_ttl.as_millis().to_string();
+        for (kind, jobs) in by_kind {
+            let keys = self.keys(&kind);
+            for chunk in jobs.chunks(ENQUEUE_CHUNK) {
+                let mut inv = self.inner.scripts.enqueue.prepare_invoke();
+                inv.key(&keys.ready)
+                    .key(&keys.jobs)
+                    .key(&keys.scheduled)
+                    .key(&keys.wake);
+                inv.arg(&ttl).arg(chunk.len());
+                let mut ids = Vec::with_capacity(chunk.len());
+                for (_, job) in chunk {
+                    let e = &job.envelope;
+                    let id = Uuid::now_v7();
+                    inv.key(keys.dedupe(&e.tenant_id, &e.message_id));
+                    let data = serde_json::to_string(e)
+                        .map_err(|err| QueueError::Invalid(err.to_string()))?;
+                    let run_at = job.run_at.map(|t| t.timestamp_millis()).unwrap_or(0);
+                    inv.arg(id.to_string()).arg(data).arg(run_at);
+                    ids.push(id);
+                }
+                let stored: Vec<String> = inv.invoke_async(&mut conn).await?;
+                if stored.len() != chunk.len() {
+                    return Err(QueueError::Protocol("enqueue reply length".into()));
+                }
+                for (((i, job), id), got) in chunk.iter().zip(ids).zip(stored) {
+                    let job_id: Uuid = got
+                        .parse()
+                        .map_err(|_| QueueError::Protocol("dedupe key holds a non-id".into()))?;
+                    let duplicate = job_id != id;
+                    metrics::counter!(m::JOBS_ENQUEUED_TOTAL,
+                        m::label::KIND => kind.clone(),
+                        m::label::RESULT => if duplicate { "duplicate" } else { "enqueued" })
+                    .increment(1);
+                    out[*i] = Some(Enqueued {
+                        job_id,
+                        message_id: job.envelope.message_id.clone(),
+                        duplicate,
+                    });
+                }
+            }
+        }
+        out.into_iter()
+            .map(|e| e.ok_or_else(|| QueueError::Protocol("missing enqueue result".into())))
+            .collect()
+    }
+
+    /// Writes the retry policy of `kind` to Redis, where the ack script reads it.
+    pub async fn publish_policy(&self, kind: &str) -> Result<(), QueueError> {
+        let s = self.kind_settings(kind);
+        let keys = self.keys(kind);
+        let _: () = redis::cmd("HSET")
+            .arg(&keys.policy)
+            .arg("max_attempts")
+            .arg(s.max_attempts)
+            .arg("backoff_base_ms")
+            .arg(s.backoff_base.as_millis() as u64)
+            .arg("backoff_max_ms")
+            .arg(s.backoff_max.as_millis() as u64)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Counts of one kind, read in one round trip.
+    pub async fn counts(&self, kind: &str) -> Result<KindCounts, QueueError> {
+        let k = self.keys(kind);
+        type Reply = (u64, u64, u64, u64, BTreeMap<String, u64>);
+        let (pending, scheduled, running, dead, stats): Reply = redis::pipe()
+            .llen(&k.ready)
+            .zcard(&k.scheduled)
+            .zcard(&k.leases)
+            .zcard(&k.dead)
+            .hgetall(&k.stats)
+            .query_async(&mut self.conn())
+            .await?;
+        let stat = |name: &str| stats.get(name).copied().unwrap_or(0);
+        Ok(KindCounts {
+            kind: kind.to_owned(),
+            pending,
+            scheduled,
+            running,
+            dead,
+            done: stat("completed"),
+            failed: stat("failed"),
+            retries: stat("retried"),
+            rate_limited: stat("rate_limited"),
+            recovered: stat("recovered"),
+        })
+    }
+
+    /// The live workers of the given kinds, merged per worker.
+    pub async fn workers(&self, kinds: &[&str]) -> Result<Vec<WorkerStatus>, QueueError> {
+        let mut conn = self.conn();
+        let mut merged: BTreeMap<String, WorkerStatus> = BTreeMap::new();
+        for kind in kinds {
+            let k = self.keys(kind);
+            let (beats, infos): (Vec<(String, i64)>, BTreeMap<String, String>) = redis::pipe()
+                .zrange_withscores(&k.workers, 0, -1)
+                .hgetall(&k.worker_info)
+                .query_async(&mut conn)
+                .await?;
+            for (id, beat) in beats {
+                let Some(info) = infos
+                    .get(&id)
+                    .and_then(|j| serde_json::from_str::<WorkerInfo>(j).ok())
+                else {
+                    continue;
+                };
+                let last = ms_to_time(beat);
+                let entry = merged.entry(id.clone()).or_insert_with(|| WorkerStatus {
+                    id,
+                    host: info.host.clone(),
+                    pid: info.pid,
+                    kinds: info.kinds.clone(),
+                    started_at: info.started_at,
+                    last_heartbeat: last,
+                    in_flight: 0,
+                });
+                entry.in_flight += info.in_flight;
+                entry.last_heartbeat = entry.last_heartbeat.max(last);
+            }
+        }
+        Ok(merged.into_values().collect())
+    }
+
+    /// The most recent dead letters of `kind`, newest first.
+    pub async fn dead_letters(
+        &self,
+        kind: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        let k = self.keys(kind);
+        let mut conn = self.conn();
+        let entries: Vec<(String, i64)> = redis::cmd("ZRANGE")
+            .arg(&k.dead)
+            .arg(0)
+            .arg(limit.saturating_sub(1) as i64)
+            .arg("REV")
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (id, at) in entries {
+            let fields = [
+                id.clone(),
+                format!("{id}:r"),
+                format!("{id}:c"),
+                format!("{id}:a"),
+            ];
+            let vals: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(&k.dead_data)
+                .arg(&fields[..])
+                .query_async(&mut conn)
+                .await?;
+            let get = |i: usize| vals.get(i).cloned().flatten().unwrap_or_default();
+            out.push(DeadLetter {
+                job_id: id.parse().unwrap_or_default(),
+                kind: kind.to_owned(),
+                envelope: serde_json::from_str(&get(0)).ok(),
+                reason: get(1),
+                last_error_code: get(2),
+                attempts: get(3).parse().unwrap_or(0),
+                dead_at: ms_to_time(at),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Leases up to `n` jobs of `kind` for `worker`.
+    pub(crate) async fn fetch(
+        &self,
+        kind: &str,
+        worker: &str,
+        n: usize,
+    ) -> Result<Vec<Leased>, QueueError> {
+        let k = self.keys(kind);
+        let reply: Vec<redis::Value> = self
+            .inner
+            .scripts
+            .fetch
+            .key(&k.ready)
+            .key(&k.jobs)
+            .key(&k.leases)
+            .key(&k.scheduled)
+            .arg(n)
+            .arg(self.inner.cfg.lease.as_millis() as u64)
+            .arg(worker)
+            .arg(PROMOTE_SLICE)
+            .invoke_async(&mut self.conn())
+            .await?;
+        let mut out = Vec::with_capacity(reply.len() / 3);
+        for triple in reply.get(1..).unwrap_or_default().chunks(3) {
+            let [id, data, attempt] = triple else {
+                return Err(QueueError::Protocol("fetch reply shape".into()));
+            };
+            out.push(Leased {
+                id: value_str(id)?,
+                data: value_str(data)?,
+                attempt: u32::try_from(value_i64(attempt)?).unwrap_or(u32::MAX),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Settles leased jobs of `kind` in one script call. `entries` are (job id, owner, how).
+    pub(crate) async fn settle(
+        &self,
+        kind: &str,
+        entries: &[(String, String, Settle)],
+    ) -> Result<Vec<Settled>, QueueError> {
+        let k = self.keys(kind);
+        let s = self.kind_settings(kind);
+        let mut inv = self.inner.scripts.ack.prepare_invoke();
+        for key in [
+            &k.jobs,
+            &k.leases,
+            &k.scheduled,
+            &k.dead,
+            &k.dead_data,
+            &k.done,
+            &k.stats,
+            &k.policy,
+            &k.ready,
+            &k.wake,
+        ] {
+            inv.key(key);
+        }
+        inv.arg(entries.len())
+            .arg(self.inner.cfg.keep_done)
+            .arg(s.max_attempts)
+            .arg(s.backoff_base.as_millis() as u64)
+            .arg(s.backoff_max.as_millis() as u64);
+        for (id, owner, how) in entries {
+            inv.arg(id).arg(owner);
+            match how {
+                Settle::Ok => inv.arg("ok").arg("").arg(""),
+                Settle::Retry { code } => inv.arg("retry").arg(code).arg(rand::random::<f64>()),
+                Settle::Dead { reason, code } => inv.arg("dead").arg(reason).arg(code),
+                Settle::Snooze { delay, code } => {
+                    inv.arg("snooze").arg(delay.as_millis() as u64).arg(code)
+                }
+                Settle::Release => inv.arg("release").arg("").arg(""),
+            };
+        }
+        let reply: Vec<(String, String)> = inv.invoke_async(&mut self.conn()).await?;
+        let ms = |d: &str| Duration::from_millis(d.parse().unwrap_or(0));
+        reply
+            .into_iter()
+            .map(|(result, detail)| match result.as_str() {
+                "completed" => Ok(Settled::Completed),
+                "retried" => Ok(Settled::Retried { delay: ms(&detail) }),
+                "dead" => Ok(Settled::Dead { reason: detail }),
+                "snoozed" => Ok(Settled::Snoozed { delay: ms(&detail) }),
+                "released" => Ok(Settled::Released),
+                "lost" => Ok(Settled::Lost),
+                other => Err(QueueError::Protocol(format!("ack result {other}"))),
+            })
+            .collect()
+    }
+}

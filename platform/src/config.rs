@@ -1,0 +1,504 @@
+//! Configuration from the environment, validated all at once.
+//!
+//! An operator who starts leadq with three mistakes should learn about all three from one
+//! message, not one per restart. [`Settings::load`] therefore reads every variable, collects
+//! every problem in a [`ConfigError`], and only then fails. Secrets may be given directly
+//! (`DATABASE_URL`) or as a file path (`DATABASE_URL_FILE`, the Docker/Kubernetes secrets
+//! convention), never both.
+//!
+//! Per-kind queue settings are named `LEADQ_<KIND>_<SETTING>` (for example
+//! `LEADQ_LEAD_SCORE_CONCURRENCY`); the kinds and their defaults come from the job catalogue,
+//! which this crate does not know, so they are passed in as [`KindDefaults`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// Which settings a command needs. `leadq migrate` needs no Redis, for example.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    /// `DATABASE_URL` is required.
+    pub database: bool,
+    /// `REDIS_URL` is required.
+    pub redis: bool,
+}
+
+/// The defaults of one job kind, supplied by the job catalogue.
+#[derive(Debug, Clone, Copy)]
+pub struct KindDefaults {
+    /// The stable kind string, e.g. `lead_score`.
+    pub kind: &'static str,
+    /// How many jobs of this kind one worker process runs at once.
+    pub concurrency: usize,
+    /// Attempts before a transiently failing job is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; each later retry doubles it (with jitter) up to `backoff_max`.
+    pub backoff_base: Duration,
+    /// Upper bound of a retry delay.
+    pub backoff_max: Duration,
+    /// Hard deadline for one run of the handler.
+    pub timeout: Duration,
+}
+
+/// The settings of one job kind, after the environment has been applied.
+#[derive(Debug, Clone)]
+pub struct KindSettings {
+    /// How many jobs of this kind one worker process runs at once.
+    pub concurrency: usize,
+    /// Attempts before a transiently failing job is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay.
+    pub backoff_base: Duration,
+    /// Upper bound of a retry delay.
+    pub backoff_max: Duration,
+    /// Hard deadline for one run of the handler; past it the run counts as a transient failure.
+    pub timeout: Duration,
+}
+
+/// Queue-engine settings shared by every kind.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Key prefix of every Redis key leadq writes (`{<prefix>:<kind>}:…`).
+    pub prefix: String,
+    /// How long a fetched job stays leased without renewal. A crashed worker's jobs are run
+    /// again by another worker about this long after the crash.
+    pub lease: Duration,
+    /// Lease expiries after which a job is dead-lettered as `poisoned` (it keeps killing workers).
+    pub max_lease_expiries: u32,
+    /// How long a graceful stop waits for in-flight jobs before handing them back.
+    pub shutdown_timeout: Duration,
+    /// Per-kind settings, keyed by kind.
+    pub kinds: BTreeMap<&'static str, KindSettings>,
+    /// How long a `message_id` is remembered for deduplication at enqueue.
+    pub dedupe_ttl: Duration,
+    /// Completed job ids kept for inspection (the count cap of the `done` set).
+    pub keep_done: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable lines (local debugging).
+    Pretty,
+}
+
+/// Every setting of a leadq process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// PostgreSQL connection string.
+    pub database_url: Option<Secret>,
+    /// Redis connection string.
+    pub redis_url: Option<Secret>,
+    /// Sentry DSN; Sentry stays off when unset.
+    pub sentry_dsn: Option<Secret>,
+    /// Deployment environment name, reported to Sentry.
+    pub environment: String,
+    /// Where `leadq api` listens.
+    pub api_addr: SocketAddr,
+    /// Where `leadq worker` serves `/healthz`, `/readyz` and `/metrics`.
+    pub worker_addr: SocketAddr,
+    /// `tracing` filter directive, e.g. `info,leadq=debug`.
+    pub log_filter: String,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Queue-engine settings.
+    pub queue: QueueSettings,
+}
+
+/// Every problem found in the environment, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// One line per missing or invalid setting.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Default address of the API.
+pub const API_ADDR_DEFAULT: &str = "127.0.0.1:8080";
+/// Default address of the worker's health and metrics server.
+pub const WORKER_ADDR_DEFAULT: &str = "127.0.0.1:9091";
+/// Default Redis key prefix.
+pub const QUEUE_PREFIX_DEFAULT: &str = "leadq";
+
+/// Reads variables from a map, recording problems instead of failing on the first.
+struct Reader<'a> {
+    vars: &'a BTreeMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn secret(&mut self, name: &str, required: bool) -> Option<Secret> {
+        let file_var = format!("{name}_FILE");
+        match (self.get(name), self.get(&file_var)) {
+            (Some(_), Some(_)) => {
+                self.problems
+                    .push(format!("{name} and {file_var} are both set; set only one"));
+                None
+            }
+            (Some(v), None) => Some(Secret::new(v)),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim())),
+                Ok(_) => {
+                    self.problems
+                        .push(format!("{file_var} points to an empty file ({path})"));
+                    None
+                }
+                Err(e) => {
+                    self.problems
+                        .push(format!("{file_var} cannot be read ({path}): {e}"));
+                    None
+                }
+            },
+            (None, None) => {
+                if required {
+                    self.problems
+                        .push(format!("{name} is required (or {file_var})"));
+                }
+                None
+            }
+        }
+    }
+
+    fn parsed<T: std::str::FromStr>(&mut self, name: &str, default: T, what: &str) -> T {
+        match self.get(name) {
+            None => default,
+            Some(raw) => match raw.parse() {
+                Ok(v) => v,
+                Err(_) => {
+                    self.problems.push(format!("{name}={raw:?} is not {what}"));
+                    default
+                }
+            },
+        }
+    }
+
+    fn positive<T>(&mut self, name: &str, default: T, what: &str) -> T
+    where
+        T: std::str::FromStr + PartialOrd + Default + Copy,
+    {
+        let v = self.parsed(name, default, what);
+        if v <= T::default() {
+            self.problems.push(format!("{name} must be greater than 0"));
+            return default;
+        }
+        v
+    }
+
+    fn millis(&mut self, name: &str, default: Duration) -> Duration {
+        let ms = self.positive(
+            name,
+            default.as_millis() as u64,
+            "a whole number of milliseconds",
+        );
+        Duration::from_millis(ms)
+    }
+
+    fn secs(&mut self, name: &str, default: Duration) -> Duration {
+        let s = self.positive(name, default.as_secs(), "a whole number of seconds");
+        Duration::from_secs(s)
+    }
+}
+
+impl Settings {
+    /// Reads the process environment. See [`Settings::load`].
+    pub fn from_env(needs: Needs, kinds: &[KindDefaults]) -> Result<Self, ConfigError> {
+        #[allow(clippy::disallowed_methods)]
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        Self::load(&vars, needs, kinds)
+    }
+
+    /// Builds settings from `vars`, reporting every problem at once.
+    pub fn load(
+        vars: &BTreeMap<String, String>,
+        needs: Needs,
+        kinds: &[KindDefaults],
+    ) -> Result<Self, ConfigError> {
+        let mut r = Reader {
+            vars,
+            problems: Vec::new(),
+        };
+        let database_url = r.secret("DATABASE_URL", needs.database);
+        if let Some(url) = &database_url {
+            let u = url.expose();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                r.problems
+                    .push("DATABASE_URL must start with postgres:// or postgresql://".into());
+            }
+        }
+        let redis_url = r.secret("REDIS_URL", needs.redis);
+        if let Some(url) = &redis_url {
+            let u = url.expose();
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                r.problems
+                    .push("REDIS_URL must start with redis:// or rediss://".into());
+            }
+        }
+        let sentry_dsn = r.secret("SENTRY_DSN", false);
+        if let Some(dsn) = &sentry_dsn {
+            if dsn.expose().parse::<sentry::types::Dsn>().is_err() {
+                r.problems
+                    .push("SENTRY_DSN is not a valid Sentry DSN".into());
+            }
+        }
+        let environment = r
+            .get("LEADQ_ENVIRONMENT")
+            .unwrap_or("development")
+            .to_owned();
+        let api_addr = r.parsed(
+            "LEADQ_API_ADDR",
+            API_ADDR_DEFAULT.parse().expect("valid default"),
+            "a socket address such as 127.0.0.1:8080",
+        );
+        let worker_addr = r.parsed(
+            "LEADQ_WORKER_ADDR",
+            WORKER_ADDR_DEFAULT.parse().expect("valid default"),
+            "a socket address such as 127.0.0.1:9091",
+        );
+        let log_filter = r.get("LEADQ_LOG").unwrap_or("info").to_owned();
+        if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
+            r.problems.push(format!(
+                "LEADQ_LOG={log_filter:?} is not a valid tracing filter"
+            ));
+        }
+        let log_format = match r.get("LEADQ_LOG_FORMAT").unwrap_or("json") {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                r.problems.push(format!(
+                    "LEADQ_LOG_FORMAT={other:?} is not one of json, pretty"
+                ));
+                LogFormat::Json
+            }
+        };
+        let max_body_bytes = r.positive("LEADQ_MAX_BODY_BYTES", 256 * 1024, "a number of bytes");
+
+        let prefix = r
+            .get("LEADQ_QUEUE_PREFIX")
+            .unwrap_or(QUEUE_PREFIX_DEFAULT)
+            .to_owned();
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        {
+            r.problems.push(format!(
+                "LEADQ_QUEUE_PREFIX={prefix:?} may only hold letters, digits, '_', '-' and '.'"
+            ));
+        }
+        let lease = r.millis("LEADQ_LEASE_MS", Duration::from_secs(15));
+        let max_lease_expiries = r.positive("LEADQ_MAX_LEASE_EXPIRIES", 3u32, "a whole number");
+        let shutdown_timeout = r.secs("LEADQ_SHUTDOWN_TIMEOUT_SECS", Duration::from_secs(25));
+        let dedupe_ttl = r.secs("LEADQ_DEDUPE_TTL_SECS", Duration::from_secs(24 * 3600));
+        let keep_done = r.positive("LEADQ_KEEP_DONE", 10_000u64, "a whole number");
+        let mut kind_settings = BTreeMap::new();
+        for d in kinds {
+            let up = d.kind.to_ascii_uppercase();
+            let s = KindSettings {
+                concurrency: r.positive(
+                    &format!("LEADQ_{up}_CONCURRENCY"),
+                    d.concurrency,
+                    "a whole number",
+                ),
+                max_attempts: r.positive(
+                    &format!("LEADQ_{up}_MAX_ATTEMPTS"),
+                    d.max_attempts,
+                    "a whole number",
+                ),
+                backoff_base: r.millis(&format!("LEADQ_{up}_BACKOFF_BASE_MS"), d.backoff_base),
+                backoff_max: r.millis(&format!("LEADQ_{up}_BACKOFF_MAX_MS"), d.backoff_max),
+                timeout: r.millis(&format!("LEADQ_{up}_TIMEOUT_MS"), d.timeout),
+            };
+            if s.backoff_max < s.backoff_base {
+                r.problems.push(format!(
+                    "LEADQ_{up}_BACKOFF_MAX_MS must not be less than LEADQ_{up}_BACKOFF_BASE_MS"
+                ));
+            }
+            if s.timeout >= lease * 20 {
+                // Leases are renewed while a job runs, so a long timeout is fine; this only
+                // guards against a typo of several orders of magnitude.
+                r.problems.push(format!(
+                    "LEADQ_{up}_TIMEOUT_MS is more than 20 leases (LEADQ_LEASE_MS); check the units"
+                ));
+            }
+            kind_settings.insert(d.kind, s);
+        }
+
+        if !r.problems.is_empty() {
+            return Err(ConfigError {
+                problems: r.problems,
+            });
+        }
+        Ok(Settings {
+            database_url,
+            redis_url,
+            sentry_dsn,
+            environment,
+            api_addr,
+            worker_addr,
+            log_filter,
+            log_format,
+            max_body_bytes,
+            queue: QueueSettings {
+                prefix,
+                lease,
+                max_lease_expiries,
+                shutdown_timeout,
+                kinds: kind_settings,
+                dedupe_ttl,
+                keep_done,
+            },
+        })
+    }
+
+    /// The database URL; only call where [`Needs::database`] was requested.
+    pub fn database_url(&self) -> &Secret {
+        self.database_url
+            .as_ref()
+            .expect("DATABASE_URL was required at load time")
+    }
+
+    /// The Redis URL; only call where [`Needs::redis`] was requested.
+    pub fn redis_url(&self) -> &Secret {
+        self.redis_url
+            .as_ref()
+            .expect("REDIS_URL was required at load time")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: &[KindDefaults] = &[KindDefaults {
+        kind: "lead_score",
+        concurrency: 8,
+        max_attempts: 5,
+        backoff_base: Duration::from_millis(500),
+        backoff_max: Duration::from_secs(60),
+        timeout: Duration::from_secs(30),
+    }];
+    const ALL: Needs = Needs {
+        database: true,
+        redis: true,
+    };
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_one_error() {
+        let err = Settings::load(
+            &vars(&[
+                ("LEADQ_API_ADDR", "nope"),
+                ("LEADQ_LEAD_SCORE_CONCURRENCY", "0"),
+                ("LEADQ_LOG_FORMAT", "xml"),
+            ]),
+            ALL,
+            KINDS,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "DATABASE_URL is required",
+            "REDIS_URL is required",
+            "LEADQ_API_ADDR",
+            "LEADQ_LEAD_SCORE_CONCURRENCY must be greater than 0",
+            "LEADQ_LOG_FORMAT",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert_eq!(err.problems.len(), 5);
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = std::env::temp_dir().join(format!("leadq-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db");
+        std::fs::write(&path, "postgres://u:s3cret-pw@localhost/db\n").unwrap();
+        let s = Settings::load(
+            &vars(&[
+                ("DATABASE_URL_FILE", path.to_str().unwrap()),
+                ("REDIS_URL", "redis://:redispw@127.0.0.1:6379/"),
+            ]),
+            ALL,
+            KINDS,
+        )
+        .unwrap();
+        assert_eq!(
+            s.database_url().expose(),
+            "postgres://u:s3cret-pw@localhost/db"
+        );
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("s3cret-pw") && !debug.contains("redispw"),
+            "{debug}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_secret_and_its_file_variant_together_are_refused() {
+        let err = Settings::load(
+            &vars(&[
+                ("DATABASE_URL", "postgres://a/b"),
+                ("DATABASE_URL_FILE", "/x"),
+                ("REDIS_URL", "redis://127.0.0.1/"),
+            ]),
+            ALL,
+            KINDS,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("both set"));
+    }
+
+    #[test]
+    fn defaults_apply_and_kind_overrides_are_read() {
+        let s = Settings::load(
+            &vars(&[
+                ("DATABASE_URL", "postgres://a/b"),
+                ("REDIS_URL", "redis://127.0.0.1/"),
+                ("LEADQ_LEAD_SCORE_MAX_ATTEMPTS", "3"),
+            ]),
+            ALL,
+            KINDS,
+        )
+        .unwrap();
+        assert_eq!(s.api_addr.to_string(), API_ADDR_DEFAULT);
+        assert_eq!(s.worker_addr.to_string(), WORKER_ADDR_DEFAULT);
+        let k = &s.queue.kinds["lead_score"];
+        assert_eq!((k.max_attempts, k.concurrency), (3, 8));
+    }
+}

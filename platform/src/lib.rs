@@ -1,0 +1,25 @@
+//! Shared foundations of leadq, beneath `jobs`, `api` and `worker`.
+//!
+//! Everything here is needed by more than one process and knows nothing of HTTP or of the
+//! queue: it must stay small so that every crate can depend on it without pulling in the world.
+//!
+//! # Layout
+//! - [`config`]: `Settings::from_env`, which reads every variable and reports *all* problems at once.
+//! - [`secret`]: [`secret::Secret`], a string that never prints.
+//! - [`telemetry`]: JSON logs on stderr, Sentry, the Prometheus recorder.
+//! - [`metrics`]: every metric name and label spelled once.
+//! - [`db`]: eager PostgreSQL pool and the migrator.
+//! - [`apikey`]: API-key generation, hashing and constant-time verification.
+//! - [`tenant`]: tenant creation and lookup.
+//! - [`audit`]: the append-only audit log writer.
+//! - [`shutdown`]: the one `shutdown_signal()` every process uses.
+
+pub mod apikey;
+pub mod audit;
+pub mod config;
+pub mod db;
+pub mod metrics;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tenant;

@@ -1,0 +1,142 @@
+//! Every metric name and label leadq emits, spelled once.
+//!
+//! Dashboards and alert rules depend on these strings; renaming one is a breaking change for
+//! operators, so they live here and nowhere else. Call sites use the constants (or the small
+//! helpers below), never string literals. Label values come from fixed sets (kinds, outcomes,
+//! states, route templates): never a raw id, never an error message.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Counter: jobs finished, by `kind` and `outcome` (see [`outcome`]).
+pub const JOBS_TOTAL: &str = "leadq_jobs_total";
+/// Histogram: handler run time in seconds, by `kind`.
+pub const JOB_DURATION_SECONDS: &str = "leadq_job_duration_seconds";
+/// Histogram: time from enqueue to the start of the run, by `kind`.
+pub const JOB_WAIT_SECONDS: &str = "leadq_job_wait_seconds";
+/// Gauge: jobs per `kind` and `state` (see [`state`]), read from Redis at scrape time.
+pub const QUEUE_DEPTH: &str = "leadq_queue_depth";
+/// Gauge: Unix time of a worker's last heartbeat, by `worker`.
+pub const WORKER_HEARTBEAT_TIMESTAMP_SECONDS: &str = "leadq_worker_heartbeat_timestamp_seconds";
+/// Counter: retries scheduled, by `kind`.
+pub const JOB_RETRIES_TOTAL: &str = "leadq_job_retries_total";
+/// Counter: HTTP requests, by `route` (the route template), `method` and `status`.
+pub const HTTP_REQUESTS_TOTAL: &str = "leadq_http_requests_total";
+/// Histogram: HTTP request duration in seconds, by `route`.
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "leadq_http_request_duration_seconds";
+/// Counter: Redis operations of the queue engine that failed and were retried, by `op`.
+pub const QUEUE_REDIS_ERRORS_TOTAL: &str = "leadq_queue_redis_errors_total";
+/// Counter: acknowledgements refused because the lease had moved on (the job ran twice), by `kind`.
+pub const QUEUE_LOST_LEASES_TOTAL: &str = "leadq_queue_lost_leases_total";
+/// Counter: jobs accepted by the enqueue API, by `kind` and `result` (`enqueued`, `duplicate`).
+pub const JOBS_ENQUEUED_TOTAL: &str = "leadq_jobs_enqueued_total";
+
+/// Label names.
+pub mod label {
+    /// Job kind, e.g. `lead_score`.
+    pub const KIND: &str = "kind";
+    /// Job outcome, one of [`super::outcome`].
+    pub const OUTCOME: &str = "outcome";
+    /// Queue state, one of [`super::state`].
+    pub const STATE: &str = "state";
+    /// Worker id.
+    pub const WORKER: &str = "worker";
+    /// HTTP route template, e.g. `/v1/leads/{external_id}`.
+    pub const ROUTE: &str = "route";
+    /// HTTP method.
+    pub const METHOD: &str = "method";
+    /// HTTP status code.
+    pub const STATUS: &str = "status";
+    /// Queue operation.
+    pub const OP: &str = "op";
+    /// Enqueue result.
+    pub const RESULT: &str = "result";
+}
+
+/// Values of the `outcome` label of [`JOBS_TOTAL`].
+pub mod outcome {
+    /// The handler succeeded.
+    pub const COMPLETED: &str = "completed";
+    /// The handler failed transiently; the job will run again.
+    pub const RETRIED: &str = "retried";
+    /// The job was dead-lettered.
+    pub const DEAD: &str = "dead";
+    /// The job was rate-limited and will run again after a delay, without using an attempt.
+    pub const RATE_LIMITED: &str = "rate_limited";
+}
+
+/// Values of the `state` label of [`QUEUE_DEPTH`].
+pub mod state {
+    /// Ready to run now.
+    pub const PENDING: &str = "pending";
+    /// Waiting for a retry delay or a rate limit.
+    pub const SCHEDULED: &str = "scheduled";
+    /// Leased by a worker.
+    pub const RUNNING: &str = "running";
+    /// Dead letters kept.
+    pub const DEAD: &str = "dead";
+}
+
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the same handle)
+/// and registers the help text of every metric.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .expect("non-empty bucket list")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first, which we never do.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(JOBS_TOTAL, "Jobs finished, by kind and outcome.");
+    describe_histogram!(JOB_DURATION_SECONDS, Unit::Seconds, "Handler run time.");
+    describe_histogram!(
+        JOB_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time from enqueue to start."
+    );
+    describe_gauge!(QUEUE_DEPTH, "Jobs per kind and state, read from Redis.");
+    describe_gauge!(
+        WORKER_HEARTBEAT_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time of the worker's last heartbeat."
+    );
+    describe_counter!(JOB_RETRIES_TOTAL, "Retries scheduled, by kind.");
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests by route, method, status."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request duration by route."
+    );
+    describe_counter!(
+        QUEUE_REDIS_ERRORS_TOTAL,
+        "Queue-engine Redis operations that failed and were retried."
+    );
+    describe_counter!(
+        QUEUE_LOST_LEASES_TOTAL,
+        "Acknowledgements refused because another worker holds the lease."
+    );
+    describe_counter!(
+        JOBS_ENQUEUED_TOTAL,
+        "Jobs accepted at enqueue, by kind and result."
+    );
+}

@@ -1,0 +1,66 @@
+//! Logs, Sentry and the metrics recorder, set up once per process.
+//!
+//! Logs are JSON lines on **stderr** (stdout belongs to commands that print results, such as
+//! `leadq tenant create` and `leadq bench`). Spans carry `correlation_id` and `tenant_id`, and
+//! the JSON formatter writes the fields of every enclosing span on each line, so every line of
+//! a request or a job names both.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::{LogFormat, Settings};
+
+/// Keeps Sentry flushing until dropped; hold it for the life of `main`.
+pub struct TelemetryGuard {
+    _sentry: Option<sentry::ClientInitGuard>,
+}
+
+impl std::fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryGuard")
+            .field("sentry", &self._sentry.is_some())
+            .finish()
+    }
+}
+
+/// Installs the log subscriber, Sentry (when `SENTRY_DSN` is set) and the metrics recorder.
+pub fn init(settings: &Settings) -> TelemetryGuard {
+    init_logs(&settings.log_filter, settings.log_format);
+    crate::metrics::install();
+    let sentry = settings.sentry_dsn.as_ref().map(|dsn| {
+        sentry::init(
+            sentry::ClientOptions::new()
+                .dsn(dsn.expose())
+                .maybe_release(sentry::release_name!())
+                .environment(settings.environment.clone())
+                .send_default_pii(false),
+        )
+    });
+    TelemetryGuard { _sentry: sentry }
+}
+
+/// Installs the log subscriber only (commands that do not need Sentry or metrics).
+pub fn init_logs(filter: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let res = match format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_span_list(true)
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .with(sentry::integrations::tracing::ErrorLayer::new())
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(sentry::integrations::tracing::ErrorLayer::new())
+            .try_init(),
+    };
+    // A second init (tests build several apps per process) keeps the first subscriber.
+    let _ = res;
+}

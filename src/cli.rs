@@ -1,0 +1,163 @@
+//! Command-line interface. Results go to stdout, logs to stderr.
+//!
+//! Exit codes: 0 ok; 1 runtime failure; 2 invalid configuration or usage;
+//! 3 `tenant create` of a slug that exists (stderr starts with `tenant_exists`).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use leadq_jobs::kinds;
+use leadq_platform::config::{LogFormat, Needs, Settings};
+use leadq_platform::shutdown::shutdown_signal;
+use leadq_platform::{db, telemetry, tenant};
+
+/// leadq: multi-tenant job-queue platform for lead qualification, CRM sync and chat events.
+#[derive(Debug, Parser)]
+#[command(name = "leadq", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API on LEADQ_API_ADDR.
+    Api,
+    /// Run the workers of every job kind; health and metrics on LEADQ_WORKER_ADDR.
+    Worker,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Tenant administration.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Queue benchmark (shared/bench-protocol.md); prints one JSON line.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and its first API key; prints {tenant_id, slug, api_key} once.
+    Create {
+        /// Lower-case slug, e.g. `acme`.
+        slug: String,
+    },
+}
+
+fn load(needs: Needs) -> Result<Settings, ExitCode> {
+    Settings::from_env(needs, kinds::CATALOGUE).map_err(|e| {
+        eprintln!("leadq: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("leadq: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let all = Needs {
+        database: true,
+        redis: true,
+    };
+    let result = match cli.command {
+        Command::Bench(args) => {
+            telemetry::init_logs("warn", LogFormat::Json);
+            runtime.block_on(crate::bench::run(args))
+        }
+        Command::Api => {
+            let settings = match load(all) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let _guard = telemetry::init(&settings);
+            runtime.block_on(async {
+                let app = leadq_api::Application::build(&settings).await?;
+                app.run_until_stopped(shutdown_signal()).await
+            })
+        }
+        Command::Worker => {
+            let settings = match load(all) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let _guard = telemetry::init(&settings);
+            runtime.block_on(async {
+                let worker = leadq_worker::Worker::build(settings).await?;
+                worker.run_until_stopped(shutdown_signal()).await
+            })
+        }
+        Command::Migrate => {
+            let settings = match load(Needs {
+                database: true,
+                redis: false,
+            }) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            telemetry::init_logs(&settings.log_filter, settings.log_format);
+            runtime.block_on(async {
+                let pool = db::connect(settings.database_url(), 2).await?;
+                db::migrate(&pool).await?;
+                tracing::info!("Migrations applied.");
+                Ok(())
+            })
+        }
+        Command::Tenant {
+            command: TenantCommand::Create { slug },
+        } => {
+            let settings = match load(Needs {
+                database: true,
+                redis: false,
+            }) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            telemetry::init_logs(&settings.log_filter, settings.log_format);
+            let res = runtime.block_on(async {
+                let pool = db::connect(settings.database_url(), 2).await?;
+                Ok::<_, anyhow::Error>(tenant::create(&pool, &slug, "cli").await)
+            });
+            match res {
+                Ok(Ok(created)) => {
+                    match serde_json::to_string(&created) {
+                        Ok(line) => println!("{line}"),
+                        Err(e) => {
+                            eprintln!("leadq: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                    Ok(())
+                }
+                Ok(Err(tenant::TenantError::Exists(s))) => {
+                    eprintln!("tenant_exists: a tenant with slug {s:?} already exists");
+                    return ExitCode::from(3);
+                }
+                Ok(Err(e @ tenant::TenantError::BadSlug(_))) => {
+                    eprintln!("invalid_slug: {e}");
+                    return ExitCode::from(2);
+                }
+                Ok(Err(e)) => Err(anyhow::Error::new(e)).context("Failed to create the tenant"),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "leadq failed.");
+            eprintln!("leadq: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The leadq worker process.
+//!
+//! One apalis worker per job kind, all on our Redis backend ([`leadq_jobs::queue`]), under one
+//! apalis `Monitor`; plus the upkeep loop (heartbeats, lease renewal, reaper) and a small
+//! health/metrics server.
+//!
+//! Shutdown (SIGTERM/SIGINT): stop fetching; let in-flight jobs finish for up to
+//! `LEADQ_SHUTDOWN_TIMEOUT_SECS`; hand every job still leased back to the queue without using
+//! an attempt; leave the worker registry. No job is lost: what is not handed back (the process
+//! was killed) is recovered by another worker once its lease expires.
+//!
+//! # Layout
+//! - [`Worker`]: build (connect, bind) and run until stopped.
+//! - [`observer`]: `job_runs` rows and dead-letter audit.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+
+pub mod health;
+pub mod observer;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use apalis::layers::catch_panic::CatchPanicLayer;
+use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
+use leadq_jobs::kinds;
+use leadq_jobs::lead_score::{self, Deps};
+use leadq_jobs::queue::backend::{JobObserver, KindRunner};
+use leadq_jobs::queue::upkeep::{self, Upkeep};
+use leadq_jobs::queue::Queue;
+use leadq_jobs::JobError;
+use leadq_platform::config::Settings;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+/// A worker process, connected and bound, not yet running.
+pub struct Worker {
+    settings: Settings,
+    pool: PgPool,
+    queue: Queue,
+    worker_id: String,
+    listener: TcpListener,
+    observer: Arc<dyn JobObserver>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("worker_id", &self.worker_id)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A panic in a handler is a transient failure with code `panic`.
+fn on_panic(p: &Box<dyn std::any::Any + Send>) -> JobError {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into());
+    JobError::transient("panic", anyhow::anyhow!("handler panicked: {msg}"))
+}
+
+impl Worker {
+    /// Connects to PostgreSQL and Redis and binds the health server (port 0 picks one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = leadq_platform::db::connect(settings.database_url(), 10)
+            .await
+            .context("Failed to connect to PostgreSQL")?;
+        let queue = Queue::connect(settings.redis_url(), settings.queue.clone())
+            .await
+            .context("Failed to connect to Redis")?;
+        let listener = TcpListener::bind(settings.worker_addr)
+            .await
+            .with_context(|| format!("Failed to bind {}", settings.worker_addr))?;
+        let observer = Arc::new(observer::RunRecorder::new(pool.clone()));
+        Ok(Self {
+            settings,
+            pool,
+            queue,
+            worker_id: upkeep::new_worker_id(),
+            listener,
+            observer,
+        })
+    }
+
+    /// Where the health server listens.
+    pub fn health_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// This process's worker id.
+    pub fn id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Runs until `shutdown` resolves, then stops gracefully (see the crate docs).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Worker {
+            settings,
+            pool,
+            queue,
+            worker_id,
+            listener,
+            observer,
+        } = self;
+        for kind in kinds::names() {
+            queue
+                .publish_policy(kind)
+                .await
+                .context("Failed to publish the retry policy")?;
+        }
+        let score_cfg = &settings.queue.kinds[kinds::LEAD_SCORE];
+        let score = KindRunner::new(
+            queue.clone(),
+            kinds::LEAD_SCORE,
+            &worker_id,
+            score_cfg.concurrency,
+            observer.clone(),
+        );
+        let runners = vec![score.clone()];
+        let upkeep = Upkeep::new(runners.clone());
+        upkeep.beat().await;
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let upkeep_task = tokio::spawn(upkeep.clone().run(stopped(stop_rx.clone())));
+        let health = axum::serve(listener, health::router(pool.clone(), queue.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let health_task = tokio::spawn(async move {
+            if let Err(error) = health.await {
+                tracing::error!(error = %error, "Health server failed.");
+            }
+        });
+        tracing::info!(worker_id = %worker_id, kinds = ?kinds::names(), "Worker started.");
+
+        let deps = Deps { pool: pool.clone() };
+        let timeout = score_cfg.timeout;
+        let concurrency = score_cfg.concurrency;
+        let name = format!("{}@{worker_id}", kinds::LEAD_SCORE);
+        let monitor = Monitor::new()
+            .register(move |restarts| {
+                if restarts > 0 {
+                    tracing::warn!(restarts, "Restarting the lead_score worker.");
+                }
+                WorkerBuilder::new(format!("{name}#{restarts}"))
+                    .backend(score.backend())
+                    .data(deps.clone())
+                    .concurrency(concurrency)
+                    .layer(CatchPanicLayer::with_panic_handler(on_panic))
+                    .timeout(timeout)
+                    .build(lead_score::run)
+            })
+            .should_restart(|_, error| {
+                tracing::error!(error = %error, "A worker stopped with an error; restarting it.");
+                true
+            })
+            // An async block, so the grace period starts when shutdown starts (a bare
+            // `sleep(d)` would start counting now).
+            .with_terminator({
+                let grace = settings.queue.shutdown_timeout;
+                async move { tokio::time::sleep(grace).await }
+            });
+        let result = monitor
+            .run_with_signal(async move {
+                shutdown.await;
+                tracing::info!("Stopping: no new jobs; waiting for jobs in flight.");
+                Ok(())
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(error = %error, "Monitor ended with an error.");
+        }
+
+        // Whatever is still leased did not finish in time: hand it back, attempt unused.
+        for r in &runners {
+            let n = r.release_all().await;
+            if n > 0 {
+                tracing::warn!(
+                    kind = r.kind(),
+                    released = n,
+                    "Handed unfinished jobs back to the queue."
+                );
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ = upkeep_task.await;
+        upkeep.leave().await;
+        let _ = health_task.await;
+        tracing::info!(worker_id = %worker_id, "Worker stopped.");
+        Ok(())
+    }
+}

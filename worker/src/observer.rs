@@ -1,0 +1,109 @@
+//! Records every run in PostgreSQL (`job_runs`) and audits dead letters.
+//!
+//! Best effort by design: the queue in Redis is the source of truth for what runs next. If
+//! PostgreSQL is down the handler itself fails and retries, and these rows catch up on the
+//! next run.
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use leadq_jobs::envelope::JobMeta;
+use leadq_jobs::queue::backend::{JobObserver, JobReport};
+use leadq_jobs::queue::Settled;
+use leadq_platform::audit::{self, AuditEntry};
+use sqlx::PgPool;
+
+/// Writes `job_runs` rows.
+#[derive(Debug, Clone)]
+pub struct RunRecorder {
+    pool: PgPool,
+}
+
+impl RunRecorder {
+    /// A recorder writing to `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+impl JobObserver for RunRecorder {
+    fn started(&self, meta: &JobMeta) -> BoxFuture<'static, ()> {
+        let pool = self.pool.clone();
+        let meta = meta.clone();
+        async move {
+            let res = sqlx::query(
+                "insert into job_runs (job_id, tenant_id, kind, message_id, correlation_id, status,
+                                       attempts, enqueued_at, first_started_at, last_started_at)
+                 values ($1, $2, $3, $4, $5, 'running', $6, $7, now(), now())
+                 on conflict (job_id) do update set status = 'running', attempts = excluded.attempts,
+                     last_started_at = now(), updated_at = now()",
+            )
+            .bind(meta.job_id)
+            .bind(meta.tenant_id)
+            .bind(&meta.action)
+            .bind(&meta.message_id)
+            .bind(&meta.correlation_id)
+            .bind(meta.attempt as i32)
+            .bind(meta.timestamp)
+            .execute(&pool)
+            .await;
+            if let Err(error) = res {
+                tracing::warn!(error = %error, "Could not record the start of a job run.");
+            }
+        }
+        .boxed()
+    }
+
+    fn finished(&self, report: JobReport) -> BoxFuture<'static, ()> {
+        let pool = self.pool.clone();
+        async move {
+            let status = match &report.settled {
+                Settled::Completed => "completed",
+                Settled::Retried { .. } | Settled::Snoozed { .. } | Settled::Released => "retrying",
+                Settled::Dead { .. } => "dead",
+                Settled::Lost => return,
+            };
+            let finished = matches!(report.settled, Settled::Completed | Settled::Dead { .. });
+            let meta = &report.meta;
+            let res = sqlx::query(
+                "update job_runs set status = $2, attempts = $3, duration_ms = $4,
+                        last_error_code = coalesce($5, last_error_code),
+                        finished_at = case when $6 then now() else null end, updated_at = now()
+                  where job_id = $1",
+            )
+            .bind(meta.job_id)
+            .bind(status)
+            .bind(meta.attempt as i32)
+            .bind(report.duration.as_millis() as i64)
+            .bind(report.error_code)
+            .bind(finished)
+            .execute(&pool)
+            .await;
+            if let Err(error) = res {
+                tracing::warn!(error = %error, "Could not record the end of a job run.");
+            }
+            if let Settled::Dead { reason } = &report.settled {
+                let res = audit::record(
+                    &pool,
+                    &AuditEntry {
+                        tenant_id: Some(meta.tenant_id),
+                        actor: &meta.user_id,
+                        action: "job.dead_letter",
+                        subject: &format!("job:{}", meta.job_id),
+                        outcome: reason,
+                        correlation_id: &meta.correlation_id,
+                        details: serde_json::json!({
+                            "kind": meta.action, "attempts": meta.attempt,
+                            "error_code": report.error_code, "at": Utc::now(),
+                        }),
+                    },
+                )
+                .await;
+                if let Err(error) = res {
+                    tracing::warn!(error = %error, "Could not audit a dead letter.");
+                }
+            }
+        }
+        .boxed()
+    }
+}
