@@ -102,6 +102,22 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Creates the job series of `kind` at zero, so dashboards and `rate()` alerts see them from
+/// the first scrape instead of after the first event.
+pub fn register_job_series(kind: &'static str) {
+    for o in [
+        outcome::COMPLETED,
+        outcome::RETRIED,
+        outcome::DEAD,
+        outcome::RATE_LIMITED,
+    ] {
+        metrics::counter!(JOBS_TOTAL, label::KIND => kind, label::OUTCOME => o).increment(0);
+    }
+    metrics::counter!(JOB_RETRIES_TOTAL, label::KIND => kind).increment(0);
+    let _ = metrics::histogram!(JOB_DURATION_SECONDS, label::KIND => kind);
+    let _ = metrics::histogram!(JOB_WAIT_SECONDS, label::KIND => kind);
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(JOBS_TOTAL, "Jobs finished, by kind and outcome.");

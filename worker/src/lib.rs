@@ -112,6 +112,7 @@ impl Worker {
             observer,
         } = self;
         for kind in kinds::names() {
+            leadq_platform::metrics::register_job_series(kind);
             queue
                 .publish_policy(kind)
                 .await

@@ -191,25 +191,30 @@ impl KindRunner {
     }
 
     /// Hands every job this process still leases for the kind back to the queue, without using
-    /// an attempt. Called at shutdown once in-flight jobs had their chance to finish.
-    pub async fn release_all(&self) -> usize {
-        let entries: Vec<_> = self
-            .book
-            .snapshot()
-            .into_iter()
-            .map(|(id, owner)| (id, owner, Settle::Release))
-            .collect();
-        if entries.is_empty() {
-            return 0;
-        }
-        match settle_with_retry(&self.queue, self.kind, &entries, Duration::from_secs(5)).await {
-            Some(results) => {
-                for (id, _, _) in &entries {
-                    self.book.remove(id);
+    /// an attempt. Called at shutdown once in-flight jobs had their chance to finish. It sweeps
+    /// by lease owner in Redis rather than trusting the local book alone, so a lease taken by a
+    /// fetch whose reply was never read (the worker was dropped mid-fetch) is handed back too.
+    pub async fn release_all(&self) -> u64 {
+        let mut backoff = redis_backoff();
+        let start = Instant::now();
+        loop {
+            match self.queue.release_owned(self.kind, &self.worker_id).await {
+                Ok(n) => {
+                    for (id, _) in self.book.snapshot() {
+                        self.book.remove(&id);
+                    }
+                    return n;
                 }
-                results.iter().filter(|s| **s == Settled::Released).count()
+                Err(error) => {
+                    redis_error("release", &error);
+                    if start.elapsed() > Duration::from_secs(5) {
+                        tracing::error!(kind = self.kind, error = %error,
+                            "Could not hand jobs back; they run again when their leases expire.");
+                        return 0;
+                    }
+                    tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(1))).await;
+                }
             }
-            None => 0,
         }
     }
 
@@ -222,16 +227,16 @@ impl KindRunner {
                 return Vec::new();
             }
             match self.queue.fetch(self.kind, &self.worker_id, want).await {
-                Ok(batch) if !batch.is_empty() => {
+                Ok((batch, _)) if !batch.is_empty() => {
                     for job in &batch {
                         self.book
                             .insert(job.id.clone(), owner(&self.worker_id, job.attempt));
                     }
                     return batch;
                 }
-                Ok(_) => {
+                Ok((_, due_in)) => {
                     backoff = redis_backoff();
-                    self.wait_for_work().await;
+                    self.wait_for_work(due_in).await;
                 }
                 Err(error) => {
                     redis_error("fetch", &error);
@@ -241,8 +246,12 @@ impl KindRunner {
         }
     }
 
-    /// Blocks up to half a second on the wake list.
-    async fn wait_for_work(&self) {
+    /// Blocks on the wake list until a producer signals new work, the next scheduled job is
+    /// due (`due_in`), or half a second passes (a safety net for missed signals).
+    async fn wait_for_work(&self, due_in: Option<Duration>) {
+        let wait = due_in
+            .unwrap_or(IDLE_WAIT)
+            .clamp(Duration::from_millis(10), IDLE_WAIT);
         let mut slot = self.wake.lock().await;
         if slot.is_none() {
             match self.queue.blocking_connection().await {
@@ -258,7 +267,7 @@ impl KindRunner {
             let keys = self.queue.keys(self.kind);
             let res: Result<Option<(String, String)>, _> = redis::cmd("BLPOP")
                 .arg(&keys.wake)
-                .arg(0.5)
+                .arg(wait.as_secs_f64())
                 .query_async(conn)
                 .await;
             if let Err(error) = res {
@@ -268,6 +277,9 @@ impl KindRunner {
         }
     }
 }
+
+/// The longest an idle worker waits before it looks again.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
 
 fn owner(worker: &str, attempt: u32) -> String {
     format!("{worker}:{attempt}")

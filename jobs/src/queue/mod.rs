@@ -72,6 +72,7 @@ pub(crate) struct Scripts {
     pub(crate) renew: redis::Script,
     pub(crate) reap: redis::Script,
     pub(crate) heartbeat: redis::Script,
+    pub(crate) release_owned: redis::Script,
 }
 
 impl Scripts {
@@ -83,6 +84,7 @@ impl Scripts {
             renew: redis::Script::new(include_str!("lua/renew.lua")),
             reap: redis::Script::new(include_str!("lua/reap.lua")),
             heartbeat: redis::Script::new(include_str!("lua/heartbeat.lua")),
+            release_owned: redis::Script::new(include_str!("lua/release_owned.lua")),
         }
     }
 }
@@ -532,13 +534,14 @@ impl Queue {
         Ok(out)
     }
 
-    /// Leases up to `n` jobs of `kind` for `worker`.
+    /// Leases up to `n` jobs of `kind` for `worker`. When there are none, also says how long
+    /// until the earliest scheduled job is due (`None`: nothing scheduled).
     pub(crate) async fn fetch(
         &self,
         kind: &str,
         worker: &str,
         n: usize,
-    ) -> Result<Vec<Leased>, QueueError> {
+    ) -> Result<(Vec<Leased>, Option<Duration>), QueueError> {
         let k = self.keys(kind);
         let reply: Vec<redis::Value> = self
             .inner
@@ -554,8 +557,13 @@ impl Queue {
             .arg(PROMOTE_SLICE)
             .invoke_async(&mut self.conn())
             .await?;
+        let (now, next_due) = match reply.get(..2) {
+            Some([now, next]) => (value_i64(now)?, value_i64(next)?),
+            _ => return Err(QueueError::Protocol("fetch reply shape".into())),
+        };
+        let due_in = (next_due >= 0).then(|| Duration::from_millis((next_due - now).max(0) as u64));
         let mut out = Vec::with_capacity(reply.len() / 3);
-        for triple in reply.get(1..).unwrap_or_default().chunks(3) {
+        for triple in reply.get(2..).unwrap_or_default().chunks(3) {
             let [id, data, attempt] = triple else {
                 return Err(QueueError::Protocol("fetch reply shape".into()));
             };
@@ -565,7 +573,24 @@ impl Queue {
                 attempt: u32::try_from(value_i64(attempt)?).unwrap_or(u32::MAX),
             });
         }
-        Ok(out)
+        Ok((out, due_in))
+    }
+
+    /// Hands back every job of `kind` leased by `worker` (see `lua/release_owned.lua`).
+    pub(crate) async fn release_owned(&self, kind: &str, worker: &str) -> Result<u64, QueueError> {
+        let k = self.keys(kind);
+        Ok(self
+            .inner
+            .scripts
+            .release_owned
+            .key(&k.jobs)
+            .key(&k.leases)
+            .key(&k.ready)
+            .key(&k.wake)
+            .arg(worker)
+            .arg(100_000)
+            .invoke_async(&mut self.conn())
+            .await?)
     }
 
     /// Settles leased jobs of `kind` in one script call. `entries` are (job id, owner, how).

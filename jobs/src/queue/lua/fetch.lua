@@ -2,7 +2,8 @@
 -- large backlog never exceeds Lua's unpack limit and never blocks Redis for long).
 -- KEYS[1] ready   KEYS[2] jobs   KEYS[3] leases (zset id -> deadline ms)   KEYS[4] scheduled
 -- ARGV[1] n   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max promoted per call
--- Returns { now, id1, data1, attempt1, id2, data2, attempt2, ... }.
+-- Returns { now, next_due, id1, data1, attempt1, id2, data2, attempt2, ... } where next_due is
+-- the due time (ms) of the earliest scheduled job, or -1: an idle worker sleeps until then.
 -- The lease owner is "<worker id>:<attempt>": unique per lease, so an acknowledgement from a
 -- lease that expired and was taken over is recognised and refused.
 local n = tonumber(ARGV[1])
@@ -15,7 +16,8 @@ if #due > 0 then
 end
 local ids = redis.call('RPOP', KEYS[1], n)
 if not ids then
-  return { now }
+  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  return { now, tonumber(first[2]) or -1 }
 end
 local fields = {}
 for i, id in ipairs(ids) do
@@ -24,7 +26,7 @@ for i, id in ipairs(ids) do
 end
 local vals = redis.call('HMGET', KEYS[2], unpack(fields))
 local deadline = now + tonumber(ARGV[2])
-local zargs, hargs, out = {}, {}, { now }
+local zargs, hargs, out = {}, {}, { now, -1 }
 for i, id in ipairs(ids) do
   local data = vals[2 * i - 1]
   if data then

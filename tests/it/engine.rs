@@ -1,0 +1,336 @@
+//! The queue engine under a test handler: retries, dead letters, big due bursts.
+//!
+//! These tests run our Redis backend under a real apalis worker, with the production layers,
+//! and a handler the test controls.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apalis::layers::catch_panic::CatchPanicLayer;
+use apalis::prelude::{Data, Monitor, WorkerBuilder, WorkerBuilderExt};
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use leadq_jobs::envelope::{Envelope, JobMeta, SCHEMA_VERSION};
+use leadq_jobs::queue::backend::{Job, JobObserver, JobReport, KindRunner};
+use leadq_jobs::queue::upkeep::Upkeep;
+use leadq_jobs::queue::{NewJob, Queue, Settled};
+use leadq_jobs::JobError;
+use leadq_platform::config::{KindSettings, QueueSettings};
+use leadq_platform::secret::Secret;
+use leadq_testkit::{queue_prefix, wait_for};
+use tokio::sync::oneshot;
+
+const KIND: &str = "test_job";
+
+type Handler =
+    Arc<dyn Fn(Job<serde_json::Value>) -> BoxFuture<'static, Result<(), JobError>> + Send + Sync>;
+
+async fn dispatch(job: Job<serde_json::Value>, h: Data<Handler>) -> Result<(), JobError> {
+    (h.as_ref())(job).await
+}
+
+#[derive(Default)]
+struct Seen {
+    starts: Vec<(uuid::Uuid, u32, Instant)>,
+    reports: Vec<JobReport>,
+}
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Seen>>);
+
+impl JobObserver for Recorder {
+    fn started(&self, meta: &JobMeta) -> BoxFuture<'static, ()> {
+        self.0
+            .lock()
+            .unwrap()
+            .starts
+            .push((meta.job_id, meta.attempt, Instant::now()));
+        futures::future::ready(()).boxed()
+    }
+    fn finished(&self, report: JobReport) -> BoxFuture<'static, ()> {
+        self.0.lock().unwrap().reports.push(report);
+        futures::future::ready(()).boxed()
+    }
+}
+
+fn settings(prefix: &str, max_attempts: u32, base_ms: u64) -> QueueSettings {
+    let mut kinds = std::collections::BTreeMap::new();
+    kinds.insert(
+        KIND,
+        KindSettings {
+            concurrency: 20,
+            max_attempts,
+            backoff_base: Duration::from_millis(base_ms),
+            backoff_max: Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
+        },
+    );
+    QueueSettings {
+        prefix: prefix.into(),
+        lease: Duration::from_secs(3),
+        max_lease_expiries: 2,
+        shutdown_timeout: Duration::from_secs(5),
+        kinds,
+        dedupe_ttl: Duration::from_secs(600),
+        keep_done: 100,
+    }
+}
+
+async fn queue(s: QueueSettings) -> Queue {
+    #[allow(clippy::disallowed_methods)]
+    let url = std::env::var("REDIS_URL").expect("REDIS_URL (run through scripts/test)");
+    Queue::connect(&Secret::new(url), s).await.unwrap()
+}
+
+fn job(i: usize, run_at: Option<chrono::DateTime<Utc>>) -> NewJob {
+    NewJob {
+        envelope: Envelope {
+            schema_version: SCHEMA_VERSION,
+            message_id: format!("m-{i}"),
+            tenant_id: uuid::Uuid::nil(),
+            user_id: "test".into(),
+            action: KIND.into(),
+            payload: serde_json::json!({"i": i}),
+            timestamp: Utc::now(),
+            correlation_id: format!("c-{i}"),
+        },
+        run_at,
+    }
+}
+
+/// A worker under test: runs until `stop` is called.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    restarts: Arc<Mutex<usize>>,
+}
+
+fn start(queue: &Queue, handler: Handler, observer: Recorder) -> Running {
+    let runner = KindRunner::new(queue.clone(), KIND, "w-test", 20, Arc::new(observer));
+    let upkeep = Upkeep::new(vec![runner.clone()]);
+    let restarts = Arc::new(Mutex::new(0));
+    let seen = restarts.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let q = queue.clone();
+    let task = tokio::spawn(async move {
+        q.publish_policy(KIND).await.unwrap();
+        let (utx, urx) = oneshot::channel::<()>();
+        let up = tokio::spawn(upkeep.run(async move {
+            let _ = urx.await;
+        }));
+        let r = runner.clone();
+        Monitor::new()
+            .register(move |n| {
+                *seen.lock().unwrap() = n;
+                WorkerBuilder::new(format!("test#{n}"))
+                    .backend(r.backend())
+                    .data(handler.clone())
+                    .concurrency(20)
+                    .layer(CatchPanicLayer::with_panic_handler(
+                        |_: &Box<dyn std::any::Any + Send>| {
+                            JobError::transient("panic", anyhow::anyhow!("panicked"))
+                        },
+                    ))
+                    .timeout(Duration::from_secs(10))
+                    .build(dispatch)
+            })
+            .with_terminator(async { tokio::time::sleep(Duration::from_secs(5)).await })
+            .run_with_signal(async move {
+                let _ = stopped.await;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        runner.release_all().await;
+        let _ = utx.send(());
+        let _ = up.await;
+    });
+    Running {
+        stop,
+        task,
+        restarts,
+    }
+}
+
+impl Running {
+    async fn stop(self) -> usize {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+        let n = *self.restarts.lock().unwrap();
+        n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transiently_failing_job_is_retried_with_growing_delays_then_dead_lettered() {
+    let q = queue(settings(&queue_prefix(), 4, 300)).await;
+    let handler: Handler = Arc::new(|_job| {
+        async {
+            Err(JobError::transient(
+                "crm_unavailable",
+                anyhow::anyhow!("503 from upstream"),
+            ))
+        }
+        .boxed()
+    });
+    let rec = Recorder::default();
+    let w = start(&q, handler, rec.clone());
+    q.enqueue(vec![job(1, None)]).await.unwrap();
+    let dead = wait_for("the dead letter", Duration::from_secs(20), || async {
+        let d = q.dead_letters(KIND, 10).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(w.stop().await, 0, "the worker never restarted");
+
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "max_attempts");
+    assert_eq!(dead[0].last_error_code, "crm_unavailable");
+    assert_eq!(dead[0].attempts, 4);
+    assert_eq!(dead[0].envelope.as_ref().unwrap().message_id, "m-1");
+
+    let seen = rec.0.lock().unwrap();
+    let attempts: Vec<u32> = seen.starts.iter().map(|(_, a, _)| *a).collect();
+    assert_eq!(attempts, vec![1, 2, 3, 4]);
+    let gaps: Vec<Duration> = seen
+        .starts
+        .windows(2)
+        .map(|w| w[1].2.duration_since(w[0].2))
+        .collect();
+    // Equal jitter: retry k waits between base*2^(k-1)/2 and base*2^(k-1).
+    for (k, gap) in gaps.iter().enumerate() {
+        let full = 300 * (1u64 << k);
+        assert!(
+            *gap >= Duration::from_millis(full / 2),
+            "retry {} came after {gap:?}, before {}ms",
+            k + 1,
+            full / 2
+        );
+    }
+    assert!(gaps[2] > gaps[0], "delays grow: {gaps:?}");
+    let outcomes: Vec<_> = seen.reports.iter().map(|r| r.settled.clone()).collect();
+    assert!(matches!(
+        outcomes[..3],
+        [
+            Settled::Retried { .. },
+            Settled::Retried { .. },
+            Settled::Retried { .. }
+        ]
+    ));
+    assert_eq!(
+        outcomes[3],
+        Settled::Dead {
+            reason: "max_attempts".into()
+        }
+    );
+    let c = q.counts(KIND).await.unwrap();
+    assert_eq!(
+        (c.dead, c.retries, c.pending, c.scheduled, c.running),
+        (1, 3, 0, 0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_is_dead_lettered_at_once_and_a_rate_limit_uses_no_attempt() {
+    let q = queue(settings(&queue_prefix(), 5, 100)).await;
+    let limited_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handler: Handler = Arc::new(move |job| {
+        let first_time =
+            job.payload["i"] == 2 && !limited_once.swap(true, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            match job.payload["i"].as_u64() {
+                Some(1) => Err(JobError::permanent(
+                    "invalid_payload",
+                    anyhow::anyhow!("bad"),
+                )),
+                Some(2) if first_time => Err(JobError::RateLimited {
+                    code: "crm_rate_limited",
+                    retry_after: Duration::from_millis(300),
+                }),
+                _ => Ok(()),
+            }
+        }
+        .boxed()
+    });
+    let rec = Recorder::default();
+    let w = start(&q, handler, rec.clone());
+    q.enqueue(vec![job(1, None), job(2, None)]).await.unwrap();
+    wait_for("both jobs settled", Duration::from_secs(10), || async {
+        let c = q.counts(KIND).await.unwrap();
+        (c.dead == 1 && c.done == 1).then_some(())
+    })
+    .await;
+    w.stop().await;
+    let dead = q.dead_letters(KIND, 10).await.unwrap();
+    assert_eq!(
+        (dead[0].reason.as_str(), dead[0].attempts),
+        ("invalid_payload", 1)
+    );
+    let seen = rec.0.lock().unwrap();
+    // The rate-limited job ran twice, both times as attempt 1: the snooze used no attempt.
+    let second: Vec<u32> = seen
+        .reports
+        .iter()
+        .filter(|r| r.meta.message_id == "m-2")
+        .map(|r| r.meta.attempt)
+        .collect();
+    assert_eq!(second, vec![1, 1]);
+    drop(seen);
+    assert_eq!(q.counts(KIND).await.unwrap().rate_limited, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_jobs_due_at_once_drain_without_the_worker_dying() {
+    let q = queue(settings(&queue_prefix(), 3, 100)).await;
+    // 10,000 ready now, and 10,000 scheduled to fall due at the same instant: far above the
+    // ~8,000 that kill apalis-redis's fetch (Lua unpack limit).
+    let due = Utc::now() + chrono::Duration::milliseconds(1500);
+    let jobs: Vec<NewJob> = (0..20_000)
+        .map(|i| job(i, (i % 2 == 0).then_some(due)))
+        .collect();
+    q.enqueue(jobs).await.unwrap();
+    let c = q.counts(KIND).await.unwrap();
+    assert_eq!((c.pending, c.scheduled), (10_000, 10_000));
+    tokio::time::sleep(Duration::from_millis(1600)).await; // let the 10,000 fall due together
+
+    let handler: Handler = Arc::new(|_| async { Ok(()) }.boxed());
+    let w = start(&q, handler, Recorder::default());
+    wait_for("20,000 completions", Duration::from_secs(120), || async {
+        (q.counts(KIND).await.unwrap().done == 20_000).then_some(())
+    })
+    .await;
+    assert_eq!(w.stop().await, 0, "the worker never died and restarted");
+    let c = q.counts(KIND).await.unwrap();
+    assert_eq!(
+        (c.pending, c.scheduled, c.running, c.dead, c.failed),
+        (0, 0, 0, 0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_transient_failure_not_a_dead_worker() {
+    let q = queue(settings(&queue_prefix(), 2, 100)).await;
+    let handler: Handler = Arc::new(|job| {
+        async move {
+            if job.payload["i"] == 1 {
+                panic!("boom");
+            }
+            Ok(())
+        }
+        .boxed()
+    });
+    let w = start(&q, handler, Recorder::default());
+    q.enqueue(vec![job(1, None), job(2, None)]).await.unwrap();
+    wait_for("one dead, one done", Duration::from_secs(10), || async {
+        let c = q.counts(KIND).await.unwrap();
+        (c.dead == 1 && c.done == 1).then_some(())
+    })
+    .await;
+    assert_eq!(w.stop().await, 0);
+    let dead = q.dead_letters(KIND, 1).await.unwrap();
+    assert_eq!(
+        (dead[0].reason.as_str(), dead[0].last_error_code.as_str()),
+        ("max_attempts", "panic")
+    );
+}

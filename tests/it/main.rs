@@ -1,0 +1,8 @@
+//! Integration tests: one binary (faster to link), real PostgreSQL and Redis (from
+//! `scripts/test`), a fresh database and queue prefix per test.
+
+mod api_auth;
+mod api_leads;
+mod engine;
+mod observability;
+mod process;

@@ -1,0 +1,196 @@
+//! The real `leadq worker` process, stopped with SIGTERM and killed with SIGKILL.
+//!
+//! A lock on the `leads` table holds handlers mid-job, so the signals land while jobs are
+//! in flight, deterministically and without sleeps in the code under test.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_jobs::queue::NewJob;
+use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
+use sqlx::{Connection, PgConnection};
+
+fn worker_process(app: &TestApp, concurrency: &str) -> Child {
+    #[allow(clippy::disallowed_methods)]
+    let redis = std::env::var("REDIS_URL").unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let verbose = std::env::var("TEST_LOG").is_ok();
+    Command::new(env!("CARGO_BIN_EXE_leadq"))
+        .arg("worker")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", redis)
+        .env("LEADQ_QUEUE_PREFIX", &app.settings.queue.prefix)
+        .env("LEADQ_WORKER_ADDR", "127.0.0.1:0")
+        .env("LEADQ_LEASE_MS", "2000")
+        .env("LEADQ_SHUTDOWN_TIMEOUT_SECS", "2")
+        .env("LEADQ_LEAD_SCORE_CONCURRENCY", concurrency)
+        .env("LEADQ_LOG", if verbose { "info" } else { "error" })
+        .stdout(Stdio::null())
+        .stderr(if verbose {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("start leadq worker")
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -TERM failed");
+}
+
+async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    wait_for("the worker to exit", within, || {
+        let status = child.try_wait().expect("try_wait");
+        async move { status }
+    })
+    .await
+}
+
+async fn enqueue_leads(app: &TestApp, n: usize) {
+    let jobs = (0..n)
+        .map(|i| NewJob {
+            envelope: Envelope {
+                schema_version: SCHEMA_VERSION,
+                message_id: format!("msg-{i}"),
+                tenant_id: app.tenant.tenant_id,
+                user_id: "test".into(),
+                action: "lead_score".into(),
+                payload: sample_lead(&format!("tg-{i}")),
+                timestamp: Utc::now(),
+                correlation_id: format!("corr-{i}"),
+            },
+            run_at: None,
+        })
+        .collect();
+    app.queue.enqueue(jobs).await.unwrap();
+}
+
+/// Holds `leads` locked against writes until dropped (rolled back).
+async fn lock_leads(app: &TestApp) -> PgConnection {
+    let mut conn = PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("begin").execute(&mut conn).await.unwrap();
+    sqlx::query("lock table leads in share row exclusive mode")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+async fn completed_runs(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from job_runs where status = 'completed'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_with_sigterm_mid_batch_loses_no_job() {
+    const N: usize = 300;
+    let app = spawn_app().await;
+    enqueue_leads(&app, N).await;
+
+    let mut first = worker_process(&app, "8");
+    wait_for("some completions", Duration::from_secs(30), || async {
+        (app.queue.counts("lead_score").await.unwrap().done >= 10).then_some(())
+    })
+    .await;
+    let lock = lock_leads(&app).await;
+    wait_for("jobs held in flight", Duration::from_secs(10), || async {
+        (app.queue.counts("lead_score").await.unwrap().running >= 1).then_some(())
+    })
+    .await;
+    sigterm(&first);
+    let status = wait_exit(&mut first, Duration::from_secs(20)).await;
+    assert!(status.success(), "graceful stop exits 0, got {status}");
+
+    // Nothing is left leased: unfinished jobs were handed back, none lost.
+    let c = app.queue.counts("lead_score").await.unwrap();
+    assert_eq!(c.running, 0, "{c:?}");
+    assert_eq!(c.done + c.pending + c.scheduled, N as u64, "{c:?}");
+    assert!(c.pending > 0, "the stop really was mid-batch: {c:?}");
+    let handed_back = c.pending;
+    drop(lock);
+
+    let mut second = worker_process(&app, "8");
+    wait_for("every job completed", Duration::from_secs(60), || async {
+        (completed_runs(&app).await == N as i64).then_some(())
+    })
+    .await;
+    sigterm(&second);
+    assert!(wait_exit(&mut second, Duration::from_secs(20))
+        .await
+        .success());
+
+    let c = app.queue.counts("lead_score").await.unwrap();
+    assert_eq!(
+        (c.done, c.dead, c.running, c.pending),
+        (N as u64, 0, 0, 0),
+        "{c:?}"
+    );
+    let leads: i64 = sqlx::query_scalar("select count(*) from leads")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(leads, N as i64);
+    // Handing back used no attempt: every job completed on its first attempt.
+    let max_attempt: i32 = sqlx::query_scalar("select max(attempts) from job_runs")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(max_attempt, 1, "{handed_back} jobs were handed back");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_has_its_jobs_run_by_another_after_the_lease_expires() {
+    const N: usize = 40;
+    let app = spawn_app().await;
+    let lock = lock_leads(&app).await;
+    enqueue_leads(&app, N).await;
+    let mut victim = worker_process(&app, "5");
+    let in_flight = wait_for("jobs held in flight", Duration::from_secs(20), || async {
+        let c = app.queue.counts("lead_score").await.unwrap();
+        (c.running == 5).then_some(c.running)
+    })
+    .await;
+    victim.kill().expect("SIGKILL");
+    victim.wait().expect("reap the killed worker");
+    drop(lock);
+
+    let mut rescuer = worker_process(&app, "5");
+    wait_for("every job completed", Duration::from_secs(60), || async {
+        (completed_runs(&app).await == N as i64).then_some(())
+    })
+    .await;
+    sigterm(&rescuer);
+    assert!(wait_exit(&mut rescuer, Duration::from_secs(20))
+        .await
+        .success());
+
+    let c = app.queue.counts("lead_score").await.unwrap();
+    assert_eq!(
+        c.recovered, in_flight,
+        "the killed worker's leases were recovered: {c:?}"
+    );
+    assert_eq!(
+        (c.done, c.dead, c.running, c.pending),
+        (N as u64, 0, 0, 0),
+        "{c:?}"
+    );
+    let leads: i64 = sqlx::query_scalar("select count(*) from leads")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(leads, N as i64);
+    app.stop().await;
+}
