@@ -190,11 +190,13 @@ async fn a_transiently_failing_job_is_retried_with_growing_delays_then_dead_lett
     assert_eq!(dead[0].attempts, 4);
     assert_eq!(dead[0].envelope.as_ref().unwrap().message_id, "m-1");
 
-    let seen = rec.0.lock().unwrap();
-    let attempts: Vec<u32> = seen.starts.iter().map(|(_, a, _)| *a).collect();
+    let (starts, reports) = {
+        let seen = rec.0.lock().unwrap();
+        (seen.starts.clone(), seen.reports.clone())
+    };
+    let attempts: Vec<u32> = starts.iter().map(|(_, a, _)| *a).collect();
     assert_eq!(attempts, vec![1, 2, 3, 4]);
-    let gaps: Vec<Duration> = seen
-        .starts
+    let gaps: Vec<Duration> = starts
         .windows(2)
         .map(|w| w[1].2.duration_since(w[0].2))
         .collect();
@@ -209,7 +211,7 @@ async fn a_transiently_failing_job_is_retried_with_growing_delays_then_dead_lett
         );
     }
     assert!(gaps[2] > gaps[0], "delays grow: {gaps:?}");
-    let outcomes: Vec<_> = seen.reports.iter().map(|r| r.settled.clone()).collect();
+    let outcomes: Vec<_> = reports.iter().map(|r| r.settled.clone()).collect();
     assert!(matches!(
         outcomes[..3],
         [
@@ -267,16 +269,14 @@ async fn a_permanent_failure_is_dead_lettered_at_once_and_a_rate_limit_uses_no_a
         (dead[0].reason.as_str(), dead[0].attempts),
         ("invalid_payload", 1)
     );
-    let seen = rec.0.lock().unwrap();
+    let reports = rec.0.lock().unwrap().reports.clone();
     // The rate-limited job ran twice, both times as attempt 1: the snooze used no attempt.
-    let second: Vec<u32> = seen
-        .reports
+    let second: Vec<u32> = reports
         .iter()
         .filter(|r| r.meta.message_id == "m-2")
         .map(|r| r.meta.attempt)
         .collect();
     assert_eq!(second, vec![1, 1]);
-    drop(seen);
     assert_eq!(q.counts(KIND).await.unwrap().rate_limited, 1);
 }
 
