@@ -46,16 +46,36 @@ enum TenantCommand {
     },
 }
 
-fn load(needs: Needs) -> Result<Settings, ExitCode> {
-    Settings::from_env(needs, kinds::CATALOGUE).map_err(|e| {
-        eprintln!("leadq: {e}");
-        ExitCode::from(2)
-    })
+impl Command {
+    /// The settings a command needs; `None` for commands that read none.
+    fn needs(&self) -> Option<Needs> {
+        match self {
+            Command::Bench(_) => None,
+            Command::Api | Command::Worker => Some(Needs {
+                database: true,
+                redis: true,
+            }),
+            Command::Migrate | Command::Tenant { .. } => Some(Needs {
+                database: true,
+                redis: false,
+            }),
+        }
+    }
 }
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let settings = match cli.command.needs() {
+        None => None,
+        Some(needs) => match Settings::from_env(needs, kinds::CATALOGUE) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("leadq: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,45 +86,26 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let all = Needs {
-        database: true,
-        redis: true,
-    };
-    let result = match cli.command {
-        Command::Bench(args) => {
+    let result = match (cli.command, settings) {
+        (Command::Bench(args), _) => {
             telemetry::init_logs("warn", LogFormat::Json);
             runtime.block_on(crate::bench::run(args))
         }
-        Command::Api => {
-            let settings = match load(all) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
+        (Command::Api, Some(settings)) => {
             let _guard = telemetry::init(&settings);
             runtime.block_on(async {
                 let app = leadq_api::Application::build(&settings).await?;
                 app.run_until_stopped(shutdown_signal()).await
             })
         }
-        Command::Worker => {
-            let settings = match load(all) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
+        (Command::Worker, Some(settings)) => {
             let _guard = telemetry::init(&settings);
             runtime.block_on(async {
                 let worker = leadq_worker::Worker::build(settings).await?;
                 worker.run_until_stopped(shutdown_signal()).await
             })
         }
-        Command::Migrate => {
-            let settings = match load(Needs {
-                database: true,
-                redis: false,
-            }) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
+        (Command::Migrate, Some(settings)) => {
             telemetry::init_logs(&settings.log_filter, settings.log_format);
             runtime.block_on(async {
                 let pool = db::connect(settings.database_url(), 2).await?;
@@ -113,16 +114,12 @@ pub fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Command::Tenant {
-            command: TenantCommand::Create { slug },
-        } => {
-            let settings = match load(Needs {
-                database: true,
-                redis: false,
-            }) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
+        (
+            Command::Tenant {
+                command: TenantCommand::Create { slug },
+            },
+            Some(settings),
+        ) => {
             telemetry::init_logs(&settings.log_filter, settings.log_format);
             let res = runtime.block_on(async {
                 let pool = db::connect(settings.database_url(), 2).await?;
@@ -151,6 +148,7 @@ pub fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
+        (_, None) => Err(anyhow::anyhow!("settings were not loaded for this command")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -347,6 +347,16 @@ impl<P> std::fmt::Debug for RedisBackend<P> {
 }
 
 impl<P: DeserializeOwned> RedisBackend<P> {
+    /// Takes a finished fetch: its jobs go to the buffer (or to the dead letters).
+    fn accept(&mut self, batch: Vec<Leased>) {
+        self.fetching = None;
+        for leased in batch {
+            if let Some(task) = self.decode(leased) {
+                self.buffer.push_back(task);
+            }
+        }
+    }
+
     /// Turns a leased job into a task, or dead-letters it when it cannot be read.
     fn decode(&self, leased: Leased) -> Option<Task<Job<P>>> {
         let parsed = serde_json::from_str::<Envelope>(&leased.data)
@@ -443,14 +453,7 @@ impl<P: DeserializeOwned + Send + 'static> Backend for RedisBackend<P> {
             };
             match fut.poll_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(batch) => {
-                    self.fetching = None;
-                    for leased in batch {
-                        if let Some(task) = self.decode(leased) {
-                            self.buffer.push_back(task);
-                        }
-                    }
-                }
+                Poll::Ready(batch) => self.accept(batch),
             }
         }
     }
@@ -464,14 +467,7 @@ impl<P: DeserializeOwned + Send + 'static> Backend for RedisBackend<P> {
         if let Some(fut) = self.fetching.as_mut() {
             match fut.poll_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(batch) => {
-                    self.fetching = None;
-                    for leased in batch {
-                        if let Some(task) = self.decode(leased) {
-                            self.buffer.push_back(task);
-                        }
-                    }
-                }
+                Poll::Ready(batch) => self.accept(batch),
             }
         }
         if self.release.is_none() {
