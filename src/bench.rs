@@ -24,9 +24,11 @@ use leadq_jobs::queue::upkeep::{new_worker_id, Upkeep};
 use leadq_jobs::queue::{NewJob, Queue, Settled};
 use leadq_jobs::JobError;
 use leadq_platform::config::{KindSettings, QueueSettings};
+use leadq_platform::keyring::Keyring;
 use leadq_platform::secret::Secret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
@@ -153,6 +155,7 @@ fn envelope(run: &str, seq: u64, t_enq: f64, bytes: usize) -> NewJob {
                 .single()
                 .unwrap_or_default(),
             correlation_id: run.into(),
+            signature: None,
         },
         run_at: None,
     }
@@ -183,7 +186,12 @@ fn queue_settings(a: &BenchArgs) -> QueueSettings {
 
 async fn connect(a: &BenchArgs) -> anyhow::Result<Queue> {
     let url = Secret::new(format!("redis://{}:{}/", a.host, a.port));
-    Queue::connect(&url, queue_settings(a))
+    // The bench signs and verifies like production. Its phases run as separate processes (the
+    // harness's enqueue/work split, the steady producer child), so the key is derived from the
+    // queue name: a benchmark key, not a secret.
+    let key: [u8; 32] = Sha256::digest(format!("leadq-bench:{}", a.queue)).into();
+    let signer = leadq_jobs::signing::Signer::new(Keyring::single("bench", key));
+    Queue::connect(&url, queue_settings(a), signer)
         .await
         .context("Failed to connect to Redis")
 }

@@ -54,10 +54,12 @@ impl Command {
             Command::Api | Command::Worker => Some(Needs {
                 database: true,
                 redis: true,
+                signing: true,
             }),
             Command::Migrate | Command::Tenant { .. } => Some(Needs {
                 database: true,
                 redis: false,
+                signing: false,
             }),
         }
     }

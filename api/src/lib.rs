@@ -80,7 +80,8 @@ impl Application {
         let pool = leadq_platform::db::connect(settings.database_url(), 20)
             .await
             .context("Failed to connect to PostgreSQL")?;
-        let queue = Queue::connect(settings.redis_url(), settings.queue.clone())
+        let signer = leadq_jobs::signing::Signer::new(settings.signing_keys().clone());
+        let queue = Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
             .await
             .context("Failed to connect to Redis")?;
         let listener = TcpListener::bind(settings.api_addr)

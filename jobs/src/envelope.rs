@@ -31,6 +31,18 @@ pub struct Envelope {
     pub timestamp: DateTime<Utc>,
     /// Ties together the request, the job and every log line and audit row they cause.
     pub correlation_id: String,
+    /// HMAC of every other field, set by the queue at enqueue (see [`crate::signing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+/// An envelope signature.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Signature {
+    /// Id of the key that signed.
+    pub kid: String,
+    /// Base64 HMAC-SHA256 of the canonical form.
+    pub hmac: String,
 }
 
 /// Everything in the envelope but the payload: what a handler needs to know about its job.

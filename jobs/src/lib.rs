@@ -10,6 +10,7 @@
 //! - [`queue`]: the Redis queue engine (our apalis backend), the only code that touches Redis
 //!   job keys.
 //! - [`health`]: readiness, queue gauges and metrics text, served by both processes.
+//! - [`signing`]: HMAC-signed envelopes, verified by the worker before anything else.
 //! - [`lead_score`]: the `lead_score` job: validation, scoring, handler.
 //!
 //! # Job catalogue
@@ -23,5 +24,6 @@ pub mod health;
 pub mod kinds;
 pub mod lead_score;
 pub mod queue;
+pub mod signing;
 
 pub use error::JobError;

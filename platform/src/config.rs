@@ -15,6 +15,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::keyring::Keyring;
 use crate::secret::Secret;
 
 /// Which settings a command needs. `leadq migrate` needs no Redis, for example.
@@ -24,6 +25,8 @@ pub struct Needs {
     pub database: bool,
     /// `REDIS_URL` is required.
     pub redis: bool,
+    /// `LEADQ_SIGNING_KEYS` is required (every process that enqueues or runs jobs).
+    pub signing: bool,
 }
 
 /// The defaults of one job kind, supplied by the job catalogue.
@@ -96,6 +99,8 @@ pub struct Settings {
     pub redis_url: Option<Secret>,
     /// Sentry DSN; Sentry stays off when unset.
     pub sentry_dsn: Option<Secret>,
+    /// Keys that sign every envelope (the first signs, all verify).
+    pub signing_keys: Option<Keyring>,
     /// Deployment environment name, reported to Sentry.
     pub environment: String,
     /// Where `leadq api` listens.
@@ -269,6 +274,17 @@ impl Settings {
                     .push("SENTRY_DSN is not a valid Sentry DSN".into());
             }
         }
+        let signing_keys = r
+            .secret("LEADQ_SIGNING_KEYS", needs.signing)
+            .and_then(|spec| match Keyring::parse(&spec) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    r.problems.push(format!(
+                        "LEADQ_SIGNING_KEYS is invalid: {e} (expected kid:base64-of-32-bytes,...)"
+                    ));
+                    None
+                }
+            });
         let environment = r
             .get("LEADQ_ENVIRONMENT")
             .unwrap_or("development")
@@ -360,6 +376,7 @@ impl Settings {
             database_url,
             redis_url,
             sentry_dsn,
+            signing_keys,
             environment,
             api_addr,
             worker_addr,
@@ -385,6 +402,13 @@ impl Settings {
             .expect("DATABASE_URL was required at load time")
     }
 
+    /// The signing keyring; only call where [`Needs::signing`] was requested.
+    pub fn signing_keys(&self) -> &Keyring {
+        self.signing_keys
+            .as_ref()
+            .expect("LEADQ_SIGNING_KEYS was required at load time")
+    }
+
     /// The Redis URL; only call where [`Needs::redis`] was requested.
     pub fn redis_url(&self) -> &Secret {
         self.redis_url
@@ -408,6 +432,7 @@ mod tests {
     const ALL: Needs = Needs {
         database: true,
         redis: true,
+        signing: false,
     };
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -424,6 +449,7 @@ mod tests {
                 ("LEADQ_API_ADDR", "nope"),
                 ("LEADQ_LEAD_SCORE_CONCURRENCY", "0"),
                 ("LEADQ_LOG_FORMAT", "xml"),
+                ("LEADQ_SIGNING_KEYS", "k1:c2hvcnQ="),
             ]),
             ALL,
             KINDS,
@@ -436,10 +462,12 @@ mod tests {
             "LEADQ_API_ADDR",
             "LEADQ_LEAD_SCORE_CONCURRENCY must be greater than 0",
             "LEADQ_LOG_FORMAT",
+            "LEADQ_SIGNING_KEYS is invalid: entry 1 (k1): key must be exactly 32 bytes",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
-        assert_eq!(err.problems.len(), 5);
+        assert_eq!(err.problems.len(), 6);
+        assert!(!text.contains("c2hvcnQ="), "key material echoed: {text}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`telemetry`]: JSON logs on stderr, Sentry, the Prometheus recorder.
 //! - [`metrics`]: every metric name and label spelled once.
 //! - [`db`]: eager PostgreSQL pool and the migrator.
+//! - [`keyring`]: named 256-bit keys with rotation (envelope signing, data encryption).
 //! - [`apikey`]: API-key generation, hashing and constant-time verification.
 //! - [`tenant`]: tenant creation and lookup.
 //! - [`audit`]: the append-only audit log writer.
@@ -18,6 +19,7 @@ pub mod apikey;
 pub mod audit;
 pub mod config;
 pub mod db;
+pub mod keyring;
 pub mod metrics;
 pub mod secret;
 pub mod shutdown;

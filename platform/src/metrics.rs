@@ -32,6 +32,9 @@ pub const QUEUE_LOST_LEASES_TOTAL: &str = "leadq_queue_lost_leases_total";
 /// Counter: jobs accepted by the enqueue API, by `kind` and `result` (`enqueued`, `duplicate`).
 pub const JOBS_ENQUEUED_TOTAL: &str = "leadq_jobs_enqueued_total";
 
+/// Counter: security events, by `kind` (e.g. `bad_signature`, `unauthorized`).
+pub const SECURITY_EVENTS_TOTAL: &str = "leadq_security_events_total";
+
 /// Label names.
 pub mod label {
     /// Job kind, e.g. `lead_score`.

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use leadq_jobs::kinds;
 use leadq_jobs::queue::Queue;
+use leadq_jobs::signing::Signer;
 use leadq_platform::config::{LogFormat, Needs, Settings};
+use leadq_platform::keyring::Keyring;
 use leadq_platform::secret::Secret;
 use leadq_platform::tenant::{self, CreatedTenant};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -100,6 +102,10 @@ pub fn settings(db_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Settings 
         ("LEADQ_QUEUE_PREFIX", prefix.to_owned()),
         ("LEADQ_LEASE_MS", "3000".into()),
         ("LEADQ_SHUTDOWN_TIMEOUT_SECS", "10".into()),
+        (
+            "LEADQ_SIGNING_KEYS",
+            Keyring::random("test").to_spec().expose().to_owned(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -112,10 +118,16 @@ pub fn settings(db_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Settings 
         Needs {
             database: true,
             redis: true,
+            signing: true,
         },
         kinds::CATALOGUE,
     )
     .expect("valid test settings")
+}
+
+/// The envelope signer of `settings`.
+pub fn signer(settings: &Settings) -> Signer {
+    Signer::new(settings.signing_keys().clone())
 }
 
 /// The API running in-process, with one tenant and its key.
@@ -154,9 +166,13 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let task = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let queue = Queue::connect(settings.redis_url(), settings.queue.clone())
-        .await
-        .expect("connect the test queue");
+    let queue = Queue::connect(
+        settings.redis_url(),
+        settings.queue.clone(),
+        signer(&settings),
+    )
+    .await
+    .expect("connect the test queue");
     let tenant = tenant::create(&db.pool, &format!("t-{}", &queue_prefix()[1..]), "test")
         .await
         .expect("create the test tenant");

@@ -15,8 +15,10 @@ use leadq_jobs::envelope::{Envelope, JobMeta, SCHEMA_VERSION};
 use leadq_jobs::queue::backend::{Job, JobObserver, JobReport, KindRunner};
 use leadq_jobs::queue::upkeep::Upkeep;
 use leadq_jobs::queue::{NewJob, Queue, Settled};
+use leadq_jobs::signing::Signer;
 use leadq_jobs::JobError;
 use leadq_platform::config::{KindSettings, QueueSettings};
+use leadq_platform::keyring::Keyring;
 use leadq_platform::secret::Secret;
 use leadq_testkit::{queue_prefix, wait_for};
 use tokio::sync::oneshot;
@@ -80,7 +82,8 @@ fn settings(prefix: &str, max_attempts: u32, base_ms: u64) -> QueueSettings {
 async fn queue(s: QueueSettings) -> Queue {
     #[allow(clippy::disallowed_methods)]
     let url = std::env::var("REDIS_URL").expect("REDIS_URL (run through scripts/test)");
-    Queue::connect(&Secret::new(url), s).await.unwrap()
+    let signer = Signer::new(Keyring::random("test"));
+    Queue::connect(&Secret::new(url), s, signer).await.unwrap()
 }
 
 fn job(i: usize, run_at: Option<chrono::DateTime<Utc>>) -> NewJob {
@@ -94,6 +97,7 @@ fn job(i: usize, run_at: Option<chrono::DateTime<Utc>>) -> NewJob {
             payload: serde_json::json!({"i": i}),
             timestamp: Utc::now(),
             correlation_id: format!("c-{i}"),
+            signature: None,
         },
         run_at,
     }
@@ -285,14 +289,16 @@ async fn twenty_thousand_jobs_due_at_once_drain_without_the_worker_dying() {
     let q = queue(settings(&queue_prefix(), 3, 100)).await;
     // 10,000 ready now, and 10,000 scheduled to fall due at the same instant: far above the
     // ~8,000 that kill apalis-redis's fetch (Lua unpack limit).
-    let due = Utc::now() + chrono::Duration::milliseconds(1500);
+    let due = Utc::now() + chrono::Duration::seconds(6);
     let jobs: Vec<NewJob> = (0..20_000)
         .map(|i| job(i, (i % 2 == 0).then_some(due)))
         .collect();
     q.enqueue(jobs).await.unwrap();
     let c = q.counts(KIND).await.unwrap();
     assert_eq!((c.pending, c.scheduled), (10_000, 10_000));
-    tokio::time::sleep(Duration::from_millis(1600)).await; // let the 10,000 fall due together
+    // Let the 10,000 fall due together before any worker looks.
+    let until_due = (due - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(until_due + Duration::from_millis(100)).await;
 
     let handler: Handler = Arc::new(|_| async { Ok(()) }.boxed());
     let w = start(&q, handler, Recorder::default());

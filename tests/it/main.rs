@@ -6,3 +6,4 @@ mod api_leads;
 mod engine;
 mod observability;
 mod process;
+mod security;

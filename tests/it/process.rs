@@ -24,6 +24,10 @@ fn worker_process(app: &TestApp, concurrency: &str) -> Child {
         .env("DATABASE_URL", &app.db.url)
         .env("REDIS_URL", redis)
         .env("LEADQ_QUEUE_PREFIX", &app.settings.queue.prefix)
+        .env(
+            "LEADQ_SIGNING_KEYS",
+            app.settings.signing_keys().to_spec().expose(),
+        )
         .env("LEADQ_WORKER_ADDR", "127.0.0.1:0")
         .env("LEADQ_LEASE_MS", "2000")
         .env("LEADQ_SHUTDOWN_TIMEOUT_SECS", "2")
@@ -68,6 +72,7 @@ async fn enqueue_leads(app: &TestApp, n: usize) {
                 payload: sample_lead(&format!("tg-{i}")),
                 timestamp: Utc::now(),
                 correlation_id: format!("corr-{i}"),
+                signature: None,
             },
             run_at: None,
         })

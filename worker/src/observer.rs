@@ -8,7 +8,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use leadq_jobs::envelope::JobMeta;
-use leadq_jobs::queue::backend::{JobObserver, JobReport};
+use leadq_jobs::queue::backend::{JobObserver, JobReport, Rejection};
 use leadq_jobs::queue::Settled;
 use leadq_platform::audit::{self, AuditEntry};
 use sqlx::PgPool;
@@ -102,6 +102,33 @@ impl JobObserver for RunRecorder {
                 if let Err(error) = res {
                     tracing::warn!(error = %error, "Could not audit a dead letter.");
                 }
+            }
+        }
+        .boxed()
+    }
+
+    fn rejected(&self, r: Rejection) -> BoxFuture<'static, ()> {
+        let pool = self.pool.clone();
+        async move {
+            // A platform-level security event: the claimed tenant is unverified, so it is
+            // recorded as a detail, not as the row's tenant.
+            let res = audit::record(
+                &pool,
+                &AuditEntry {
+                    tenant_id: None,
+                    actor: "worker",
+                    action: "security.job_rejected",
+                    subject: &format!("job:{}", r.job_id),
+                    outcome: r.reason,
+                    correlation_id: &r.job_id,
+                    details: serde_json::json!({
+                        "kind": r.kind, "claimed_tenant_id": r.claimed_tenant,
+                    }),
+                },
+            )
+            .await;
+            if let Err(error) = res {
+                tracing::warn!(error = %error, "Could not audit a rejected job.");
             }
         }
         .boxed()

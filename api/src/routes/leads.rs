@@ -135,6 +135,7 @@ pub async fn create(
             .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?,
         timestamp: Utc::now(),
         correlation_id: current_correlation_id(),
+        signature: None,
     };
     let mut done = app
         .queue

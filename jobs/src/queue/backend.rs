@@ -110,6 +110,23 @@ pub trait JobObserver: Send + Sync + 'static {
     fn started(&self, meta: &JobMeta) -> BoxFuture<'static, ()>;
     /// A run ended and its job is settled in Redis (`report.settled`).
     fn finished(&self, report: JobReport) -> BoxFuture<'static, ()>;
+    /// A fetched job was refused before any handler saw it, and dead-lettered.
+    fn rejected(&self, _rejection: Rejection) -> BoxFuture<'static, ()> {
+        futures::future::ready(()).boxed()
+    }
+}
+
+/// A fetched job the backend refused to run (it never reached a handler).
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The job id.
+    pub job_id: String,
+    /// The queue it came from.
+    pub kind: &'static str,
+    /// Why: `bad_signature`, `malformed_envelope`, `wrong_kind`, …
+    pub reason: &'static str,
+    /// The tenant the envelope claims, when it could be read. Unverified: never act on it.
+    pub claimed_tenant: Option<Uuid>,
 }
 
 /// An observer that does nothing.
@@ -357,12 +374,21 @@ impl<P: DeserializeOwned> RedisBackend<P> {
         }
     }
 
-    /// Turns a leased job into a task, or dead-letters it when it cannot be read.
+    /// Turns a leased job into a task, or dead-letters it when it is not a genuine, readable
+    /// job of this kind. The signature is checked first: nothing in an unverified envelope is
+    /// acted on.
     fn decode(&self, leased: Leased) -> Option<Task<Job<P>>> {
-        let parsed = serde_json::from_str::<Envelope>(&leased.data)
-            .map_err(|e| ("malformed_envelope", e.to_string()))
-            .and_then(|env| {
-                if env.action != self.runner.kind {
+        let kind = self.runner.kind;
+        let parsed = self
+            .runner
+            .queue
+            .signer()
+            .verify(&leased.data)
+            .map_err(|e| ("bad_signature", e.to_string()))
+            .and_then(|value| {
+                let env = serde_json::from_value::<Envelope>(value)
+                    .map_err(|e| ("malformed_envelope", e.to_string()))?;
+                if env.action != kind {
                     return Err(("wrong_kind", format!("action {:?}", env.action)));
                 }
                 let job_id = leased
@@ -389,11 +415,18 @@ impl<P: DeserializeOwned> RedisBackend<P> {
         match parsed {
             Ok(job) => Some(Task::new(job)),
             Err((reason, detail)) => {
-                tracing::error!(kind = self.runner.kind, job_id = %leased.id, reason, detail,
-                    "Dead-lettering a job that cannot be read.");
-                metrics::counter!(m::JOBS_TOTAL, m::label::KIND => self.runner.kind,
+                tracing::error!(kind, job_id = %leased.id, reason, detail,
+                    "Dead-lettering a job that is not a genuine, readable job of this kind.");
+                metrics::counter!(m::JOBS_TOTAL, m::label::KIND => kind,
                     m::label::OUTCOME => m::outcome::DEAD)
                 .increment(1);
+                if reason == "bad_signature" {
+                    metrics::counter!(m::SECURITY_EVENTS_TOTAL, m::label::KIND => reason)
+                        .increment(1);
+                }
+                let claimed_tenant = serde_json::from_str::<serde_json::Value>(&leased.data)
+                    .ok()
+                    .and_then(|v| v.get("tenant_id")?.as_str()?.parse().ok());
                 let runner = self.runner.clone();
                 tokio::spawn(async move {
                     let owner = owner(&runner.worker_id, leased.attempt);
@@ -410,6 +443,15 @@ impl<P: DeserializeOwned> RedisBackend<P> {
                     )
                     .await;
                     runner.book.remove(&leased.id);
+                    runner
+                        .observer
+                        .rejected(Rejection {
+                            job_id: leased.id,
+                            kind: runner.kind,
+                            reason,
+                            claimed_tenant,
+                        })
+                        .await;
                 });
                 None
             }

@@ -42,6 +42,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::envelope::Envelope;
+use crate::signing::Signer;
 pub(crate) use keys::Keys;
 
 /// Errors of the queue engine.
@@ -90,6 +91,7 @@ impl Scripts {
 }
 
 struct Inner {
+    signer: Signer,
     conn: ConnectionManager,
     client: redis::Client,
     cfg: QueueSettings,
@@ -276,14 +278,20 @@ fn value_i64(v: &redis::Value) -> Result<i64, QueueError> {
 }
 
 impl Queue {
-    /// Connects to Redis (eagerly, with timeouts) and checks it answers.
-    pub async fn connect(url: &Secret, cfg: QueueSettings) -> Result<Self, QueueError> {
+    /// Connects to Redis (eagerly, with timeouts) and checks it answers. `signer` signs every
+    /// envelope this handle enqueues and verifies every one its workers fetch.
+    pub async fn connect(
+        url: &Secret,
+        cfg: QueueSettings,
+        signer: Signer,
+    ) -> Result<Self, QueueError> {
         let client = redis::Client::open(url.expose())?;
         let conn = client
             .get_connection_manager_with_config(Self::manager_config())
             .await?;
         let q = Self {
             inner: Arc::new(Inner {
+                signer,
                 conn,
                 client,
                 cfg,
@@ -312,6 +320,10 @@ impl Queue {
 
     pub(crate) fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()
+    }
+
+    pub(crate) fn signer(&self) -> &Signer {
+        &self.inner.signer
     }
 
     pub(crate) fn scripts(&self) -> &Scripts {
@@ -377,10 +389,14 @@ impl Queue {
                 inv.arg(&ttl).arg(chunk.len());
                 let mut ids = Vec::with_capacity(chunk.len());
                 for (_, job) in chunk {
-                    let e = &job.envelope;
+                    let mut e = job.envelope.clone();
+                    self.inner
+                        .signer
+                        .sign(&mut e)
+                        .map_err(|err| QueueError::Invalid(err.to_string()))?;
                     let id = Uuid::now_v7();
                     inv.key(keys.dedupe(&e.tenant_id, &e.message_id));
-                    let data = serde_json::to_string(e)
+                    let data = serde_json::to_string(&e)
                         .map_err(|err| QueueError::Invalid(err.to_string()))?;
                     let run_at = job.run_at.map(|t| t.timestamp_millis()).unwrap_or(0);
                     inv.arg(id.to_string()).arg(data).arg(run_at);

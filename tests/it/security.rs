@@ -1,0 +1,128 @@
+//! Tenant isolation through the queue: the worker runs only genuine, authorized jobs.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_jobs::signing::Signer;
+use leadq_platform::keyring::Keyring;
+use leadq_testkit::{sample_lead, signer, spawn_app, wait_for, TestApp};
+use serde_json::Value;
+
+/// Writes a job straight into Redis, as an attacker with Redis access would.
+async fn inject(app: &TestApp, raw: &str) -> String {
+    #[allow(clippy::disallowed_methods)]
+    let url = std::env::var("REDIS_URL").unwrap();
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let tag = format!("{{{}:lead_score}}", app.settings.queue.prefix);
+    let id = uuid::Uuid::now_v7().to_string();
+    let _: () = redis::pipe()
+        .hset(format!("{tag}:jobs"), &id, raw)
+        .lpush(format!("{tag}:ready"), &id)
+        .lpush(format!("{tag}:wake"), "1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    id
+}
+
+fn envelope_for(tenant: uuid::Uuid, external_id: &str) -> Envelope {
+    Envelope {
+        schema_version: SCHEMA_VERSION,
+        message_id: format!("evil-{external_id}"),
+        tenant_id: tenant,
+        user_id: "api_key:00000000-0000-0000-0000-000000000000".into(),
+        action: "lead_score".into(),
+        payload: sample_lead(external_id),
+        timestamp: Utc::now(),
+        correlation_id: "evil".into(),
+        signature: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_injected_into_redis_is_never_executed() {
+    let app = spawn_app().await;
+    let victim = app.other_tenant().await;
+    let worker = app.spawn_worker().await;
+
+    // 1. Unsigned, for the victim tenant.
+    let unsigned = serde_json::to_string(&envelope_for(victim.tenant_id, "x-unsigned")).unwrap();
+    // 2. Signed with the real key for the attacker's own tenant, then re-pointed at the victim.
+    let mut own = envelope_for(app.tenant.tenant_id, "x-altered");
+    signer(&app.settings).sign(&mut own).unwrap();
+    let altered = serde_json::to_string(&own).unwrap().replace(
+        &app.tenant.tenant_id.to_string(),
+        &victim.tenant_id.to_string(),
+    );
+    // 3. Signed with a key of the same id that is not ours.
+    let mut forged = envelope_for(victim.tenant_id, "x-forged");
+    Signer::new(Keyring::random("test"))
+        .sign(&mut forged)
+        .unwrap();
+    let forged = serde_json::to_string(&forged).unwrap();
+
+    let mut ids = Vec::new();
+    for raw in [&unsigned, &altered, &forged] {
+        ids.push(inject(&app, raw).await);
+    }
+    let dead = wait_for("three dead letters", Duration::from_secs(20), || async {
+        let d = app.queue.dead_letters("lead_score", 10).await.unwrap();
+        (d.len() == 3).then_some(d)
+    })
+    .await;
+    assert!(dead.iter().all(|d| d.reason == "bad_signature"), "{dead:?}");
+
+    // Nothing ran: no lead, no job run, for anyone.
+    let leads: i64 = sqlx::query_scalar("select count(*) from leads")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let runs: i64 = sqlx::query_scalar("select count(*) from job_runs")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!((leads, runs), (0, 0));
+
+    // Each refusal is audited (as a platform event naming the claimed tenant) and counted.
+    let audited: Vec<(String, Value)> =
+        wait_for("three audit rows", Duration::from_secs(10), || async {
+            let rows: Vec<(String, Value)> = sqlx::query_as(
+                "select subject, details from audit_log where action = 'security.job_rejected'
+              and outcome = 'bad_signature' order by id",
+            )
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+            (rows.len() == 3).then_some(rows)
+        })
+        .await;
+    for (subject, details) in &audited {
+        assert!(
+            ids.iter().any(|id| subject == &format!("job:{id}")),
+            "{subject}"
+        );
+        assert_eq!(details["claimed_tenant_id"], victim.tenant_id.to_string());
+    }
+    let metrics = app
+        .client
+        .get(format!("http://{}/metrics", worker.health))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("leadq_security_events_total{kind=\"bad_signature\"}"));
+
+    // A genuine job still runs.
+    let res = app.post_lead(app.key(), &sample_lead("tg-real")).await;
+    assert_eq!(res.status(), 202);
+    wait_for("the genuine job", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().done == 1).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    app.stop().await;
+}
