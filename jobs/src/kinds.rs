@@ -20,6 +20,14 @@ pub const CATALOGUE: &[KindDefaults] = &[KindDefaults {
     timeout: Duration::from_secs(30),
 }];
 
+/// The API-key scope a principal needs to cause a job of `kind` (`None`: no key may).
+pub fn required_scope(kind: &str) -> Option<&'static str> {
+    match kind {
+        LEAD_SCORE => Some(leadq_platform::apikey::scope::LEADS_WRITE),
+        _ => None,
+    }
+}
+
 /// Whether `kind` is in the catalogue.
 pub fn is_known(kind: &str) -> bool {
     CATALOGUE.iter().any(|k| k.kind == kind)

@@ -13,7 +13,6 @@ use sqlx::PgPool;
 use crate::error::JobError;
 use crate::queue::backend::Job;
 use leadq_platform::audit::{self, AuditEntry};
-use leadq_platform::tenant;
 
 /// A lead as a producer sends it. Also the `lead_score` payload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -316,13 +315,8 @@ pub struct Deps {
 pub async fn run(job: Job<LeadInput>, deps: Data<Deps>) -> Result<(), JobError> {
     let meta = &job.meta;
     let pool = &deps.pool;
-    // Never act on a tenant id we have not checked ourselves.
-    if !tenant::is_active(pool, meta.tenant_id).await? {
-        return Err(JobError::permanent(
-            "unknown_tenant",
-            anyhow::anyhow!("tenant is unknown or not active"),
-        ));
-    }
+    // The tenant and the principal were checked by the authorization layer
+    // (`crate::authz`) before this runs.
     // The queue is not a trust boundary: validate again.
     let lead = job.payload;
     if let Some(first) = lead.validate().first() {

@@ -10,6 +10,7 @@
 //! - [`queue`]: the Redis queue engine (our apalis backend), the only code that touches Redis
 //!   job keys.
 //! - [`health`]: readiness, queue gauges and metrics text, served by both processes.
+//! - [`authz`]: consumer-side authorization of every job before its handler runs.
 //! - [`signing`]: HMAC-signed envelopes, verified by the worker before anything else.
 //! - [`lead_score`]: the `lead_score` job: validation, scoring, handler.
 //!
@@ -18,6 +19,7 @@
 //! |--------------|----------------------------|-------------------------------------------|
 //! | `lead_score` | [`lead_score::LeadInput`]  | upsert by `(tenant_id, external_id)`      |
 
+pub mod authz;
 pub mod envelope;
 pub mod error;
 pub mod health;

@@ -35,6 +35,8 @@ pub struct CreatedTenant {
     /// The first API key, in clear.
     #[serde(serialize_with = "expose")]
     pub api_key: Secret,
+    /// Its id (not secret): the actor of what is done with it is `api_key:<key_id>`.
+    pub key_id: Uuid,
     /// Its scopes.
     pub scopes: Vec<String>,
 }
@@ -101,6 +103,7 @@ pub async fn create(pool: &PgPool, slug: &str, actor: &str) -> Result<CreatedTen
         tenant_id,
         slug: slug.to_owned(),
         api_key: key.clear,
+        key_id,
         scopes,
     })
 }

@@ -67,7 +67,7 @@ async fn enqueue_leads(app: &TestApp, n: usize) {
                 schema_version: SCHEMA_VERSION,
                 message_id: format!("msg-{i}"),
                 tenant_id: app.tenant.tenant_id,
-                user_id: "test".into(),
+                user_id: format!("api_key:{}", app.tenant.key_id),
                 action: "lead_score".into(),
                 payload: sample_lead(&format!("tg-{i}")),
                 timestamp: Utc::now(),

@@ -126,3 +126,72 @@ async fn an_envelope_injected_into_redis_is_never_executed() {
     worker.stop().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_for_tenant_b_carrying_tenant_a_user_is_refused() {
+    let app = spawn_app().await;
+    let b = app.other_tenant().await;
+    let worker = app.spawn_worker().await;
+    // B has a lead already; A's principal tries to overwrite it through a genuine (signed)
+    // message that names B, as a buggy or compromised producer would.
+    let res = app
+        .post_lead(b.api_key.expose(), &sample_lead("tg-b1"))
+        .await;
+    assert_eq!(res.status(), 202);
+    wait_for("B's own lead", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().done == 1).then_some(())
+    })
+    .await;
+    let before: Value = app
+        .get("/v1/leads/tg-b1", b.api_key.expose())
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let mut hostile = sample_lead("tg-b1");
+    hostile["name"] = "Mallory".into();
+    hostile["answers"] = serde_json::json!({});
+    let mut env = envelope_for(b.tenant_id, "tg-b1");
+    env.user_id = format!("api_key:{}", app.tenant.key_id);
+    env.payload = hostile;
+    app.queue
+        .enqueue(vec![leadq_jobs::queue::NewJob {
+            envelope: env,
+            run_at: None,
+        }])
+        .await
+        .unwrap();
+    let dead = wait_for("the refusal", Duration::from_secs(20), || async {
+        let d = app.queue.dead_letters("lead_score", 10).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(
+        (dead[0].reason.as_str(), dead[0].attempts),
+        ("unauthorized", 1)
+    );
+
+    let after: Value = app
+        .get("/v1/leads/tg-b1", b.api_key.expose())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before, after, "B's data is unchanged");
+    let audited: i64 = wait_for("the audit row", Duration::from_secs(10), || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from audit_log where tenant_id = $1
+                and action = 'job.dead_letter' and outcome = 'unauthorized'",
+        )
+        .bind(b.tenant_id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        (n == 1).then_some(n)
+    })
+    .await;
+    assert_eq!(audited, 1);
+    worker.stop().await;
+    app.stop().await;
+}

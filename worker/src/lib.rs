@@ -24,6 +24,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use apalis::layers::catch_panic::CatchPanicLayer;
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
+use leadq_jobs::authz::AuthorizeLayer;
 use leadq_jobs::kinds;
 use leadq_jobs::lead_score::{self, Deps};
 use leadq_jobs::queue::backend::{JobObserver, KindRunner};
@@ -146,6 +147,7 @@ impl Worker {
         tracing::info!(worker_id = %worker_id, kinds = ?kinds::names(), "Worker started.");
 
         let deps = Deps { pool: pool.clone() };
+        let authz_pool = pool.clone();
         let timeout = score_cfg.timeout;
         let concurrency = score_cfg.concurrency;
         let name = format!("{}@{worker_id}", kinds::LEAD_SCORE);
@@ -160,6 +162,7 @@ impl Worker {
                     .concurrency(concurrency)
                     .layer(CatchPanicLayer::with_panic_handler(on_panic))
                     .timeout(timeout)
+                    .layer(AuthorizeLayer::new(authz_pool.clone()))
                     .build(lead_score::run)
             })
             .should_restart(|_, error| {

@@ -1,0 +1,186 @@
+//! Consumer-side authorization: the worker never trusts the tenant id in a message.
+//!
+//! A signature proves a leadq producer wrote the envelope; it does not prove the producer was
+//! right to. So before any handler runs, [`AuthorizeLayer`] re-checks, in one query, that the
+//! tenant exists and is active, that it is entitled to the job kind, and that `user_id` is a
+//! live principal *of that tenant* holding the scope the action needs. Any failure is
+//! permanent: the job is dead-lettered as `unauthorized` (audited by the worker's observer and
+//! counted in `leadq_security_events_total{kind="unauthorized"}`), never retried.
+//!
+//! Principals: `api_key:<uuid>`, a key of the tenant, not revoked, not expired when the message
+//! was created, with the kind's scope ([`crate::kinds::required_scope`]).
+
+use std::task::{Context, Poll};
+
+use apalis_core::error::BoxDynError;
+use apalis_core::task::Task;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use leadq_platform::metrics as m;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::envelope::JobMeta;
+use crate::error::JobError;
+use crate::kinds;
+use crate::queue::backend::Job;
+
+/// Why a job was not authorized (logged; the dead-letter reason is always `unauthorized`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// No such tenant.
+    #[error("unknown tenant")]
+    UnknownTenant,
+    /// The tenant is suspended.
+    #[error("tenant is not active")]
+    TenantInactive,
+    /// The tenant is not entitled to this kind.
+    #[error("job kind is disabled for the tenant")]
+    KindDisabled,
+    /// `user_id` is not a principal form we know.
+    #[error("unknown principal form")]
+    UnknownPrincipal,
+    /// The principal does not exist, belongs to another tenant, is revoked or was expired.
+    #[error("principal is not an active principal of the tenant")]
+    NotTenantPrincipal,
+    /// The principal lacks the scope the action needs.
+    #[error("principal lacks the scope the action needs")]
+    InsufficientScope,
+}
+
+/// The tenant's entitlement to a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Runs normally.
+    Enabled,
+    /// Runs without side effects (the handler records what it would have done).
+    Shadow,
+}
+
+#[derive(sqlx::FromRow)]
+struct Facts {
+    status: String,
+    mode: String,
+    scopes: Option<Vec<String>>,
+    key_found: bool,
+}
+
+/// Checks `meta` against the database. `Ok` carries the tenant's mode for the kind.
+pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Denied>, sqlx::Error> {
+    let key_id: Option<Uuid> = match meta.user_id.strip_prefix("api_key:") {
+        Some(id) => match id.parse() {
+            Ok(id) => Some(id),
+            Err(_) => return Ok(Err(Denied::UnknownPrincipal)),
+        },
+        None => return Ok(Err(Denied::UnknownPrincipal)),
+    };
+    let facts: Option<Facts> = sqlx::query_as(
+        "select t.status,
+                coalesce((select mode from tenant_job_kinds
+                           where tenant_id = t.id and kind = $2), 'enabled') as mode,
+                k.scopes,
+                k.id is not null as key_found
+           from tenants t
+           left join api_keys k
+             on k.id = $3 and k.tenant_id = t.id and k.revoked_at is null
+            and (k.expires_at is null or k.expires_at > $4)
+          where t.id = $1",
+    )
+    .bind(meta.tenant_id)
+    .bind(&meta.action)
+    .bind(key_id)
+    .bind(meta.timestamp)
+    .fetch_optional(pool)
+    .await?;
+    let Some(f) = facts else {
+        return Ok(Err(Denied::UnknownTenant));
+    };
+    if f.status != "active" {
+        return Ok(Err(Denied::TenantInactive));
+    }
+    let mode = match f.mode.as_str() {
+        "enabled" => Mode::Enabled,
+        "shadow" => Mode::Shadow,
+        _ => return Ok(Err(Denied::KindDisabled)),
+    };
+    if !f.key_found {
+        return Ok(Err(Denied::NotTenantPrincipal));
+    }
+    let needed = kinds::required_scope(&meta.action);
+    let scopes = f.scopes.unwrap_or_default();
+    if !needed.is_some_and(|s| scopes.iter().any(|have| have == s)) {
+        return Ok(Err(Denied::InsufficientScope));
+    }
+    Ok(Ok(mode))
+}
+
+/// Runs [`authorize`] before the handler. Put it innermost, around the handler.
+#[derive(Debug, Clone)]
+pub struct AuthorizeLayer {
+    pool: PgPool,
+}
+
+impl AuthorizeLayer {
+    /// Authorizes against `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorize {
+            inner,
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+/// See [`AuthorizeLayer`].
+#[derive(Debug, Clone)]
+pub struct Authorize<S> {
+    inner: S,
+    pool: PgPool,
+}
+
+impl<S, P> tower::Service<Task<Job<P>>> for Authorize<S>
+where
+    S: tower::Service<Task<Job<P>>> + Clone + Send + 'static,
+    S::Error: Into<BoxDynError>,
+    S::Future: Send,
+    S::Response: Send,
+    P: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxDynError;
+    type Future = BoxFuture<'static, Result<S::Response, BoxDynError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<Job<P>>) -> Self::Future {
+        // Keep the instance that was polled ready; leave a fresh clone for the next call.
+        let fresh = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, fresh);
+        let pool = self.pool.clone();
+        async move {
+            let meta = &task.args.meta;
+            let denied = match authorize(&pool, meta).await {
+                Ok(Ok(_mode)) => None,
+                Ok(Err(d)) => Some(d),
+                Err(e) => return Err(JobError::from(e).into()),
+            };
+            if let Some(d) = denied {
+                metrics::counter!(m::SECURITY_EVENTS_TOTAL, m::label::KIND => "unauthorized")
+                    .increment(1);
+                tracing::error!(denied = %d, user_id = %meta.user_id,
+                    "Refusing a job its principal may not run for this tenant.");
+                return Err(JobError::permanent("unauthorized", d).into());
+            }
+            ready.call(task).await.map_err(Into::into)
+        }
+        .boxed()
+    }
+}
