@@ -80,6 +80,7 @@ impl Application {
         let pool = leadq_platform::db::connect(settings.database_url(), 20)
             .await
             .context("Failed to connect to PostgreSQL")?;
+        leadq_platform::db::check_runtime_role(&pool).await?;
         let signer = leadq_jobs::signing::Signer::new(settings.signing_keys().clone());
         let queue = Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
             .await

@@ -16,6 +16,7 @@ use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -90,7 +91,7 @@ pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Den
     .bind(&meta.action)
     .bind(key_id)
     .bind(meta.timestamp)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *db::begin(pool, Scope::Tenant(meta.tenant_id)).await?)
     .await?;
     let Some(f) = facts else {
         return Ok(Err(Denied::UnknownTenant));

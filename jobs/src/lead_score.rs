@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use crate::error::JobError;
 use crate::queue::backend::Job;
 use leadq_platform::audit::{self, AuditEntry};
+use leadq_platform::db::{self, Scope};
 
 /// A lead as a producer sends it. Also the `lead_score` payload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -326,7 +327,7 @@ pub async fn run(job: Job<LeadInput>, deps: Data<Deps>) -> Result<(), JobError> 
         ));
     }
     let s = score(&lead);
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool, Scope::Tenant(meta.tenant_id)).await?;
     let lead_id: uuid::Uuid = sqlx::query_scalar(
         "insert into leads (tenant_id, external_id, source, name, username, phone, email, answers,
                             score, tier, reasons, scored_at, last_message_id)

@@ -25,6 +25,75 @@ pub enum DbError {
     /// Running the migrations failed.
     #[error("could not run migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The role would bypass row-level security.
+    #[error(
+        "PostgreSQL role {role:?} is a superuser or has BYPASSRLS, so row-level security would \
+         not isolate tenants; refusing to run. Connect as a dedicated role instead, e.g.: \
+         CREATE ROLE leadq LOGIN PASSWORD '...' NOSUPERUSER NOBYPASSRLS; \
+         CREATE DATABASE leadq OWNER leadq; (then point DATABASE_URL at it and run leadq migrate)"
+    )]
+    UnsafeRole {
+        /// The role connected as.
+        role: String,
+    },
+    /// A query failed.
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+}
+
+/// Whom a transaction acts for. Every tenant-owned row is visible only in its tenant's scope
+/// (see `migrations/*_row_level_security.sql`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One tenant.
+    Tenant(uuid::Uuid),
+    /// Platform-level rows (the audit trail of events no tenant owns).
+    Platform,
+}
+
+/// Opens a transaction acting for `scope`: the one way leadq reads or writes tenant-owned
+/// rows. The setting is transaction-local, so a pooled connection never carries it over.
+pub async fn begin(
+    pool: &PgPool,
+    scope: Scope,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let value = match scope {
+        Scope::Tenant(id) => id.to_string(),
+        Scope::Platform => "platform".to_owned(),
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query("select set_config('leadq.tenant_id', $1, true)")
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Opens a transaction that may see the API key with `prefix` (and no other row of any
+/// tenant): authentication, which must find the key before it knows the tenant.
+pub async fn begin_key_lookup(
+    pool: &PgPool,
+    prefix: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select set_config('leadq.key_prefix', $1, true)")
+        .bind(prefix)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Refuses a role that would bypass row-level security (superuser or BYPASSRLS).
+pub async fn check_runtime_role(pool: &PgPool) -> Result<(), DbError> {
+    let (role, unsafe_role): (String, bool) = sqlx::query_as(
+        "select current_user::text, rolsuper or rolbypassrls from pg_roles where rolname = current_user",
+    )
+    .fetch_one(pool)
+    .await?;
+    if unsafe_role {
+        return Err(DbError::UnsafeRole { role });
+    }
+    Ok(())
 }
 
 /// Connects eagerly (with a timeout) and returns a pool of at most `max` connections.

@@ -71,6 +71,11 @@ pub async fn create(pool: &PgPool, slug: &str, actor: &str) -> Result<CreatedTen
             }
             Err(e) => return Err(e.into()),
         };
+    // Everything below is the new tenant's (row-level security).
+    sqlx::query("select set_config('leadq.tenant_id', $1, true)")
+        .bind(tenant_id.to_string())
+        .execute(&mut *tx)
+        .await?;
     let key = apikey::generate();
     let scopes: Vec<String> = apikey::scope::DEFAULT
         .iter()
@@ -168,6 +173,7 @@ pub async fn authenticate(
         apikey::verify(presented, None);
         return Ok(Err(AuthFailure::Invalid));
     };
+    let mut tx = crate::db::begin_key_lookup(pool, prefix).await?;
     let row: Option<KeyRow> = sqlx::query_as(
         "select k.id, k.tenant_id, t.slug, t.status as tenant_status, k.key_hash, k.scopes,
                 k.expires_at, k.revoked_at
@@ -175,7 +181,7 @@ pub async fn authenticate(
           where k.prefix = $1",
     )
     .bind(prefix)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
     if !apikey::verify(presented, row.as_ref().map(|r| r.key_hash.as_slice())) {
         return Ok(Err(AuthFailure::Invalid));
@@ -192,14 +198,19 @@ pub async fn authenticate(
     if row.tenant_status != "active" {
         return Ok(Err(AuthFailure::TenantInactive));
     }
-    // Best effort and cheap: at most one write per key per minute.
+    // Cheap: at most one write per key per minute, in the key's own tenant scope.
+    sqlx::query("select set_config('leadq.tenant_id', $1, true)")
+        .bind(row.tenant_id.to_string())
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "update api_keys set last_used_at = now()
           where id = $1 and (last_used_at is null or last_used_at < now() - interval '1 minute')",
     )
     .bind(row.id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Ok(Principal {
         tenant_id: row.tenant_id,
         tenant_slug: row.slug,

@@ -215,6 +215,25 @@ impl TestApp {
             .expect("request")
     }
 
+    /// A transaction acting for `tenant` (row-level security shows only its rows).
+    pub async fn scoped(&self, tenant: uuid::Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        leadq_platform::db::begin(&self.db.pool, leadq_platform::db::Scope::Tenant(tenant))
+            .await
+            .expect("begin a tenant transaction")
+    }
+
+    /// A transaction for the test tenant.
+    pub async fn own(&self) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        self.scoped(self.tenant.tenant_id).await
+    }
+
+    /// A transaction acting for the platform (audit rows no tenant owns).
+    pub async fn platform(&self) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        leadq_platform::db::begin(&self.db.pool, leadq_platform::db::Scope::Platform)
+            .await
+            .expect("begin a platform transaction")
+    }
+
     /// Creates another tenant in the same database.
     pub async fn other_tenant(&self) -> CreatedTenant {
         tenant::create(

@@ -26,7 +26,7 @@ async fn a_posted_lead_ends_scored_audited_and_completed_in_job_runs() {
                 "select status, attempts, last_error_code from job_runs where job_id = $1",
             )
             .bind(job_id)
-            .fetch_optional(&app.db.pool)
+            .fetch_optional(&mut *app.own().await)
             .await
             .unwrap()
             .filter(|(s, _, _): &(String, i32, Option<String>)| s == "completed")
@@ -50,7 +50,7 @@ async fn a_posted_lead_ends_scored_audited_and_completed_in_job_runs() {
     )
     .bind(app.tenant.tenant_id)
     .bind(&correlation)
-    .fetch_one(&app.db.pool)
+    .fetch_one(&mut *app.own().await)
     .await
     .unwrap();
     assert_eq!(audited, ("lead.score".into(), "ok".into()));

@@ -93,7 +93,7 @@ async fn lock_leads(app: &TestApp) -> PgConnection {
 
 async fn completed_runs(app: &TestApp) -> i64 {
     sqlx::query_scalar("select count(*) from job_runs where status = 'completed'")
-        .fetch_one(&app.db.pool)
+        .fetch_one(&mut *app.own().await)
         .await
         .unwrap()
 }
@@ -143,13 +143,13 @@ async fn a_worker_stopped_with_sigterm_mid_batch_loses_no_job() {
         "{c:?}"
     );
     let leads: i64 = sqlx::query_scalar("select count(*) from leads")
-        .fetch_one(&app.db.pool)
+        .fetch_one(&mut *app.own().await)
         .await
         .unwrap();
     assert_eq!(leads, N as i64);
     // Handing back used no attempt: every job completed on its first attempt.
     let max_attempt: i32 = sqlx::query_scalar("select max(attempts) from job_runs")
-        .fetch_one(&app.db.pool)
+        .fetch_one(&mut *app.own().await)
         .await
         .unwrap();
     assert_eq!(max_attempt, 1, "{handed_back} jobs were handed back");
@@ -193,7 +193,7 @@ async fn a_worker_killed_mid_job_has_its_jobs_run_by_another_after_the_lease_exp
         "{c:?}"
     );
     let leads: i64 = sqlx::query_scalar("select count(*) from leads")
-        .fetch_one(&app.db.pool)
+        .fetch_one(&mut *app.own().await)
         .await
         .unwrap();
     assert_eq!(leads, N as i64);

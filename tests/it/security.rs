@@ -74,16 +74,19 @@ async fn an_envelope_injected_into_redis_is_never_executed() {
     .await;
     assert!(dead.iter().all(|d| d.reason == "bad_signature"), "{dead:?}");
 
-    // Nothing ran: no lead, no job run, for anyone.
-    let leads: i64 = sqlx::query_scalar("select count(*) from leads")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
-    let runs: i64 = sqlx::query_scalar("select count(*) from job_runs")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
-    assert_eq!((leads, runs), (0, 0));
+    // Nothing ran: no lead, no job run, for either tenant.
+    for tenant in [app.tenant.tenant_id, victim.tenant_id] {
+        let mut tx = app.scoped(tenant).await;
+        let leads: i64 = sqlx::query_scalar("select count(*) from leads")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let runs: i64 = sqlx::query_scalar("select count(*) from job_runs")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!((leads, runs), (0, 0));
+    }
 
     // Each refusal is audited (as a platform event naming the claimed tenant) and counted.
     let audited: Vec<(String, Value)> =
@@ -92,7 +95,7 @@ async fn an_envelope_injected_into_redis_is_never_executed() {
                 "select subject, details from audit_log where action = 'security.job_rejected'
               and outcome = 'bad_signature' order by id",
             )
-            .fetch_all(&app.db.pool)
+            .fetch_all(&mut *app.platform().await)
             .await
             .unwrap();
             (rows.len() == 3).then_some(rows)
@@ -185,7 +188,7 @@ async fn a_message_for_tenant_b_carrying_tenant_a_user_is_refused() {
                 and action = 'job.dead_letter' and outcome = 'unauthorized'",
         )
         .bind(b.tenant_id)
-        .fetch_one(&app.db.pool)
+        .fetch_one(&mut *app.scoped(b.tenant_id).await)
         .await
         .unwrap();
         (n == 1).then_some(n)
@@ -194,4 +197,72 @@ async fn a_message_for_tenant_b_carrying_tenant_a_user_is_refused() {
     assert_eq!(audited, 1);
     worker.stop().await;
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_shows_a_query_without_tenant_filter_only_its_tenant_rows() {
+    let app = spawn_app().await;
+    let b = app.other_tenant().await;
+    let worker = app.spawn_worker().await;
+    for (key, id) in [
+        (app.key(), "tg-a1"),
+        (app.key(), "tg-a2"),
+        (b.api_key.expose(), "tg-b1"),
+    ] {
+        assert_eq!(app.post_lead(key, &sample_lead(id)).await.status(), 202);
+    }
+    wait_for("three leads", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().done == 3).then_some(())
+    })
+    .await;
+    worker.stop().await;
+
+    // The same raw query, with no tenant filter, in each tenant's scope.
+    assert_eq!(
+        lead_ids(&app, app.tenant.tenant_id).await,
+        vec!["tg-a1", "tg-a2"]
+    );
+    assert_eq!(lead_ids(&app, b.tenant_id).await, vec!["tg-b1"]);
+
+    // Outside any scope nothing is visible, even to the table's owner.
+    let unscoped: i64 = sqlx::query_scalar("select count(*) from leads")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(unscoped, 0);
+
+    // A write for another tenant is refused in A's scope, and B is unchanged.
+    let mut tx = app.own().await;
+    let err = sqlx::query("update leads set name = 'Mallory' where tenant_id = $1")
+        .bind(b.tenant_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(err.rows_affected(), 0, "B's rows are invisible to A");
+    let insert =
+        sqlx::query("insert into leads (tenant_id, external_id, source) values ($1, 'x', 'y')")
+            .bind(b.tenant_id)
+            .execute(&mut *tx)
+            .await;
+    assert!(
+        insert.is_err(),
+        "an insert for B in A's scope violates the policy"
+    );
+    drop(tx);
+    assert_eq!(lead_ids(&app, b.tenant_id).await, vec!["tg-b1"]);
+
+    // The runtime role is neither superuser nor BYPASSRLS (leadq refuses to start otherwise).
+    leadq_platform::db::check_runtime_role(&app.db.pool)
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+/// `select external_id from leads` (no tenant filter) in `tenant`'s scope.
+async fn lead_ids(app: &TestApp, tenant: uuid::Uuid) -> Vec<String> {
+    let mut tx = app.scoped(tenant).await;
+    sqlx::query_scalar("select external_id from leads order by 1")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap()
 }

@@ -11,6 +11,7 @@ use leadq_jobs::envelope::JobMeta;
 use leadq_jobs::queue::backend::{JobObserver, JobReport, Rejection};
 use leadq_jobs::queue::Settled;
 use leadq_platform::audit::{self, AuditEntry};
+use leadq_platform::db::{self, Scope};
 use sqlx::PgPool;
 
 /// Writes `job_runs` rows.
@@ -31,7 +32,9 @@ impl JobObserver for RunRecorder {
         let pool = self.pool.clone();
         let meta = meta.clone();
         async move {
-            let res = sqlx::query(
+            let res = async {
+                let mut tx = db::begin(&pool, Scope::Tenant(meta.tenant_id)).await?;
+                sqlx::query(
                 "insert into job_runs (job_id, tenant_id, kind, message_id, correlation_id, status,
                                        attempts, enqueued_at, first_started_at, last_started_at)
                  values ($1, $2, $3, $4, $5, 'running', $6, $7, now(), now())
@@ -45,7 +48,10 @@ impl JobObserver for RunRecorder {
             .bind(&meta.correlation_id)
             .bind(meta.attempt as i32)
             .bind(meta.timestamp)
-            .execute(&pool)
+            .execute(&mut *tx)
+            .await?;
+                tx.commit().await
+            }
             .await;
             if let Err(error) = res {
                 tracing::warn!(error = %error, "Could not record the start of a job run.");
@@ -65,43 +71,45 @@ impl JobObserver for RunRecorder {
             };
             let finished = matches!(report.settled, Settled::Completed | Settled::Dead { .. });
             let meta = &report.meta;
-            let res = sqlx::query(
-                "update job_runs set status = $2, attempts = $3, duration_ms = $4,
+            let res = async {
+                let mut tx = db::begin(&pool, Scope::Tenant(meta.tenant_id)).await?;
+                sqlx::query(
+                    "update job_runs set status = $2, attempts = $3, duration_ms = $4,
                         last_error_code = coalesce($5, last_error_code),
                         finished_at = case when $6 then now() else null end, updated_at = now()
                   where job_id = $1",
-            )
-            .bind(meta.job_id)
-            .bind(status)
-            .bind(meta.attempt as i32)
-            .bind(report.duration.as_millis() as i64)
-            .bind(report.error_code)
-            .bind(finished)
-            .execute(&pool)
+                )
+                .bind(meta.job_id)
+                .bind(status)
+                .bind(meta.attempt as i32)
+                .bind(report.duration.as_millis() as i64)
+                .bind(report.error_code)
+                .bind(finished)
+                .execute(&mut *tx)
+                .await?;
+                if let Settled::Dead { reason } = &report.settled {
+                    audit::record(
+                        &mut *tx,
+                        &AuditEntry {
+                            tenant_id: Some(meta.tenant_id),
+                            actor: &meta.user_id,
+                            action: "job.dead_letter",
+                            subject: &format!("job:{}", meta.job_id),
+                            outcome: reason,
+                            correlation_id: &meta.correlation_id,
+                            details: serde_json::json!({
+                                "kind": meta.action, "attempts": meta.attempt,
+                                "error_code": report.error_code, "at": Utc::now(),
+                            }),
+                        },
+                    )
+                    .await?;
+                }
+                tx.commit().await
+            }
             .await;
             if let Err(error) = res {
                 tracing::warn!(error = %error, "Could not record the end of a job run.");
-            }
-            if let Settled::Dead { reason } = &report.settled {
-                let res = audit::record(
-                    &pool,
-                    &AuditEntry {
-                        tenant_id: Some(meta.tenant_id),
-                        actor: &meta.user_id,
-                        action: "job.dead_letter",
-                        subject: &format!("job:{}", meta.job_id),
-                        outcome: reason,
-                        correlation_id: &meta.correlation_id,
-                        details: serde_json::json!({
-                            "kind": meta.action, "attempts": meta.attempt,
-                            "error_code": report.error_code, "at": Utc::now(),
-                        }),
-                    },
-                )
-                .await;
-                if let Err(error) = res {
-                    tracing::warn!(error = %error, "Could not audit a dead letter.");
-                }
             }
         }
         .boxed()
@@ -112,20 +120,25 @@ impl JobObserver for RunRecorder {
         async move {
             // A platform-level security event: the claimed tenant is unverified, so it is
             // recorded as a detail, not as the row's tenant.
-            let res = audit::record(
-                &pool,
-                &AuditEntry {
-                    tenant_id: None,
-                    actor: "worker",
-                    action: "security.job_rejected",
-                    subject: &format!("job:{}", r.job_id),
-                    outcome: r.reason,
-                    correlation_id: &r.job_id,
-                    details: serde_json::json!({
-                        "kind": r.kind, "claimed_tenant_id": r.claimed_tenant,
-                    }),
-                },
-            )
+            let res = async {
+                let mut tx = db::begin(&pool, Scope::Platform).await?;
+                audit::record(
+                    &mut *tx,
+                    &AuditEntry {
+                        tenant_id: None,
+                        actor: "worker",
+                        action: "security.job_rejected",
+                        subject: &format!("job:{}", r.job_id),
+                        outcome: r.reason,
+                        correlation_id: &r.job_id,
+                        details: serde_json::json!({
+                            "kind": r.kind, "claimed_tenant_id": r.claimed_tenant,
+                        }),
+                    },
+                )
+                .await?;
+                tx.commit().await
+            }
             .await;
             if let Err(error) = res {
                 tracing::warn!(error = %error, "Could not audit a rejected job.");

@@ -11,6 +11,7 @@ use leadq_jobs::kinds;
 use leadq_jobs::lead_score::{FieldError, LeadInput};
 use leadq_jobs::queue::NewJob;
 use leadq_platform::apikey::scope;
+use leadq_platform::db::{self, Scope};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -192,7 +193,7 @@ pub async fn get(
     )
     .bind(principal.tenant_id)
     .bind(&external_id)
-    .fetch_optional(&app.pool)
+    .fetch_optional(&mut *db::begin(&app.pool, Scope::Tenant(principal.tenant_id)).await?)
     .await?;
     lead.map(Json).ok_or(ApiError::NotFound)
 }
