@@ -33,8 +33,23 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Audit-trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Queue benchmark (shared/bench-protocol.md); prints one JSON line.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chains; print one JSON line per chain; exit 1 if any is broken.
+    Verify {
+        /// Only this tenant's chain (default: every tenant and the platform chain).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,13 +71,47 @@ impl Command {
                 redis: true,
                 signing: true,
             }),
-            Command::Migrate | Command::Tenant { .. } => Some(Needs {
+            Command::Migrate | Command::Tenant { .. } | Command::Audit { .. } => Some(Needs {
                 database: true,
                 redis: false,
                 signing: false,
             }),
         }
     }
+}
+
+/// Verifies the audit chains; prints one JSON line per chain. `Ok(false)`: a chain is broken.
+async fn audit_verify(settings: &Settings, slug: Option<&str>) -> anyhow::Result<bool> {
+    use leadq_platform::audit::verify_chain;
+    use leadq_platform::db::Scope;
+    let pool = db::connect(settings.database_url(), 2).await?;
+    let tenants: Vec<(uuid::Uuid, String)> = match slug {
+        Some(s) => {
+            sqlx::query_as("select id, slug from tenants where slug = $1")
+                .bind(s)
+                .fetch_all(&pool)
+                .await?
+        }
+        None => {
+            sqlx::query_as("select id, slug from tenants order by slug")
+                .fetch_all(&pool)
+                .await?
+        }
+    };
+    if let (Some(s), true) = (slug, tenants.is_empty()) {
+        anyhow::bail!("no tenant with slug {s:?}");
+    }
+    let mut scopes: Vec<Scope> = tenants.iter().map(|(id, _)| Scope::Tenant(*id)).collect();
+    if slug.is_none() {
+        scopes.push(Scope::Platform);
+    }
+    let mut all_ok = true;
+    for scope in scopes {
+        let report = verify_chain(&pool, scope).await?;
+        all_ok &= report.first_broken_id.is_none();
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(all_ok)
 }
 
 /// Parses the command line and runs the command.
@@ -147,6 +196,19 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
                 Ok(Err(e)) => Err(anyhow::Error::new(e)).context("Failed to create the tenant"),
+                Err(e) => Err(e),
+            }
+        }
+        (
+            Command::Audit {
+                command: AuditCommand::Verify { tenant },
+            },
+            Some(settings),
+        ) => {
+            telemetry::init_logs(&settings.log_filter, settings.log_format);
+            match runtime.block_on(audit_verify(&settings, tenant.as_deref())) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
                 Err(e) => Err(e),
             }
         }

@@ -46,6 +46,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/leads", post(routes::leads::create))
         .route("/v1/leads/{external_id}", get(routes::leads::get))
         .route("/v1/status", get(routes::status::get))
+        .route("/v1/audit", get(routes::audit::list))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))

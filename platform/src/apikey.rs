@@ -19,8 +19,10 @@ pub mod scope {
     pub const LEADS_READ: &str = "leads:read";
     /// Read queue and worker status.
     pub const STATUS_READ: &str = "status:read";
-    /// The scopes of a tenant's first key.
-    pub const DEFAULT: &[&str] = &[LEADS_WRITE, LEADS_READ, STATUS_READ];
+    /// Tenant administration: its audit trail, its keys.
+    pub const ADMIN: &str = "admin";
+    /// The scopes of a tenant's first key (its owner's key).
+    pub const DEFAULT: &[&str] = &[LEADS_WRITE, LEADS_READ, STATUS_READ, ADMIN];
 }
 
 /// A freshly generated key: the clear text (shown once) and what is stored.

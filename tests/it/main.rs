@@ -3,6 +3,7 @@
 
 mod api_auth;
 mod api_leads;
+mod audit;
 mod engine;
 mod observability;
 mod process;

@@ -1,5 +1,6 @@
 //! The routes, one module per resource.
 
+pub mod audit;
 pub mod health;
 pub mod leads;
 pub mod status;

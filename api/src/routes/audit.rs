@@ -1,0 +1,71 @@
+//! `GET /v1/audit`: a tenant reads its own audit trail, newest first, paged by id.
+
+use axum::extract::{Query, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use leadq_platform::apikey::scope;
+use leadq_platform::db::{self, Scope};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::extract::Auth;
+use crate::AppState;
+
+/// Paging: `?limit=50&before=<id>`.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    limit: Option<i64>,
+    before: Option<i64>,
+}
+
+/// One audit entry.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Entry {
+    id: i64,
+    actor: String,
+    action: String,
+    subject: String,
+    outcome: String,
+    correlation_id: String,
+    details: sqlx::types::Json<serde_json::Value>,
+    at: DateTime<Utc>,
+    /// Hex SHA-256 chain link (see `leadq audit verify`).
+    hash: String,
+}
+
+/// A page of entries.
+#[derive(Debug, Serialize)]
+pub struct AuditPage {
+    entries: Vec<Entry>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    next_before: Option<i64>,
+}
+
+/// `GET /v1/audit`.
+pub async fn list(
+    State(app): State<AppState>,
+    auth: Auth,
+    Query(page): Query<Page>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let principal = auth.require(scope::ADMIN)?;
+    let limit = page.limit.unwrap_or(50).clamp(1, 500);
+    let entries: Vec<Entry> = sqlx::query_as(
+        "select id, actor, action, subject, outcome, correlation_id, details, at,
+                encode(hash, 'hex') as hash
+           from audit_log
+          where tenant_id = $1 and ($2::bigint is null or id < $2)
+          order by id desc limit $3",
+    )
+    .bind(principal.tenant_id)
+    .bind(page.before)
+    .bind(limit)
+    .fetch_all(&mut *db::begin(&app.pool, Scope::Tenant(principal.tenant_id)).await?)
+    .await?;
+    let next_before = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(AuditPage {
+        entries,
+        next_before,
+    }))
+}
