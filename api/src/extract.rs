@@ -3,6 +3,7 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use leadq_platform::metrics as m;
 use leadq_platform::tenant::{self, AuthFailure, Principal};
 
 use crate::error::ApiError;
@@ -18,6 +19,7 @@ impl Auth {
         if self.0.has_scope(scope) {
             Ok(&self.0)
         } else {
+            auth_failure("insufficient_scope");
             Err(ApiError::InsufficientScope(scope))
         }
     }
@@ -34,18 +36,25 @@ impl FromRequestParts<AppState> for Auth {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .unwrap_or("");
-        match tenant::authenticate(&state.pool, presented).await? {
+        let (reason, error) = match tenant::authenticate(&state.pool, presented).await? {
             Ok(principal) => {
                 tracing::Span::current()
                     .record("tenant_id", tracing::field::display(principal.tenant_id));
-                Ok(Auth(principal))
+                return Ok(Auth(principal));
             }
-            Err(AuthFailure::Invalid) => Err(ApiError::InvalidApiKey),
-            Err(AuthFailure::Expired) => Err(ApiError::ApiKeyExpired),
-            Err(AuthFailure::Revoked) => Err(ApiError::ApiKeyRevoked),
-            Err(AuthFailure::TenantInactive) => Err(ApiError::TenantInactive),
-        }
+            Err(AuthFailure::Invalid) => ("invalid", ApiError::InvalidApiKey),
+            Err(AuthFailure::Expired) => ("expired", ApiError::ApiKeyExpired),
+            Err(AuthFailure::Revoked) => ("revoked", ApiError::ApiKeyRevoked),
+            Err(AuthFailure::TenantInactive) => ("tenant_inactive", ApiError::TenantInactive),
+        };
+        auth_failure(reason);
+        Err(error)
     }
+}
+
+fn auth_failure(reason: &'static str) {
+    metrics::counter!(m::AUTH_FAILURES_TOTAL, m::label::REASON => reason).increment(1);
+    tracing::warn!(reason, "Refused credentials.");
 }
 
 /// `axum::Json`, with rejections in our error format (and without echoing the input).

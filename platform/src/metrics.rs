@@ -35,6 +35,10 @@ pub const JOBS_ENQUEUED_TOTAL: &str = "leadq_jobs_enqueued_total";
 /// Counter: security events, by `kind` (e.g. `bad_signature`, `unauthorized`).
 pub const SECURITY_EVENTS_TOTAL: &str = "leadq_security_events_total";
 
+/// Counter: refused credentials, by `reason` (invalid, expired, revoked, tenant_inactive,
+/// insufficient_scope).
+pub const AUTH_FAILURES_TOTAL: &str = "leadq_auth_failures_total";
+
 /// Label names.
 pub mod label {
     /// Job kind, e.g. `lead_score`.
@@ -55,6 +59,8 @@ pub mod label {
     pub const OP: &str = "op";
     /// Enqueue result.
     pub const RESULT: &str = "result";
+    /// Why something was refused.
+    pub const REASON: &str = "reason";
 }
 
 /// Values of the `outcome` label of [`JOBS_TOTAL`].
@@ -122,6 +128,7 @@ pub fn register_job_series(kind: &'static str) {
 }
 
 fn describe() {
+    metrics::describe_counter!(AUTH_FAILURES_TOTAL, "Refused credentials, by reason.");
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(JOBS_TOTAL, "Jobs finished, by kind and outcome.");
     describe_histogram!(JOB_DURATION_SECONDS, Unit::Seconds, "Handler run time.");

@@ -37,6 +37,30 @@ async fn a_missing_or_wrong_key_gets_401_and_enqueues_nothing() {
     }
     let res = app.get("/v1/status", "nope").await;
     assert_eq!(res.status(), 401);
+    for (h, v) in [
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+        (
+            "strict-transport-security",
+            "max-age=63072000; includeSubDomains",
+        ),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(res.headers()[h], v, "{h}");
+    }
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("leadq_auth_failures_total{reason=\"invalid\"}"),
+        "{metrics}"
+    );
     assert_eq!(app.queue.counts("lead_score").await.unwrap().pending, 0);
     app.stop().await;
 }
