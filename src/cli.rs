@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use leadq_jobs::kinds;
 use leadq_platform::config::{LogFormat, Needs, Settings};
 use leadq_platform::shutdown::shutdown_signal;
-use leadq_platform::{db, telemetry, tenant};
+use leadq_platform::{db, keys, telemetry, tenant};
 
 /// leadq: multi-tenant job-queue platform for lead qualification, CRM sync and chat events.
 #[derive(Debug, Parser)]
@@ -33,6 +33,14 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// API-key administration (operator actions, audited).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>`.
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
     /// Audit-trail tools.
     Audit {
         #[command(subcommand)]
@@ -40,6 +48,42 @@ enum Command {
     },
     /// Queue benchmark (shared/bench-protocol.md); prints one JSON line.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create a key; prints {key_id, tenant_id, api_key, scopes, expires_at} once.
+    Create {
+        /// Tenant slug.
+        tenant: String,
+        /// Comma-separated: leads:write, leads:read, status:read, admin, webhooks.
+        #[arg(long)]
+        scopes: String,
+        /// Lifetime, e.g. 90d, 12h.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List a tenant's keys (never their secrets); one JSON line per key.
+    List {
+        /// Tenant slug.
+        tenant: String,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// Key id.
+        key_id: uuid::Uuid,
+    },
+    /// Make a successor with the same scopes; the old key stays valid for --overlap.
+    Rotate {
+        /// Key id.
+        key_id: uuid::Uuid,
+        /// How long the old key stays valid, e.g. 7d.
+        #[arg(long, default_value = "7d")]
+        overlap: String,
+        /// Lifetime of the new key, e.g. 90d.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,13 +115,55 @@ impl Command {
                 redis: true,
                 signing: true,
             }),
-            Command::Migrate | Command::Tenant { .. } | Command::Audit { .. } => Some(Needs {
+            Command::Migrate
+            | Command::Tenant { .. }
+            | Command::Audit { .. }
+            | Command::Key { .. } => Some(Needs {
                 database: true,
                 redis: false,
                 signing: false,
             }),
         }
     }
+}
+
+/// Runs a key command; results as JSON lines on stdout.
+async fn key_command(settings: &Settings, operator: &str, cmd: KeyCommand) -> anyhow::Result<()> {
+    let pool = db::connect(settings.database_url(), 2).await?;
+    let actor = format!("operator:{operator}");
+    let lifetime = |s: Option<String>| s.as_deref().map(keys::parse_duration).transpose();
+    match cmd {
+        KeyCommand::Create {
+            tenant,
+            scopes,
+            expires_in,
+        } => {
+            let scopes = keys::parse_scopes(&scopes)?;
+            let created =
+                keys::create(&pool, &actor, &tenant, scopes, lifetime(expires_in)?).await?;
+            println!("{}", serde_json::to_string(&created)?);
+        }
+        KeyCommand::List { tenant } => {
+            for k in keys::list(&pool, &tenant).await? {
+                println!("{}", serde_json::to_string(&k)?);
+            }
+        }
+        KeyCommand::Revoke { key_id } => {
+            keys::revoke(&pool, &actor, key_id).await?;
+            println!("{}", serde_json::json!({"key_id": key_id, "revoked": true}));
+        }
+        KeyCommand::Rotate {
+            key_id,
+            overlap,
+            expires_in,
+        } => {
+            let overlap = keys::parse_duration(&overlap)?;
+            let created =
+                keys::rotate(&pool, &actor, key_id, overlap, lifetime(expires_in)?).await?;
+            println!("{}", serde_json::to_string(&created)?);
+        }
+    }
+    Ok(())
 }
 
 /// Verifies the audit chains; prints one JSON line per chain. `Ok(false)`: a chain is broken.
@@ -209,6 +295,20 @@ pub fn main() -> ExitCode {
             match runtime.block_on(audit_verify(&settings, tenant.as_deref())) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
+        (Command::Key { command, operator }, Some(settings)) => {
+            telemetry::init_logs(&settings.log_filter, settings.log_format);
+            match runtime.block_on(key_command(&settings, &operator, command)) {
+                Ok(()) => Ok(()),
+                Err(e)
+                    if e.downcast_ref::<keys::KeyError>()
+                        .is_some_and(|k| !matches!(k, keys::KeyError::Db(_))) =>
+                {
+                    eprintln!("invalid_request: {e}");
+                    return ExitCode::from(2);
+                }
                 Err(e) => Err(e),
             }
         }

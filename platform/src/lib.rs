@@ -9,6 +9,7 @@
 //! - [`telemetry`]: JSON logs on stderr, Sentry, the Prometheus recorder.
 //! - [`metrics`]: every metric name and label spelled once.
 //! - [`db`]: eager PostgreSQL pool and the migrator.
+//! - [`keys`]: API-key administration (create, list, revoke, rotate), audited.
 //! - [`keyring`]: named 256-bit keys with rotation (envelope signing, data encryption).
 //! - [`apikey`]: API-key generation, hashing and constant-time verification.
 //! - [`tenant`]: tenant creation and lookup.
@@ -20,6 +21,7 @@ pub mod audit;
 pub mod config;
 pub mod db;
 pub mod keyring;
+pub mod keys;
 pub mod metrics;
 pub mod secret;
 pub mod shutdown;
