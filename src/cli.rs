@@ -41,6 +41,14 @@ enum Command {
         #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
         operator: String,
     },
+    /// Lead administration.
+    Lead {
+        #[command(subcommand)]
+        command: LeadCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>`.
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
     /// Audit-trail tools.
     Audit {
         #[command(subcommand)]
@@ -87,6 +95,18 @@ enum KeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum LeadCommand {
+    /// Right to be forgotten: delete a lead's personal data from PostgreSQL and from queued
+    /// jobs; prints {lead_deleted, jobs_removed, jobs_running}.
+    Erase {
+        /// Tenant slug.
+        tenant: String,
+        /// The lead's external id.
+        external_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Recompute the hash chains; print one JSON line per chain; exit 1 if any is broken.
     Verify {
@@ -110,7 +130,7 @@ impl Command {
     fn needs(&self) -> Option<Needs> {
         match self {
             Command::Bench(_) => None,
-            Command::Api | Command::Worker => Some(Needs {
+            Command::Api | Command::Worker | Command::Lead { .. } => Some(Needs {
                 database: true,
                 redis: true,
                 signing: true,
@@ -297,6 +317,46 @@ pub fn main() -> ExitCode {
                 Ok(false) => return ExitCode::FAILURE,
                 Err(e) => Err(e),
             }
+        }
+        (
+            Command::Lead {
+                command:
+                    LeadCommand::Erase {
+                        tenant,
+                        external_id,
+                    },
+                operator,
+            },
+            Some(settings),
+        ) => {
+            telemetry::init_logs(&settings.log_filter, settings.log_format);
+            runtime.block_on(async {
+                let pool = db::connect(settings.database_url(), 2).await?;
+                let tenant_id: uuid::Uuid =
+                    sqlx::query_scalar("select id from tenants where slug = $1")
+                        .bind(&tenant)
+                        .fetch_optional(&pool)
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("no tenant with slug {tenant:?}"))?;
+                let signer = leadq_jobs::signing::Signer::new(settings.signing_keys().clone());
+                let queue = leadq_jobs::queue::Queue::connect(
+                    settings.redis_url(),
+                    settings.queue.clone(),
+                    signer,
+                )
+                .await?;
+                let erased = leadq_jobs::lead_score::erase(
+                    &pool,
+                    &queue,
+                    tenant_id,
+                    &external_id,
+                    &format!("operator:{operator}"),
+                    "cli",
+                )
+                .await?;
+                println!("{}", serde_json::to_string(&erased)?);
+                Ok(())
+            })
         }
         (Command::Key { command, operator }, Some(settings)) => {
             telemetry::init_logs(&settings.log_filter, settings.log_format);

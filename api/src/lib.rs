@@ -44,7 +44,10 @@ pub struct AppState {
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/leads", post(routes::leads::create))
-        .route("/v1/leads/{external_id}", get(routes::leads::get))
+        .route(
+            "/v1/leads/{external_id}",
+            get(routes::leads::get).delete(routes::leads::delete),
+        )
         .route("/v1/status", get(routes::status::get))
         .route("/v1/audit", get(routes::audit::list))
         .route("/healthz", get(routes::health::healthz))

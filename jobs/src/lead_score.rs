@@ -305,6 +305,93 @@ pub fn score(lead: &LeadInput) -> Score {
     }
 }
 
+/// What an erasure removed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Erased {
+    /// The lead existed in PostgreSQL and was deleted.
+    pub lead_deleted: bool,
+    /// Queued or dead-lettered jobs carrying the lead's data that were removed from Redis.
+    pub jobs_removed: u64,
+    /// Jobs running right now; their handler sees the tombstone and writes nothing.
+    pub jobs_running: u64,
+}
+
+impl Erased {
+    /// Whether there was anything to erase.
+    pub fn found_anything(&self) -> bool {
+        self.lead_deleted || self.jobs_removed > 0 || self.jobs_running > 0
+    }
+}
+
+/// Errors of an erasure.
+#[derive(Debug, thiserror::Error)]
+pub enum EraseError {
+    /// The database failed (nothing was erased from Redis).
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    /// Redis failed after the database erasure committed; run the erasure again.
+    #[error("queue error")]
+    Queue(#[from] crate::queue::QueueError),
+}
+
+/// Right to be forgotten: deletes the lead `external_id` of `tenant` from PostgreSQL, leaves a
+/// tombstone (so no job made before now can recreate it), removes its pending and
+/// dead-lettered jobs from Redis, and audits a pseudonymous record (the lead's uuid, no PII).
+/// Idempotent: running it again is safe and finishes an interrupted erasure.
+pub async fn erase(
+    pool: &PgPool,
+    queue: &crate::queue::Queue,
+    tenant: uuid::Uuid,
+    external_id: &str,
+    actor: &str,
+    correlation_id: &str,
+) -> Result<Erased, EraseError> {
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    sqlx::query(
+        "insert into erasures (tenant_id, external_id) values ($1, $2)
+         on conflict (tenant_id, external_id) do update set erased_at = now()",
+    )
+    .bind(tenant)
+    .bind(external_id)
+    .execute(&mut *tx)
+    .await?;
+    let lead_id: Option<uuid::Uuid> = sqlx::query_scalar(
+        "delete from leads where tenant_id = $1 and external_id = $2 returning id",
+    )
+    .bind(tenant)
+    .bind(external_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let (jobs_removed, jobs_running) = queue
+        .erase_where(crate::kinds::LEAD_SCORE, |e| {
+            e.tenant_id == tenant
+                && e.payload.get("external_id").and_then(|v| v.as_str()) == Some(external_id)
+        })
+        .await?;
+    let erased = Erased {
+        lead_deleted: lead_id.is_some(),
+        jobs_removed,
+        jobs_running,
+    };
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    audit::record(
+        &mut *tx,
+        &AuditEntry {
+            tenant_id: Some(tenant),
+            actor,
+            action: "lead.erase",
+            subject: &lead_id.map_or_else(|| "lead:unknown".to_owned(), |id| format!("lead:{id}")),
+            outcome: "ok",
+            correlation_id,
+            details: serde_json::to_value(&erased).unwrap_or_default(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(erased)
+}
+
 /// What the job handlers need. Handed to workers with apalis `.data()`.
 #[derive(Debug, Clone)]
 pub struct Deps {
@@ -328,6 +415,18 @@ pub async fn run(job: Job<LeadInput>, deps: Data<Deps>) -> Result<(), JobError> 
     }
     let s = score(&lead);
     let mut tx = db::begin(pool, Scope::Tenant(meta.tenant_id)).await?;
+    // A job made before the lead was erased must not bring its personal data back.
+    let erased_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "select erased_at from erasures where tenant_id = $1 and external_id = $2",
+    )
+    .bind(meta.tenant_id)
+    .bind(&lead.external_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if erased_at.is_some_and(|at| meta.timestamp <= at) {
+        tracing::info!("Skipping a job for a lead erased after the job was made.");
+        return Ok(());
+    }
     let lead_id: uuid::Uuid = sqlx::query_scalar(
         "insert into leads (tenant_id, external_id, source, name, username, phone, email, answers,
                             score, tier, reasons, scored_at, last_message_id)

@@ -160,6 +160,34 @@ pub async fn create(
     ))
 }
 
+/// `DELETE /v1/leads/{external_id}`: right to be forgotten (see
+/// [`leadq_jobs::lead_score::erase`]). 404 when the caller's tenant has nothing under that id.
+pub async fn delete(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(external_id): Path<String>,
+) -> Result<Json<leadq_jobs::lead_score::Erased>, ApiError> {
+    let principal = auth.require(scope::LEADS_WRITE)?;
+    let erased = leadq_jobs::lead_score::erase(
+        &app.pool,
+        &app.queue,
+        principal.tenant_id,
+        &external_id,
+        &principal.actor(),
+        &current_correlation_id(),
+    )
+    .await
+    .map_err(|e| match e {
+        leadq_jobs::lead_score::EraseError::Queue(q) => ApiError::QueueUnavailable(q),
+        leadq_jobs::lead_score::EraseError::Db(d) => d.into(),
+    })?;
+    if erased.found_anything() {
+        Ok(Json(erased))
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
 /// A lead with its latest score.
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct LeadView {

@@ -661,7 +661,8 @@ where
                 .record(duration.as_secs_f64());
             let (how, error_code) = classify(&result);
             if let Err(error) = &result {
-                tracing::warn!(error = %error, cause = ?error, code = error_code, "Job run failed.");
+                tracing::warn!(error = %error, error.cause_chain = %cause_chain(error.as_ref()),
+                    code = error_code, "Job run failed.");
             }
             let id = meta.job_id.to_string();
             let entries = [(id.clone(), owner(&runner.worker_id, meta.attempt), how)];
@@ -688,6 +689,18 @@ where
         .instrument(span)
         .boxed()
     }
+}
+
+/// "outer: inner: innermost", for logs (never sent to clients).
+fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut cur = error.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
 }
 
 fn record_outcome(kind: &'static str, settled: &Settled, code: Option<&'static str>) {

@@ -74,6 +74,7 @@ pub(crate) struct Scripts {
     pub(crate) reap: redis::Script,
     pub(crate) heartbeat: redis::Script,
     pub(crate) release_owned: redis::Script,
+    pub(crate) erase: redis::Script,
 }
 
 impl Scripts {
@@ -86,6 +87,7 @@ impl Scripts {
             reap: redis::Script::new(include_str!("lua/reap.lua")),
             heartbeat: redis::Script::new(include_str!("lua/heartbeat.lua")),
             release_owned: redis::Script::new(include_str!("lua/release_owned.lua")),
+            erase: redis::Script::new(include_str!("lua/erase.lua")),
         }
     }
 }
@@ -590,6 +592,63 @@ impl Queue {
             });
         }
         Ok((out, due_in))
+    }
+
+    /// Removes every queued or dead-lettered job of `kind` whose envelope matches `wanted`
+    /// (erasure of personal data). Scans the queue's job data in slices (erasure is rare; the
+    /// scan never blocks Redis for long). Running jobs are left to their handler, which checks
+    /// the erasure tombstone. Returns (removed, still running).
+    pub async fn erase_where(
+        &self,
+        kind: &str,
+        wanted: impl Fn(&Envelope) -> bool,
+    ) -> Result<(u64, u64), QueueError> {
+        let k = self.keys(kind);
+        let mut conn = self.conn();
+        let mut matched: Vec<String> = Vec::new();
+        for hash in [&k.jobs, &k.dead_data] {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                    .arg(hash)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await?;
+                for (field, value) in page {
+                    if field.contains(':') {
+                        continue; // attempts, owner, … not an envelope
+                    }
+                    if serde_json::from_str::<Envelope>(&value).is_ok_and(|e| wanted(&e)) {
+                        matched.push(field);
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        let (mut removed, mut running) = (0, 0);
+        for chunk in matched.chunks(500) {
+            let (r, n): (u64, u64) = self
+                .inner
+                .scripts
+                .erase
+                .key(&k.jobs)
+                .key(&k.ready)
+                .key(&k.scheduled)
+                .key(&k.leases)
+                .key(&k.dead)
+                .key(&k.dead_data)
+                .arg(chunk)
+                .invoke_async(&mut conn)
+                .await?;
+            removed += r;
+            running += n;
+        }
+        Ok((removed, running))
     }
 
     /// Hands back every job of `kind` leased by `worker` (see `lua/release_owned.lua`).

@@ -1,0 +1,19 @@
+-- Remove jobs (pending, scheduled or dead-lettered) by id, for erasure of personal data.
+-- A job that is running (leased) is left alone: its handler checks the erasure tombstone.
+-- KEYS[1] jobs   KEYS[2] ready   KEYS[3] scheduled   KEYS[4] leases
+-- KEYS[5] dead   KEYS[6] dead_data
+-- ARGV: ids. Returns { removed, running }.
+local removed, running = 0, 0
+for _, id in ipairs(ARGV) do
+  if redis.call('ZSCORE', KEYS[4], id) then
+    running = running + 1
+  else
+    local n = redis.call('LREM', KEYS[2], 0, id)
+      + redis.call('ZREM', KEYS[3], id)
+      + redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e')
+      + redis.call('ZREM', KEYS[5], id)
+      + redis.call('HDEL', KEYS[6], id, id .. ':r', id .. ':c', id .. ':a')
+    if n > 0 then removed = removed + 1 end
+  end
+end
+return { removed, running }

@@ -1,0 +1,154 @@
+//! Right to be forgotten: PostgreSQL and pending jobs.
+
+use std::process::Command;
+use std::time::Duration;
+
+use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
+use serde_json::Value;
+
+/// Every envelope still stored in the lead_score queue (pending, scheduled or dead).
+async fn stored_envelopes(app: &TestApp) -> Vec<String> {
+    #[allow(clippy::disallowed_methods)]
+    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let tag = format!("{{{}:lead_score}}", app.settings.queue.prefix);
+    let mut out = Vec::new();
+    for hash in ["jobs", "dead_data"] {
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(format!("{tag}:{hash}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        out.extend(
+            all.into_iter()
+                .filter(|(k, _)| !k.contains(':'))
+                .map(|(_, v)| v),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_removes_the_lead_from_postgres_and_from_pending_jobs() {
+    let app = spawn_app().await;
+    let b = app.other_tenant().await;
+    let worker = app.spawn_worker().await;
+    assert_eq!(
+        app.post_lead(app.key(), &sample_lead("tg-1"))
+            .await
+            .status(),
+        202
+    );
+    wait_for("the lead scored", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().done == 1).then_some(())
+    })
+    .await;
+    worker.stop().await;
+
+    // Pending work, with no worker running: two updates of tg-1, another lead of A, and
+    // B's own lead that happens to use the same external id.
+    for _ in 0..2 {
+        assert_eq!(
+            app.post_lead(app.key(), &sample_lead("tg-1"))
+                .await
+                .status(),
+            202
+        );
+    }
+    assert_eq!(
+        app.post_lead(app.key(), &sample_lead("tg-2"))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        app.post_lead(b.api_key.expose(), &sample_lead("tg-1"))
+            .await
+            .status(),
+        202
+    );
+
+    // B cannot erase A's lead: 404, and A's job is still there.
+    let res = app
+        .client
+        .delete(format!("{}/v1/leads/tg-2", app.address))
+        .bearer_auth(b.api_key.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(app.queue.counts("lead_score").await.unwrap().pending, 4);
+
+    let res = app
+        .client
+        .delete(format!("{}/v1/leads/tg-1", app.address))
+        .bearer_auth(app.key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let erased: Value = res.json().await.unwrap();
+    assert_eq!(
+        erased,
+        serde_json::json!({"lead_deleted": true, "jobs_removed": 2, "jobs_running": 0})
+    );
+    assert_eq!(app.get("/v1/leads/tg-1", app.key()).await.status(), 404);
+    let left = stored_envelopes(&app).await;
+    assert_eq!(left.len(), 2, "A's tg-2 and B's tg-1 remain");
+    for env in &left {
+        let e: Value = serde_json::from_str(env).unwrap();
+        let is_a_tg1 = e["tenant_id"] == app.tenant.tenant_id.to_string()
+            && e["payload"]["external_id"] == "tg-1";
+        assert!(!is_a_tg1, "an erased lead's data is gone from Redis");
+    }
+
+    // Running the rest does not resurrect it; B's lead with the same id is untouched.
+    let worker = app.spawn_worker().await;
+    wait_for("the remaining jobs", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().done == 3).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(app.get("/v1/leads/tg-1", app.key()).await.status(), 404);
+    assert_eq!(
+        app.get("/v1/leads/tg-1", b.api_key.expose()).await.status(),
+        200
+    );
+
+    // The operator CLI erases too; the audit keeps only pseudonymous records.
+    #[allow(clippy::disallowed_methods)]
+    let out = Command::new(env!("CARGO_BIN_EXE_leadq"))
+        .args(["lead", "erase", &app.tenant.slug, "tg-2"])
+        .env_clear()
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", std::env::var("REDIS_URL").unwrap())
+        .env("LEADQ_QUEUE_PREFIX", &app.settings.queue.prefix)
+        .env(
+            "LEADQ_SIGNING_KEYS",
+            app.settings.signing_keys().to_spec().expose(),
+        )
+        .env("LEADQ_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["lead_deleted"], true);
+    let trail: Vec<(String, String, Value)> =
+        sqlx::query_as("select action, subject, details from audit_log order by id")
+            .fetch_all(&mut *app.own().await)
+            .await
+            .unwrap();
+    let text = serde_json::to_string(&trail).unwrap();
+    for pii in ["ada@example.com", "Ada Lovelace", "tg-1", "tg-2"] {
+        assert!(!text.contains(pii), "{pii} in the audit trail: {text}");
+    }
+    assert_eq!(
+        trail.iter().filter(|(a, _, _)| a == "lead.erase").count(),
+        2
+    );
+    app.stop().await;
+}
