@@ -32,6 +32,9 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+        /// Who is acting, recorded as `operator:<name>` (set-limits).
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
     },
     /// API-key administration (operator actions, audited).
     Key {
@@ -123,6 +126,21 @@ enum TenantCommand {
         /// Lower-case slug, e.g. `acme`.
         slug: String,
     },
+    /// Change a tenant's ingest limits: enqueues an update_billing_limit job (signed,
+    /// authorized as an operator action, audited); prints {job_id}.
+    SetLimits {
+        /// Tenant slug.
+        slug: String,
+        /// Sustained leads per second.
+        #[arg(long)]
+        per_second: i32,
+        /// Burst above the rate.
+        #[arg(long)]
+        burst: i32,
+        /// Leads per UTC day.
+        #[arg(long)]
+        leads_per_day: i32,
+    },
 }
 
 impl Command {
@@ -130,7 +148,13 @@ impl Command {
     fn needs(&self) -> Option<Needs> {
         match self {
             Command::Bench(_) => None,
-            Command::Api | Command::Worker | Command::Lead { .. } => Some(Needs {
+            Command::Api
+            | Command::Worker
+            | Command::Lead { .. }
+            | Command::Tenant {
+                command: TenantCommand::SetLimits { .. },
+                ..
+            } => Some(Needs {
                 database: true,
                 redis: true,
                 signing: true,
@@ -145,6 +169,46 @@ impl Command {
             }),
         }
     }
+}
+
+/// Enqueues an update_billing_limit job for the tenant `slug`.
+async fn set_limits(
+    settings: &Settings,
+    operator: &str,
+    slug: &str,
+    limits: leadq_jobs::limits::Limits,
+) -> anyhow::Result<()> {
+    use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
+    let pool = db::connect(settings.database_url(), 2).await?;
+    let tenant_id: uuid::Uuid = sqlx::query_scalar("select id from tenants where slug = $1")
+        .bind(slug)
+        .fetch_optional(&pool)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no tenant with slug {slug:?}"))?;
+    let signer = leadq_jobs::signing::Signer::new(settings.signing_keys().clone());
+    let queue =
+        leadq_jobs::queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
+            .await?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let done = queue
+        .enqueue(vec![leadq_jobs::queue::NewJob {
+            envelope: Envelope {
+                schema_version: SCHEMA_VERSION,
+                message_id: format!("billing-{id}"),
+                tenant_id,
+                user_id: format!("operator:{operator}"),
+                action: kinds::UPDATE_BILLING_LIMIT.into(),
+                payload: serde_json::to_value(limits)?,
+                timestamp: chrono::Utc::now(),
+                correlation_id: id,
+                signature: None,
+            },
+            run_at: None,
+        }])
+        .await?;
+    let job_id = done.first().map(|e| e.job_id);
+    println!("{}", serde_json::json!({"job_id": job_id}));
+    Ok(())
 }
 
 /// Runs a key command; results as JSON lines on stdout.
@@ -274,6 +338,7 @@ pub fn main() -> ExitCode {
         (
             Command::Tenant {
                 command: TenantCommand::Create { slug },
+                ..
             },
             Some(settings),
         ) => {
@@ -357,6 +422,31 @@ pub fn main() -> ExitCode {
                 println!("{}", serde_json::to_string(&erased)?);
                 Ok(())
             })
+        }
+        (
+            Command::Tenant {
+                command:
+                    TenantCommand::SetLimits {
+                        slug,
+                        per_second,
+                        burst,
+                        leads_per_day,
+                    },
+                operator,
+            },
+            Some(settings),
+        ) => {
+            telemetry::init_logs(&settings.log_filter, settings.log_format);
+            let limits = leadq_jobs::limits::Limits {
+                ingest_per_second: per_second,
+                ingest_burst: burst,
+                leads_per_day,
+            };
+            if let Err(why) = limits.validate() {
+                eprintln!("invalid_request: {why}");
+                return ExitCode::from(2);
+            }
+            runtime.block_on(set_limits(&settings, &operator, &slug, limits))
         }
         (Command::Key { command, operator }, Some(settings)) => {
             telemetry::init_logs(&settings.log_filter, settings.log_format);

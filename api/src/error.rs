@@ -49,6 +49,12 @@ pub enum ApiError {
     /// No such resource (for this tenant).
     #[error("not found")]
     NotFound,
+    /// The tenant is sending faster than its ingest rate.
+    #[error("rate limit exceeded; retry after the delay in Retry-After")]
+    RateLimited(std::time::Duration),
+    /// The tenant's daily quota is used up.
+    #[error("daily quota exceeded; retry after the delay in Retry-After")]
+    QuotaExceeded(std::time::Duration),
     /// The queue (Redis) is unreachable: nothing was enqueued.
     #[error("the job queue is unavailable; retry later")]
     QueueUnavailable(#[source] leadq_jobs::queue::QueueError),
@@ -71,6 +77,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) | Self::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +97,8 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::NotFound => "not_found",
             Self::QueueUnavailable(_) => "queue_unavailable",
+            Self::RateLimited(_) => "rate_limited",
+            Self::QuotaExceeded(_) => "quota_exceeded",
             Self::Internal(_) => "internal",
         }
     }
@@ -122,6 +131,12 @@ impl IntoResponse for ApiError {
             body["details"] = json!(fields);
         }
         let mut res = (status, Json(json!({ "error": body }))).into_response();
+        if let Self::RateLimited(d) | Self::QuotaExceeded(d) = &self {
+            let secs = d.as_millis().div_ceil(1000).max(1);
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -8,7 +8,10 @@
 //! counted in `leadq_security_events_total{kind="unauthorized"}`), never retried.
 //!
 //! Principals: `api_key:<uuid>`, a key of the tenant, not revoked, not expired when the message
-//! was created, with the kind's scope ([`crate::kinds::required_scope`]).
+//! was created, with the kind's scope ([`crate::kinds::required_scope`]); and
+//! `operator:<name>` for operator-only kinds ([`crate::kinds::operator_only`]), which no tenant
+//! key may cause. Operator messages are enqueued only by the operator CLI, and like every
+//! message they must carry a valid signature.
 
 use std::task::{Context, Poll};
 
@@ -68,11 +71,20 @@ struct Facts {
 
 /// Checks `meta` against the database. `Ok` carries the tenant's mode for the kind.
 pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Denied>, sqlx::Error> {
+    // Operator kinds take operator principals only; every other kind takes tenant keys only.
+    let operator = meta
+        .user_id
+        .strip_prefix("operator:")
+        .is_some_and(|name| !name.is_empty());
+    if kinds::operator_only(&meta.action) != operator {
+        return Ok(Err(Denied::UnknownPrincipal));
+    }
     let key_id: Option<Uuid> = match meta.user_id.strip_prefix("api_key:") {
         Some(id) => match id.parse() {
             Ok(id) => Some(id),
             Err(_) => return Ok(Err(Denied::UnknownPrincipal)),
         },
+        None if operator => None,
         None => return Ok(Err(Denied::UnknownPrincipal)),
     };
     let facts: Option<Facts> = sqlx::query_as(
@@ -104,6 +116,9 @@ pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Den
         "shadow" => Mode::Shadow,
         _ => return Ok(Err(Denied::KindDisabled)),
     };
+    if operator {
+        return Ok(Ok(mode));
+    }
     if !f.key_found {
         return Ok(Err(Denied::NotTenantPrincipal));
     }

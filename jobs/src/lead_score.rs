@@ -12,6 +12,7 @@ use sqlx::PgPool;
 
 use crate::error::JobError;
 use crate::queue::backend::Job;
+use crate::Deps;
 use leadq_platform::audit::{self, AuditEntry};
 use leadq_platform::db::{self, Scope};
 
@@ -390,13 +391,6 @@ pub async fn erase(
     .await?;
     tx.commit().await?;
     Ok(erased)
-}
-
-/// What the job handlers need. Handed to workers with apalis `.data()`.
-#[derive(Debug, Clone)]
-pub struct Deps {
-    /// The database.
-    pub pool: PgPool,
 }
 
 /// The `lead_score` handler.

@@ -12,6 +12,7 @@
 //! - [`health`]: readiness, queue gauges and metrics text, served by both processes.
 //! - [`authz`]: consumer-side authorization of every job before its handler runs.
 //! - [`signing`]: HMAC-signed envelopes, verified by the worker before anything else.
+//! - [`limits`]: per-tenant ingest rate limit and daily quota.
 //! - [`lead_score`]: the `lead_score` job: validation, scoring, handler.
 //!
 //! # Job catalogue
@@ -25,7 +26,15 @@ pub mod error;
 pub mod health;
 pub mod kinds;
 pub mod lead_score;
+pub mod limits;
 pub mod queue;
 pub mod signing;
 
 pub use error::JobError;
+
+/// What the job handlers need. Handed to workers with apalis `.data()`.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// The database.
+    pub pool: sqlx::PgPool,
+}

@@ -39,6 +39,9 @@ pub const SECURITY_EVENTS_TOTAL: &str = "leadq_security_events_total";
 /// insufficient_scope).
 pub const AUTH_FAILURES_TOTAL: &str = "leadq_auth_failures_total";
 
+/// Counter: requests refused by a per-tenant limit, by `scope` (tenant_rate, tenant_quota).
+pub const RATE_LIMITED_TOTAL: &str = "leadq_rate_limited_total";
+
 /// Label names.
 pub mod label {
     /// Job kind, e.g. `lead_score`.
@@ -61,6 +64,8 @@ pub mod label {
     pub const RESULT: &str = "result";
     /// Why something was refused.
     pub const REASON: &str = "reason";
+    /// Which limit.
+    pub const SCOPE: &str = "scope";
 }
 
 /// Values of the `outcome` label of [`JOBS_TOTAL`].
@@ -128,6 +133,10 @@ pub fn register_job_series(kind: &'static str) {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        RATE_LIMITED_TOTAL,
+        "Requests refused by a per-tenant limit."
+    );
     metrics::describe_counter!(AUTH_FAILURES_TOTAL, "Refused credentials, by reason.");
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(JOBS_TOTAL, "Jobs finished, by kind and outcome.");

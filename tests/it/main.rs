@@ -7,6 +7,7 @@ mod audit;
 mod engine;
 mod erase;
 mod keys;
+mod limits;
 mod observability;
 mod process;
 mod security;

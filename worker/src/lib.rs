@@ -26,10 +26,12 @@ use apalis::layers::catch_panic::CatchPanicLayer;
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use leadq_jobs::authz::AuthorizeLayer;
 use leadq_jobs::kinds;
-use leadq_jobs::lead_score::{self, Deps};
+use leadq_jobs::lead_score;
+use leadq_jobs::limits;
 use leadq_jobs::queue::backend::{JobObserver, KindRunner};
 use leadq_jobs::queue::upkeep::{self, Upkeep};
 use leadq_jobs::queue::Queue;
+use leadq_jobs::Deps;
 use leadq_jobs::JobError;
 use leadq_platform::config::Settings;
 use sqlx::PgPool;
@@ -52,6 +54,30 @@ impl std::fmt::Debug for Worker {
             .field("queue", &self.queue)
             .finish_non_exhaustive()
     }
+}
+
+/// Registers one apalis worker for a kind with the standard layer stack, outermost first:
+/// (the backend's ack layer), concurrency limit, panic → transient failure, timeout,
+/// authorization, handler. Every kind gets the same stack, so none can skip authorization.
+macro_rules! register_kind {
+    ($monitor:expr, $runner:expr, $settings:expr, $deps:expr, $handler:path) => {{
+        let runner = $runner.clone();
+        let deps = $deps.clone();
+        let cfg = $settings.queue.kinds[runner.kind()].clone();
+        $monitor.register(move |restarts| {
+            if restarts > 0 {
+                tracing::warn!(kind = runner.kind(), restarts, "Restarting a worker.");
+            }
+            WorkerBuilder::new(format!("{}#{restarts}", runner.kind()))
+                .backend(runner.backend())
+                .data(deps.clone())
+                .concurrency(cfg.concurrency)
+                .layer(CatchPanicLayer::with_panic_handler(on_panic))
+                .timeout(cfg.timeout)
+                .layer(AuthorizeLayer::new(deps.pool.clone()))
+                .build($handler)
+        })
+    }};
 }
 
 /// A panic in a handler is a transient failure with code `panic`.
@@ -121,15 +147,18 @@ impl Worker {
                 .await
                 .context("Failed to publish the retry policy")?;
         }
-        let score_cfg = &settings.queue.kinds[kinds::LEAD_SCORE];
-        let score = KindRunner::new(
-            queue.clone(),
-            kinds::LEAD_SCORE,
-            &worker_id,
-            score_cfg.concurrency,
-            observer.clone(),
-        );
-        let runners = vec![score.clone()];
+        let runner = |kind: &'static str| {
+            KindRunner::new(
+                queue.clone(),
+                kind,
+                &worker_id,
+                settings.queue.kinds[kind].concurrency,
+                observer.clone(),
+            )
+        };
+        let score = runner(kinds::LEAD_SCORE);
+        let billing = runner(kinds::UPDATE_BILLING_LIMIT);
+        let runners = vec![score.clone(), billing.clone()];
         let upkeep = Upkeep::new(runners.clone());
         upkeep.beat().await;
 
@@ -148,24 +177,10 @@ impl Worker {
         tracing::info!(worker_id = %worker_id, kinds = ?kinds::names(), "Worker started.");
 
         let deps = Deps { pool: pool.clone() };
-        let authz_pool = pool.clone();
-        let timeout = score_cfg.timeout;
-        let concurrency = score_cfg.concurrency;
-        let name = format!("{}@{worker_id}", kinds::LEAD_SCORE);
-        let monitor = Monitor::new()
-            .register(move |restarts| {
-                if restarts > 0 {
-                    tracing::warn!(restarts, "Restarting the lead_score worker.");
-                }
-                WorkerBuilder::new(format!("{name}#{restarts}"))
-                    .backend(score.backend())
-                    .data(deps.clone())
-                    .concurrency(concurrency)
-                    .layer(CatchPanicLayer::with_panic_handler(on_panic))
-                    .timeout(timeout)
-                    .layer(AuthorizeLayer::new(authz_pool.clone()))
-                    .build(lead_score::run)
-            })
+        let monitor = Monitor::new();
+        let monitor = register_kind!(monitor, score, settings, deps, lead_score::run);
+        let monitor = register_kind!(monitor, billing, settings, deps, limits::run_update);
+        let monitor = monitor
             .should_restart(|_, error| {
                 tracing::error!(error = %error, "A worker stopped with an error; restarting it.");
                 true

@@ -9,9 +9,11 @@ use chrono::{DateTime, Utc};
 use leadq_jobs::envelope::{self, Envelope, SCHEMA_VERSION};
 use leadq_jobs::kinds;
 use leadq_jobs::lead_score::{FieldError, LeadInput};
+use leadq_jobs::limits::Admission;
 use leadq_jobs::queue::NewJob;
 use leadq_platform::apikey::scope;
 use leadq_platform::db::{self, Scope};
+use leadq_platform::metrics as m;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -122,6 +124,23 @@ pub async fn create(
     }
     if !errs.is_empty() {
         return Err(ApiError::Validation(errs));
+    }
+    // Admission after validation: a malformed request costs no quota.
+    let limits = leadq_jobs::limits::get(&app.pool, principal.tenant_id).await?;
+    match leadq_jobs::limits::admit(&app.queue, principal.tenant_id, &limits)
+        .await
+        .map_err(ApiError::QueueUnavailable)?
+    {
+        Admission::Admitted => {}
+        Admission::RateLimited(d) => {
+            metrics::counter!(m::RATE_LIMITED_TOTAL, m::label::SCOPE => "tenant_rate").increment(1);
+            return Err(ApiError::RateLimited(d));
+        }
+        Admission::QuotaExceeded(d) => {
+            metrics::counter!(m::RATE_LIMITED_TOTAL, m::label::SCOPE => "tenant_quota")
+                .increment(1);
+            return Err(ApiError::QuotaExceeded(d));
+        }
     }
     let message_id = body
         .message_id

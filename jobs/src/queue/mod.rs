@@ -75,6 +75,7 @@ pub(crate) struct Scripts {
     pub(crate) heartbeat: redis::Script,
     pub(crate) release_owned: redis::Script,
     pub(crate) erase: redis::Script,
+    pub(crate) admit: redis::Script,
 }
 
 impl Scripts {
@@ -88,6 +89,7 @@ impl Scripts {
             heartbeat: redis::Script::new(include_str!("lua/heartbeat.lua")),
             release_owned: redis::Script::new(include_str!("lua/release_owned.lua")),
             erase: redis::Script::new(include_str!("lua/erase.lua")),
+            admit: redis::Script::new(include_str!("lua/admit.lua")),
         }
     }
 }

@@ -1,0 +1,146 @@
+//! Per-tenant limits: an ingest rate limit shared by every API instance (GCRA in Redis) and a
+//! daily lead quota. One noisy tenant cannot flood the platform's queues.
+//!
+//! Limits live in PostgreSQL (`tenant_limits`, defaults when absent) and change only through
+//! the `update_billing_limit` job, which travels the queue like any other: signed, authorized
+//! (operator principals only), audited.
+
+use std::time::Duration;
+
+use chrono::{Timelike, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::queue::{Queue, QueueError};
+use leadq_platform::db::{self, Scope};
+
+/// A tenant's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Limits {
+    /// Sustained ingest rate.
+    pub ingest_per_second: i32,
+    /// Requests allowed at once above the rate.
+    pub ingest_burst: i32,
+    /// Leads accepted per UTC day.
+    pub leads_per_day: i32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            ingest_per_second: 50,
+            ingest_burst: 100,
+            leads_per_day: 100_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Every field positive and sane.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.ingest_per_second <= 0 || self.ingest_burst <= 0 || self.leads_per_day <= 0 {
+            return Err("limits must be positive");
+        }
+        if self.ingest_per_second > 100_000 || self.ingest_burst > 1_000_000 {
+            return Err("limits are implausibly large");
+        }
+        Ok(())
+    }
+}
+
+/// Reads a tenant's limits (defaults when none are set).
+pub async fn get(pool: &PgPool, tenant: Uuid) -> Result<Limits, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    let row: Option<Limits> = sqlx::query_as(
+        "select ingest_per_second, ingest_burst, leads_per_day from tenant_limits
+          where tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.unwrap_or_default())
+}
+
+/// The answer of an admission check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead.
+    Admitted,
+    /// Too fast: retry after the delay.
+    RateLimited(Duration),
+    /// Today's quota is used up: retry after the delay (the next UTC day).
+    QuotaExceeded(Duration),
+}
+
+/// Admits one lead for `tenant` under `limits`, atomically in Redis.
+pub async fn admit(queue: &Queue, tenant: Uuid, limits: &Limits) -> Result<Admission, QueueError> {
+    let now = Utc::now();
+    let ms_left_today = (86_400 - now.num_seconds_from_midnight() as u64) * 1000;
+    let day = now.format("%Y%m%d");
+    let tag = format!("{{{}:limits:{tenant}}}", queue.settings().prefix);
+    let (ok, retry_ms, why): (i64, u64, String) = queue
+        .scripts()
+        .admit
+        .key(format!("{tag}:gcra"))
+        .key(format!("{tag}:leads:{day}"))
+        .arg(limits.ingest_per_second)
+        .arg(limits.ingest_burst)
+        .arg(limits.leads_per_day)
+        .arg(ms_left_today)
+        .invoke_async(&mut queue.conn())
+        .await?;
+    Ok(match (ok, why.as_str()) {
+        (1, _) => Admission::Admitted,
+        (_, "quota") => Admission::QuotaExceeded(Duration::from_millis(retry_ms)),
+        _ => Admission::RateLimited(Duration::from_millis(retry_ms.max(1))),
+    })
+}
+
+/// The `update_billing_limit` handler: sets the tenant's limits, audited with old and new
+/// values. Idempotent (an upsert).
+pub async fn run_update(
+    job: crate::queue::backend::Job<Limits>,
+    deps: apalis_core::task::data::Data<crate::Deps>,
+) -> Result<(), crate::JobError> {
+    use leadq_platform::audit::{self, AuditEntry};
+    let meta = &job.meta;
+    let new = job.payload;
+    if let Err(why) = new.validate() {
+        return Err(crate::JobError::permanent(
+            "invalid_payload",
+            anyhow::anyhow!(why),
+        ));
+    }
+    let old = get(&deps.pool, meta.tenant_id).await?;
+    let mut tx = db::begin(&deps.pool, Scope::Tenant(meta.tenant_id)).await?;
+    sqlx::query(
+        "insert into tenant_limits (tenant_id, ingest_per_second, ingest_burst, leads_per_day)
+         values ($1, $2, $3, $4)
+         on conflict (tenant_id) do update set ingest_per_second = excluded.ingest_per_second,
+             ingest_burst = excluded.ingest_burst, leads_per_day = excluded.leads_per_day,
+             updated_at = now()",
+    )
+    .bind(meta.tenant_id)
+    .bind(new.ingest_per_second)
+    .bind(new.ingest_burst)
+    .bind(new.leads_per_day)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut *tx,
+        &AuditEntry {
+            tenant_id: Some(meta.tenant_id),
+            actor: &meta.user_id,
+            action: "billing.limit_update",
+            subject: &format!("tenant:{}", meta.tenant_id),
+            outcome: "ok",
+            correlation_id: &meta.correlation_id,
+            details: serde_json::json!({"old": old, "new": new, "job_id": meta.job_id}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!("Tenant limits updated.");
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Per-tenant limits: changed through the queue, enforced at ingest, isolated per tenant.
+
+use std::process::Command;
+use std::time::Duration;
+
+use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
+use serde_json::Value;
+
+fn set_limits(app: &TestApp, slug: &str, per_second: &str, burst: &str, per_day: &str) -> bool {
+    #[allow(clippy::disallowed_methods)]
+    let redis = std::env::var("REDIS_URL").unwrap();
+    Command::new(env!("CARGO_BIN_EXE_leadq"))
+        .args(["tenant", "set-limits", slug, "--per-second", per_second])
+        .args(["--burst", burst, "--leads-per-day", per_day])
+        .env_clear()
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", redis)
+        .env("LEADQ_QUEUE_PREFIX", &app.settings.queue.prefix)
+        .env(
+            "LEADQ_SIGNING_KEYS",
+            app.settings.signing_keys().to_spec().expose(),
+        )
+        .env("LEADQ_OPERATOR", "billing-bot")
+        .env("LEADQ_LOG", "error")
+        .status()
+        .unwrap()
+        .success()
+}
+
+async fn limits_of(app: &TestApp, tenant: uuid::Uuid) -> leadq_jobs::limits::Limits {
+    leadq_jobs::limits::get(&app.db.pool, tenant).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updating_a_billing_limit_goes_through_the_queue_and_leaves_other_tenants_untouched() {
+    let app = spawn_app().await;
+    let b = app.other_tenant().await;
+    let worker = app.spawn_worker().await;
+    let b_before = limits_of(&app, b.tenant_id).await;
+
+    assert!(set_limits(&app, &app.tenant.slug, "1", "2", "3"));
+    let a = wait_for("A's new limits", Duration::from_secs(20), || async {
+        let l = limits_of(&app, app.tenant.tenant_id).await;
+        (l.ingest_burst == 2).then_some(l)
+    })
+    .await;
+    assert_eq!(
+        (a.ingest_per_second, a.ingest_burst, a.leads_per_day),
+        (1, 2, 3)
+    );
+    assert_eq!(
+        limits_of(&app, b.tenant_id).await,
+        b_before,
+        "B is untouched"
+    );
+
+    // Audited in A's trail, with the operator as actor and old/new values.
+    let (actor, details): (String, Value) = sqlx::query_as(
+        "select actor, details from audit_log where action = 'billing.limit_update'",
+    )
+    .fetch_one(&mut *app.own().await)
+    .await
+    .unwrap();
+    assert_eq!(actor, "operator:billing-bot");
+    assert_eq!(details["new"]["leads_per_day"], 3);
+    let in_b: i64 =
+        sqlx::query_scalar("select count(*) from audit_log where action = 'billing.limit_update'")
+            .fetch_one(&mut *app.scoped(b.tenant_id).await)
+            .await
+            .unwrap();
+    assert_eq!(in_b, 0);
+
+    // Enforced at ingest: a burst of 2, then 429 with Retry-After; B is not slowed down.
+    let codes: Vec<u16> = {
+        let mut v = Vec::new();
+        for i in 0..3 {
+            v.push(
+                app.post_lead(app.key(), &sample_lead(&format!("tg-{i}")))
+                    .await
+                    .status()
+                    .as_u16(),
+            );
+        }
+        v
+    };
+    assert_eq!(codes, vec![202, 202, 429]);
+    let res = app.post_lead(app.key(), &sample_lead("tg-x")).await;
+    assert_eq!(res.status(), 429);
+    assert!(
+        res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    for i in 0..5 {
+        let res = app
+            .post_lead(b.api_key.expose(), &sample_lead(&format!("b-{i}")))
+            .await;
+        assert_eq!(res.status(), 202, "B keeps its own default limits");
+    }
+
+    // The daily quota (3) is enforced once the rate allows another request.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        app.post_lead(app.key(), &sample_lead("tg-3"))
+            .await
+            .status(),
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let res = app.post_lead(app.key(), &sample_lead("tg-4")).await;
+    assert_eq!(res.status(), 429);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+
+    // A tenant's own key cannot cause an operator-only job.
+    let mut env = leadq_jobs::envelope::Envelope {
+        schema_version: 1,
+        message_id: "self-raise".into(),
+        tenant_id: app.tenant.tenant_id,
+        user_id: format!("api_key:{}", app.tenant.key_id),
+        action: "update_billing_limit".into(),
+        payload: serde_json::json!({"ingest_per_second": 1000, "ingest_burst": 1000,
+                                    "leads_per_day": 1000000}),
+        timestamp: chrono::Utc::now(),
+        correlation_id: "self-raise".into(),
+        signature: None,
+    };
+    env.signature = None;
+    app.queue
+        .enqueue(vec![leadq_jobs::queue::NewJob {
+            envelope: env,
+            run_at: None,
+        }])
+        .await
+        .unwrap();
+    let dead = wait_for("the refusal", Duration::from_secs(20), || async {
+        let d = app
+            .queue
+            .dead_letters("update_billing_limit", 5)
+            .await
+            .unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(dead[0].reason, "unauthorized");
+    assert_eq!(limits_of(&app, app.tenant.tenant_id).await.leads_per_day, 3);
+    worker.stop().await;
+    app.stop().await;
+}
