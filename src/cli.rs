@@ -157,7 +157,7 @@ impl Command {
             } => Some(Needs {
                 database: true,
                 redis: true,
-                signing: true,
+                keys: true,
             }),
             Command::Migrate
             | Command::Tenant { .. }
@@ -165,7 +165,7 @@ impl Command {
             | Command::Key { .. } => Some(Needs {
                 database: true,
                 redis: false,
-                signing: false,
+                keys: false,
             }),
         }
     }

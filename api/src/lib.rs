@@ -38,6 +38,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// The queues.
     pub queue: Queue,
+    /// Seals personal data before it is enqueued.
+    pub sealer: leadq_jobs::pii::Sealer,
 }
 
 /// Every route and the middleware stack.
@@ -102,7 +104,14 @@ impl Application {
             .with_context(|| format!("Failed to bind {}", settings.api_addr))?;
         Ok(Self {
             listener,
-            router: router(AppState { pool, queue }, settings.max_body_bytes),
+            router: router(
+                AppState {
+                    pool,
+                    queue,
+                    sealer: leadq_jobs::pii::Sealer::new(settings.data_keys().clone()),
+                },
+                settings.max_body_bytes,
+            ),
         })
     }
 

@@ -16,7 +16,8 @@ use crate::Deps;
 use leadq_platform::audit::{self, AuditEntry};
 use leadq_platform::db::{self, Scope};
 
-/// A lead as a producer sends it. Also the `lead_score` payload.
+/// A lead as a producer sends it. Also the `lead_score` payload, where `email` and `phone` are
+/// sealed ([`crate::pii`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LeadInput {
     /// The producer's id of the lead (e.g. `tg-<telegram user id>`), unique per tenant.
@@ -399,8 +400,20 @@ pub async fn run(job: Job<LeadInput>, deps: Data<Deps>) -> Result<(), JobError> 
     let pool = &deps.pool;
     // The tenant and the principal were checked by the authorization layer
     // (`crate::authz`) before this runs.
+    // Personal data travels sealed; open it for this tenant only.
+    let mut lead = job.payload;
+    for (field, value) in [("email", &mut lead.email), ("phone", &mut lead.phone)] {
+        if let Some(sealed) = value.as_deref() {
+            let plain = deps
+                .sealer
+                .open(meta.tenant_id, field, sealed)
+                .map_err(|e| {
+                    JobError::permanent("sealed_data_unreadable", anyhow::anyhow!("{field}: {e}"))
+                })?;
+            *value = Some(plain);
+        }
+    }
     // The queue is not a trust boundary: validate again.
-    let lead = job.payload;
     if let Some(first) = lead.validate().first() {
         return Err(JobError::permanent(
             "invalid_payload",

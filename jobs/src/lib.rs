@@ -11,6 +11,7 @@
 //!   job keys.
 //! - [`health`]: readiness, queue gauges and metrics text, served by both processes.
 //! - [`authz`]: consumer-side authorization of every job before its handler runs.
+//! - [`pii`]: sealing of personal data in queued payloads (Redis never holds it in clear).
 //! - [`signing`]: HMAC-signed envelopes, verified by the worker before anything else.
 //! - [`limits`]: per-tenant ingest rate limit and daily quota.
 //! - [`lead_score`]: the `lead_score` job: validation, scoring, handler.
@@ -27,6 +28,7 @@ pub mod health;
 pub mod kinds;
 pub mod lead_score;
 pub mod limits;
+pub mod pii;
 pub mod queue;
 pub mod signing;
 
@@ -37,4 +39,6 @@ pub use error::JobError;
 pub struct Deps {
     /// The database.
     pub pool: sqlx::PgPool,
+    /// Opens the personal data sealed in payloads.
+    pub sealer: pii::Sealer,
 }

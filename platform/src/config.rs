@@ -25,8 +25,9 @@ pub struct Needs {
     pub database: bool,
     /// `REDIS_URL` is required.
     pub redis: bool,
-    /// `LEADQ_SIGNING_KEYS` is required (every process that enqueues or runs jobs).
-    pub signing: bool,
+    /// `LEADQ_SIGNING_KEYS` and `LEADQ_DATA_KEYS` are required (every process that enqueues
+    /// or runs jobs).
+    pub keys: bool,
 }
 
 /// The defaults of one job kind, supplied by the job catalogue.
@@ -101,6 +102,8 @@ pub struct Settings {
     pub sentry_dsn: Option<Secret>,
     /// Keys that sign every envelope (the first signs, all verify).
     pub signing_keys: Option<Keyring>,
+    /// Keys that seal personal data in queued payloads (the first seals, all open).
+    pub data_keys: Option<Keyring>,
     /// Deployment environment name, reported to Sentry.
     pub environment: String,
     /// Where `leadq api` listens.
@@ -274,17 +277,20 @@ impl Settings {
                     .push("SENTRY_DSN is not a valid Sentry DSN".into());
             }
         }
-        let signing_keys = r
-            .secret("LEADQ_SIGNING_KEYS", needs.signing)
-            .and_then(|spec| match Keyring::parse(&spec) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    r.problems.push(format!(
-                        "LEADQ_SIGNING_KEYS is invalid: {e} (expected kid:base64-of-32-bytes,...)"
-                    ));
-                    None
-                }
-            });
+        let mut keyring = |name: &str| {
+            r.secret(name, needs.keys)
+                .and_then(|spec| match Keyring::parse(&spec) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        r.problems.push(format!(
+                            "{name} is invalid: {e} (expected kid:base64-of-32-bytes,...)"
+                        ));
+                        None
+                    }
+                })
+        };
+        let signing_keys = keyring("LEADQ_SIGNING_KEYS");
+        let data_keys = keyring("LEADQ_DATA_KEYS");
         let environment = r
             .get("LEADQ_ENVIRONMENT")
             .unwrap_or("development")
@@ -377,6 +383,7 @@ impl Settings {
             redis_url,
             sentry_dsn,
             signing_keys,
+            data_keys,
             environment,
             api_addr,
             worker_addr,
@@ -402,7 +409,14 @@ impl Settings {
             .expect("DATABASE_URL was required at load time")
     }
 
-    /// The signing keyring; only call where [`Needs::signing`] was requested.
+    /// The data keyring; only call where [`Needs::keys`] was requested.
+    pub fn data_keys(&self) -> &Keyring {
+        self.data_keys
+            .as_ref()
+            .expect("LEADQ_DATA_KEYS was required at load time")
+    }
+
+    /// The signing keyring; only call where [`Needs::keys`] was requested.
     pub fn signing_keys(&self) -> &Keyring {
         self.signing_keys
             .as_ref()
@@ -432,7 +446,7 @@ mod tests {
     const ALL: Needs = Needs {
         database: true,
         redis: true,
-        signing: false,
+        keys: false,
     };
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

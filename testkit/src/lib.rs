@@ -106,6 +106,10 @@ pub fn settings(db_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Settings 
             "LEADQ_SIGNING_KEYS",
             Keyring::random("test").to_spec().expose().to_owned(),
         ),
+        (
+            "LEADQ_DATA_KEYS",
+            Keyring::random("data").to_spec().expose().to_owned(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -118,7 +122,7 @@ pub fn settings(db_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Settings 
         Needs {
             database: true,
             redis: true,
-            signing: true,
+            keys: true,
         },
         kinds::CATALOGUE,
     )

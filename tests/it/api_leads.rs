@@ -170,3 +170,44 @@ async fn a_malformed_lead_gets_a_stable_error_code_and_nothing_is_enqueued() {
     assert_eq!((counts.pending, counts.scheduled), (0, 0));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_data_is_sealed_in_redis_and_opened_by_the_worker() {
+    let app = spawn_app().await;
+    let mut lead = sample_lead("tg-pii");
+    lead["phone"] = json!("+44 20 7946 0958");
+    assert_eq!(app.post_lead(app.key(), &lead).await.status(), 202);
+
+    #[allow(clippy::disallowed_methods)]
+    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let raw: Vec<String> = redis::cmd("HVALS")
+        .arg(format!("{{{}:lead_score}}:jobs", app.settings.queue.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(raw.len(), 1);
+    for clear in ["ada@example.com", "7946", "+44"] {
+        assert!(
+            !raw[0].contains(clear),
+            "{clear} in clear in Redis: {}",
+            raw[0]
+        );
+    }
+    assert!(raw[0].contains("sealed:v1:"));
+
+    let worker = app.spawn_worker().await;
+    let stored: Value = wait_for("the lead", Duration::from_secs(20), || async {
+        let res = app.get("/v1/leads/tg-pii", app.key()).await;
+        if res.status() == 200 {
+            res.json().await.ok()
+        } else {
+            None
+        }
+    })
+    .await;
+    assert_eq!(stored["email"], "ada@example.com");
+    assert_eq!(stored["phone"], "+44 20 7946 0958");
+    worker.stop().await;
+    app.stop().await;
+}

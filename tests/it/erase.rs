@@ -127,6 +127,10 @@ async fn erase_removes_the_lead_from_postgres_and_from_pending_jobs() {
             "LEADQ_SIGNING_KEYS",
             app.settings.signing_keys().to_spec().expose(),
         )
+        .env(
+            "LEADQ_DATA_KEYS",
+            app.settings.data_keys().to_spec().expose(),
+        )
         .env("LEADQ_LOG", "error")
         .output()
         .unwrap();

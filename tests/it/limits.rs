@@ -20,6 +20,10 @@ fn set_limits(app: &TestApp, slug: &str, per_second: &str, burst: &str, per_day:
             "LEADQ_SIGNING_KEYS",
             app.settings.signing_keys().to_spec().expose(),
         )
+        .env(
+            "LEADQ_DATA_KEYS",
+            app.settings.data_keys().to_spec().expose(),
+        )
         .env("LEADQ_OPERATOR", "billing-bot")
         .env("LEADQ_LOG", "error")
         .status()

@@ -28,6 +28,10 @@ fn worker_process(app: &TestApp, concurrency: &str) -> Child {
             "LEADQ_SIGNING_KEYS",
             app.settings.signing_keys().to_spec().expose(),
         )
+        .env(
+            "LEADQ_DATA_KEYS",
+            app.settings.data_keys().to_spec().expose(),
+        )
         .env("LEADQ_WORKER_ADDR", "127.0.0.1:0")
         .env("LEADQ_LEASE_MS", "2000")
         .env("LEADQ_SHUTDOWN_TIMEOUT_SECS", "2")
@@ -69,7 +73,12 @@ async fn enqueue_leads(app: &TestApp, n: usize) {
                 tenant_id: app.tenant.tenant_id,
                 user_id: format!("api_key:{}", app.tenant.key_id),
                 action: "lead_score".into(),
-                payload: sample_lead(&format!("tg-{i}")),
+                payload: {
+                    // Producers seal personal data; these leads carry none.
+                    let mut lead = sample_lead(&format!("tg-{i}"));
+                    lead.as_object_mut().unwrap().remove("email");
+                    lead
+                },
                 timestamp: Utc::now(),
                 correlation_id: format!("corr-{i}"),
                 signature: None,

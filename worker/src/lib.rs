@@ -176,7 +176,10 @@ impl Worker {
         });
         tracing::info!(worker_id = %worker_id, kinds = ?kinds::names(), "Worker started.");
 
-        let deps = Deps { pool: pool.clone() };
+        let deps = Deps {
+            pool: pool.clone(),
+            sealer: leadq_jobs::pii::Sealer::new(settings.data_keys().clone()),
+        };
         let monitor = Monitor::new();
         let monitor = register_kind!(monitor, score, settings, deps, lead_score::run);
         let monitor = register_kind!(monitor, billing, settings, deps, limits::run_update);

@@ -145,6 +145,11 @@ pub async fn create(
     let message_id = body
         .message_id
         .unwrap_or_else(|| Uuid::now_v7().to_string());
+    // Redis never holds personal data in clear.
+    let mut lead = lead;
+    let tenant = principal.tenant_id;
+    lead.email = lead.email.map(|e| app.sealer.seal(tenant, "email", &e));
+    lead.phone = lead.phone.map(|p| app.sealer.seal(tenant, "phone", &p));
     let envelope = Envelope {
         schema_version: SCHEMA_VERSION,
         message_id,
