@@ -32,6 +32,13 @@ pub async fn observe(req: Request, next: Next) -> Response {
         .get(CORRELATION_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| leadq_jobs::envelope::valid_id(v) && v.len() <= 64)
+        // An id that looks like a secret is not echoed anywhere: make a fresh one.
+        .filter(|v| {
+            matches!(
+                leadq_platform::redact::global().redact(v),
+                std::borrow::Cow::Borrowed(_)
+            )
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let route = req

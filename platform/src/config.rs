@@ -116,6 +116,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Extra regexes the scrubber masks (`LEADQ_SCRUB_PATTERNS`, a JSON array of strings).
+    pub scrub_patterns: Vec<String>,
     /// Queue-engine settings.
     pub queue: QueueSettings,
 }
@@ -322,6 +324,22 @@ impl Settings {
             }
         };
         let max_body_bytes = r.positive("LEADQ_MAX_BODY_BYTES", 256 * 1024, "a number of bytes");
+        let scrub_patterns: Vec<String> = match r.get("LEADQ_SCRUB_PATTERNS") {
+            None => Vec::new(),
+            Some(raw) => match serde_json::from_str::<Vec<String>>(raw) {
+                Ok(p) => {
+                    if let Err(e) = crate::redact::Redactor::new(&p) {
+                        r.problems.push(format!("LEADQ_SCRUB_PATTERNS: {e}"));
+                    }
+                    p
+                }
+                Err(_) => {
+                    r.problems
+                        .push("LEADQ_SCRUB_PATTERNS must be a JSON array of regex strings".into());
+                    Vec::new()
+                }
+            },
+        };
 
         let prefix = r
             .get("LEADQ_QUEUE_PREFIX")
@@ -390,6 +408,7 @@ impl Settings {
             log_filter,
             log_format,
             max_body_bytes,
+            scrub_patterns,
             queue: QueueSettings {
                 prefix,
                 lease,

@@ -3,7 +3,8 @@
 //! Logs are JSON lines on **stderr** (stdout belongs to commands that print results, such as
 //! `leadq tenant create` and `leadq bench`). Spans carry `correlation_id` and `tenant_id`, and
 //! the JSON formatter writes the fields of every enclosing span on each line, so every line of
-//! a request or a job names both.
+//! a request or a job names both. Every line, and every Sentry event, passes through the
+//! scrubber ([`crate::redact`]) first.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -26,6 +27,9 @@ impl std::fmt::Debug for TelemetryGuard {
 
 /// Installs the log subscriber, Sentry (when `SENTRY_DSN` is set) and the metrics recorder.
 pub fn init(settings: &Settings) -> TelemetryGuard {
+    if let Ok(r) = crate::redact::Redactor::new(&settings.scrub_patterns) {
+        crate::redact::install(r);
+    }
     init_logs(&settings.log_filter, settings.log_format);
     crate::metrics::install();
     let sentry = settings.sentry_dsn.as_ref().map(|dsn| {
@@ -34,10 +38,22 @@ pub fn init(settings: &Settings) -> TelemetryGuard {
                 .dsn(dsn.expose())
                 .maybe_release(sentry::release_name!())
                 .environment(settings.environment.clone())
-                .send_default_pii(false),
+                .send_default_pii(false)
+                .before_send(crate::redact::sentry_before_send),
         )
     });
     TelemetryGuard { _sentry: sentry }
+}
+
+/// Sentry gets `ERROR` events only (one event per failure worth a look); everything else
+/// stays in the logs. The layer does nothing while Sentry is not initialised.
+fn sentry_errors<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer;
+    sentry::integrations::tracing::ErrorLayer::new()
+        .with_filter(tracing_subscriber::filter::LevelFilter::ERROR)
 }
 
 /// Installs the log subscriber only (commands that do not need Sentry or metrics).
@@ -52,13 +68,13 @@ pub fn init_logs(filter: &str, format: LogFormat) {
                     .with_current_span(false)
                     .with_span_list(true)
                     .flatten_event(true)
-                    .with_writer(std::io::stderr),
+                    .with_writer(crate::redact::ScrubbingStderr),
             )
-            .with(sentry::integrations::tracing::ErrorLayer::new())
+            .with(sentry_errors())
             .try_init(),
         LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .with(sentry::integrations::tracing::ErrorLayer::new())
+            .with(fmt::layer().with_writer(crate::redact::ScrubbingStderr))
+            .with(sentry_errors())
             .try_init(),
     };
     // A second init (tests build several apps per process) keeps the first subscriber.

@@ -10,4 +10,5 @@ mod keys;
 mod limits;
 mod observability;
 mod process;
+mod secrets;
 mod security;
