@@ -25,6 +25,7 @@ pub mod keyring;
 pub mod keys;
 pub mod metrics;
 pub mod redact;
+pub mod scrub;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
