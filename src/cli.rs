@@ -126,6 +126,16 @@ enum TenantCommand {
         /// Lower-case slug, e.g. `acme`.
         slug: String,
     },
+    /// Enable, shadow or disable a job kind for a tenant (audited).
+    SetKind {
+        /// Tenant slug.
+        slug: String,
+        /// Job kind, e.g. lead_score.
+        kind: String,
+        /// enabled, shadow (run without side effects, record the would-be outcome) or disabled.
+        #[arg(value_parser = ["enabled", "shadow", "disabled"])]
+        mode: String,
+    },
     /// Change a tenant's ingest limits: enqueues an update_billing_limit job (signed,
     /// authorized as an operator action, audited); prints {job_id}.
     SetLimits {
@@ -420,6 +430,32 @@ pub fn main() -> ExitCode {
                 )
                 .await?;
                 println!("{}", serde_json::to_string(&erased)?);
+                Ok(())
+            })
+        }
+        (
+            Command::Tenant {
+                command: TenantCommand::SetKind { slug, kind, mode },
+                operator,
+            },
+            Some(settings),
+        ) => {
+            telemetry::init_logs(&settings.log_filter, settings.log_format);
+            if !kinds::is_known(&kind) {
+                eprintln!(
+                    "invalid_request: unknown kind {kind:?} (known: {:?})",
+                    kinds::names()
+                );
+                return ExitCode::from(2);
+            }
+            runtime.block_on(async {
+                let pool = db::connect(settings.database_url(), 2).await?;
+                let actor = format!("operator:{operator}");
+                let id = tenant::set_kind_mode(&pool, &actor, &slug, &kind, &mode).await?;
+                println!(
+                    "{}",
+                    serde_json::json!({"tenant_id": id, "kind": kind, "mode": mode})
+                );
                 Ok(())
             })
         }

@@ -176,7 +176,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, task: Task<Job<P>>) -> Self::Future {
+    fn call(&mut self, mut task: Task<Job<P>>) -> Self::Future {
         // Keep the instance that was polled ready; leave a fresh clone for the next call.
         let fresh = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, fresh);
@@ -184,10 +184,14 @@ where
         async move {
             let meta = &task.args.meta;
             let denied = match authorize(&pool, meta).await {
-                Ok(Ok(_mode)) => None,
+                Ok(Ok(mode)) => {
+                    task.args.meta.shadow = mode == Mode::Shadow;
+                    None
+                }
                 Ok(Err(d)) => Some(d),
                 Err(e) => return Err(JobError::from(e).into()),
             };
+            let meta = &task.args.meta;
             if let Some(d) = denied {
                 metrics::counter!(m::SECURITY_EVENTS_TOTAL, m::label::KIND => "unauthorized")
                     .increment(1);

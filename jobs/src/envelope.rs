@@ -66,6 +66,9 @@ pub struct JobMeta {
     pub timestamp: DateTime<Utc>,
     /// See [`Envelope::correlation_id`].
     pub correlation_id: String,
+    /// The tenant runs this kind in shadow mode: do the work, record what would have
+    /// happened, change nothing. Set by the authorization layer, never by the message.
+    pub shadow: bool,
 }
 
 /// Whether `s` is acceptable as a message or correlation id: 1-128 printable ASCII characters

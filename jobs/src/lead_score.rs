@@ -422,6 +422,28 @@ pub async fn run(job: Job<LeadInput>, deps: Data<Deps>) -> Result<(), JobError> 
     }
     let s = score(&lead);
     let mut tx = db::begin(pool, Scope::Tenant(meta.tenant_id)).await?;
+    if meta.shadow {
+        // Shadow mode: record what would have happened, change nothing else.
+        audit::record(
+            &mut *tx,
+            &AuditEntry {
+                tenant_id: Some(meta.tenant_id),
+                actor: &meta.user_id,
+                action: "lead.score_shadow",
+                subject: &format!("job:{}", meta.job_id),
+                outcome: "ok",
+                correlation_id: &meta.correlation_id,
+                details: serde_json::json!({"would_score": s.score, "would_tier": s.tier}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(
+            score = s.score,
+            "Lead scored in shadow mode; nothing stored."
+        );
+        return Ok(());
+    }
     // A job made before the lead was erased must not bring its personal data back.
     let erased_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
         "select erased_at from erasures where tenant_id = $1 and external_id = $2",

@@ -20,6 +20,9 @@ pub enum TenantError {
         "slug {0:?} must be 2-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
     )]
     BadSlug(String),
+    /// No tenant has this slug.
+    #[error("no tenant with slug {0:?}")]
+    Unknown(String),
     /// The database failed.
     #[error("database error")]
     Db(#[from] sqlx::Error),
@@ -111,6 +114,47 @@ pub async fn create(pool: &PgPool, slug: &str, actor: &str) -> Result<CreatedTen
         key_id,
         scopes,
     })
+}
+
+/// Sets how the tenant `slug` runs job `kind`: `enabled`, `shadow` (run without side effects,
+/// record the would-be outcome) or `disabled` (refused as unauthorized). Audited.
+pub async fn set_kind_mode(
+    pool: &PgPool,
+    operator: &str,
+    slug: &str,
+    kind: &str,
+    mode: &str,
+) -> Result<Uuid, TenantError> {
+    let tenant_id: Uuid = sqlx::query_scalar("select id from tenants where slug = $1")
+        .bind(slug)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| TenantError::Unknown(slug.to_owned()))?;
+    let mut tx = crate::db::begin(pool, crate::db::Scope::Tenant(tenant_id)).await?;
+    sqlx::query(
+        "insert into tenant_job_kinds (tenant_id, kind, mode) values ($1, $2, $3)
+         on conflict (tenant_id, kind) do update set mode = excluded.mode, updated_at = now()",
+    )
+    .bind(tenant_id)
+    .bind(kind)
+    .bind(mode)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut *tx,
+        &AuditEntry {
+            tenant_id: Some(tenant_id),
+            actor: operator,
+            action: "tenant.kind_mode",
+            subject: &format!("kind:{kind}"),
+            outcome: "ok",
+            correlation_id: "cli",
+            details: serde_json::json!({"mode": mode}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(tenant_id)
 }
 
 /// An authenticated API key and the tenant it acts for.

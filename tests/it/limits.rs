@@ -156,3 +156,72 @@ async fn updating_a_billing_limit_goes_through_the_queue_and_leaves_other_tenant
     worker.stop().await;
     app.stop().await;
 }
+
+fn set_kind(app: &TestApp, slug: &str, mode: &str) -> bool {
+    Command::new(env!("CARGO_BIN_EXE_leadq"))
+        .args(["tenant", "set-kind", slug, "lead_score", mode])
+        .env_clear()
+        .env("DATABASE_URL", &app.db.url)
+        .env("LEADQ_LOG", "error")
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_runs_in_shadow_mode_or_is_disabled_per_tenant() {
+    let app = spawn_app().await;
+    let b = app.other_tenant().await;
+    let worker = app.spawn_worker().await;
+
+    assert!(set_kind(&app, &app.tenant.slug, "shadow"));
+    assert_eq!(
+        app.post_lead(app.key(), &sample_lead("tg-s"))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        app.post_lead(b.api_key.expose(), &sample_lead("tg-s"))
+            .await
+            .status(),
+        202
+    );
+    wait_for("both jobs", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().done == 2).then_some(())
+    })
+    .await;
+    // Shadow: the would-be outcome is recorded, nothing is stored. B runs normally.
+    assert_eq!(app.get("/v1/leads/tg-s", app.key()).await.status(), 404);
+    assert_eq!(
+        app.get("/v1/leads/tg-s", b.api_key.expose()).await.status(),
+        200
+    );
+    let (details,): (Value,) =
+        sqlx::query_as("select details from audit_log where action = 'lead.score_shadow'")
+            .fetch_one(&mut *app.own().await)
+            .await
+            .unwrap();
+    assert_eq!(details["would_score"], 95);
+
+    // Disabled: refused as unauthorized, not retried.
+    assert!(set_kind(&app, &app.tenant.slug, "disabled"));
+    assert_eq!(
+        app.post_lead(app.key(), &sample_lead("tg-d"))
+            .await
+            .status(),
+        202
+    );
+    let dead = wait_for("the refusal", Duration::from_secs(20), || async {
+        let d = app.queue.dead_letters("lead_score", 5).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(
+        (dead[0].reason.as_str(), dead[0].attempts),
+        ("unauthorized", 1)
+    );
+    assert!(!set_kind(&app, "no-such-tenant", "enabled"));
+    worker.stop().await;
+    app.stop().await;
+}

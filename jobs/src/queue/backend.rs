@@ -408,6 +408,7 @@ impl<P: DeserializeOwned> RedisBackend<P> {
                         action: env.action,
                         timestamp: env.timestamp,
                         correlation_id: env.correlation_id,
+                        shadow: false,
                     },
                     payload,
                 })
