@@ -35,7 +35,7 @@ pub async fn observe(req: Request, next: Next) -> Response {
         // An id that looks like a secret is not echoed anywhere: make a fresh one.
         .filter(|v| {
             matches!(
-                leadq_platform::redact::global().redact(v),
+                leadq_platform::scrub::global().scrub(v),
                 std::borrow::Cow::Borrowed(_)
             )
         })

@@ -328,7 +328,7 @@ impl Settings {
             None => Vec::new(),
             Some(raw) => match serde_json::from_str::<Vec<String>>(raw) {
                 Ok(p) => {
-                    if let Err(e) = crate::redact::Redactor::new(&p) {
+                    if let Err(e) = crate::scrub::Scrubber::new(&p) {
                         r.problems.push(format!("LEADQ_SCRUB_PATTERNS: {e}"));
                     }
                     p

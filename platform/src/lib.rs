@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - [`config`]: `Settings::from_env`, which reads every variable and reports *all* problems at once.
-//! - [`redact`]: the scrubber for logs, Sentry events and echoed ids.
+//! - [`scrub`]: the scrubber for logs, Sentry events and echoed ids.
 //! - [`secret`]: [`secret::Secret`], a string that never prints.
 //! - [`telemetry`]: JSON logs on stderr, Sentry, the Prometheus recorder.
 //! - [`metrics`]: every metric name and label spelled once.
@@ -24,7 +24,6 @@ pub mod db;
 pub mod keyring;
 pub mod keys;
 pub mod metrics;
-pub mod redact;
 pub mod scrub;
 pub mod secret;
 pub mod shutdown;

@@ -4,7 +4,7 @@
 //! `leadq tenant create` and `leadq bench`). Spans carry `correlation_id` and `tenant_id`, and
 //! the JSON formatter writes the fields of every enclosing span on each line, so every line of
 //! a request or a job names both. Every line, and every Sentry event, passes through the
-//! scrubber ([`crate::redact`]) first.
+//! scrubber ([`crate::scrub`]) first.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -27,8 +27,8 @@ impl std::fmt::Debug for TelemetryGuard {
 
 /// Installs the log subscriber, Sentry (when `SENTRY_DSN` is set) and the metrics recorder.
 pub fn init(settings: &Settings) -> TelemetryGuard {
-    if let Ok(r) = crate::redact::Redactor::new(&settings.scrub_patterns) {
-        crate::redact::install(r);
+    if let Ok(s) = crate::scrub::Scrubber::new(&settings.scrub_patterns) {
+        crate::scrub::install(s);
     }
     init_logs(&settings.log_filter, settings.log_format);
     crate::metrics::install();
@@ -39,7 +39,8 @@ pub fn init(settings: &Settings) -> TelemetryGuard {
                 .maybe_release(sentry::release_name!())
                 .environment(settings.environment.clone())
                 .send_default_pii(false)
-                .before_send(crate::redact::sentry_before_send),
+                .before_send(crate::scrub::scrub_sentry_event)
+                .before_breadcrumb(crate::scrub::scrub_sentry_breadcrumb),
         )
     });
     TelemetryGuard { _sentry: sentry }
@@ -68,12 +69,12 @@ pub fn init_logs(filter: &str, format: LogFormat) {
                     .with_current_span(false)
                     .with_span_list(true)
                     .flatten_event(true)
-                    .with_writer(crate::redact::ScrubbingStderr),
+                    .with_writer(crate::scrub::scrubbing_stderr()),
             )
             .with(sentry_errors())
             .try_init(),
         LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(crate::redact::ScrubbingStderr))
+            .with(fmt::layer().with_writer(crate::scrub::scrubbing_stderr()))
             .with(sentry_errors())
             .try_init(),
     };
