@@ -31,6 +31,9 @@ pub enum ApiError {
     /// The key lacks the scope the route needs.
     #[error("API key lacks scope {0}")]
     InsufficientScope(&'static str),
+    /// The route is for platform operators only.
+    #[error("this route is for platform operators")]
+    OperatorOnly,
     /// The body is not JSON.
     #[error("request body is not valid JSON")]
     MalformedJson,
@@ -70,7 +73,9 @@ impl ApiError {
             Self::InvalidApiKey | Self::ApiKeyExpired | Self::ApiKeyRevoked => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::TenantInactive | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::TenantInactive | Self::InsufficientScope(_) | Self::OperatorOnly => {
+                StatusCode::FORBIDDEN
+            }
             Self::MalformedJson => StatusCode::BAD_REQUEST,
             Self::InvalidBody | Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -90,6 +95,7 @@ impl ApiError {
             Self::ApiKeyRevoked => "api_key_revoked",
             Self::TenantInactive => "tenant_inactive",
             Self::InsufficientScope(_) => "insufficient_scope",
+            Self::OperatorOnly => "operator_only",
             Self::MalformedJson => "malformed_json",
             Self::InvalidBody => "invalid_body",
             Self::PayloadTooLarge => "payload_too_large",

@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use leadq_platform::metrics as m;
 use leadq_platform::tenant::{self, AuthFailure, Principal};
+use sha2::Digest;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -49,6 +50,52 @@ impl FromRequestParts<AppState> for Auth {
         };
         auth_failure(reason);
         Err(error)
+    }
+}
+
+/// A platform operator (on-call), authenticated by a token from `LEADQ_OPERATOR_TOKENS`. For
+/// cross-tenant views; every use is audited as a platform event by the route.
+#[derive(Debug, Clone)]
+pub struct Operator(pub String);
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        // Compare hashes in constant time, against every token, whatever matches.
+        let digest = |s: &str| sha2::Sha256::digest(s.as_bytes());
+        let mine = digest(presented);
+        let mut found = None;
+        for (name, token) in state.operators.iter() {
+            if bool::from(subtle::ConstantTimeEq::ct_eq(
+                &mine[..],
+                &digest(token.expose())[..],
+            )) {
+                found = Some(name.clone());
+            }
+        }
+        match found {
+            Some(name) => {
+                tracing::Span::current().record("tenant_id", "platform");
+                Ok(Operator(name))
+            }
+            None if leadq_platform::apikey::prefix_of(presented).is_some() => {
+                // A tenant key on an operator route.
+                auth_failure("operator_only");
+                Err(ApiError::OperatorOnly)
+            }
+            None => {
+                auth_failure("invalid");
+                Err(ApiError::InvalidApiKey)
+            }
+        }
     }
 }
 

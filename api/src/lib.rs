@@ -40,6 +40,8 @@ pub struct AppState {
     pub queue: Queue,
     /// Seals personal data before it is enqueued.
     pub sealer: leadq_jobs::pii::Sealer,
+    /// Operator tokens by name (`LEADQ_OPERATOR_TOKENS`).
+    pub operators: std::sync::Arc<Vec<(String, leadq_platform::secret::Secret)>>,
 }
 
 /// Every route and the middleware stack.
@@ -91,14 +93,7 @@ pub struct Application {
 impl Application {
     /// Connects to PostgreSQL and Redis (eagerly) and binds `LEADQ_API_ADDR` (port 0 picks one).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = leadq_platform::db::connect(settings.database_url(), 20)
-            .await
-            .context("Failed to connect to PostgreSQL")?;
-        leadq_platform::db::check_runtime_role(&pool).await?;
-        let signer = leadq_jobs::signing::Signer::new(settings.signing_keys().clone());
-        let queue = Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
-            .await
-            .context("Failed to connect to Redis")?;
+        let (pool, queue) = leadq_jobs::connect_stores(settings, 20).await?;
         let listener = TcpListener::bind(settings.api_addr)
             .await
             .with_context(|| format!("Failed to bind {}", settings.api_addr))?;
@@ -109,6 +104,7 @@ impl Application {
                     pool,
                     queue,
                     sealer: leadq_jobs::pii::Sealer::new(settings.data_keys().clone()),
+                    operators: std::sync::Arc::new(settings.operator_tokens.clone()),
                 },
                 settings.max_body_bytes,
             ),

@@ -34,6 +34,25 @@ pub mod signing;
 
 pub use error::JobError;
 
+/// Connects a long-running process to its stores, eagerly: PostgreSQL (a pool of `pool_size`,
+/// refused if the role would bypass row-level security) and Redis (signing and verifying with
+/// the configured keys). A wrong URL or an unsafe role fails the process at start-up.
+pub async fn connect_stores(
+    settings: &leadq_platform::config::Settings,
+    pool_size: u32,
+) -> anyhow::Result<(sqlx::PgPool, queue::Queue)> {
+    use anyhow::Context;
+    let pool = leadq_platform::db::connect(settings.database_url(), pool_size)
+        .await
+        .context("Failed to connect to PostgreSQL")?;
+    leadq_platform::db::check_runtime_role(&pool).await?;
+    let signer = signing::Signer::new(settings.signing_keys().clone());
+    let queue = queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
+        .await
+        .context("Failed to connect to Redis")?;
+    Ok((pool, queue))
+}
+
 /// What the job handlers need. Handed to workers with apalis `.data()`.
 #[derive(Debug, Clone)]
 pub struct Deps {

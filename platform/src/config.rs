@@ -104,6 +104,8 @@ pub struct Settings {
     pub signing_keys: Option<Keyring>,
     /// Keys that seal personal data in queued payloads (the first seals, all open).
     pub data_keys: Option<Keyring>,
+    /// Operator (platform on-call) bearer tokens, by operator name, for cross-tenant views.
+    pub operator_tokens: Vec<(String, Secret)>,
     /// Deployment environment name, reported to Sentry.
     pub environment: String,
     /// Where `leadq api` listens.
@@ -293,6 +295,29 @@ impl Settings {
         };
         let signing_keys = keyring("LEADQ_SIGNING_KEYS");
         let data_keys = keyring("LEADQ_DATA_KEYS");
+        let operator_tokens = match r.secret("LEADQ_OPERATOR_TOKENS", false) {
+            None => Vec::new(),
+            Some(spec) => {
+                let mut out = Vec::new();
+                for (i, part) in spec.expose().split(',').map(str::trim).enumerate() {
+                    match part.split_once(':') {
+                        Some((name, token))
+                            if !name.is_empty()
+                                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                                && token.len() >= 32 =>
+                        {
+                            out.push((name.to_owned(), Secret::new(token)));
+                        }
+                        _ => r.problems.push(format!(
+                            "LEADQ_OPERATOR_TOKENS entry {} must be name:token with a token of \
+                             at least 32 characters",
+                            i + 1
+                        )),
+                    }
+                }
+                out
+            }
+        };
         let environment = r
             .get("LEADQ_ENVIRONMENT")
             .unwrap_or("development")
@@ -402,6 +427,7 @@ impl Settings {
             sentry_dsn,
             signing_keys,
             data_keys,
+            operator_tokens,
             environment,
             api_addr,
             worker_addr,

@@ -110,6 +110,10 @@ pub fn settings(db_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Settings 
             "LEADQ_DATA_KEYS",
             Keyring::random("data").to_spec().expose().to_owned(),
         ),
+        (
+            "LEADQ_OPERATOR_TOKENS",
+            format!("oncall:{}", uuid::Uuid::new_v4().simple()),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -198,6 +202,11 @@ impl TestApp {
         self.tenant.api_key.expose()
     }
 
+    /// The operator (on-call) token, for cross-tenant routes such as `/v1/status`.
+    pub fn operator_token(&self) -> &str {
+        self.settings.operator_tokens[0].1.expose()
+    }
+
     /// `POST /v1/leads` with `key`.
     pub async fn post_lead(&self, key: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client
@@ -236,6 +245,18 @@ impl TestApp {
         leadq_platform::db::begin(&self.db.pool, leadq_platform::db::Scope::Platform)
             .await
             .expect("begin a platform transaction")
+    }
+
+    /// The body of `GET url` (no credentials), e.g. a `/metrics` page.
+    pub async fn text(&self, url: &str) -> String {
+        self.client
+            .get(url)
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body")
     }
 
     /// Creates another tenant in the same database.

@@ -48,15 +48,7 @@ async fn a_missing_or_wrong_key_gets_401_and_enqueues_nothing() {
     ] {
         assert_eq!(res.headers()[h], v, "{h}");
     }
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.text(&format!("{}/metrics", app.address)).await;
     assert!(
         metrics.contains("leadq_auth_failures_total{reason=\"invalid\"}"),
         "{metrics}"

@@ -1,17 +1,13 @@
 //! The audit trail: append-only, hash-chained, readable by its tenant only.
 
-use std::process::Command;
 use std::time::Duration;
 
 use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
 use serde_json::Value;
 
 fn verify(app: &TestApp, slug: &str) -> (bool, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_leadq"))
+    let out = crate::leadq_cmd(app)
         .args(["audit", "verify", "--tenant", slug])
-        .env_clear()
-        .env("DATABASE_URL", &app.db.url)
-        .env("LEADQ_LOG", "error")
         .output()
         .expect("run leadq audit verify");
     let line = String::from_utf8(out.stdout).unwrap();

@@ -1,6 +1,5 @@
 //! Right to be forgotten: PostgreSQL and pending jobs.
 
-use std::process::Command;
 use std::time::Duration;
 
 use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
@@ -117,21 +116,12 @@ async fn erase_removes_the_lead_from_postgres_and_from_pending_jobs() {
 
     // The operator CLI erases too; the audit keeps only pseudonymous records.
     #[allow(clippy::disallowed_methods)]
-    let out = Command::new(env!("CARGO_BIN_EXE_leadq"))
+    let out = crate::leadq_cmd(&app)
         .args(["lead", "erase", &app.tenant.slug, "tg-2"])
-        .env_clear()
-        .env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", std::env::var("REDIS_URL").unwrap())
-        .env("LEADQ_QUEUE_PREFIX", &app.settings.queue.prefix)
-        .env(
-            "LEADQ_SIGNING_KEYS",
-            app.settings.signing_keys().to_spec().expose(),
-        )
         .env(
             "LEADQ_DATA_KEYS",
             app.settings.data_keys().to_spec().expose(),
         )
-        .env("LEADQ_LOG", "error")
         .output()
         .unwrap();
     assert!(

@@ -1,17 +1,12 @@
 //! API-key administration through the `leadq key` commands.
 
-use std::process::Command;
-
 use leadq_testkit::{sample_lead, spawn_app, TestApp};
 use serde_json::Value;
 
 fn leadq(app: &TestApp, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_leadq"))
+    let out = crate::leadq_cmd(app)
         .args(args)
-        .env_clear()
-        .env("DATABASE_URL", &app.db.url)
         .env("LEADQ_OPERATOR", "alice")
-        .env("LEADQ_LOG", "error")
         .output()
         .expect("run leadq");
     (

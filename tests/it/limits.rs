@@ -1,31 +1,19 @@
 //! Per-tenant limits: changed through the queue, enforced at ingest, isolated per tenant.
 
-use std::process::Command;
 use std::time::Duration;
 
 use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
 use serde_json::Value;
 
 fn set_limits(app: &TestApp, slug: &str, per_second: &str, burst: &str, per_day: &str) -> bool {
-    #[allow(clippy::disallowed_methods)]
-    let redis = std::env::var("REDIS_URL").unwrap();
-    Command::new(env!("CARGO_BIN_EXE_leadq"))
+    crate::leadq_cmd(app)
         .args(["tenant", "set-limits", slug, "--per-second", per_second])
         .args(["--burst", burst, "--leads-per-day", per_day])
-        .env_clear()
-        .env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", redis)
-        .env("LEADQ_QUEUE_PREFIX", &app.settings.queue.prefix)
-        .env(
-            "LEADQ_SIGNING_KEYS",
-            app.settings.signing_keys().to_spec().expose(),
-        )
         .env(
             "LEADQ_DATA_KEYS",
             app.settings.data_keys().to_spec().expose(),
         )
         .env("LEADQ_OPERATOR", "billing-bot")
-        .env("LEADQ_LOG", "error")
         .status()
         .unwrap()
         .success()
@@ -158,11 +146,8 @@ async fn updating_a_billing_limit_goes_through_the_queue_and_leaves_other_tenant
 }
 
 fn set_kind(app: &TestApp, slug: &str, mode: &str) -> bool {
-    Command::new(env!("CARGO_BIN_EXE_leadq"))
+    crate::leadq_cmd(app)
         .args(["tenant", "set-kind", slug, "lead_score", mode])
-        .env_clear()
-        .env("DATABASE_URL", &app.db.url)
-        .env("LEADQ_LOG", "error")
         .status()
         .unwrap()
         .success()

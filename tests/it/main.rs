@@ -12,3 +12,26 @@ mod observability;
 mod process;
 mod secrets;
 mod security;
+
+/// The real `leadq` binary, with the environment of `app`: its database, Redis key space and
+/// keys, quiet logs. Tests add the subcommand and anything else they need.
+pub(crate) fn leadq_cmd(app: &leadq_testkit::TestApp) -> std::process::Command {
+    #[allow(clippy::disallowed_methods)]
+    let redis = std::env::var("REDIS_URL").expect("REDIS_URL (run through scripts/test)");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_leadq"));
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", redis)
+        .env("LEADQ_QUEUE_PREFIX", &app.settings.queue.prefix)
+        .env(
+            "LEADQ_SIGNING_KEYS",
+            app.settings.signing_keys().to_spec().expose(),
+        )
+        .env(
+            "LEADQ_DATA_KEYS",
+            app.settings.data_keys().to_spec().expose(),
+        )
+        .env("LEADQ_LOG", "error");
+    cmd
+}

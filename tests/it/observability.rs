@@ -20,11 +20,21 @@ async fn status_shows_the_live_worker_heartbeat_and_the_queue_counts() {
         "three completions in the status",
         Duration::from_secs(20),
         || async {
-            let s: Value = app.get("/v1/status", app.key()).await.json().await.unwrap();
+            let s: Value = app
+                .get("/v1/status", app.operator_token())
+                .await
+                .json()
+                .await
+                .unwrap();
             (s["queues"][0]["done"] == 3).then_some(s)
         },
     )
     .await;
+    // A cross-tenant view: tenant keys are refused.
+    let res = app.get("/v1/status", app.key()).await;
+    assert_eq!(res.status(), 403);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "operator_only");
     let q = &status["queues"][0];
     assert_eq!(q["kind"], "lead_score");
     for field in [
@@ -55,7 +65,12 @@ async fn status_shows_the_live_worker_heartbeat_and_the_queue_counts() {
 
     // A stopped worker leaves the registry at once.
     worker.stop().await;
-    let s: Value = app.get("/v1/status", app.key()).await.json().await.unwrap();
+    let s: Value = app
+        .get("/v1/status", app.operator_token())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(s["workers"], serde_json::json!([]));
     app.stop().await;
 }
@@ -91,24 +106,8 @@ async fn health_readiness_and_metrics_answer_on_both_processes() {
             .unwrap();
         assert_eq!(readyz["status"], "ready", "{base}: {readyz}");
     }
-    let api_metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let worker_metrics = app
-        .client
-        .get(format!("{worker_base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let api_metrics = app.text(&format!("{}/metrics", app.address)).await;
+    let worker_metrics = app.text(&format!("{worker_base}/metrics")).await;
     for (text, names) in [
         (
             &api_metrics,

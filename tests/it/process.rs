@@ -14,24 +14,9 @@ use sqlx::{Connection, PgConnection};
 
 fn worker_process(app: &TestApp, concurrency: &str) -> Child {
     #[allow(clippy::disallowed_methods)]
-    let redis = std::env::var("REDIS_URL").unwrap();
-    #[allow(clippy::disallowed_methods)]
     let verbose = std::env::var("TEST_LOG").is_ok();
-    Command::new(env!("CARGO_BIN_EXE_leadq"))
+    crate::leadq_cmd(app)
         .arg("worker")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", redis)
-        .env("LEADQ_QUEUE_PREFIX", &app.settings.queue.prefix)
-        .env(
-            "LEADQ_SIGNING_KEYS",
-            app.settings.signing_keys().to_spec().expose(),
-        )
-        .env(
-            "LEADQ_DATA_KEYS",
-            app.settings.data_keys().to_spec().expose(),
-        )
         .env("LEADQ_WORKER_ADDR", "127.0.0.1:0")
         .env("LEADQ_LEASE_MS", "2000")
         .env("LEADQ_SHUTDOWN_TIMEOUT_SECS", "2")

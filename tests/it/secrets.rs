@@ -54,18 +54,8 @@ fn start(
     sentry: u16,
     log: &std::path::Path,
 ) -> Child {
-    #[allow(clippy::disallowed_methods)]
-    let redis = std::env::var("REDIS_URL").unwrap();
-    Command::new(env!("CARGO_BIN_EXE_leadq"))
+    crate::leadq_cmd(app)
         .arg(role)
-        .env_clear()
-        .env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", redis)
-        .env("LEADQ_QUEUE_PREFIX", &app.settings.queue.prefix)
-        .env(
-            "LEADQ_SIGNING_KEYS",
-            app.settings.signing_keys().to_spec().expose(),
-        )
         .env(
             "LEADQ_DATA_KEYS",
             app.settings.data_keys().to_spec().expose(),

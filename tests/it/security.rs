@@ -108,15 +108,7 @@ async fn an_envelope_injected_into_redis_is_never_executed() {
         );
         assert_eq!(details["claimed_tenant_id"], victim.tenant_id.to_string());
     }
-    let metrics = app
-        .client
-        .get(format!("http://{}/metrics", worker.health))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.text(&format!("http://{}/metrics", worker.health)).await;
     assert!(metrics.contains("leadq_security_events_total{kind=\"bad_signature\"}"));
 
     // A genuine job still runs.

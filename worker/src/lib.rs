@@ -93,14 +93,7 @@ fn on_panic(p: &Box<dyn std::any::Any + Send>) -> JobError {
 impl Worker {
     /// Connects to PostgreSQL and Redis and binds the health server (port 0 picks one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let pool = leadq_platform::db::connect(settings.database_url(), 10)
-            .await
-            .context("Failed to connect to PostgreSQL")?;
-        leadq_platform::db::check_runtime_role(&pool).await?;
-        let signer = leadq_jobs::signing::Signer::new(settings.signing_keys().clone());
-        let queue = Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
-            .await
-            .context("Failed to connect to Redis")?;
+        let (pool, queue) = leadq_jobs::connect_stores(&settings, 10).await?;
         let listener = TcpListener::bind(settings.worker_addr)
             .await
             .with_context(|| format!("Failed to bind {}", settings.worker_addr))?;

@@ -6,11 +6,13 @@ use chrono::{DateTime, Utc};
 use leadq_jobs::health;
 use leadq_jobs::kinds;
 use leadq_jobs::queue::{KindCounts, WorkerStatus};
-use leadq_platform::apikey::scope;
+use leadq_platform::audit::{self, AuditEntry};
+use leadq_platform::db::{self, Scope};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::extract::Auth;
+use crate::extract::Operator;
+use crate::middleware::current_correlation_id;
 use crate::AppState;
 
 /// The status document.
@@ -24,9 +26,26 @@ pub struct Status {
     pub queues: Vec<KindCounts>,
 }
 
-/// `GET /v1/status`.
-pub async fn get(State(app): State<AppState>, auth: Auth) -> Result<Json<Status>, ApiError> {
-    auth.require(scope::STATUS_READ)?;
+/// `GET /v1/status`: a cross-tenant view, for platform operators only; each view is audited.
+pub async fn get(
+    State(app): State<AppState>,
+    operator: Operator,
+) -> Result<Json<Status>, ApiError> {
+    let mut tx = db::begin(&app.pool, Scope::Platform).await?;
+    audit::record(
+        &mut *tx,
+        &AuditEntry {
+            tenant_id: None,
+            actor: &format!("operator:{}", operator.0),
+            action: "status.view",
+            subject: "platform:status",
+            outcome: "ok",
+            correlation_id: &current_correlation_id(),
+            details: serde_json::json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
     let queues = health::queue_counts(&app.queue)
         .await
         .map_err(ApiError::QueueUnavailable)?;
