@@ -132,6 +132,22 @@ mod tests {
     }
 
     #[test]
+    fn payloads_with_floats_verify_after_the_round_trip_through_redis() {
+        // Found by `leadq bench`: without serde_json's float_roundtrip, some floats parse back
+        // one ulp off, the canonical form changes, and genuine envelopes fail verification.
+        let s = Signer::new(Keyring::random("k1"));
+        let mut x = 1_795_404_459_215.700_4_f64;
+        for i in 0..5_000 {
+            x += 0.123_456_789_1 * f64::from(i % 97);
+            let mut e = envelope();
+            e.payload = serde_json::json!({"t_enq": x, "ratio": x / 7.0, "seq": i});
+            s.sign(&mut e).unwrap();
+            let raw = serde_json::to_string(&e).unwrap();
+            assert!(s.verify(&raw).is_ok(), "float {x} broke verification");
+        }
+    }
+
+    #[test]
     fn fields_unknown_to_this_build_are_covered_too() {
         let s = Signer::new(Keyring::random("k1"));
         let mut v = serde_json::to_value(envelope()).unwrap();
