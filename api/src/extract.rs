@@ -30,13 +30,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or("");
+        let presented = bearer(parts);
         let (reason, error) = match tenant::authenticate(&state.pool, presented).await? {
             Ok(principal) => {
                 tracing::Span::current()
@@ -62,13 +56,7 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or("");
+        let presented = bearer(parts);
         // Compare hashes in constant time, against every token, whatever matches.
         let digest = |s: &str| sha2::Sha256::digest(s.as_bytes());
         let mine = digest(presented);
@@ -97,6 +85,17 @@ impl FromRequestParts<AppState> for Operator {
             }
         }
     }
+}
+
+/// The bearer token of a request, or "" (which no credential matches).
+fn bearer(parts: &Parts) -> &str {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("")
 }
 
 fn auth_failure(reason: &'static str) {
