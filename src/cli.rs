@@ -3,12 +3,15 @@
 //! Exit codes: 0 ok; 1 runtime failure; 2 invalid configuration or usage;
 //! 3 `tenant create` of a slug that exists (stderr starts with `tenant_exists`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use leadq_jobs::integrations::{self, TenantUpdate};
 use leadq_jobs::kinds;
 use leadq_platform::config::{LogFormat, Needs, Settings};
+use leadq_platform::secret::Secret;
 use leadq_platform::shutdown::shutdown_signal;
 use leadq_platform::{db, keys, telemetry, tenant};
 
@@ -136,6 +139,9 @@ enum TenantCommand {
         #[arg(value_parser = ["enabled", "shadow", "disabled"])]
         mode: String,
     },
+    /// Configure a tenant's integrations and scoring (audited; secrets are read from files or
+    /// `-` for stdin, never from the command line). Prints {tenant, changed}.
+    Update(Box<TenantUpdateArgs>),
     /// Change a tenant's ingest limits: enqueues an update_billing_limit job (signed,
     /// authorized as an operator action, audited); prints {job_id}.
     SetLimits {
@@ -153,6 +159,137 @@ enum TenantCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct TenantUpdateArgs {
+    /// Tenant slug.
+    slug: String,
+    /// The Chatwoot account whose webhooks /v1/webhooks/chatwoot/<slug> accepts.
+    #[arg(long)]
+    chatwoot_account_id: Option<i64>,
+    /// File holding the Chatwoot webhook secret (`-`: stdin).
+    #[arg(long)]
+    chatwoot_secret_file: Option<PathBuf>,
+    /// File holding the Telegram bot's webhook secret_token (`-`: stdin).
+    #[arg(long)]
+    telegram_secret_file: Option<PathBuf>,
+    /// Base URL of the tenant's HubSpot API (https://api.hubapi.com, or a sandbox).
+    #[arg(long)]
+    crm_base_url: Option<String>,
+    /// File holding a HubSpot private-app token (`-`: stdin).
+    #[arg(long, conflicts_with = "crm_oauth_file")]
+    crm_token_file: Option<PathBuf>,
+    /// File holding OAuth credentials as JSON: {"client_id", "client_secret", "refresh_token"}.
+    #[arg(long)]
+    crm_oauth_file: Option<PathBuf>,
+    /// The unique HubSpot property upserts are keyed by (default email).
+    #[arg(long)]
+    crm_id_property: Option<String>,
+    /// Leads per HubSpot batch call, 1-100 (default 100).
+    #[arg(long)]
+    crm_batch_size: Option<u16>,
+    /// A scoring weight, RULE=POINTS (budget, timeline, company_size, need, contact,
+    /// engagement); repeatable.
+    #[arg(long = "weight", value_parser = parse_weight)]
+    weights: Vec<(String, u8)>,
+    /// Score at or above which a lead is hot (qualified).
+    #[arg(long)]
+    hot_threshold: Option<u8>,
+    /// Score at or above which a lead is warm.
+    #[arg(long)]
+    warm_threshold: Option<u8>,
+}
+
+fn parse_weight(s: &str) -> Result<(String, u8), String> {
+    let (rule, points) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not RULE=POINTS"))?;
+    let points: u8 = points
+        .parse()
+        .map_err(|_| format!("{points:?} is not a number of points (0-100)"))?;
+    Ok((rule.to_owned(), points))
+}
+
+/// Reads a secret from a file, or stdin for `-`; one trailing newline is not part of it.
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut raw = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut raw)
+            .context("Failed to read the secret from stdin")?;
+    } else {
+        raw = std::fs::read_to_string(path)
+            .with_context(|| format!("Failed to read {}", path.display()))?;
+    }
+    let s = raw.strip_suffix('\n').unwrap_or(&raw);
+    let s = s.strip_suffix('\r').unwrap_or(s);
+    Ok(s.to_owned())
+}
+
+/// Turns `leadq tenant update` arguments into a [`TenantUpdate`].
+fn tenant_update(a: &TenantUpdateArgs) -> anyhow::Result<TenantUpdate> {
+    use leadq_jobs::integrations::{CrmAuth, CrmSettings};
+    let crm_auth = match (&a.crm_token_file, &a.crm_oauth_file) {
+        (Some(p), _) => Some(CrmAuth::PrivateApp {
+            token: read_secret(p)?,
+        }),
+        (None, Some(p)) => Some(
+            serde_json::from_str::<OauthFile>(&read_secret(p)?)
+                .map(|o| CrmAuth::Oauth {
+                    client_id: o.client_id,
+                    client_secret: o.client_secret,
+                    refresh_token: o.refresh_token,
+                })
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--crm-oauth-file must hold {{\"client_id\", \"client_secret\", \"refresh_token\"}} (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    )
+                })?,
+        ),
+        (None, None) => None,
+    };
+    let crm = match (&a.crm_base_url, crm_auth) {
+        (Some(base_url), Some(auth)) => Some(CrmSettings {
+            base_url: base_url.clone(),
+            auth,
+            id_property: a.crm_id_property.clone(),
+            batch_size: a.crm_batch_size,
+        }),
+        (None, None) if a.crm_id_property.is_none() && a.crm_batch_size.is_none() => None,
+        _ => anyhow::bail!(
+            "a CRM connection needs --crm-base-url and one of --crm-token-file, --crm-oauth-file"
+        ),
+    };
+    Ok(TenantUpdate {
+        chatwoot_account_id: a.chatwoot_account_id,
+        chatwoot_secret: a
+            .chatwoot_secret_file
+            .as_deref()
+            .map(read_secret)
+            .transpose()?
+            .map(Secret::new),
+        telegram_secret: a
+            .telegram_secret_file
+            .as_deref()
+            .map(read_secret)
+            .transpose()?
+            .map(Secret::new),
+        crm,
+        weights: a.weights.iter().cloned().collect(),
+        hot_threshold: a.hot_threshold,
+        warm_threshold: a.warm_threshold,
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct OauthFile {
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+}
+
 impl Command {
     /// The settings a command needs; `None` for commands that read none.
     fn needs(&self) -> Option<Needs> {
@@ -167,6 +304,14 @@ impl Command {
             } => Some(Needs {
                 database: true,
                 redis: true,
+                keys: true,
+            }),
+            Command::Tenant {
+                command: TenantCommand::Update(_),
+                ..
+            } => Some(Needs {
+                database: true,
+                redis: false,
                 keys: true,
             }),
             Command::Migrate
@@ -483,6 +628,54 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             runtime.block_on(set_limits(&settings, &operator, &slug, limits))
+        }
+        (
+            Command::Tenant {
+                command: TenantCommand::Update(args),
+                operator,
+            },
+            Some(settings),
+        ) => {
+            telemetry::init_logs(&settings.log_filter, settings.log_format);
+            let update = match tenant_update(&args) {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("invalid_request: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let res = runtime.block_on(async {
+                let pool = db::connect(settings.database_url(), 2).await?;
+                let sealer = leadq_jobs::pii::Sealer::new(settings.data_keys().clone());
+                Ok::<_, anyhow::Error>(
+                    integrations::update(
+                        &pool,
+                        &sealer,
+                        &args.slug,
+                        &update,
+                        &format!("operator:{operator}"),
+                    )
+                    .await,
+                )
+            });
+            match res {
+                Ok(Ok(changed)) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"tenant": args.slug, "changed": changed})
+                    );
+                    Ok(())
+                }
+                Ok(Err(
+                    e @ (integrations::IntegrationError::Invalid(_)
+                    | integrations::IntegrationError::UnknownTenant(_)),
+                )) => {
+                    eprintln!("invalid_request: {e}");
+                    return ExitCode::from(2);
+                }
+                Ok(Err(e)) => Err(anyhow::Error::new(e)).context("Failed to update the tenant"),
+                Err(e) => Err(e),
+            }
         }
         (Command::Key { command, operator }, Some(settings)) => {
             telemetry::init_logs(&settings.log_filter, settings.log_format);

@@ -34,6 +34,15 @@ pub enum ApiError {
     /// The route is for platform operators only.
     #[error("this route is for platform operators")]
     OperatorOnly,
+    /// A webhook delivery without a valid signature or secret token.
+    #[error("missing or invalid webhook signature")]
+    BadSignature,
+    /// A signed webhook delivery whose timestamp is outside the replay window.
+    #[error("webhook timestamp is outside the accepted window")]
+    StaleTimestamp,
+    /// A signed webhook delivery for another account than the tenant's.
+    #[error("the delivery is for another account than this endpoint's")]
+    WrongAccount,
     /// The body is not JSON.
     #[error("request body is not valid JSON")]
     MalformedJson,
@@ -76,6 +85,8 @@ impl ApiError {
             Self::TenantInactive | Self::InsufficientScope(_) | Self::OperatorOnly => {
                 StatusCode::FORBIDDEN
             }
+            Self::BadSignature | Self::StaleTimestamp => StatusCode::UNAUTHORIZED,
+            Self::WrongAccount => StatusCode::FORBIDDEN,
             Self::MalformedJson => StatusCode::BAD_REQUEST,
             Self::InvalidBody | Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -96,6 +107,9 @@ impl ApiError {
             Self::TenantInactive => "tenant_inactive",
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::OperatorOnly => "operator_only",
+            Self::BadSignature => "bad_signature",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::WrongAccount => "wrong_account",
             Self::MalformedJson => "malformed_json",
             Self::InvalidBody => "invalid_body",
             Self::PayloadTooLarge => "payload_too_large",
@@ -143,7 +157,10 @@ impl IntoResponse for ApiError {
                 res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
             }
         }
-        if status == StatusCode::UNAUTHORIZED {
+        if matches!(
+            self,
+            Self::InvalidApiKey | Self::ApiKeyExpired | Self::ApiKeyRevoked
+        ) {
             res.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),

@@ -1,7 +1,8 @@
 //! The leadq HTTP API.
 //!
-//! Producers (the Telegram bot, internal tools) call it with a tenant API key; it validates
-//! the input and enqueues a typed job. It never runs jobs and never depends on the worker.
+//! Producers (the Telegram bot, internal tools) call it with a tenant API key, Chatwoot and
+//! Telegram call its webhooks with their own signatures; it validates the input and enqueues
+//! a typed job. It never runs jobs and never depends on the worker.
 //!
 //! # Layout
 //! - [`Application`]: build (connect, bind; port 0 in tests), run until stopped.
@@ -52,6 +53,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/v1/leads/{external_id}",
             get(routes::leads::get).delete(routes::leads::delete),
         )
+        .route(
+            "/v1/webhooks/chatwoot/{tenant}",
+            post(routes::webhooks::chatwoot)
+                .layer(DefaultBodyLimit::max(leadq_jobs::chatwoot::MAX_BODY_BYTES)),
+        )
+        .route(
+            "/v1/webhooks/telegram/{tenant}",
+            post(routes::webhooks::telegram).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
         .route("/v1/status", get(routes::status::get))
         .route("/v1/audit", get(routes::audit::list))
         .route("/healthz", get(routes::health::healthz))
@@ -94,6 +104,7 @@ impl Application {
     /// Connects to PostgreSQL and Redis (eagerly) and binds `LEADQ_API_ADDR` (port 0 picks one).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let (pool, queue) = leadq_jobs::connect_stores(settings, 20).await?;
+        leadq_platform::metrics::register_webhook_series();
         let listener = TcpListener::bind(settings.api_addr)
             .await
             .with_context(|| format!("Failed to bind {}", settings.api_addr))?;

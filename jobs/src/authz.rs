@@ -7,10 +7,13 @@
 //! permanent: the job is dead-lettered as `unauthorized` (audited by the worker's observer and
 //! counted in `leadq_security_events_total{kind="unauthorized"}`), never retried.
 //!
-//! Principals: `api_key:<uuid>`, a key of the tenant, not revoked, not expired when the message
-//! was created, with the kind's scope ([`crate::kinds::required_scope`]); and
-//! `operator:<name>` for operator-only kinds ([`crate::kinds::operator_only`]), which no tenant
-//! key may cause. Operator messages are enqueued only by the operator CLI, and like every
+//! Principals ([`crate::kinds::Principal`], [`crate::kinds::accepts`]): `api_key:<uuid>`, a
+//! key of the tenant, not revoked, not expired when the message was created, with the kind's
+//! scope ([`crate::kinds::required_scope`]); `webhook:<source>`, a delivery to the tenant's own
+//! webhook endpoint, only while that integration is configured for the tenant;
+//! `system:<kind>`, a follow-up (`crm_sync`) enqueued by a handler after its own job passed
+//! this check; and `operator:<name>` for operator-only kinds
+//! ([`crate::kinds::operator_only`]), which no tenant key may cause. Operator messages are enqueued only by the operator CLI, and like every
 //! message they must carry a valid signature.
 
 use std::task::{Context, Poll};
@@ -22,11 +25,10 @@ use futures::FutureExt;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::envelope::JobMeta;
 use crate::error::JobError;
-use crate::kinds;
+use crate::kinds::{self, Principal};
 use crate::queue::backend::Job;
 
 /// Why a job was not authorized (logged; the dead-letter reason is always `unauthorized`).
@@ -67,42 +69,49 @@ struct Facts {
     mode: String,
     scopes: Option<Vec<String>>,
     key_found: bool,
+    integration_configured: bool,
 }
 
 /// Checks `meta` against the database. `Ok` carries the tenant's mode for the kind.
 pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Denied>, sqlx::Error> {
-    // Operator kinds take operator principals only; every other kind takes tenant keys only.
-    let operator = meta
-        .user_id
-        .strip_prefix("operator:")
-        .is_some_and(|name| !name.is_empty());
-    if kinds::operator_only(&meta.action) != operator {
+    let Some(principal) = Principal::parse(&meta.user_id) else {
+        return Ok(Err(Denied::UnknownPrincipal));
+    };
+    if !kinds::accepts(&meta.action, principal) {
         return Ok(Err(Denied::UnknownPrincipal));
     }
-    let key_id: Option<Uuid> = match meta.user_id.strip_prefix("api_key:") {
-        Some(id) => match id.parse() {
-            Ok(id) => Some(id),
-            Err(_) => return Ok(Err(Denied::UnknownPrincipal)),
-        },
-        None if operator => None,
-        None => return Ok(Err(Denied::UnknownPrincipal)),
+    let key_id = match principal {
+        Principal::ApiKey(id) => Some(id),
+        _ => None,
+    };
+    let webhook = match principal {
+        Principal::Webhook(source) => Some(source),
+        _ => None,
     };
     let facts: Option<Facts> = sqlx::query_as(
         "select t.status,
                 coalesce((select mode from tenant_job_kinds
                            where tenant_id = t.id and kind = $2), 'enabled') as mode,
                 k.scopes,
-                k.id is not null as key_found
+                k.id is not null as key_found,
+                case $5
+                    when 'chatwoot' then i.chatwoot_account_id is not null
+                                         and i.chatwoot_secret is not null
+                    when 'telegram' then i.telegram_secret_sha256 is not null
+                    else false
+                end as integration_configured
            from tenants t
            left join api_keys k
              on k.id = $3 and k.tenant_id = t.id and k.revoked_at is null
             and (k.expires_at is null or k.expires_at > $4)
+           left join tenant_integrations i on i.tenant_id = t.id
           where t.id = $1",
     )
     .bind(meta.tenant_id)
     .bind(&meta.action)
     .bind(key_id)
     .bind(meta.timestamp)
+    .bind(webhook)
     .fetch_optional(&mut *db::begin(pool, Scope::Tenant(meta.tenant_id)).await?)
     .await?;
     let Some(f) = facts else {
@@ -116,18 +125,24 @@ pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Den
         "shadow" => Mode::Shadow,
         _ => return Ok(Err(Denied::KindDisabled)),
     };
-    if operator {
-        return Ok(Ok(mode));
+    match principal {
+        // Operators are named in the operator CLI's configuration; follow-up jobs were
+        // enqueued by a handler that ran this check on its own job.
+        Principal::Operator(_) | Principal::System(_) => Ok(Ok(mode)),
+        Principal::Webhook(_) if f.integration_configured => Ok(Ok(mode)),
+        Principal::Webhook(_) => Ok(Err(Denied::NotTenantPrincipal)),
+        Principal::ApiKey(_) => {
+            if !f.key_found {
+                return Ok(Err(Denied::NotTenantPrincipal));
+            }
+            let needed = kinds::required_scope(&meta.action);
+            let scopes = f.scopes.unwrap_or_default();
+            if !needed.is_some_and(|s| scopes.iter().any(|have| have == s)) {
+                return Ok(Err(Denied::InsufficientScope));
+            }
+            Ok(Ok(mode))
+        }
     }
-    if !f.key_found {
-        return Ok(Err(Denied::NotTenantPrincipal));
-    }
-    let needed = kinds::required_scope(&meta.action);
-    let scopes = f.scopes.unwrap_or_default();
-    if !needed.is_some_and(|s| scopes.iter().any(|have| have == s)) {
-        return Ok(Err(Denied::InsufficientScope));
-    }
-    Ok(Ok(mode))
 }
 
 /// Runs [`authorize`] before the handler. Put it innermost, around the handler.

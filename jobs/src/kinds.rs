@@ -11,6 +11,10 @@ use leadq_platform::config::KindDefaults;
 pub const LEAD_SCORE: &str = "lead_score";
 /// Change a tenant's ingest limits and quotas (operators only).
 pub const UPDATE_BILLING_LIMIT: &str = "update_billing_limit";
+/// React to a Chatwoot conversation, message or contact event.
+pub const CHATWOOT_EVENT: &str = "chatwoot_event";
+/// Upsert qualified leads into the tenant's CRM.
+pub const CRM_SYNC: &str = "crm_sync";
 
 /// Every kind this build knows, with its defaults.
 pub const CATALOGUE: &[KindDefaults] = &[
@@ -23,6 +27,25 @@ pub const CATALOGUE: &[KindDefaults] = &[
         timeout: Duration::from_secs(30),
     },
     KindDefaults {
+        kind: CHATWOOT_EVENT,
+        concurrency: 16,
+        max_attempts: 8,
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(300),
+        timeout: Duration::from_secs(30),
+    },
+    KindDefaults {
+        kind: CRM_SYNC,
+        // Each run may carry a batch of up to 100 leads; HubSpot's burst budget is shared by
+        // the whole portal, so few in flight per process is plenty.
+        concurrency: 4,
+        max_attempts: 10,
+        backoff_base: Duration::from_secs(2),
+        backoff_max: Duration::from_secs(600),
+        // HubSpot calls time out after 12 s; a refresh of the OAuth token may come first.
+        timeout: Duration::from_secs(30),
+    },
+    KindDefaults {
         kind: UPDATE_BILLING_LIMIT,
         concurrency: 2,
         max_attempts: 10,
@@ -31,6 +54,55 @@ pub const CATALOGUE: &[KindDefaults] = &[
         timeout: Duration::from_secs(30),
     },
 ];
+
+/// Who caused a job: the parsed form of [`crate::envelope::Envelope::user_id`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal<'a> {
+    /// `api_key:<uuid>`: a tenant's API key.
+    ApiKey(uuid::Uuid),
+    /// `operator:<name>`: a platform operator.
+    Operator(&'a str),
+    /// `webhook:<source>`: a verified webhook delivery (`chatwoot`, `telegram`) to the
+    /// tenant's own endpoint.
+    Webhook(&'a str),
+    /// `system:<kind>`: a follow-up job enqueued by a handler of `kind` after it verified its
+    /// own job.
+    System(&'a str),
+}
+
+impl<'a> Principal<'a> {
+    /// Parses a `user_id`; `None` for a form leadq does not know.
+    pub fn parse(user_id: &'a str) -> Option<Self> {
+        let (form, rest) = user_id.split_once(':')?;
+        if rest.is_empty() {
+            return None;
+        }
+        Some(match form {
+            "api_key" => Principal::ApiKey(rest.parse().ok()?),
+            "operator" => Principal::Operator(rest),
+            "webhook" => Principal::Webhook(rest),
+            "system" => Principal::System(rest),
+            _ => return None,
+        })
+    }
+}
+
+/// Webhook sources and the kind each may cause.
+pub const WEBHOOK_SOURCES: &[(&str, &str)] =
+    &[("chatwoot", CHATWOOT_EVENT), ("telegram", LEAD_SCORE)];
+
+/// Whether a principal of this form may cause a job of `kind` at all. (Whether the particular
+/// key, operator or integration is live is checked against the database by [`crate::authz`].)
+pub fn accepts(kind: &str, principal: Principal<'_>) -> bool {
+    match principal {
+        Principal::ApiKey(_) => required_scope(kind).is_some(),
+        Principal::Operator(_) => operator_only(kind),
+        Principal::Webhook(source) => WEBHOOK_SOURCES.contains(&(source, kind)),
+        Principal::System(parent) => {
+            kind == CRM_SYNC && (parent == LEAD_SCORE || parent == CHATWOOT_EVENT)
+        }
+    }
+}
 
 /// Kinds only platform operators (`operator:<name>` principals) may cause.
 pub fn operator_only(kind: &str) -> bool {
@@ -53,4 +125,48 @@ pub fn is_known(kind: &str) -> bool {
 /// The kind names.
 pub fn names() -> Vec<&'static str> {
     CATALOGUE.iter().map(|k| k.kind).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_principal_form_causes_only_its_kinds() {
+        let key = Principal::parse("api_key:6f1c2a7e-6b1b-4f43-9a51-0b8a3c1d2e4f").unwrap();
+        assert!(accepts(LEAD_SCORE, key));
+        assert!(!accepts(CRM_SYNC, key));
+        assert!(!accepts(UPDATE_BILLING_LIMIT, key));
+        let cw = Principal::parse("webhook:chatwoot").unwrap();
+        assert!(accepts(CHATWOOT_EVENT, cw));
+        assert!(!accepts(LEAD_SCORE, cw));
+        let tg = Principal::parse("webhook:telegram").unwrap();
+        assert!(accepts(LEAD_SCORE, tg) && !accepts(CHATWOOT_EVENT, tg));
+        assert!(accepts(
+            CRM_SYNC,
+            Principal::parse("system:lead_score").unwrap()
+        ));
+        assert!(!accepts(
+            LEAD_SCORE,
+            Principal::parse("system:lead_score").unwrap()
+        ));
+        assert!(!accepts(
+            CRM_SYNC,
+            Principal::parse("system:crm_sync").unwrap()
+        ));
+        assert!(accepts(
+            UPDATE_BILLING_LIMIT,
+            Principal::parse("operator:ann").unwrap()
+        ));
+        for bad in [
+            "",
+            "api_key:",
+            "api_key:nope",
+            "root:x",
+            "webhook:",
+            "nobody",
+        ] {
+            assert_eq!(Principal::parse(bad), None, "{bad}");
+        }
+    }
 }

@@ -1,8 +1,9 @@
-//! `lead_score`: qualify a lead collected by the Telegram bot, store it with its score.
+//! `lead_score`: merge a change into a lead (from the API or the Telegram bot), score it.
 //!
-//! The score is deterministic and explainable: a sum of points from fixed rules, each listed
-//! in `reasons` so a salesperson can see *why* a lead is hot. The handler is idempotent: it
-//! upserts the lead by `(tenant_id, external_id)`, so a job run twice leaves one lead.
+//! The merge, the scoring ([`crate::scoring`]) and the versioning live in [`crate::leads`];
+//! this module holds the payload, its validation, the handler and the right to be forgotten.
+//! The handler is idempotent: the lead is keyed by `(tenant_id, external_id)` and a replayed
+//! change creates no new version.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::error::JobError;
+use crate::leads;
 use crate::queue::backend::Job;
 use crate::Deps;
 use leadq_platform::audit::{self, AuditEntry};
@@ -39,6 +41,14 @@ pub struct LeadInput {
     /// Questionnaire answers: `budget`, `timeline`, `company_size`, `need`, and any others.
     #[serde(default)]
     pub answers: BTreeMap<String, String>,
+    /// The campaign that brought the lead (e.g. the Telegram `/start` payload). The first one
+    /// recorded is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    /// A free-text answer to whichever questionnaire question is still open
+    /// ([`crate::scoring::QUESTIONNAIRE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_answer: Option<String>,
 }
 
 /// One problem with a submitted lead.
@@ -143,167 +153,18 @@ impl LeadInput {
             check_len(&mut errs, "answers", k, 64);
             check_len(&mut errs, &format!("answers.{k}"), v, 2000);
         }
+        if let Some(c) = &self.campaign {
+            if c.is_empty() || c.len() > 64 || c.chars().any(char::is_control) {
+                errs.push(FieldError {
+                    field: "campaign".into(),
+                    code: "invalid_format",
+                });
+            }
+        }
+        if let Some(t) = &self.next_answer {
+            check_len(&mut errs, "next_answer", t, 2000);
+        }
         errs
-    }
-}
-
-/// Lead temperature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    /// 70 and above: call today.
-    Hot,
-    /// 40 to 69.
-    Warm,
-    /// Below 40.
-    Cold,
-}
-
-impl Tier {
-    /// The tier of a score.
-    pub fn of(score: u8) -> Self {
-        match score {
-            70.. => Tier::Hot,
-            40..=69 => Tier::Warm,
-            _ => Tier::Cold,
-        }
-    }
-
-    /// Its name as stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Hot => "hot",
-            Tier::Warm => "warm",
-            Tier::Cold => "cold",
-        }
-    }
-}
-
-/// One rule's contribution to a score.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Reason {
-    /// The rule (`budget`, `timeline`, `company_size`, `need`, `contact`).
-    pub rule: String,
-    /// Points awarded.
-    pub points: u8,
-    /// What the rule saw, in words.
-    pub detail: String,
-}
-
-/// A score with its explanation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Score {
-    /// 0-100.
-    pub score: u8,
-    /// Tier of the score.
-    pub tier: Tier,
-    /// One entry per rule.
-    pub reasons: Vec<Reason>,
-}
-
-fn norm(s: &str) -> String {
-    s.trim().to_ascii_lowercase().replace([' ', '-'], "_")
-}
-
-fn reason(rule: &str, points: u8, detail: impl Into<String>) -> Reason {
-    Reason {
-        rule: rule.into(),
-        points,
-        detail: detail.into(),
-    }
-}
-
-fn budget_points(raw: Option<&String>) -> Reason {
-    let Some(raw) = raw else {
-        return reason("budget", 0, "no budget given");
-    };
-    // Accept bands ("10k_50k", "50k+") and plain amounts ("20000", "$20k").
-    let n = norm(raw);
-    let amount = {
-        let digits: String = n.chars().filter(|c| c.is_ascii_digit()).collect();
-        let base: u64 = digits.parse().unwrap_or(0);
-        if n.contains('k') {
-            base.saturating_mul(1000)
-        } else {
-            base
-        }
-    };
-    let top = n.ends_with('+') || n.contains("more") || n.contains("over");
-    match (top, amount) {
-        (true, a) if a >= 50_000 => reason("budget", 30, "budget 50k or more"),
-        (_, a) if a >= 50_000 => reason("budget", 30, "budget 50k or more"),
-        (_, a) if a >= 10_000 => reason("budget", 20, "budget 10k-50k"),
-        (_, a) if a > 0 => reason("budget", 5, "budget under 10k"),
-        _ => reason("budget", 0, "budget not understood"),
-    }
-}
-
-fn timeline_points(raw: Option<&String>) -> Reason {
-    let Some(raw) = raw else {
-        return reason("timeline", 0, "no timeline given");
-    };
-    match norm(raw).as_str() {
-        "now" | "asap" | "this_week" | "this_month" | "immediately" => {
-            reason("timeline", 25, "buying this month")
-        }
-        "this_quarter" | "1_3_months" | "next_month" | "next_quarter" => {
-            reason("timeline", 15, "buying this quarter")
-        }
-        "this_year" | "later" | "6_months" | "3_6_months" | "next_year" => {
-            reason("timeline", 5, "buying later")
-        }
-        _ => reason("timeline", 0, "timeline not understood"),
-    }
-}
-
-fn company_points(raw: Option<&String>) -> Reason {
-    let Some(raw) = raw else {
-        return reason("company_size", 0, "no company size given");
-    };
-    let n = norm(raw);
-    let lower: u64 = n
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|s| !s.is_empty())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    match lower {
-        201.. => reason("company_size", 20, "company of 200+ people"),
-        51..=200 => reason("company_size", 15, "company of 51-200 people"),
-        11..=50 => reason("company_size", 10, "company of 11-50 people"),
-        1..=10 => reason("company_size", 5, "company of 1-10 people"),
-        _ => reason("company_size", 0, "company size not understood"),
-    }
-}
-
-fn need_points(raw: Option<&String>) -> Reason {
-    match raw.map(|s| s.trim().chars().count()) {
-        Some(n) if n >= 20 => reason("need", 15, "need described in detail"),
-        Some(n) if n > 0 => reason("need", 5, "need mentioned briefly"),
-        _ => reason("need", 0, "no need described"),
-    }
-}
-
-/// Scores a lead. Pure and deterministic: the same lead always gets the same score.
-pub fn score(lead: &LeadInput) -> Score {
-    let a = &lead.answers;
-    let contact = if lead.email.is_some() || lead.phone.is_some() {
-        reason("contact", 10, "reachable by email or phone")
-    } else {
-        reason("contact", 0, "no email or phone")
-    };
-    let reasons = vec![
-        budget_points(a.get("budget")),
-        timeline_points(a.get("timeline")),
-        company_points(a.get("company_size")),
-        need_points(a.get("need")),
-        contact,
-    ];
-    let total: u32 = reasons.iter().map(|r| u32::from(r.points)).sum();
-    let score = total.min(100) as u8;
-    Score {
-        score,
-        tier: Tier::of(score),
-        reasons,
     }
 }
 
@@ -365,12 +226,18 @@ pub async fn erase(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    let (jobs_removed, jobs_running) = queue
-        .erase_where(crate::kinds::LEAD_SCORE, |e| {
-            e.tenant_id == tenant
-                && e.payload.get("external_id").and_then(|v| v.as_str()) == Some(external_id)
-        })
-        .await?;
+    // Every kind whose payload names the lead by `external_id`.
+    let (mut jobs_removed, mut jobs_running) = (0, 0);
+    for kind in [crate::kinds::LEAD_SCORE, crate::kinds::CHATWOOT_EVENT] {
+        let (removed, running) = queue
+            .erase_where(kind, |e| {
+                e.tenant_id == tenant
+                    && e.payload.get("external_id").and_then(|v| v.as_str()) == Some(external_id)
+            })
+            .await?;
+        jobs_removed += removed;
+        jobs_running += running;
+    }
     let erased = Erased {
         lead_deleted: lead_id.is_some(),
         jobs_removed,
@@ -420,10 +287,10 @@ pub async fn run(job: Job<LeadInput>, deps: Data<Deps>) -> Result<(), JobError> 
             anyhow::anyhow!("invalid field {} ({})", first.field, first.code),
         ));
     }
-    let s = score(&lead);
     let mut tx = db::begin(pool, Scope::Tenant(meta.tenant_id)).await?;
     if meta.shadow {
         // Shadow mode: record what would have happened, change nothing else.
+        let s = leads::preview(&mut tx, meta.tenant_id, &lead).await?;
         audit::record(
             &mut *tx,
             &AuditEntry {
@@ -444,65 +311,40 @@ pub async fn run(job: Job<LeadInput>, deps: Data<Deps>) -> Result<(), JobError> 
         );
         return Ok(());
     }
-    // A job made before the lead was erased must not bring its personal data back.
-    let erased_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "select erased_at from erasures where tenant_id = $1 and external_id = $2",
-    )
-    .bind(meta.tenant_id)
-    .bind(&lead.external_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if erased_at.is_some_and(|at| meta.timestamp <= at) {
+    let Some(applied) = leads::apply(&mut tx, meta, &lead).await? else {
         tracing::info!("Skipping a job for a lead erased after the job was made.");
         return Ok(());
+    };
+    if applied.changed {
+        audit::record(
+            &mut *tx,
+            &AuditEntry {
+                tenant_id: Some(meta.tenant_id),
+                actor: &meta.user_id,
+                action: "lead.score",
+                subject: &format!("lead:{}", applied.lead_id),
+                outcome: "ok",
+                correlation_id: &meta.correlation_id,
+                details: serde_json::json!({
+                    "job_id": meta.job_id, "attempt": meta.attempt,
+                    "version": applied.version,
+                    "score": applied.score.score, "tier": applied.score.tier,
+                }),
+            },
+        )
+        .await?;
     }
-    let lead_id: uuid::Uuid = sqlx::query_scalar(
-        "insert into leads (tenant_id, external_id, source, name, username, phone, email, answers,
-                            score, tier, reasons, scored_at, last_message_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), $12)
-         on conflict (tenant_id, external_id) do update set
-             source = excluded.source,
-             name = coalesce(excluded.name, leads.name),
-             username = coalesce(excluded.username, leads.username),
-             phone = coalesce(excluded.phone, leads.phone),
-             email = coalesce(excluded.email, leads.email),
-             answers = leads.answers || excluded.answers,
-             score = excluded.score, tier = excluded.tier, reasons = excluded.reasons,
-             scored_at = now(), last_message_id = excluded.last_message_id, updated_at = now()
-         returning id",
-    )
-    .bind(meta.tenant_id)
-    .bind(&lead.external_id)
-    .bind(&lead.source)
-    .bind(&lead.name)
-    .bind(&lead.username)
-    .bind(&lead.phone)
-    .bind(&lead.email)
-    .bind(sqlx::types::Json(&lead.answers))
-    .bind(i32::from(s.score))
-    .bind(s.tier.as_str())
-    .bind(sqlx::types::Json(&s.reasons))
-    .bind(&meta.message_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    audit::record(
-        &mut *tx,
-        &AuditEntry {
-            tenant_id: Some(meta.tenant_id),
-            actor: &meta.user_id,
-            action: "lead.score",
-            subject: &format!("lead:{lead_id}"),
-            outcome: "ok",
-            correlation_id: &meta.correlation_id,
-            details: serde_json::json!({
-                "job_id": meta.job_id, "attempt": meta.attempt,
-                "score": s.score, "tier": s.tier,
-            }),
-        },
-    )
-    .await?;
     tx.commit().await?;
-    tracing::info!(score = s.score, tier = s.tier.as_str(), "Lead scored.");
+    if let Some(version) = applied.sync {
+        crate::crm_sync::request(&deps.queue, meta, applied.lead_id, version).await?;
+    }
+    tracing::info!(
+        score = applied.score.score,
+        tier = applied.score.tier.as_str(),
+        version = applied.version,
+        changed = applied.changed,
+        "Lead scored."
+    );
     Ok(())
 }
 
@@ -522,41 +364,9 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            campaign: None,
+            next_answer: None,
         }
-    }
-
-    #[test]
-    fn a_lead_with_everything_is_hot_and_explained() {
-        let s = score(&lead(
-            &[
-                ("budget", "50k+"),
-                ("timeline", "this_month"),
-                ("company_size", "51-200"),
-                ("need", "We need a CRM integration for our sales team"),
-            ],
-            Some("ada@example.com"),
-        ));
-        assert_eq!(s.score, 30 + 25 + 15 + 15 + 10);
-        assert_eq!(s.tier, Tier::Hot);
-        assert_eq!(s.reasons.len(), 5);
-        assert!(s.reasons.iter().all(|r| !r.detail.is_empty()));
-    }
-
-    #[test]
-    fn an_empty_lead_is_cold_with_zero() {
-        let s = score(&lead(&[], None));
-        assert_eq!((s.score, s.tier), (0, Tier::Cold));
-    }
-
-    #[test]
-    fn the_score_is_deterministic_and_tiers_have_fixed_edges() {
-        let l = lead(&[("budget", "20000"), ("timeline", "this quarter")], None);
-        assert_eq!(score(&l), score(&l));
-        assert_eq!(score(&l).score, 35);
-        assert_eq!(Tier::of(70), Tier::Hot);
-        assert_eq!(Tier::of(69), Tier::Warm);
-        assert_eq!(Tier::of(40), Tier::Warm);
-        assert_eq!(Tier::of(39), Tier::Cold);
     }
 
     #[test]

@@ -14,23 +14,38 @@
 //! - [`pii`]: sealing of personal data in queued payloads (Redis never holds it in clear).
 //! - [`signing`]: HMAC-signed envelopes, verified by the worker before anything else.
 //! - [`limits`]: per-tenant ingest rate limit and daily quota.
-//! - [`lead_score`]: the `lead_score` job: validation, scoring, handler.
+//! - [`lead_score`]: the `lead_score` job: payload, validation, handler, erasure.
+//! - [`leads`]: the lead store every lead-changing job goes through (merge, score, version,
+//!   CRM sync request); [`scoring`]: the explainable rules and per-tenant weights.
+//! - [`chatwoot`], [`telegram`]: the producers' contracts: verification and normalisation of
+//!   their webhooks (used by the API), and the `chatwoot_event` handler.
+//! - [`crm_sync`]: the `crm_sync` job (HubSpot batch upsert).
+//! - [`integrations`]: per-tenant integration settings and their secrets.
 //!
 //! # Job catalogue
-//! | kind         | payload                    | idempotency                               |
-//! |--------------|----------------------------|-------------------------------------------|
-//! | `lead_score` | [`lead_score::LeadInput`]  | upsert by `(tenant_id, external_id)`      |
+//! | kind             | payload                    | caused by                          | idempotency |
+//! |------------------|----------------------------|------------------------------------|-------------|
+//! | `lead_score`     | [`lead_score::LeadInput`]  | API key, Telegram webhook          | merge by `(tenant_id, external_id)`; no new version on replay |
+//! | `chatwoot_event` | [`chatwoot::EventInput`]   | Chatwoot webhook                   | deduped on delivery and `(account, event, id)`; messages keyed by Chatwoot id |
+//! | `crm_sync`       | [`crm_sync::SyncInput`]    | `lead_score` / `chatwoot_event` handlers | one job per lead version; synced versions are never sent again |
+//! | `update_billing_limit` | [`limits::Limits`] | operators                       | absolute values |
 
 pub mod authz;
+pub mod chatwoot;
+pub mod crm_sync;
 pub mod envelope;
 pub mod error;
 pub mod health;
+pub mod integrations;
 pub mod kinds;
 pub mod lead_score;
+pub mod leads;
 pub mod limits;
 pub mod pii;
 pub mod queue;
+pub mod scoring;
 pub mod signing;
+pub mod telegram;
 
 pub use error::JobError;
 
@@ -60,4 +75,8 @@ pub struct Deps {
     pub pool: sqlx::PgPool,
     /// Opens the personal data sealed in payloads.
     pub sealer: pii::Sealer,
+    /// Enqueues follow-up jobs (`crm_sync`).
+    pub queue: queue::Queue,
+    /// Calls the CRM ([`crm_sync::http_client`]).
+    pub http: reqwest::Client,
 }

@@ -118,6 +118,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// How many tenants get their own `tenant` label value in per-tenant metrics
+    /// (`LEADQ_METRICS_TENANT_CAP`); the rest are counted as `other`.
+    pub metrics_tenant_cap: usize,
     /// Extra regexes the scrubber masks (`LEADQ_SCRUB_PATTERNS`, a JSON array of strings).
     pub scrub_patterns: Vec<String>,
     /// Queue-engine settings.
@@ -349,6 +352,7 @@ impl Settings {
             }
         };
         let max_body_bytes = r.positive("LEADQ_MAX_BODY_BYTES", 256 * 1024, "a number of bytes");
+        let metrics_tenant_cap = r.positive("LEADQ_METRICS_TENANT_CAP", 50, "a number of tenants");
         let scrub_patterns: Vec<String> = match r.get("LEADQ_SCRUB_PATTERNS") {
             None => Vec::new(),
             Some(raw) => match serde_json::from_str::<Vec<String>>(raw) {
@@ -434,6 +438,7 @@ impl Settings {
             log_filter,
             log_format,
             max_body_bytes,
+            metrics_tenant_cap,
             scrub_patterns,
             queue: QueueSettings {
                 prefix,

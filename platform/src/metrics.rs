@@ -42,8 +42,32 @@ pub const AUTH_FAILURES_TOTAL: &str = "leadq_auth_failures_total";
 /// Counter: requests refused by a per-tenant limit, by `scope` (tenant_rate, tenant_quota).
 pub const RATE_LIMITED_TOTAL: &str = "leadq_rate_limited_total";
 
+/// Counter: webhook deliveries, by `source` (`chatwoot`, `telegram`) and `outcome` (see
+/// [`webhook_outcome`]).
+pub const WEBHOOK_REQUESTS_TOTAL: &str = "leadq_webhook_requests_total";
+/// Counter: CRM API calls, by `status` (the HTTP status code, or `timeout` / `error` when no
+/// response arrived).
+pub const CRM_REQUESTS_TOTAL: &str = "leadq_crm_requests_total";
+/// Histogram: CRM API call duration in seconds.
+pub const CRM_REQUEST_DURATION_SECONDS: &str = "leadq_crm_request_duration_seconds";
+/// Counter: CRM 429 answers and proactive pauses, by `policy` (`ten_secondly_rolling`,
+/// `daily`, `other`).
+pub const CRM_RATE_LIMITED_TOTAL: &str = "leadq_crm_rate_limited_total";
+/// Counter: OAuth access-token refreshes against the CRM, by `result` (`ok`, `rejected`,
+/// `error`). A `rejected` refresh needs a human: the tenant must re-authorize.
+pub const CRM_TOKEN_REFRESHES_TOTAL: &str = "leadq_crm_token_refreshes_total";
+/// Counter: jobs finished per tenant, by `tenant` (a known slug, or `other` beyond the
+/// configured cap), `kind` and `outcome` (see [`outcome`]).
+pub const TENANT_JOBS_TOTAL: &str = "leadq_tenant_jobs_total";
+
 /// Label names.
 pub mod label {
+    /// Webhook producer, `chatwoot` or `telegram`.
+    pub const SOURCE: &str = "source";
+    /// Tenant slug (bounded: see [`super::TENANT_JOBS_TOTAL`]).
+    pub const TENANT: &str = "tenant";
+    /// A rate-limit policy.
+    pub const POLICY: &str = "policy";
     /// Job kind, e.g. `lead_score`.
     pub const KIND: &str = "kind";
     /// Job outcome, one of [`super::outcome`].
@@ -78,6 +102,37 @@ pub mod outcome {
     pub const DEAD: &str = "dead";
     /// The job was rate-limited and will run again after a delay, without using an attempt.
     pub const RATE_LIMITED: &str = "rate_limited";
+}
+
+/// Values of the `outcome` label of [`WEBHOOK_REQUESTS_TOTAL`].
+pub mod webhook_outcome {
+    /// Verified, valid, new: a job was enqueued.
+    pub const ACCEPTED: &str = "accepted";
+    /// Seen before (same delivery, or same event): 2xx, nothing enqueued.
+    pub const DUPLICATE: &str = "duplicate";
+    /// Missing or wrong signature or secret token.
+    pub const BAD_SIGNATURE: &str = "bad_signature";
+    /// Timestamp outside the replay window.
+    pub const STALE: &str = "stale";
+    /// A valid signature over a body of another Chatwoot account.
+    pub const WRONG_ACCOUNT: &str = "wrong_account";
+    /// Body over the cap.
+    pub const TOO_LARGE: &str = "too_large";
+    /// Not JSON, not UTF-8, or the wrong shape.
+    pub const MALFORMED: &str = "malformed";
+    /// An event or update type we do not act on: 2xx, counted, not enqueued.
+    pub const IGNORED: &str = "ignored";
+    /// Every value, for pre-registering series.
+    pub const ALL: &[&str] = &[
+        ACCEPTED,
+        DUPLICATE,
+        BAD_SIGNATURE,
+        STALE,
+        WRONG_ACCOUNT,
+        TOO_LARGE,
+        MALFORMED,
+        IGNORED,
+    ];
 }
 
 /// Values of the `state` label of [`QUEUE_DEPTH`].
@@ -132,7 +187,39 @@ pub fn register_job_series(kind: &'static str) {
     let _ = metrics::histogram!(JOB_WAIT_SECONDS, label::KIND => kind);
 }
 
+/// Creates every webhook series at zero (see [`register_job_series`]).
+pub fn register_webhook_series() {
+    for source in ["chatwoot", "telegram"] {
+        for o in webhook_outcome::ALL {
+            metrics::counter!(WEBHOOK_REQUESTS_TOTAL, label::SOURCE => source, label::OUTCOME => *o)
+                .increment(0);
+        }
+    }
+}
+
 fn describe() {
+    metrics::describe_counter!(
+        WEBHOOK_REQUESTS_TOTAL,
+        "Webhook deliveries, by source and outcome."
+    );
+    metrics::describe_counter!(CRM_REQUESTS_TOTAL, "CRM API calls, by HTTP status.");
+    metrics::describe_histogram!(
+        CRM_REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "CRM API call duration."
+    );
+    metrics::describe_counter!(
+        CRM_RATE_LIMITED_TOTAL,
+        "CRM rate limits hit or anticipated, by policy."
+    );
+    metrics::describe_counter!(
+        CRM_TOKEN_REFRESHES_TOTAL,
+        "CRM OAuth token refreshes, by result."
+    );
+    metrics::describe_counter!(
+        TENANT_JOBS_TOTAL,
+        "Jobs finished per tenant (bounded label), by kind and outcome."
+    );
     metrics::describe_counter!(
         RATE_LIMITED_TOTAL,
         "Requests refused by a per-tenant limit."

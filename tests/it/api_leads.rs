@@ -42,7 +42,11 @@ async fn a_posted_lead_ends_scored_audited_and_completed_in_job_runs() {
         .unwrap();
     assert_eq!(lead["score"], 95);
     assert_eq!(lead["tier"], "hot");
-    assert_eq!(lead["reasons"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        lead["reasons"].as_array().unwrap().len(),
+        leadq_jobs::scoring::RULES.len()
+    );
+    assert_eq!(lead["version"], 1);
     assert_eq!(lead["email"], "ada@example.com");
 
     let audited: (String, String) = sqlx::query_as(

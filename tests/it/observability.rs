@@ -52,10 +52,7 @@ async fn status_shows_the_live_worker_heartbeat_and_the_queue_counts() {
     assert_eq!(workers.len(), 1, "{status}");
     let w = &workers[0];
     assert_eq!(w["id"], worker.id.as_str());
-    assert_eq!(
-        w["kinds"],
-        serde_json::json!(["lead_score", "update_billing_limit"])
-    );
+    assert_eq!(w["kinds"], serde_json::json!(leadq_jobs::kinds::names()));
     let beat: DateTime<Utc> = w["last_heartbeat"].as_str().unwrap().parse().unwrap();
     assert!(
         (Utc::now() - beat).num_seconds().abs() < 10,

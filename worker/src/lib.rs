@@ -26,13 +26,13 @@ use apalis::layers::catch_panic::CatchPanicLayer;
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use leadq_jobs::authz::AuthorizeLayer;
 use leadq_jobs::kinds;
-use leadq_jobs::lead_score;
 use leadq_jobs::limits;
 use leadq_jobs::queue::backend::{JobObserver, KindRunner};
 use leadq_jobs::queue::upkeep::{self, Upkeep};
 use leadq_jobs::queue::Queue;
 use leadq_jobs::Deps;
 use leadq_jobs::JobError;
+use leadq_jobs::{chatwoot, crm_sync, lead_score};
 use leadq_platform::config::Settings;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -97,7 +97,10 @@ impl Worker {
         let listener = TcpListener::bind(settings.worker_addr)
             .await
             .with_context(|| format!("Failed to bind {}", settings.worker_addr))?;
-        let observer = Arc::new(observer::RunRecorder::new(pool.clone()));
+        let observer = Arc::new(observer::RunRecorder::new(
+            pool.clone(),
+            settings.metrics_tenant_cap,
+        ));
         Ok(Self {
             settings,
             pool,
@@ -150,8 +153,15 @@ impl Worker {
             )
         };
         let score = runner(kinds::LEAD_SCORE);
+        let chatwoot = runner(kinds::CHATWOOT_EVENT);
+        let crm = runner(kinds::CRM_SYNC);
         let billing = runner(kinds::UPDATE_BILLING_LIMIT);
-        let runners = vec![score.clone(), billing.clone()];
+        let runners = vec![
+            score.clone(),
+            chatwoot.clone(),
+            crm.clone(),
+            billing.clone(),
+        ];
         let upkeep = Upkeep::new(runners.clone());
         upkeep.beat().await;
 
@@ -172,9 +182,13 @@ impl Worker {
         let deps = Deps {
             pool: pool.clone(),
             sealer: leadq_jobs::pii::Sealer::new(settings.data_keys().clone()),
+            queue: queue.clone(),
+            http: leadq_jobs::crm_sync::http_client(),
         };
         let monitor = Monitor::new();
         let monitor = register_kind!(monitor, score, settings, deps, lead_score::run);
+        let monitor = register_kind!(monitor, chatwoot, settings, deps, chatwoot::run);
+        let monitor = register_kind!(monitor, crm, settings, deps, crm_sync::run);
         let monitor = register_kind!(monitor, billing, settings, deps, limits::run_update);
         let monitor = monitor
             .should_restart(|_, error| {

@@ -1,8 +1,13 @@
-//! Records every run in PostgreSQL (`job_runs`) and audits dead letters.
+//! Records every run in PostgreSQL (`job_runs`), audits dead letters, and counts outcomes per
+//! tenant.
 //!
 //! Best effort by design: the queue in Redis is the source of truth for what runs next. If
 //! PostgreSQL is down the handler itself fails and retries, and these rows catch up on the
 //! next run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::future::BoxFuture;
@@ -12,18 +17,85 @@ use leadq_jobs::queue::backend::{JobObserver, JobReport, Rejection};
 use leadq_jobs::queue::Settled;
 use leadq_platform::audit::{self, AuditEntry};
 use leadq_platform::db::{self, Scope};
+use leadq_platform::metrics as m;
 use sqlx::PgPool;
+use tokio::sync::RwLock;
+use uuid::Uuid;
+
+/// The `tenant` label of per-tenant metrics: the slug of one of the first `cap` tenants (by
+/// creation), `other` for the rest, so the label's cardinality is bounded whatever the number
+/// of tenants.
+#[derive(Debug, Clone)]
+pub struct TenantLabels {
+    pool: PgPool,
+    cap: usize,
+    known: Arc<RwLock<Known>>,
+}
+
+/// Slugs by tenant id, and when they were last loaded.
+type Known = (HashMap<Uuid, String>, Option<Instant>);
+
+/// The label value for tenants beyond the cap.
+pub const OTHER_TENANTS: &str = "other";
+
+impl TenantLabels {
+    /// Labels for at most `cap` tenants.
+    pub fn new(pool: PgPool, cap: usize) -> Self {
+        Self {
+            pool,
+            cap,
+            known: Arc::default(),
+        }
+    }
+
+    /// The label of `tenant`.
+    pub async fn label(&self, tenant: Uuid) -> String {
+        {
+            let known = self.known.read().await;
+            if let Some(slug) = known.0.get(&tenant) {
+                return slug.clone();
+            }
+            // A full map, or one loaded moments ago, will not learn this tenant now.
+            if known.0.len() >= self.cap
+                || known
+                    .1
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+            {
+                return OTHER_TENANTS.to_owned();
+            }
+        }
+        let mut known = self.known.write().await;
+        let rows: Result<Vec<(Uuid, String)>, _> =
+            sqlx::query_as("select id, slug from tenants order by created_at, id limit $1")
+                .bind(i64::try_from(self.cap).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await;
+        known.1 = Some(Instant::now());
+        if let Ok(rows) = rows {
+            known.0 = rows.into_iter().collect();
+        }
+        known
+            .0
+            .get(&tenant)
+            .cloned()
+            .unwrap_or_else(|| OTHER_TENANTS.to_owned())
+    }
+}
 
 /// Writes `job_runs` rows.
 #[derive(Debug, Clone)]
 pub struct RunRecorder {
     pool: PgPool,
+    tenants: TenantLabels,
 }
 
 impl RunRecorder {
-    /// A recorder writing to `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A recorder writing to `pool`, labelling at most `tenant_cap` tenants by slug.
+    pub fn new(pool: PgPool, tenant_cap: usize) -> Self {
+        Self {
+            tenants: TenantLabels::new(pool.clone(), tenant_cap),
+            pool,
+        }
     }
 }
 
@@ -62,7 +134,23 @@ impl JobObserver for RunRecorder {
 
     fn finished(&self, report: JobReport) -> BoxFuture<'static, ()> {
         let pool = self.pool.clone();
+        let tenants = self.tenants.clone();
         async move {
+            let outcome = match &report.settled {
+                Settled::Completed => Some(m::outcome::COMPLETED),
+                Settled::Retried { .. } => Some(m::outcome::RETRIED),
+                Settled::Snoozed { .. } => Some(m::outcome::RATE_LIMITED),
+                Settled::Dead { .. } => Some(m::outcome::DEAD),
+                Settled::Released | Settled::Lost => None,
+            };
+            if let Some(outcome) = outcome {
+                let tenant = tenants.label(report.meta.tenant_id).await;
+                metrics::counter!(m::TENANT_JOBS_TOTAL,
+                    m::label::TENANT => tenant,
+                    m::label::KIND => report.meta.action.clone(),
+                    m::label::OUTCOME => outcome)
+                .increment(1);
+            }
             let status = match &report.settled {
                 Settled::Completed => "completed",
                 Settled::Retried { .. } | Settled::Snoozed { .. } | Settled::Released => "retrying",

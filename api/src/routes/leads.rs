@@ -35,6 +35,8 @@ pub struct CreateLead {
     /// Answers may be strings or numbers (`"budget": 20000`); they are stored as strings.
     #[serde(default)]
     answers: BTreeMap<String, AnswerValue>,
+    /// The campaign that brought the lead (the first one recorded is kept).
+    campaign: Option<String>,
     /// Producer's message id; the same id within the dedupe window enqueues one job.
     message_id: Option<String>,
 }
@@ -107,6 +109,8 @@ pub async fn create(
             .into_iter()
             .map(|(k, v)| (k, v.into_string()))
             .collect(),
+        campaign: body.campaign,
+        next_answer: None,
     };
     // `required` already reported the missing ones; skip their duplicate "required".
     for e in lead.validate() {
@@ -227,6 +231,10 @@ pub struct LeadView {
     tier: Option<String>,
     reasons: sqlx::types::Json<serde_json::Value>,
     scored_at: Option<DateTime<Utc>>,
+    version: i64,
+    campaign: Option<String>,
+    conversation_status: Option<String>,
+    qualified_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -240,7 +248,8 @@ pub async fn get(
     let principal = auth.require(scope::LEADS_READ)?;
     let lead: Option<LeadView> = sqlx::query_as(
         "select id, external_id, source, name, username, phone, email, answers, score, tier,
-                reasons, scored_at, created_at, updated_at
+                reasons, scored_at, version, campaign, conversation_status, qualified_at,
+                created_at, updated_at
            from leads where tenant_id = $1 and external_id = $2",
     )
     .bind(principal.tenant_id)

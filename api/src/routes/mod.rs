@@ -4,3 +4,4 @@ pub mod audit;
 pub mod health;
 pub mod leads;
 pub mod status;
+pub mod webhooks;

@@ -63,6 +63,11 @@ impl Keys {
     pub(crate) fn dedupe(&self, tenant: &uuid::Uuid, message_id: &str) -> String {
         format!("{}:dedupe:{tenant}:{message_id}", self.tag)
     }
+
+    /// Marks an external delivery id (e.g. `X-Chatwoot-Delivery`) as seen for a tenant.
+    pub(crate) fn seen(&self, tenant: &uuid::Uuid, id: &str) -> String {
+        format!("{}:seen:{tenant}:{id}", self.tag)
+    }
 }
 
 #[cfg(test)]

@@ -432,6 +432,40 @@ impl Queue {
             .collect()
     }
 
+    /// Marks a producer's delivery id as seen for `tenant` (for `ttl`), atomically: `true` the
+    /// first time, `false` for a repeat. For producers that number their deliveries apart
+    /// from their events (Chatwoot's `X-Chatwoot-Delivery`); the key lives in `kind`'s slot.
+    pub async fn mark_seen(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+        id: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, QueueError> {
+        if !crate::envelope::valid_id(id) {
+            return Err(QueueError::Invalid("delivery id".into()));
+        }
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys(kind).seen(&tenant, id))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Forgets a delivery id marked by [`Queue::mark_seen`] (its job could not be enqueued,
+    /// so a redelivery must not count as a duplicate).
+    pub async fn unmark_seen(&self, kind: &str, tenant: Uuid, id: &str) -> Result<(), QueueError> {
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.keys(kind).seen(&tenant, id))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
     /// Writes the retry policy of `kind` to Redis, where the ack script reads it.
     pub async fn publish_policy(&self, kind: &str) -> Result<(), QueueError> {
         let s = self.kind_settings(kind);

@@ -1,0 +1,298 @@
+//! `POST /v1/webhooks/chatwoot/{tenant}` and `POST /v1/webhooks/telegram/{tenant}`.
+//!
+//! Producers we do not control call these, with their own authentication instead of an API
+//! key: an HMAC signature (Chatwoot) or a shared secret token (Telegram), configured per tenant
+//! (`leadq tenant update`). The tenant comes from the path *and* that secret: never from the
+//! body. Each delivery is verified, validated, deduplicated and enqueued, and answered well
+//! within the producer's budget (Chatwoot waits 5 s and never retries account webhooks;
+//! Telegram retries any non-2xx for a day). The work happens in the jobs.
+//!
+//! Every delivery is counted in `leadq_webhook_requests_total{source, outcome}`. A tenant
+//! without the integration configured answers 404, like an unknown tenant.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::Utc;
+use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_jobs::integrations::{self, WebhookTenant};
+use leadq_jobs::queue::NewJob;
+use leadq_jobs::{chatwoot, kinds, telegram};
+use leadq_platform::metrics::{self as m, webhook_outcome as outcome};
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::middleware::current_correlation_id;
+use crate::AppState;
+
+/// How long a Chatwoot delivery id is remembered.
+const DELIVERY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn count(source: &'static str, outcome: &'static str) {
+    metrics::counter!(m::WEBHOOK_REQUESTS_TOTAL,
+        m::label::SOURCE => source, m::label::OUTCOME => outcome)
+    .increment(1);
+}
+
+/// The body, or the error (and count) for one that could not be read.
+fn body_of(source: &'static str, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            count(source, outcome::TOO_LARGE);
+            ApiError::PayloadTooLarge
+        } else {
+            count(source, outcome::MALFORMED);
+            ApiError::MalformedJson
+        }
+    })
+}
+
+async fn tenant_of(app: &AppState, slug: &str) -> Result<WebhookTenant, ApiError> {
+    let t = integrations::webhook_tenant(&app.pool, &app.sealer, slug)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?
+        .ok_or(ApiError::NotFound)?;
+    if !t.active {
+        return Err(ApiError::TenantInactive);
+    }
+    Ok(t)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Enqueues one job from a webhook; returns `(job_id, duplicate)`.
+async fn enqueue(
+    app: &AppState,
+    tenant: uuid::Uuid,
+    source: &str,
+    kind: &str,
+    message_id: String,
+    payload: Value,
+) -> Result<(uuid::Uuid, bool), ApiError> {
+    let envelope = Envelope {
+        schema_version: SCHEMA_VERSION,
+        message_id,
+        tenant_id: tenant,
+        user_id: format!("webhook:{source}"),
+        action: kind.to_owned(),
+        payload,
+        timestamp: Utc::now(),
+        correlation_id: current_correlation_id(),
+        signature: None,
+    };
+    let done = app
+        .queue
+        .enqueue(vec![NewJob {
+            envelope,
+            run_at: None,
+        }])
+        .await
+        .map_err(ApiError::QueueUnavailable)?;
+    let e = done
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("enqueue returned nothing")))?;
+    Ok((e.job_id, e.duplicate))
+}
+
+/// `POST /v1/webhooks/chatwoot/{tenant}`.
+pub async fn chatwoot(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    const SRC: &str = "chatwoot";
+    let body = body_of(SRC, body)?;
+    let t = tenant_of(&app, &slug).await?;
+    let Some((account_id, secret)) = &t.chatwoot else {
+        return Err(ApiError::NotFound);
+    };
+    let now = Utc::now();
+    chatwoot::verify(
+        secret.expose().as_bytes(),
+        header(&headers, "x-chatwoot-timestamp"),
+        header(&headers, "x-chatwoot-signature"),
+        &body,
+        now,
+    )
+    .map_err(|r| match r {
+        chatwoot::Rejected::BadSignature => {
+            count(SRC, outcome::BAD_SIGNATURE);
+            ApiError::BadSignature
+        }
+        chatwoot::Rejected::Stale => {
+            count(SRC, outcome::STALE);
+            ApiError::StaleTimestamp
+        }
+    })?;
+    let normalized = chatwoot::normalize(&body, *account_id, now).map_err(|e| {
+        tracing::warn!(error = %e, "Refusing a Chatwoot delivery.");
+        match e {
+            chatwoot::Malformed::NotJson(_) => {
+                count(SRC, outcome::MALFORMED);
+                ApiError::MalformedJson
+            }
+            chatwoot::Malformed::Shape(_) => {
+                count(SRC, outcome::MALFORMED);
+                ApiError::InvalidBody
+            }
+            chatwoot::Malformed::WrongAccount(_) => {
+                count(SRC, outcome::WRONG_ACCOUNT);
+                ApiError::WrongAccount
+            }
+        }
+    })?;
+    let (mut input, dedupe_key) = match normalized {
+        chatwoot::Normalized::Ignored(why) => {
+            count(SRC, outcome::IGNORED);
+            tracing::info!(why, "Chatwoot delivery ignored.");
+            return Ok((StatusCode::OK, Json(json!({"status": "ignored"}))));
+        }
+        chatwoot::Normalized::Event { input, dedupe_key } => (input, dedupe_key),
+    };
+    // The delivery id first (a resend of this very delivery), then (account, event, id) in
+    // the enqueue itself (the same change delivered to several webhooks).
+    let delivery = header(&headers, "x-chatwoot-delivery")
+        .filter(|d| leadq_jobs::envelope::valid_id(d))
+        .map(|d| format!("delivery:{d}"));
+    if let Some(d) = &delivery {
+        let first = app
+            .queue
+            .mark_seen(kinds::CHATWOOT_EVENT, t.tenant_id, d, DELIVERY_TTL)
+            .await
+            .map_err(ApiError::QueueUnavailable)?;
+        if !first {
+            count(SRC, outcome::DUPLICATE);
+            return Ok((StatusCode::OK, Json(json!({"status": "duplicate"}))));
+        }
+    }
+    chatwoot::seal(&mut input, t.tenant_id, &app.sealer);
+    let payload =
+        serde_json::to_value(&input).map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
+    let enqueued = enqueue(
+        &app,
+        t.tenant_id,
+        SRC,
+        kinds::CHATWOOT_EVENT,
+        dedupe_key,
+        payload,
+    )
+    .await;
+    let (job_id, duplicate) = match enqueued {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(d) = &delivery {
+                // Not enqueued: a redelivery must not be taken for a duplicate.
+                let _ = app
+                    .queue
+                    .unmark_seen(kinds::CHATWOOT_EVENT, t.tenant_id, d)
+                    .await;
+            }
+            return Err(e);
+        }
+    };
+    if duplicate {
+        count(SRC, outcome::DUPLICATE);
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"status": "duplicate", "job_id": job_id})),
+        ));
+    }
+    count(SRC, outcome::ACCEPTED);
+    tracing::info!(%job_id, event = %input.event, "Chatwoot event accepted.");
+    Ok((
+        StatusCode::OK,
+        Json(json!({"status": "accepted", "job_id": job_id})),
+    ))
+}
+
+/// `POST /v1/webhooks/telegram/{tenant}`. A callback query is answered in the reply itself
+/// (`answerCallbackQuery`), so the user's client stops its spinner at once.
+pub async fn telegram(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    const SRC: &str = "telegram";
+    let body = body_of(SRC, body)?;
+    let t = tenant_of(&app, &slug).await?;
+    let Some(expected) = &t.telegram_sha256 else {
+        return Err(ApiError::NotFound);
+    };
+    let given = header(&headers, "x-telegram-bot-api-secret-token")
+        .map(integrations::telegram_token_digest)
+        .unwrap_or_default();
+    // Digests have a fixed length, so the comparison takes the same time for any token.
+    if given.len() != expected.len() || !bool::from(given.ct_eq(expected)) {
+        count(SRC, outcome::BAD_SIGNATURE);
+        return Err(ApiError::BadSignature);
+    }
+    let normalized = telegram::normalize(&body).map_err(|e| {
+        count(SRC, outcome::MALFORMED);
+        match e {
+            telegram::Malformed::NotJson => ApiError::MalformedJson,
+            telegram::Malformed::Shape(_) => ApiError::InvalidBody,
+        }
+    })?;
+    let answer = |callback: Option<String>, status: &str| {
+        let mut body = json!({"status": status});
+        if let Some(id) = callback {
+            body["method"] = json!("answerCallbackQuery");
+            body["callback_query_id"] = json!(id);
+        }
+        (StatusCode::OK, Json(body))
+    };
+    let (update_id, mut lead, callback) = match normalized {
+        telegram::Normalized::Ignored {
+            why,
+            callback_query_id,
+            ..
+        } => {
+            count(SRC, outcome::IGNORED);
+            tracing::info!(why, "Telegram update ignored.");
+            return Ok(answer(callback_query_id, "ignored"));
+        }
+        telegram::Normalized::Lead {
+            update_id,
+            lead,
+            callback_query_id,
+        } => (update_id, lead, callback_query_id),
+    };
+    if let Some(e) = lead.validate().first() {
+        // Telegram would resend a refused update for a day: take it, count it, drop it.
+        count(SRC, outcome::IGNORED);
+        tracing::info!(field = %e.field, code = e.code, "Telegram update carries an unusable value.");
+        return Ok(answer(callback, "ignored"));
+    }
+    lead.email = lead
+        .email
+        .map(|e| app.sealer.seal(t.tenant_id, "email", &e));
+    lead.phone = lead
+        .phone
+        .map(|p| app.sealer.seal(t.tenant_id, "phone", &p));
+    let payload =
+        serde_json::to_value(&*lead).map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
+    let (job_id, duplicate) = enqueue(
+        &app,
+        t.tenant_id,
+        SRC,
+        kinds::LEAD_SCORE,
+        format!("tg:{update_id}"),
+        payload,
+    )
+    .await?;
+    if duplicate {
+        count(SRC, outcome::DUPLICATE);
+        return Ok(answer(callback, "duplicate"));
+    }
+    count(SRC, outcome::ACCEPTED);
+    tracing::info!(%job_id, "Telegram update accepted.");
+    Ok(answer(callback, "accepted"))
+}

@@ -1,0 +1,382 @@
+//! The lead store: how a change reaches a lead, gets scored, versioned and queued for the CRM.
+//!
+//! Every job that changes a lead (`lead_score` from the API or the Telegram bot,
+//! `chatwoot_event` from Chatwoot) goes through [`apply`], inside the job's tenant-scoped
+//! transaction, so the rules live in one place:
+//!
+//! 1. a lead erased after the job was made is never brought back (tombstone);
+//! 2. the change is merged into the stored lead (answers by question, contact fields when
+//!    given, the first campaign wins, a free-text answer fills the next open question);
+//! 3. the merged lead is scored with the tenant's rules;
+//! 4. if anything the CRM or the score depends on changed, the lead gets a new `version` and
+//!    a `lead_scores` history row; replaying the same job changes nothing;
+//! 5. a lead that is qualified (hot tier; it stays qualified once it was) and has a CRM
+//!    connection gets a `crm_sync_state` row wanting this version; [`Applied::sync`] tells the
+//!    caller to enqueue `crm_sync` for it after commit, with a message id per lead version, so
+//!    each version is synced once.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::envelope::JobMeta;
+use crate::lead_score::LeadInput;
+use crate::scoring::{self, Facts, Rules, Score};
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The lead.
+    pub lead_id: Uuid,
+    /// Its version after the change.
+    pub version: i64,
+    /// Whether the change created a new version.
+    pub changed: bool,
+    /// The score of that version.
+    pub score: Score,
+    /// A CRM sync is wanted up to this version: enqueue `crm_sync` (see [`crate::crm_sync`]).
+    pub sync: Option<i64>,
+}
+
+/// Whether `external_id` of `tenant` was erased after `made_at` (the job predates the
+/// erasure and must not write the lead back).
+pub async fn erased_since(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    external_id: &str,
+    made_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let erased_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "select erased_at from erasures where tenant_id = $1 and external_id = $2",
+    )
+    .bind(tenant)
+    .bind(external_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(erased_at.is_some_and(|at| made_at <= at))
+}
+
+/// The stored state of a lead that versions follow.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+struct Stored {
+    id: Uuid,
+    source: String,
+    name: Option<String>,
+    username: Option<String>,
+    phone: Option<String>,
+    email: Option<String>,
+    answers: sqlx::types::Json<BTreeMap<String, String>>,
+    campaign: Option<String>,
+    score: Option<i32>,
+    tier: Option<String>,
+    reasons: sqlx::types::Json<Vec<scoring::Reason>>,
+    version: i64,
+    qualified_at: Option<DateTime<Utc>>,
+}
+
+/// Merges `input` into `lead` (see the module docs).
+fn merge(lead: &mut Stored, input: &LeadInput) {
+    for (field, value) in [
+        (&mut lead.name, &input.name),
+        (&mut lead.username, &input.username),
+        (&mut lead.phone, &input.phone),
+        (&mut lead.email, &input.email),
+    ] {
+        if value.is_some() {
+            field.clone_from(value);
+        }
+    }
+    for (k, v) in &input.answers {
+        lead.answers.0.insert(k.clone(), v.clone());
+    }
+    if let Some(text) = &input.next_answer {
+        let open = scoring::QUESTIONNAIRE
+            .iter()
+            .find(|q| !lead.answers.0.contains_key(**q))
+            .copied()
+            .unwrap_or("notes");
+        lead.answers.0.insert(open.to_owned(), text.clone());
+    }
+    if lead.campaign.is_none() {
+        lead.campaign.clone_from(&input.campaign);
+    }
+}
+
+/// Makes sure the lead row exists (version 0, unscored) and returns its id; `None` when the
+/// lead was erased after `meta`'s job was made.
+pub async fn ensure(
+    conn: &mut PgConnection,
+    meta: &JobMeta,
+    external_id: &str,
+    source: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    if erased_since(conn, meta.tenant_id, external_id, meta.timestamp).await? {
+        return Ok(None);
+    }
+    let id: Uuid = sqlx::query_scalar(
+        "insert into leads (tenant_id, external_id, source) values ($1, $2, $3)
+         on conflict (tenant_id, external_id) do update set updated_at = leads.updated_at
+         returning id",
+    )
+    .bind(meta.tenant_id)
+    .bind(external_id)
+    .bind(source)
+    .fetch_one(conn)
+    .await?;
+    Ok(Some(id))
+}
+
+/// Applies `input` to its lead for `meta`'s tenant (see the module docs). `None`: the lead
+/// was erased after the job was made; nothing was written.
+pub async fn apply(
+    conn: &mut PgConnection,
+    meta: &JobMeta,
+    input: &LeadInput,
+) -> Result<Option<Applied>, sqlx::Error> {
+    let tenant = meta.tenant_id;
+    if ensure(conn, meta, &input.external_id, &input.source)
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let stored: Stored = sqlx::query_as(
+        "select id, source, name, username, phone, email, answers, campaign, score, tier, reasons,
+                version, qualified_at
+           from leads where tenant_id = $1 and external_id = $2 for update",
+    )
+    .bind(tenant)
+    .bind(&input.external_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut lead = stored.clone();
+    merge(&mut lead, input);
+    let inbound: i64 = sqlx::query_scalar("select count(*) from lead_messages where lead_id = $1")
+        .bind(lead.id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let rules = Rules::load(conn, tenant).await?;
+    let s = scoring::score(
+        Facts {
+            answers: &lead.answers.0,
+            reachable: lead.email.is_some() || lead.phone.is_some(),
+            inbound_messages: inbound,
+        },
+        &rules,
+    );
+    lead.score = Some(i32::from(s.score));
+    lead.tier = Some(s.tier.as_str().to_owned());
+    lead.reasons = sqlx::types::Json(s.reasons.clone());
+    let changed = lead != stored;
+    if changed {
+        lead.version = stored.version + 1;
+        if s.tier == scoring::Tier::Hot && lead.qualified_at.is_none() {
+            lead.qualified_at = Some(Utc::now());
+        }
+        sqlx::query(
+            "update leads set name = $3, username = $4, phone = $5, email = $6, answers = $7,
+                    campaign = $8, score = $9, tier = $10, reasons = $11, version = $12,
+                    qualified_at = $13, scored_at = now(), last_message_id = $14,
+                    updated_at = now()
+              where tenant_id = $1 and id = $2",
+        )
+        .bind(tenant)
+        .bind(lead.id)
+        .bind(&lead.name)
+        .bind(&lead.username)
+        .bind(&lead.phone)
+        .bind(&lead.email)
+        .bind(&lead.answers)
+        .bind(&lead.campaign)
+        .bind(lead.score)
+        .bind(&lead.tier)
+        .bind(&lead.reasons)
+        .bind(lead.version)
+        .bind(lead.qualified_at)
+        .bind(&meta.message_id)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "insert into lead_scores (tenant_id, lead_id, version, score, tier, reasons, message_id)
+             values ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(tenant)
+        .bind(lead.id)
+        .bind(lead.version)
+        .bind(i32::from(s.score))
+        .bind(s.tier.as_str())
+        .bind(sqlx::types::Json(&s.reasons))
+        .bind(&meta.message_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let sync = if lead.qualified_at.is_some() {
+        want_sync(conn, tenant, lead.id, lead.version).await?
+    } else {
+        None
+    };
+    Ok(Some(Applied {
+        lead_id: lead.id,
+        version: lead.version,
+        changed,
+        score: s,
+        sync,
+    }))
+}
+
+/// Records that the CRM should get `version` of the lead (when the tenant has a CRM), and
+/// returns the version a `crm_sync` job should exist for, if one is still unsynced. Called
+/// again on a replay, it returns the same version, so a job lost between commit and enqueue
+/// is enqueued by the replay.
+async fn want_sync(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    lead_id: Uuid,
+    version: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    let wanted: Option<(i64, i64)> = sqlx::query_as(
+        "insert into crm_sync_state (tenant_id, lead_id, wanted_version)
+         select $1, $2, $3 where exists (select 1 from crm_connections where tenant_id = $1)
+         on conflict (lead_id) do update
+            set wanted_version = greatest(crm_sync_state.wanted_version, excluded.wanted_version),
+                updated_at = case when excluded.wanted_version > crm_sync_state.wanted_version
+                                  then now() else crm_sync_state.updated_at end
+         returning wanted_version, synced_version",
+    )
+    .bind(tenant)
+    .bind(lead_id)
+    .bind(version)
+    .fetch_optional(conn)
+    .await?;
+    Ok(wanted.and_then(|(w, s)| (s < w).then_some(w)))
+}
+
+/// Scores what `input` would make of its lead without writing anything (shadow mode).
+pub async fn preview(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    input: &LeadInput,
+) -> Result<Score, sqlx::Error> {
+    let stored: Option<Stored> = sqlx::query_as(
+        "select id, source, name, username, phone, email, answers, campaign, score, tier, reasons,
+                version, qualified_at
+           from leads where tenant_id = $1 and external_id = $2",
+    )
+    .bind(tenant)
+    .bind(&input.external_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let mut lead = stored.unwrap_or(Stored {
+        id: Uuid::nil(),
+        source: input.source.clone(),
+        name: None,
+        username: None,
+        phone: None,
+        email: None,
+        answers: sqlx::types::Json(BTreeMap::new()),
+        campaign: None,
+        score: None,
+        tier: None,
+        reasons: sqlx::types::Json(Vec::new()),
+        version: 0,
+        qualified_at: None,
+    });
+    merge(&mut lead, input);
+    let inbound: i64 = sqlx::query_scalar("select count(*) from lead_messages where lead_id = $1")
+        .bind(lead.id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let rules = Rules::load(conn, tenant).await?;
+    Ok(scoring::score(
+        Facts {
+            answers: &lead.answers.0,
+            reachable: lead.email.is_some() || lead.phone.is_some(),
+            inbound_messages: inbound,
+        },
+        &rules,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored() -> Stored {
+        Stored {
+            id: Uuid::nil(),
+            source: "telegram".into(),
+            name: Some("Ada".into()),
+            username: None,
+            phone: None,
+            email: None,
+            answers: sqlx::types::Json(BTreeMap::from([("budget".into(), "50k+".into())])),
+            campaign: Some("spring".into()),
+            score: None,
+            tier: None,
+            reasons: sqlx::types::Json(vec![]),
+            version: 3,
+            qualified_at: None,
+        }
+    }
+
+    fn input() -> LeadInput {
+        LeadInput {
+            external_id: "tg-1".into(),
+            source: "telegram".into(),
+            name: None,
+            username: None,
+            phone: None,
+            email: None,
+            answers: BTreeMap::new(),
+            campaign: None,
+            next_answer: None,
+        }
+    }
+
+    #[test]
+    fn a_free_text_answer_fills_the_next_open_question() {
+        let mut l = stored();
+        merge(
+            &mut l,
+            &LeadInput {
+                next_answer: Some("this month".into()),
+                ..input()
+            },
+        );
+        assert_eq!(l.answers.0["timeline"], "this month");
+        let mut full = stored();
+        for q in scoring::QUESTIONNAIRE {
+            full.answers.0.insert((*q).into(), "x".into());
+        }
+        merge(
+            &mut full,
+            &LeadInput {
+                next_answer: Some("call me".into()),
+                ..input()
+            },
+        );
+        assert_eq!(full.answers.0["notes"], "call me");
+    }
+
+    #[test]
+    fn given_fields_replace_missing_ones_keep_and_the_first_campaign_wins() {
+        let mut l = stored();
+        merge(
+            &mut l,
+            &LeadInput {
+                email: Some("ada@example.com".into()),
+                campaign: Some("autumn".into()),
+                ..input()
+            },
+        );
+        assert_eq!(l.name.as_deref(), Some("Ada"));
+        assert_eq!(l.email.as_deref(), Some("ada@example.com"));
+        assert_eq!(l.campaign.as_deref(), Some("spring"));
+        // An empty change is no change.
+        let mut same = stored();
+        merge(&mut same, &input());
+        assert_eq!(same, stored());
+    }
+}
