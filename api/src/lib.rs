@@ -43,6 +43,8 @@ pub struct AppState {
     pub sealer: leadq_jobs::pii::Sealer,
     /// Operator tokens by name (`LEADQ_OPERATOR_TOKENS`).
     pub operators: std::sync::Arc<Vec<(String, leadq_platform::secret::Secret)>>,
+    /// Webhook settings of recently seen tenants.
+    pub webhook_tenants: routes::webhooks::TenantCache,
 }
 
 /// Every route and the middleware stack.
@@ -105,6 +107,7 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let (pool, queue) = leadq_jobs::connect_stores(settings, 20).await?;
         leadq_platform::metrics::register_webhook_series();
+        leadq_platform::metrics::register_event_series();
         let listener = TcpListener::bind(settings.api_addr)
             .await
             .with_context(|| format!("Failed to bind {}", settings.api_addr))?;
@@ -116,6 +119,7 @@ impl Application {
                     queue,
                     sealer: leadq_jobs::pii::Sealer::new(settings.data_keys().clone()),
                     operators: std::sync::Arc::new(settings.operator_tokens.clone()),
+                    webhook_tenants: Default::default(),
                 },
                 settings.max_body_bytes,
             ),

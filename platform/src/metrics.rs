@@ -51,7 +51,8 @@ pub const CRM_REQUESTS_TOTAL: &str = "leadq_crm_requests_total";
 /// Histogram: CRM API call duration in seconds.
 pub const CRM_REQUEST_DURATION_SECONDS: &str = "leadq_crm_request_duration_seconds";
 /// Counter: CRM 429 answers and proactive pauses, by `policy` (`ten_secondly_rolling`,
-/// `daily`, `other`).
+/// `secondly` (the search API), `daily`, `other`, and `window_exhausted` when leadq paused
+/// itself on `X-HubSpot-RateLimit-Remaining: 0` before HubSpot had to refuse).
 pub const CRM_RATE_LIMITED_TOTAL: &str = "leadq_crm_rate_limited_total";
 /// Counter: OAuth access-token refreshes against the CRM, by `result` (`ok`, `rejected`,
 /// `error`). A `rejected` refresh needs a human: the tenant must re-authorize.
@@ -147,8 +148,11 @@ pub mod state {
     pub const DEAD: &str = "dead";
 }
 
+// Up to an hour: a job's wait can be long when a queue backs up, and a p99 that cannot read
+// above the last bucket hides exactly that.
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -185,6 +189,29 @@ pub fn register_job_series(kind: &'static str) {
     metrics::counter!(JOB_RETRIES_TOTAL, label::KIND => kind).increment(0);
     let _ = metrics::histogram!(JOB_DURATION_SECONDS, label::KIND => kind);
     let _ = metrics::histogram!(JOB_WAIT_SECONDS, label::KIND => kind);
+}
+
+/// Creates the security, integration and queue-error series at zero, so `increase()` alerts
+/// see the first event after a start (see [`register_job_series`]).
+pub fn register_event_series() {
+    for kind in ["bad_signature", "unauthorized"] {
+        metrics::counter!(SECURITY_EVENTS_TOTAL, label::KIND => kind).increment(0);
+    }
+    for result in ["ok", "rejected", "error"] {
+        metrics::counter!(CRM_TOKEN_REFRESHES_TOTAL, label::RESULT => result).increment(0);
+    }
+    for policy in [
+        "ten_secondly_rolling",
+        "secondly",
+        "daily",
+        "other",
+        "window_exhausted",
+    ] {
+        metrics::counter!(CRM_RATE_LIMITED_TOTAL, label::POLICY => policy).increment(0);
+    }
+    for status in ["200", "207", "401", "403", "429", "500", "timeout", "error"] {
+        metrics::counter!(CRM_REQUESTS_TOTAL, label::STATUS => status).increment(0);
+    }
 }
 
 /// Creates every webhook series at zero (see [`register_job_series`]).

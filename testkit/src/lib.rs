@@ -197,6 +197,42 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
 }
 
 impl TestApp {
+    /// Seals and opens personal data with the app's data keys.
+    pub fn sealer(&self) -> leadq_jobs::pii::Sealer {
+        leadq_jobs::pii::Sealer::new(self.settings.data_keys().clone())
+    }
+
+    /// Applies an integration update to the test tenant (as `leadq tenant update` does).
+    pub async fn configure(&self, update: &leadq_jobs::integrations::TenantUpdate) {
+        leadq_jobs::integrations::update(
+            &self.db.pool,
+            &self.sealer(),
+            &self.tenant.slug,
+            update,
+            "operator:test",
+        )
+        .await
+        .expect("configure the test tenant");
+    }
+
+    /// POSTs raw bytes to `path` with the given headers.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        req.send().await.expect("send the request")
+    }
+
     /// The test tenant's API key.
     pub fn key(&self) -> &str {
         self.tenant.api_key.expose()

@@ -4,6 +4,7 @@
 mod api_auth;
 mod api_leads;
 mod audit;
+mod crm;
 mod engine;
 mod erase;
 mod keys;
@@ -12,6 +13,7 @@ mod observability;
 mod process;
 mod secrets;
 mod security;
+mod webhooks;
 
 /// The real `leadq` binary, with the environment of `app`: its database, Redis key space and
 /// keys, quiet logs. Tests add the subcommand and anything else they need.

@@ -136,6 +136,7 @@ impl Worker {
             listener,
             observer,
         } = self;
+        leadq_platform::metrics::register_event_series();
         for kind in kinds::names() {
             leadq_platform::metrics::register_job_series(kind);
             queue

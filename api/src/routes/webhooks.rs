@@ -10,6 +10,10 @@
 //! Every delivery is counted in `leadq_webhook_requests_total{source, outcome}`. A tenant
 //! without the integration configured answers 404, like an unknown tenant.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -29,7 +33,7 @@ use crate::middleware::current_correlation_id;
 use crate::AppState;
 
 /// How long a Chatwoot delivery id is remembered.
-const DELIVERY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+const DELIVERY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 fn count(source: &'static str, outcome: &'static str) {
     metrics::counter!(m::WEBHOOK_REQUESTS_TOTAL,
@@ -50,11 +54,46 @@ fn body_of(source: &'static str, body: Result<Bytes, BytesRejection>) -> Result<
     })
 }
 
-async fn tenant_of(app: &AppState, slug: &str) -> Result<WebhookTenant, ApiError> {
-    let t = integrations::webhook_tenant(&app.pool, &app.sealer, slug)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?
-        .ok_or(ApiError::NotFound)?;
+/// Webhook settings by tenant slug, kept for a few seconds: a burst of deliveries (Chatwoot
+/// sends one per message) then costs no database round trip per request. A change made with
+/// `leadq tenant update` (a rotated secret, a suspended tenant) applies within [`TTL`].
+#[derive(Debug, Clone, Default)]
+pub struct TenantCache(Arc<RwLock<HashMap<String, Cached>>>);
+
+/// A cached entry and when it was read.
+type Cached = (Instant, Arc<WebhookTenant>);
+
+/// How long a cached entry is used.
+const TTL: Duration = Duration::from_secs(5);
+/// Entries kept at most (only tenants that exist are cached).
+const CACHE_MAX: usize = 10_000;
+
+async fn tenant_of(app: &AppState, slug: &str) -> Result<Arc<WebhookTenant>, ApiError> {
+    let cached = app.webhook_tenants.0.read().ok().and_then(|m| {
+        m.get(slug)
+            .filter(|(at, _)| at.elapsed() < TTL)
+            .map(|(_, t)| t.clone())
+    });
+    let t = match cached {
+        Some(t) => t,
+        None => {
+            let t = Arc::new(
+                integrations::webhook_tenant(&app.pool, &app.sealer, slug)
+                    .await
+                    .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?
+                    .ok_or(ApiError::NotFound)?,
+            );
+            if let Ok(mut m) = app.webhook_tenants.0.write() {
+                if m.len() >= CACHE_MAX {
+                    m.retain(|_, (at, _)| at.elapsed() < TTL);
+                }
+                if m.len() < CACHE_MAX {
+                    m.insert(slug.to_owned(), (Instant::now(), t.clone()));
+                }
+            }
+            t
+        }
+    };
     if !t.active {
         return Err(ApiError::TenantInactive);
     }

@@ -1,0 +1,451 @@
+//! `crm_sync` against a fake HubSpot at the HTTP boundary, speaking HubSpot's real shapes
+//! (`shared/contracts/crm.md`): batch upsert keyed by email, string property values, 200 and
+//! 207 bodies, 429 bodies naming their policy, the OAuth token endpoint.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leadq_jobs::integrations::{CrmAuth, CrmSettings, TenantUpdate};
+use leadq_testkit::{sample_lead, spawn_app_with, wait_for, TestApp};
+use serde_json::{json, Value};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
+
+/// HubSpot's batch upsert, keeping contacts by email: 200 when every input was written, 207
+/// with `errors[].context.ids` for inputs whose email contains `invalid` (a validation error).
+/// Refuses (400) any property value that is not a string, as HubSpot does.
+#[derive(Clone, Default)]
+struct FakeHubSpot {
+    contacts: Arc<Mutex<BTreeMap<String, String>>>,
+    token: String,
+}
+
+impl Respond for FakeHubSpot {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let auth = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if auth != format!("Bearer {}", self.token) {
+            return ResponseTemplate::new(401).set_body_json(json!({"status": "error",
+                "message": "Authentication credentials not found.", "correlationId": "c-401",
+                "category": "INVALID_AUTHENTICATION"}));
+        }
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let inputs = body["inputs"].as_array().cloned().unwrap_or_default();
+        if inputs.is_empty() || inputs.len() > 100 {
+            return ResponseTemplate::new(400).set_body_json(json!({"status": "error",
+                "message": "inputs must hold 1-100 items", "category": "VALIDATION_ERROR"}));
+        }
+        let mut results = Vec::new();
+        let mut failed = Vec::new();
+        let mut contacts = self.contacts.lock().unwrap();
+        for i in &inputs {
+            let props = i["properties"].as_object().cloned().unwrap_or_default();
+            if props.values().any(|v| !v.is_string()) || i["idProperty"] != "email" {
+                return ResponseTemplate::new(400).set_body_json(json!({"status": "error",
+                    "message": "Property values must be strings", "category": "VALIDATION_ERROR"}));
+            }
+            let id = i["id"].as_str().unwrap_or("").to_owned();
+            if id.contains("invalid") {
+                failed.push(id);
+                continue;
+            }
+            let next = (contacts.len() + 1001).to_string();
+            let is_new = !contacts.contains_key(&id);
+            let record = contacts.entry(id.clone()).or_insert(next).clone();
+            let mut properties = props.clone();
+            properties.insert("email".into(), json!(id));
+            results.push(
+                json!({"id": record, "properties": properties, "new": is_new,
+                "createdAt": "2026-11-23T10:00:00.000Z", "updatedAt": "2026-11-23T10:00:00.000Z",
+                "archived": false}),
+            );
+        }
+        let mut out = json!({"status": "COMPLETE", "results": results,
+            "startedAt": "2026-11-23T10:00:00.000Z", "completedAt": "2026-11-23T10:00:00.100Z"});
+        if failed.is_empty() {
+            return ResponseTemplate::new(200).set_body_json(out);
+        }
+        out["numErrors"] = json!(1);
+        out["errors"] = json!([{"status": "error", "category": "VALIDATION_ERROR",
+            "message": "Property values were not valid", "context": {"ids": failed},
+            "errors": [{"message": "INVALID_EMAIL", "code": "INVALID_EMAIL"}], "links": {}}]);
+        ResponseTemplate::new(207).set_body_json(out)
+    }
+}
+
+async fn app_with_crm(server: &MockServer, auth: CrmAuth) -> TestApp {
+    let app = spawn_app_with(&[
+        ("LEADQ_CRM_SYNC_BACKOFF_BASE_MS", "100"),
+        ("LEADQ_CRM_SYNC_BACKOFF_MAX_MS", "300"),
+    ])
+    .await;
+    app.configure(&TenantUpdate {
+        crm: Some(CrmSettings {
+            base_url: server.uri(),
+            auth,
+            id_property: None,
+            batch_size: None,
+        }),
+        ..TenantUpdate::default()
+    })
+    .await;
+    app
+}
+
+fn token(t: &str) -> CrmAuth {
+    CrmAuth::PrivateApp { token: t.into() }
+}
+
+fn hot_lead(external_id: &str, email: &str) -> Value {
+    let mut l = sample_lead(external_id);
+    l["email"] = json!(email);
+    l
+}
+
+/// (synced_version, failed_version, failure_code, crm_id) of a lead's CRM state.
+async fn crm_state(
+    app: &TestApp,
+    external_id: &str,
+) -> Option<(i64, Option<i64>, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "select s.synced_version, s.failed_version, s.failure_code, s.crm_id
+           from crm_sync_state s join leads l on l.id = s.lead_id
+          where l.external_id = $1",
+    )
+    .bind(external_id)
+    .fetch_optional(&mut *app.own().await)
+    .await
+    .unwrap()
+}
+
+async fn wait_synced(app: &TestApp, external_id: &str) -> String {
+    wait_for("the lead synced", Duration::from_secs(30), || async {
+        crm_state(app, external_id)
+            .await
+            .filter(|s| s.0 >= 1)
+            .map(|s| s.3.unwrap_or_default())
+    })
+    .await
+}
+
+/// (status, attempts, last_error_code) of the lead's latest crm_sync run.
+async fn crm_run(app: &TestApp, external_id: &str) -> Option<(String, i32, Option<String>)> {
+    sqlx::query_as(
+        "select r.status, r.attempts, r.last_error_code from job_runs r
+          where r.kind = 'crm_sync' and r.message_id like 'crm_sync:' || (
+                select id::text from leads where external_id = $1) || ':%'
+          order by r.updated_at desc limit 1",
+    )
+    .bind(external_id)
+    .fetch_optional(&mut *app.own().await)
+    .await
+    .unwrap()
+}
+
+async fn upserts(server: &MockServer) -> Vec<Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == UPSERT)
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qualified_lead_is_upserted_once_and_a_207_fails_only_its_own_record() {
+    let server = MockServer::start().await;
+    let fake = FakeHubSpot {
+        token: "pat-na1-11111111-2222".into(),
+        ..FakeHubSpot::default()
+    };
+    Mock::given(method("POST"))
+        .and(path(UPSERT))
+        .respond_with(fake.clone())
+        .mount(&server)
+        .await;
+    let app = app_with_crm(&server, token("pat-na1-11111111-2222")).await;
+    let worker = app.spawn_worker().await;
+
+    for (id, email) in [("tg-1", "ada@example.com"), ("tg-2", "invalid@example.com")] {
+        assert_eq!(
+            app.post_lead(app.key(), &hot_lead(id, email))
+                .await
+                .status(),
+            202
+        );
+    }
+    let crm_id = wait_synced(&app, "tg-1").await;
+    assert_eq!(crm_id, fake.contacts.lock().unwrap()["ada@example.com"]);
+    let failed = wait_for(
+        "the invalid record failed",
+        Duration::from_secs(30),
+        || async { crm_run(&app, "tg-2").await.filter(|r| r.0 == "dead") },
+    )
+    .await;
+    assert_eq!(failed.2.as_deref(), Some("crm_invalid_data"));
+    let state = crm_state(&app, "tg-2").await.unwrap();
+    assert_eq!((state.0, state.2.as_deref()), (0, Some("crm_invalid_data")));
+    // tg-1 may have been synced in tg-2's batch: its own job then finds it done.
+    wait_for(
+        "tg-1's own job completed",
+        Duration::from_secs(20),
+        || async { crm_run(&app, "tg-1").await.filter(|r| r.0 == "completed") },
+    )
+    .await;
+
+    // What HubSpot received: upserts keyed by email, every value a string.
+    let sent = upserts(&server).await;
+    let ada = sent
+        .iter()
+        .flat_map(|b| b["inputs"].as_array().unwrap().clone())
+        .find(|i| i["id"] == "ada@example.com")
+        .unwrap();
+    assert_eq!(ada["idProperty"], "email");
+    assert_eq!(ada["properties"]["leadq_score"], "95");
+    assert_eq!(ada["properties"]["leadq_tier"], "hot");
+    assert_eq!(ada["properties"]["firstname"], "Ada");
+    let calls = sent.len();
+
+    // A replayed crm_sync (same lead, same version, e.g. a re-drive) calls nobody; the same
+    // lead posted again unchanged asks for no sync at all.
+    let lead_id: uuid::Uuid = sqlx::query_scalar("select id from leads where external_id = 'tg-1'")
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap();
+    app.queue
+        .enqueue(vec![leadq_jobs::queue::NewJob {
+            envelope: leadq_jobs::envelope::Envelope {
+                schema_version: leadq_jobs::envelope::SCHEMA_VERSION,
+                message_id: format!("replay-{lead_id}"),
+                tenant_id: app.tenant.tenant_id,
+                user_id: "system:lead_score".into(),
+                action: "crm_sync".into(),
+                payload: json!({"lead_id": lead_id, "version": 1}),
+                timestamp: chrono::Utc::now(),
+                correlation_id: "replay".into(),
+                signature: None,
+            },
+            run_at: None,
+        }])
+        .await
+        .unwrap();
+    let mut again = hot_lead("tg-1", "ada@example.com");
+    again["message_id"] = json!("resend-1");
+    assert_eq!(app.post_lead(app.key(), &again).await.status(), 202);
+    wait_for(
+        "the replay and the resend ran",
+        Duration::from_secs(20),
+        || async {
+            let done = app.queue.counts("crm_sync").await.unwrap().done;
+            let scored = app.queue.counts("lead_score").await.unwrap().done;
+            (done >= 2 && scored >= 3).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(upserts(&server).await.len(), calls, "no second call");
+    assert_eq!(
+        fake.contacts.lock().unwrap().len(),
+        1,
+        "one contact in the CRM"
+    );
+    let version: i64 = sqlx::query_scalar("select version from leads where external_id = 'tg-1'")
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap();
+    assert_eq!(version, 1, "an unchanged lead gets no new version");
+
+    worker.stop().await;
+    app.stop().await;
+}
+
+fn rate_limited(policy: &str) -> ResponseTemplate {
+    let message = match policy {
+        "DAILY" => "You have reached your daily limit.",
+        _ => "You have reached your ten_secondly_rolling limit.",
+    };
+    ResponseTemplate::new(429)
+        .insert_header("retry-after", "1")
+        .set_body_json(
+            json!({"status": "error", "message": message, "errorType": "RATE_LIMIT",
+            "correlationId": "c-429", "policyName": policy, "groupName": "api-calls"}),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_auth_failures_and_server_errors_each_take_their_path() {
+    let server = MockServer::start().await;
+    let fake = FakeHubSpot {
+        token: "pat-na1-abc".into(),
+        ..FakeHubSpot::default()
+    };
+    Mock::given(method("POST"))
+        .and(path(UPSERT))
+        .respond_with(fake.clone())
+        .mount(&server)
+        .await;
+    let app = app_with_crm(&server, token("pat-na1-abc")).await;
+    let worker = app.spawn_worker().await;
+    let once = |t: ResponseTemplate| {
+        Mock::given(method("POST"))
+            .and(path(UPSERT))
+            .respond_with(t)
+            .with_priority(1)
+            .up_to_n_times(1)
+    };
+
+    // 429 TEN_SECONDLY_ROLLING: retried after the wait, no attempt used.
+    once(rate_limited("TEN_SECONDLY_ROLLING"))
+        .mount(&server)
+        .await;
+    app.post_lead(app.key(), &hot_lead("tg-10", "ten@example.com"))
+        .await;
+    wait_synced(&app, "tg-10").await;
+    let run = crm_run(&app, "tg-10").await.unwrap();
+    assert_eq!((run.0.as_str(), run.1), ("completed", 1), "{run:?}");
+
+    // 500: transient, retried with backoff, an attempt used.
+    once(
+        ResponseTemplate::new(500).set_body_json(json!({"status": "error",
+        "message": "internal error", "correlationId": "c-500", "category": "INTERNAL_ERROR"})),
+    )
+    .mount(&server)
+    .await;
+    app.post_lead(app.key(), &hot_lead("tg-11", "five@example.com"))
+        .await;
+    wait_synced(&app, "tg-11").await;
+    let run = crm_run(&app, "tg-11").await.unwrap();
+    assert_eq!((run.0.as_str(), run.1), ("completed", 2), "{run:?}");
+
+    // 401: permanent, dead-lettered at once, alertable.
+    once(
+        ResponseTemplate::new(401).set_body_json(json!({"status": "error",
+        "message": "The OAuth token used to make this call expired", "correlationId": "c-401",
+        "category": "EXPIRED_AUTHENTICATION"})),
+    )
+    .mount(&server)
+    .await;
+    app.post_lead(app.key(), &hot_lead("tg-12", "four@example.com"))
+        .await;
+    let run = wait_for("the 401 dead-lettered", Duration::from_secs(20), || async {
+        crm_run(&app, "tg-12").await.filter(|r| r.0 == "dead")
+    })
+    .await;
+    assert_eq!((run.1, run.2.as_deref()), (1, Some("crm_unauthorized")));
+    let before_daily = upserts(&server).await.len();
+    assert_eq!(before_daily, 5, "429+200, 500+200, 401");
+
+    // 429 DAILY: the tenant's syncing pauses until the limit resets; nobody hammers HubSpot,
+    // and the job waits (scheduled) instead of failing.
+    once(rate_limited("DAILY")).mount(&server).await;
+    app.post_lead(app.key(), &hot_lead("tg-13", "daily@example.com"))
+        .await;
+    let paused: chrono::DateTime<chrono::Utc> =
+        wait_for("the CRM paused", Duration::from_secs(20), || async {
+            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+                "select paused_until from crm_connections",
+            )
+            .fetch_one(&mut *app.own().await)
+            .await
+            .unwrap()
+        })
+        .await;
+    assert!(paused > chrono::Utc::now() + chrono::TimeDelta::minutes(1));
+    assert_eq!(
+        paused.time(),
+        chrono::NaiveTime::MIN,
+        "until the next UTC midnight"
+    );
+    app.post_lead(app.key(), &hot_lead("tg-14", "later@example.com"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        upserts(&server).await.len(),
+        before_daily + 1,
+        "one call, then silence"
+    );
+    let c = app.queue.counts("crm_sync").await.unwrap();
+    assert_eq!((c.scheduled, c.dead), (2, 1), "{c:?}");
+
+    let metrics = app.text(&format!("http://{}/metrics", worker.health)).await;
+    for needle in [
+        "leadq_crm_requests_total{status=\"401\"}",
+        "leadq_crm_rate_limited_total{policy=\"daily\"}",
+        "leadq_crm_rate_limited_total{policy=\"ten_secondly_rolling\"}",
+        "leadq_crm_request_duration_seconds_count",
+        "leadq_tenant_jobs_total{tenant=\"",
+    ] {
+        assert!(metrics.contains(needle), "{needle} in worker metrics");
+    }
+    assert!(!metrics.contains("pat-na1-abc"));
+
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_tokens_are_refreshed_once_and_cached() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/v1/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "token_type": "bearer", "refresh_token": "rt-2", "access_token": "at-1",
+            "expires_in": 1800})))
+        .mount(&server)
+        .await;
+    let fake = FakeHubSpot {
+        token: "at-1".into(),
+        ..FakeHubSpot::default()
+    };
+    Mock::given(method("POST"))
+        .and(path(UPSERT))
+        .and(header("authorization", "Bearer at-1"))
+        .respond_with(fake.clone())
+        .mount(&server)
+        .await;
+    let app = app_with_crm(
+        &server,
+        CrmAuth::Oauth {
+            client_id: "client-1".into(),
+            client_secret: "s3cr3t-client".into(),
+            refresh_token: "rt-1".into(),
+        },
+    )
+    .await;
+    let worker = app.spawn_worker().await;
+    app.post_lead(app.key(), &hot_lead("tg-20", "o1@example.com"))
+        .await;
+    wait_synced(&app, "tg-20").await;
+    app.post_lead(app.key(), &hot_lead("tg-21", "o2@example.com"))
+        .await;
+    wait_synced(&app, "tg-21").await;
+
+    let requests = server.received_requests().await.unwrap();
+    let refreshes: Vec<String> = requests
+        .iter()
+        .filter(|r| r.url.path() == "/oauth/v1/token")
+        .map(|r| String::from_utf8(r.body.clone()).unwrap())
+        .collect();
+    assert_eq!(refreshes.len(), 1, "one refresh, then the cached token");
+    assert!(refreshes[0].contains("grant_type=refresh_token"));
+    assert!(refreshes[0].contains("refresh_token=rt-1"));
+    assert_eq!(fake.contacts.lock().unwrap().len(), 2);
+    // The cached token and the rotated refresh token are sealed at rest.
+    let (creds, access): (String, Option<String>) =
+        sqlx::query_as("select credentials, access_token from crm_connections")
+            .fetch_one(&mut *app.own().await)
+            .await
+            .unwrap();
+    for secret in ["rt-2", "s3cr3t-client", "at-1"] {
+        assert!(!creds.contains(secret) && !access.as_deref().unwrap_or("").contains(secret));
+    }
+    worker.stop().await;
+    app.stop().await;
+}
