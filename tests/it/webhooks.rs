@@ -667,3 +667,87 @@ async fn a_thousand_concurrent_signed_chatwoot_webhooks_are_all_accepted_and_run
         Err(_) => panic!("the app is still shared"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_update_reads_secrets_from_stdin_or_files_and_the_endpoint_uses_them() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let app = spawn_app().await;
+    // Not configured yet: the endpoint does not exist for this tenant.
+    let body = message_body(ACCOUNT, 1, false, "incoming");
+    assert_eq!(post_chatwoot(&app, &body, "x-1").await.status(), 404);
+
+    let mut child = crate::leadq_cmd(&app)
+        .args([
+            "tenant",
+            "update",
+            &app.tenant.slug,
+            "--chatwoot-account-id",
+            "7",
+        ])
+        .args(["--chatwoot-secret-file", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{SECRET}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        printed["changed"],
+        json!(["chatwoot_account_id", "chatwoot_secret"])
+    );
+    let stored: String = sqlx::query_scalar("select chatwoot_secret from tenant_integrations")
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap();
+    assert!(!stored.contains(SECRET), "sealed at rest");
+    assert_eq!(post_chatwoot(&app, &body, "x-2").await.status(), 200);
+
+    // Invalid settings: every problem in one message, exit 2, nothing changed.
+    let dir = std::env::temp_dir().join(format!("leadq-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "pat-na1-xyz\n").unwrap();
+    let tg = dir.join("tg");
+    std::fs::write(&tg, "not a valid token!").unwrap();
+    let out = crate::leadq_cmd(&app)
+        .args([
+            "tenant",
+            "update",
+            &app.tenant.slug,
+            "--crm-base-url",
+            "ftp://crm",
+        ])
+        .arg("--crm-token-file")
+        .arg(&token)
+        .args(["--weight", "astrology=5", "--telegram-secret-file"])
+        .arg(&tg)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("invalid_request:"), "{err}");
+    for problem in ["crm base url", "unknown rule", "telegram secret token"] {
+        assert!(err.contains(problem), "{problem} in {err}");
+    }
+    assert!(!err.contains("pat-na1-xyz"));
+    let crm: i64 = sqlx::query_scalar("select count(*) from crm_connections")
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap();
+    assert_eq!(crm, 0);
+    app.stop().await;
+}

@@ -83,7 +83,13 @@ async fn tenant_of(app: &AppState, slug: &str) -> Result<Arc<WebhookTenant>, Api
                     .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?
                     .ok_or(ApiError::NotFound)?,
             );
-            if let Ok(mut m) = app.webhook_tenants.0.write() {
+            // A tenant with no webhook configured is not kept: configuring one takes effect
+            // at once.
+            let configured = t.chatwoot.is_some() || t.telegram_sha256.is_some();
+            let cache = configured
+                .then(|| app.webhook_tenants.0.write().ok())
+                .flatten();
+            if let Some(mut m) = cache {
                 if m.len() >= CACHE_MAX {
                     m.retain(|_, (at, _)| at.elapsed() < TTL);
                 }

@@ -26,6 +26,7 @@
 //! [`backend::RedisBackend`].
 
 pub mod backend;
+pub mod dlq;
 mod keys;
 pub mod upkeep;
 
@@ -76,6 +77,7 @@ pub(crate) struct Scripts {
     pub(crate) release_owned: redis::Script,
     pub(crate) erase: redis::Script,
     pub(crate) admit: redis::Script,
+    pub(crate) dlq: redis::Script,
 }
 
 impl Scripts {
@@ -90,6 +92,7 @@ impl Scripts {
             release_owned: redis::Script::new(include_str!("lua/release_owned.lua")),
             erase: redis::Script::new(include_str!("lua/erase.lua")),
             admit: redis::Script::new(include_str!("lua/admit.lua")),
+            dlq: redis::Script::new(include_str!("lua/dlq.lua")),
         }
     }
 }

@@ -1,0 +1,270 @@
+//! Dead-letter operations: list (paged, filtered), inspect, re-drive, purge.
+//!
+//! Operators reach these through `GET/POST /v1/dlq…` (operator token) and `leadq dlq …`; both
+//! audit every action. Re-drive puts the *same* job back (same id, same envelope, so the same
+//! `message_id` and signature): handlers stay idempotent and the worker still verifies and
+//! authorizes it like any job. Bulk actions first collect the matching ids (ids only, so
+//! memory stays small), then act in chunks of [`CHUNK`], one atomic script call each, reporting
+//! progress after every chunk.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{ms_to_time, DeadLetter, Queue, QueueError};
+
+/// Ids per script call of a bulk action.
+pub const CHUNK: usize = 500;
+/// Dead letters read per Redis round trip while listing.
+const PAGE: usize = 200;
+
+/// Which dead letters of a kind an operation applies to. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only this tenant's.
+    pub tenant: Option<Uuid>,
+    /// Only this reason (`max_attempts`, `unauthorized`, `poisoned`, a permanent error code…).
+    pub reason: Option<String>,
+    /// Only those dead before this time.
+    pub dead_before: Option<DateTime<Utc>>,
+    /// Only those dead at or after this time.
+    pub dead_after: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    fn matches(&self, d: &DeadLetter) -> bool {
+        self.tenant
+            .is_none_or(|t| d.envelope.as_ref().is_some_and(|e| e.tenant_id == t))
+            && self.reason.as_deref().is_none_or(|r| d.reason == r)
+            && self.dead_before.is_none_or(|b| d.dead_at < b)
+            && self.dead_after.is_none_or(|a| d.dead_at >= a)
+    }
+}
+
+/// One page of dead letters, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    /// The dead letters.
+    pub items: Vec<DeadLetter>,
+    /// Pass it back as `cursor` for the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// A cursor: the position after the last item returned (`<dead_at ms>:<job id>`).
+fn parse_cursor(c: &str) -> Result<(i64, String), QueueError> {
+    let (ms, id) = c
+        .split_once(':')
+        .ok_or_else(|| QueueError::Invalid("cursor".into()))?;
+    let ms = ms
+        .parse()
+        .map_err(|_| QueueError::Invalid("cursor".into()))?;
+    Ok((ms, id.to_owned()))
+}
+
+/// Progress of a bulk action: `(done, total)`, called after every chunk.
+pub type Progress<'a> = &'a mut (dyn FnMut(usize, usize) + Send);
+
+impl Queue {
+    /// Reads the dead letters with these ids (missing ones are skipped).
+    async fn dead_by_ids(
+        &self,
+        kind: &str,
+        entries: &[(String, i64)],
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        let k = self.keys(kind);
+        let mut pipe = redis::pipe();
+        for (id, _) in entries {
+            pipe.cmd("HMGET")
+                .arg(&k.dead_data)
+                .arg(id)
+                .arg(format!("{id}:r"))
+                .arg(format!("{id}:c"))
+                .arg(format!("{id}:a"));
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn()).await?;
+        Ok(entries
+            .iter()
+            .zip(rows)
+            .map(|((id, at), vals)| {
+                let get = |i: usize| vals.get(i).cloned().flatten().unwrap_or_default();
+                DeadLetter {
+                    job_id: id.parse().unwrap_or_default(),
+                    kind: kind.to_owned(),
+                    envelope: serde_json::from_str(&get(0)).ok(),
+                    reason: get(1),
+                    last_error_code: get(2),
+                    attempts: get(3).parse().unwrap_or(0),
+                    dead_at: ms_to_time(*at),
+                }
+            })
+            .collect())
+    }
+
+    /// One page of `kind`'s dead letters matching `filter`, newest first, at most `limit`,
+    /// starting after `cursor`.
+    pub async fn dead_letter_page(
+        &self,
+        kind: &str,
+        filter: &Filter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, QueueError> {
+        let k = self.keys(kind);
+        let limit = limit.clamp(1, 1000);
+        let (mut max_ms, mut after_id) = match cursor {
+            Some(c) => {
+                let (ms, id) = parse_cursor(c)?;
+                (ms, Some(id))
+            }
+            None => (
+                filter
+                    .dead_before
+                    .map_or(i64::MAX, |b| b.timestamp_millis() - 1),
+                None,
+            ),
+        };
+        let min = filter
+            .dead_after
+            .map_or("-inf".to_owned(), |a| a.timestamp_millis().to_string());
+        let mut items = Vec::new();
+        loop {
+            // Everything at or below max_ms, newest first; ties on one millisecond are ordered
+            // by id (descending), and those at or above the cursor's id were already returned.
+            let entries: Vec<(String, i64)> = redis::cmd("ZRANGE")
+                .arg(&k.dead)
+                .arg(if max_ms == i64::MAX {
+                    "+inf".to_owned()
+                } else {
+                    max_ms.to_string()
+                })
+                .arg(&min)
+                .arg("BYSCORE")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(PAGE + 1)
+                .arg("WITHSCORES")
+                .query_async(&mut self.conn())
+                .await?;
+            let exhausted = entries.len() <= PAGE;
+            let fresh: Vec<(String, i64)> = entries
+                .into_iter()
+                .filter(|(id, ms)| {
+                    !(after_id
+                        .as_deref()
+                        .is_some_and(|a| *ms == max_ms && id.as_str() >= a))
+                })
+                .collect();
+            if fresh.is_empty() {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+            for d in self.dead_by_ids(kind, &fresh).await? {
+                let pos = format!("{}:{}", d.dead_at.timestamp_millis(), d.job_id);
+                max_ms = d.dead_at.timestamp_millis();
+                after_id = Some(d.job_id.to_string());
+                if filter.matches(&d) {
+                    items.push(d);
+                    if items.len() == limit {
+                        return Ok(Page {
+                            items,
+                            next_cursor: Some(pos),
+                        });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+        }
+    }
+
+    /// One dead letter of `kind`, if it is one.
+    pub async fn dead_letter(
+        &self,
+        kind: &str,
+        job_id: Uuid,
+    ) -> Result<Option<DeadLetter>, QueueError> {
+        let id = job_id.to_string();
+        let at: Option<i64> = redis::cmd("ZSCORE")
+            .arg(&self.keys(kind).dead)
+            .arg(&id)
+            .query_async(&mut self.conn())
+            .await?;
+        let Some(at) = at else { return Ok(None) };
+        Ok(self.dead_by_ids(kind, &[(id, at)]).await?.pop())
+    }
+
+    /// The ids of every dead letter of `kind` matching `filter`.
+    pub async fn dead_letter_ids(
+        &self,
+        kind: &str,
+        filter: &Filter,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .dead_letter_page(kind, filter, cursor.as_deref(), 1000)
+                .await?;
+            ids.extend(page.items.iter().map(|d| d.job_id));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(ids),
+            }
+        }
+    }
+
+    async fn dlq_action(
+        &self,
+        kind: &str,
+        action: &str,
+        ids: &[Uuid],
+        progress: Progress<'_>,
+    ) -> Result<usize, QueueError> {
+        let k = self.keys(kind);
+        let mut done = 0;
+        for (i, chunk) in ids.chunks(CHUNK).enumerate() {
+            let mut inv = self.inner.scripts.dlq.prepare_invoke();
+            inv.key(&k.dead)
+                .key(&k.dead_data)
+                .key(&k.jobs)
+                .key(&k.ready)
+                .key(&k.wake)
+                .arg(action);
+            for id in chunk {
+                inv.arg(id.to_string());
+            }
+            let n: usize = inv.invoke_async(&mut self.conn()).await?;
+            done += n;
+            progress((i * CHUNK + chunk.len()).min(ids.len()), ids.len());
+        }
+        Ok(done)
+    }
+
+    /// Puts dead letters back on the queue (same job, same envelope, attempts reset). Returns
+    /// how many were re-driven (ids that are no longer dead letters are skipped).
+    pub async fn redrive(
+        &self,
+        kind: &str,
+        ids: &[Uuid],
+        progress: Progress<'_>,
+    ) -> Result<usize, QueueError> {
+        self.dlq_action(kind, "redrive", ids, progress).await
+    }
+
+    /// Deletes dead letters for good. Returns how many were purged.
+    pub async fn purge(
+        &self,
+        kind: &str,
+        ids: &[Uuid],
+        progress: Progress<'_>,
+    ) -> Result<usize, QueueError> {
+        self.dlq_action(kind, "purge", ids, progress).await
+    }
+}

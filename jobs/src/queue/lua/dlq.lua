@@ -1,0 +1,32 @@
+-- Re-drive or purge dead letters of one kind, by id, atomically per call.
+-- KEYS[1] dead (zset)   KEYS[2] dead_data (hash)   KEYS[3] jobs (hash)   KEYS[4] ready (list)
+-- KEYS[5] wake (list)
+-- ARGV[1] 'redrive' | 'purge'   ARGV[2..] job ids
+-- Re-drive puts the job back, with its envelope unchanged (same message_id, same signature)
+-- and a fresh attempt count, at the head of the ready queue. Ids that are not dead letters
+-- (already re-driven, purged, or never dead) are skipped. Returns the number handled.
+local action = ARGV[1]
+local done = 0
+local ready = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  if redis.call('ZSCORE', KEYS[1], id) then
+    if action == 'redrive' then
+      local data = redis.call('HGET', KEYS[2], id)
+      if data and data ~= '' then
+        redis.call('HSET', KEYS[3], id, data)
+        ready[#ready + 1] = id
+      end
+    end
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id, id .. ':r', id .. ':c', id .. ':a')
+    done = done + 1
+  end
+end
+if #ready > 0 then
+  redis.call('LPUSH', KEYS[4], unpack(ready))
+  if redis.call('LLEN', KEYS[5]) < 8 then
+    redis.call('LPUSH', KEYS[5], '1')
+  end
+end
+return done
