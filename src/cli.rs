@@ -55,6 +55,14 @@ enum Command {
         #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
         operator: String,
     },
+    /// Dead-letter operations (operator actions, audited).
+    Dlq {
+        #[command(subcommand)]
+        command: crate::dlq_cli::DlqCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>`.
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
     /// Audit-trail tools.
     Audit {
         #[command(subcommand)]
@@ -298,6 +306,7 @@ impl Command {
             Command::Api
             | Command::Worker
             | Command::Lead { .. }
+            | Command::Dlq { .. }
             | Command::Tenant {
                 command: TenantCommand::SetLimits { .. },
                 ..
@@ -674,6 +683,22 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
                 Ok(Err(e)) => Err(anyhow::Error::new(e)).context("Failed to update the tenant"),
+                Err(e) => Err(e),
+            }
+        }
+        (Command::Dlq { command, operator }, Some(settings)) => {
+            telemetry::init_logs(&settings.log_filter, settings.log_format);
+            match runtime.block_on(crate::dlq_cli::run(&settings, &operator, command)) {
+                Ok(()) => Ok(()),
+                Err(e)
+                    if e.downcast_ref::<leadq_jobs::deadletters::DlqError>()
+                        .is_some_and(|d| {
+                            matches!(d, leadq_jobs::deadletters::DlqError::Invalid(_))
+                        }) =>
+                {
+                    eprintln!("invalid_request: {e}");
+                    return ExitCode::from(2);
+                }
                 Err(e) => Err(e),
             }
         }

@@ -1,8 +1,11 @@
 //! The `leadq` operator binary as a library: command-line parsing and the commands.
 //!
 //! # Layout
-//! - [`cli`]: subcommands `api`, `worker`, `migrate`, `tenant create`, `bench`.
+//! - [`cli`]: subcommands `api`, `worker`, `migrate`, `tenant`, `key`, `lead`, `audit`,
+//!   `dlq`, `bench`.
+//! - [`dlq_cli`]: `leadq dlq list|show|redrive|purge`.
 //! - [`bench`]: the queue benchmark of `shared/bench-protocol.md`.
 
 pub mod bench;
 pub mod cli;
+pub mod dlq_cli;

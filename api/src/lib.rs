@@ -65,6 +65,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(routes::webhooks::telegram).layer(DefaultBodyLimit::max(max_body_bytes)),
         )
         .route("/v1/status", get(routes::status::get))
+        .route("/v1/dlq/{kind}", get(routes::dlq::list))
+        .route("/v1/dlq/{kind}/redrive", post(routes::dlq::redrive))
+        .route("/v1/dlq/{kind}/purge", post(routes::dlq::purge))
+        .route("/v1/dlq/{kind}/{job_id}", get(routes::dlq::show))
         .route("/v1/audit", get(routes::audit::list))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))

@@ -410,18 +410,8 @@ impl Classify for serde_json::Error {
 pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError> {
     let meta = &job.meta;
     let mut ev = job.payload;
-    let open = |field: &str, v: &mut Option<String>| -> Result<(), JobError> {
-        if let Some(sealed) = v.as_deref() {
-            let plain = deps
-                .sealer
-                .open(meta.tenant_id, field, sealed)
-                .map_err(|e| {
-                    JobError::permanent("sealed_data_unreadable", anyhow::anyhow!("{field}: {e}"))
-                })?;
-            *v = Some(plain);
-        }
-        Ok(())
-    };
+    let open =
+        |field: &str, v: &mut Option<String>| deps.sealer.open_in_place(meta.tenant_id, field, v);
     open("email", &mut ev.contact.email)?;
     open("phone", &mut ev.contact.phone)?;
     if let Change::Message { content, .. } = &mut ev.change {

@@ -269,17 +269,10 @@ pub async fn run(job: Job<LeadInput>, deps: Data<Deps>) -> Result<(), JobError> 
     // (`crate::authz`) before this runs.
     // Personal data travels sealed; open it for this tenant only.
     let mut lead = job.payload;
-    for (field, value) in [("email", &mut lead.email), ("phone", &mut lead.phone)] {
-        if let Some(sealed) = value.as_deref() {
-            let plain = deps
-                .sealer
-                .open(meta.tenant_id, field, sealed)
-                .map_err(|e| {
-                    JobError::permanent("sealed_data_unreadable", anyhow::anyhow!("{field}: {e}"))
-                })?;
-            *value = Some(plain);
-        }
-    }
+    deps.sealer
+        .open_in_place(meta.tenant_id, "email", &mut lead.email)?;
+    deps.sealer
+        .open_in_place(meta.tenant_id, "phone", &mut lead.phone)?;
     // The queue is not a trust boundary: validate again.
     if let Some(first) = lead.validate().first() {
         return Err(JobError::permanent(

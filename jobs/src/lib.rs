@@ -33,6 +33,7 @@
 pub mod authz;
 pub mod chatwoot;
 pub mod crm_sync;
+pub mod deadletters;
 pub mod envelope;
 pub mod error;
 pub mod health;

@@ -94,6 +94,26 @@ impl Sealer {
         String::from_utf8(plain).map_err(|_| OpenError::Invalid)
     }
 
+    /// Opens a sealed optional field in place, for a handler: a value that cannot be opened is
+    /// a permanent failure (`sealed_data_unreadable`), since no retry will open it.
+    pub fn open_in_place(
+        &self,
+        tenant: Uuid,
+        field: &str,
+        value: &mut Option<String>,
+    ) -> Result<(), crate::JobError> {
+        if let Some(sealed) = value.as_deref() {
+            let plain = self.open(tenant, field, sealed).map_err(|e| {
+                crate::JobError::permanent(
+                    "sealed_data_unreadable",
+                    anyhow::anyhow!("{field}: {e}"),
+                )
+            })?;
+            *value = Some(plain);
+        }
+        Ok(())
+    }
+
     /// Whether `value` is in the sealed form.
     pub fn is_sealed(value: &str) -> bool {
         value.starts_with(PREFIX)

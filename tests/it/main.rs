@@ -5,6 +5,7 @@ mod api_auth;
 mod api_leads;
 mod audit;
 mod crm;
+mod dlq;
 mod engine;
 mod erase;
 mod keys;

@@ -554,41 +554,10 @@ impl Queue {
         kind: &str,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
-        let k = self.keys(kind);
-        let mut conn = self.conn();
-        let entries: Vec<(String, i64)> = redis::cmd("ZRANGE")
-            .arg(&k.dead)
-            .arg(0)
-            .arg(limit.saturating_sub(1) as i64)
-            .arg("REV")
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (id, at) in entries {
-            let fields = [
-                id.clone(),
-                format!("{id}:r"),
-                format!("{id}:c"),
-                format!("{id}:a"),
-            ];
-            let vals: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(&k.dead_data)
-                .arg(&fields[..])
-                .query_async(&mut conn)
-                .await?;
-            let get = |i: usize| vals.get(i).cloned().flatten().unwrap_or_default();
-            out.push(DeadLetter {
-                job_id: id.parse().unwrap_or_default(),
-                kind: kind.to_owned(),
-                envelope: serde_json::from_str(&get(0)).ok(),
-                reason: get(1),
-                last_error_code: get(2),
-                attempts: get(3).parse().unwrap_or(0),
-                dead_at: ms_to_time(at),
-            });
-        }
-        Ok(out)
+        Ok(self
+            .dead_letter_page(kind, &dlq::Filter::default(), None, limit)
+            .await?
+            .items)
     }
 
     /// Leases up to `n` jobs of `kind` for `worker`. When there are none, also says how long

@@ -1,0 +1,241 @@
+//! Dead-letter operations as operators use them (API and CLI): every view and every action is
+//! audited (platform scope, actor `operator:<name>`), payloads are scrubbed before they are
+//! shown, and bulk actions report progress.
+//!
+//! The engine side (paging, atomic re-drive and purge) is [`crate::queue::dlq`].
+
+use chrono::{DateTime, Utc};
+use leadq_platform::audit::{self, AuditEntry};
+use leadq_platform::db::{self, Scope};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::queue::dlq::{Filter, Page, Progress};
+use crate::queue::{DeadLetter, Queue, QueueError};
+
+/// Errors of a dead-letter operation.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// Bad input (unknown kind or tenant, an unbounded purge, a bad cursor).
+    #[error("{0}")]
+    Invalid(String),
+    /// Redis failed.
+    #[error("queue error")]
+    Queue(#[from] QueueError),
+    /// The database (audit) failed.
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+}
+
+/// A tenant given by slug, as operators name them.
+pub async fn tenant_by_slug(pool: &PgPool, slug: &str) -> Result<Uuid, DlqError> {
+    sqlx::query_scalar("select id from tenants where slug = $1")
+        .bind(slug)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| DlqError::Invalid(format!("no tenant with slug {slug:?}")))
+}
+
+fn check_kind(kind: &str) -> Result<(), DlqError> {
+    if crate::kinds::is_known(kind) {
+        Ok(())
+    } else {
+        Err(DlqError::Invalid(format!(
+            "unknown kind {kind:?} (known: {})",
+            crate::kinds::names().join(", ")
+        )))
+    }
+}
+
+/// A dead letter fit to show: the payload scrubbed, the signature left out.
+fn shown(mut d: DeadLetter) -> DeadLetter {
+    if let Some(e) = d.envelope.as_mut() {
+        leadq_platform::scrub::global().scrub_json(&mut e.payload);
+        e.signature = None;
+    }
+    d
+}
+
+fn filter_json(f: &Filter) -> serde_json::Value {
+    serde_json::json!({
+        "tenant": f.tenant, "reason": f.reason,
+        "dead_before": f.dead_before, "dead_after": f.dead_after,
+    })
+}
+
+async fn record(
+    pool: &PgPool,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    correlation_id: &str,
+    details: serde_json::Value,
+) -> Result<(), DlqError> {
+    let mut tx = db::begin(pool, Scope::Platform).await?;
+    audit::record(
+        &mut *tx,
+        &AuditEntry {
+            tenant_id: None,
+            actor,
+            action,
+            subject,
+            outcome: "ok",
+            correlation_id,
+            details,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Who does it and under which correlation id.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    /// `operator:<name>`.
+    pub actor: &'a str,
+    /// The request's or the command's correlation id.
+    pub correlation_id: &'a str,
+}
+
+/// One page of dead letters, scrubbed; audited as `dlq.list`.
+pub async fn list(
+    pool: &PgPool,
+    queue: &Queue,
+    who: Actor<'_>,
+    kind: &str,
+    filter: &Filter,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Page, DlqError> {
+    check_kind(kind)?;
+    record(
+        pool,
+        who.actor,
+        "dlq.list",
+        &format!("kind:{kind}"),
+        who.correlation_id,
+        filter_json(filter),
+    )
+    .await?;
+    let page = queue.dead_letter_page(kind, filter, cursor, limit).await?;
+    Ok(Page {
+        items: page.items.into_iter().map(shown).collect(),
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// One dead letter, scrubbed; audited as `dlq.show`.
+pub async fn show(
+    pool: &PgPool,
+    queue: &Queue,
+    who: Actor<'_>,
+    kind: &str,
+    job_id: Uuid,
+) -> Result<Option<DeadLetter>, DlqError> {
+    check_kind(kind)?;
+    record(
+        pool,
+        who.actor,
+        "dlq.show",
+        &format!("job:{job_id}"),
+        who.correlation_id,
+        serde_json::json!({"kind": kind}),
+    )
+    .await?;
+    Ok(queue.dead_letter(kind, job_id).await?.map(shown))
+}
+
+/// Re-drive or purge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Put the jobs back on the queue (same job, same `message_id`).
+    Redrive,
+    /// Delete them for good.
+    Purge,
+}
+
+/// Which dead letters an action applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// These ids.
+    Ids(Vec<Uuid>),
+    /// Every dead letter matching the filter. An empty filter is refused for a purge unless
+    /// `all` is set.
+    Matching {
+        /// The filter.
+        filter: Filter,
+        /// Confirms an unfiltered purge.
+        all: bool,
+    },
+}
+
+/// What an action did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The action.
+    pub action: Action,
+    /// The kind.
+    pub kind: String,
+    /// Dead letters selected.
+    pub selected: usize,
+    /// Re-driven or purged (fewer than selected if some changed meanwhile).
+    pub done: usize,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// Re-drives or purges the selected dead letters of `kind`, calling `progress(done, total)`
+/// after every chunk; audited as `dlq.redrive` / `dlq.purge` with the selection and counts.
+pub async fn act(
+    pool: &PgPool,
+    queue: &Queue,
+    who: Actor<'_>,
+    kind: &str,
+    action: Action,
+    selection: &Selection,
+    progress: Progress<'_>,
+) -> Result<Outcome, DlqError> {
+    check_kind(kind)?;
+    let (ids, described) = match selection {
+        Selection::Ids(ids) => (ids.clone(), serde_json::json!({"ids": ids.len()})),
+        Selection::Matching { filter, all } => {
+            if action == Action::Purge && *filter == Filter::default() && !all {
+                return Err(DlqError::Invalid(
+                    "a purge needs ids or a filter (tenant, reason, age), or all=true".into(),
+                ));
+            }
+            (
+                queue.dead_letter_ids(kind, filter).await?,
+                filter_json(filter),
+            )
+        }
+    };
+    let done = match action {
+        Action::Redrive => queue.redrive(kind, &ids, progress).await?,
+        Action::Purge => queue.purge(kind, &ids, progress).await?,
+    };
+    let outcome = Outcome {
+        action,
+        kind: kind.to_owned(),
+        selected: ids.len(),
+        done,
+        finished_at: Utc::now(),
+    };
+    let name = match action {
+        Action::Redrive => "dlq.redrive",
+        Action::Purge => "dlq.purge",
+    };
+    record(
+        pool,
+        who.actor,
+        name,
+        &format!("kind:{kind}"),
+        who.correlation_id,
+        serde_json::json!({"selection": described, "selected": ids.len(), "done": done}),
+    )
+    .await?;
+    Ok(outcome)
+}
