@@ -340,3 +340,63 @@ async fn a_panicking_handler_is_a_transient_failure_not_a_dead_worker() {
         ("max_attempts", "panic")
     );
 }
+
+fn tenant_job(tenant: uuid::Uuid, i: usize) -> NewJob {
+    let mut j = job(i, None);
+    j.envelope.tenant_id = tenant;
+    j.envelope.message_id = format!("m-{tenant}-{i}");
+    j
+}
+
+/// Where tenant B's jobs start among all starts, after tenant A queued `backlog` first.
+async fn b_positions(weight_b: Option<f64>, backlog: usize, b_jobs: usize) -> Vec<usize> {
+    let q = queue(settings(&queue_prefix(), 3, 100)).await;
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    if let Some(w) = weight_b {
+        q.set_tenant_weight(KIND, b, w).await.unwrap();
+    }
+    let flood: Vec<NewJob> = (0..backlog).map(|i| tenant_job(a, i)).collect();
+    q.enqueue(flood).await.unwrap();
+    q.enqueue((0..b_jobs).map(|i| tenant_job(b, i)).collect())
+        .await
+        .unwrap();
+    let tenants: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    let seen = tenants.clone();
+    let handler: Handler = Arc::new(move |job| {
+        seen.lock().unwrap().push(job.meta.tenant_id);
+        async { Ok(()) }.boxed()
+    });
+    let w = start(&q, handler, Recorder::default());
+    wait_for("tenant B's jobs", Duration::from_secs(30), || async {
+        let t = tenants.lock().unwrap();
+        (t.iter().filter(|t| **t == b).count() == b_jobs).then_some(())
+    })
+    .await;
+    w.stop().await;
+    let t = tenants.lock().unwrap();
+    t.iter()
+        .enumerate()
+        .filter(|(_, t)| **t == b)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_flooding_the_queue_does_not_starve_another() {
+    // A queued 5,000 jobs before B queued 20: B is served alongside A, not after it.
+    let pos = b_positions(None, 5_000, 20).await;
+    let last = *pos.last().unwrap();
+    // Equal weights interleave one for one (plus the batch already fetched before B's
+    // arrived): B's 20 are done within the first ~60 runs, not after 5,000.
+    assert!(
+        last < 100,
+        "B's last job started at position {last}: {pos:?}"
+    );
+    // Weighted: B at 4 gets four runs for each of A's.
+    let pos = b_positions(Some(4.0), 5_000, 40).await;
+    let last = *pos.last().unwrap();
+    assert!(
+        last < 80,
+        "B (weight 4) finished at position {last}: {pos:?}"
+    );
+}

@@ -236,6 +236,7 @@ impl Queue {
                 .key(&k.jobs)
                 .key(&k.ready)
                 .key(&k.wake)
+                .key(&k.fair)
                 .arg(action);
             for id in chunk {
                 inv.arg(id.to_string());

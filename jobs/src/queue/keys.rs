@@ -9,10 +9,16 @@
 pub(crate) struct Keys {
     /// `{prefix:kind}`, the hash tag every key starts with.
     pub(crate) tag: String,
-    /// LIST of ready job ids (LPUSH to add, RPOP to take: FIFO).
+    /// ZSET ready job id → virtual start tag: fair across tenants, FIFO within one (see
+    /// `lua/fair.lua`); fetch is ZPOPMIN.
     pub(crate) ready: String,
+    /// HASH of the fair order: `v` virtual clock, `f:<tenant>` next tag, `w:<tenant>` weight.
+    pub(crate) fair: String,
+    /// LIST of ready ids as versions before fair ordering kept them; the reaper moves any it
+    /// finds into `ready` (rolling upgrade), and nothing writes it any more.
+    pub(crate) legacy_ready: String,
     /// HASH: `<id>` → envelope JSON, `<id>:a` attempts, `<id>:o` lease owner,
-    /// `<id>:x` lease expiries, `<id>:e` last error code.
+    /// `<id>:x` lease expiries, `<id>:e` last error code, `<id>:t` tenant.
     pub(crate) jobs: String,
     /// ZSET id → lease deadline (ms, Redis clock).
     pub(crate) leases: String,
@@ -42,7 +48,9 @@ impl Keys {
         let tag = format!("{{{prefix}:{kind}}}");
         let k = |suffix: &str| format!("{tag}:{suffix}");
         Self {
-            ready: k("ready"),
+            ready: k("fair_ready"),
+            fair: k("fair"),
+            legacy_ready: k("ready"),
             jobs: k("jobs"),
             leases: k("leases"),
             scheduled: k("scheduled"),
@@ -76,7 +84,7 @@ mod tests {
     fn every_key_shares_the_hash_tag() {
         let k = super::Keys::new("leadq", "lead_score");
         assert_eq!(k.tag, "{leadq:lead_score}");
-        for key in [&k.ready, &k.jobs, &k.leases, &k.dead, &k.workers] {
+        for key in [&k.ready, &k.fair, &k.jobs, &k.leases, &k.dead, &k.workers] {
             assert!(key.starts_with("{leadq:lead_score}:"), "{key}");
         }
         assert!(k

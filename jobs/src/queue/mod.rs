@@ -80,19 +80,24 @@ pub(crate) struct Scripts {
     pub(crate) dlq: redis::Script,
 }
 
+/// A script that adds ready jobs, with the fair-ordering functions of `lua/fair.lua` before it.
+fn fair(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{}\n{body}", include_str!("lua/fair.lua")))
+}
+
 impl Scripts {
     fn load() -> Self {
         Self {
-            enqueue: redis::Script::new(include_str!("lua/enqueue.lua")),
-            fetch: redis::Script::new(include_str!("lua/fetch.lua")),
-            ack: redis::Script::new(include_str!("lua/ack.lua")),
+            enqueue: fair(include_str!("lua/enqueue.lua")),
+            fetch: fair(include_str!("lua/fetch.lua")),
+            ack: fair(include_str!("lua/ack.lua")),
             renew: redis::Script::new(include_str!("lua/renew.lua")),
-            reap: redis::Script::new(include_str!("lua/reap.lua")),
+            reap: fair(include_str!("lua/reap.lua")),
             heartbeat: redis::Script::new(include_str!("lua/heartbeat.lua")),
-            release_owned: redis::Script::new(include_str!("lua/release_owned.lua")),
+            release_owned: fair(include_str!("lua/release_owned.lua")),
             erase: redis::Script::new(include_str!("lua/erase.lua")),
             admit: redis::Script::new(include_str!("lua/admit.lua")),
-            dlq: redis::Script::new(include_str!("lua/dlq.lua")),
+            dlq: fair(include_str!("lua/dlq.lua")),
         }
     }
 }
@@ -392,7 +397,8 @@ impl Queue {
                 inv.key(&keys.ready)
                     .key(&keys.jobs)
                     .key(&keys.scheduled)
-                    .key(&keys.wake);
+                    .key(&keys.wake)
+                    .key(&keys.fair);
                 inv.arg(&ttl).arg(chunk.len());
                 let mut ids = Vec::with_capacity(chunk.len());
                 for (_, job) in chunk {
@@ -406,7 +412,10 @@ impl Queue {
                     let data = serde_json::to_string(&e)
                         .map_err(|err| QueueError::Invalid(err.to_string()))?;
                     let run_at = job.run_at.map(|t| t.timestamp_millis()).unwrap_or(0);
-                    inv.arg(id.to_string()).arg(data).arg(run_at);
+                    inv.arg(id.to_string())
+                        .arg(data)
+                        .arg(run_at)
+                        .arg(e.tenant_id.to_string());
                     ids.push(id);
                 }
                 let stored: Vec<String> = inv.invoke_async(&mut conn).await?;
@@ -433,6 +442,27 @@ impl Queue {
         out.into_iter()
             .map(|e| e.ok_or_else(|| QueueError::Protocol("missing enqueue result".into())))
             .collect()
+    }
+
+    /// Sets a tenant's share of `kind`'s workers relative to other tenants with ready jobs
+    /// (default 1; a tenant of weight 2 is served twice as often as one of weight 1 while both
+    /// have work waiting).
+    pub async fn set_tenant_weight(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+        weight: f64,
+    ) -> Result<(), QueueError> {
+        if !(weight.is_finite() && (0.01..=1000.0).contains(&weight)) {
+            return Err(QueueError::Invalid("weight must be 0.01-1000".into()));
+        }
+        let _: i64 = redis::cmd("HSET")
+            .arg(&self.keys(kind).fair)
+            .arg(format!("w:{tenant}"))
+            .arg(weight)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     /// Marks a producer's delivery id as seen for `tenant` (for `ttl`), atomically: `true` the
@@ -491,7 +521,7 @@ impl Queue {
         let k = self.keys(kind);
         type Reply = (u64, u64, u64, u64, BTreeMap<String, u64>);
         let (pending, scheduled, running, dead, stats): Reply = redis::pipe()
-            .llen(&k.ready)
+            .zcard(&k.ready)
             .zcard(&k.scheduled)
             .zcard(&k.leases)
             .zcard(&k.dead)
@@ -577,6 +607,7 @@ impl Queue {
             .key(&k.jobs)
             .key(&k.leases)
             .key(&k.scheduled)
+            .key(&k.fair)
             .arg(n)
             .arg(self.inner.cfg.lease.as_millis() as u64)
             .arg(worker)
@@ -670,6 +701,7 @@ impl Queue {
             .key(&k.leases)
             .key(&k.ready)
             .key(&k.wake)
+            .key(&k.fair)
             .arg(worker)
             .arg(100_000)
             .invoke_async(&mut self.conn())
@@ -696,6 +728,7 @@ impl Queue {
             &k.policy,
             &k.ready,
             &k.wake,
+            &k.fair,
         ] {
             inv.key(key);
         }

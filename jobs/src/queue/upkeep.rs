@@ -142,6 +142,8 @@ impl Upkeep {
                 .key(&k.stats)
                 .key(&k.wake)
                 .key(&k.scheduled)
+                .key(&k.fair)
+                .key(&k.legacy_ready)
                 .arg(q.settings().max_lease_expiries)
                 .arg(super::REAP_SLICE)
                 .invoke_async(&mut q.conn())

@@ -1,7 +1,7 @@
 -- Settle a batch of leased jobs.
 -- KEYS[1] jobs   KEYS[2] leases   KEYS[3] scheduled   KEYS[4] dead (zset id -> ms)
 -- KEYS[5] dead_data (hash)   KEYS[6] done (zset id -> ms)   KEYS[7] stats (hash)
--- KEYS[8] policy (hash)   KEYS[9] ready   KEYS[10] wake
+-- KEYS[8] policy (hash)   KEYS[9] ready   KEYS[10] wake   KEYS[11] fair
 -- ARGV[1] n   ARGV[2] completed ids kept   ARGV[3] default max attempts
 -- ARGV[4] default backoff base ms   ARGV[5] default backoff max ms
 -- then per entry, 5 values: id, owner, action, a, b
@@ -13,6 +13,7 @@
 -- Returns per entry { result, detail }: result is the action taken ('completed', 'retried',
 -- 'dead', 'snoozed', 'released') or 'lost' when the lease is no longer this owner's;
 -- detail is the retry delay in ms for 'retried' / 'snoozed', the reason for 'dead'.
+FAIR_KEY = KEYS[11]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
@@ -28,7 +29,7 @@ local function bury(id, attempts, reason, code)
   redis.call('HSET', KEYS[5], id, data or '', id .. ':r', reason, id .. ':c', code,
     id .. ':a', attempts)
   redis.call('ZADD', KEYS[4], now, id)
-  redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e')
+  redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t')
   dead = dead + 1
 end
 
@@ -42,7 +43,7 @@ for i = 1, n do
     redis.call('ZREM', KEYS[2], id)
     local attempts = tonumber(cur[2]) or 1
     if action == 'ok' then
-      redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e')
+      redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t')
       redis.call('ZADD', KEYS[6], now, id)
       completed = completed + 1
       out[#out + 1] = { 'completed', '' }
@@ -70,7 +71,7 @@ for i = 1, n do
       out[#out + 1] = { 'snoozed', a1 }
     elseif action == 'release' then
       redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1)
-      redis.call('RPUSH', KEYS[9], id)
+      redis.call('ZADD', KEYS[9], fair_clock(), id)
       redis.call('LPUSH', KEYS[10], '1')
       redis.call('LTRIM', KEYS[10], 0, 7)
       out[#out + 1] = { 'released', '' }

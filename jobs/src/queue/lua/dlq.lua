@@ -1,21 +1,26 @@
 -- Re-drive or purge dead letters of one kind, by id, atomically per call.
 -- KEYS[1] dead (zset)   KEYS[2] dead_data (hash)   KEYS[3] jobs (hash)   KEYS[4] ready (list)
--- KEYS[5] wake (list)
+-- KEYS[5] wake (list)   KEYS[6] fair (hash)
 -- ARGV[1] 'redrive' | 'purge'   ARGV[2..] job ids
 -- Re-drive puts the job back, with its envelope unchanged (same message_id, same signature)
 -- and a fresh attempt count, at the head of the ready queue. Ids that are not dead letters
 -- (already re-driven, purged, or never dead) are skipped. Returns the number handled.
+FAIR_KEY = KEYS[6]
 local action = ARGV[1]
 local done = 0
-local ready = {}
+local zargs = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
   if redis.call('ZSCORE', KEYS[1], id) then
     if action == 'redrive' then
       local data = redis.call('HGET', KEYS[2], id)
       if data and data ~= '' then
-        redis.call('HSET', KEYS[3], id, data)
-        ready[#ready + 1] = id
+        -- Behind the tenant's other ready work, like a new job of that tenant.
+        local ok, env = pcall(cjson.decode, data)
+        local tenant = (ok and type(env) == 'table' and env.tenant_id) or ''
+        redis.call('HSET', KEYS[3], id, data, id .. ':t', tenant)
+        zargs[#zargs + 1] = fair_tag(tenant)
+        zargs[#zargs + 1] = id
       end
     end
     redis.call('ZREM', KEYS[1], id)
@@ -23,8 +28,9 @@ for i = 2, #ARGV do
     done = done + 1
   end
 end
-if #ready > 0 then
-  redis.call('LPUSH', KEYS[4], unpack(ready))
+if #zargs > 0 then
+  redis.call('ZADD', KEYS[4], unpack(zargs))
+  fair_save()
   if redis.call('LLEN', KEYS[5]) < 8 then
     redis.call('LPUSH', KEYS[5], '1')
   end

@@ -8,9 +8,9 @@ for _, id in ipairs(ARGV) do
   if redis.call('ZSCORE', KEYS[4], id) then
     running = running + 1
   else
-    local n = redis.call('LREM', KEYS[2], 0, id)
+    local n = redis.call('ZREM', KEYS[2], id)
       + redis.call('ZREM', KEYS[3], id)
-      + redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e')
+      + redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t')
       + redis.call('ZREM', KEYS[5], id)
       + redis.call('HDEL', KEYS[6], id, id .. ':r', id .. ':c', id .. ':a')
     if n > 0 then removed = removed + 1 end

@@ -1,9 +1,11 @@
 -- Recover jobs whose lease expired (their worker died or stalled) and promote due scheduled
 -- jobs. Runs on every worker every second; each call handles a bounded slice.
 -- KEYS[1] jobs   KEYS[2] leases   KEYS[3] ready   KEYS[4] dead   KEYS[5] dead_data
--- KEYS[6] stats   KEYS[7] wake   KEYS[8] scheduled
+-- KEYS[6] stats   KEYS[7] wake   KEYS[8] scheduled   KEYS[9] fair
+-- KEYS[10] the LIST of ready ids of versions before fair ordering (drained into ready)
 -- ARGV[1] max lease expiries before a job is 'poisoned'   ARGV[2] slice size
 -- Returns { recovered, poisoned, promoted }.
+FAIR_KEY = KEYS[9]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local max_exp = tonumber(ARGV[1])
@@ -19,18 +21,24 @@ for _, id in ipairs(expired) do
     redis.call('HSET', KEYS[5], id, data or '', id .. ':r', 'poisoned', id .. ':c',
       'lease_expired', id .. ':a', attempts)
     redis.call('ZADD', KEYS[4], now, id)
-    redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e')
+    redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t')
     poisoned = poisoned + 1
   else
     redis.call('HSET', KEYS[1], id .. ':o', '')
-    redis.call('RPUSH', KEYS[3], id)
+    -- It had reached the front once: it goes back to the front.
+    redis.call('ZADD', KEYS[3], fair_clock(), id)
     recovered = recovered + 1
   end
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now, 'LIMIT', 0, limit)
 if #due > 0 then
   redis.call('ZREM', KEYS[8], unpack(due))
-  redis.call('RPUSH', KEYS[3], unpack(due))
+  fair_promote(KEYS[1], KEYS[3], due)
+end
+local legacy = redis.call('RPOP', KEYS[10], limit)
+if legacy then
+  fair_promote(KEYS[1], KEYS[3], legacy)
+  due[#due + 1] = legacy[1]
 end
 if poisoned > 0 then
   redis.call('HINCRBY', KEYS[6], 'dead', poisoned)
