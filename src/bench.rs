@@ -42,6 +42,10 @@ pub enum Mode {
     Drain,
     /// One worker; a producer child enqueues R jobs/s for T seconds, one call per job.
     Steady,
+    /// Fairness: tenant A enqueues N jobs at once, then tenant B enqueues R jobs/s for T
+    /// seconds while A's backlog drains; reports B's latency (`b_lat_ms`) and A's backlog
+    /// left when B's last job was enqueued.
+    Fair,
 }
 
 /// Drain phases.
@@ -141,12 +145,19 @@ fn payload(seq: u64, t_enq: f64, bytes: usize) -> serde_json::Value {
     json!({"seq": seq, "t_enq": t_enq, "pad": "x".repeat(bytes.saturating_sub(base))})
 }
 
+/// Tenant B of the fair mode (tenant A, and every other mode, use the nil tenant).
+const TENANT_B: uuid::Uuid = uuid::Uuid::from_u128(0xb);
+
 fn envelope(run: &str, seq: u64, t_enq: f64, bytes: usize) -> NewJob {
+    tenant_envelope(uuid::Uuid::nil(), run, seq, t_enq, bytes)
+}
+
+fn tenant_envelope(tenant: uuid::Uuid, run: &str, seq: u64, t_enq: f64, bytes: usize) -> NewJob {
     NewJob {
         envelope: Envelope {
             schema_version: SCHEMA_VERSION,
             message_id: format!("{run}-{seq}"),
-            tenant_id: uuid::Uuid::nil(),
+            tenant_id: tenant,
             user_id: "bench".into(),
             action: KIND.into(),
             payload: payload(seq, t_enq, bytes),
@@ -235,6 +246,8 @@ fn summarize(mut v: Vec<f64>) -> serde_json::Value {
 struct Tally {
     t_enq: HashMap<uuid::Uuid, f64>,
     lat: Vec<f64>,
+    /// Latencies of tenant B's jobs (fair mode).
+    lat_b: Vec<f64>,
     completed: usize,
     failed: usize,
     t_first_start: f64,
@@ -261,6 +274,9 @@ impl JobObserver for BenchObserver {
                 tally.completed += 1;
                 if let Some(t_enq) = t_enq {
                     tally.lat.push(t - t_enq);
+                    if report.meta.tenant_id == TENANT_B {
+                        tally.lat_b.push(t - t_enq);
+                    }
                 }
                 tally.t_last_done = t;
             }
@@ -510,6 +526,46 @@ async fn steady(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::Result<()
     Ok(())
 }
 
+/// Fair mode (see [`Mode::Fair`]).
+async fn fair(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::Result<()> {
+    let queue = connect(a).await?;
+    out["n"] = json!(a.n);
+    let e = enqueue_bulk(a, &queue).await?;
+    if let (Some(o), Some(e)) = (out.as_object_mut(), e.as_object()) {
+        o.extend(e.clone());
+    }
+    let b_total = (a.rate * a.duration).round() as usize;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (rate, bytes, q) = (a.rate, a.payload_bytes, queue.clone());
+    let producer = tokio::spawn(async move {
+        let _ = rx.await;
+        let run = uuid::Uuid::now_v7().to_string();
+        let t0 = now_ms();
+        for i in 0..b_total {
+            let due = t0 + i as f64 * 1000.0 / rate;
+            let wait = due - now_ms();
+            if wait > 0.0 {
+                tokio::time::sleep(Duration::from_secs_f64(wait / 1000.0)).await;
+            }
+            let job = tenant_envelope(TENANT_B, &run, i as u64, now_ms(), bytes);
+            q.enqueue(vec![job]).await?;
+        }
+        Ok::<u64, anyhow::Error>(q.counts(KIND).await?.pending)
+    });
+    let w = run_worker(a, &queue, a.n + b_total, move || {
+        let _ = tx.send(());
+    })
+    .await?;
+    let backlog_left = producer.await.context("tenant B producer")??;
+    let lat_b = w.tally.lat_b.clone();
+    work_fields(out, w, a.n + b_total);
+    out["b_rate"] = json!(a.rate);
+    out["b_sent"] = json!(b_total);
+    out["b_lat_ms"] = summarize(lat_b);
+    out["a_backlog_left_when_b_finished_sending"] = json!(backlog_left);
+    Ok(())
+}
+
 /// Runs the benchmark and prints its JSON line.
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.role == Role::Producer {
@@ -537,6 +593,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             }
         }
         Mode::Steady => steady(&a, &mut out).await?,
+        Mode::Fair => fair(&a, &mut out).await?,
     }
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
