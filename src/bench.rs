@@ -192,6 +192,8 @@ fn queue_settings(a: &BenchArgs) -> QueueSettings {
         kinds,
         dedupe_ttl: Duration::from_secs(3600),
         keep_done: 1000,
+        keep_done_for: Duration::from_secs(3600),
+        dead_letter_ttl: Duration::from_secs(86_400),
     }
 }
 

@@ -80,6 +80,10 @@ pub struct QueueSettings {
     pub dedupe_ttl: Duration,
     /// Completed job ids kept for inspection (the count cap of the `done` set).
     pub keep_done: u64,
+    /// Completed job ids older than this are trimmed too (the age cap of the `done` set).
+    pub keep_done_for: Duration,
+    /// Dead letters older than this are deleted (retention; re-drive or purge them before).
+    pub dead_letter_ttl: Duration,
 }
 
 /// Log output format.
@@ -387,6 +391,10 @@ impl Settings {
         let shutdown_timeout = r.secs("LEADQ_SHUTDOWN_TIMEOUT_SECS", Duration::from_secs(25));
         let dedupe_ttl = r.secs("LEADQ_DEDUPE_TTL_SECS", Duration::from_secs(24 * 3600));
         let keep_done = r.positive("LEADQ_KEEP_DONE", 10_000u64, "a whole number");
+        let keep_done_for = r.secs("LEADQ_KEEP_DONE_SECS", Duration::from_secs(24 * 3600));
+        let dead_letter_days =
+            r.positive("LEADQ_DEAD_LETTER_DAYS", 14u64, "a whole number of days");
+        let dead_letter_ttl = Duration::from_secs(dead_letter_days.saturating_mul(86_400));
         let mut kind_settings = BTreeMap::new();
         for d in kinds {
             let up = d.kind.to_ascii_uppercase();
@@ -448,6 +456,8 @@ impl Settings {
                 kinds: kind_settings,
                 dedupe_ttl,
                 keep_done,
+                keep_done_for,
+                dead_letter_ttl,
             },
         })
     }

@@ -76,6 +76,8 @@ fn settings(prefix: &str, max_attempts: u32, base_ms: u64) -> QueueSettings {
         kinds,
         dedupe_ttl: Duration::from_secs(600),
         keep_done: 100,
+        keep_done_for: Duration::from_secs(3600),
+        dead_letter_ttl: Duration::from_secs(86_400),
     }
 }
 
@@ -399,4 +401,72 @@ async fn a_tenant_flooding_the_queue_does_not_starve_another() {
         last < 80,
         "B (weight 4) finished at position {last}: {pos:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_jobs_and_dead_letters_are_trimmed_by_age_with_their_data() {
+    let mut s = settings(&queue_prefix(), 1, 100);
+    s.keep_done_for = Duration::from_millis(1500);
+    s.dead_letter_ttl = Duration::from_millis(1500);
+    let prefix = s.prefix.clone();
+    let q = queue(s).await;
+    let handler: Handler = Arc::new(|job| {
+        let fail = job.payload["i"] == 0;
+        async move {
+            if fail {
+                Err(JobError::permanent(
+                    "invalid_payload",
+                    anyhow::anyhow!("bad"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        .boxed()
+    });
+    let w = start(&q, handler, Recorder::default());
+    q.enqueue((0..6).map(|i| job(i, None)).collect())
+        .await
+        .unwrap();
+    wait_for("five done, one dead", Duration::from_secs(10), || async {
+        let c = q.counts(KIND).await.unwrap();
+        (c.done == 5 && c.dead == 1).then_some(())
+    })
+    .await;
+    #[allow(clippy::disallowed_methods)]
+    let url = std::env::var("REDIS_URL").unwrap();
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = |name: &str| format!("{{{prefix}:{KIND}}}:{name}");
+    let kept: u64 = redis::cmd("ZCARD")
+        .arg(key("done"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept, 5);
+    // Past retention: the reaper deletes the dead letter, the next completion trims `done`.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    q.enqueue(vec![job(100, None)]).await.unwrap();
+    wait_for("trimmed", Duration::from_secs(10), || async {
+        let c = q.counts(KIND).await.unwrap();
+        let kept: u64 = redis::cmd("ZCARD")
+            .arg(key("done"))
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        (c.done == 6 && kept == 1 && c.dead == 0).then_some(())
+    })
+    .await;
+    w.stop().await;
+    // Nothing of a finished job is left behind.
+    let (jobs, dead_data): (u64, u64) = redis::pipe()
+        .hlen(key("jobs"))
+        .hlen(key("dead_data"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((jobs, dead_data), (0, 0));
 }

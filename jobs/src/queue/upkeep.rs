@@ -131,7 +131,7 @@ impl Upkeep {
         for r in &self.runners {
             let q = &r.queue;
             let k = q.keys(r.kind);
-            let res: Result<(u64, u64, u64), _> = q
+            let res: Result<(u64, u64, u64, u64), _> = q
                 .scripts()
                 .reap
                 .key(&k.jobs)
@@ -146,10 +146,18 @@ impl Upkeep {
                 .key(&k.legacy_ready)
                 .arg(q.settings().max_lease_expiries)
                 .arg(super::REAP_SLICE)
+                .arg(q.settings().dead_letter_ttl.as_millis() as u64)
                 .invoke_async(&mut q.conn())
                 .await;
             match res {
-                Ok((recovered, poisoned, _promoted)) => {
+                Ok((recovered, poisoned, _promoted, expired)) => {
+                    if expired > 0 {
+                        tracing::info!(
+                            kind = r.kind,
+                            expired,
+                            "Deleted dead letters past their retention."
+                        );
+                    }
                     if recovered > 0 {
                         tracing::warn!(
                             kind = r.kind,

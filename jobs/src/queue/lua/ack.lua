@@ -2,8 +2,8 @@
 -- KEYS[1] jobs   KEYS[2] leases   KEYS[3] scheduled   KEYS[4] dead (zset id -> ms)
 -- KEYS[5] dead_data (hash)   KEYS[6] done (zset id -> ms)   KEYS[7] stats (hash)
 -- KEYS[8] policy (hash)   KEYS[9] ready   KEYS[10] wake   KEYS[11] fair
--- ARGV[1] n   ARGV[2] completed ids kept   ARGV[3] default max attempts
--- ARGV[4] default backoff base ms   ARGV[5] default backoff max ms
+-- ARGV[1] n   ARGV[2] completed ids kept (count)   ARGV[3] completed ids kept (age, ms)
+-- ARGV[4] default max attempts   ARGV[5] default backoff base ms   ARGV[6] default backoff max ms
 -- then per entry, 5 values: id, owner, action, a, b
 --   action 'ok'      completed
 --   action 'retry'   transient failure: a = error code, b = jitter in [0, 1)
@@ -18,9 +18,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
 local pol = redis.call('HMGET', KEYS[8], 'max_attempts', 'backoff_base_ms', 'backoff_max_ms')
-local max_attempts = tonumber(pol[1]) or tonumber(ARGV[3])
-local base_ms = tonumber(pol[2]) or tonumber(ARGV[4])
-local max_ms = tonumber(pol[3]) or tonumber(ARGV[5])
+local max_attempts = tonumber(pol[1]) or tonumber(ARGV[4])
+local base_ms = tonumber(pol[2]) or tonumber(ARGV[5])
+local max_ms = tonumber(pol[3]) or tonumber(ARGV[6])
 local out = {}
 local completed, retried, dead, snoozed = 0, 0, 0, 0
 
@@ -34,7 +34,7 @@ local function bury(id, attempts, reason, code)
 end
 
 for i = 1, n do
-  local b = 5 + 5 * (i - 1)
+  local b = 6 + 5 * (i - 1)
   local id, owner, action, a1, a2 = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local cur = redis.call('HMGET', KEYS[1], id .. ':o', id .. ':a')
   if cur[1] ~= owner then
@@ -86,6 +86,8 @@ if completed > 0 then
   if redis.call('ZCARD', KEYS[6]) > keep + 100 then
     redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -(keep + 1))
   end
+  -- And by age. Only ids live here: a finished job's data was deleted when it finished.
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. (now - tonumber(ARGV[3])))
 end
 if retried > 0 then redis.call('HINCRBY', KEYS[7], 'retried', retried) end
 if retried + dead > 0 then redis.call('HINCRBY', KEYS[7], 'failed', retried + dead) end

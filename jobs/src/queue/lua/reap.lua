@@ -4,7 +4,8 @@
 -- KEYS[6] stats   KEYS[7] wake   KEYS[8] scheduled   KEYS[9] fair
 -- KEYS[10] the LIST of ready ids of versions before fair ordering (drained into ready)
 -- ARGV[1] max lease expiries before a job is 'poisoned'   ARGV[2] slice size
--- Returns { recovered, poisoned, promoted }.
+-- ARGV[3] dead-letter retention (ms): older dead letters are deleted, a slice per call
+-- Returns { recovered, poisoned, promoted, expired dead letters }.
 FAIR_KEY = KEYS[9]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -40,6 +41,11 @@ if legacy then
   fair_promote(KEYS[1], KEYS[3], legacy)
   due[#due + 1] = legacy[1]
 end
+local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[3]), 'LIMIT', 0, limit)
+for _, id in ipairs(old) do
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('HDEL', KEYS[5], id, id .. ':r', id .. ':c', id .. ':a')
+end
 if poisoned > 0 then
   redis.call('HINCRBY', KEYS[6], 'dead', poisoned)
   redis.call('HINCRBY', KEYS[6], 'failed', poisoned)
@@ -49,4 +55,4 @@ if recovered + #due > 0 then
   redis.call('LPUSH', KEYS[7], '1')
   redis.call('LTRIM', KEYS[7], 0, 7)
 end
-return { recovered, poisoned, #due }
+return { recovered, poisoned, #due, #old }
