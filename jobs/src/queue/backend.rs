@@ -1,8 +1,8 @@
 //! Our Redis backend for apalis-core 1.0, and the layer that settles every job.
 //!
 //! apalis drives [`RedisBackend`] through `poll_next` only when its service stack has room
-//! (the concurrency limit is ready), so a fetch asks for exactly the free capacity and leases
-//! stay short. An idle backend blocks on the queue's wake list (with a short timeout, which
+//! (the concurrency limit is ready), so a fetch asks for the free capacity plus a small
+//! prefetch (a quarter of the concurrency), and leases stay short. An idle backend blocks on the queue's wake list (with a short timeout, which
 //! also paces the promotion of due retries), so a new job starts within milliseconds without
 //! busy polling.
 //!
@@ -295,6 +295,10 @@ impl KindRunner {
     }
 }
 
+/// Jobs leased ahead of free slots: concurrency / this (rounded up). Small, so a dead worker
+/// strands few jobs until their leases expire, and other workers still get their share.
+const PREFETCH_DIVISOR: usize = 4;
+
 /// The longest an idle worker waits before it looks again.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 
@@ -482,10 +486,12 @@ impl<P: DeserializeOwned + Send + 'static> Backend for RedisBackend<P> {
                 return Poll::Ready(Some(Ok(task)));
             }
             if self.fetching.is_none() {
-                // Ask for the free capacity: leases held minus those being settled right now.
-                let want = self
-                    .runner
-                    .concurrency
+                // Ask for the free capacity (leases held, including those being settled, count
+                // as taken) plus a small prefetch: while one fetch is in flight, slots keep
+                // freeing, and without a few jobs at hand each freed slot would wait for a
+                // round trip of its own (fetches are serial per worker).
+                let c = self.runner.concurrency;
+                let want = (c + c.div_ceil(PREFETCH_DIVISOR))
                     .saturating_sub(self.runner.book.len())
                     .max(1);
                 let fut = self.runner.clone().fetch_some(want, self.closing.clone());
