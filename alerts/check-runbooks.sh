@@ -78,7 +78,9 @@ for f in "${runbook_files[@]}"; do
   for s in "${SECTIONS[@]}"; do
     grep -qx "$s" "$f" || problem "$f: missing section '$s'"
   done
-  printf '%s\n' "${alerts[@]}" | grep -qx "$name" || problem "$f: no alert named $name in alerts/*.yml"
+  # A here-string, not a pipe: with pipefail, `printf | grep -q` fails at random when grep
+  # exits before printf has written everything (SIGPIPE).
+  grep -qxF -- "$name" <<<"$(printf '%s\n' "${alerts[@]}")" || problem "$f: no alert named $name in alerts/*.yml"
 done
 
 # Test coverage: "<alert> fire" / "<alert> nofire" for every alert_rule_test case.
