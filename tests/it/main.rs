@@ -4,6 +4,7 @@
 mod api_auth;
 mod api_leads;
 mod audit;
+mod chaos;
 mod crm;
 mod dlq;
 mod engine;
