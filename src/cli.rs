@@ -355,23 +355,19 @@ async fn set_limits(
             .await?;
     let id = uuid::Uuid::now_v7().to_string();
     let done = queue
-        .enqueue(vec![leadq_jobs::queue::NewJob {
-            envelope: Envelope {
-                schema_version: SCHEMA_VERSION,
-                message_id: format!("billing-{id}"),
-                tenant_id,
-                user_id: format!("operator:{operator}"),
-                action: kinds::UPDATE_BILLING_LIMIT.into(),
-                payload: serde_json::to_value(limits)?,
-                timestamp: chrono::Utc::now(),
-                correlation_id: id,
-                signature: None,
-            },
-            run_at: None,
-        }])
+        .enqueue_now(Envelope {
+            schema_version: SCHEMA_VERSION,
+            message_id: format!("billing-{id}"),
+            tenant_id,
+            user_id: format!("operator:{operator}"),
+            action: kinds::UPDATE_BILLING_LIMIT.into(),
+            payload: serde_json::to_value(limits)?,
+            timestamp: chrono::Utc::now(),
+            correlation_id: id,
+            signature: None,
+        })
         .await?;
-    let job_id = done.first().map(|e| e.job_id);
-    println!("{}", serde_json::json!({"job_id": job_id}));
+    println!("{}", serde_json::json!({"job_id": done.job_id}));
     Ok(())
 }
 

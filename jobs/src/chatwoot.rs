@@ -270,7 +270,7 @@ pub fn normalize(
     received_at: DateTime<Utc>,
 ) -> Result<Normalized, Malformed> {
     let body: Value =
-        serde_json::from_slice(raw).map_err(|e| Malformed::NotJson(e.classify_label()))?;
+        serde_json::from_slice(raw).map_err(|e| Malformed::NotJson(json_error_label(&e)))?;
     if !body.is_object() {
         return Err(Malformed::Shape("body is not a JSON object"));
     }
@@ -390,20 +390,14 @@ pub fn normalize(
     })
 }
 
-trait Classify {
-    fn classify_label(&self) -> String;
-}
-
-impl Classify for serde_json::Error {
-    /// Position and category, never the input.
-    fn classify_label(&self) -> String {
-        format!(
-            "{:?} error at line {} column {}",
-            self.classify(),
-            self.line(),
-            self.column()
-        )
-    }
+/// A JSON error's category and position, never the input.
+fn json_error_label(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 /// The `chatwoot_event` handler.
@@ -508,9 +502,7 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         Change::Contact => {}
     }
     // Conversation events carry the contact too; its fields are merged like any change.
-    let applied = leads::apply(&mut tx, meta, &lead).await?.ok_or_else(|| {
-        JobError::transient("lead_vanished", anyhow::anyhow!("lead erased mid-job"))
-    })?;
+    let applied = leads::apply_to_existing(&mut tx, meta, &lead).await?;
     audit::record(
         &mut *tx,
         &AuditEntry {

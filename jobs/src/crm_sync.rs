@@ -41,7 +41,7 @@ use crate::error::JobError;
 use crate::integrations::{self, CrmAuth, CrmConnection, IntegrationError};
 use crate::kinds;
 use crate::queue::backend::Job;
-use crate::queue::{NewJob, Queue};
+use crate::queue::Queue;
 use crate::Deps;
 
 /// The `crm_sync` payload.
@@ -82,10 +82,7 @@ pub async fn request(
         signature: None,
     };
     queue
-        .enqueue(vec![NewJob {
-            envelope,
-            run_at: None,
-        }])
+        .enqueue_now(envelope)
         .await
         .map_err(|e| JobError::transient("queue_unavailable", e))?;
     Ok(())
@@ -454,16 +451,18 @@ async fn pause(
 /// A bearer token for the tenant: the private-app token, or a cached OAuth access token,
 /// refreshed (once, under the connection's row lock) when it is about to expire.
 async fn bearer(deps: &Deps, tenant: Uuid, conn: &CrmConnection) -> Result<String, JobError> {
-    let CrmAuth::Oauth { .. } = &conn.auth else {
-        let CrmAuth::PrivateApp { token } = &conn.auth else {
-            unreachable!("two variants")
-        };
-        return Ok(token.clone());
+    // A cached access token with more than the margin left.
+    let fresh = |c: &CrmConnection| {
+        c.access
+            .as_ref()
+            .filter(|(_, exp)| *exp - REFRESH_MARGIN > Utc::now())
+            .map(|(t, _)| t.expose().to_owned())
     };
-    if let Some((t, exp)) = &conn.access {
-        if *exp - REFRESH_MARGIN > Utc::now() {
-            return Ok(t.expose().to_owned());
-        }
+    if let CrmAuth::PrivateApp { token } = &conn.auth {
+        return Ok(token.clone());
+    }
+    if let Some(t) = fresh(conn) {
+        return Ok(t);
     }
     let mut tx = db::begin(&deps.pool, Scope::Tenant(tenant)).await?;
     let locked = integrations::crm_connection(&mut tx, &deps.sealer, tenant, true)
@@ -471,10 +470,8 @@ async fn bearer(deps: &Deps, tenant: Uuid, conn: &CrmConnection) -> Result<Strin
         .map_err(crm_err)?
         .ok_or_else(|| JobError::permanent("crm_not_configured", anyhow::anyhow!("gone")))?;
     // Another job may have refreshed while we waited for the lock.
-    if let Some((t, exp)) = &locked.access {
-        if *exp - REFRESH_MARGIN > Utc::now() {
-            return Ok(t.expose().to_owned());
-        }
+    if let Some(t) = fresh(&locked) {
+        return Ok(t);
     }
     let CrmAuth::Oauth {
         client_id,

@@ -115,17 +115,36 @@ pub async fn ensure(
     if erased_since(conn, meta.tenant_id, external_id, meta.timestamp).await? {
         return Ok(None);
     }
-    let id: Uuid = sqlx::query_scalar(
+    // No write when the lead exists (the common case): an upsert would rewrite the row.
+    let find = "select id from leads where tenant_id = $1 and external_id = $2";
+    let found: Option<Uuid> = sqlx::query_scalar(find)
+        .bind(meta.tenant_id)
+        .bind(external_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if found.is_some() {
+        return Ok(found);
+    }
+    let created: Option<Uuid> = sqlx::query_scalar(
         "insert into leads (tenant_id, external_id, source) values ($1, $2, $3)
-         on conflict (tenant_id, external_id) do update set updated_at = leads.updated_at
-         returning id",
+         on conflict (tenant_id, external_id) do nothing returning id",
     )
     .bind(meta.tenant_id)
     .bind(external_id)
     .bind(source)
-    .fetch_one(conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(Some(id))
+    match created {
+        Some(id) => Ok(Some(id)),
+        // Another job created it meanwhile; a new statement sees its commit.
+        None => Ok(Some(
+            sqlx::query_scalar(find)
+                .bind(meta.tenant_id)
+                .bind(external_id)
+                .fetch_one(&mut *conn)
+                .await?,
+        )),
+    }
 }
 
 /// Applies `input` to its lead for `meta`'s tenant (see the module docs). `None`: the lead
@@ -135,13 +154,22 @@ pub async fn apply(
     meta: &JobMeta,
     input: &LeadInput,
 ) -> Result<Option<Applied>, sqlx::Error> {
-    let tenant = meta.tenant_id;
     if ensure(conn, meta, &input.external_id, &input.source)
         .await?
         .is_none()
     {
         return Ok(None);
     }
+    apply_to_existing(conn, meta, input).await.map(Some)
+}
+
+/// [`apply`] for a lead the caller has just [`ensure`]d in this transaction.
+pub async fn apply_to_existing(
+    conn: &mut PgConnection,
+    meta: &JobMeta,
+    input: &LeadInput,
+) -> Result<Applied, sqlx::Error> {
+    let tenant = meta.tenant_id;
     let stored: Stored = sqlx::query_as(
         "select id, source, name, username, phone, email, answers, campaign, score, tier, reasons,
                 version, qualified_at
@@ -153,19 +181,7 @@ pub async fn apply(
     .await?;
     let mut lead = stored.clone();
     merge(&mut lead, input);
-    let inbound: i64 = sqlx::query_scalar("select count(*) from lead_messages where lead_id = $1")
-        .bind(lead.id)
-        .fetch_one(&mut *conn)
-        .await?;
-    let rules = Rules::load(conn, tenant).await?;
-    let s = scoring::score(
-        Facts {
-            answers: &lead.answers.0,
-            reachable: lead.email.is_some() || lead.phone.is_some(),
-            inbound_messages: inbound,
-        },
-        &rules,
-    );
+    let s = score_of(conn, tenant, &lead).await?;
     lead.score = Some(i32::from(s.score));
     lead.tier = Some(s.tier.as_str().to_owned());
     lead.reasons = sqlx::types::Json(s.reasons.clone());
@@ -217,13 +233,13 @@ pub async fn apply(
     } else {
         None
     };
-    Ok(Some(Applied {
+    Ok(Applied {
         lead_id: lead.id,
         version: lead.version,
         changed,
         score: s,
         sync,
-    }))
+    })
 }
 
 /// Records that the CRM should get `version` of the lead (when the tenant has a CRM), and
@@ -284,6 +300,15 @@ pub async fn preview(
         qualified_at: None,
     });
     merge(&mut lead, input);
+    score_of(conn, tenant, &lead).await
+}
+
+/// The score of `lead` as it stands, with its chat messages and the tenant's rules.
+async fn score_of(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    lead: &Stored,
+) -> Result<Score, sqlx::Error> {
     let inbound: i64 = sqlx::query_scalar("select count(*) from lead_messages where lead_id = $1")
         .bind(lead.id)
         .fetch_one(&mut *conn)

@@ -84,19 +84,24 @@ pub struct Rules {
     pub warm_threshold: u8,
 }
 
+/// The most points `rule` gives when a tenant set no weight of its own.
+fn default_weight(rule: &str) -> u8 {
+    match rule {
+        "budget" => 30,
+        "timeline" => 25,
+        "company_size" => 20,
+        "need" => 15,
+        "contact" | "engagement" => 10,
+        _ => 0,
+    }
+}
+
 impl Default for Rules {
     fn default() -> Self {
-        let weights = [
-            ("budget", 30),
-            ("timeline", 25),
-            ("company_size", 20),
-            ("need", 15),
-            ("contact", 10),
-            ("engagement", 10),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let weights = RULES
+            .iter()
+            .map(|r| ((*r).to_owned(), default_weight(r)))
+            .collect();
         Self {
             weights,
             hot_threshold: 70,
@@ -146,8 +151,7 @@ impl Rules {
         self.weights
             .get(rule)
             .copied()
-            .or_else(|| Rules::default().weights.get(rule).copied())
-            .unwrap_or(0)
+            .unwrap_or_else(|| default_weight(rule))
     }
 
     /// The tier of a score.

@@ -10,7 +10,6 @@ use leadq_jobs::envelope::{self, Envelope, SCHEMA_VERSION};
 use leadq_jobs::kinds;
 use leadq_jobs::lead_score::{FieldError, LeadInput};
 use leadq_jobs::limits::Admission;
-use leadq_jobs::queue::NewJob;
 use leadq_platform::apikey::scope;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
@@ -166,17 +165,11 @@ pub async fn create(
         correlation_id: current_correlation_id(),
         signature: None,
     };
-    let mut done = app
+    let e = app
         .queue
-        .enqueue(vec![NewJob {
-            envelope,
-            run_at: None,
-        }])
+        .enqueue_now(envelope)
         .await
         .map_err(ApiError::QueueUnavailable)?;
-    let e = done
-        .pop()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("enqueue returned nothing")))?;
     tracing::info!(job_id = %e.job_id, duplicate = e.duplicate, "Lead accepted.");
     Ok((
         StatusCode::ACCEPTED,

@@ -22,7 +22,6 @@ use axum::Json;
 use chrono::Utc;
 use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
 use leadq_jobs::integrations::{self, WebhookTenant};
-use leadq_jobs::queue::NewJob;
 use leadq_jobs::{chatwoot, kinds, telegram};
 use leadq_platform::metrics::{self as m, webhook_outcome as outcome};
 use serde_json::{json, Value};
@@ -130,18 +129,11 @@ async fn enqueue(
         correlation_id: current_correlation_id(),
         signature: None,
     };
-    let done = app
+    let e = app
         .queue
-        .enqueue(vec![NewJob {
-            envelope,
-            run_at: None,
-        }])
+        .enqueue_now(envelope)
         .await
         .map_err(ApiError::QueueUnavailable)?;
-    let e = done
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("enqueue returned nothing")))?;
     Ok((e.job_id, e.duplicate))
 }
 

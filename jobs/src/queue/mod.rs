@@ -499,6 +499,17 @@ impl Queue {
         Ok(())
     }
 
+    /// Enqueues one job to run as soon as a worker is free (see [`Queue::enqueue`]).
+    pub async fn enqueue_now(&self, envelope: Envelope) -> Result<Enqueued, QueueError> {
+        self.enqueue(vec![NewJob {
+            envelope,
+            run_at: None,
+        }])
+        .await?
+        .pop()
+        .ok_or_else(|| QueueError::Protocol("enqueue returned nothing".into()))
+    }
+
     /// Writes the retry policy of `kind` to Redis, where the ack script reads it.
     pub async fn publish_policy(&self, kind: &str) -> Result<(), QueueError> {
         let s = self.kind_settings(kind);
