@@ -148,6 +148,21 @@ async fn crm_run(app: &TestApp, external_id: &str) -> Option<(String, i32, Optio
     .unwrap()
 }
 
+/// The lead's crm_sync run once the worker has recorded it as completed (the record is written
+/// just after the CRM state, so waiting on the state alone races with it).
+async fn completed_run(app: &TestApp, external_id: &str) -> (String, i32, Option<String>) {
+    wait_for(
+        "the crm_sync run recorded",
+        Duration::from_secs(20),
+        || async {
+            crm_run(app, external_id)
+                .await
+                .filter(|r| r.0 == "completed")
+        },
+    )
+    .await
+}
+
 async fn upserts(server: &MockServer) -> Vec<Value> {
     server
         .received_requests()
@@ -194,12 +209,7 @@ async fn a_qualified_lead_is_upserted_once_and_a_207_fails_only_its_own_record()
     let state = crm_state(&app, "tg-2").await.unwrap();
     assert_eq!((state.0, state.2.as_deref()), (0, Some("crm_invalid_data")));
     // tg-1 may have been synced in tg-2's batch: its own job then finds it done.
-    wait_for(
-        "tg-1's own job completed",
-        Duration::from_secs(20),
-        || async { crm_run(&app, "tg-1").await.filter(|r| r.0 == "completed") },
-    )
-    .await;
+    completed_run(&app, "tg-1").await;
 
     // What HubSpot received: upserts keyed by email, every value a string.
     let sent = upserts(&server).await;
@@ -308,7 +318,7 @@ async fn rate_limits_auth_failures_and_server_errors_each_take_their_path() {
     app.post_lead(app.key(), &hot_lead("tg-10", "ten@example.com"))
         .await;
     wait_synced(&app, "tg-10").await;
-    let run = crm_run(&app, "tg-10").await.unwrap();
+    let run = completed_run(&app, "tg-10").await;
     assert_eq!((run.0.as_str(), run.1), ("completed", 1), "{run:?}");
 
     // 500: transient, retried with backoff, an attempt used.
@@ -321,7 +331,7 @@ async fn rate_limits_auth_failures_and_server_errors_each_take_their_path() {
     app.post_lead(app.key(), &hot_lead("tg-11", "five@example.com"))
         .await;
     wait_synced(&app, "tg-11").await;
-    let run = crm_run(&app, "tg-11").await.unwrap();
+    let run = completed_run(&app, "tg-11").await;
     assert_eq!((run.0.as_str(), run.1), ("completed", 2), "{run:?}");
 
     // 401: permanent, dead-lettered at once, alertable.
