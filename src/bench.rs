@@ -169,6 +169,7 @@ fn tenant_envelope(tenant: uuid::Uuid, run: &str, seq: u64, t_enq: f64, bytes: u
             signature: None,
         },
         run_at: None,
+        priority: Default::default(),
     }
 }
 

@@ -63,6 +63,14 @@ enum Command {
         #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
         operator: String,
     },
+    /// Per-tenant queue controls: pause, resume, concurrency cap, share (audited).
+    Queue {
+        #[command(subcommand)]
+        command: crate::queue_cli::QueueCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>`.
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
     /// Audit-trail tools.
     Audit {
         #[command(subcommand)]
@@ -307,6 +315,7 @@ impl Command {
             | Command::Worker
             | Command::Lead { .. }
             | Command::Dlq { .. }
+            | Command::Queue { .. }
             | Command::Tenant {
                 command: TenantCommand::SetLimits { .. },
                 ..
@@ -684,18 +693,18 @@ pub fn main() -> ExitCode {
         }
         (Command::Dlq { command, operator }, Some(settings)) => {
             telemetry::init_logs(&settings.log_filter, settings.log_format);
-            match runtime.block_on(crate::dlq_cli::run(&settings, &operator, command)) {
-                Ok(()) => Ok(()),
-                Err(e)
-                    if e.downcast_ref::<leadq_jobs::deadletters::DlqError>()
-                        .is_some_and(|d| {
-                            matches!(d, leadq_jobs::deadletters::DlqError::Invalid(_))
-                        }) =>
-                {
-                    eprintln!("invalid_request: {e}");
-                    return ExitCode::from(2);
-                }
-                Err(e) => Err(e),
+            let res = runtime.block_on(crate::dlq_cli::run(&settings, &operator, command));
+            match invalid_request(res) {
+                Ok(r) => r,
+                Err(code) => return code,
+            }
+        }
+        (Command::Queue { command, operator }, Some(settings)) => {
+            telemetry::init_logs(&settings.log_filter, settings.log_format);
+            let res = runtime.block_on(crate::queue_cli::run(&settings, &operator, command));
+            match invalid_request(res) {
+                Ok(r) => r,
+                Err(code) => return code,
             }
         }
         (Command::Key { command, operator }, Some(settings)) => {
@@ -721,5 +730,18 @@ pub fn main() -> ExitCode {
             eprintln!("leadq: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An operator command refused for its input exits 2 with `invalid_request: …`; other results
+/// are passed on.
+fn invalid_request(res: anyhow::Result<()>) -> Result<anyhow::Result<()>, ExitCode> {
+    use leadq_jobs::deadletters::OpsError;
+    match res {
+        Err(e) if matches!(e.downcast_ref::<OpsError>(), Some(OpsError::Invalid(_))) => {
+            eprintln!("invalid_request: {e}");
+            Err(ExitCode::from(2))
+        }
+        other => Ok(other),
     }
 }

@@ -131,19 +131,42 @@ fn progress_bar(label: &'static str) -> impl FnMut(usize, usize) + Send {
     }
 }
 
+/// What an operator command needs: the database (audit), the queue, and who acts under which
+/// correlation id.
+pub(crate) struct OpsContext {
+    pub(crate) pool: sqlx::PgPool,
+    pub(crate) queue: leadq_jobs::queue::Queue,
+    actor: String,
+    correlation: String,
+}
+
+impl OpsContext {
+    pub(crate) async fn connect(settings: &Settings, operator: &str) -> anyhow::Result<Self> {
+        let pool = db::connect(settings.database_url(), 2).await?;
+        let signer = leadq_jobs::signing::Signer::new(settings.signing_keys().clone());
+        let queue =
+            leadq_jobs::queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
+                .await?;
+        Ok(Self {
+            pool,
+            queue,
+            actor: format!("operator:{operator}"),
+            correlation: format!("cli-{}", Uuid::now_v7()),
+        })
+    }
+
+    pub(crate) fn who(&self) -> Actor<'_> {
+        Actor {
+            actor: &self.actor,
+            correlation_id: &self.correlation,
+        }
+    }
+}
+
 /// Runs a `leadq dlq` command.
 pub async fn run(settings: &Settings, operator: &str, cmd: DlqCommand) -> anyhow::Result<()> {
-    let pool = db::connect(settings.database_url(), 2).await?;
-    let signer = leadq_jobs::signing::Signer::new(settings.signing_keys().clone());
-    let queue =
-        leadq_jobs::queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
-            .await?;
-    let actor = format!("operator:{operator}");
-    let correlation = format!("cli-{}", Uuid::now_v7());
-    let who = Actor {
-        actor: &actor,
-        correlation_id: &correlation,
-    };
+    let ctx = OpsContext::connect(settings, operator).await?;
+    let (pool, queue, who) = (&ctx.pool, &ctx.queue, ctx.who());
     let out = match cmd {
         DlqCommand::List {
             kind,
@@ -151,23 +174,23 @@ pub async fn run(settings: &Settings, operator: &str, cmd: DlqCommand) -> anyhow
             limit,
             cursor,
         } => {
-            let filter = filter_of(&pool, &filter).await?;
+            let filter = filter_of(pool, &filter).await?;
             let page =
-                deadletters::list(&pool, &queue, who, &kind, &filter, cursor.as_deref(), limit)
+                deadletters::list(pool, queue, who, &kind, &filter, cursor.as_deref(), limit)
                     .await?;
             serde_json::to_string(&page)?
         }
         DlqCommand::Show { kind, job_id } => {
-            match deadletters::show(&pool, &queue, who, &kind, job_id).await? {
+            match deadletters::show(pool, queue, who, &kind, job_id).await? {
                 Some(d) => serde_json::to_string(&d)?,
                 None => anyhow::bail!("no dead letter {job_id} of kind {kind}"),
             }
         }
         DlqCommand::Redrive { kind, ids, filter } => {
-            let selection = selection(&pool, ids, &filter, false).await?;
+            let selection = selection(pool, ids, &filter, false).await?;
             let o = deadletters::act(
-                &pool,
-                &queue,
+                pool,
+                queue,
                 who,
                 &kind,
                 Action::Redrive,
@@ -183,10 +206,10 @@ pub async fn run(settings: &Settings, operator: &str, cmd: DlqCommand) -> anyhow
             filter,
             all,
         } => {
-            let selection = selection(&pool, ids, &filter, all).await?;
+            let selection = selection(pool, ids, &filter, all).await?;
             let o = deadletters::act(
-                &pool,
-                &queue,
+                pool,
+                queue,
                 who,
                 &kind,
                 Action::Purge,

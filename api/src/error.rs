@@ -70,6 +70,9 @@ pub enum ApiError {
     /// The queue (Redis) is unreachable: nothing was enqueued.
     #[error("the job queue is unavailable; retry later")]
     QueueUnavailable(#[source] leadq_jobs::queue::QueueError),
+    /// The database is unreachable: nothing was done.
+    #[error("the database is unavailable; retry later")]
+    DatabaseUnavailable(#[source] sqlx::Error),
     /// Anything else. Logged with its cause chain; the client sees only "internal error".
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -92,7 +95,9 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::QueueUnavailable(_) | Self::DatabaseUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::RateLimited(_) | Self::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -117,6 +122,7 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::NotFound => "not_found",
             Self::QueueUnavailable(_) => "queue_unavailable",
+            Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::RateLimited(_) => "rate_limited",
             Self::QuotaExceeded(_) => "quota_exceeded",
             Self::Internal(_) => "internal",
@@ -126,6 +132,9 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if leadq_platform::db::is_unavailable(&e) {
+            return Self::DatabaseUnavailable(e);
+        }
         Self::Internal(anyhow::Error::new(e).context("Database query failed"))
     }
 }
@@ -138,6 +147,7 @@ impl IntoResponse for ApiError {
             let chain = match &self {
                 Self::Internal(e) => format!("{e:#}"),
                 Self::QueueUnavailable(e) => format!("{e}: {:?}", std::error::Error::source(e)),
+                Self::DatabaseUnavailable(e) => e.to_string(),
                 _ => String::new(),
             };
             tracing::error!(code = self.code(), error.cause_chain = %chain, "Request failed.");

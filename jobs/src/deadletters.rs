@@ -14,9 +14,9 @@ use uuid::Uuid;
 use crate::queue::dlq::{Filter, Page, Progress};
 use crate::queue::{DeadLetter, Queue, QueueError};
 
-/// Errors of a dead-letter operation.
+/// Errors of an operator action (dead letters, tenant queue controls).
 #[derive(Debug, thiserror::Error)]
-pub enum DlqError {
+pub enum OpsError {
     /// Bad input (unknown kind or tenant, an unbounded purge, a bad cursor).
     #[error("{0}")]
     Invalid(String),
@@ -29,19 +29,19 @@ pub enum DlqError {
 }
 
 /// A tenant given by slug, as operators name them.
-pub async fn tenant_by_slug(pool: &PgPool, slug: &str) -> Result<Uuid, DlqError> {
+pub async fn tenant_by_slug(pool: &PgPool, slug: &str) -> Result<Uuid, OpsError> {
     sqlx::query_scalar("select id from tenants where slug = $1")
         .bind(slug)
         .fetch_optional(pool)
         .await?
-        .ok_or_else(|| DlqError::Invalid(format!("no tenant with slug {slug:?}")))
+        .ok_or_else(|| OpsError::Invalid(format!("no tenant with slug {slug:?}")))
 }
 
-fn check_kind(kind: &str) -> Result<(), DlqError> {
+pub(crate) fn check_kind(kind: &str) -> Result<(), OpsError> {
     if crate::kinds::is_known(kind) {
         Ok(())
     } else {
-        Err(DlqError::Invalid(format!(
+        Err(OpsError::Invalid(format!(
             "unknown kind {kind:?} (known: {})",
             crate::kinds::names().join(", ")
         )))
@@ -64,14 +64,14 @@ fn filter_json(f: &Filter) -> serde_json::Value {
     })
 }
 
-async fn record(
+pub(crate) async fn record(
     pool: &PgPool,
     actor: &str,
     action: &str,
     subject: &str,
     correlation_id: &str,
     details: serde_json::Value,
-) -> Result<(), DlqError> {
+) -> Result<(), OpsError> {
     let mut tx = db::begin(pool, Scope::Platform).await?;
     audit::record(
         &mut *tx,
@@ -108,7 +108,7 @@ pub async fn list(
     filter: &Filter,
     cursor: Option<&str>,
     limit: usize,
-) -> Result<Page, DlqError> {
+) -> Result<Page, OpsError> {
     check_kind(kind)?;
     record(
         pool,
@@ -133,7 +133,7 @@ pub async fn show(
     who: Actor<'_>,
     kind: &str,
     job_id: Uuid,
-) -> Result<Option<DeadLetter>, DlqError> {
+) -> Result<Option<DeadLetter>, OpsError> {
     check_kind(kind)?;
     record(
         pool,
@@ -197,13 +197,13 @@ pub async fn act(
     action: Action,
     selection: &Selection,
     progress: Progress<'_>,
-) -> Result<Outcome, DlqError> {
+) -> Result<Outcome, OpsError> {
     check_kind(kind)?;
     let (ids, described) = match selection {
         Selection::Ids(ids) => (ids.clone(), serde_json::json!({"ids": ids.len()})),
         Selection::Matching { filter, all } => {
             if action == Action::Purge && *filter == Filter::default() && !all {
-                return Err(DlqError::Invalid(
+                return Err(OpsError::Invalid(
                     "a purge needs ids or a filter (tenant, reason, age), or all=true".into(),
                 ));
             }

@@ -9,7 +9,9 @@
 //! | `Permanent`     | dead-letter now, with the error code as reason                  |
 //! | `RateLimited`   | run again after `retry_after`, without using an attempt         |
 //!
-//! A panic or a timeout counts as transient (`panic`, `timeout`).
+//! A panic or a timeout counts as transient (`panic`, `timeout`). Our own database being
+//! unreachable is not the job's fault: it waits like a rate limit (`db_unavailable`, a few
+//! seconds, no attempt used), so a PostgreSQL outage dead-letters nothing, however long.
 
 use std::time::Duration;
 
@@ -36,7 +38,7 @@ pub enum JobError {
         #[source]
         source: anyhow::Error,
     },
-    /// The downstream asked us to wait.
+    /// The downstream asked us to wait, or our own database is unreachable.
     #[error("rate limited ({code}); retry after {retry_after:?}")]
     RateLimited {
         /// Stable error code.
@@ -82,7 +84,12 @@ impl From<sqlx::Error> for JobError {
             {
                 Self::permanent("db_constraint", e)
             }
-            _ => Self::transient("db_unavailable", e),
+            _ if leadq_platform::db::is_unavailable(&e) => Self::RateLimited {
+                code: "db_unavailable",
+                // Spread out, so jobs do not all come back at the same moment.
+                retry_after: Duration::from_millis(2000 + rand::random::<u64>() % 3000),
+            },
+            _ => Self::transient("db_error", e),
         }
     }
 }

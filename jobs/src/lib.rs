@@ -47,6 +47,7 @@ pub mod queue;
 pub mod scoring;
 pub mod signing;
 pub mod telegram;
+pub mod tenant_queue;
 
 pub use error::JobError;
 

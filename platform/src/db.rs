@@ -96,6 +96,24 @@ pub async fn check_runtime_role(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Whether `e` says the database could not be reached (down, restarting, refusing connections,
+/// pool exhausted) rather than that a statement was wrong. Callers wait and try again for
+/// these, without blaming the request or the job: SQLSTATE class 08 (connection exception),
+/// 57P01-57P03 (shutting down / cannot connect now), I/O, TLS and pool timeouts.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
 /// Connects eagerly (with a timeout) and returns a pool of at most `max` connections.
 pub async fn connect(url: &Secret, max: u32) -> Result<PgPool, DbError> {
     let opts: PgConnectOptions = url.expose().parse().map_err(DbError::BadUrl)?;

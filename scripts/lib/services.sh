@@ -7,6 +7,8 @@
 #   scripts/lib/services.sh start  dev|test   # install if needed, start (or reuse)
 #   scripts/lib/services.sh stop   dev|test   # stop this project's instances of a profile
 #   scripts/lib/services.sh status dev|test
+#   scripts/lib/services.sh pg-start|pg-stop chaos   # PostgreSQL alone, for the fault test that
+#                                                    # stops the database under load
 #
 # What it provides to callers (after `source scripts/lib/services.sh`):
 #
@@ -49,6 +51,7 @@ LEADQ_ROOT="${LEADQ_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
 # Fixed loopback ports per profile (the Rust tests and the dev quick start rely on them).
 readonly LEADQ_DEV_PG_PORT=55432 LEADQ_DEV_REDIS_PORT=56379
 readonly LEADQ_TEST_PG_PORT=55433 LEADQ_TEST_REDIS_PORT=56380
+readonly LEADQ_CHAOS_PG_PORT=55434 LEADQ_CHAOS_REDIS_PORT=56381
 
 # Application role and database (created idempotently in every instance).
 readonly LEADQ_DB_USER=leadq LEADQ_DB_PASSWORD=leadq LEADQ_DB_NAME=leadq
@@ -227,7 +230,8 @@ svc_profile() {
   case "$profile" in
     dev) LEADQ_PG_PORT=$LEADQ_DEV_PG_PORT LEADQ_REDIS_PORT=$LEADQ_DEV_REDIS_PORT ;;
     test) LEADQ_PG_PORT=$LEADQ_TEST_PG_PORT LEADQ_REDIS_PORT=$LEADQ_TEST_REDIS_PORT ;;
-    *) svc_die "unknown profile '$profile' (expected dev or test)" ;;
+    chaos) LEADQ_PG_PORT=$LEADQ_CHAOS_PG_PORT LEADQ_REDIS_PORT=$LEADQ_CHAOS_REDIS_PORT ;;
+    *) svc_die "unknown profile '$profile' (expected dev, test or chaos)" ;;
   esac
   LEADQ_PROFILE="$profile"
   LEADQ_RUN_DIR="$LEADQ_ROOT/.run/$profile"
@@ -589,6 +593,20 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
       fi
       command -v redis-cli >/dev/null 2>&1 && redis_stop_instance
       ;;
+    pg-start:chaos)
+      svc_profile "$2"
+      ensure_postgres_installed
+      pg_start
+      ;;
+    pg-stop:chaos)
+      svc_profile "$2"
+      if [[ -n "$(pg_bindir)" && -f "$LEADQ_RUN_DIR/pg-location" ]]; then
+        LEADQ_PG_DATA="$(cat "$LEADQ_RUN_DIR/pg-location")"
+        LEADQ_PG_DIR="$(dirname "$LEADQ_PG_DATA")"
+        LEADQ_PG_LOG="$LEADQ_PG_DIR/postgres.log"
+        pg_stop_instance
+      fi
+      ;;
     status:dev | status:test)
       svc_profile "$2"
       rc=0
@@ -613,7 +631,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
       exit "$rc"
       ;;
     *)
-      echo "usage: $0 start|stop|status dev|test" >&2
+      echo "usage: $0 start|stop|status dev|test, or $0 pg-start|pg-stop chaos" >&2
       exit 2
       ;;
   esac

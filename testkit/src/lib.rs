@@ -65,19 +65,24 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates `leadq_test_<uuid>` and applies every migration.
+    /// Creates `leadq_test_<uuid>` on the test server and applies every migration.
     pub async fn new() -> Self {
+        Self::on(&env("DATABASE_URL")).await
+    }
+
+    /// Creates `leadq_test_<uuid>` on the server of `admin` (a URL of an existing database)
+    /// and applies every migration.
+    pub async fn on(admin: &str) -> Self {
         init_logs();
-        let admin = env("DATABASE_URL");
         let name = format!("leadq_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&admin)
+        let mut conn = PgConnection::connect(admin)
             .await
             .expect("connect to the admin database");
         sqlx::query(&format!("create database {name}"))
             .execute(&mut conn)
             .await
             .expect("create the test database");
-        let url = with_database(&admin, &name);
+        let url = with_database(admin, &name);
         let pool = leadq_platform::db::connect(&Secret::new(url.clone()), 10)
             .await
             .expect("connect to the test database");
@@ -164,7 +169,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with setting overrides.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    let db = TestDb::new().await;
+    spawn_app_in(TestDb::new().await, extra).await
+}
+
+/// Like [`spawn_app_with`], on a database of the caller's (a private server, say).
+pub async fn spawn_app_in(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
     let settings = settings(&db.url, &queue_prefix(), extra);
     let app = leadq_api::Application::build(&settings)
         .await

@@ -1,10 +1,11 @@
-//! Faults with real processes: Redis (AOF `everysec`) restarted under load.
+//! Faults with real processes: Redis (AOF `everysec`) restarted under load, PostgreSQL stopped
+//! for 30 s under load.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use leadq_testkit::{sample_lead, spawn_app_with, wait_for, TestApp};
+use leadq_testkit::{sample_lead, spawn_app_in, spawn_app_with, wait_for, TestApp, TestDb};
 use serde_json::{json, Value};
 
 /// A private redis-server with an append-only file, on a port of its own.
@@ -168,6 +169,125 @@ async fn a_redis_restart_under_load_loses_no_acknowledged_job_and_everyone_recon
         "redis restart: {n} acknowledged, {} stored, {} completed runs recorded in Redis, 0 dead",
         ids.len(),
         c.done
+    );
+    worker.stop().await;
+    app.stop().await;
+}
+
+/// A PostgreSQL server of this test's own (the `chaos` profile of `scripts/lib/services.sh`,
+/// port 55434), so stopping it disturbs no other test. Stopped again when dropped.
+struct PrivatePostgres;
+
+impl PrivatePostgres {
+    const ADMIN_URL: &'static str = "postgres://leadq:leadq@127.0.0.1:55434/leadq";
+
+    fn services(action: &str) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lib/services.sh");
+        let ok = Command::new("bash")
+            .args([script, action, "chaos"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run scripts/lib/services.sh")
+            .success();
+        assert!(ok, "services.sh {action} chaos failed");
+    }
+
+    fn start() -> Self {
+        Self::services("pg-start");
+        Self
+    }
+
+    /// `pg_ctl stop -m fast`: sessions are terminated, new connections refused.
+    fn stop(&self) {
+        Self::services("pg-stop");
+    }
+
+    fn restart(&self) {
+        Self::services("pg-start");
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        Self::services("pg-stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_for_30_s_under_load_loses_and_dead_letters_nothing() {
+    let pg = PrivatePostgres::start();
+    let app = spawn_app_in(TestDb::on(PrivatePostgres::ADMIN_URL).await, &[]).await;
+    let worker = app.spawn_worker().await;
+    let tenant = app.tenant.tenant_id;
+    // Hold the tenant's jobs while they are accepted, so the outage meets a full queue.
+    app.queue.pause_tenant("lead_score", tenant).await.unwrap();
+    let n = 100;
+    let mut accepted: Vec<String> = Vec::new();
+    for i in 0..n {
+        let id = format!("tg-pg{i}");
+        assert_eq!(post(&app, &id).await.status(), 202);
+        accepted.push(id);
+    }
+
+    pg.stop();
+    let down = std::time::Instant::now();
+    // Producers get a clear 503 while the database is down (their key cannot be checked).
+    let res = post(&app, "tg-pg-down").await;
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "database_unavailable");
+    // The held jobs run into the outage: every one of them fails on the database.
+    let resumed = app.queue.resume_tenant("lead_score", tenant).await.unwrap();
+    assert_eq!(resumed.resumed, n as u64);
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
+    let during = app.queue.counts("lead_score").await.unwrap();
+    assert_eq!(
+        during.dead, 0,
+        "dead-lettered during the outage: {during:?}"
+    );
+    assert!(during.rate_limited > 0, "no job met the outage: {during:?}");
+    assert_eq!(
+        during.done, 0,
+        "jobs completed without a database: {during:?}"
+    );
+
+    pg.restart();
+    let up = std::time::Instant::now();
+    wait_for(
+        "every accepted lead stored",
+        Duration::from_secs(90),
+        || async {
+            let stored: Option<i64> = sqlx::query_scalar("select count(*) from leads")
+                .fetch_one(&mut *app.own().await)
+                .await
+                .ok();
+            (stored == Some(n as i64)).then_some(())
+        },
+    )
+    .await;
+    let recovered_in = up.elapsed();
+    let c = wait_for("all jobs completed", Duration::from_secs(30), || async {
+        let c = app.queue.counts("lead_score").await.ok()?;
+        (c.done == n as u64).then_some(c)
+    })
+    .await;
+    let ids: Vec<String> = sqlx::query_scalar("select external_id from leads order by 1")
+        .fetch_all(&mut *app.own().await)
+        .await
+        .unwrap();
+    accepted.sort();
+    assert_eq!(
+        ids, accepted,
+        "exactly the accepted leads, none lost, none extra"
+    );
+    assert_eq!((c.dead, c.pending, c.scheduled), (0, 0, 0), "{c:?}");
+    println!(
+        "postgres down 30 s: {n} enqueued, {} completed, {} deferred runs (db_unavailable, no \
+         attempt used), 0 lost, 0 duplicated, {} dead; all stored {:.1} s after the restart",
+        c.done,
+        c.rate_limited,
+        c.dead,
+        recovered_in.as_secs_f64()
     );
     worker.stop().await;
     app.stop().await;

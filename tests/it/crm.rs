@@ -244,6 +244,7 @@ async fn a_qualified_lead_is_upserted_once_and_a_207_fails_only_its_own_record()
                 signature: None,
             },
             run_at: None,
+            priority: Default::default(),
         }])
         .await
         .unwrap();

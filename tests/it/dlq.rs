@@ -30,6 +30,7 @@ async fn enqueue(app: &TestApp, tenant: uuid::Uuid, user_id: &str, n: usize) {
                     signature: None,
                 },
                 run_at: None,
+                priority: Default::default(),
             }
         })
         .collect();

@@ -14,7 +14,7 @@ use futures::FutureExt;
 use leadq_jobs::envelope::{Envelope, JobMeta, SCHEMA_VERSION};
 use leadq_jobs::queue::backend::{Job, JobObserver, JobReport, KindRunner};
 use leadq_jobs::queue::upkeep::Upkeep;
-use leadq_jobs::queue::{NewJob, Queue, Settled};
+use leadq_jobs::queue::{NewJob, Priority, Queue, Settled};
 use leadq_jobs::signing::Signer;
 use leadq_jobs::JobError;
 use leadq_platform::config::{KindSettings, QueueSettings};
@@ -102,6 +102,7 @@ fn job(i: usize, run_at: Option<chrono::DateTime<Utc>>) -> NewJob {
             signature: None,
         },
         run_at,
+        priority: Default::default(),
     }
 }
 
@@ -113,7 +114,12 @@ struct Running {
 }
 
 fn start(queue: &Queue, handler: Handler, observer: Recorder) -> Running {
-    let runner = KindRunner::new(queue.clone(), KIND, "w-test", 20, Arc::new(observer));
+    start_as("w-test", queue, handler, observer)
+}
+
+/// A worker process of its own id (several of them stand for several worker hosts).
+fn start_as(id: &str, queue: &Queue, handler: Handler, observer: Recorder) -> Running {
+    let runner = KindRunner::new(queue.clone(), KIND, id, 20, Arc::new(observer));
     let upkeep = Upkeep::new(vec![runner.clone()]);
     let restarts = Arc::new(Mutex::new(0));
     let seen = restarts.clone();
@@ -469,4 +475,195 @@ async fn completed_jobs_and_dead_letters_are_trimmed_by_age_with_their_data() {
         .await
         .unwrap();
     assert_eq!((jobs, dead_data), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_reorder_a_tenants_own_jobs_without_taking_a_larger_share() {
+    let q = queue(settings(&queue_prefix(), 3, 100)).await;
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // A queues 30 low, then 30 normal, then 30 high jobs; B queues 30 normal ones after that.
+    let mut jobs = Vec::new();
+    for (base, priority) in [
+        (0, Priority::Low),
+        (100, Priority::Normal),
+        (200, Priority::High),
+    ] {
+        for i in base..base + 30 {
+            let mut j = tenant_job(a, i);
+            j.priority = priority;
+            jobs.push(j);
+        }
+    }
+    q.enqueue(jobs).await.unwrap();
+    q.enqueue((300..330).map(|i| tenant_job(b, i)).collect())
+        .await
+        .unwrap();
+    let order: Arc<Mutex<Vec<(uuid::Uuid, u64)>>> = Arc::default();
+    let seen = order.clone();
+    let handler: Handler = Arc::new(move |job| {
+        let i = job.payload["i"].as_u64().unwrap();
+        seen.lock().unwrap().push((job.meta.tenant_id, i));
+        async { Ok(()) }.boxed()
+    });
+    let w = start(&q, handler, Recorder::default());
+    wait_for("all 120 jobs", Duration::from_secs(30), || async {
+        (order.lock().unwrap().len() == 120).then_some(())
+    })
+    .await;
+    w.stop().await;
+    let order = order.lock().unwrap();
+    let a_run: Vec<u64> = order
+        .iter()
+        .filter(|(t, _)| *t == a)
+        .map(|(_, i)| *i)
+        .collect();
+    let class = |i: u64| i / 100; // 0 low, 1 normal, 2 high
+                                  // A's own jobs ran high, then normal, then low, whatever order they were queued in
+                                  // (allowing for the few jobs in flight together when the handler records them).
+    let last_high = a_run.iter().rposition(|i| class(*i) == 2).unwrap();
+    let first_low = a_run.iter().position(|i| class(*i) == 0).unwrap();
+    let first_normal = a_run.iter().position(|i| class(*i) == 1).unwrap();
+    assert!(
+        last_high < first_low && first_normal < first_low && last_high < 40,
+        "A ran in this order: {a_run:?}"
+    );
+    // FIFO within a priority.
+    let highs: Vec<u64> = a_run.iter().copied().filter(|i| class(*i) == 2).collect();
+    let mut sorted = highs.clone();
+    sorted.sort_unstable();
+    let displaced = highs.iter().zip(&sorted).filter(|(x, y)| x != y).count();
+    assert!(displaced <= 4, "high jobs out of order: {highs:?}");
+    // Marking its work high bought A no larger share: B's 30 ran interleaved with A's first
+    // 30, not after A's 90.
+    let b_last = order.iter().rposition(|(t, _)| *t == b).unwrap();
+    eprintln!("B last ran at position {b_last} of 120");
+    assert!(b_last < 75, "B's last job ran at position {b_last} of 120");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_tenant_keeps_its_jobs_while_others_run_and_gets_them_back_on_resume() {
+    let q = queue(settings(&queue_prefix(), 3, 100)).await;
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    q.pause_tenant(KIND, a).await.unwrap();
+    q.enqueue((0..10).map(|i| tenant_job(a, i)).collect())
+        .await
+        .unwrap();
+    q.enqueue((10..20).map(|i| tenant_job(b, i)).collect())
+        .await
+        .unwrap();
+    let ran: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    let seen = ran.clone();
+    let handler: Handler = Arc::new(move |job| {
+        seen.lock().unwrap().push(job.meta.tenant_id);
+        async { Ok(()) }.boxed()
+    });
+    let w = start(&q, handler, Recorder::default());
+    wait_for("B's 10 jobs", Duration::from_secs(10), || async {
+        let n = ran.lock().unwrap().iter().filter(|t| **t == b).count();
+        (n == 10).then_some(())
+    })
+    .await;
+    // Give the worker time to come round to A's jobs: it must not run them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !ran.lock().unwrap().contains(&a),
+        "a paused tenant's job ran"
+    );
+    let st = q.tenant_state(KIND, a).await.unwrap();
+    assert!(st.paused && st.held == 10, "{st:?}");
+    // Enqueueing while paused still works, and the job is held too.
+    q.enqueue(vec![tenant_job(a, 10)]).await.unwrap();
+    let c = q.resume_tenant(KIND, a).await.unwrap();
+    assert!(c.resumed >= 10 && c.held == 0, "{c:?}");
+    wait_for(
+        "A's 11 jobs after resume",
+        Duration::from_secs(10),
+        || async {
+            let n = ran.lock().unwrap().iter().filter(|t| **t == a).count();
+            (n == 11).then_some(())
+        },
+    )
+    .await;
+    w.stop().await;
+    let c = q.counts(KIND).await.unwrap();
+    assert_eq!((c.done, c.pending, c.held), (21, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cap_holds_across_workers_and_leaves_the_rest_to_others() {
+    let q = queue(settings(&queue_prefix(), 3, 100)).await;
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    q.set_tenant_cap(KIND, a, Some(3)).await.unwrap();
+    q.enqueue((0..40).map(|i| tenant_job(a, i)).collect())
+        .await
+        .unwrap();
+    q.enqueue((100..140).map(|i| tenant_job(b, i)).collect())
+        .await
+        .unwrap();
+    #[derive(Default)]
+    struct Tally {
+        now_a: usize,
+        max_a: usize,
+        max_b: usize,
+        now_b: usize,
+        done: Vec<uuid::Uuid>,
+    }
+    let tally: Arc<Mutex<Tally>> = Arc::default();
+    let t = tally.clone();
+    let handler: Handler = Arc::new(move |job| {
+        let t = t.clone();
+        let tenant = job.meta.tenant_id;
+        async move {
+            {
+                let mut g = t.lock().unwrap();
+                if tenant == a {
+                    g.now_a += 1;
+                    g.max_a = g.max_a.max(g.now_a);
+                } else {
+                    g.now_b += 1;
+                    g.max_b = g.max_b.max(g.now_b);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let mut g = t.lock().unwrap();
+            if tenant == a {
+                g.now_a -= 1;
+            } else {
+                g.now_b -= 1;
+            }
+            g.done.push(tenant);
+            Ok(())
+        }
+        .boxed()
+    });
+    // Two workers of 20 slots each: the cap is on the tenant, not per worker.
+    let w1 = start_as("w-cap-1", &q, handler.clone(), Recorder::default());
+    let w2 = start_as("w-cap-2", &q, handler, Recorder::default());
+    wait_for("all 80 jobs", Duration::from_secs(30), || async {
+        (tally.lock().unwrap().done.len() == 80).then_some(())
+    })
+    .await;
+    w1.stop().await;
+    w2.stop().await;
+    let (max_a, max_b, done) = {
+        let g = tally.lock().unwrap();
+        (g.max_a, g.max_b, g.done.clone())
+    };
+    assert_eq!(
+        max_a, 3,
+        "tenant A ran {max_a} jobs at once under a cap of 3"
+    );
+    // B used the slots A could not: it ran many at once and finished long before A.
+    assert!(max_b > 10, "B ran at most {max_b} at once");
+    let b_last = done.iter().rposition(|t| *t == b).unwrap();
+    eprintln!("cap: A max {max_a}, B max {max_b}, B last finished at {b_last} of 80");
+    assert!(
+        b_last < 60,
+        "B's last job finished at position {b_last} of 80"
+    );
+    let st = q.tenant_state(KIND, a).await.unwrap();
+    assert_eq!((st.cap, st.running, st.held), (Some(3), 0, 0), "{st:?}");
+    // Removing the cap is immediate.
+    q.set_tenant_cap(KIND, a, None).await.unwrap();
+    assert_eq!(q.tenant_state(KIND, a).await.unwrap().cap, None);
 }

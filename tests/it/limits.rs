@@ -127,6 +127,7 @@ async fn updating_a_billing_limit_goes_through_the_queue_and_leaves_other_tenant
         .enqueue(vec![leadq_jobs::queue::NewJob {
             envelope: env,
             run_at: None,
+            priority: Default::default(),
         }])
         .await
         .unwrap();

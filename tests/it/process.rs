@@ -69,6 +69,7 @@ async fn enqueue_leads(app: &TestApp, n: usize) {
                 signature: None,
             },
             run_at: None,
+            priority: Default::default(),
         })
         .collect();
     app.queue.enqueue(jobs).await.unwrap();

@@ -147,6 +147,7 @@ async fn planted_secrets_appear_in_no_log_line_error_body_or_sentry_event() {
                 signature: None,
             },
             run_at: None,
+            priority: Default::default(),
         }])
         .await
         .unwrap();

@@ -154,6 +154,7 @@ async fn a_message_for_tenant_b_carrying_tenant_a_user_is_refused() {
         .enqueue(vec![leadq_jobs::queue::NewJob {
             envelope: env,
             run_at: None,
+            priority: Default::default(),
         }])
         .await
         .unwrap();

@@ -10,7 +10,7 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{TimeDelta, Utc};
-use leadq_jobs::deadletters::{self, Action, Actor, DlqError, Outcome, Selection};
+use leadq_jobs::deadletters::{self, Action, Actor, OpsError, Outcome, Selection};
 use leadq_jobs::queue::dlq::{Filter, Page};
 use leadq_jobs::queue::DeadLetter;
 use serde::Deserialize;
@@ -57,11 +57,11 @@ pub struct ActionBody {
     all: bool,
 }
 
-fn dlq_error(e: DlqError) -> ApiError {
+fn dlq_error(e: OpsError) -> ApiError {
     match e {
-        DlqError::Invalid(_) => ApiError::InvalidBody,
-        DlqError::Queue(q) => ApiError::QueueUnavailable(q),
-        DlqError::Db(d) => d.into(),
+        OpsError::Invalid(_) => ApiError::InvalidBody,
+        OpsError::Queue(q) => ApiError::QueueUnavailable(q),
+        OpsError::Db(d) => d.into(),
     }
 }
 

@@ -237,6 +237,8 @@ impl Queue {
                 .key(&k.ready)
                 .key(&k.wake)
                 .key(&k.fair)
+                .key(&k.index)
+                .key(&k.parked)
                 .arg(action);
             for id in chunk {
                 inv.arg(id.to_string());

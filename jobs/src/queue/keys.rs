@@ -9,16 +9,22 @@
 pub(crate) struct Keys {
     /// `{prefix:kind}`, the hash tag every key starts with.
     pub(crate) tag: String,
-    /// ZSET ready job id → virtual start tag: fair across tenants, FIFO within one (see
+    /// ZSET of slots, one per ready job: id → virtual start tag, fair across tenants (see
     /// `lua/fair.lua`); fetch is ZPOPMIN.
     pub(crate) ready: String,
-    /// HASH of the fair order: `v` virtual clock, `f:<tenant>` next tag, `w:<tenant>` weight.
+    /// ZSET (lex) `<tenant>|<priority>|<id>`: each tenant's ready jobs in the order they run.
+    pub(crate) index: String,
+    /// ZSET (lex) `<tenant>|<id>`: slots of paused tenants and of tenants at their cap.
+    pub(crate) parked: String,
+    /// HASH of the fair order: `v` virtual clock, `f:<tenant>` next tag, `w:<tenant>` weight,
+    /// `p:<tenant>` paused, `c:<tenant>` concurrency cap, `r:<tenant>` running (capped only).
     pub(crate) fair: String,
     /// LIST of ready ids as versions before fair ordering kept them; the reaper moves any it
     /// finds into `ready` (rolling upgrade), and nothing writes it any more.
     pub(crate) legacy_ready: String,
     /// HASH: `<id>` → envelope JSON, `<id>:a` attempts, `<id>:o` lease owner,
-    /// `<id>:x` lease expiries, `<id>:e` last error code, `<id>:t` tenant.
+    /// `<id>:x` lease expiries, `<id>:e` last error code, `<id>:t` tenant, `<id>:p` priority
+    /// (absent: normal).
     pub(crate) jobs: String,
     /// ZSET id → lease deadline (ms, Redis clock).
     pub(crate) leases: String,
@@ -49,6 +55,8 @@ impl Keys {
         let k = |suffix: &str| format!("{tag}:{suffix}");
         Self {
             ready: k("fair_ready"),
+            index: k("index"),
+            parked: k("parked"),
             fair: k("fair"),
             legacy_ready: k("ready"),
             jobs: k("jobs"),
@@ -84,7 +92,9 @@ mod tests {
     fn every_key_shares_the_hash_tag() {
         let k = super::Keys::new("leadq", "lead_score");
         assert_eq!(k.tag, "{leadq:lead_score}");
-        for key in [&k.ready, &k.fair, &k.jobs, &k.leases, &k.dead, &k.workers] {
+        for key in [
+            &k.ready, &k.index, &k.parked, &k.fair, &k.jobs, &k.leases, &k.dead, &k.workers,
+        ] {
             assert!(key.starts_with("{leadq:lead_score}:"), "{key}");
         }
         assert!(k

@@ -78,6 +78,7 @@ pub(crate) struct Scripts {
     pub(crate) erase: redis::Script,
     pub(crate) admit: redis::Script,
     pub(crate) dlq: redis::Script,
+    pub(crate) tenant: redis::Script,
 }
 
 /// A script that adds ready jobs, with the fair-ordering functions of `lua/fair.lua` before it.
@@ -98,6 +99,7 @@ impl Scripts {
             erase: redis::Script::new(include_str!("lua/erase.lua")),
             admit: redis::Script::new(include_str!("lua/admit.lua")),
             dlq: fair(include_str!("lua/dlq.lua")),
+            tenant: fair(include_str!("lua/tenant.lua")),
         }
     }
 }
@@ -131,6 +133,83 @@ pub struct NewJob {
     pub envelope: Envelope,
     /// Run no earlier than this; `None` runs it as soon as a worker is free.
     pub run_at: Option<DateTime<Utc>>,
+    /// Order among the same tenant's ready jobs of the kind.
+    pub priority: Priority,
+}
+
+impl NewJob {
+    /// A normal-priority job to run as soon as a worker is free.
+    pub fn now(envelope: Envelope) -> Self {
+        Self {
+            envelope,
+            run_at: None,
+            priority: Priority::Normal,
+        }
+    }
+}
+
+/// Where a job goes among *its own tenant's* ready jobs of a kind: a tenant's high-priority
+/// jobs run before its normal ones, which run before its low ones; FIFO within a priority.
+/// Priorities never change a tenant's share of the workers (fairness across tenants is by
+/// weight alone), so no tenant can jump ahead of others by marking everything high.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Before the tenant's normal and low jobs.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// After the tenant's other ready jobs.
+    Low,
+}
+
+impl Priority {
+    /// The digit the scripts order by.
+    fn digit(self) -> &'static str {
+        match self {
+            Priority::High => "0",
+            Priority::Normal => "1",
+            Priority::Low => "2",
+        }
+    }
+
+    /// Parses `high`, `normal` or `low`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "high" => Some(Priority::High),
+            "normal" => Some(Priority::Normal),
+            "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant's controls and standing in one kind's queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantState {
+    /// Paused: none of its jobs start.
+    pub paused: bool,
+    /// Most of its jobs running at once across all workers (`None`: no cap).
+    pub cap: Option<u32>,
+    /// Its jobs running now (counted only while a cap is set).
+    pub running: u64,
+    /// Its ready jobs held back (paused, or waiting for room under the cap).
+    pub held: u64,
+    /// Its share of the workers relative to other tenants (default 1).
+    pub weight: f64,
+}
+
+/// A tenant's standing in one kind's queue, after a control was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantControl {
+    /// Ready jobs moved back into the queue by this call.
+    pub resumed: u64,
+    /// Ready jobs of the tenant still held back (paused, or over its cap until its running
+    /// jobs finish).
+    pub held: u64,
 }
 
 /// The result of enqueueing one job.
@@ -151,6 +230,8 @@ pub struct KindCounts {
     pub kind: String,
     /// Ready to run.
     pub pending: u64,
+    /// Ready but held back: their tenant is paused for the kind, or at its concurrency cap.
+    pub held: u64,
     /// Waiting for a retry delay, a rate limit or a `run_at`.
     pub scheduled: u64,
     /// Leased by a worker.
@@ -398,7 +479,9 @@ impl Queue {
                     .key(&keys.jobs)
                     .key(&keys.scheduled)
                     .key(&keys.wake)
-                    .key(&keys.fair);
+                    .key(&keys.fair)
+                    .key(&keys.index)
+                    .key(&keys.parked);
                 inv.arg(&ttl).arg(chunk.len());
                 let mut ids = Vec::with_capacity(chunk.len());
                 for (_, job) in chunk {
@@ -415,7 +498,8 @@ impl Queue {
                     inv.arg(id.to_string())
                         .arg(data)
                         .arg(run_at)
-                        .arg(e.tenant_id.to_string());
+                        .arg(e.tenant_id.to_string())
+                        .arg(job.priority.digit());
                     ids.push(id);
                 }
                 let stored: Vec<String> = inv.invoke_async(&mut conn).await?;
@@ -465,6 +549,113 @@ impl Queue {
         Ok(())
     }
 
+    /// Pauses `kind` for one tenant: none of its jobs start (running ones finish) until
+    /// [`Queue::resume_tenant`]. Its jobs are still accepted and kept in order; other tenants
+    /// are unaffected.
+    pub async fn pause_tenant(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+    ) -> Result<TenantControl, QueueError> {
+        self.tenant_control(kind, tenant, "pause", 0).await
+    }
+
+    /// Resumes a paused tenant: its held jobs re-enter the queue behind its other work.
+    pub async fn resume_tenant(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+    ) -> Result<TenantControl, QueueError> {
+        self.tenant_control(kind, tenant, "resume", 0).await
+    }
+
+    /// Caps how many of `tenant`'s jobs of `kind` run at once across all workers (`None`
+    /// removes the cap). Jobs over the cap wait, in order, and start as the tenant's running
+    /// jobs finish; the slots they leave go to other tenants.
+    pub async fn set_tenant_cap(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+        cap: Option<u32>,
+    ) -> Result<TenantControl, QueueError> {
+        if cap == Some(0) {
+            return Err(QueueError::Invalid("a cap must be at least 1".into()));
+        }
+        self.tenant_control(kind, tenant, "cap", cap.unwrap_or(0))
+            .await
+    }
+
+    /// A tenant's controls and held jobs in `kind`'s queue.
+    pub async fn tenant_state(&self, kind: &str, tenant: Uuid) -> Result<TenantState, QueueError> {
+        let k = self.keys(kind);
+        type Fields = (Option<String>, Option<u32>, Option<u64>, Option<f64>);
+        let ((paused, cap, running, weight), held): (Fields, u64) = redis::pipe()
+            .cmd("HMGET")
+            .arg(&k.fair)
+            .arg(format!("p:{tenant}"))
+            .arg(format!("c:{tenant}"))
+            .arg(format!("r:{tenant}"))
+            .arg(format!("w:{tenant}"))
+            .cmd("ZLEXCOUNT")
+            .arg(&k.parked)
+            .arg(format!("[{tenant}|"))
+            .arg(format!("({tenant}}}"))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(TenantState {
+            paused: paused.is_some(),
+            cap,
+            running: if cap.is_some() {
+                running.unwrap_or(0)
+            } else {
+                0
+            },
+            held,
+            weight: weight.unwrap_or(1.0),
+        })
+    }
+
+    /// Runs `lua/tenant.lua`, in bounded slices until nothing more can move.
+    async fn tenant_control(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+        action: &str,
+        cap: u32,
+    ) -> Result<TenantControl, QueueError> {
+        const SLICE: u64 = 1000;
+        let k = self.keys(kind);
+        let mut conn = self.conn();
+        let mut action = action;
+        let mut resumed = 0;
+        loop {
+            let (moved, held): (u64, u64) = self
+                .inner
+                .scripts
+                .tenant
+                .key(&k.ready)
+                .key(&k.jobs)
+                .key(&k.leases)
+                .key(&k.wake)
+                .key(&k.fair)
+                .key(&k.index)
+                .key(&k.parked)
+                .arg(tenant.to_string())
+                .arg(action)
+                .arg(cap)
+                .arg(SLICE)
+                .invoke_async(&mut conn)
+                .await?;
+            resumed += moved;
+            if moved < SLICE {
+                return Ok(TenantControl { resumed, held });
+            }
+            // A full slice moved: the tenant is not paused (nothing moves while it is), so
+            // carry on with plain resumes, which move the rest without re-counting leases.
+            action = "resume";
+        }
+    }
+
     /// Marks a producer's delivery id as seen for `tenant` (for `ttl`), atomically: `true` the
     /// first time, `false` for a repeat. For producers that number their deliveries apart
     /// from their events (Chatwoot's `X-Chatwoot-Delivery`); the key lives in `kind`'s slot.
@@ -501,13 +692,10 @@ impl Queue {
 
     /// Enqueues one job to run as soon as a worker is free (see [`Queue::enqueue`]).
     pub async fn enqueue_now(&self, envelope: Envelope) -> Result<Enqueued, QueueError> {
-        self.enqueue(vec![NewJob {
-            envelope,
-            run_at: None,
-        }])
-        .await?
-        .pop()
-        .ok_or_else(|| QueueError::Protocol("enqueue returned nothing".into()))
+        self.enqueue(vec![NewJob::now(envelope)])
+            .await?
+            .pop()
+            .ok_or_else(|| QueueError::Protocol("enqueue returned nothing".into()))
     }
 
     /// Writes the retry policy of `kind` to Redis, where the ack script reads it.
@@ -530,9 +718,10 @@ impl Queue {
     /// Counts of one kind, read in one round trip.
     pub async fn counts(&self, kind: &str) -> Result<KindCounts, QueueError> {
         let k = self.keys(kind);
-        type Reply = (u64, u64, u64, u64, BTreeMap<String, u64>);
-        let (pending, scheduled, running, dead, stats): Reply = redis::pipe()
+        type Reply = (u64, u64, u64, u64, u64, BTreeMap<String, u64>);
+        let (pending, held, scheduled, running, dead, stats): Reply = redis::pipe()
             .zcard(&k.ready)
+            .zcard(&k.parked)
             .zcard(&k.scheduled)
             .zcard(&k.leases)
             .zcard(&k.dead)
@@ -543,6 +732,7 @@ impl Queue {
         Ok(KindCounts {
             kind: kind.to_owned(),
             pending,
+            held,
             scheduled,
             running,
             dead,
@@ -619,6 +809,8 @@ impl Queue {
             .key(&k.leases)
             .key(&k.scheduled)
             .key(&k.fair)
+            .key(&k.index)
+            .key(&k.parked)
             .arg(n)
             .arg(self.inner.cfg.lease.as_millis() as u64)
             .arg(worker)
@@ -692,6 +884,8 @@ impl Queue {
                 .key(&k.leases)
                 .key(&k.dead)
                 .key(&k.dead_data)
+                .key(&k.index)
+                .key(&k.parked)
                 .arg(chunk)
                 .invoke_async(&mut conn)
                 .await?;
@@ -713,6 +907,8 @@ impl Queue {
             .key(&k.ready)
             .key(&k.wake)
             .key(&k.fair)
+            .key(&k.index)
+            .key(&k.parked)
             .arg(worker)
             .arg(100_000)
             .invoke_async(&mut self.conn())
@@ -740,6 +936,8 @@ impl Queue {
             &k.ready,
             &k.wake,
             &k.fair,
+            &k.index,
+            &k.parked,
         ] {
             inv.key(key);
         }

@@ -144,6 +144,8 @@ impl Upkeep {
                 .key(&k.scheduled)
                 .key(&k.fair)
                 .key(&k.legacy_ready)
+                .key(&k.index)
+                .key(&k.parked)
                 .arg(q.settings().max_lease_expiries)
                 .arg(super::REAP_SLICE)
                 .arg(q.settings().dead_letter_ttl.as_millis() as u64)

@@ -1,7 +1,8 @@
 -- Settle a batch of leased jobs.
 -- KEYS[1] jobs   KEYS[2] leases   KEYS[3] scheduled   KEYS[4] dead (zset id -> ms)
 -- KEYS[5] dead_data (hash)   KEYS[6] done (zset id -> ms)   KEYS[7] stats (hash)
--- KEYS[8] policy (hash)   KEYS[9] ready   KEYS[10] wake   KEYS[11] fair
+-- KEYS[8] policy (hash)   KEYS[9] ready   KEYS[10] wake   KEYS[11] fair   KEYS[12] index
+-- KEYS[13] parked
 -- ARGV[1] n   ARGV[2] completed ids kept (count)   ARGV[3] completed ids kept (age, ms)
 -- ARGV[4] default max attempts   ARGV[5] default backoff base ms   ARGV[6] default backoff max ms
 -- then per entry, 5 values: id, owner, action, a, b
@@ -13,7 +14,7 @@
 -- Returns per entry { result, detail }: result is the action taken ('completed', 'retried',
 -- 'dead', 'snoozed', 'released') or 'lost' when the lease is no longer this owner's;
 -- detail is the retry delay in ms for 'retried' / 'snoozed', the reason for 'dead'.
-FAIR_KEY = KEYS[11]
+FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[11], KEYS[12], KEYS[13]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
@@ -23,33 +24,41 @@ local base_ms = tonumber(pol[2]) or tonumber(ARGV[5])
 local max_ms = tonumber(pol[3]) or tonumber(ARGV[6])
 local out = {}
 local completed, retried, dead, snoozed = 0, 0, 0, 0
+local ended = {}     -- tenant -> jobs of it no longer running (for concurrency caps)
+local released = {}  -- jobs handed back to the front of the ready set
 
-local function bury(id, attempts, reason, code)
+local function bury(id, attempts, reason, code, prio)
   local data = redis.call('HGET', KEYS[1], id)
   redis.call('HSET', KEYS[5], id, data or '', id .. ':r', reason, id .. ':c', code,
     id .. ':a', attempts)
+  -- The priority comes back with a re-drive.
+  if prio ~= '1' then redis.call('HSET', KEYS[5], id .. ':p', prio) end
   redis.call('ZADD', KEYS[4], now, id)
-  redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t')
+  redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t',
+    id .. ':p')
   dead = dead + 1
 end
 
 for i = 1, n do
   local b = 6 + 5 * (i - 1)
   local id, owner, action, a1, a2 = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-  local cur = redis.call('HMGET', KEYS[1], id .. ':o', id .. ':a')
+  local cur = redis.call('HMGET', KEYS[1], id .. ':o', id .. ':a', id .. ':t', id .. ':p')
   if cur[1] ~= owner then
     out[#out + 1] = { 'lost', '' }
   else
     redis.call('ZREM', KEYS[2], id)
     local attempts = tonumber(cur[2]) or 1
+    local tenant, prio = cur[3] or '', cur[4] or '1'
+    ended[tenant] = (ended[tenant] or 0) + 1
     if action == 'ok' then
-      redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t')
+      redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t',
+        id .. ':p')
       redis.call('ZADD', KEYS[6], now, id)
       completed = completed + 1
       out[#out + 1] = { 'completed', '' }
     elseif action == 'retry' then
       if attempts >= max_attempts then
-        bury(id, attempts, 'max_attempts', a1)
+        bury(id, attempts, 'max_attempts', a1, prio)
         out[#out + 1] = { 'dead', 'max_attempts' }
       else
         local delay = base_ms * (2 ^ (attempts - 1))
@@ -62,7 +71,7 @@ for i = 1, n do
         out[#out + 1] = { 'retried', tostring(delay) }
       end
     elseif action == 'dead' then
-      bury(id, attempts, a1, a2)
+      bury(id, attempts, a1, a2, prio)
       out[#out + 1] = { 'dead', a1 }
     elseif action == 'snooze' then
       redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1)
@@ -71,14 +80,17 @@ for i = 1, n do
       out[#out + 1] = { 'snoozed', a1 }
     elseif action == 'release' then
       redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1)
-      redis.call('ZADD', KEYS[9], fair_clock(), id)
-      redis.call('LPUSH', KEYS[10], '1')
-      redis.call('LTRIM', KEYS[10], 0, 7)
+      released[#released + 1] = { id, tenant, prio, fair_clock() }
       out[#out + 1] = { 'released', '' }
     else
       return redis.error_reply('unknown ack action ' .. tostring(action))
     end
   end
+end
+fair_add(KEYS[9], released)
+if fair_ended(KEYS[9], ended) + #released > 0 then
+  redis.call('LPUSH', KEYS[10], '1')
+  redis.call('LTRIM', KEYS[10], 0, 7)
 end
 if completed > 0 then
   redis.call('HINCRBY', KEYS[7], 'completed', completed)

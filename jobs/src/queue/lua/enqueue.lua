@@ -1,39 +1,44 @@
 -- Enqueue a batch of jobs of one kind, with deduplication, in one round trip.
--- KEYS[1] ready (zset, fair order)   KEYS[2] jobs (hash)   KEYS[3] scheduled (zset)
--- KEYS[4] wake (list)   KEYS[5] fair (hash)   KEYS[5+i] dedupe key of job i
+-- KEYS[1] ready (zset of slots)   KEYS[2] jobs (hash)   KEYS[3] scheduled (zset)
+-- KEYS[4] wake (list)   KEYS[5] fair (hash)   KEYS[6] index   KEYS[7] parked
+-- KEYS[7+i] dedupe key of job i
 -- ARGV[1] dedupe ttl (ms)   ARGV[2] n
--- ARGV[3 + 4*(i-1)] id, then data, run_at (ms since epoch, 0 = now), tenant
+-- ARGV[3 + 5*(i-1)] id, then data, run_at (ms since epoch, 0 = now), tenant,
+-- priority (0 high, 1 normal, 2 low)
 -- Returns, per job: the id stored under its dedupe key (its own id when new, the earlier job's
 -- id when it is a duplicate), so the caller can tell the two apart. The check and the set
 -- are one SET NX inside this script: no check-then-act race between producers.
-FAIR_KEY = KEYS[5]
+FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[5], KEYS[6], KEYS[7]
 local ttl = ARGV[1]
 local n = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local zargs = {}
+local ready = {}
 local out = {}
 for i = 1, n do
-  local base = 3 + 4 * (i - 1)
+  local base = 3 + 5 * (i - 1)
   local id, data, run_at, tenant = ARGV[base], ARGV[base + 1], tonumber(ARGV[base + 2]), ARGV[base + 3]
-  local dk = KEYS[5 + i]
+  local prio = ARGV[base + 4]
+  local dk = KEYS[7 + i]
   local fresh = redis.call('SET', dk, id, 'NX', 'PX', ttl)
   if fresh then
-    redis.call('HSET', KEYS[2], id, data, id .. ':t', tenant)
+    if prio == '1' then
+      redis.call('HSET', KEYS[2], id, data, id .. ':t', tenant)
+    else
+      redis.call('HSET', KEYS[2], id, data, id .. ':t', tenant, id .. ':p', prio)
+    end
     if run_at > now then
       redis.call('ZADD', KEYS[3], run_at, id)
     else
-      zargs[#zargs + 1] = fair_tag(tenant)
-      zargs[#zargs + 1] = id
+      ready[#ready + 1] = { id, tenant, prio }
     end
     out[i] = id
   else
     out[i] = redis.call('GET', dk)
   end
 end
-if #zargs > 0 then
-  redis.call('ZADD', KEYS[1], unpack(zargs))
-  fair_save()
+if #ready > 0 then
+  fair_add(KEYS[1], ready)
   if redis.call('LLEN', KEYS[4]) < 8 then
     redis.call('LPUSH', KEYS[4], '1')
   end

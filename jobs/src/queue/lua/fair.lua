@@ -1,14 +1,26 @@
--- Fair ordering of ready jobs across tenants (prepended to the scripts that add ready jobs).
+-- Fair ordering of ready jobs across tenants, priorities within a tenant, per-tenant pause and
+-- concurrency caps (prepended to every script that adds, takes or settles ready jobs).
 --
--- `ready` is a ZSET ordered by a virtual start tag (start-time fair queuing): a tenant's jobs
--- get tags one 1/weight apart, starting no earlier than the queue's virtual clock V (the tag
--- of the last job fetched). A tenant that floods the queue pushes only its own tags far ahead;
--- a tenant arriving later starts at V and is served at once, interleaved with the flood in
--- proportion to the weights. Within a tenant, tags increase: FIFO. Fetching is ZPOPMIN.
+-- Two structures, one job id in each:
+-- * `ready` is a ZSET of *slots*: one member per ready job, scored by a virtual start tag
+--   (start-time fair queuing). A tenant's slots get tags one 1/weight apart, starting no
+--   earlier than the queue's virtual clock V (the tag of the last slot served). A tenant that
+--   floods the queue pushes only its own tags far ahead; a tenant arriving later starts at V and
+--   is served at once, interleaved with the flood in proportion to the weights. Fetching is
+--   ZPOPMIN: the slot says *which tenant* runs next.
+-- * `index` is a ZSET scored 0, ordered by member `<tenant>|<priority>|<job id>`: a tenant's
+--   ready jobs by priority (0 high, 1 normal, 2 low), then by id (UUIDv7: creation order). When
+--   a tenant's slot comes up, the tenant's *best* job runs; if that is not the job the slot was
+--   labelled with, the two swap slots (the slot's job takes the best job's later slot).
+--   Priorities therefore reorder a tenant's own work and never buy a tenant a larger share.
+-- * `parked` is a ZSET scored 0, members `<tenant>|<job id>`: slots of tenants that are paused
+--   or at their concurrency cap, taken out of `ready` when they came up and put back on resume
+--   or when a running job of the tenant settles.
 -- State lives in the `fair` HASH: `v` = V, `f:<tenant>` = the tenant's next free tag,
--- `w:<tenant>` = its weight (default 1).
--- The caller sets FAIR_KEY (the fair hash) before calling these.
-local FAIR_KEY
+-- `w:<tenant>` weight (default 1), `p:<tenant>` paused (1), `c:<tenant>` concurrency cap,
+-- `r:<tenant>` jobs of the tenant leased now (kept only while a cap is set).
+-- The caller sets FAIR_KEY (the fair hash), INDEX_KEY and PARKED_KEY before calling these.
+local FAIR_KEY, INDEX_KEY, PARKED_KEY
 local fair_v
 local fair_f = {}
 local fair_w = {}
@@ -50,17 +62,84 @@ local function fair_save()
   fair_dirty = {}
 end
 
--- Puts due jobs (ids) on the ready set behind their tenants' earlier work.
-local function fair_promote(jobs_key, ready_key, ids)
-  if #ids == 0 then return end
-  local fields = {}
-  for i, id in ipairs(ids) do fields[i] = id .. ':t' end
-  local tenants = redis.call('HMGET', jobs_key, unpack(fields))
-  local zargs = {}
-  for i, id in ipairs(ids) do
-    zargs[#zargs + 1] = fair_tag(tenants[i] or '')
-    zargs[#zargs + 1] = id
+local function fair_member(tenant, prio, id)
+  return (tenant or '') .. '|' .. (prio or '1') .. '|' .. id
+end
+
+-- Adds ready jobs: `jobs` is a list of { id, tenant, priority, tag } (tag nil: behind the
+-- tenant's other ready work). One ZADD per structure for the whole list.
+local function fair_add(ready_key, jobs)
+  if #jobs == 0 then return end
+  local zargs, iargs = {}, {}
+  for _, j in ipairs(jobs) do
+    zargs[#zargs + 1] = j[4] or fair_tag(j[2])
+    zargs[#zargs + 1] = j[1]
+    iargs[#iargs + 1] = 0
+    iargs[#iargs + 1] = fair_member(j[2], j[3], j[1])
   end
   redis.call('ZADD', ready_key, unpack(zargs))
+  redis.call('ZADD', INDEX_KEY, unpack(iargs))
   fair_save()
+end
+
+-- Puts jobs (ids) on the ready set, reading each one's tenant and priority from the jobs hash;
+-- `front` puts them at V (they had reached the front once), else behind the tenant's work.
+local function fair_promote(jobs_key, ready_key, ids, front)
+  if #ids == 0 then return end
+  local fields = {}
+  for _, id in ipairs(ids) do
+    fields[#fields + 1] = id .. ':t'
+    fields[#fields + 1] = id .. ':p'
+  end
+  local vals = redis.call('HMGET', jobs_key, unpack(fields))
+  local jobs = {}
+  for i, id in ipairs(ids) do
+    local tag = nil
+    if front then tag = fair_clock() end
+    jobs[i] = { id, vals[2 * i - 1] or '', vals[2 * i] or '1', tag }
+  end
+  fair_add(ready_key, jobs)
+end
+
+-- Moves up to `n` parked slots of `tenant` back to the front of the ready set.
+local function fair_unpark(ready_key, tenant, n)
+  if n <= 0 then return 0 end
+  local members = redis.call('ZRANGEBYLEX', PARKED_KEY, '[' .. tenant .. '|', '(' .. tenant .. '}',
+    'LIMIT', 0, n)
+  if #members == 0 then return 0 end
+  local zargs = {}
+  for _, m in ipairs(members) do
+    zargs[#zargs + 1] = fair_clock()
+    zargs[#zargs + 1] = string.sub(m, #tenant + 2)
+  end
+  redis.call('ZREM', PARKED_KEY, unpack(members))
+  redis.call('ZADD', ready_key, unpack(zargs))
+  return #members
+end
+
+-- Jobs of capped tenants stopped running (`ended`: tenant -> count): lowers their running
+-- counts and lets as many parked slots back in as there is room under the cap.
+local function fair_ended(ready_key, ended)
+  local tenants = {}
+  for tenant, _ in pairs(ended) do tenants[#tenants + 1] = tenant end
+  if #tenants == 0 then return 0 end
+  local fields = {}
+  for _, tenant in ipairs(tenants) do
+    fields[#fields + 1] = 'c:' .. tenant
+    fields[#fields + 1] = 'r:' .. tenant
+    fields[#fields + 1] = 'p:' .. tenant
+  end
+  local vals = redis.call('HMGET', FAIR_KEY, unpack(fields))
+  local back = 0
+  for i, tenant in ipairs(tenants) do
+    local cap = tonumber(vals[3 * i - 2])
+    if cap then
+      local running = math.max((tonumber(vals[3 * i - 1]) or 0) - ended[tenant], 0)
+      redis.call('HSET', FAIR_KEY, 'r:' .. tenant, running)
+      if not vals[3 * i] then
+        back = back + fair_unpark(ready_key, tenant, cap - running)
+      end
+    end
+  end
+  return back
 end

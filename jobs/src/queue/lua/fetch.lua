@@ -1,37 +1,150 @@
 -- Lease up to n ready jobs. Due scheduled jobs are promoted first (in bounded slices, so a
 -- large backlog never exceeds Lua's unpack limit and never blocks Redis for long).
--- KEYS[1] ready (zset, fair order)   KEYS[2] jobs   KEYS[3] leases (zset id -> deadline ms)
--- KEYS[4] scheduled   KEYS[5] fair
+-- KEYS[1] ready (zset of slots)   KEYS[2] jobs   KEYS[3] leases (zset id -> deadline ms)
+-- KEYS[4] scheduled   KEYS[5] fair   KEYS[6] index   KEYS[7] parked
 -- ARGV[1] n   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max promoted per call
 -- Returns { now, next_due, id1, data1, attempt1, id2, data2, attempt2, ... } where next_due is
 -- the due time (ms) of the earliest scheduled job, or -1: an idle worker sleeps until then.
 -- The lease owner is "<worker id>:<attempt>": unique per lease, so an acknowledgement from a
 -- lease that expired and was taken over is recognised and refused.
-FAIR_KEY = KEYS[5]
+FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[5], KEYS[6], KEYS[7]
+local READY, JOBS = KEYS[1], KEYS[2]
 local n = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 if #due > 0 then
   redis.call('ZREM', KEYS[4], unpack(due))
-  fair_promote(KEYS[2], KEYS[1], due)
+  fair_promote(JOBS, READY, due, false)
 end
-local popped = redis.call('ZPOPMIN', KEYS[1], n)
-if #popped == 0 then
+
+local ids = {}        -- jobs to lease, in order
+local capped = {}     -- job id -> its tenant, for jobs of tenants with a concurrency cap
+local running = {}    -- capped tenant -> jobs of it chosen by this call so far
+-- Takes the slots of one tenant (`slots`: list of { id, tag, position }) popped from `ready`:
+-- parks them when the tenant is paused or at its cap, else chooses the tenant's best jobs,
+-- swapping slots where the best job is not the slot's own. Returns the chosen ids, one per
+-- slot kept, in slot order.
+local function take(tenant, slots, st)
+  local allowed = #slots
+  if st.paused then
+    allowed = 0
+  elseif st.cap then
+    allowed = math.max(math.min(allowed, st.cap - st.running), 0)
+  end
+  if allowed < #slots then
+    local pargs = {}
+    for i = allowed + 1, #slots do
+      pargs[#pargs + 1] = 0
+      pargs[#pargs + 1] = tenant .. '|' .. slots[i][1]
+    end
+    redis.call('ZADD', PARKED_KEY, unpack(pargs))
+  end
+  if allowed == 0 then return {} end
+  local best = redis.call('ZRANGEBYLEX', INDEX_KEY, '[' .. tenant .. '|', '(' .. tenant .. '}',
+    'LIMIT', 0, allowed)
+  if #best > 0 then redis.call('ZREM', INDEX_KEY, unpack(best)) end
+  local chosen, own = {}, {}
+  for i, m in ipairs(best) do
+    local id = string.sub(m, #tenant + 4)
+    chosen[i] = id
+    own[id] = true
+  end
+  -- Slots whose job is not among the chosen hand over to a chosen job that is not a slot of
+  -- this call (its own slot, later in `ready` or parked, becomes theirs).
+  local spare = {}
+  local taken = {}
+  for i = 1, allowed do
+    local id = slots[i][1]
+    if own[id] then taken[id] = true else spare[#spare + 1] = slots[i] end
+  end
+  local run = {}
+  local k = 1
+  for _, id in ipairs(chosen) do
+    if not taken[id] then
+      local slot = spare[k]
+      k = k + 1
+      local score = redis.call('ZSCORE', READY, id)
+      if score then
+        redis.call('ZREM', READY, id)
+        redis.call('ZADD', READY, score, slot[1])
+      elseif redis.call('ZREM', PARKED_KEY, tenant .. '|' .. id) == 1 then
+        redis.call('ZADD', PARKED_KEY, 0, tenant .. '|' .. slot[1])
+      else
+        -- An index entry without a slot cannot happen; never lose the slot's job over it.
+        redis.call('ZADD', READY, slot[2], slot[1])
+      end
+    end
+    run[#run + 1] = id
+  end
+  -- Slots left over had no index entry to give (written before the index existed): they run
+  -- as they are.
+  for i = k, #spare do run[#run + 1] = spare[i][1] end
+  if st.cap then
+    for _, id in ipairs(run) do capped[id] = tenant end
+    running[tenant] = (running[tenant] or 0) + allowed
+  end
+  return run
+end
+
+-- Slots of paused or capped tenants are parked as they come up, so a few rounds may be
+-- needed to find n runnable jobs; bounded, so a fetch stays short.
+local last = nil
+for _ = 1, 4 do
+  local want = n - #ids
+  if want <= 0 then break end
+  local popped = redis.call('ZPOPMIN', READY, want)
+  if #popped == 0 then break end
+  last = tonumber(popped[#popped])
+  local fields = {}
+  for i = 1, #popped, 2 do fields[#fields + 1] = popped[i] .. ':t' end
+  local tenants = redis.call('HMGET', JOBS, unpack(fields))
+  local order, groups = {}, {}
+  for i = 1, #fields do
+    local tenant = tenants[i] or ''
+    if not groups[tenant] then
+      groups[tenant] = {}
+      order[#order + 1] = tenant
+    end
+    local g = groups[tenant]
+    g[#g + 1] = { popped[2 * i - 1], tonumber(popped[2 * i]), i }
+  end
+  local sfields = {}
+  for _, tenant in ipairs(order) do
+    sfields[#sfields + 1] = 'p:' .. tenant
+    sfields[#sfields + 1] = 'c:' .. tenant
+    sfields[#sfields + 1] = 'r:' .. tenant
+  end
+  local st = redis.call('HMGET', FAIR_KEY, unpack(sfields))
+  -- Jobs are handed out in slot order, so tenants stay interleaved within a batch.
+  local at = {}
+  for i, tenant in ipairs(order) do
+    local slots = groups[tenant]
+    local run = take(tenant, slots, {
+      paused = st[3 * i - 2] ~= false,
+      cap = tonumber(st[3 * i - 1]),
+      running = (tonumber(st[3 * i]) or 0) + (running[tenant] or 0),
+    })
+    for j, id in ipairs(run) do at[slots[j][3]] = id end
+  end
+  for i = 1, #fields do
+    if at[i] then ids[#ids + 1] = at[i] end
+  end
+end
+
+if #ids == 0 then
+  if last and last > fair_clock() then redis.call('HSET', FAIR_KEY, 'v', last) end
   local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
   return { now, tonumber(first[2]) or -1 }
 end
-local ids = {}
-for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
 -- The virtual clock moves to the last tag served.
-local last = tonumber(popped[#popped])
 if last > fair_clock() then redis.call('HSET', FAIR_KEY, 'v', last) end
 local fields = {}
-for i, id in ipairs(ids) do
+for _, id in ipairs(ids) do
   fields[#fields + 1] = id
   fields[#fields + 1] = id .. ':a'
 end
-local vals = redis.call('HMGET', KEYS[2], unpack(fields))
+local vals = redis.call('HMGET', JOBS, unpack(fields))
 local deadline = now + tonumber(ARGV[2])
 local zargs, hargs, out = {}, {}, { now, -1 }
 for i, id in ipairs(ids) do
@@ -47,10 +160,15 @@ for i, id in ipairs(ids) do
     out[#out + 1] = id
     out[#out + 1] = data
     out[#out + 1] = attempt
+  elseif capped[id] then
+    running[capped[id]] = running[capped[id]] - 1
   end
+end
+for tenant, r in pairs(running) do
+  if r > 0 then redis.call('HINCRBY', FAIR_KEY, 'r:' .. tenant, r) end
 end
 if #zargs > 0 then
   redis.call('ZADD', KEYS[3], unpack(zargs))
-  redis.call('HSET', KEYS[2], unpack(hargs))
+  redis.call('HSET', JOBS, unpack(hargs))
 end
 return out

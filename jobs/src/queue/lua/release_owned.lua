@@ -2,23 +2,29 @@
 -- This catches leases the worker's own book never saw: a fetch whose reply was not read
 -- because the worker was being dropped. Commands on one connection run in order, so a fetch
 -- sent before this script has already run when it looks.
--- KEYS[1] jobs   KEYS[2] leases   KEYS[3] ready   KEYS[4] wake   KEYS[5] fair
+-- KEYS[1] jobs   KEYS[2] leases   KEYS[3] ready   KEYS[4] wake   KEYS[5] fair   KEYS[6] index
+-- KEYS[7] parked
 -- ARGV[1] worker id   ARGV[2] max leases examined
 -- Returns the number of jobs handed back.
-FAIR_KEY = KEYS[5]
+FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[5], KEYS[6], KEYS[7]
 local prefix = ARGV[1] .. ':'
 local ids = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
 local released = 0
+local ended, back = {}, {}
 for _, id in ipairs(ids) do
-  local cur = redis.call('HMGET', KEYS[1], id .. ':o', id .. ':a')
+  local cur = redis.call('HMGET', KEYS[1], id .. ':o', id .. ':a', id .. ':t', id .. ':p')
   local owner = cur[1]
   if owner and string.sub(owner, 1, #prefix) == prefix then
     redis.call('ZREM', KEYS[2], id)
     redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', math.max((tonumber(cur[2]) or 1) - 1, 0))
-    redis.call('ZADD', KEYS[3], fair_clock(), id)
+    local tenant = cur[3] or ''
+    back[#back + 1] = { id, tenant, cur[4] or '1', fair_clock() }
+    ended[tenant] = (ended[tenant] or 0) + 1
     released = released + 1
   end
 end
+fair_add(KEYS[3], back)
+fair_ended(KEYS[3], ended)
 if released > 0 then
   redis.call('LPUSH', KEYS[4], '1')
   redis.call('LTRIM', KEYS[4], 0, 7)
