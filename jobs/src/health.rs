@@ -68,6 +68,7 @@ pub async fn queue_counts(queue: &Queue) -> Result<Vec<KindCounts>, crate::queue
         let c = queue.counts(kind).await?;
         for (state, v) in [
             (m::state::PENDING, c.pending),
+            (m::state::HELD, c.held),
             (m::state::SCHEDULED, c.scheduled),
             (m::state::RUNNING, c.running),
             (m::state::DEAD, c.dead),

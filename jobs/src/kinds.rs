@@ -66,7 +66,7 @@ pub enum Principal<'a> {
     /// tenant's own endpoint.
     Webhook(&'a str),
     /// `system:<kind>`: a follow-up job enqueued by a handler of `kind` after it verified its
-    /// own job.
+    /// own job; `system:scheduler`: a job of the platform's recurring maintenance.
     System(&'a str),
 }
 
@@ -99,7 +99,8 @@ pub fn accepts(kind: &str, principal: Principal<'_>) -> bool {
         Principal::Operator(_) => operator_only(kind),
         Principal::Webhook(source) => WEBHOOK_SOURCES.contains(&(source, kind)),
         Principal::System(parent) => {
-            kind == CRM_SYNC && (parent == LEAD_SCORE || parent == CHATWOOT_EVENT)
+            kind == CRM_SYNC
+                && (parent == LEAD_SCORE || parent == CHATWOOT_EVENT || parent == "scheduler")
         }
     }
 }

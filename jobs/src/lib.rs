@@ -42,6 +42,7 @@ pub mod kinds;
 pub mod lead_score;
 pub mod leads;
 pub mod limits;
+pub mod maintenance;
 pub mod pii;
 pub mod queue;
 pub mod scoring;

@@ -86,6 +86,43 @@ pub struct QueueSettings {
     pub dead_letter_ttl: Duration,
 }
 
+/// The platform's recurring tasks and their default schedules (cron syntax, UTC). Each is set
+/// or switched off with `LEADQ_SCHEDULE_<NAME>` (a cron expression, or `off`).
+pub const SCHEDULE_DEFAULTS: &[(&str, &str)] = &[
+    // Re-requests CRM syncs that were wanted but never confirmed (a lost job, a long outage).
+    ("crm_reconcile", "*/5 * * * *"),
+    // Deletes finished job_runs rows older than LEADQ_JOB_RUNS_KEEP_DAYS.
+    ("job_runs_retention", "17 3 * * *"),
+];
+
+/// A recurring task and when it fires.
+#[derive(Debug, Clone)]
+pub struct ScheduleSetting {
+    /// The task's name (one of [`SCHEDULE_DEFAULTS`]).
+    pub name: &'static str,
+    /// The expression as configured.
+    pub pattern: String,
+    /// When it fires; `None` when switched off.
+    pub schedule: Option<cron::Schedule>,
+}
+
+/// Parses a cron expression: five fields (minute hour day-of-month month day-of-week), or six
+/// with seconds first; UTC.
+pub fn parse_cron(pattern: &str) -> Result<cron::Schedule, String> {
+    use std::str::FromStr as _;
+    let fields = pattern.split_whitespace().count();
+    let full = match fields {
+        5 => format!("0 {pattern}"),
+        6 => pattern.to_owned(),
+        _ => {
+            return Err(format!(
+                "{fields} fields (expected 5, or 6 with seconds first)"
+            ))
+        }
+    };
+    cron::Schedule::from_str(&full).map_err(|e| e.to_string())
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -129,6 +166,10 @@ pub struct Settings {
     pub scrub_patterns: Vec<String>,
     /// Queue-engine settings.
     pub queue: QueueSettings,
+    /// The recurring platform tasks, run once per firing across all workers.
+    pub schedules: Vec<ScheduleSetting>,
+    /// Finished `job_runs` rows older than this are deleted by `job_runs_retention`.
+    pub job_runs_keep: Duration,
 }
 
 /// Every problem found in the environment, reported together.
@@ -395,6 +436,32 @@ impl Settings {
         let dead_letter_days =
             r.positive("LEADQ_DEAD_LETTER_DAYS", 14u64, "a whole number of days");
         let dead_letter_ttl = Duration::from_secs(dead_letter_days.saturating_mul(86_400));
+        let mut schedules = Vec::new();
+        for (name, default) in SCHEDULE_DEFAULTS {
+            let var = format!("LEADQ_SCHEDULE_{}", name.to_ascii_uppercase());
+            let pattern = r.get(&var).unwrap_or(default).trim().to_owned();
+            let schedule = if pattern == "off" {
+                None
+            } else {
+                match parse_cron(&pattern) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        r.problems.push(format!(
+                            "{var}={pattern:?} is not a cron expression or off: {e}"
+                        ));
+                        None
+                    }
+                }
+            };
+            schedules.push(ScheduleSetting {
+                name,
+                pattern,
+                schedule,
+            });
+        }
+        let job_runs_keep_days =
+            r.positive("LEADQ_JOB_RUNS_KEEP_DAYS", 30u64, "a whole number of days");
+        let job_runs_keep = Duration::from_secs(job_runs_keep_days.saturating_mul(86_400));
         let mut kind_settings = BTreeMap::new();
         for d in kinds {
             let up = d.kind.to_ascii_uppercase();
@@ -459,6 +526,8 @@ impl Settings {
                 keep_done_for,
                 dead_letter_ttl,
             },
+            schedules,
+            job_runs_keep,
         })
     }
 
@@ -524,6 +593,7 @@ mod tests {
                 ("LEADQ_LEAD_SCORE_CONCURRENCY", "0"),
                 ("LEADQ_LOG_FORMAT", "xml"),
                 ("LEADQ_SIGNING_KEYS", "k1:c2hvcnQ="),
+                ("LEADQ_SCHEDULE_CRM_RECONCILE", "every five minutes"),
             ]),
             ALL,
             KINDS,
@@ -537,10 +607,11 @@ mod tests {
             "LEADQ_LEAD_SCORE_CONCURRENCY must be greater than 0",
             "LEADQ_LOG_FORMAT",
             "LEADQ_SIGNING_KEYS is invalid: entry 1 (k1): key must be exactly 32 bytes",
+            "LEADQ_SCHEDULE_CRM_RECONCILE=\"every five minutes\" is not a cron expression",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
-        assert_eq!(err.problems.len(), 6);
+        assert_eq!(err.problems.len(), 7);
         assert!(!text.contains("c2hvcnQ="), "key material echoed: {text}");
     }
 
@@ -602,5 +673,28 @@ mod tests {
         assert_eq!(s.worker_addr.to_string(), WORKER_ADDR_DEFAULT);
         let k = &s.queue.kinds["lead_score"];
         assert_eq!((k.max_attempts, k.concurrency), (3, 8));
+    }
+
+    #[test]
+    fn cron_expressions_take_five_fields_or_six_with_seconds() {
+        use chrono::TimeZone as _;
+        let at = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 23, 10, 2, 30)
+            .unwrap();
+        let next = |p: &str| parse_cron(p).unwrap().after(&at).next().unwrap();
+        assert_eq!(
+            next("*/5 * * * *"),
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 23, 10, 5, 0)
+                .unwrap()
+        );
+        assert_eq!(
+            next("*/10 * * * * *"),
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 23, 10, 2, 40)
+                .unwrap()
+        );
+        assert!(parse_cron("* * *").is_err());
+        assert!(parse_cron("61 * * * *").is_err());
     }
 }

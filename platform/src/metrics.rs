@@ -61,8 +61,16 @@ pub const CRM_TOKEN_REFRESHES_TOTAL: &str = "leadq_crm_token_refreshes_total";
 /// configured cap), `kind` and `outcome` (see [`outcome`]).
 pub const TENANT_JOBS_TOTAL: &str = "leadq_tenant_jobs_total";
 
+/// Counter: runs of the platform's recurring tasks (see `worker/src/scheduler.rs`), by
+/// `schedule` and `result` (`ok`, `error`). One per schedule across all workers.
+pub const SCHEDULE_RUNS_TOTAL: &str = "leadq_schedule_runs_total";
+/// Gauge: 1 while this worker process holds the scheduler's leader lease, else 0.
+pub const SCHEDULER_LEADER: &str = "leadq_scheduler_leader";
+
 /// Label names.
 pub mod label {
+    /// A recurring task's name.
+    pub const SCHEDULE: &str = "schedule";
     /// Webhook producer, `chatwoot` or `telegram`.
     pub const SOURCE: &str = "source";
     /// Tenant slug (bounded: see [`super::TENANT_JOBS_TOTAL`]).
@@ -146,6 +154,8 @@ pub mod state {
     pub const RUNNING: &str = "running";
     /// Dead letters kept.
     pub const DEAD: &str = "dead";
+    /// Ready but held back: the tenant is paused or at its concurrency cap.
+    pub const HELD: &str = "held";
 }
 
 // Up to an hour: a job's wait can be long when a queue backs up, and a p99 that cannot read
@@ -261,6 +271,14 @@ fn describe() {
         "Time from enqueue to start."
     );
     describe_gauge!(QUEUE_DEPTH, "Jobs per kind and state, read from Redis.");
+    describe_counter!(
+        SCHEDULE_RUNS_TOTAL,
+        "Runs of recurring platform tasks, by result."
+    );
+    describe_gauge!(
+        SCHEDULER_LEADER,
+        "1 while this process leads the scheduler."
+    );
     describe_gauge!(
         WORKER_HEARTBEAT_TIMESTAMP_SECONDS,
         Unit::Seconds,

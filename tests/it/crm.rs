@@ -80,11 +80,16 @@ impl Respond for FakeHubSpot {
 }
 
 async fn app_with_crm(server: &MockServer, auth: CrmAuth) -> TestApp {
-    let app = spawn_app_with(&[
+    app_with_crm_and(server, auth, &[]).await
+}
+
+async fn app_with_crm_and(server: &MockServer, auth: CrmAuth, extra: &[(&str, &str)]) -> TestApp {
+    let mut settings = vec![
         ("LEADQ_CRM_SYNC_BACKOFF_BASE_MS", "100"),
         ("LEADQ_CRM_SYNC_BACKOFF_MAX_MS", "300"),
-    ])
-    .await;
+    ];
+    settings.extend_from_slice(extra);
+    let app = spawn_app_with(&settings).await;
     app.configure(&TenantUpdate {
         crm: Some(CrmSettings {
             base_url: server.uri(),
@@ -457,6 +462,73 @@ async fn oauth_tokens_are_refreshed_once_and_cached() {
     for secret in ["rt-2", "s3cr3t-client", "at-1"] {
         assert!(!creds.contains(secret) && !access.as_deref().unwrap_or("").contains(secret));
     }
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_crm_sync_is_asked_for_again_by_the_reconcile_schedule() {
+    let server = MockServer::start().await;
+    let fake = FakeHubSpot {
+        token: "pat-na1-33333333-4444".into(),
+        ..FakeHubSpot::default()
+    };
+    Mock::given(method("POST"))
+        .and(path(UPSERT))
+        .respond_with(fake.clone())
+        .mount(&server)
+        .await;
+    let app = app_with_crm_and(
+        &server,
+        token("pat-na1-33333333-4444"),
+        &[("LEADQ_SCHEDULE_CRM_RECONCILE", "* * * * * *")],
+    )
+    .await;
+    let tenant = app.tenant.tenant_id;
+    // Hold the tenant's crm_sync jobs, so the one the lead asks for can be lost.
+    app.queue.pause_tenant("crm_sync", tenant).await.unwrap();
+    let worker = app.spawn_worker().await;
+    assert_eq!(
+        app.post_lead(app.key(), &hot_lead("tg-lost", "lost@example.com"))
+            .await
+            .status(),
+        202
+    );
+    wait_for("the sync held", Duration::from_secs(20), || async {
+        let st = app.queue.tenant_state("crm_sync", tenant).await.unwrap();
+        (st.held == 1).then_some(())
+    })
+    .await;
+    // Lose it, as a Redis that lost its last second of writes would.
+    let (removed, _) = app
+        .queue
+        .erase_where("crm_sync", |e| e.tenant_id == tenant)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    app.queue.resume_tenant("crm_sync", tenant).await.unwrap();
+    // A wanted sync is only taken as lost once it is 10 minutes old.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(upserts(&server).await.is_empty(), "reconciled a fresh sync");
+    let mut tx = app.own().await;
+    sqlx::query("update crm_sync_state set updated_at = now() - interval '20 minutes'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    wait_synced(&app, "tg-lost").await;
+    let sent = upserts(&server).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let by: Vec<(String, String)> =
+        sqlx::query_as("select message_id, status from job_runs where kind = 'crm_sync'")
+            .fetch_all(&mut *app.own().await)
+            .await
+            .unwrap();
+    assert!(
+        by.iter()
+            .any(|(m, s)| m.starts_with("crm_reconcile:") && s == "completed"),
+        "{by:?}"
+    );
     worker.stop().await;
     app.stop().await;
 }

@@ -13,6 +13,7 @@ mod keys;
 mod limits;
 mod observability;
 mod process;
+mod schedule;
 mod secrets;
 mod security;
 mod webhooks;

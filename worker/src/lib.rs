@@ -13,9 +13,11 @@
 //! - [`Worker`]: build (connect, bind) and run until stopped.
 //! - [`observer`]: `job_runs` rows and dead-letter audit.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`scheduler`]: recurring platform tasks, fired once across all workers.
 
 pub mod health;
 pub mod observer;
+pub mod scheduler;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -171,6 +173,14 @@ impl Worker {
             let _ = rx.wait_for(|s| *s).await;
         };
         let upkeep_task = tokio::spawn(upkeep.clone().run(stopped(stop_rx.clone())));
+        let scheduler = scheduler::Scheduler::new(
+            queue.clone(),
+            pool.clone(),
+            &worker_id,
+            settings.schedules.clone(),
+            settings.job_runs_keep,
+        );
+        let scheduler_task = tokio::spawn(scheduler.run(stopped(stop_rx.clone())));
         let health = axum::serve(listener, health::router(pool.clone(), queue.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let health_task = tokio::spawn(async move {
@@ -226,6 +236,7 @@ impl Worker {
         }
         let _ = stop_tx.send(true);
         let _ = upkeep_task.await;
+        let _ = scheduler_task.await;
         upkeep.leave().await;
         let _ = health_task.await;
         tracing::info!(worker_id = %worker_id, "Worker stopped.");

@@ -28,6 +28,7 @@
 pub mod backend;
 pub mod dlq;
 mod keys;
+pub mod schedule;
 pub mod upkeep;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,8 @@ pub(crate) struct Scripts {
     pub(crate) admit: redis::Script,
     pub(crate) dlq: redis::Script,
     pub(crate) tenant: redis::Script,
+    pub(crate) lead: redis::Script,
+    pub(crate) fire: redis::Script,
 }
 
 /// A script that adds ready jobs, with the fair-ordering functions of `lua/fair.lua` before it.
@@ -100,6 +103,8 @@ impl Scripts {
             admit: redis::Script::new(include_str!("lua/admit.lua")),
             dlq: fair(include_str!("lua/dlq.lua")),
             tenant: fair(include_str!("lua/tenant.lua")),
+            lead: redis::Script::new(include_str!("lua/lead.lua")),
+            fire: redis::Script::new(include_str!("lua/fire.lua")),
         }
     }
 }

@@ -1,0 +1,107 @@
+//! Recurring platform tasks: fired once per occurrence across several workers, carried on by
+//! the next leader when the leader stops, and doing their work (job_runs retention).
+
+use std::time::Duration;
+
+use leadq_testkit::{spawn_app_with, wait_for};
+
+async fn job_run(app: &leadq_testkit::TestApp, days_ago: i32) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    let mut tx = app.own().await;
+    sqlx::query(
+        "insert into job_runs (job_id, tenant_id, kind, message_id, correlation_id, status,
+             attempts, enqueued_at, first_started_at, last_started_at, finished_at)
+         values ($1, $2, 'lead_score', $3, 'c', 'completed', 1, $4, $4, $4, $4)",
+    )
+    .bind(id)
+    .bind(app.tenant.tenant_id)
+    .bind(format!("m-{id}"))
+    .bind(chrono::Utc::now() - chrono::TimeDelta::days(days_ago.into()))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+async fn job_run_exists(app: &leadq_testkit::TestApp, id: uuid::Uuid) -> bool {
+    sqlx::query_scalar::<_, i64>("select count(*) from job_runs where job_id = $1")
+        .bind(id)
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap()
+        == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_once_per_occurrence_across_three_workers_and_survives_its_leader() {
+    // Every second, so the test sees many occurrences.
+    let app = spawn_app_with(&[
+        ("LEADQ_SCHEDULE_JOB_RUNS_RETENTION", "* * * * * *"),
+        ("LEADQ_SCHEDULE_CRM_RECONCILE", "off"),
+        ("LEADQ_JOB_RUNS_KEEP_DAYS", "30"),
+    ])
+    .await;
+    let old = job_run(&app, 40).await;
+    let recent = job_run(&app, 2).await;
+    let mut workers = vec![
+        app.spawn_worker().await,
+        app.spawn_worker().await,
+        app.spawn_worker().await,
+    ];
+    let firings = || async {
+        let mut f = app.queue.firings(200).await.unwrap();
+        f.retain(|f| f.name == "job_runs_retention");
+        f.reverse(); // oldest first
+        f
+    };
+    let before = wait_for("four firings", Duration::from_secs(15), || async {
+        let f = firings().await;
+        (f.len() >= 4).then_some(f)
+    })
+    .await;
+    // The task did its work: the 40-day-old row is gone, the 2-day-old one kept.
+    assert!(!job_run_exists(&app, old).await, "old job_runs row kept");
+    assert!(
+        job_run_exists(&app, recent).await,
+        "recent job_runs row deleted"
+    );
+
+    // The leader stops; another worker takes over and carries on.
+    let leader = before.last().unwrap().worker.clone();
+    let i = workers
+        .iter()
+        .position(|w| w.id == leader)
+        .expect("leader is one of ours");
+    workers.remove(i).stop().await;
+    let n = before.len();
+    let after = wait_for(
+        "firings by a new leader",
+        Duration::from_secs(15),
+        || async {
+            let f = firings().await;
+            (f.len() >= n + 3 && f.last().is_some_and(|l| l.worker != leader)).then_some(f)
+        },
+    )
+    .await;
+    for w in workers {
+        w.stop().await;
+    }
+    // Once per occurrence: whole seconds, strictly increasing, none twice, whoever led.
+    let times: Vec<i64> = after.iter().map(|f| f.at_ms).collect();
+    assert!(times.iter().all(|t| t % 1000 == 0), "{times:?}");
+    assert!(
+        times.windows(2).all(|w| w[1] > w[0]),
+        "a firing twice or out of order: {times:?}"
+    );
+    let leaders: std::collections::BTreeSet<&str> =
+        after.iter().map(|f| f.worker.as_str()).collect();
+    assert!(leaders.len() >= 2, "one leader only: {leaders:?}");
+    println!(
+        "schedule: {} firings over {} s by {} leaders, none twice",
+        times.len(),
+        (times[times.len() - 1] - times[0]) / 1000 + 1,
+        leaders.len()
+    );
+    app.stop().await;
+}

@@ -1,0 +1,196 @@
+//! Recurring platform tasks (`LEADQ_SCHEDULE_<NAME>`, cron syntax, UTC), fired once per
+//! schedule across all worker processes.
+//!
+//! Every worker runs this loop. Once a second it takes or keeps a leader lease in Redis; only
+//! the leader fires, and each firing is claimed in Redis under the lease
+//! ([`leadq_jobs::queue::schedule`]), so two workers never fire the same occurrence, and a new
+//! leader carries on from the last claimed firing. A missed stretch (no worker running) fires
+//! once, for its latest occurrence, not once per missed occurrence. Times are the Redis clock.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use leadq_jobs::maintenance;
+use leadq_jobs::queue::Queue;
+use leadq_platform::config::ScheduleSetting;
+use leadq_platform::metrics as m;
+use sqlx::PgPool;
+
+/// How long a leader lease lasts without renewal (a dead leader is replaced this fast).
+const LEASE: Duration = Duration::from_secs(10);
+/// How often the loop looks.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The scheduler of one worker process.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    queue: Queue,
+    pool: PgPool,
+    worker_id: String,
+    schedules: Vec<ScheduleSetting>,
+    job_runs_keep: Duration,
+}
+
+/// The latest occurrence of `schedule` in `(after, now]`, if any. Bounded: a long gap of a
+/// frequent schedule ends in `now`'s own second.
+fn due(
+    schedule: &cron::Schedule,
+    after: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let mut latest = None;
+    for (i, t) in schedule.after(&after).enumerate() {
+        if t > now {
+            break;
+        }
+        latest = Some(t);
+        if i >= 10_000 {
+            break;
+        }
+    }
+    latest
+}
+
+impl Scheduler {
+    /// A scheduler for `schedules` (those switched off are ignored).
+    pub fn new(
+        queue: Queue,
+        pool: PgPool,
+        worker_id: &str,
+        schedules: Vec<ScheduleSetting>,
+        job_runs_keep: Duration,
+    ) -> Self {
+        Self {
+            queue,
+            pool,
+            worker_id: worker_id.to_owned(),
+            schedules: schedules
+                .into_iter()
+                .filter(|s| s.schedule.is_some())
+                .collect(),
+            job_runs_keep,
+        }
+    }
+
+    /// Runs until `stop` resolves, then gives the lease up.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        if self.schedules.is_empty() {
+            return;
+        }
+        // At zero from the start, so an alert on `increase()` sees the first failure.
+        for s in &self.schedules {
+            for result in ["ok", "error"] {
+                metrics::counter!(m::SCHEDULE_RUNS_TOTAL, m::label::SCHEDULE => s.name,
+                    m::label::RESULT => result)
+                .increment(0);
+            }
+        }
+        metrics::gauge!(m::SCHEDULER_LEADER).set(0.0);
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => self.tick().await,
+            }
+        }
+        metrics::gauge!(m::SCHEDULER_LEADER).set(0.0);
+        if let Err(error) = self.queue.resign_scheduler(&self.worker_id).await {
+            tracing::warn!(error = %error, "Could not give the scheduler lease up; it expires.");
+        }
+    }
+
+    async fn tick(&self) {
+        let now_ms = match self.queue.lead_scheduler(&self.worker_id, LEASE).await {
+            Ok(Some(now)) => now,
+            Ok(None) => {
+                metrics::gauge!(m::SCHEDULER_LEADER).set(0.0);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "Scheduler could not reach Redis; retrying.");
+                return;
+            }
+        };
+        metrics::gauge!(m::SCHEDULER_LEADER).set(1.0);
+        let Some(now) = Utc.timestamp_millis_opt(now_ms).single() else {
+            return;
+        };
+        for s in &self.schedules {
+            if let Err(error) = self.maybe_fire(s, now).await {
+                tracing::warn!(schedule = s.name, error = %error, "Scheduler could not reach Redis.");
+            }
+        }
+    }
+
+    async fn maybe_fire(
+        &self,
+        s: &ScheduleSetting,
+        now: DateTime<Utc>,
+    ) -> Result<(), leadq_jobs::queue::QueueError> {
+        let Some(schedule) = &s.schedule else {
+            return Ok(());
+        };
+        // Never fired: start from the last tick's second, so a new schedule does not fire
+        // for the past.
+        let after = match self.queue.last_firing(s.name).await? {
+            Some(ms) => Utc.timestamp_millis_opt(ms).single().unwrap_or(now),
+            None => now - TICK,
+        };
+        let Some(at) = due(schedule, after, now) else {
+            return Ok(());
+        };
+        if !self
+            .queue
+            .claim_firing(&self.worker_id, s.name, at.timestamp_millis())
+            .await?
+        {
+            return Ok(());
+        }
+        let result = self.run_task(s.name, at.timestamp_millis()).await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!(m::SCHEDULE_RUNS_TOTAL, m::label::SCHEDULE => s.name,
+            m::label::RESULT => label)
+        .increment(1);
+        match result {
+            Ok(n) => tracing::info!(schedule = s.name, firing = %at, affected = n,
+                "Recurring task ran."),
+            Err(error) => tracing::error!(schedule = s.name, firing = %at, error = %error,
+                "Recurring task failed; it runs again at its next firing."),
+        }
+        Ok(())
+    }
+
+    async fn run_task(
+        &self,
+        name: &str,
+        firing_ms: i64,
+    ) -> Result<u64, maintenance::MaintenanceError> {
+        match name {
+            "crm_reconcile" => maintenance::crm_reconcile(&self.pool, &self.queue, firing_ms).await,
+            "job_runs_retention" => {
+                maintenance::job_runs_retention(&self.pool, self.job_runs_keep).await
+            }
+            other => {
+                tracing::error!(schedule = other, "No task of this name; nothing done.");
+                Ok(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gap_fires_once_for_its_latest_occurrence() {
+        let s = leadq_platform::config::parse_cron("*/5 * * * *").unwrap();
+        let t = |h, m| Utc.with_ymd_and_hms(2026, 11, 23, h, m, 0).unwrap();
+        assert_eq!(due(&s, t(10, 0), t(10, 4)), None);
+        assert_eq!(due(&s, t(10, 0), t(10, 5)), Some(t(10, 5)));
+        assert_eq!(due(&s, t(10, 0), t(11, 2)), Some(t(11, 0)));
+        assert_eq!(due(&s, t(10, 5), t(10, 5)), None);
+    }
+}
