@@ -14,7 +14,7 @@
 #
 #   ensure_service_packages     redis-server, redis-cli and PostgreSQL, installed with apt
 #                               only when missing (apt-get update runs once, only then)
-#   ensure_promtool / ensure_jq / ensure_curl
+#   ensure_promtool / ensure_jq / ensure_curl / ensure_faketime
 #   services_start PROFILE      PROFILE is dev or test; starts or reuses both servers and sets
 #                               LEADQ_PG_PORT, LEADQ_REDIS_PORT, LEADQ_DATABASE_URL, LEADQ_REDIS_URL
 #   services_stop_started       stops only what THIS shell started (call it from an EXIT trap)
@@ -200,6 +200,12 @@ ensure_promtool() {
 
 ensure_jq() {
   command -v jq >/dev/null 2>&1 || apt_install jq
+}
+
+# libfaketime's `faketime` wrapper: the clock-skew fault test runs workers with their clocks
+# off by ±2 s.
+ensure_faketime() {
+  command -v faketime >/dev/null 2>&1 || apt_install faketime
 }
 
 ensure_curl() {

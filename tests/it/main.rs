@@ -17,6 +17,7 @@ mod schedule;
 mod secrets;
 mod security;
 mod webhooks;
+mod worker_faults;
 
 /// The real `leadq` binary, with the environment of `app`: its database, Redis key space and
 /// keys, quiet logs. Tests add the subcommand and anything else they need.

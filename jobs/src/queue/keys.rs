@@ -80,6 +80,12 @@ impl Keys {
         format!("{}:dedupe:{tenant}:{message_id}", self.tag)
     }
 
+    /// The job id of the *suspect* (a job whose lease expired before) `worker` runs now; a
+    /// worker runs one suspect at a time (see `lua/fetch.lua`).
+    pub(crate) fn suspect(&self, worker: &str) -> String {
+        format!("{}:suspect:{worker}", self.tag)
+    }
+
     /// Marks an external delivery id (e.g. `X-Chatwoot-Delivery`) as seen for a tenant.
     pub(crate) fn seen(&self, tenant: &uuid::Uuid, id: &str) -> String {
         format!("{}:seen:{tenant}:{id}", self.tag)

@@ -816,6 +816,7 @@ impl Queue {
             .key(&k.fair)
             .key(&k.index)
             .key(&k.parked)
+            .key(k.suspect(worker))
             .arg(n)
             .arg(self.inner.cfg.lease.as_millis() as u64)
             .arg(worker)

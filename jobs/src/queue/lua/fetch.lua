@@ -2,11 +2,16 @@
 -- large backlog never exceeds Lua's unpack limit and never blocks Redis for long).
 -- KEYS[1] ready (zset of slots)   KEYS[2] jobs   KEYS[3] leases (zset id -> deadline ms)
 -- KEYS[4] scheduled   KEYS[5] fair   KEYS[6] index   KEYS[7] parked
+-- KEYS[8] this worker's suspect (string: the id of the suspect job it runs, see below)
 -- ARGV[1] n   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max promoted per call
 -- Returns { now, next_due, id1, data1, attempt1, id2, data2, attempt2, ... } where next_due is
 -- the due time (ms) of the earliest scheduled job, or -1: an idle worker sleeps until then.
 -- The lease owner is "<worker id>:<attempt>": unique per lease, so an acknowledgement from a
 -- lease that expired and was taken over is recognised and refused.
+-- A *suspect* is a job whose lease expired before (its worker died while running it, maybe
+-- because of it). A worker runs at most one suspect at a time, so a job that kills its worker
+-- takes no other suspect down with it again, and the jobs that merely shared a process with
+-- it are never counted towards `poisoned` more than once.
 FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[5], KEYS[6], KEYS[7]
 local READY, JOBS = KEYS[1], KEYS[2]
 local n = tonumber(ARGV[1])
@@ -19,6 +24,7 @@ if #due > 0 then
 end
 
 local ids = {}        -- jobs to lease, in order
+local tenant_of = {}  -- job id -> tenant, for jobs chosen by this call
 local capped = {}     -- job id -> its tenant, for jobs of tenants with a concurrency cap
 local running = {}    -- capped tenant -> jobs of it chosen by this call so far
 -- Takes the slots of one tenant (`slots`: list of { id, tag, position }) popped from `ready`:
@@ -125,7 +131,10 @@ for _ = 1, 4 do
       cap = tonumber(st[3 * i - 1]),
       running = (tonumber(st[3 * i]) or 0) + (running[tenant] or 0),
     })
-    for j, id in ipairs(run) do at[slots[j][3]] = id end
+    for j, id in ipairs(run) do
+      at[slots[j][3]] = id
+      tenant_of[id] = tenant
+    end
   end
   for i = 1, #fields do
     if at[i] then ids[#ids + 1] = at[i] end
@@ -143,14 +152,35 @@ local fields = {}
 for _, id in ipairs(ids) do
   fields[#fields + 1] = id
   fields[#fields + 1] = id .. ':a'
+  fields[#fields + 1] = id .. ':x'
+  fields[#fields + 1] = id .. ':p'
 end
 local vals = redis.call('HMGET', JOBS, unpack(fields))
+-- May this worker take a suspect? Not while the one it took last is still leased by it.
+local may_suspect = true
+local held = redis.call('GET', KEYS[8])
+if held then
+  local o = redis.call('HGET', JOBS, held .. ':o')
+  if o and string.sub(o, 1, #ARGV[3] + 1) == ARGV[3] .. ':' then may_suspect = false end
+end
+local deferred = {}
 local deadline = now + tonumber(ARGV[2])
 local zargs, hargs, out = {}, {}, { now, -1 }
 for i, id in ipairs(ids) do
-  local data = vals[2 * i - 1]
-  if data then
-    local attempt = (tonumber(vals[2 * i]) or 0) + 1
+  local data = vals[4 * i - 3]
+  local take_it = data ~= false and data ~= nil
+  if take_it and (tonumber(vals[4 * i - 1]) or 0) > 0 then
+    if may_suspect then
+      may_suspect = false
+      redis.call('SET', KEYS[8], id, 'EX', 86400)
+    else
+      -- Back to the front, for another worker (or this one once its suspect is settled).
+      deferred[#deferred + 1] = { id, tenant_of[id] or '', vals[4 * i] or '1', fair_clock() }
+      take_it = false
+    end
+  end
+  if take_it then
+    local attempt = (tonumber(vals[4 * i - 2]) or 0) + 1
     zargs[#zargs + 1] = deadline
     zargs[#zargs + 1] = id
     hargs[#hargs + 1] = id .. ':a'
@@ -164,6 +194,7 @@ for i, id in ipairs(ids) do
     running[capped[id]] = running[capped[id]] - 1
   end
 end
+fair_add(READY, deferred)
 for tenant, r in pairs(running) do
   if r > 0 then redis.call('HINCRBY', FAIR_KEY, 'r:' .. tenant, r) end
 end
