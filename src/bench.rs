@@ -248,6 +248,8 @@ fn queue_settings(a: &BenchArgs, r: Retention) -> QueueSettings {
         keep_done: r.keep_done,
         keep_done_for: Duration::from_secs(r.keep_done_secs),
         dead_letter_ttl: Duration::from_secs(86_400),
+        shards: 1,
+        redis_cluster: false,
     }
 }
 

@@ -84,6 +84,13 @@ pub struct QueueSettings {
     pub keep_done_for: Duration,
     /// Dead letters older than this are deleted (retention; re-drive or purge them before).
     pub dead_letter_ttl: Duration,
+    /// Queue shards per kind (`LEADQ_QUEUE_SHARDS`): each tenant's jobs of a kind live in one
+    /// shard, each shard under its own hash tag, so on a Redis Cluster the kinds' load spreads
+    /// over the primaries by tenant. Raise it freely; lowering it strands the jobs of the
+    /// shards dropped (drain them first).
+    pub shards: u16,
+    /// `REDIS_URL` names the seed nodes of a Redis Cluster (`LEADQ_REDIS_CLUSTER`).
+    pub redis_cluster: bool,
 }
 
 /// The platform's recurring tasks and their default schedules (cron syntax, UTC). Each is set
@@ -315,12 +322,36 @@ impl Settings {
             }
         }
         let redis_url = r.secret("REDIS_URL", needs.redis);
+        let redis_cluster = match r.get("LEADQ_REDIS_CLUSTER").unwrap_or("false") {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            other => {
+                r.problems.push(format!(
+                    "LEADQ_REDIS_CLUSTER={other:?} is not true or false"
+                ));
+                false
+            }
+        };
         if let Some(url) = &redis_url {
-            let u = url.expose();
-            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+            // A Redis Cluster is reached through one or more seed nodes, comma-separated.
+            let nodes: Vec<&str> = url.expose().split(',').map(str::trim).collect();
+            if nodes
+                .iter()
+                .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+            {
                 r.problems
                     .push("REDIS_URL must start with redis:// or rediss://".into());
+            } else if nodes.len() > 1 && !redis_cluster {
+                r.problems.push(
+                    "REDIS_URL lists several nodes; set LEADQ_REDIS_CLUSTER=true for a Redis Cluster"
+                        .into(),
+                );
             }
+        }
+        let shards = r.positive("LEADQ_QUEUE_SHARDS", 1u16, "a whole number");
+        if shards > 1024 {
+            r.problems
+                .push("LEADQ_QUEUE_SHARDS must be at most 1024".into());
         }
         let sentry_dsn = r.secret("SENTRY_DSN", false);
         if let Some(dsn) = &sentry_dsn {
@@ -525,6 +556,8 @@ impl Settings {
                 keep_done,
                 keep_done_for,
                 dead_letter_ttl,
+                shards,
+                redis_cluster,
             },
             schedules,
             job_runs_keep,

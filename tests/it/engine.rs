@@ -78,6 +78,8 @@ fn settings(prefix: &str, max_attempts: u32, base_ms: u64) -> QueueSettings {
         keep_done: 100,
         keep_done_for: Duration::from_secs(3600),
         dead_letter_ttl: Duration::from_secs(86_400),
+        shards: 1,
+        redis_cluster: false,
     }
 }
 
@@ -666,4 +668,89 @@ async fn a_tenant_cap_holds_across_workers_and_leaves_the_rest_to_others() {
     // Removing the cap is immediate.
     q.set_tenant_cap(KIND, a, None).await.unwrap();
     assert_eq!(q.tenant_state(KIND, a).await.unwrap().cap, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_queue_runs_counts_pages_dead_letters_and_controls_tenants_across_shards() {
+    let mut s = settings(&queue_prefix(), 1, 100);
+    s.shards = 4;
+    let q = queue(s).await;
+    let tenants: Vec<uuid::Uuid> = (0..8).map(|_| uuid::Uuid::new_v4()).collect();
+    let shards: std::collections::BTreeSet<u16> = tenants.iter().map(|t| q.shard_of(t)).collect();
+    assert!(shards.len() >= 2, "{shards:?}");
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = failing.clone();
+    let handler: Handler = Arc::new(move |job| {
+        let fail = f.load(std::sync::atomic::Ordering::SeqCst) && job.payload["i"] == 0;
+        async move {
+            if fail {
+                Err(JobError::permanent(
+                    "invalid_payload",
+                    anyhow::anyhow!("bad"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        .boxed()
+    });
+    let w = start(&q, handler, Recorder::default());
+    for t in &tenants {
+        q.enqueue((0..10).map(|i| tenant_job(*t, i)).collect())
+            .await
+            .unwrap();
+    }
+    wait_for("72 done, 8 dead", Duration::from_secs(20), || async {
+        let c = q.counts(KIND).await.unwrap();
+        (c.done == 72 && c.dead == 8).then_some(())
+    })
+    .await;
+    // Paging through the dead letters of every shard, newest first, three at a time.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = q
+            .dead_letter_page(KIND, &Default::default(), cursor.as_deref(), 3)
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|d| (d.dead_at, d.job_id)));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 8, "{seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] >= w[1]),
+        "not newest first: {seen:?}"
+    );
+    let ids: Vec<uuid::Uuid> = seen.iter().map(|(_, id)| *id).collect();
+    let one = q.dead_letter(KIND, ids[0]).await.unwrap();
+    assert!(one.is_some());
+    // Re-driven from every shard, they run (the handler has stopped failing).
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(q.redrive(KIND, &ids, &mut |_, _| {}).await.unwrap(), 8);
+    wait_for("80 done, none dead", Duration::from_secs(20), || async {
+        let c = q.counts(KIND).await.unwrap();
+        (c.done == 80 && c.dead == 0).then_some(())
+    })
+    .await;
+    // A tenant of a shard other than 0 is paused and resumed.
+    let t = *tenants.iter().find(|t| q.shard_of(t) != 0).unwrap();
+    q.pause_tenant(KIND, t).await.unwrap();
+    q.enqueue((100..105).map(|i| tenant_job(t, i)).collect())
+        .await
+        .unwrap();
+    wait_for("five held", Duration::from_secs(10), || async {
+        let st = q.tenant_state(KIND, t).await.unwrap();
+        (st.held == 5).then_some(())
+    })
+    .await;
+    assert_eq!(q.counts(KIND).await.unwrap().done, 80);
+    q.resume_tenant(KIND, t).await.unwrap();
+    wait_for("85 done", Duration::from_secs(10), || async {
+        (q.counts(KIND).await.unwrap().done == 85).then_some(())
+    })
+    .await;
+    w.stop().await;
 }

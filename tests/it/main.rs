@@ -5,6 +5,7 @@ mod api_auth;
 mod api_leads;
 mod audit;
 mod chaos;
+mod cluster;
 mod crm;
 mod dlq;
 mod engine;

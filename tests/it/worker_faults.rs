@@ -51,6 +51,8 @@ fn settings(prefix: &str) -> QueueSettings {
         keep_done: 1000,
         keep_done_for: Duration::from_secs(3600),
         dead_letter_ttl: Duration::from_secs(86_400),
+        shards: 1,
+        redis_cluster: false,
     }
 }
 

@@ -48,22 +48,27 @@ pub struct Job<P> {
     pub payload: P,
 }
 
-/// The leases one worker process holds for one kind: job id → lease owner token.
+/// The leases one worker process holds for one kind: job id → (lease owner token, shard).
 ///
 /// Shared by the backend (which adds a lease when it fetches), the ack layer (which removes it
 /// when it settles), the upkeep loop (which renews them) and shutdown (which hands back what is
 /// left), so no job is ever forgotten by its worker.
 #[derive(Debug, Clone, Default)]
-pub struct LeaseBook(Arc<Mutex<HashMap<String, String>>>);
+pub struct LeaseBook(Arc<Mutex<HashMap<String, (String, u16)>>>);
 
 impl LeaseBook {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, u16)>> {
         // A poisoned lock only means a panic elsewhere; the map itself is always consistent.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn insert(&self, id: String, owner: String) {
-        self.lock().insert(id, owner);
+    pub(crate) fn insert(&self, id: String, owner: String, shard: u16) {
+        self.lock().insert(id, (owner, shard));
+    }
+
+    /// The shard a leased job came from.
+    pub(crate) fn shard(&self, id: &str) -> u16 {
+        self.lock().get(id).map_or(0, |(_, s)| *s)
     }
 
     pub(crate) fn remove(&self, id: &str) {
@@ -80,11 +85,11 @@ impl LeaseBook {
         self.lock().is_empty()
     }
 
-    /// A copy of the (job id, owner) pairs.
-    pub fn snapshot(&self) -> Vec<(String, String)> {
+    /// A copy of the (job id, owner, shard) entries.
+    pub fn snapshot(&self) -> Vec<(String, String, u16)> {
         self.lock()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, (o, s))| (k.clone(), o.clone(), *s))
             .collect()
     }
 }
@@ -153,7 +158,9 @@ pub struct KindRunner {
     pub(crate) book: LeaseBook,
     pub(crate) observer: Arc<dyn JobObserver>,
     /// One blocking connection per kind and process, made on first need.
-    wake: Arc<tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>>,
+    wake: Arc<tokio::sync::Mutex<Option<super::Conn>>>,
+    /// The shard the next fetch starts at: fetches go round the shards.
+    next_shard: Arc<std::sync::atomic::AtomicU16>,
     /// The kind's group-commit settler, started on first need (see [`Settler`]).
     settler: Arc<std::sync::OnceLock<Settler>>,
 }
@@ -185,6 +192,7 @@ impl KindRunner {
             book: LeaseBook::default(),
             observer,
             wake: Arc::default(),
+            next_shard: Arc::default(),
             settler: Arc::default(),
         }
     }
@@ -196,7 +204,8 @@ impl KindRunner {
         let settler = self
             .settler
             .get_or_init(|| Settler::start(self.queue.clone(), self.kind));
-        settler.settle((id, owner, how)).await
+        let shard = self.book.shard(&id);
+        settler.settle(shard, (id, owner, how)).await
     }
 
     /// The kind.
@@ -231,7 +240,7 @@ impl KindRunner {
         loop {
             match self.queue.release_owned(self.kind, &self.worker_id).await {
                 Ok(n) => {
-                    for (id, _) in self.book.snapshot() {
+                    for (id, _, _) in self.book.snapshot() {
                         self.book.remove(&id);
                     }
                     return n;
@@ -257,11 +266,14 @@ impl KindRunner {
             if closing.load(Ordering::Acquire) {
                 return Vec::new();
             }
-            match self.queue.fetch(self.kind, &self.worker_id, want).await {
+            match self.fetch_round(want).await {
                 Ok((batch, _)) if !batch.is_empty() => {
                     for job in &batch {
-                        self.book
-                            .insert(job.id.clone(), owner(&self.worker_id, job.attempt));
+                        self.book.insert(
+                            job.id.clone(),
+                            owner(&self.worker_id, job.attempt),
+                            job.shard,
+                        );
                     }
                     return batch;
                 }
@@ -275,6 +287,32 @@ impl KindRunner {
                 }
             }
         }
+    }
+
+    /// One fetch from each shard in turn, starting after the shard served last, until one has
+    /// jobs. With no jobs anywhere, the earliest due time of a scheduled job over all shards.
+    async fn fetch_round(
+        &self,
+        want: usize,
+    ) -> Result<(Vec<Leased>, Option<Duration>), QueueError> {
+        let n = self.queue.shards().end;
+        let start = self.next_shard.fetch_add(1, Ordering::Relaxed) % n;
+        let mut due: Option<Duration> = None;
+        for i in 0..n {
+            let shard = (start + i) % n;
+            let (batch, due_in) = self
+                .queue
+                .fetch(self.kind, shard, &self.worker_id, want)
+                .await?;
+            if !batch.is_empty() {
+                return Ok((batch, None));
+            }
+            due = match (due, due_in) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok((Vec::new(), due))
     }
 
     /// Blocks on the wake list until a producer signals new work, the next scheduled job is
@@ -295,7 +333,8 @@ impl KindRunner {
             }
         }
         if let Some(conn) = slot.as_mut() {
-            let keys = self.queue.keys(self.kind);
+            // Producers wake shard 0's list whatever shard their jobs went to.
+            let keys = self.queue.keys(self.kind, 0);
             let res: Result<Option<(String, String)>, _> = redis::cmd("BLPOP")
                 .arg(&keys.wake)
                 .arg(wait.as_secs_f64())
@@ -339,13 +378,14 @@ pub(crate) fn redis_error(op: &'static str, error: &QueueError) {
 pub(crate) async fn settle_with_retry(
     queue: &Queue,
     kind: &str,
+    shard: u16,
     entries: &[(String, String, Settle)],
     patience: Duration,
 ) -> Option<Vec<Settled>> {
     let start = Instant::now();
     let mut backoff = redis_backoff();
     loop {
-        match queue.settle(kind, entries).await {
+        match queue.settle(kind, shard, entries).await {
             Ok(r) => return Some(r),
             Err(error) => {
                 redis_error("ack", &error);
@@ -364,6 +404,7 @@ pub(crate) async fn settle_with_retry(
 const SETTLE_BATCH: usize = 256;
 
 type SettleRequest = (
+    u16,
     (String, String, Settle),
     tokio::sync::oneshot::Sender<Option<Settled>>,
 );
@@ -385,25 +426,34 @@ impl Settler {
             let mut batch = Vec::with_capacity(SETTLE_BATCH);
             // Ends when every sender is gone: the kind's runner was dropped.
             while rx.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
-                let (entries, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-                // Patience of one lease: past it, the leases are gone and the jobs will run
-                // again anyway.
-                let lease = queue.settings().lease;
-                let settled = settle_with_retry(&queue, kind, &entries, lease).await;
-                for (i, reply) in replies.into_iter().enumerate() {
-                    let one = settled.as_ref().and_then(|v| v.get(i).cloned());
-                    // The job's future may have been dropped (worker shutting down): nothing
-                    // waits for the answer then, and the settle itself has happened.
-                    let _ = reply.send(one);
+                // One script call per shard among the gathered entries.
+                let mut by_shard: std::collections::BTreeMap<u16, (Vec<_>, Vec<_>)> =
+                    std::collections::BTreeMap::new();
+                for (shard, entry, reply) in batch.drain(..) {
+                    let group = by_shard.entry(shard).or_default();
+                    group.0.push(entry);
+                    group.1.push(reply);
+                }
+                for (shard, (entries, replies)) in by_shard {
+                    // Patience of one lease: past it, the leases are gone and the jobs will
+                    // run again anyway.
+                    let lease = queue.settings().lease;
+                    let settled = settle_with_retry(&queue, kind, shard, &entries, lease).await;
+                    for (i, reply) in replies.into_iter().enumerate() {
+                        let one = settled.as_ref().and_then(|v| v.get(i).cloned());
+                        // The job's future may have been dropped (worker shutting down):
+                        // nothing waits for the answer then, and the settle has happened.
+                        let _ = reply.send(one);
+                    }
                 }
             }
         });
         Self { tx }
     }
 
-    async fn settle(&self, entry: (String, String, Settle)) -> Option<Settled> {
+    async fn settle(&self, shard: u16, entry: (String, String, Settle)) -> Option<Settled> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx.send((entry, reply)).ok()?;
+        self.tx.send((shard, entry, reply)).ok()?;
         answer.await.ok().flatten()
     }
 }
@@ -505,6 +555,7 @@ impl<P: DeserializeOwned> RedisBackend<P> {
                     settle_with_retry(
                         &runner.queue,
                         runner.kind,
+                        leased.shard,
                         &entries,
                         Duration::from_secs(30),
                     )
@@ -583,28 +634,35 @@ impl<P: DeserializeOwned + Send + 'static> Backend for RedisBackend<P> {
         }
         if self.release.is_none() {
             // Fetched but never started: hand them straight back, without using an attempt.
-            let entries: Vec<_> = self
-                .buffer
-                .drain(..)
-                .map(|t| {
-                    let meta = &t.args.meta;
-                    (
-                        meta.job_id.to_string(),
+            let mut by_shard: std::collections::BTreeMap<u16, Vec<_>> =
+                std::collections::BTreeMap::new();
+            for t in self.buffer.drain(..) {
+                let meta = &t.args.meta;
+                let id = meta.job_id.to_string();
+                by_shard
+                    .entry(self.runner.book.shard(&id))
+                    .or_default()
+                    .push((
+                        id,
                         owner(&self.runner.worker_id, meta.attempt),
                         Settle::Release,
-                    )
-                })
-                .collect();
+                    ));
+            }
             let runner = self.runner.clone();
             self.release = Some(
                 async move {
-                    if entries.is_empty() {
-                        return;
-                    }
-                    settle_with_retry(&runner.queue, runner.kind, &entries, Duration::from_secs(5))
+                    for (shard, entries) in by_shard {
+                        settle_with_retry(
+                            &runner.queue,
+                            runner.kind,
+                            shard,
+                            &entries,
+                            Duration::from_secs(5),
+                        )
                         .await;
-                    for (id, _, _) in &entries {
-                        runner.book.remove(id);
+                        for (id, _, _) in &entries {
+                            runner.book.remove(id);
+                        }
                     }
                 }
                 .boxed(),

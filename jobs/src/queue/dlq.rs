@@ -65,13 +65,14 @@ fn parse_cursor(c: &str) -> Result<(i64, String), QueueError> {
 pub type Progress<'a> = &'a mut (dyn FnMut(usize, usize) + Send);
 
 impl Queue {
-    /// Reads the dead letters with these ids (missing ones are skipped).
+    /// Reads the dead letters with these ids, all of one shard (missing ones are skipped).
     async fn dead_by_ids(
         &self,
         kind: &str,
+        shard: u16,
         entries: &[(String, i64)],
     ) -> Result<Vec<DeadLetter>, QueueError> {
-        let k = self.keys(kind);
+        let k = self.keys(kind, shard);
         let mut pipe = redis::pipe();
         for (id, _) in entries {
             pipe.cmd("HMGET")
@@ -109,7 +110,6 @@ impl Queue {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page, QueueError> {
-        let k = self.keys(kind);
         let limit = limit.clamp(1, 1000);
         let (mut max_ms, mut after_id) = match cursor {
             Some(c) => {
@@ -128,32 +128,49 @@ impl Queue {
             .map_or("-inf".to_owned(), |a| a.timestamp_millis().to_string());
         let mut items = Vec::new();
         loop {
-            // Everything at or below max_ms, newest first; ties on one millisecond are ordered
-            // by id (descending), and those at or above the cursor's id were already returned.
-            let entries: Vec<(String, i64)> = redis::cmd("ZRANGE")
-                .arg(&k.dead)
-                .arg(if max_ms == i64::MAX {
-                    "+inf".to_owned()
-                } else {
-                    max_ms.to_string()
-                })
-                .arg(&min)
-                .arg("BYSCORE")
-                .arg("REV")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(PAGE + 1)
-                .arg("WITHSCORES")
-                .query_async(&mut self.conn())
-                .await?;
-            let exhausted = entries.len() <= PAGE;
-            let fresh: Vec<(String, i64)> = entries
+            // From every shard, everything at or below max_ms, newest first; ties on one
+            // millisecond are ordered by id (descending), and those at or above the cursor's
+            // id were already returned. Merged newest first, and cut where the first shard
+            // that has more stops, so nothing of that shard is skipped.
+            let mut merged: Vec<(i64, String, u16)> = Vec::new();
+            let mut cut: Option<(i64, String)> = None;
+            for shard in self.shards() {
+                let entries: Vec<(String, i64)> = redis::cmd("ZRANGE")
+                    .arg(&self.keys(kind, shard).dead)
+                    .arg(if max_ms == i64::MAX {
+                        "+inf".to_owned()
+                    } else {
+                        max_ms.to_string()
+                    })
+                    .arg(&min)
+                    .arg("BYSCORE")
+                    .arg("REV")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(PAGE + 1)
+                    .arg("WITHSCORES")
+                    .query_async(&mut self.conn())
+                    .await?;
+                if entries.len() > PAGE {
+                    if let Some((id, ms)) = entries.last() {
+                        let last = (*ms, id.clone());
+                        if cut.as_ref().is_none_or(|c| last > *c) {
+                            cut = Some(last);
+                        }
+                    }
+                }
+                merged.extend(entries.into_iter().map(|(id, ms)| (ms, id, shard)));
+            }
+            merged.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+            let exhausted = cut.is_none();
+            let fresh: Vec<(i64, String, u16)> = merged
                 .into_iter()
-                .filter(|(id, ms)| {
+                .filter(|(ms, id, _)| {
                     !(after_id
                         .as_deref()
                         .is_some_and(|a| *ms == max_ms && id.as_str() >= a))
                 })
+                .filter(|(ms, id, _)| cut.as_ref().is_none_or(|c| (*ms, id.clone()) >= *c))
                 .collect();
             if fresh.is_empty() {
                 return Ok(Page {
@@ -161,7 +178,10 @@ impl Queue {
                     next_cursor: None,
                 });
             }
-            for d in self.dead_by_ids(kind, &fresh).await? {
+            for (ms, id, shard) in fresh {
+                let Some(d) = self.dead_by_ids(kind, shard, &[(id, ms)]).await?.pop() else {
+                    continue;
+                };
                 let pos = format!("{}:{}", d.dead_at.timestamp_millis(), d.job_id);
                 max_ms = d.dead_at.timestamp_millis();
                 after_id = Some(d.job_id.to_string());
@@ -191,13 +211,17 @@ impl Queue {
         job_id: Uuid,
     ) -> Result<Option<DeadLetter>, QueueError> {
         let id = job_id.to_string();
-        let at: Option<i64> = redis::cmd("ZSCORE")
-            .arg(&self.keys(kind).dead)
-            .arg(&id)
-            .query_async(&mut self.conn())
-            .await?;
-        let Some(at) = at else { return Ok(None) };
-        Ok(self.dead_by_ids(kind, &[(id, at)]).await?.pop())
+        for shard in self.shards() {
+            let at: Option<i64> = redis::cmd("ZSCORE")
+                .arg(&self.keys(kind, shard).dead)
+                .arg(&id)
+                .query_async(&mut self.conn())
+                .await?;
+            if let Some(at) = at {
+                return Ok(self.dead_by_ids(kind, shard, &[(id, at)]).await?.pop());
+            }
+        }
+        Ok(None)
     }
 
     /// The ids of every dead letter of `kind` matching `filter`.
@@ -227,25 +251,31 @@ impl Queue {
         ids: &[Uuid],
         progress: Progress<'_>,
     ) -> Result<usize, QueueError> {
-        let k = self.keys(kind);
         let mut done = 0;
         for (i, chunk) in ids.chunks(CHUNK).enumerate() {
-            let mut inv = self.inner.scripts.dlq.prepare_invoke();
-            inv.key(&k.dead)
-                .key(&k.dead_data)
-                .key(&k.jobs)
-                .key(&k.ready)
-                .key(&k.wake)
-                .key(&k.fair)
-                .key(&k.index)
-                .key(&k.parked)
-                .arg(action);
-            for id in chunk {
-                inv.arg(id.to_string());
+            // Each id is a dead letter of one shard at most; the script skips the others.
+            for shard in self.shards() {
+                let k = self.keys(kind, shard);
+                let mut inv = self.inner.scripts.dlq.prepare_invoke();
+                inv.key(&k.dead)
+                    .key(&k.dead_data)
+                    .key(&k.jobs)
+                    .key(&k.ready)
+                    .key(&k.wake)
+                    .key(&k.fair)
+                    .key(&k.index)
+                    .key(&k.parked)
+                    .arg(action);
+                for id in chunk {
+                    inv.arg(id.to_string());
+                }
+                let n: usize = inv.invoke_async(&mut self.conn()).await?;
+                done += n;
             }
-            let n: usize = inv.invoke_async(&mut self.conn()).await?;
-            done += n;
             progress((i * CHUNK + chunk.len()).min(ids.len()), ids.len());
+        }
+        if action == "redrive" && done > 0 {
+            self.wake(kind).await?;
         }
         Ok(done)
     }

@@ -1,8 +1,9 @@
 //! Redis key names of one queue (one job kind).
 //!
-//! Every key of a queue starts with the same hash tag `{<prefix>:<kind>}`, so all of them live
-//! in one Redis Cluster slot and every script can touch them together; moving to Cluster needs
-//! no rename. There is no global key.
+//! A kind's queue is split into shards (`LEADQ_QUEUE_SHARDS`, by tenant). Every key of a shard
+//! starts with the same hash tag (`{<prefix>:<kind>}` for shard 0, `{<prefix>:<kind>:<n>}` for
+//! the others), so all of them live in one Redis Cluster slot and every script can touch them
+//! together, while the shards spread over the Cluster's primaries. There is no global key.
 
 /// The keys of one queue.
 #[derive(Debug, Clone)]
@@ -50,8 +51,14 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    pub(crate) fn new(prefix: &str, kind: &str) -> Self {
-        let tag = format!("{{{prefix}:{kind}}}");
+    /// The keys of shard `shard` of `kind`'s queue. Shard 0 keeps the names of an unsharded
+    /// queue (`{prefix:kind}`), so turning sharding on strands nothing.
+    pub(crate) fn new(prefix: &str, kind: &str, shard: u16) -> Self {
+        let tag = if shard == 0 {
+            format!("{{{prefix}:{kind}}}")
+        } else {
+            format!("{{{prefix}:{kind}:{shard}}}")
+        };
         let k = |suffix: &str| format!("{tag}:{suffix}");
         Self {
             ready: k("fair_ready"),
@@ -96,7 +103,7 @@ impl Keys {
 mod tests {
     #[test]
     fn every_key_shares_the_hash_tag() {
-        let k = super::Keys::new("leadq", "lead_score");
+        let k = super::Keys::new("leadq", "lead_score", 0);
         assert_eq!(k.tag, "{leadq:lead_score}");
         for key in [
             &k.ready, &k.index, &k.parked, &k.fair, &k.jobs, &k.leases, &k.dead, &k.workers,
@@ -106,5 +113,8 @@ mod tests {
         assert!(k
             .dedupe(&uuid::Uuid::nil(), "m1")
             .starts_with("{leadq:lead_score}:dedupe:"));
+        let k3 = super::Keys::new("leadq", "lead_score", 3);
+        assert_eq!(k3.tag, "{leadq:lead_score:3}");
+        assert!(k3.jobs.starts_with("{leadq:lead_score:3}:"));
     }
 }

@@ -109,10 +109,95 @@ impl Scripts {
     }
 }
 
+/// A connection to a standalone Redis or to a Redis Cluster. Cheap to clone (both are
+/// multiplexed) and both reconnect by themselves. On a Cluster every command and script is
+/// routed by its keys: one queue shard's keys share a hash tag, so a script always runs on the
+/// one primary that holds all of them.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+enum Client {
+    Single(redis::Client),
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+impl Client {
+    fn open(url: &Secret, cluster: bool) -> Result<Self, QueueError> {
+        if cluster {
+            let nodes: Vec<String> = url
+                .expose()
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .collect();
+            Ok(Client::Cluster(Box::new(
+                redis::cluster::ClusterClient::builder(nodes)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .build()?,
+            )))
+        } else {
+            Ok(Client::Single(redis::Client::open(url.expose())?))
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, QueueError> {
+        Ok(match self {
+            Client::Single(c) => Conn::Single(
+                c.get_connection_manager_with_config(
+                    // The default 500 ms response timeout turns a busy Redis into errors
+                    // (apalis-redis#76).
+                    redis::aio::ConnectionManagerConfig::new()
+                        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                        .set_connection_timeout(Some(CONNECT_TIMEOUT)),
+                )
+                .await?,
+            ),
+            Client::Cluster(c) => Conn::Cluster(c.get_async_connection().await?),
+        })
+    }
+}
+
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 struct Inner {
     signer: Signer,
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
+    client: Client,
     cfg: QueueSettings,
     scripts: Scripts,
 }
@@ -350,6 +435,7 @@ pub(crate) enum Settle {
 #[derive(Debug)]
 pub(crate) struct Leased {
     pub(crate) id: String,
+    pub(crate) shard: u16,
     pub(crate) data: String,
     pub(crate) attempt: u32,
 }
@@ -383,10 +469,8 @@ impl Queue {
         cfg: QueueSettings,
         signer: Signer,
     ) -> Result<Self, QueueError> {
-        let client = redis::Client::open(url.expose())?;
-        let conn = client
-            .get_connection_manager_with_config(Self::manager_config())
-            .await?;
+        let client = Client::open(url, cfg.redis_cluster)?;
+        let conn = client.connect().await?;
         let q = Self {
             inner: Arc::new(Inner {
                 signer,
@@ -400,24 +484,25 @@ impl Queue {
         Ok(q)
     }
 
-    fn manager_config() -> redis::aio::ConnectionManagerConfig {
-        // The default 500 ms response timeout turns a busy Redis into errors (apalis-redis#76).
-        redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-    }
-
     /// A separate connection for blocking waits, which must not hold up the shared one.
-    pub(crate) async fn blocking_connection(&self) -> Result<ConnectionManager, QueueError> {
-        Ok(self
-            .inner
-            .client
-            .get_connection_manager_with_config(Self::manager_config())
-            .await?)
+    pub(crate) async fn blocking_connection(&self) -> Result<Conn, QueueError> {
+        self.inner.client.connect().await
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> Conn {
         self.inner.conn.clone()
+    }
+
+    /// The shards of every kind: `0..LEADQ_QUEUE_SHARDS`.
+    pub(crate) fn shards(&self) -> std::ops::Range<u16> {
+        0..self.inner.cfg.shards.max(1)
+    }
+
+    /// The shard holding `tenant`'s jobs (of every kind): stable for a given shard count.
+    pub fn shard_of(&self, tenant: &Uuid) -> u16 {
+        let n = self.inner.cfg.shards.max(1) as u64;
+        let v = tenant.as_u128();
+        ((v as u64 ^ (v >> 64) as u64) % n) as u16
     }
 
     pub(crate) fn signer(&self) -> &Signer {
@@ -433,8 +518,8 @@ impl Queue {
         &self.inner.cfg
     }
 
-    pub(crate) fn keys(&self, kind: &str) -> Keys {
-        Keys::new(&self.inner.cfg.prefix, kind)
+    pub(crate) fn keys(&self, kind: &str, shard: u16) -> Keys {
+        Keys::new(&self.inner.cfg.prefix, kind, shard)
     }
 
     /// The settings of `kind`, or the settings every kind defaults to.
@@ -463,7 +548,7 @@ impl Queue {
     /// Returns one [`Enqueued`] per job, in order.
     pub async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
         let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
-        let mut by_kind: BTreeMap<String, Vec<(usize, NewJob)>> = BTreeMap::new();
+        let mut by_kind: BTreeMap<(String, u16), Vec<(usize, NewJob)>> = BTreeMap::new();
         for (i, job) in jobs.into_iter().enumerate() {
             let e = &job.envelope;
             if !crate::envelope::valid_id(&e.message_id) {
@@ -472,12 +557,16 @@ impl Queue {
             if !valid_kind(&e.action) {
                 return Err(QueueError::Invalid(format!("bad kind {:?}", e.action)));
             }
-            by_kind.entry(e.action.clone()).or_default().push((i, job));
+            let shard = self.shard_of(&e.tenant_id);
+            by_kind
+                .entry((e.action.clone(), shard))
+                .or_default()
+                .push((i, job));
         }
         let mut conn = self.conn();
         let ttl = self.inner.cfg.dedupe_ttl.as_millis().to_string();
-        for (kind, jobs) in by_kind {
-            let keys = self.keys(&kind);
+        for ((kind, shard), jobs) in by_kind {
+            let keys = self.keys(&kind, shard);
             for chunk in jobs.chunks(ENQUEUE_CHUNK) {
                 let mut inv = self.inner.scripts.enqueue.prepare_invoke();
                 inv.key(&keys.ready)
@@ -527,10 +616,28 @@ impl Queue {
                     });
                 }
             }
+            if shard != 0 {
+                // Idle workers block on shard 0's wake list only (one key: a blocking wait
+                // cannot span hash slots on a Cluster); the script woke its own shard's.
+                self.wake(&kind).await?;
+            }
         }
         out.into_iter()
             .map(|e| e.ok_or_else(|| QueueError::Protocol("missing enqueue result".into())))
             .collect()
+    }
+
+    /// Wakes `kind`'s idle workers (they block on shard 0's wake list).
+    pub(crate) async fn wake(&self, kind: &str) -> Result<(), QueueError> {
+        let wake = self.keys(kind, 0).wake;
+        let _: () = redis::pipe()
+            .lpush(&wake, 1)
+            .ignore()
+            .ltrim(&wake, 0, 7)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     /// Sets a tenant's share of `kind`'s workers relative to other tenants with ready jobs
@@ -546,7 +653,7 @@ impl Queue {
             return Err(QueueError::Invalid("weight must be 0.01-1000".into()));
         }
         let _: i64 = redis::cmd("HSET")
-            .arg(&self.keys(kind).fair)
+            .arg(&self.keys(kind, self.shard_of(&tenant)).fair)
             .arg(format!("w:{tenant}"))
             .arg(weight)
             .query_async(&mut self.conn())
@@ -592,7 +699,7 @@ impl Queue {
 
     /// A tenant's controls and held jobs in `kind`'s queue.
     pub async fn tenant_state(&self, kind: &str, tenant: Uuid) -> Result<TenantState, QueueError> {
-        let k = self.keys(kind);
+        let k = self.keys(kind, self.shard_of(&tenant));
         type Fields = (Option<String>, Option<u32>, Option<u64>, Option<f64>);
         let ((paused, cap, running, weight), held): (Fields, u64) = redis::pipe()
             .cmd("HMGET")
@@ -629,7 +736,7 @@ impl Queue {
         cap: u32,
     ) -> Result<TenantControl, QueueError> {
         const SLICE: u64 = 1000;
-        let k = self.keys(kind);
+        let k = self.keys(kind, self.shard_of(&tenant));
         let mut conn = self.conn();
         let mut action = action;
         let mut resumed = 0;
@@ -653,6 +760,9 @@ impl Queue {
                 .await?;
             resumed += moved;
             if moved < SLICE {
+                if resumed > 0 && k.tag != self.keys(kind, 0).tag {
+                    self.wake(kind).await?;
+                }
                 return Ok(TenantControl { resumed, held });
             }
             // A full slice moved: the tenant is not paused (nothing moves while it is), so
@@ -675,7 +785,7 @@ impl Queue {
             return Err(QueueError::Invalid("delivery id".into()));
         }
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.keys(kind).seen(&tenant, id))
+            .arg(self.keys(kind, self.shard_of(&tenant)).seen(&tenant, id))
             .arg(1)
             .arg("NX")
             .arg("PX")
@@ -689,7 +799,7 @@ impl Queue {
     /// so a redelivery must not count as a duplicate).
     pub async fn unmark_seen(&self, kind: &str, tenant: Uuid, id: &str) -> Result<(), QueueError> {
         let _: i64 = redis::cmd("DEL")
-            .arg(self.keys(kind).seen(&tenant, id))
+            .arg(self.keys(kind, self.shard_of(&tenant)).seen(&tenant, id))
             .query_async(&mut self.conn())
             .await?;
         Ok(())
@@ -706,47 +816,52 @@ impl Queue {
     /// Writes the retry policy of `kind` to Redis, where the ack script reads it.
     pub async fn publish_policy(&self, kind: &str) -> Result<(), QueueError> {
         let s = self.kind_settings(kind);
-        let keys = self.keys(kind);
-        let _: () = redis::cmd("HSET")
-            .arg(&keys.policy)
-            .arg("max_attempts")
-            .arg(s.max_attempts)
-            .arg("backoff_base_ms")
-            .arg(s.backoff_base.as_millis() as u64)
-            .arg("backoff_max_ms")
-            .arg(s.backoff_max.as_millis() as u64)
-            .query_async(&mut self.conn())
-            .await?;
+        for shard in self.shards() {
+            let _: () = redis::cmd("HSET")
+                .arg(&self.keys(kind, shard).policy)
+                .arg("max_attempts")
+                .arg(s.max_attempts)
+                .arg("backoff_base_ms")
+                .arg(s.backoff_base.as_millis() as u64)
+                .arg("backoff_max_ms")
+                .arg(s.backoff_max.as_millis() as u64)
+                .query_async(&mut self.conn())
+                .await?;
+        }
         Ok(())
     }
 
-    /// Counts of one kind, read in one round trip.
+    /// Counts of one kind, summed over its shards (one round trip per shard).
     pub async fn counts(&self, kind: &str) -> Result<KindCounts, QueueError> {
-        let k = self.keys(kind);
-        type Reply = (u64, u64, u64, u64, u64, BTreeMap<String, u64>);
-        let (pending, held, scheduled, running, dead, stats): Reply = redis::pipe()
-            .zcard(&k.ready)
-            .zcard(&k.parked)
-            .zcard(&k.scheduled)
-            .zcard(&k.leases)
-            .zcard(&k.dead)
-            .hgetall(&k.stats)
-            .query_async(&mut self.conn())
-            .await?;
-        let stat = |name: &str| stats.get(name).copied().unwrap_or(0);
-        Ok(KindCounts {
+        let mut c = KindCounts {
             kind: kind.to_owned(),
-            pending,
-            held,
-            scheduled,
-            running,
-            dead,
-            done: stat("completed"),
-            failed: stat("failed"),
-            retries: stat("retried"),
-            rate_limited: stat("rate_limited"),
-            recovered: stat("recovered"),
-        })
+            ..KindCounts::default()
+        };
+        for shard in self.shards() {
+            let k = self.keys(kind, shard);
+            type Reply = (u64, u64, u64, u64, u64, BTreeMap<String, u64>);
+            let (pending, held, scheduled, running, dead, stats): Reply = redis::pipe()
+                .zcard(&k.ready)
+                .zcard(&k.parked)
+                .zcard(&k.scheduled)
+                .zcard(&k.leases)
+                .zcard(&k.dead)
+                .hgetall(&k.stats)
+                .query_async(&mut self.conn())
+                .await?;
+            let stat = |name: &str| stats.get(name).copied().unwrap_or(0);
+            c.pending += pending;
+            c.held += held;
+            c.scheduled += scheduled;
+            c.running += running;
+            c.dead += dead;
+            c.done += stat("completed");
+            c.failed += stat("failed");
+            c.retries += stat("retried");
+            c.rate_limited += stat("rate_limited");
+            c.recovered += stat("recovered");
+        }
+        Ok(c)
     }
 
     /// The live workers of the given kinds, merged per worker.
@@ -754,7 +869,8 @@ impl Queue {
         let mut conn = self.conn();
         let mut merged: BTreeMap<String, WorkerStatus> = BTreeMap::new();
         for kind in kinds {
-            let k = self.keys(kind);
+            // The worker registry of a kind lives in its shard 0.
+            let k = self.keys(kind, 0);
             let (beats, infos): (Vec<(String, i64)>, BTreeMap<String, String>) = redis::pipe()
                 .zrange_withscores(&k.workers, 0, -1)
                 .hgetall(&k.worker_info)
@@ -801,10 +917,11 @@ impl Queue {
     pub(crate) async fn fetch(
         &self,
         kind: &str,
+        shard: u16,
         worker: &str,
         n: usize,
     ) -> Result<(Vec<Leased>, Option<Duration>), QueueError> {
-        let k = self.keys(kind);
+        let k = self.keys(kind, shard);
         let reply: Vec<redis::Value> = self
             .inner
             .scripts
@@ -835,6 +952,7 @@ impl Queue {
             };
             out.push(Leased {
                 id: value_str(id)?,
+                shard,
                 data: value_str(data)?,
                 attempt: u32::try_from(value_i64(attempt)?).unwrap_or(u32::MAX),
             });
@@ -851,7 +969,22 @@ impl Queue {
         kind: &str,
         wanted: impl Fn(&Envelope) -> bool,
     ) -> Result<(u64, u64), QueueError> {
-        let k = self.keys(kind);
+        let (mut removed, mut running) = (0, 0);
+        for shard in self.shards() {
+            let (r, n) = self.erase_in_shard(kind, shard, &wanted).await?;
+            removed += r;
+            running += n;
+        }
+        Ok((removed, running))
+    }
+
+    async fn erase_in_shard(
+        &self,
+        kind: &str,
+        shard: u16,
+        wanted: &impl Fn(&Envelope) -> bool,
+    ) -> Result<(u64, u64), QueueError> {
+        let k = self.keys(kind, shard);
         let mut conn = self.conn();
         let mut matched: Vec<String> = Vec::new();
         for hash in [&k.jobs, &k.dead_data] {
@@ -903,31 +1036,40 @@ impl Queue {
 
     /// Hands back every job of `kind` leased by `worker` (see `lua/release_owned.lua`).
     pub(crate) async fn release_owned(&self, kind: &str, worker: &str) -> Result<u64, QueueError> {
-        let k = self.keys(kind);
-        Ok(self
-            .inner
-            .scripts
-            .release_owned
-            .key(&k.jobs)
-            .key(&k.leases)
-            .key(&k.ready)
-            .key(&k.wake)
-            .key(&k.fair)
-            .key(&k.index)
-            .key(&k.parked)
-            .arg(worker)
-            .arg(100_000)
-            .invoke_async(&mut self.conn())
-            .await?)
+        let mut released = 0;
+        for shard in self.shards() {
+            let k = self.keys(kind, shard);
+            let n: u64 = self
+                .inner
+                .scripts
+                .release_owned
+                .key(&k.jobs)
+                .key(&k.leases)
+                .key(&k.ready)
+                .key(&k.wake)
+                .key(&k.fair)
+                .key(&k.index)
+                .key(&k.parked)
+                .arg(worker)
+                .arg(100_000)
+                .invoke_async(&mut self.conn())
+                .await?;
+            released += n;
+        }
+        if released > 0 {
+            self.wake(kind).await?;
+        }
+        Ok(released)
     }
 
     /// Settles leased jobs of `kind` in one script call. `entries` are (job id, owner, how).
     pub(crate) async fn settle(
         &self,
         kind: &str,
+        shard: u16,
         entries: &[(String, String, Settle)],
     ) -> Result<Vec<Settled>, QueueError> {
-        let k = self.keys(kind);
+        let k = self.keys(kind, shard);
         let s = self.kind_settings(kind);
         let mut inv = self.inner.scripts.ack.prepare_invoke();
         for key in [

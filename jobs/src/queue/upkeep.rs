@@ -64,7 +64,8 @@ impl Upkeep {
 
     async fn heartbeat(&self, runner: &KindRunner, leaving: bool) -> Result<i64, QueueError> {
         let q = &runner.queue;
-        let k = q.keys(runner.kind);
+        // The worker registry of a kind lives in its shard 0.
+        let k = q.keys(runner.kind, 0);
         let info = if leaving {
             String::new()
         } else {
@@ -99,38 +100,48 @@ impl Upkeep {
 
     async fn renew(&self) {
         for r in &self.runners {
-            let held = r.book.snapshot();
-            if held.is_empty() {
-                continue;
+            let mut by_shard: std::collections::BTreeMap<u16, Vec<(String, String)>> =
+                std::collections::BTreeMap::new();
+            for (id, owner, shard) in r.book.snapshot() {
+                by_shard.entry(shard).or_default().push((id, owner));
             }
             let q = &r.queue;
-            let k = q.keys(r.kind);
-            let mut inv = q.scripts().renew.prepare_invoke();
-            inv.key(&k.jobs)
-                .key(&k.leases)
-                .arg(q.settings().lease.as_millis() as u64);
-            for (id, owner) in &held {
-                inv.arg(id).arg(owner);
-            }
-            match inv.invoke_async::<Vec<String>>(&mut q.conn()).await {
-                Ok(lost) => {
-                    for id in lost {
-                        // Settled in the meantime (normal), or expired and taken over.
-                        if r.book.snapshot().iter().any(|(held, _)| *held == id) {
+            for (shard, held) in by_shard {
+                let k = q.keys(r.kind, shard);
+                let mut inv = q.scripts().renew.prepare_invoke();
+                inv.key(&k.jobs)
+                    .key(&k.leases)
+                    .arg(q.settings().lease.as_millis() as u64);
+                for (id, owner) in &held {
+                    inv.arg(id).arg(owner);
+                }
+                match inv.invoke_async::<Vec<String>>(&mut q.conn()).await {
+                    Ok(lost) => {
+                        for id in lost {
+                            metrics::counter!(m::QUEUE_LOST_LEASES_TOTAL, m::label::KIND => r.kind)
+                                .increment(1);
                             tracing::warn!(kind = r.kind, job_id = %id,
-                                "Lease lost while the job runs; another worker may run it too.");
+                                "Lease taken over while the job runs; another worker may run it too.");
                         }
                     }
+                    Err(error) => redis_error("renew", &QueueError::from(error)),
                 }
-                Err(error) => redis_error("renew", &QueueError::from(error)),
             }
         }
     }
 
     async fn reap(&self) {
         for r in &self.runners {
+            for shard in r.queue.shards() {
+                self.reap_shard(r, shard).await;
+            }
+        }
+    }
+
+    async fn reap_shard(&self, r: &KindRunner, shard: u16) {
+        {
             let q = &r.queue;
-            let k = q.keys(r.kind);
+            let k = q.keys(r.kind, shard);
             let res: Result<(u64, u64, u64, u64), _> = q
                 .scripts()
                 .reap

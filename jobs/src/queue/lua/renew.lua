@@ -1,6 +1,8 @@
 -- Extend the leases a worker still holds.
 -- KEYS[1] jobs   KEYS[2] leases   ARGV[1] lease ms   then pairs: id, owner
--- Returns the ids whose lease is no longer this owner's (expired and taken over, or settled).
+-- Returns the ids whose lease another lease has taken over (it expired, was recovered and was
+-- fetched again). Ids settled or handed back meanwhile (owner gone or empty) are not reported:
+-- the worker is about to forget them anyway.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = now + tonumber(ARGV[1])
@@ -8,10 +10,11 @@ local lost = {}
 local zargs = {}
 for i = 2, #ARGV, 2 do
   local id, owner = ARGV[i], ARGV[i + 1]
-  if redis.call('HGET', KEYS[1], id .. ':o') == owner then
+  local cur = redis.call('HGET', KEYS[1], id .. ':o')
+  if cur == owner then
     zargs[#zargs + 1] = deadline
     zargs[#zargs + 1] = id
-  else
+  elseif cur and cur ~= '' then
     lost[#lost + 1] = id
   end
 end
