@@ -469,6 +469,16 @@ pg_stop_instance() {
   fi
 }
 
+# pg_stop_recorded: stops the profile's instance found through .run/<profile>/pg-location
+# (for direct use, where no earlier pg_start set the folder variables).
+pg_stop_recorded() {
+  [[ -n "$(pg_bindir)" && -f "$LEADQ_RUN_DIR/pg-location" ]] || return 0
+  LEADQ_PG_DATA="$(cat "$LEADQ_RUN_DIR/pg-location")"
+  LEADQ_PG_DIR="$(dirname "$LEADQ_PG_DATA")"
+  LEADQ_PG_LOG="$LEADQ_PG_DIR/postgres.log"
+  pg_stop_instance
+}
+
 # pg_stop_if_started: stops PostgreSQL only if this shell started it.
 pg_stop_if_started() {
   ((_SVC_STARTED_PG)) || return 0
@@ -591,12 +601,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
       ;;
     stop:dev | stop:test)
       svc_profile "$2"
-      if [[ -n "$(pg_bindir)" && -f "$LEADQ_RUN_DIR/pg-location" ]]; then
-        LEADQ_PG_DATA="$(cat "$LEADQ_RUN_DIR/pg-location")"
-        LEADQ_PG_DIR="$(dirname "$LEADQ_PG_DATA")"
-        LEADQ_PG_LOG="$LEADQ_PG_DIR/postgres.log"
-        pg_stop_instance
-      fi
+      pg_stop_recorded
       command -v redis-cli >/dev/null 2>&1 && redis_stop_instance
       ;;
     pg-start:chaos)
@@ -606,12 +611,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
       ;;
     pg-stop:chaos)
       svc_profile "$2"
-      if [[ -n "$(pg_bindir)" && -f "$LEADQ_RUN_DIR/pg-location" ]]; then
-        LEADQ_PG_DATA="$(cat "$LEADQ_RUN_DIR/pg-location")"
-        LEADQ_PG_DIR="$(dirname "$LEADQ_PG_DATA")"
-        LEADQ_PG_LOG="$LEADQ_PG_DIR/postgres.log"
-        pg_stop_instance
-      fi
+      pg_stop_recorded
       ;;
     status:dev | status:test)
       svc_profile "$2"

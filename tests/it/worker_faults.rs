@@ -164,8 +164,8 @@ fn job_with(i: usize, payload: serde_json::Value) -> NewJob {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_as_poisoned_and_the_rest_run() {
+/// A fresh key space, its signing keys (as the worker processes get them) and a queue on it.
+async fn fresh_queue() -> (String, String, Queue) {
     let prefix = queue_prefix();
     let keyring = Keyring::random("test");
     let keys = keyring.to_spec().expose().to_owned();
@@ -176,6 +176,12 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_as_poisoned_and
     )
     .await
     .unwrap();
+    (prefix, keys, queue)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_as_poisoned_and_the_rest_run() {
+    let (prefix, keys, queue) = fresh_queue().await;
     // 40 ordinary jobs with the poisoned one among them.
     let n = 40;
     let mut jobs: Vec<NewJob> = (0..n).map(|i| job(i, false)).collect();
@@ -219,16 +225,7 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_as_poisoned_and
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_with_clocks_2_s_ahead_and_2_s_behind_never_run_a_job_twice() {
-    let prefix = queue_prefix();
-    let keyring = Keyring::random("test");
-    let keys = keyring.to_spec().expose().to_owned();
-    let queue = Queue::connect(
-        &Secret::new(env("REDIS_URL")),
-        settings(&prefix),
-        Signer::new(keyring),
-    )
-    .await
-    .unwrap();
+    let (prefix, keys, queue) = fresh_queue().await;
     // Each job outlives a lease (1 s) by half: it stays leased only through renewals, and a
     // reaper judging leases by its own clock would hand it to the other worker.
     let n = 24;
