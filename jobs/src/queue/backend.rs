@@ -402,6 +402,8 @@ pub(crate) async fn settle_with_retry(
 
 /// Most acknowledgements one settle script call carries.
 const SETTLE_BATCH: usize = 256;
+/// Settle calls a kind may have on their way to Redis at once.
+const SETTLE_LOOPS: usize = 2;
 
 type SettleRequest = (
     u16,
@@ -421,33 +423,23 @@ struct Settler {
 
 impl Settler {
     fn start(queue: Queue, kind: &'static str) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SettleRequest>();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(SETTLE_BATCH);
-            // Ends when every sender is gone: the kind's runner was dropped.
-            while rx.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
-                // One script call per shard among the gathered entries.
-                let mut by_shard: std::collections::BTreeMap<u16, (Vec<_>, Vec<_>)> =
-                    std::collections::BTreeMap::new();
-                for (shard, entry, reply) in batch.drain(..) {
-                    let group = by_shard.entry(shard).or_default();
-                    group.0.push(entry);
-                    group.1.push(reply);
-                }
-                for (shard, (entries, replies)) in by_shard {
-                    // Patience of one lease: past it, the leases are gone and the jobs will
-                    // run again anyway.
-                    let lease = queue.settings().lease;
-                    let settled = settle_with_retry(&queue, kind, shard, &entries, lease).await;
-                    for (i, reply) in replies.into_iter().enumerate() {
-                        let one = settled.as_ref().and_then(|v| v.get(i).cloned());
-                        // The job's future may have been dropped (worker shutting down):
-                        // nothing waits for the answer then, and the settle has happened.
-                        let _ = reply.send(one);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<SettleRequest>();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        // Two loops: while one batch is on its way to Redis, the next one gathers and goes,
+        // so a job finishing just after a batch left does not wait for that batch's round trip.
+        for _ in 0..SETTLE_LOOPS {
+            let (queue, rx) = (queue.clone(), rx.clone());
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(SETTLE_BATCH);
+                loop {
+                    // Ends when every sender is gone: the kind's runner was dropped.
+                    if rx.lock().await.recv_many(&mut batch, SETTLE_BATCH).await == 0 {
+                        return;
                     }
+                    settle_batch(&queue, kind, &mut batch).await;
                 }
-            }
-        });
+            });
+        }
         Self { tx }
     }
 
@@ -455,6 +447,29 @@ impl Settler {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx.send((shard, entry, reply)).ok()?;
         answer.await.ok().flatten()
+    }
+}
+
+/// Settles a gathered batch: one script call per shard among its entries.
+async fn settle_batch(queue: &Queue, kind: &str, batch: &mut Vec<SettleRequest>) {
+    let mut by_shard: std::collections::BTreeMap<u16, (Vec<_>, Vec<_>)> =
+        std::collections::BTreeMap::new();
+    for (shard, entry, reply) in batch.drain(..) {
+        let group = by_shard.entry(shard).or_default();
+        group.0.push(entry);
+        group.1.push(reply);
+    }
+    for (shard, (entries, replies)) in by_shard {
+        // Patience of one lease: past it, the leases are gone and the jobs will run again
+        // anyway.
+        let lease = queue.settings().lease;
+        let settled = settle_with_retry(queue, kind, shard, &entries, lease).await;
+        for (i, reply) in replies.into_iter().enumerate() {
+            let one = settled.as_ref().and_then(|v| v.get(i).cloned());
+            // The job's future may have been dropped (worker shutting down): nothing waits
+            // for the answer then, and the settle has happened.
+            let _ = reply.send(one);
+        }
     }
 }
 
