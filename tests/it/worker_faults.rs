@@ -91,6 +91,13 @@ async fn worker_process() {
     if env("WORKER_PREFIX").is_empty() {
         return;
     }
+    // Exit once the test that started this process is gone: its end of our stdin closes (also
+    // when a wrapper such as faketime stands between us and it).
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 64];
+        while matches!(std::io::Read::read(&mut std::io::stdin(), &mut buf), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
     let signer = Signer::new(Keyring::parse(&Secret::new(env("WORKER_KEYS"))).unwrap());
     let queue = Queue::connect(
         &Secret::new(env("REDIS_URL")),
@@ -140,6 +147,7 @@ fn start_worker(prefix: &str, keys: &str, skew: Option<&str>) -> Child {
     ])
     .env("WORKER_PREFIX", prefix)
     .env("WORKER_KEYS", keys)
+    .stdin(Stdio::piped())
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()

@@ -1090,8 +1090,6 @@ impl Queue {
             inv.key(key);
         }
         inv.arg(entries.len())
-            .arg(self.inner.cfg.keep_done)
-            .arg(self.inner.cfg.keep_done_for.as_millis() as u64)
             .arg(s.max_attempts)
             .arg(s.backoff_base.as_millis() as u64)
             .arg(s.backoff_max.as_millis() as u64);

@@ -157,9 +157,12 @@ impl Upkeep {
                 .key(&k.legacy_ready)
                 .key(&k.index)
                 .key(&k.parked)
+                .key(&k.done)
                 .arg(q.settings().max_lease_expiries)
                 .arg(super::REAP_SLICE)
                 .arg(q.settings().dead_letter_ttl.as_millis() as u64)
+                .arg(q.settings().keep_done)
+                .arg(q.settings().keep_done_for.as_millis() as u64)
                 .invoke_async(&mut q.conn())
                 .await;
             match res {

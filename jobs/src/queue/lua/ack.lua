@@ -3,8 +3,8 @@
 -- KEYS[5] dead_data (hash)   KEYS[6] done (zset id -> ms)   KEYS[7] stats (hash)
 -- KEYS[8] policy (hash)   KEYS[9] ready   KEYS[10] wake   KEYS[11] fair   KEYS[12] index
 -- KEYS[13] parked
--- ARGV[1] n   ARGV[2] completed ids kept (count)   ARGV[3] completed ids kept (age, ms)
--- ARGV[4] default max attempts   ARGV[5] default backoff base ms   ARGV[6] default backoff max ms
+-- ARGV[1] n   ARGV[2] default max attempts   ARGV[3] default backoff base ms
+-- ARGV[4] default backoff max ms   (the policy in KEYS[8] wins; it is read only for a retry)
 -- then per entry, 5 values: id, owner, action, a, b
 --   action 'ok'      completed
 --   action 'retry'   transient failure: a = error code, b = jitter in [0, 1)
@@ -18,10 +18,15 @@ FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[11], KEYS[12], KEYS[13]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
-local pol = redis.call('HMGET', KEYS[8], 'max_attempts', 'backoff_base_ms', 'backoff_max_ms')
-local max_attempts = tonumber(pol[1]) or tonumber(ARGV[4])
-local base_ms = tonumber(pol[2]) or tonumber(ARGV[5])
-local max_ms = tonumber(pol[3]) or tonumber(ARGV[6])
+local max_attempts, base_ms, max_ms
+local function policy()
+  if not max_attempts then
+    local pol = redis.call('HMGET', KEYS[8], 'max_attempts', 'backoff_base_ms', 'backoff_max_ms')
+    max_attempts = tonumber(pol[1]) or tonumber(ARGV[2])
+    base_ms = tonumber(pol[2]) or tonumber(ARGV[3])
+    max_ms = tonumber(pol[3]) or tonumber(ARGV[4])
+  end
+end
 local out = {}
 local completed, retried, dead, snoozed = 0, 0, 0, 0
 local ended = {}     -- tenant -> jobs of it no longer running (for concurrency caps)
@@ -40,7 +45,7 @@ local function bury(id, attempts, reason, code, prio)
 end
 
 for i = 1, n do
-  local b = 6 + 5 * (i - 1)
+  local b = 4 + 5 * (i - 1)
   local id, owner, action, a1, a2 = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local cur = redis.call('HMGET', KEYS[1], id .. ':o', id .. ':a', id .. ':t', id .. ':p')
   if cur[1] ~= owner then
@@ -57,6 +62,7 @@ for i = 1, n do
       completed = completed + 1
       out[#out + 1] = { 'completed', '' }
     elseif action == 'retry' then
+      policy()
       if attempts >= max_attempts then
         bury(id, attempts, 'max_attempts', a1, prio)
         out[#out + 1] = { 'dead', 'max_attempts' }
@@ -92,15 +98,8 @@ if fair_ended(KEYS[9], ended) + #released > 0 then
   redis.call('LPUSH', KEYS[10], '1')
   redis.call('LTRIM', KEYS[10], 0, 7)
 end
-if completed > 0 then
-  redis.call('HINCRBY', KEYS[7], 'completed', completed)
-  local keep = tonumber(ARGV[2])
-  if redis.call('ZCARD', KEYS[6]) > keep + 100 then
-    redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -(keep + 1))
-  end
-  -- And by age. Only ids live here: a finished job's data was deleted when it finished.
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. (now - tonumber(ARGV[3])))
-end
+-- The `done` set is trimmed (by count and age) by the reaper, once a second.
+if completed > 0 then redis.call('HINCRBY', KEYS[7], 'completed', completed) end
 if retried > 0 then redis.call('HINCRBY', KEYS[7], 'retried', retried) end
 if retried + dead > 0 then redis.call('HINCRBY', KEYS[7], 'failed', retried + dead) end
 if dead > 0 then redis.call('HINCRBY', KEYS[7], 'dead', dead) end

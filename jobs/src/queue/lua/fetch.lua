@@ -157,11 +157,18 @@ for _, id in ipairs(ids) do
 end
 local vals = redis.call('HMGET', JOBS, unpack(fields))
 -- May this worker take a suspect? Not while the one it took last is still leased by it.
-local may_suspect = true
-local held = redis.call('GET', KEYS[8])
-if held then
-  local o = redis.call('HGET', JOBS, held .. ':o')
-  if o and string.sub(o, 1, #ARGV[3] + 1) == ARGV[3] .. ':' then may_suspect = false end
+-- Looked up only when a suspect comes up (rarely: only after a lease expired).
+local may_suspect = nil
+local function suspect_allowed()
+  if may_suspect == nil then
+    may_suspect = true
+    local held = redis.call('GET', KEYS[8])
+    if held then
+      local o = redis.call('HGET', JOBS, held .. ':o')
+      if o and string.sub(o, 1, #ARGV[3] + 1) == ARGV[3] .. ':' then may_suspect = false end
+    end
+  end
+  return may_suspect
 end
 local deferred = {}
 local deadline = now + tonumber(ARGV[2])
@@ -170,7 +177,7 @@ for i, id in ipairs(ids) do
   local data = vals[4 * i - 3]
   local take_it = data ~= false and data ~= nil
   if take_it and (tonumber(vals[4 * i - 1]) or 0) > 0 then
-    if may_suspect then
+    if suspect_allowed() then
       may_suspect = false
       redis.call('SET', KEYS[8], id, 'EX', 86400)
     else

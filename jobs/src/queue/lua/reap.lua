@@ -3,9 +3,12 @@
 -- KEYS[1] jobs   KEYS[2] leases   KEYS[3] ready   KEYS[4] dead   KEYS[5] dead_data
 -- KEYS[6] stats   KEYS[7] wake   KEYS[8] scheduled   KEYS[9] fair
 -- KEYS[10] the LIST of ready ids of versions before fair ordering (drained into ready)
--- KEYS[11] index   KEYS[12] parked
+-- KEYS[11] index   KEYS[12] parked   KEYS[13] done (zset of completed ids)
 -- ARGV[1] max lease expiries before a job is 'poisoned'   ARGV[2] slice size
 -- ARGV[3] dead-letter retention (ms): older dead letters are deleted, a slice per call
+-- ARGV[4] completed ids kept (count)   ARGV[5] completed ids kept (age, ms): the rest of
+-- `done` is trimmed, a slice per call (only ids live there: a finished job's data was deleted
+-- when it finished)
 -- Returns { recovered, poisoned, promoted, expired dead letters }.
 FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[9], KEYS[11], KEYS[12]
 local t = redis.call('TIME')
@@ -52,6 +55,13 @@ local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[3])
 for _, id in ipairs(old) do
   redis.call('ZREM', KEYS[4], id)
   redis.call('HDEL', KEYS[5], id, id .. ':r', id .. ':c', id .. ':a', id .. ':p')
+end
+local trim = math.max(redis.call('ZCARD', KEYS[13]) - tonumber(ARGV[4]),
+  redis.call('ZCOUNT', KEYS[13], '-inf', '(' .. (now - tonumber(ARGV[5]))))
+if trim > 0 then
+  -- Up to 50 slices a call: removing a contiguous range is cheap per id, and the trim has to
+  -- keep up with a second's completions.
+  redis.call('ZREMRANGEBYRANK', KEYS[13], 0, math.min(trim, 50 * limit) - 1)
 end
 if poisoned > 0 then
   redis.call('HINCRBY', KEYS[6], 'dead', poisoned)
