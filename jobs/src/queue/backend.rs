@@ -1,10 +1,12 @@
 //! Our Redis backend for apalis-core 1.0, and the layer that settles every job.
 //!
 //! apalis drives [`RedisBackend`] through `poll_next` only when its service stack has room
-//! (the concurrency limit is ready), so a fetch asks for the free capacity plus a small
-//! prefetch (a quarter of the concurrency), and leases stay short. An idle backend blocks on the queue's wake list (with a short timeout, which
-//! also paces the promotion of due retries), so a new job starts within milliseconds without
-//! busy polling.
+//! (the concurrency limit is ready). Fetches run as tasks of their own, one at a time, and
+//! lease the free capacity plus a small prefetch (a quarter of the concurrency): the next one
+//! starts while jobs are still buffered, so a freed slot rarely waits for a round trip, and
+//! leases stay short. An idle backend blocks on the queue's wake list (with a short timeout,
+//! which also paces the promotion of due retries), so a new job starts within milliseconds
+//! without busy polling.
 //!
 //! [`AckLayer`] is the backend's own middleware, the outermost layer of every worker: it sees
 //! the handler's typed error, classifies it ([`crate::JobError`]), settles the job in Redis
@@ -14,9 +16,7 @@
 //! cannot be done the lease expires and another worker runs the job again (at-least-once).
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -163,6 +163,9 @@ pub struct KindRunner {
     next_shard: Arc<std::sync::atomic::AtomicU16>,
     /// The kind's group-commit settler, started on first need (see [`Settler`]).
     settler: Arc<std::sync::OnceLock<Settler>>,
+    /// Jobs of the book whose handler is done and whose settlement is on its way: they hold
+    /// leases but no longer a slot, so they do not count against the prefetch.
+    settling: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for KindRunner {
@@ -194,6 +197,7 @@ impl KindRunner {
             wake: Arc::default(),
             next_shard: Arc::default(),
             settler: Arc::default(),
+            settling: Arc::default(),
         }
     }
 
@@ -313,6 +317,91 @@ impl KindRunner {
             };
         }
         Ok((Vec::new(), due))
+    }
+
+    /// Turns a leased job into a task, or dead-letters it when it is not a genuine, readable
+    /// job of this kind. The signature is checked first: nothing in an unverified envelope is
+    /// acted on.
+    fn decode<P: DeserializeOwned>(&self, leased: Leased) -> Option<Task<Job<P>>> {
+        let kind = self.kind;
+        let parsed = self
+            .queue
+            .signer()
+            .verify(&leased.data)
+            .map_err(|e| ("bad_signature", e.to_string()))
+            .and_then(|value| {
+                let env = serde_json::from_value::<Envelope>(value)
+                    .map_err(|e| ("malformed_envelope", e.to_string()))?;
+                if env.action != kind {
+                    return Err(("wrong_kind", format!("action {:?}", env.action)));
+                }
+                let job_id = leased
+                    .id
+                    .parse::<Uuid>()
+                    .map_err(|e| ("bad_job_id", e.to_string()))?;
+                let payload = serde_json::from_value::<P>(env.payload)
+                    .map_err(|e| ("malformed_payload", e.to_string()))?;
+                Ok(Job {
+                    meta: JobMeta {
+                        job_id,
+                        attempt: leased.attempt,
+                        schema_version: env.schema_version,
+                        message_id: env.message_id,
+                        tenant_id: env.tenant_id,
+                        user_id: env.user_id,
+                        action: env.action,
+                        timestamp: env.timestamp,
+                        correlation_id: env.correlation_id,
+                        shadow: false,
+                    },
+                    payload,
+                })
+            });
+        match parsed {
+            Ok(job) => Some(Task::new(job)),
+            Err((reason, detail)) => {
+                tracing::error!(kind, job_id = %leased.id, reason, detail,
+                    "Dead-lettering a job that is not a genuine, readable job of this kind.");
+                metrics::counter!(m::JOBS_TOTAL, m::label::KIND => kind,
+                    m::label::OUTCOME => m::outcome::DEAD)
+                .increment(1);
+                if reason == "bad_signature" {
+                    metrics::counter!(m::SECURITY_EVENTS_TOTAL, m::label::KIND => reason)
+                        .increment(1);
+                }
+                let claimed_tenant = serde_json::from_str::<serde_json::Value>(&leased.data)
+                    .ok()
+                    .and_then(|v| v.get("tenant_id")?.as_str()?.parse().ok());
+                let runner = self.clone();
+                tokio::spawn(async move {
+                    let owner = owner(&runner.worker_id, leased.attempt);
+                    let how = Settle::Dead {
+                        reason: reason.into(),
+                        code: reason.into(),
+                    };
+                    let entries = [(leased.id.clone(), owner, how)];
+                    settle_with_retry(
+                        &runner.queue,
+                        runner.kind,
+                        leased.shard,
+                        &entries,
+                        Duration::from_secs(30),
+                    )
+                    .await;
+                    runner.book.remove(&leased.id);
+                    runner
+                        .observer
+                        .rejected(Rejection {
+                            job_id: leased.id,
+                            kind: runner.kind,
+                            reason,
+                            claimed_tenant,
+                        })
+                        .await;
+                });
+                None
+            }
+        }
     }
 
     /// Blocks on the wake list until a producer signals new work, the next scheduled job is
@@ -473,13 +562,12 @@ async fn settle_batch(queue: &Queue, kind: &str, batch: &mut Vec<SettleRequest>)
     }
 }
 
-type FetchFuture = Pin<Box<dyn Future<Output = Vec<Leased>> + Send>>;
-
 /// The apalis backend of one kind, generic over the kind's payload type.
 pub struct RedisBackend<P> {
     runner: KindRunner,
     buffer: VecDeque<Task<Job<P>>>,
-    fetching: Option<FetchFuture>,
+    /// The fetch under way, a task of its own so that it runs while every slot is busy.
+    fetching: Option<tokio::task::JoinHandle<Vec<Task<Job<P>>>>>,
     closing: Arc<AtomicBool>,
     release: Option<BoxFuture<'static, ()>>,
     _payload: PhantomData<fn() -> P>,
@@ -494,101 +582,48 @@ impl<P> std::fmt::Debug for RedisBackend<P> {
     }
 }
 
-impl<P: DeserializeOwned> RedisBackend<P> {
-    /// Takes a finished fetch: its jobs go to the buffer (or to the dead letters).
-    fn accept(&mut self, batch: Vec<Leased>) {
-        self.fetching = None;
-        for leased in batch {
-            if let Some(task) = self.decode(leased) {
-                self.buffer.push_back(task);
-            }
+impl<P> Drop for RedisBackend<P> {
+    fn drop(&mut self) {
+        // A worker restarted or dropped mid-fetch: the leases that fetch takes are swept by
+        // `release_all` at shutdown, or expire.
+        if let Some(fetch) = self.fetching.take() {
+            fetch.abort();
         }
     }
+}
 
-    /// Turns a leased job into a task, or dead-letters it when it is not a genuine, readable
-    /// job of this kind. The signature is checked first: nothing in an unverified envelope is
-    /// acted on.
-    fn decode(&self, leased: Leased) -> Option<Task<Job<P>>> {
-        let kind = self.runner.kind;
-        let parsed = self
-            .runner
-            .queue
-            .signer()
-            .verify(&leased.data)
-            .map_err(|e| ("bad_signature", e.to_string()))
-            .and_then(|value| {
-                let env = serde_json::from_value::<Envelope>(value)
-                    .map_err(|e| ("malformed_envelope", e.to_string()))?;
-                if env.action != kind {
-                    return Err(("wrong_kind", format!("action {:?}", env.action)));
-                }
-                let job_id = leased
-                    .id
-                    .parse::<Uuid>()
-                    .map_err(|e| ("bad_job_id", e.to_string()))?;
-                let payload = serde_json::from_value::<P>(env.payload)
-                    .map_err(|e| ("malformed_payload", e.to_string()))?;
-                Ok(Job {
-                    meta: JobMeta {
-                        job_id,
-                        attempt: leased.attempt,
-                        schema_version: env.schema_version,
-                        message_id: env.message_id,
-                        tenant_id: env.tenant_id,
-                        user_id: env.user_id,
-                        action: env.action,
-                        timestamp: env.timestamp,
-                        correlation_id: env.correlation_id,
-                        shadow: false,
-                    },
-                    payload,
-                })
-            });
-        match parsed {
-            Ok(job) => Some(Task::new(job)),
-            Err((reason, detail)) => {
-                tracing::error!(kind, job_id = %leased.id, reason, detail,
-                    "Dead-lettering a job that is not a genuine, readable job of this kind.");
-                metrics::counter!(m::JOBS_TOTAL, m::label::KIND => kind,
-                    m::label::OUTCOME => m::outcome::DEAD)
-                .increment(1);
-                if reason == "bad_signature" {
-                    metrics::counter!(m::SECURITY_EVENTS_TOTAL, m::label::KIND => reason)
-                        .increment(1);
-                }
-                let claimed_tenant = serde_json::from_str::<serde_json::Value>(&leased.data)
-                    .ok()
-                    .and_then(|v| v.get("tenant_id")?.as_str()?.parse().ok());
-                let runner = self.runner.clone();
-                tokio::spawn(async move {
-                    let owner = owner(&runner.worker_id, leased.attempt);
-                    let how = Settle::Dead {
-                        reason: reason.into(),
-                        code: reason.into(),
-                    };
-                    let entries = [(leased.id.clone(), owner, how)];
-                    settle_with_retry(
-                        &runner.queue,
-                        runner.kind,
-                        leased.shard,
-                        &entries,
-                        Duration::from_secs(30),
-                    )
-                    .await;
-                    runner.book.remove(&leased.id);
-                    runner
-                        .observer
-                        .rejected(Rejection {
-                            job_id: leased.id,
-                            kind: runner.kind,
-                            reason,
-                            claimed_tenant,
-                        })
-                        .await;
-                });
-                None
-            }
+impl<P: DeserializeOwned + Send + 'static> RedisBackend<P> {
+    /// Starts a fetch when none is under way and there is room for a worthwhile batch: the
+    /// buffer is empty, or at least half a prefetch of leases is free. So the next jobs are
+    /// usually at hand before the buffer runs dry, and a freed slot does not wait for a round
+    /// trip (apalis asks for a task only when a slot is free, one at a time).
+    fn refill(&mut self) {
+        if self.fetching.is_some() || self.closing.load(Ordering::Acquire) {
+            return;
         }
+        // Room: the concurrency plus a small prefetch, less the leases held by running and
+        // buffered jobs (those being settled hold no slot: their handler is done).
+        let c = self.runner.concurrency;
+        let prefetch = c.div_ceil(PREFETCH_DIVISOR);
+        let held = self
+            .runner
+            .book
+            .len()
+            .saturating_sub(self.runner.settling.load(Ordering::Relaxed));
+        let room = (c + prefetch).saturating_sub(held);
+        if !self.buffer.is_empty() && room < prefetch.div_ceil(2) {
+            return;
+        }
+        let (runner, closing) = (self.runner.clone(), self.closing.clone());
+        // Decoded (signature checked, JSON parsed) in the fetch's task too, off the worker's.
+        let fetch = async move {
+            let batch = runner.clone().fetch_some(room.max(1), closing).await;
+            batch
+                .into_iter()
+                .filter_map(|leased| runner.decode(leased))
+                .collect()
+        };
+        self.fetching = Some(tokio::spawn(fetch));
     }
 }
 
@@ -610,28 +645,24 @@ impl<P: DeserializeOwned + Send + 'static> Backend for RedisBackend<P> {
         _worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
         loop {
+            self.refill();
+            if let Some(fetch) = self.fetching.as_mut() {
+                if let Poll::Ready(done) = fetch.poll_unpin(cx) {
+                    self.fetching = None;
+                    // A fetch task only fails by panicking; its leases expire.
+                    self.buffer.extend(done.unwrap_or_default());
+                    continue;
+                }
+            }
             if let Some(task) = self.buffer.pop_front() {
                 return Poll::Ready(Some(Ok(task)));
             }
-            if self.fetching.is_none() {
-                // Ask for the free capacity (leases held, including those being settled, count
-                // as taken) plus a small prefetch: while one fetch is in flight, slots keep
-                // freeing, and without a few jobs at hand each freed slot would wait for a
-                // round trip of its own (fetches are serial per worker).
-                let c = self.runner.concurrency;
-                let want = (c + c.div_ceil(PREFETCH_DIVISOR))
-                    .saturating_sub(self.runner.book.len())
-                    .max(1);
-                let fut = self.runner.clone().fetch_some(want, self.closing.clone());
-                self.fetching = Some(Box::pin(fut));
-            }
-            let Some(fut) = self.fetching.as_mut() else {
-                continue;
+            return if self.fetching.is_some() {
+                Poll::Pending
+            } else {
+                // Nothing buffered and no fetch: only when closing. The stream ends.
+                Poll::Ready(None)
             };
-            match fut.poll_unpin(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(batch) => self.accept(batch),
-            }
         }
     }
 
@@ -641,10 +672,13 @@ impl<P: DeserializeOwned + Send + 'static> Backend for RedisBackend<P> {
         _: &WorkerContext,
     ) -> Poll<Result<(), Self::Error>> {
         self.closing.store(true, Ordering::Release);
-        if let Some(fut) = self.fetching.as_mut() {
-            match fut.poll_unpin(cx) {
+        if let Some(fetch) = self.fetching.as_mut() {
+            match fetch.poll_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(batch) => self.accept(batch),
+                Poll::Ready(done) => {
+                    self.fetching = None;
+                    self.buffer.extend(done.unwrap_or_default());
+                }
             }
         }
         if self.release.is_none() {
@@ -807,11 +841,13 @@ where
                     code = error_code, "Job run failed.");
             }
             let id = meta.job_id.to_string();
+            let settling = Settling::start(&runner.settling);
             let settled = runner
                 .settle_one(id.clone(), owner(&runner.worker_id, meta.attempt), how)
                 .await
                 .unwrap_or(Settled::Lost);
             runner.book.remove(&id);
+            drop(settling);
             record_outcome(kind, &settled, error_code);
             runner
                 .observer
@@ -827,6 +863,22 @@ where
         }
         .instrument(span)
         .boxed()
+    }
+}
+
+/// Counts a job as being settled while it lives (also when its future is dropped midway).
+struct Settling(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Settling {
+    fn start(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -39,6 +39,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
+mod timer;
+use timer::PreciseTimer;
+
 const KIND: &str = "bench";
 
 /// Drain or steady.
@@ -65,6 +68,17 @@ pub enum Phase {
     Enqueue,
     /// Drain N jobs and exit.
     Work,
+}
+
+/// How the `sleepNms` handler waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SleepTimer {
+    /// `tokio::time::sleep`: 1 ms ticks, rounded up (like Node's `setTimeout`).
+    Tokio,
+    /// A timer thread precise to tens of µs (see `timer.rs`): the handler takes the N ms the
+    /// protocol's C/d bound assumes, so the figure measures the queue, not the timer.
+    Precise,
 }
 
 /// Process role (internal).
@@ -100,6 +114,9 @@ pub struct BenchArgs {
     /// Handler: 0 = no-op, else an async sleep of this many ms.
     #[arg(long = "sleep-ms", default_value_t = 0)]
     sleep_ms: u64,
+    /// Handler: how the sleep waits (`tokio` like-for-like with `setTimeout`, or `precise`).
+    #[arg(long = "sleep-timer", value_enum, default_value = "tokio")]
+    sleep_timer: SleepTimer,
     /// Drain enqueue chunk.
     #[arg(long, default_value_t = 1000)]
     chunk: usize,
@@ -266,7 +283,9 @@ async fn connect(a: &BenchArgs) -> anyhow::Result<Queue> {
 }
 
 fn handler_name(a: &BenchArgs) -> String {
-    if a.sleep_ms > 0 {
+    if a.sleep_ms > 0 && a.sleep_timer == SleepTimer::Precise {
+        format!("sleep{}ms-precise", a.sleep_ms)
+    } else if a.sleep_ms > 0 {
         format!("sleep{}ms", a.sleep_ms)
     } else {
         "noop".into()
@@ -617,6 +636,8 @@ fn summarize(mut v: Vec<f64>) -> serde_json::Value {
 struct Tally {
     t_enq: HashMap<uuid::Uuid, f64>,
     lat: Vec<f64>,
+    /// How long the handler of each measured completed job took, in ms.
+    handler_ms: Vec<f64>,
     /// Latencies of tenant B's jobs (fair mode).
     lat_b: Vec<f64>,
     completed: usize,
@@ -655,6 +676,9 @@ impl JobObserver for BenchObserver {
         match report.settled {
             Settled::Completed => {
                 tally.completed += 1;
+                tally
+                    .handler_ms
+                    .push(report.duration.as_secs_f64() * 1000.0);
                 if let Some(t_enq) = t_enq {
                     tally.lat.push(t - t_enq);
                     if report.meta.tenant_id == TENANT_B {
@@ -677,6 +701,8 @@ impl JobObserver for BenchObserver {
 struct BenchDeps {
     tally: Arc<Mutex<Tally>>,
     sleep: Duration,
+    /// The precise timer, when `--sleep-timer precise`.
+    timer: Option<Arc<PreciseTimer>>,
     /// Jobs with `seq` at or past this are backlog (`--backlog`), not measured.
     measured: u64,
 }
@@ -693,8 +719,10 @@ async fn bench_handler(job: Job<Payload>, deps: Data<BenchDeps>) -> Result<(), J
             tally.t_enq.insert(job.meta.job_id, job.payload.t_enq);
         }
     }
-    if !deps.sleep.is_zero() {
-        tokio::time::sleep(deps.sleep).await;
+    match (&deps.timer, deps.sleep.is_zero()) {
+        (_, true) => {}
+        (Some(timer), false) => timer.sleep(deps.sleep).await,
+        (None, false) => tokio::time::sleep(deps.sleep).await,
     }
     Ok(())
 }
@@ -727,6 +755,12 @@ async fn run_worker(
     let deps = BenchDeps {
         tally: tally.clone(),
         sleep: Duration::from_millis(a.sleep_ms),
+        timer: match a.sleep_timer {
+            SleepTimer::Precise if a.sleep_ms > 0 => Some(Arc::new(
+                PreciseTimer::start().context("could not start the bench timer")?,
+            )),
+            _ => None,
+        },
         measured: if a.mode == Mode::Drain && a.backlog > 0 {
             a.n as u64
         } else {
@@ -789,7 +823,8 @@ async fn run_worker(
     })
 }
 
-fn work_fields(out: &mut serde_json::Value, w: WorkerRun, n: usize) {
+fn work_fields(out: &mut serde_json::Value, w: WorkerRun, n: usize, a: &BenchArgs) {
+    let (c, sleep_ms) = (a.c, a.sleep_ms);
     let t = w.tally;
     let busy = (t.t_last_done - t.t_first_start) / 1000.0;
     let ok = t.completed == n && t.failed == 0;
@@ -803,6 +838,20 @@ fn work_fields(out: &mut serde_json::Value, w: WorkerRun, n: usize) {
     };
     out["worker_wall_s"] = json!(r3((t.t_last_done - w.t_worker_start) / 1000.0));
     out["lat_ms"] = summarize(t.lat);
+    if sleep_ms > 0 {
+        // The protocol's ceiling C/d, what the handler's measured mean allows, and the share
+        // of C/d reached: what the queue's own overhead costs.
+        let mean = t.handler_ms.iter().sum::<f64>() / t.handler_ms.len().max(1) as f64;
+        let bound = c as f64 * 1000.0 / sleep_ms as f64;
+        out["bound_c_over_d"] = json!(bound.round());
+        if mean > 0.0 {
+            out["bound_measured_handler"] = json!((c as f64 * 1000.0 / mean).round());
+        }
+        if busy > 0.0 {
+            out["share_of_bound"] = json!(r3(t.completed as f64 / busy / bound));
+        }
+    }
+    out["handler_ms"] = summarize(t.handler_ms);
     out["ok"] = json!(ok);
 }
 
@@ -962,7 +1011,7 @@ async fn steady(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::Result<()
     out["producer_errors"] = json!(p.errors);
     out["achieved_rate"] = json!(p.achieved_rate);
     out["producer_max_lag_ms"] = json!(p.producer_max_lag_ms);
-    work_fields(out, w, total);
+    work_fields(out, w, total, a);
     out["tail_ms"] = json!(r3(t_last_done - p.t_last));
     if p.errors > 0 || p.sent != total {
         out["ok"] = json!(false);
@@ -1028,7 +1077,7 @@ async fn drain(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::Result<()>
         if a.backlog > 0 {
             out["backlog_completed"] = json!(w.tally.backlog_completed);
         }
-        work_fields(out, w, a.n);
+        work_fields(out, w, a.n, a);
         let c = cost(&before, &after, jobs);
         if let Some(e) = &enqueue_cost {
             redis.insert("total".into(), json!(add_cost(e, &c)));
@@ -1167,7 +1216,7 @@ async fn fair(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::Result<()> 
     .await?;
     let backlog_left = producer.await.context("tenant B producer")??;
     let lat_b = w.tally.lat_b.clone();
-    work_fields(out, w, a.n + b_total);
+    work_fields(out, w, a.n + b_total, a);
     out["b_rate"] = json!(a.rate);
     out["b_sent"] = json!(b_total);
     out["b_lat_ms"] = summarize(lat_b);
