@@ -160,8 +160,8 @@ async fn a_worker_killed_mid_job_has_its_jobs_run_by_another_after_the_lease_exp
     let mut victim = worker_process(&app, "5");
     let in_flight = wait_for("jobs held in flight", Duration::from_secs(20), || async {
         let c = app.queue.counts("lead_score").await.unwrap();
-        // Concurrency 5 plus the backend's prefetch of ceil(5 / 4) = 2.
-        (c.running == 7).then_some(c.running)
+        // Concurrency 5 plus the backend's prefetch of ceil(5 / 2) = 3.
+        (c.running == 8).then_some(c.running)
     })
     .await;
     victim.kill().expect("SIGKILL");

