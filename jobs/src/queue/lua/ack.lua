@@ -44,21 +44,60 @@ local function bury(id, attempts, reason, code, prio)
   dead = dead + 1
 end
 
+-- Calls `cmd key list...` in slices, so a large batch never exceeds Lua's unpack limit.
+local function batched(cmd, key, list)
+  for i = 1, #list, 4000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
+  end
+end
+
+-- Every action is checked before anything is written: a bad entry fails the whole batch.
+local known = { ok = true, retry = true, dead = true, snooze = true, release = true }
+for i = 1, n do
+  local action = ARGV[4 + 5 * (i - 1) + 3]
+  if not known[action] then
+    return redis.error_reply('unknown ack action ' .. tostring(action))
+  end
+end
+
+-- One read of every entry's owner, attempts, tenant and priority; the common writes (lease
+-- removed, job data deleted, completion recorded) go as one call each for the whole batch.
+local fields = {}
+for i = 1, n do
+  local id = ARGV[4 + 5 * (i - 1) + 1]
+  fields[#fields + 1] = id .. ':o'
+  fields[#fields + 1] = id .. ':a'
+  fields[#fields + 1] = id .. ':t'
+  fields[#fields + 1] = id .. ':p'
+end
+local cur = {}
+for i = 1, #fields, 4000 do
+  local part = redis.call('HMGET', KEYS[1], unpack(fields, i, math.min(i + 3999, #fields)))
+  for _, v in ipairs(part) do cur[#cur + 1] = v end
+end
+local unleased, erased, finished = {}, {}, {}
+local seen = {}
+
 for i = 1, n do
   local b = 4 + 5 * (i - 1)
   local id, owner, action, a1, a2 = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-  local cur = redis.call('HMGET', KEYS[1], id .. ':o', id .. ':a', id .. ':t', id .. ':p')
-  if cur[1] ~= owner then
+  local c = 4 * (i - 1)
+  -- The same job twice in one batch: only its first entry counts.
+  if cur[c + 1] ~= owner or seen[id] then
     out[#out + 1] = { 'lost', '' }
   else
-    redis.call('ZREM', KEYS[2], id)
-    local attempts = tonumber(cur[2]) or 1
-    local tenant, prio = cur[3] or '', cur[4] or '1'
+    seen[id] = true
+    unleased[#unleased + 1] = id
+    local attempts = tonumber(cur[c + 2]) or 1
+    local tenant, prio = cur[c + 3] or '', cur[c + 4] or '1'
     ended[tenant] = (ended[tenant] or 0) + 1
     if action == 'ok' then
-      redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t',
-        id .. ':p')
-      redis.call('ZADD', KEYS[6], now, id)
+      for _, f in ipairs({ id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t',
+        id .. ':p' }) do
+        erased[#erased + 1] = f
+      end
+      finished[#finished + 1] = now
+      finished[#finished + 1] = id
       completed = completed + 1
       out[#out + 1] = { 'completed', '' }
     elseif action == 'retry' then
@@ -88,11 +127,12 @@ for i = 1, n do
       redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1)
       released[#released + 1] = { id, tenant, prio, fair_clock() }
       out[#out + 1] = { 'released', '' }
-    else
-      return redis.error_reply('unknown ack action ' .. tostring(action))
     end
   end
 end
+batched('ZREM', KEYS[2], unleased)
+batched('HDEL', KEYS[1], erased)
+batched('ZADD', KEYS[6], finished)
 fair_add(KEYS[9], released)
 if fair_ended(KEYS[9], ended) + #released > 0 then
   redis.call('LPUSH', KEYS[10], '1')
