@@ -150,15 +150,12 @@ async fn a_redis_restart_under_load_loses_no_acknowledged_job_and_everyone_recon
         },
     )
     .await;
-    let ids: Vec<String> = sqlx::query_scalar("select external_id from leads order by 1")
-        .fetch_all(&mut *app.own().await)
-        .await
-        .unwrap();
-    accepted.sort();
-    assert_eq!(
-        ids, accepted,
-        "exactly the acknowledged leads, none lost, none extra"
-    );
+    let stored = assert_stored_exactly(
+        &app,
+        &mut accepted,
+        "exactly the acknowledged leads, none lost, none extra",
+    )
+    .await;
     // (The test's own connection reports the restart once, then reconnects.)
     let c = wait_for("queue counts", Duration::from_secs(10), || async {
         app.queue.counts("lead_score").await.ok()
@@ -167,8 +164,7 @@ async fn a_redis_restart_under_load_loses_no_acknowledged_job_and_everyone_recon
     assert_eq!(c.dead, 0, "{c:?}");
     println!(
         "redis restart: {n} acknowledged, {} stored, {} completed runs recorded in Redis, 0 dead",
-        ids.len(),
-        c.done
+        stored, c.done
     );
     worker.stop().await;
     app.stop().await;
@@ -271,15 +267,12 @@ async fn postgres_stopped_for_30_s_under_load_loses_and_dead_letters_nothing() {
         (c.done == n as u64).then_some(c)
     })
     .await;
-    let ids: Vec<String> = sqlx::query_scalar("select external_id from leads order by 1")
-        .fetch_all(&mut *app.own().await)
-        .await
-        .unwrap();
-    accepted.sort();
-    assert_eq!(
-        ids, accepted,
-        "exactly the accepted leads, none lost, none extra"
-    );
+    assert_stored_exactly(
+        &app,
+        &mut accepted,
+        "exactly the accepted leads, none lost, none extra",
+    )
+    .await;
     assert_eq!((c.dead, c.pending, c.scheduled), (0, 0, 0), "{c:?}");
     println!(
         "postgres down 30 s: {n} enqueued, {} completed, {} deferred runs (db_unavailable, no \
@@ -291,4 +284,16 @@ async fn postgres_stopped_for_30_s_under_load_loses_and_dead_letters_nothing() {
     );
     worker.stop().await;
     app.stop().await;
+}
+
+/// The leads table holds exactly `accepted` (by external id): none lost, none extra. Returns
+/// how many are stored.
+async fn assert_stored_exactly(app: &TestApp, accepted: &mut [String], what: &str) -> usize {
+    let ids: Vec<String> = sqlx::query_scalar("select external_id from leads order by 1")
+        .fetch_all(&mut *app.own().await)
+        .await
+        .unwrap();
+    accepted.sort();
+    assert_eq!(ids, accepted, "{what}");
+    ids.len()
 }

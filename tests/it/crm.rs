@@ -79,6 +79,21 @@ impl Respond for FakeHubSpot {
     }
 }
 
+/// A fake HubSpot that answers contact upserts made with `token`.
+async fn hubspot_accepting(token: &str) -> (MockServer, FakeHubSpot) {
+    let server = MockServer::start().await;
+    let fake = FakeHubSpot {
+        token: token.into(),
+        ..FakeHubSpot::default()
+    };
+    Mock::given(method("POST"))
+        .and(path(UPSERT))
+        .respond_with(fake.clone())
+        .mount(&server)
+        .await;
+    (server, fake)
+}
+
 async fn app_with_crm(server: &MockServer, auth: CrmAuth) -> TestApp {
     app_with_crm_and(server, auth, &[]).await
 }
@@ -181,16 +196,7 @@ async fn upserts(server: &MockServer) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qualified_lead_is_upserted_once_and_a_207_fails_only_its_own_record() {
-    let server = MockServer::start().await;
-    let fake = FakeHubSpot {
-        token: "pat-na1-11111111-2222".into(),
-        ..FakeHubSpot::default()
-    };
-    Mock::given(method("POST"))
-        .and(path(UPSERT))
-        .respond_with(fake.clone())
-        .mount(&server)
-        .await;
+    let (server, fake) = hubspot_accepting("pat-na1-11111111-2222").await;
     let app = app_with_crm(&server, token("pat-na1-11111111-2222")).await;
     let worker = app.spawn_worker().await;
 
@@ -297,16 +303,7 @@ fn rate_limited(policy: &str) -> ResponseTemplate {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_auth_failures_and_server_errors_each_take_their_path() {
-    let server = MockServer::start().await;
-    let fake = FakeHubSpot {
-        token: "pat-na1-abc".into(),
-        ..FakeHubSpot::default()
-    };
-    Mock::given(method("POST"))
-        .and(path(UPSERT))
-        .respond_with(fake.clone())
-        .mount(&server)
-        .await;
+    let (server, _) = hubspot_accepting("pat-na1-abc").await;
     let app = app_with_crm(&server, token("pat-na1-abc")).await;
     let worker = app.spawn_worker().await;
     let once = |t: ResponseTemplate| {
@@ -468,16 +465,7 @@ async fn oauth_tokens_are_refreshed_once_and_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_crm_sync_is_asked_for_again_by_the_reconcile_schedule() {
-    let server = MockServer::start().await;
-    let fake = FakeHubSpot {
-        token: "pat-na1-33333333-4444".into(),
-        ..FakeHubSpot::default()
-    };
-    Mock::given(method("POST"))
-        .and(path(UPSERT))
-        .respond_with(fake.clone())
-        .mount(&server)
-        .await;
+    let (server, _) = hubspot_accepting("pat-na1-33333333-4444").await;
     let app = app_with_crm_and(
         &server,
         token("pat-na1-33333333-4444"),

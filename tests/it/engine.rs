@@ -351,6 +351,24 @@ async fn a_panicking_handler_is_a_transient_failure_not_a_dead_worker() {
     );
 }
 
+/// A handler that fails job `i` = 0 permanently while `failing` is set, and runs the rest.
+fn first_job_fails(failing: Arc<std::sync::atomic::AtomicBool>) -> Handler {
+    Arc::new(move |job| {
+        let fail = failing.load(std::sync::atomic::Ordering::SeqCst) && job.payload["i"] == 0;
+        async move {
+            if fail {
+                Err(JobError::permanent(
+                    "invalid_payload",
+                    anyhow::anyhow!("bad"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        .boxed()
+    })
+}
+
 fn tenant_job(tenant: uuid::Uuid, i: usize) -> NewJob {
     let mut j = job(i, None);
     j.envelope.tenant_id = tenant;
@@ -418,20 +436,7 @@ async fn completed_jobs_and_dead_letters_are_trimmed_by_age_with_their_data() {
     s.dead_letter_ttl = Duration::from_millis(1500);
     let prefix = s.prefix.clone();
     let q = queue(s).await;
-    let handler: Handler = Arc::new(|job| {
-        let fail = job.payload["i"] == 0;
-        async move {
-            if fail {
-                Err(JobError::permanent(
-                    "invalid_payload",
-                    anyhow::anyhow!("bad"),
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        .boxed()
-    });
+    let handler = first_job_fails(Arc::new(std::sync::atomic::AtomicBool::new(true)));
     let w = start(&q, handler, Recorder::default());
     q.enqueue((0..6).map(|i| job(i, None)).collect())
         .await
@@ -679,21 +684,7 @@ async fn a_sharded_queue_runs_counts_pages_dead_letters_and_controls_tenants_acr
     let shards: std::collections::BTreeSet<u16> = tenants.iter().map(|t| q.shard_of(t)).collect();
     assert!(shards.len() >= 2, "{shards:?}");
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let f = failing.clone();
-    let handler: Handler = Arc::new(move |job| {
-        let fail = f.load(std::sync::atomic::Ordering::SeqCst) && job.payload["i"] == 0;
-        async move {
-            if fail {
-                Err(JobError::permanent(
-                    "invalid_payload",
-                    anyhow::anyhow!("bad"),
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        .boxed()
-    });
+    let handler = first_job_fails(failing.clone());
     let w = start(&q, handler, Recorder::default());
     for t in &tenants {
         q.enqueue((0..10).map(|i| tenant_job(*t, i)).collect())

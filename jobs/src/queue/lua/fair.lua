@@ -119,24 +119,39 @@ end
 
 -- Jobs of capped tenants stopped running (`ended`: tenant -> count): lowers their running
 -- counts and lets as many parked slots back in as there is room under the cap.
+-- Each tenant's controls, from one read: { paused, cap (nil: none), running }.
+local function fair_states(tenants)
+  local fields = {}
+  for _, tenant in ipairs(tenants) do
+    fields[#fields + 1] = 'p:' .. tenant
+    fields[#fields + 1] = 'c:' .. tenant
+    fields[#fields + 1] = 'r:' .. tenant
+  end
+  local vals = redis.call('HMGET', FAIR_KEY, unpack(fields))
+  local states = {}
+  for i = 1, #tenants do
+    states[i] = {
+      paused = vals[3 * i - 2] ~= false,
+      cap = tonumber(vals[3 * i - 1]),
+      running = tonumber(vals[3 * i]) or 0,
+    }
+  end
+  return states
+end
+
 local function fair_ended(ready_key, ended)
   local tenants = {}
   for tenant, _ in pairs(ended) do tenants[#tenants + 1] = tenant end
   if #tenants == 0 then return 0 end
-  local fields = {}
-  for _, tenant in ipairs(tenants) do
-    fields[#fields + 1] = 'c:' .. tenant
-    fields[#fields + 1] = 'r:' .. tenant
-    fields[#fields + 1] = 'p:' .. tenant
-  end
-  local vals = redis.call('HMGET', FAIR_KEY, unpack(fields))
+  local states = fair_states(tenants)
   local back = 0
   for i, tenant in ipairs(tenants) do
-    local cap = tonumber(vals[3 * i - 2])
+    local st = states[i]
+    local cap = st.cap
     if cap then
-      local running = math.max((tonumber(vals[3 * i - 1]) or 0) - ended[tenant], 0)
+      local running = math.max(st.running - ended[tenant], 0)
       redis.call('HSET', FAIR_KEY, 'r:' .. tenant, running)
-      if not vals[3 * i] then
+      if not st.paused then
         back = back + fair_unpark(ready_key, tenant, cap - running)
       end
     end

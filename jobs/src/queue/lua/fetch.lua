@@ -115,22 +115,14 @@ for _ = 1, 4 do
     local g = groups[tenant]
     g[#g + 1] = { popped[2 * i - 1], tonumber(popped[2 * i]), i }
   end
-  local sfields = {}
-  for _, tenant in ipairs(order) do
-    sfields[#sfields + 1] = 'p:' .. tenant
-    sfields[#sfields + 1] = 'c:' .. tenant
-    sfields[#sfields + 1] = 'r:' .. tenant
-  end
-  local st = redis.call('HMGET', FAIR_KEY, unpack(sfields))
+  local states = fair_states(order)
   -- Jobs are handed out in slot order, so tenants stay interleaved within a batch.
   local at = {}
   for i, tenant in ipairs(order) do
     local slots = groups[tenant]
-    local run = take(tenant, slots, {
-      paused = st[3 * i - 2] ~= false,
-      cap = tonumber(st[3 * i - 1]),
-      running = (tonumber(st[3 * i]) or 0) + (running[tenant] or 0),
-    })
+    local st = states[i]
+    st.running = st.running + (running[tenant] or 0)
+    local run = take(tenant, slots, st)
     for j, id in ipairs(run) do
       at[slots[j][3]] = id
       tenant_of[id] = tenant
