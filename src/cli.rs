@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::bench::BenchRuntime;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use leadq_jobs::integrations::{self, TenantUpdate};
@@ -466,10 +467,13 @@ pub fn main() -> ExitCode {
             }
         },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match &cli.command {
+        Command::Bench(args) if args.runtime() == BenchRuntime::CurrentThread => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("leadq: cannot start the async runtime: {e}");

@@ -76,9 +76,22 @@ pub enum Phase {
 pub enum SleepTimer {
     /// `tokio::time::sleep`: 1 ms ticks, rounded up (like Node's `setTimeout`).
     Tokio,
-    /// A timer thread precise to tens of µs (see `timer.rs`): the handler takes the N ms the
-    /// protocol's C/d bound assumes, so the figure measures the queue, not the timer.
+    /// A Linux timer fd awaited in tokio's reactor (see `timer.rs`): the handler takes the N
+    /// ms the protocol's C/d bound assumes, plus the machine's wake-up latency (under 0.1 ms
+    /// here), so the figure measures the queue, not the timer.
     Precise,
+}
+
+/// Which tokio runtime the bench process runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchRuntime {
+    /// One worker thread per core, as `leadq worker` runs: the queue's own work (fetch,
+    /// decode, settle) spreads over the cores.
+    MultiThread,
+    /// Everything on the bench's one thread, like Node's event loop: no cross-thread wake-up
+    /// between a timer, a Redis reply and the handler it resumes.
+    CurrentThread,
 }
 
 /// Process role (internal).
@@ -117,6 +130,9 @@ pub struct BenchArgs {
     /// Handler: how the sleep waits (`tokio` like-for-like with `setTimeout`, or `precise`).
     #[arg(long = "sleep-timer", value_enum, default_value = "tokio")]
     sleep_timer: SleepTimer,
+    /// The tokio runtime: `multi-thread` (as `leadq worker`) or `current-thread` (one thread).
+    #[arg(long, value_enum, default_value = "multi-thread")]
+    runtime: BenchRuntime,
     /// Drain enqueue chunk.
     #[arg(long, default_value_t = 1000)]
     chunk: usize,
@@ -282,6 +298,13 @@ async fn connect(a: &BenchArgs) -> anyhow::Result<Queue> {
         .context("Failed to connect to Redis")
 }
 
+impl BenchArgs {
+    /// The runtime this run asked for (`--runtime`), built by the caller before `run`.
+    pub fn runtime(&self) -> BenchRuntime {
+        self.runtime
+    }
+}
+
 fn handler_name(a: &BenchArgs) -> String {
     if a.sleep_ms > 0 && a.sleep_timer == SleepTimer::Precise {
         format!("sleep{}ms-precise", a.sleep_ms)
@@ -297,7 +320,10 @@ fn base(a: &BenchArgs) -> serde_json::Value {
         "peer": "leadq",
         "peer_version": env!("CARGO_PKG_VERSION"),
         "client": "redis-rs 1.8",
-        "runtime": "rust tokio apalis-core 1.0",
+        "runtime": match a.runtime {
+            BenchRuntime::MultiThread => "rust tokio multi-thread apalis-core 1.0",
+            BenchRuntime::CurrentThread => "rust tokio current-thread apalis-core 1.0",
+        },
         "mode": a.mode,
         "handler": handler_name(a),
         "c": a.c,

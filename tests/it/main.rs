@@ -4,6 +4,7 @@
 mod api_auth;
 mod api_leads;
 mod audit;
+mod bench;
 mod chaos;
 mod cluster;
 mod crm;

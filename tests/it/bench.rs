@@ -1,0 +1,84 @@
+//! `leadq bench` end to end, small: the figures it prints are the ones the closing notes and
+//! `docs/bench.md` quote, so the binary must keep running on both runtimes and its precise
+//! timer must never cut a handler short (that would inflate jobs/s past the C/d bound).
+
+use serde_json::Value;
+
+/// Runs `leadq bench` on the test Redis with its own queue name, and returns its JSON line.
+fn bench(args: &[&str]) -> Value {
+    #[allow(clippy::disallowed_methods)]
+    let redis = std::env::var("REDIS_URL").expect("REDIS_URL (run through scripts/test)");
+    let port = redis
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .expect("REDIS_URL has a port")
+        .to_owned();
+    let queue = format!("bench-it-{}", uuid::Uuid::new_v4().simple());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadq"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .args([
+            "bench",
+            "--port",
+            &port,
+            "--queue",
+            &queue,
+            "--timeout-s",
+            "60",
+        ])
+        .args(args)
+        .output()
+        .expect("leadq bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "leadq bench {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().last().expect("a JSON line");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+fn f(v: &Value, path: &[&str]) -> f64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path:?} missing in {v}"))
+}
+
+#[test]
+fn a_precise_sleep_drain_on_one_thread_completes_every_job_within_the_c_over_d_bound() {
+    let v = bench(&[
+        "--n",
+        "400",
+        "--c",
+        "20",
+        "--sleep-ms",
+        "2",
+        "--sleep-timer",
+        "precise",
+        "--runtime",
+        "current-thread",
+    ]);
+    assert_eq!(v["handler"], "sleep2ms-precise");
+    assert_eq!(v["runtime"], "rust tokio current-thread apalis-core 1.0");
+    assert_eq!(f(&v, &["completed"]), 400.0);
+    assert_eq!(f(&v, &["failed"]), 0.0);
+    assert_eq!(f(&v, &["bound_c_over_d"]), 10_000.0);
+    // Every handler slept its full 2 ms, so no drain can beat C/d.
+    assert!(f(&v, &["handler_ms", "min"]) >= 2.0, "{v}");
+    assert!(f(&v, &["jobs_per_s"]) <= f(&v, &["bound_c_over_d"]), "{v}");
+    assert!(f(&v, &["share_of_bound"]) <= 1.0, "{v}");
+}
+
+#[test]
+fn a_no_op_drain_on_the_multi_thread_runtime_completes_every_job_and_reports_redis_cost() {
+    let v = bench(&["--n", "300", "--c", "10"]);
+    assert_eq!(v["handler"], "noop");
+    assert_eq!(v["runtime"], "rust tokio multi-thread apalis-core 1.0");
+    assert_eq!(f(&v, &["completed"]), 300.0);
+    assert!(f(&v, &["jobs_per_s"]) > 0.0, "{v}");
+    // Read from Redis INFO, which other tests share: present, not bounded here.
+    assert!(f(&v, &["redis", "work", "cmds_per_job"]) > 0.0, "{v}");
+}
