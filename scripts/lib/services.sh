@@ -429,6 +429,23 @@ SQL
   fi
 }
 
+# reserve_service_ports: keeps the kernel from handing out the services' fixed ports as the
+# local port of an outgoing connection. They lie in Linux's ephemeral range (32768-60999); a
+# test's client socket that happens to get 55432 makes the next PostgreSQL start fail with
+# "Address already in use" (seen once in CI). Needs root; CI calls it, a developer may.
+reserve_service_ports() {
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports
+  local want="$LEADQ_DEV_PG_PORT-$LEADQ_CHAOS_PG_PORT,$LEADQ_DEV_REDIS_PORT-$LEADQ_CHAOS_REDIS_PORT"
+  if [[ ! -w "$f" ]]; then
+    svc_log "cannot reserve ports $want (no write access to $f); continuing"
+    return 0
+  fi
+  local cur
+  cur="$(cat "$f")"
+  echo "${cur:+$cur,}$want" >"$f"
+  svc_log "reserved ports $want against ephemeral use ($f: $(cat "$f"))"
+}
+
 # pg_start: starts (or reuses) the profile's PostgreSQL instance. Call svc_profile first.
 pg_start() {
   ensure_postgres_installed
@@ -447,10 +464,21 @@ pg_start() {
     _pg_clear_stale_locks
     _pg_configure
     svc_log "starting PostgreSQL ($LEADQ_PROFILE) on 127.0.0.1:$LEADQ_PG_PORT, log $LEADQ_PG_LOG"
-    if ! _pg_run pg_ctl -D "$LEADQ_PG_DATA" -l "$LEADQ_PG_LOG" -w -t "$LEADQ_SVC_TIMEOUT" -s start; then
+    # A bind failure is retried: the port may be the local end of a closing client socket
+    # (see reserve_service_ports), which frees it within moments.
+    local attempt
+    for attempt in 1 2 3 4 5; do
+      if _pg_run pg_ctl -D "$LEADQ_PG_DATA" -l "$LEADQ_PG_LOG" -w -t "$LEADQ_SVC_TIMEOUT" -s start; then
+        break
+      fi
+      if [[ $attempt -lt 5 ]] && tail -n 20 "$LEADQ_PG_LOG" 2>/dev/null | grep -q 'Address already in use'; then
+        svc_log "port $LEADQ_PG_PORT briefly in use by a client socket; retrying in 2 s"
+        sleep 2
+        continue
+      fi
       svc_tail_log "$LEADQ_PG_LOG"
       svc_die "PostgreSQL did not start"
-    fi
+    done
     _SVC_STARTED_PG=1
     wait_for "PostgreSQL on 127.0.0.1:$LEADQ_PG_PORT" "$LEADQ_SVC_TIMEOUT" "$LEADQ_PG_LOG" \
       _pg_ready || svc_die "PostgreSQL started but does not accept connections"
