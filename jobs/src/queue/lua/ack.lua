@@ -17,6 +17,8 @@
 FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[11], KEYS[12], KEYS[13]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Formatted once: a Lua number passed to redis.call is formatted again for every element.
+local now_s = tostring(now)
 local n = tonumber(ARGV[1])
 local max_attempts, base_ms, max_ms
 local function policy()
@@ -92,11 +94,16 @@ for i = 1, n do
     local tenant, prio = cur[c + 3] or '', cur[c + 4] or '1'
     ended[tenant] = (ended[tenant] or 0) + 1
     if action == 'ok' then
-      for _, f in ipairs({ id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t',
-        id .. ':p' }) do
-        erased[#erased + 1] = f
-      end
-      finished[#finished + 1] = now
+      -- The field names built for the read above are reused (each concatenation is a new
+      -- Lua string: this loop is the hot path of every completed job).
+      erased[#erased + 1] = id
+      erased[#erased + 1] = fields[c + 1]
+      erased[#erased + 1] = fields[c + 2]
+      erased[#erased + 1] = fields[c + 3]
+      erased[#erased + 1] = fields[c + 4]
+      erased[#erased + 1] = id .. ':x'
+      erased[#erased + 1] = id .. ':e'
+      finished[#finished + 1] = now_s
       finished[#finished + 1] = id
       completed = completed + 1
       out[#out + 1] = { 'completed', '' }

@@ -50,12 +50,23 @@ local function take(tenant, slots, st)
   local best = redis.call('ZRANGEBYLEX', INDEX_KEY, '[' .. tenant .. '|', '(' .. tenant .. '}',
     'LIMIT', 0, allowed)
   if #best > 0 then redis.call('ZREM', INDEX_KEY, unpack(best)) end
-  local chosen, own = {}, {}
+  local chosen = {}
+  local same = #best == allowed
   for i, m in ipairs(best) do
     local id = string.sub(m, #tenant + 4)
     chosen[i] = id
-    own[id] = true
+    if id ~= slots[i][1] then same = false end
   end
+  if same then
+    -- The common case: the tenant's best jobs are the slots' own jobs, in the same order.
+    if st.cap then
+      for _, id in ipairs(chosen) do capped[id] = tenant end
+      running[tenant] = (running[tenant] or 0) + allowed
+    end
+    return chosen
+  end
+  local own = {}
+  for _, id in ipairs(chosen) do own[id] = true end
   -- Slots whose job is not among the chosen hand over to a chosen job that is not a slot of
   -- this call (its own slot, later in `ready` or parked, becomes theirs).
   local spare = {}
@@ -113,7 +124,7 @@ for _ = 1, 4 do
       order[#order + 1] = tenant
     end
     local g = groups[tenant]
-    g[#g + 1] = { popped[2 * i - 1], tonumber(popped[2 * i]), i }
+    g[#g + 1] = { popped[2 * i - 1], popped[2 * i], i }
   end
   local states = fair_states(order)
   -- Jobs are handed out in slot order, so tenants stay interleaved within a batch.
@@ -145,7 +156,6 @@ for _, id in ipairs(ids) do
   fields[#fields + 1] = id
   fields[#fields + 1] = id .. ':a'
   fields[#fields + 1] = id .. ':x'
-  fields[#fields + 1] = id .. ':p'
 end
 local vals = redis.call('HMGET', JOBS, unpack(fields))
 -- May this worker take a suspect? Not while the one it took last is still leased by it.
@@ -163,32 +173,37 @@ local function suspect_allowed()
   return may_suspect
 end
 local deferred = {}
-local deadline = now + tonumber(ARGV[2])
+-- Strings built once: a Lua number passed to redis.call is formatted for every element.
+local deadline = tostring(now + tonumber(ARGV[2]))
+local owner_prefix = ARGV[3] .. ':'
 local zargs, hargs, out = {}, {}, { now, -1 }
 for i, id in ipairs(ids) do
-  local data = vals[4 * i - 3]
+  local data = vals[3 * i - 2]
   local take_it = data ~= false and data ~= nil
-  if take_it and (tonumber(vals[4 * i - 1]) or 0) > 0 then
+  if take_it and (tonumber(vals[3 * i]) or 0) > 0 then
     if suspect_allowed() then
       may_suspect = false
       redis.call('SET', KEYS[8], id, 'EX', 86400)
     else
       -- Back to the front, for another worker (or this one once its suspect is settled).
-      deferred[#deferred + 1] = { id, tenant_of[id] or '', vals[4 * i] or '1', fair_clock() }
+      local prio = redis.call('HGET', JOBS, id .. ':p') or '1'
+      deferred[#deferred + 1] = { id, tenant_of[id] or '', prio, fair_clock() }
       take_it = false
     end
   end
   if take_it then
-    local attempt = (tonumber(vals[4 * i - 2]) or 0) + 1
+    local before = vals[3 * i - 1]
+    local attempt = '1'
+    if before then attempt = tostring((tonumber(before) or 0) + 1) end
     zargs[#zargs + 1] = deadline
     zargs[#zargs + 1] = id
-    hargs[#hargs + 1] = id .. ':a'
+    hargs[#hargs + 1] = fields[3 * i - 1]
     hargs[#hargs + 1] = attempt
     hargs[#hargs + 1] = id .. ':o'
-    hargs[#hargs + 1] = ARGV[3] .. ':' .. attempt
+    hargs[#hargs + 1] = owner_prefix .. attempt
     out[#out + 1] = id
     out[#out + 1] = data
-    out[#out + 1] = attempt
+    out[#out + 1] = tonumber(attempt)
   elseif capped[id] then
     running[capped[id]] = running[capped[id]] - 1
   end
