@@ -156,12 +156,14 @@ async fn a_redis_restart_under_load_loses_no_acknowledged_job_and_everyone_recon
         "exactly the acknowledged leads, none lost, none extra",
     )
     .await;
-    // (The test's own connection reports the restart once, then reconnects.)
-    let c = wait_for("queue counts", Duration::from_secs(10), || async {
-        app.queue.counts("lead_score").await.ok()
+    // Every job's completion is recorded too (a lead is stored a moment before its job's
+    // acknowledgement). The test's own connection reports the restart once, then reconnects.
+    let c = wait_for("every job completed", Duration::from_secs(10), || async {
+        let c = app.queue.counts("lead_score").await.ok()?;
+        (c.done >= n as u64).then_some(c)
     })
     .await;
-    assert_eq!(c.dead, 0, "{c:?}");
+    assert_eq!((c.done, c.dead), (n as u64, 0), "{c:?}");
     println!(
         "redis restart: {n} acknowledged, {} stored, {} completed runs recorded in Redis, 0 dead",
         stored, c.done
