@@ -5,11 +5,17 @@
 //!   good, nor claimed by a batch for a while (a `crm_sync` job lost with a Redis that lost its
 //!   last second, a long outage) gets a `crm_sync` job for its tenant again, on behalf of
 //!   `system:scheduler`. The job's message id names the firing, so a firing asks once.
+//! - `job_runs_reconcile`: a `job_runs` row left `running` or `retrying` for a while is
+//!   checked against the queue. Its end is written after the job's acknowledgement, so a
+//!   worker killed in between, or PostgreSQL down at that moment, leaves it behind; Redis says
+//!   what really happened.
 //! - `job_runs_retention`: finished `job_runs` rows past retention are deleted in slices.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use leadq_platform::audit::{self, AuditEntry};
 use leadq_platform::db::{self, Scope};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -17,6 +23,7 @@ use uuid::Uuid;
 use crate::crm_sync::SyncInput;
 use crate::envelope::{Envelope, SCHEMA_VERSION};
 use crate::kinds;
+use crate::queue::whereabouts::Whereabouts;
 use crate::queue::{NewJob, Queue, QueueError};
 
 /// Errors of a maintenance task.
@@ -37,6 +44,11 @@ pub const SCHEDULER_PRINCIPAL: &str = "system:scheduler";
 const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
 /// Rows deleted per statement.
 const DELETE_SLICE: i64 = 5000;
+/// A `job_runs` row unchanged this long while `running` or `retrying` is checked against the
+/// queue (a run longer than this whose job is still queued is left alone).
+const RUN_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Stale rows read per statement.
+const RECONCILE_SLICE: i64 = 500;
 
 /// Every tenant id. Tenant data is readable only inside its tenant's scope (row-level
 /// security), so maintenance walks the tenants one by one.
@@ -91,6 +103,92 @@ pub async fn crm_reconcile(
     Ok(done.iter().filter(|e| !e.duplicate).count() as u64)
 }
 
+/// Sets stale `running` / `retrying` rows to what the queue knows: `completed` or `dead` (with
+/// the time Redis recorded), or `unknown` when Redis no longer has the job (its completion
+/// trimmed, its dead letter purged, or lost). Rows of jobs still queued are left alone. A
+/// dead letter found this way is audited, as its worker would have done. Returns how many
+/// rows changed.
+pub async fn job_runs_reconcile(pool: &PgPool, queue: &Queue) -> Result<u64, MaintenanceError> {
+    let mut changed = 0;
+    for tenant in tenants(pool).await? {
+        let mut after = Uuid::nil();
+        loop {
+            let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+            let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
+                "select job_id, kind, correlation_id
+                   from job_runs
+                  where status in ('running', 'retrying')
+                    and updated_at < now() - make_interval(secs => $1)
+                    and job_id > $2
+                  order by job_id
+                  limit $3",
+            )
+            .bind(RUN_STALE_AFTER.as_secs_f64())
+            .bind(after)
+            .bind(RECONCILE_SLICE)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let Some(last) = rows.last() else { break };
+            after = last.0;
+            let mut by_kind: BTreeMap<&str, Vec<(Uuid, &str)>> = BTreeMap::new();
+            for (id, kind, correlation) in &rows {
+                by_kind.entry(kind).or_default().push((*id, correlation));
+            }
+            for (kind, runs) in by_kind {
+                let ids: Vec<Uuid> = runs.iter().map(|r| r.0).collect();
+                let places = queue.whereabouts(kind, tenant, &ids).await?;
+                let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+                for ((id, correlation), place) in runs.into_iter().zip(places) {
+                    let (status, at): (&str, Option<DateTime<Utc>>) = match &place {
+                        Whereabouts::Queued => continue,
+                        Whereabouts::Completed(at) => ("completed", Some(*at)),
+                        Whereabouts::Dead(at, _) => ("dead", Some(*at)),
+                        Whereabouts::Unknown => ("unknown", None),
+                    };
+                    // Only if no worker wrote the row meanwhile.
+                    let n = sqlx::query(
+                        "update job_runs set status = $2, finished_at = $3, updated_at = now()
+                          where job_id = $1
+                            and status in ('running', 'retrying')
+                            and updated_at < now() - make_interval(secs => $4)",
+                    )
+                    .bind(id)
+                    .bind(status)
+                    .bind(at)
+                    .bind(RUN_STALE_AFTER.as_secs_f64())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if let (1, Whereabouts::Dead(at, reason)) = (n, &place) {
+                        audit::record(
+                            &mut *tx,
+                            &AuditEntry {
+                                tenant_id: Some(tenant),
+                                actor: SCHEDULER_PRINCIPAL,
+                                action: "job.dead_letter",
+                                subject: &format!("job:{id}"),
+                                outcome: reason,
+                                correlation_id: correlation,
+                                details: serde_json::json!({
+                                    "kind": kind, "at": at, "reconciled": true,
+                                }),
+                            },
+                        )
+                        .await?;
+                    }
+                    changed += n;
+                }
+                tx.commit().await?;
+            }
+            if rows.len() < RECONCILE_SLICE as usize {
+                break;
+            }
+        }
+    }
+    Ok(changed)
+}
+
 /// Deletes finished `job_runs` rows older than `keep`; returns how many.
 pub async fn job_runs_retention(pool: &PgPool, keep: Duration) -> Result<u64, MaintenanceError> {
     let mut total = 0;
@@ -100,7 +198,7 @@ pub async fn job_runs_retention(pool: &PgPool, keep: Duration) -> Result<u64, Ma
             let n = sqlx::query(
                 "delete from job_runs where job_id in (
                      select job_id from job_runs
-                      where status in ('completed', 'dead')
+                      where status in ('completed', 'dead', 'unknown')
                         and coalesce(finished_at, updated_at) < now() - make_interval(secs => $1)
                       limit $2)",
             )

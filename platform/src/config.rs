@@ -98,6 +98,8 @@ pub struct QueueSettings {
 pub const SCHEDULE_DEFAULTS: &[(&str, &str)] = &[
     // Re-requests CRM syncs that were wanted but never confirmed (a lost job, a long outage).
     ("crm_reconcile", "*/5 * * * *"),
+    // Sets job_runs rows whose end was never recorded to what the queue knows.
+    ("job_runs_reconcile", "*/10 * * * *"),
     // Deletes finished job_runs rows older than LEADQ_JOB_RUNS_KEEP_DAYS.
     ("job_runs_retention", "17 3 * * *"),
 ];

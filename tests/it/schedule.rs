@@ -1,9 +1,14 @@
 //! Recurring platform tasks: fired once per occurrence across several workers, carried on by
-//! the next leader when the leader stops, and doing their work (job_runs retention).
+//! the next leader when the leader stops, and doing their work (job_runs retention and
+//! reconciliation).
 
 use std::time::Duration;
 
-use leadq_testkit::{spawn_app_with, wait_for};
+use chrono::{TimeDelta, Utc};
+use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_jobs::queue::NewJob;
+use leadq_testkit::{sample_lead, spawn_app_with, wait_for, TestApp};
+use uuid::Uuid;
 
 async fn job_run(app: &leadq_testkit::TestApp, days_ago: i32) -> uuid::Uuid {
     let id = uuid::Uuid::now_v7();
@@ -103,5 +108,123 @@ async fn a_schedule_fires_once_per_occurrence_across_three_workers_and_survives_
         (times[times.len() - 1] - times[0]) / 1000 + 1,
         leaders.len()
     );
+    app.stop().await;
+}
+
+/// A `job_runs` row left `running` / `retrying` an hour ago (its end never recorded).
+async fn stale_run(app: &TestApp, id: Uuid, status: &str) {
+    let mut tx = app.own().await;
+    sqlx::query(
+        "insert into job_runs (job_id, tenant_id, kind, message_id, correlation_id, status,
+             attempts, enqueued_at, first_started_at, last_started_at, updated_at)
+         values ($1, $2, 'lead_score', $3, 'c-stale', $4, 1, $5, $5, $5, $5)
+         on conflict (job_id) do update
+            set status = excluded.status, finished_at = null, updated_at = excluded.updated_at",
+    )
+    .bind(id)
+    .bind(app.tenant.tenant_id)
+    .bind(format!("m-{id}"))
+    .bind(status)
+    .bind(Utc::now() - TimeDelta::hours(1))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn run_state(app: &TestApp, id: Uuid) -> (String, bool) {
+    sqlx::query_as("select status, finished_at is not null from job_runs where job_id = $1")
+        .bind(id)
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap()
+}
+
+fn job(app: &TestApp, name: &str, payload: serde_json::Value) -> NewJob {
+    NewJob::now(Envelope {
+        schema_version: SCHEMA_VERSION,
+        message_id: format!("m-{name}"),
+        tenant_id: app.tenant.tenant_id,
+        user_id: format!("api_key:{}", app.tenant.key_id),
+        action: "lead_score".into(),
+        payload,
+        timestamp: Utc::now(),
+        correlation_id: format!("c-{name}"),
+        signature: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_whose_end_was_never_recorded_are_set_to_what_the_queue_knows() {
+    let app = spawn_app_with(&[
+        ("LEADQ_SCHEDULE_JOB_RUNS_RECONCILE", "* * * * * *"),
+        ("LEADQ_SCHEDULE_CRM_RECONCILE", "off"),
+        ("LEADQ_SCHEDULE_JOB_RUNS_RETENTION", "off"),
+    ])
+    .await;
+    let mut lead = sample_lead("tg-reconcile");
+    lead.as_object_mut().unwrap().remove("email");
+    let jobs = vec![
+        // Completes.
+        job(&app, "done", lead),
+        // Dead-lettered at once: not a lead.
+        job(&app, "dead", serde_json::json!({"not": "a lead"})),
+        // Waits an hour: still queued.
+        NewJob {
+            run_at: Some(Utc::now() + TimeDelta::hours(1)),
+            ..job(&app, "later", sample_lead("tg-later"))
+        },
+    ];
+    let ids: Vec<Uuid> = app
+        .queue
+        .enqueue(jobs)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.job_id)
+        .collect();
+    let (done, dead, later, lost) = (ids[0], ids[1], ids[2], Uuid::now_v7());
+    let worker = app.spawn_worker().await;
+    wait_for(
+        "one job done, one dead",
+        Duration::from_secs(20),
+        || async {
+            let c = app.queue.counts("lead_score").await.unwrap();
+            (c.done == 1 && c.dead == 1).then_some(())
+        },
+    )
+    .await;
+    // As if each run's last write had been lost an hour ago.
+    stale_run(&app, done, "running").await;
+    stale_run(&app, dead, "running").await;
+    stale_run(&app, later, "retrying").await;
+    stale_run(&app, lost, "running").await;
+
+    wait_for("the rows reconciled", Duration::from_secs(15), || async {
+        let states = (
+            run_state(&app, done).await,
+            run_state(&app, dead).await,
+            run_state(&app, lost).await,
+        );
+        (states.0 .0 != "running" && states.1 .0 != "running" && states.2 .0 != "running")
+            .then_some(())
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(run_state(&app, done).await, ("completed".into(), true));
+    assert_eq!(run_state(&app, dead).await, ("dead".into(), true));
+    assert_eq!(run_state(&app, lost).await, ("unknown".into(), false));
+    // A job still queued keeps its row as it was.
+    assert_eq!(run_state(&app, later).await, ("retrying".into(), false));
+    // The dead letter the worker could not record is audited now.
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log
+          where action = 'job.dead_letter' and subject = $1 and actor = 'system:scheduler'",
+    )
+    .bind(format!("job:{dead}"))
+    .fetch_one(&mut *app.own().await)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
     app.stop().await;
 }

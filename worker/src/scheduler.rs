@@ -169,6 +169,7 @@ impl Scheduler {
     ) -> Result<u64, maintenance::MaintenanceError> {
         match name {
             "crm_reconcile" => maintenance::crm_reconcile(&self.pool, &self.queue, firing_ms).await,
+            "job_runs_reconcile" => maintenance::job_runs_reconcile(&self.pool, &self.queue).await,
             "job_runs_retention" => {
                 maintenance::job_runs_retention(&self.pool, self.job_runs_keep).await
             }

@@ -30,6 +30,7 @@ pub mod dlq;
 mod keys;
 pub mod schedule;
 pub mod upkeep;
+pub mod whereabouts;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,62 @@
+//! Where a job is now, as the queue knows it: still queued, completed, dead-lettered, or
+//! no longer known.
+//!
+//! Records kept outside Redis (`job_runs` in PostgreSQL) are written after the fact and can
+//! miss their last write: a worker killed between a job's acknowledgement and its record, or
+//! PostgreSQL down at that moment. Redis is the record of what happened; this is how the
+//! reconciliation asks it.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{ms_to_time, Queue, QueueError};
+
+/// What the queue knows about one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whereabouts {
+    /// Its data is still in the queue: waiting, running, or scheduled for a retry.
+    Queued,
+    /// Completed at this time (while its completion is retained).
+    Completed(DateTime<Utc>),
+    /// Dead-lettered at this time, for this reason.
+    Dead(DateTime<Utc>, String),
+    /// None of these: its completion record was trimmed (`LEADQ_KEEP_DONE*`), its dead letter
+    /// purged, or the job was lost.
+    Unknown,
+}
+
+impl Queue {
+    /// Where each of `ids` (jobs of `kind` of `tenant`) is now, in order; one round trip.
+    pub async fn whereabouts(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+        ids: &[Uuid],
+    ) -> Result<Vec<Whereabouts>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.keys(kind, self.shard_of(&tenant));
+        let mut pipe = redis::pipe();
+        for id in ids {
+            let id = id.to_string();
+            pipe.hexists(&k.jobs, &id)
+                .zscore(&k.done, &id)
+                .zscore(&k.dead, &id)
+                .hget(&k.dead_data, format!("{id}:r"));
+        }
+        type Reply = (bool, Option<f64>, Option<f64>, Option<String>);
+        let replies: Vec<Reply> = pipe.query_async(&mut self.conn()).await?;
+        Ok(replies
+            .into_iter()
+            .map(|(queued, done, dead, reason)| match (queued, done, dead) {
+                (true, _, _) => Whereabouts::Queued,
+                (_, Some(at), _) => Whereabouts::Completed(ms_to_time(at as i64)),
+                (_, _, Some(at)) => {
+                    Whereabouts::Dead(ms_to_time(at as i64), reason.unwrap_or_default())
+                }
+                _ => Whereabouts::Unknown,
+            })
+            .collect())
+    }
+}
