@@ -57,14 +57,16 @@ local function take(tenant, slots, st)
     chosen[i] = id
     if id ~= slots[i][1] then same = false end
   end
-  if same then
-    -- The common case: the tenant's best jobs are the slots' own jobs, in the same order.
+  -- The jobs to run, counted against the tenant's cap when it has one.
+  local function counted(run)
     if st.cap then
-      for _, id in ipairs(chosen) do capped[id] = tenant end
+      for _, id in ipairs(run) do capped[id] = tenant end
       running[tenant] = (running[tenant] or 0) + allowed
     end
-    return chosen
+    return run
   end
+  -- The common case: the tenant's best jobs are the slots' own jobs, in the same order.
+  if same then return counted(chosen) end
   local own = {}
   for _, id in ipairs(chosen) do own[id] = true end
   -- Slots whose job is not among the chosen hand over to a chosen job that is not a slot of
@@ -97,11 +99,7 @@ local function take(tenant, slots, st)
   -- Slots left over had no index entry to give (written before the index existed): they run
   -- as they are.
   for i = k, #spare do run[#run + 1] = spare[i][1] end
-  if st.cap then
-    for _, id in ipairs(run) do capped[id] = tenant end
-    running[tenant] = (running[tenant] or 0) + allowed
-  end
-  return run
+  return counted(run)
 end
 
 -- Slots of paused or capped tenants are parked as they come up, so a few rounds may be
