@@ -117,7 +117,8 @@ pub async fn job_runs_reconcile(pool: &PgPool, queue: &Queue) -> Result<u64, Mai
             let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
                 "select job_id, kind, correlation_id
                    from job_runs
-                  where status in ('running', 'retrying')
+                  where tenant_id = $4
+                    and status in ('running', 'retrying')
                     and updated_at < now() - make_interval(secs => $1)
                     and job_id > $2
                   order by job_id
@@ -126,6 +127,7 @@ pub async fn job_runs_reconcile(pool: &PgPool, queue: &Queue) -> Result<u64, Mai
             .bind(RUN_STALE_AFTER.as_secs_f64())
             .bind(after)
             .bind(RECONCILE_SLICE)
+            .bind(tenant)
             .fetch_all(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -125,7 +125,10 @@ pub async fn connect(url: &Secret, max: u32) -> Result<PgPool, DbError> {
         .map_err(DbError::Connect)
 }
 
-/// Applies every pending migration. Safe to run concurrently: sqlx takes an advisory lock.
+/// Applies every pending migration. sqlx takes an advisory lock, so a second migrator waits.
+/// Run one at a time all the same: a migration that builds an index `concurrently` waits for
+/// every open snapshot, including that of a migrator waiting on the lock, and PostgreSQL then
+/// aborts one of the two as a deadlock (see `migrations/README.md`).
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     MIGRATOR.run(pool).await.map_err(DbError::Migrate)
 }

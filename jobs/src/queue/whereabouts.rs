@@ -26,37 +26,49 @@ pub enum Whereabouts {
 }
 
 impl Queue {
-    /// Where each of `ids` (jobs of `kind` of `tenant`) is now, in order; one round trip.
+    /// Where each of `ids` (jobs of `kind` of `tenant`) is now, in order; one round trip per
+    /// shard. Every shard is asked: a job stays in the shard it was enqueued in, and the
+    /// tenant's shard changes when `LEADQ_QUEUE_SHARDS` does.
     pub async fn whereabouts(
         &self,
         kind: &str,
         tenant: Uuid,
         ids: &[Uuid],
     ) -> Result<Vec<Whereabouts>, QueueError> {
+        let mut found = vec![Whereabouts::Unknown; ids.len()];
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(found);
         }
-        let k = self.keys(kind, self.shard_of(&tenant));
-        let mut pipe = redis::pipe();
-        for id in ids {
-            let id = id.to_string();
-            pipe.hexists(&k.jobs, &id)
-                .zscore(&k.done, &id)
-                .zscore(&k.dead, &id)
-                .hget(&k.dead_data, format!("{id}:r"));
-        }
-        type Reply = (bool, Option<f64>, Option<f64>, Option<String>);
-        let replies: Vec<Reply> = pipe.query_async(&mut self.conn()).await?;
-        Ok(replies
-            .into_iter()
-            .map(|(queued, done, dead, reason)| match (queued, done, dead) {
-                (true, _, _) => Whereabouts::Queued,
-                (_, Some(at), _) => Whereabouts::Completed(ms_to_time(at as i64)),
-                (_, _, Some(at)) => {
-                    Whereabouts::Dead(ms_to_time(at as i64), reason.unwrap_or_default())
+        // The tenant's current shard first: usually the only one that knows its jobs.
+        let home = self.shard_of(&tenant);
+        let shards = std::iter::once(home).chain(self.shards().filter(|s| *s != home));
+        for shard in shards {
+            let k = self.keys(kind, shard);
+            let mut pipe = redis::pipe();
+            for id in ids {
+                let id = id.to_string();
+                pipe.hexists(&k.jobs, &id)
+                    .zscore(&k.done, &id)
+                    .zscore(&k.dead, &id)
+                    .hget(&k.dead_data, format!("{id}:r"));
+            }
+            type Reply = (bool, Option<f64>, Option<f64>, Option<String>);
+            let replies: Vec<Reply> = pipe.query_async(&mut self.conn()).await?;
+            for (slot, (queued, done, dead, reason)) in found.iter_mut().zip(replies) {
+                let here = match (queued, done, dead) {
+                    (true, _, _) => Whereabouts::Queued,
+                    (_, Some(at), _) => Whereabouts::Completed(ms_to_time(at as i64)),
+                    (_, _, Some(at)) => {
+                        Whereabouts::Dead(ms_to_time(at as i64), reason.unwrap_or_default())
+                    }
+                    _ => continue,
+                };
+                // A job still queued anywhere is queued; else the first record found wins.
+                if here == Whereabouts::Queued || *slot == Whereabouts::Unknown {
+                    *slot = here;
                 }
-                _ => Whereabouts::Unknown,
-            })
-            .collect())
+            }
+        }
+        Ok(found)
     }
 }
