@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use leadq_platform::audit::{self, AuditEntry};
 use leadq_platform::db::{self, Scope};
 use sqlx::PgPool;
@@ -142,15 +142,18 @@ pub async fn job_runs_reconcile(pool: &PgPool, queue: &Queue) -> Result<u64, Mai
                 let places = queue.whereabouts(kind, tenant, &ids).await?;
                 let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
                 for ((id, correlation), place) in runs.into_iter().zip(places) {
-                    let (status, at): (&str, Option<DateTime<Utc>>) = match &place {
+                    let (status, at, dead) = match &place {
                         Whereabouts::Queued => continue,
-                        Whereabouts::Completed(at) => ("completed", Some(*at)),
-                        Whereabouts::Dead(at, _) => ("dead", Some(*at)),
-                        Whereabouts::Unknown => ("unknown", None),
+                        Whereabouts::Completed(at) => ("completed", Some(*at), None),
+                        Whereabouts::Dead(d) => ("dead", Some(d.at), Some(d)),
+                        Whereabouts::Unknown => ("unknown", None, None),
                     };
                     // Only if no worker wrote the row meanwhile.
                     let n = sqlx::query(
-                        "update job_runs set status = $2, finished_at = $3, updated_at = now()
+                        "update job_runs set status = $2, finished_at = $3,
+                                attempts = coalesce($5, attempts),
+                                last_error_code = coalesce($6, last_error_code),
+                                updated_at = now()
                           where job_id = $1
                             and status in ('running', 'retrying')
                             and updated_at < now() - make_interval(secs => $4)",
@@ -159,10 +162,12 @@ pub async fn job_runs_reconcile(pool: &PgPool, queue: &Queue) -> Result<u64, Mai
                     .bind(status)
                     .bind(at)
                     .bind(RUN_STALE_AFTER.as_secs_f64())
+                    .bind(dead.and_then(|d| d.attempts))
+                    .bind(dead.and_then(|d| d.error_code.as_deref()))
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                    if let (1, Whereabouts::Dead(at, reason)) = (n, &place) {
+                    if let (1, Some(d)) = (n, dead) {
                         audit::record(
                             &mut *tx,
                             &AuditEntry {
@@ -170,10 +175,11 @@ pub async fn job_runs_reconcile(pool: &PgPool, queue: &Queue) -> Result<u64, Mai
                                 actor: SCHEDULER_PRINCIPAL,
                                 action: "job.dead_letter",
                                 subject: &format!("job:{id}"),
-                                outcome: reason,
+                                outcome: &d.reason,
                                 correlation_id: correlation,
                                 details: serde_json::json!({
-                                    "kind": kind, "at": at, "reconciled": true,
+                                    "kind": kind, "attempts": d.attempts,
+                                    "error_code": d.error_code, "at": d.at, "reconciled": true,
                                 }),
                             },
                         )

@@ -209,6 +209,14 @@ async fn runs_whose_end_was_never_recorded_are_set_to_what_the_queue_knows() {
     stale_run(&app, dead, "running").await;
     stale_run(&app, later, "retrying").await;
     stale_run(&app, lost, "running").await;
+    // The dead run's row knows neither its attempts nor its error yet.
+    let mut tx = app.own().await;
+    sqlx::query("update job_runs set attempts = 0, last_error_code = null where job_id = $1")
+        .bind(dead)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     let worker = app.spawn_worker().await;
 
     wait_for("the rows reconciled", Duration::from_secs(15), || async {
@@ -227,6 +235,14 @@ async fn runs_whose_end_was_never_recorded_are_set_to_what_the_queue_knows() {
     assert_eq!(run_state(&app, lost).await, ("unknown".into(), false));
     // A job still queued keeps its row as it was.
     assert_eq!(run_state(&app, later).await, ("retrying".into(), false));
+    // With what the dead-letter set recorded: the attempts made and the last error code.
+    let (attempts, code): (i32, Option<String>) =
+        sqlx::query_as("select attempts, last_error_code from job_runs where job_id = $1")
+            .bind(dead)
+            .fetch_one(&mut *app.own().await)
+            .await
+            .unwrap();
+    assert_eq!((attempts, code.as_deref()), (1, Some("malformed_payload")));
     // The dead letter the worker could not record is audited now.
     let audited: i64 = sqlx::query_scalar(
         "select count(*) from audit_log

@@ -18,11 +18,24 @@ pub enum Whereabouts {
     Queued,
     /// Completed at this time (while its completion is retained).
     Completed(DateTime<Utc>),
-    /// Dead-lettered at this time, for this reason.
-    Dead(DateTime<Utc>, String),
+    /// Dead-lettered.
+    Dead(DeadRecord),
     /// None of these: its completion record was trimmed (`LEADQ_KEEP_DONE*`), its dead letter
     /// purged, or the job was lost.
     Unknown,
+}
+
+/// What the dead-letter set holds about a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadRecord {
+    /// When it was dead-lettered.
+    pub at: DateTime<Utc>,
+    /// Why (`max_attempts`, `poisoned`, a permanent error code…).
+    pub reason: String,
+    /// The last error code, when one was recorded.
+    pub error_code: Option<String>,
+    /// Attempts made.
+    pub attempts: Option<i32>,
 }
 
 impl Queue {
@@ -50,17 +63,26 @@ impl Queue {
                 pipe.hexists(&k.jobs, &id)
                     .zscore(&k.done, &id)
                     .zscore(&k.dead, &id)
-                    .hget(&k.dead_data, format!("{id}:r"));
+                    .hmget(
+                        &k.dead_data,
+                        &[format!("{id}:r"), format!("{id}:c"), format!("{id}:a")],
+                    );
             }
-            type Reply = (bool, Option<f64>, Option<f64>, Option<String>);
+            type Dead = (Option<String>, Option<String>, Option<i32>);
+            type Reply = (bool, Option<f64>, Option<f64>, Dead);
             let replies: Vec<Reply> = pipe.query_async(&mut self.conn()).await?;
-            for (slot, (queued, done, dead, reason)) in found.iter_mut().zip(replies) {
+            for (slot, (queued, done, dead, (reason, code, attempts))) in
+                found.iter_mut().zip(replies)
+            {
                 let here = match (queued, done, dead) {
                     (true, _, _) => Whereabouts::Queued,
                     (_, Some(at), _) => Whereabouts::Completed(ms_to_time(at as i64)),
-                    (_, _, Some(at)) => {
-                        Whereabouts::Dead(ms_to_time(at as i64), reason.unwrap_or_default())
-                    }
+                    (_, _, Some(at)) => Whereabouts::Dead(DeadRecord {
+                        at: ms_to_time(at as i64),
+                        reason: reason.unwrap_or_default(),
+                        error_code: code.filter(|c| !c.is_empty()),
+                        attempts,
+                    }),
                     _ => continue,
                 };
                 // A job still queued anywhere is queued; else the first record found wins.
