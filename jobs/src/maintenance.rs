@@ -145,7 +145,7 @@ pub async fn job_runs_reconcile(pool: &PgPool, queue: &Queue) -> Result<u64, Mai
                     let (status, at, dead) = match &place {
                         Whereabouts::Queued => continue,
                         Whereabouts::Completed(at) => ("completed", Some(*at), None),
-                        Whereabouts::Dead(d) => ("dead", Some(d.at), Some(d)),
+                        Whereabouts::Dead(d) => ("dead", Some(d.dead_at), Some(d)),
                         Whereabouts::Unknown => ("unknown", None, None),
                     };
                     // Only if no worker wrote the row meanwhile.
@@ -162,8 +162,12 @@ pub async fn job_runs_reconcile(pool: &PgPool, queue: &Queue) -> Result<u64, Mai
                     .bind(status)
                     .bind(at)
                     .bind(RUN_STALE_AFTER.as_secs_f64())
-                    .bind(dead.and_then(|d| d.attempts))
-                    .bind(dead.and_then(|d| d.error_code.as_deref()))
+                    // What the dead-letter set recorded, where it recorded anything.
+                    .bind(dead.and_then(|d| i32::try_from(d.attempts).ok().filter(|a| *a > 0)))
+                    .bind(
+                        dead.map(|d| d.last_error_code.as_str())
+                            .filter(|c| !c.is_empty()),
+                    )
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -179,7 +183,8 @@ pub async fn job_runs_reconcile(pool: &PgPool, queue: &Queue) -> Result<u64, Mai
                                 correlation_id: correlation,
                                 details: serde_json::json!({
                                     "kind": kind, "attempts": d.attempts,
-                                    "error_code": d.error_code, "at": d.at, "reconciled": true,
+                                    "error_code": d.last_error_code, "at": d.dead_at,
+                                    "reconciled": true,
                                 }),
                             },
                         )

@@ -66,7 +66,7 @@ pub type Progress<'a> = &'a mut (dyn FnMut(usize, usize) + Send);
 
 impl Queue {
     /// Reads the dead letters with these ids, all of one shard (missing ones are skipped).
-    async fn dead_by_ids(
+    pub(super) async fn dead_by_ids(
         &self,
         kind: &str,
         shard: u16,

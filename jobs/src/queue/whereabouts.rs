@@ -9,39 +9,27 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{ms_to_time, Queue, QueueError};
+use super::{ms_to_time, DeadLetter, Queue, QueueError};
 
 /// What the queue knows about one job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Whereabouts {
     /// Its data is still in the queue: waiting, running, or scheduled for a retry.
     Queued,
     /// Completed at this time (while its completion is retained).
     Completed(DateTime<Utc>),
-    /// Dead-lettered.
-    Dead(DeadRecord),
+    /// Dead-lettered: the record the dead-letter operations read.
+    Dead(Box<DeadLetter>),
     /// None of these: its completion record was trimmed (`LEADQ_KEEP_DONE*`), its dead letter
     /// purged, or the job was lost.
     Unknown,
 }
 
-/// What the dead-letter set holds about a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadRecord {
-    /// When it was dead-lettered.
-    pub at: DateTime<Utc>,
-    /// Why (`max_attempts`, `poisoned`, a permanent error code…).
-    pub reason: String,
-    /// The last error code, when one was recorded.
-    pub error_code: Option<String>,
-    /// Attempts made.
-    pub attempts: Option<i32>,
-}
-
 impl Queue {
     /// Where each of `ids` (jobs of `kind` of `tenant`) is now, in order; one round trip per
-    /// shard. Every shard is asked: a job stays in the shard it was enqueued in, and the
-    /// tenant's shard changes when `LEADQ_QUEUE_SHARDS` does.
+    /// shard, and one more for a shard holding some of them as dead letters. Every shard is
+    /// asked: a job stays in the shard it was enqueued in, and the tenant's shard changes when
+    /// `LEADQ_QUEUE_SHARDS` does.
     pub async fn whereabouts(
         &self,
         kind: &str,
@@ -62,33 +50,34 @@ impl Queue {
                 let id = id.to_string();
                 pipe.hexists(&k.jobs, &id)
                     .zscore(&k.done, &id)
-                    .zscore(&k.dead, &id)
-                    .hmget(
-                        &k.dead_data,
-                        &[format!("{id}:r"), format!("{id}:c"), format!("{id}:a")],
-                    );
+                    .zscore(&k.dead, &id);
             }
-            type Dead = (Option<String>, Option<String>, Option<i32>);
-            type Reply = (bool, Option<f64>, Option<f64>, Dead);
-            let replies: Vec<Reply> = pipe.query_async(&mut self.conn()).await?;
-            for (slot, (queued, done, dead, (reason, code, attempts))) in
-                found.iter_mut().zip(replies)
-            {
-                let here = match (queued, done, dead) {
-                    (true, _, _) => Whereabouts::Queued,
-                    (_, Some(at), _) => Whereabouts::Completed(ms_to_time(at as i64)),
-                    (_, _, Some(at)) => Whereabouts::Dead(DeadRecord {
-                        at: ms_to_time(at as i64),
-                        reason: reason.unwrap_or_default(),
-                        error_code: code.filter(|c| !c.is_empty()),
-                        attempts,
-                    }),
-                    _ => continue,
-                };
-                // A job still queued anywhere is queued; else the first record found wins.
-                if here == Whereabouts::Queued || *slot == Whereabouts::Unknown {
-                    *slot = here;
+            let replies: Vec<(bool, Option<f64>, Option<f64>)> =
+                pipe.query_async(&mut self.conn()).await?;
+            // Dead letters found here: their positions, and (id, time) for `dead_by_ids`.
+            let (mut dead, mut entries) = (Vec::new(), Vec::new());
+            for (i, (queued, done, dead_at)) in replies.into_iter().enumerate() {
+                let slot = &mut found[i];
+                match (queued, done, dead_at) {
+                    // A job still queued anywhere is queued.
+                    (true, _, _) => *slot = Whereabouts::Queued,
+                    // Else the first record found wins.
+                    (_, Some(at), _) if matches!(slot, Whereabouts::Unknown) => {
+                        *slot = Whereabouts::Completed(ms_to_time(at as i64));
+                    }
+                    (_, None, Some(at)) if matches!(slot, Whereabouts::Unknown) => {
+                        dead.push(i);
+                        entries.push((ids[i].to_string(), at as i64));
+                    }
+                    _ => {}
                 }
+            }
+            if dead.is_empty() {
+                continue;
+            }
+            let letters = self.dead_by_ids(kind, shard, &entries).await?;
+            for (i, letter) in dead.into_iter().zip(letters) {
+                found[i] = Whereabouts::Dead(Box::new(letter));
             }
         }
         Ok(found)
