@@ -438,9 +438,19 @@ async fn completed_jobs_and_dead_letters_are_trimmed_by_age_with_their_data() {
     let q = queue(s).await;
     let handler = first_job_fails(Arc::new(std::sync::atomic::AtomicBool::new(true)));
     let w = start(&q, handler, Recorder::default());
-    q.enqueue((0..6).map(|i| job(i, None)).collect())
-        .await
-        .unwrap();
+    // One of high and one of low priority: their priority field goes with them too.
+    let jobs = (0..6)
+        .map(|i| {
+            let mut j = job(i, None);
+            j.priority = match i {
+                1 => Priority::High,
+                2 => Priority::Low,
+                _ => Priority::Normal,
+            };
+            j
+        })
+        .collect();
+    q.enqueue(jobs).await.unwrap();
     wait_for("five done, one dead", Duration::from_secs(10), || async {
         let c = q.counts(KIND).await.unwrap();
         (c.done == 5 && c.dead == 1).then_some(())

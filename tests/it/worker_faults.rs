@@ -222,6 +222,19 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_as_poisoned_and
     assert_eq!(dead[0].reason, "poisoned");
     assert_eq!(counts.done, n as u64, "{counts:?}");
     assert_eq!(crashes, MAX_EXPIRIES + 1, "worker crashes");
+    // Jobs whose lease expired with a crashed worker ran again and completed: nothing of them
+    // (their lease-expiry counts included) is left in the jobs hash.
+    let mut conn = redis::Client::open(env("REDIS_URL"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let left: Vec<String> = redis::cmd("HKEYS")
+        .arg(format!("{{{prefix}:{KIND}}}:jobs"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "left in the jobs hash: {left:?}");
     println!(
         "poisoned job: {} enqueued, {} completed, 1 dead-lettered as poisoned after {crashes} \
          worker crashes, 0 other jobs dead, {} recovered leases",

@@ -1106,19 +1106,60 @@ impl Queue {
                 Settle::Release => inv.arg("release").arg("").arg(""),
             };
         }
-        let reply: Vec<(String, String)> = inv.invoke_async(&mut self.conn()).await?;
-        let ms = |d: &str| Duration::from_millis(d.parse().unwrap_or(0));
-        reply
-            .into_iter()
-            .map(|(result, detail)| match result.as_str() {
-                "completed" => Ok(Settled::Completed),
-                "retried" => Ok(Settled::Retried { delay: ms(&detail) }),
-                "dead" => Ok(Settled::Dead { reason: detail }),
-                "snoozed" => Ok(Settled::Snoozed { delay: ms(&detail) }),
-                "released" => Ok(Settled::Released),
-                "lost" => Ok(Settled::Lost),
-                other => Err(QueueError::Protocol(format!("ack result {other}"))),
-            })
-            .collect()
+        let reply: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
+        reply.iter().map(|r| settled(r)).collect()
+    }
+}
+
+/// One entry of the ack script's reply: `<result>` or `<result>:<detail>` (see `lua/ack.lua`).
+fn settled(entry: &str) -> Result<Settled, QueueError> {
+    let (result, detail) = entry.split_once(':').unwrap_or((entry, ""));
+    let ms = || {
+        detail
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|_| QueueError::Protocol(format!("ack result {entry}")))
+    };
+    match result {
+        "completed" => Ok(Settled::Completed),
+        "retried" => Ok(Settled::Retried { delay: ms()? }),
+        "dead" => Ok(Settled::Dead {
+            reason: detail.to_owned(),
+        }),
+        "snoozed" => Ok(Settled::Snoozed { delay: ms()? }),
+        "released" => Ok(Settled::Released),
+        "lost" => Ok(Settled::Lost),
+        _ => Err(QueueError::Protocol(format!("ack result {entry}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_replies_are_read_back_into_what_happened() {
+        assert!(matches!(settled("completed"), Ok(Settled::Completed)));
+        assert!(matches!(settled("lost"), Ok(Settled::Lost)));
+        assert!(matches!(settled("released"), Ok(Settled::Released)));
+        assert!(matches!(
+            settled("retried:1500"),
+            Ok(Settled::Retried { delay }) if delay == Duration::from_millis(1500)
+        ));
+        assert!(matches!(
+            settled("snoozed:60000"),
+            Ok(Settled::Snoozed { delay }) if delay == Duration::from_secs(60)
+        ));
+        // A reason keeps everything after the first colon.
+        assert!(matches!(
+            settled("dead:malformed_payload"),
+            Ok(Settled::Dead { reason }) if reason == "malformed_payload"
+        ));
+        for bad in ["", "retried", "retried:soon", "finished", "completed!"] {
+            assert!(
+                matches!(settled(bad), Err(QueueError::Protocol(_))),
+                "{bad:?} is not an ack result"
+            );
+        }
     }
 }

@@ -11,9 +11,10 @@
 --   action 'dead'    permanent failure: a = reason, b = error code
 --   action 'snooze'  rate-limited: a = delay ms (no attempt used), b = error code
 --   action 'release' handed back unfinished at shutdown (no attempt used)
--- Returns per entry { result, detail }: result is the action taken ('completed', 'retried',
--- 'dead', 'snoozed', 'released') or 'lost' when the lease is no longer this owner's;
--- detail is the retry delay in ms for 'retried' / 'snoozed', the reason for 'dead'.
+-- Returns one string per entry: the action taken, 'completed', 'retried:<delay ms>',
+-- 'dead:<reason>', 'snoozed:<delay ms>' or 'released', or 'lost' when the lease is no longer
+-- this owner's. (A flat list of strings, not a table per entry: 'completed' is the same
+-- interned Lua string every time, so the common case allocates nothing per job.)
 FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[11], KEYS[12], KEYS[13]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -86,7 +87,7 @@ for i = 1, n do
   local c = 4 * (i - 1)
   -- The same job twice in one batch: only its first entry counts.
   if cur[c + 1] ~= owner or seen[id] then
-    out[#out + 1] = { 'lost', '' }
+    out[#out + 1] = 'lost'
   else
     seen[id] = true
     unleased[#unleased + 1] = id
@@ -100,18 +101,22 @@ for i = 1, n do
       erased[#erased + 1] = fields[c + 1]
       erased[#erased + 1] = fields[c + 2]
       erased[#erased + 1] = fields[c + 3]
-      erased[#erased + 1] = fields[c + 4]
-      erased[#erased + 1] = id .. ':x'
-      erased[#erased + 1] = id .. ':e'
+      if prio ~= '1' then erased[#erased + 1] = fields[c + 4] end
+      -- A lease expiry (`:x`) or a retry (`:e`) happens to an earlier attempt, so a first
+      -- attempt has neither (snooze and release give back only their own attempt).
+      if attempts > 1 then
+        erased[#erased + 1] = id .. ':x'
+        erased[#erased + 1] = id .. ':e'
+      end
       finished[#finished + 1] = now_s
       finished[#finished + 1] = id
       completed = completed + 1
-      out[#out + 1] = { 'completed', '' }
+      out[#out + 1] = 'completed'
     elseif action == 'retry' then
       policy()
       if attempts >= max_attempts then
         bury(id, attempts, 'max_attempts', a1, prio)
-        out[#out + 1] = { 'dead', 'max_attempts' }
+        out[#out + 1] = 'dead:max_attempts'
       else
         local delay = base_ms * (2 ^ (attempts - 1))
         if delay > max_ms then delay = max_ms end
@@ -120,20 +125,20 @@ for i = 1, n do
         redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':e', a1)
         redis.call('ZADD', KEYS[3], now + delay, id)
         retried = retried + 1
-        out[#out + 1] = { 'retried', tostring(delay) }
+        out[#out + 1] = 'retried:' .. delay
       end
     elseif action == 'dead' then
       bury(id, attempts, a1, a2, prio)
-      out[#out + 1] = { 'dead', a1 }
+      out[#out + 1] = 'dead:' .. a1
     elseif action == 'snooze' then
       redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1)
       redis.call('ZADD', KEYS[3], now + tonumber(a1), id)
       snoozed = snoozed + 1
-      out[#out + 1] = { 'snoozed', a1 }
+      out[#out + 1] = 'snoozed:' .. a1
     elseif action == 'release' then
       redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1)
       released[#released + 1] = { id, tenant, prio, fair_clock() }
-      out[#out + 1] = { 'released', '' }
+      out[#out + 1] = 'released'
     end
   end
 end

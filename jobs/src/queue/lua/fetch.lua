@@ -24,14 +24,15 @@ if #due > 0 then
 end
 
 local ids = {}        -- jobs to lease, in order
-local tenant_of = {}  -- job id -> tenant, for jobs chosen by this call
+local tenant_of = {}  -- the tenant of each of `ids`, by position
 local capped = {}     -- job id -> its tenant, for jobs of tenants with a concurrency cap
 local running = {}    -- capped tenant -> jobs of it chosen by this call so far
--- Takes the slots of one tenant (`slots`: list of { id, tag, position }) popped from `ready`:
--- parks them when the tenant is paused or at its cap, else chooses the tenant's best jobs,
--- swapping slots where the best job is not the slot's own. Returns the chosen ids, one per
--- slot kept, in slot order.
-local function take(tenant, slots, st)
+-- Takes the slots of one tenant popped from `ready` (`slots`: their ids, `tags`: their
+-- scores): parks them when the tenant is paused or at its cap, else chooses the tenant's best
+-- jobs, swapping slots where the best job is not the slot's own. Returns the chosen ids, one
+-- per slot kept, in slot order. (Parallel lists, not a table per slot: this runs for every
+-- job, and every table is garbage for Lua's collector.)
+local function take(tenant, slots, tags, st)
   local allowed = #slots
   if st.paused then
     allowed = 0
@@ -42,20 +43,21 @@ local function take(tenant, slots, st)
     local pargs = {}
     for i = allowed + 1, #slots do
       pargs[#pargs + 1] = 0
-      pargs[#pargs + 1] = tenant .. '|' .. slots[i][1]
+      pargs[#pargs + 1] = tenant .. '|' .. slots[i]
     end
     redis.call('ZADD', PARKED_KEY, unpack(pargs))
   end
   if allowed == 0 then return {} end
   local best = redis.call('ZRANGEBYLEX', INDEX_KEY, '[' .. tenant .. '|', '(' .. tenant .. '}',
     'LIMIT', 0, allowed)
-  if #best > 0 then redis.call('ZREM', INDEX_KEY, unpack(best)) end
+  -- They are the first of the tenant's range: removed as one range, not member by member.
+  if #best > 0 then redis.call('ZREMRANGEBYLEX', INDEX_KEY, '[' .. best[1], '[' .. best[#best]) end
   local chosen = {}
   local same = #best == allowed
   for i, m in ipairs(best) do
     local id = string.sub(m, #tenant + 4)
     chosen[i] = id
-    if id ~= slots[i][1] then same = false end
+    if id ~= slots[i] then same = false end
   end
   -- The jobs to run, counted against the tenant's cap when it has one.
   local function counted(run)
@@ -74,8 +76,8 @@ local function take(tenant, slots, st)
   local spare = {}
   local taken = {}
   for i = 1, allowed do
-    local id = slots[i][1]
-    if own[id] then taken[id] = true else spare[#spare + 1] = slots[i] end
+    local id = slots[i]
+    if own[id] then taken[id] = true else spare[#spare + 1] = i end
   end
   local run = {}
   local k = 1
@@ -86,19 +88,19 @@ local function take(tenant, slots, st)
       local score = redis.call('ZSCORE', READY, id)
       if score then
         redis.call('ZREM', READY, id)
-        redis.call('ZADD', READY, score, slot[1])
+        redis.call('ZADD', READY, score, slots[slot])
       elseif redis.call('ZREM', PARKED_KEY, tenant .. '|' .. id) == 1 then
-        redis.call('ZADD', PARKED_KEY, 0, tenant .. '|' .. slot[1])
+        redis.call('ZADD', PARKED_KEY, 0, tenant .. '|' .. slots[slot])
       else
         -- An index entry without a slot cannot happen; never lose the slot's job over it.
-        redis.call('ZADD', READY, slot[2], slot[1])
+        redis.call('ZADD', READY, tags[slot], slots[slot])
       end
     end
     run[#run + 1] = id
   end
   -- Slots left over had no index entry to give (written before the index existed): they run
   -- as they are.
-  for i = k, #spare do run[#run + 1] = spare[i][1] end
+  for i = k, #spare do run[#run + 1] = slots[spare[i]] end
   return counted(run)
 end
 
@@ -114,31 +116,39 @@ for _ = 1, 4 do
   local fields = {}
   for i = 1, #popped, 2 do fields[#fields + 1] = popped[i] .. ':t' end
   local tenants = redis.call('HMGET', JOBS, unpack(fields))
-  local order, groups = {}, {}
+  -- Per tenant: its slots' ids, tags and positions in this pop.
+  local order, slots, tags, pos = {}, {}, {}, {}
   for i = 1, #fields do
     local tenant = tenants[i] or ''
-    if not groups[tenant] then
-      groups[tenant] = {}
+    local s = slots[tenant]
+    if not s then
+      s = {}
+      slots[tenant], tags[tenant], pos[tenant] = s, {}, {}
       order[#order + 1] = tenant
     end
-    local g = groups[tenant]
-    g[#g + 1] = { popped[2 * i - 1], popped[2 * i], i }
+    local j = #s + 1
+    s[j] = popped[2 * i - 1]
+    tags[tenant][j] = popped[2 * i]
+    pos[tenant][j] = i
   end
   local states = fair_states(order)
   -- Jobs are handed out in slot order, so tenants stay interleaved within a batch.
-  local at = {}
+  local at, at_tenant = {}, {}
   for i, tenant in ipairs(order) do
-    local slots = groups[tenant]
     local st = states[i]
     st.running = st.running + (running[tenant] or 0)
-    local run = take(tenant, slots, st)
+    local run = take(tenant, slots[tenant], tags[tenant], st)
+    local p = pos[tenant]
     for j, id in ipairs(run) do
-      at[slots[j][3]] = id
-      tenant_of[id] = tenant
+      at[p[j]] = id
+      at_tenant[p[j]] = tenant
     end
   end
   for i = 1, #fields do
-    if at[i] then ids[#ids + 1] = at[i] end
+    if at[i] then
+      ids[#ids + 1] = at[i]
+      tenant_of[#ids] = at_tenant[i]
+    end
   end
 end
 
@@ -185,7 +195,7 @@ for i, id in ipairs(ids) do
     else
       -- Back to the front, for another worker (or this one once its suspect is settled).
       local prio = redis.call('HGET', JOBS, id .. ':p') or '1'
-      deferred[#deferred + 1] = { id, tenant_of[id] or '', prio, fair_clock() }
+      deferred[#deferred + 1] = { id, tenant_of[i] or '', prio, fair_clock() }
       take_it = false
     end
   end
