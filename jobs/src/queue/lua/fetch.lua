@@ -27,6 +27,14 @@ local ids = {}        -- jobs to lease, in order
 local tenant_of = {}  -- the tenant of each of `ids`, by position
 local capped = {}     -- job id -> its tenant, for jobs of tenants with a concurrency cap
 local running = {}    -- capped tenant -> jobs of it chosen by this call so far
+-- `run`, the jobs `tenant` runs, counted against its cap when it has one (`allowed` slots).
+local function counted(tenant, st, allowed, run)
+  if st.cap then
+    for _, id in ipairs(run) do capped[id] = tenant end
+    running[tenant] = (running[tenant] or 0) + allowed
+  end
+  return run
+end
 -- Takes the slots of one tenant popped from `ready` (`slots`: their ids, `tags`: their
 -- scores): parks them when the tenant is paused or at its cap, else chooses the tenant's best
 -- jobs, swapping slots where the best job is not the slot's own. Returns the chosen ids, one
@@ -59,16 +67,8 @@ local function take(tenant, slots, tags, st)
     chosen[i] = id
     if id ~= slots[i] then same = false end
   end
-  -- The jobs to run, counted against the tenant's cap when it has one.
-  local function counted(run)
-    if st.cap then
-      for _, id in ipairs(run) do capped[id] = tenant end
-      running[tenant] = (running[tenant] or 0) + allowed
-    end
-    return run
-  end
   -- The common case: the tenant's best jobs are the slots' own jobs, in the same order.
-  if same then return counted(chosen) end
+  if same then return counted(tenant, st, allowed, chosen) end
   local own = {}
   for _, id in ipairs(chosen) do own[id] = true end
   -- Slots whose job is not among the chosen hand over to a chosen job that is not a slot of
@@ -101,7 +101,7 @@ local function take(tenant, slots, tags, st)
   -- Slots left over had no index entry to give (written before the index existed): they run
   -- as they are.
   for i = k, #spare do run[#run + 1] = slots[spare[i]] end
-  return counted(run)
+  return counted(tenant, st, allowed, run)
 end
 
 -- Slots of paused or capped tenants are parked as they come up, so a few rounds may be
