@@ -294,6 +294,84 @@ async fn a_permanent_failure_is_dead_lettered_at_once_and_a_rate_limit_uses_no_a
     assert_eq!(q.counts(KIND).await.unwrap().rate_limited, 1);
 }
 
+/// Redis `MONITOR`, counting the commands whose line contains every one of `needles` (in
+/// lower case: the line is compared in lower case).
+struct CommandTap {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CommandTap {
+    async fn start(needles: Vec<String>) -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        #[allow(clippy::disallowed_methods)]
+        let url = std::env::var("REDIS_URL").expect("REDIS_URL (run through scripts/test)");
+        let addr = url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream.write_all(b"MONITOR\r\n").await.unwrap();
+        let mut lines = BufReader::new(stream).lines();
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+OK"));
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let line = line.to_ascii_lowercase();
+                if needles.iter().all(|n| line.contains(n.as_str())) {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        Self { count, task }
+    }
+
+    /// The count so far; the connection closes.
+    async fn stop(self) -> usize {
+        // Lines already sent are read before the count is taken.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.task.abort();
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_waits_for_a_wake_up_instead_of_fetching_from_an_empty_queue() {
+    let prefix = queue_prefix();
+    let q = queue(settings(&prefix, 3, 100)).await;
+    let handler: Handler = Arc::new(|_job| async { Ok(()) }.boxed());
+    let rec = Recorder::default();
+    let w = start(&q, handler, rec.clone());
+    wait_for("the worker to start", Duration::from_secs(10), || async {
+        (!q.workers(&[KIND]).await.unwrap().is_empty()).then_some(())
+    })
+    .await;
+    // Calls of the fetch script on this queue: the only script given a worker's suspect key.
+    let tap = CommandTap::start(vec![
+        "\"evalsha\"".into(),
+        format!("{{{prefix}:{KIND}}}:suspect:"),
+    ])
+    .await;
+    // Low load: each job arrives when the worker has gone idle after the one before.
+    for i in 0..20 {
+        q.enqueue(vec![job(i, None)]).await.unwrap();
+        wait_for("the job to finish", Duration::from_secs(10), || async {
+            (rec.0.lock().unwrap().reports.len() > i).then_some(())
+        })
+        .await;
+    }
+    let fetches = tap.stop().await;
+    w.stop().await;
+    // One fetch per job, and one after each idle wait that timed out (half a second each).
+    // A worker that asked again as soon as it had taken the last job, only to find the queue
+    // empty, needed two per job.
+    assert!(
+        (20..=26).contains(&fetches),
+        "{fetches} fetches for 20 jobs that came one at a time"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_jobs_due_at_once_drain_without_the_worker_dying() {
     let q = queue(settings(&queue_prefix(), 3, 100)).await;

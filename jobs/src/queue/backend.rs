@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{Leased, Queue, QueueError, Settle, Settled};
+use super::{Fetched, Leased, Queue, QueueError, Settle, Settled};
 use crate::envelope::{Envelope, JobMeta};
 use crate::error::JobError;
 
@@ -228,6 +228,7 @@ impl KindRunner {
             runner: self.clone(),
             buffer: VecDeque::new(),
             fetching: None,
+            drained: None,
             closing: Arc::new(AtomicBool::new(false)),
             release: None,
             _payload: PhantomData,
@@ -263,25 +264,39 @@ impl KindRunner {
     }
 
     /// Leases up to `want` jobs, waiting (in short blocking waits) until there is at least one
-    /// or `closing` is set. Redis errors are retried with backoff, never returned.
-    async fn fetch_some(self, want: usize, closing: Arc<AtomicBool>) -> Vec<Leased> {
+    /// or `closing` is set. Redis errors are retried with backoff, never returned. After a
+    /// fetch that drained the queue (`drained`), waits for a wake-up first: at low load that
+    /// saves a fetch that would find nothing, one round trip per job or so.
+    async fn fetch_some(
+        self,
+        want: usize,
+        closing: Arc<AtomicBool>,
+        drained: Option<Drained>,
+    ) -> (Vec<Leased>, Option<Drained>) {
+        if let Some(Drained { due_in }) = drained {
+            self.wait_for_work(due_in).await;
+        }
         let mut backoff = redis_backoff();
         loop {
             if closing.load(Ordering::Acquire) {
-                return Vec::new();
+                return (Vec::new(), None);
             }
             match self.fetch_round(want).await {
-                Ok((batch, _)) if !batch.is_empty() => {
-                    for job in &batch {
+                Ok(Fetched {
+                    jobs,
+                    drained,
+                    due_in,
+                }) if !jobs.is_empty() => {
+                    for job in &jobs {
                         self.book.insert(
                             job.id.clone(),
                             owner(&self.worker_id, job.attempt),
                             job.shard,
                         );
                     }
-                    return batch;
+                    return (jobs, drained.then_some(Drained { due_in }));
                 }
-                Ok((_, due_in)) => {
+                Ok(Fetched { due_in, .. }) => {
                     backoff = redis_backoff();
                     self.wait_for_work(due_in).await;
                 }
@@ -295,28 +310,32 @@ impl KindRunner {
 
     /// One fetch from each shard in turn, starting after the shard served last, until one has
     /// jobs. With no jobs anywhere, the earliest due time of a scheduled job over all shards.
-    async fn fetch_round(
-        &self,
-        want: usize,
-    ) -> Result<(Vec<Leased>, Option<Duration>), QueueError> {
+    /// Only a queue of one shard is ever reported drained while it returns jobs: with more,
+    /// the shards not asked may hold some.
+    async fn fetch_round(&self, want: usize) -> Result<Fetched, QueueError> {
         let n = self.queue.shards().end;
         let start = self.next_shard.fetch_add(1, Ordering::Relaxed) % n;
         let mut due: Option<Duration> = None;
         for i in 0..n {
             let shard = (start + i) % n;
-            let (batch, due_in) = self
+            let mut fetched = self
                 .queue
                 .fetch(self.kind, shard, &self.worker_id, want)
                 .await?;
-            if !batch.is_empty() {
-                return Ok((batch, None));
+            if !fetched.jobs.is_empty() {
+                fetched.drained &= n == 1;
+                return Ok(fetched);
             }
-            due = match (due, due_in) {
+            due = match (due, fetched.due_in) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
         }
-        Ok((Vec::new(), due))
+        Ok(Fetched {
+            jobs: Vec::new(),
+            drained: true,
+            due_in: due,
+        })
     }
 
     /// Turns a leased job into a task, or dead-letters it when it is not a genuine, readable
@@ -435,6 +454,17 @@ impl KindRunner {
             }
         }
     }
+}
+
+/// What a fetch task hands the backend: the jobs, decoded, and whether the fetch drained the
+/// queue.
+type Batch<P> = (Vec<Task<Job<P>>>, Option<Drained>);
+
+/// A fetch that took the last ready job: the next one waits for a wake-up first, at most
+/// until the earliest scheduled job is due.
+#[derive(Debug, Clone, Copy)]
+struct Drained {
+    due_in: Option<Duration>,
 }
 
 /// Jobs leased ahead of free slots: concurrency / this (rounded up). Enough that the buffer
@@ -569,7 +599,9 @@ pub struct RedisBackend<P> {
     runner: KindRunner,
     buffer: VecDeque<Task<Job<P>>>,
     /// The fetch under way, a task of its own so that it runs while every slot is busy.
-    fetching: Option<tokio::task::JoinHandle<Vec<Task<Job<P>>>>>,
+    fetching: Option<tokio::task::JoinHandle<Batch<P>>>,
+    /// Set when the last fetch drained the queue: the next one waits for a wake-up first.
+    drained: Option<Drained>,
     closing: Arc<AtomicBool>,
     release: Option<BoxFuture<'static, ()>>,
     _payload: PhantomData<fn() -> P>,
@@ -616,14 +648,22 @@ impl<P: DeserializeOwned + Send + 'static> RedisBackend<P> {
         if !self.buffer.is_empty() && room < prefetch.div_ceil(2) {
             return;
         }
-        let (runner, closing) = (self.runner.clone(), self.closing.clone());
+        let (runner, closing, drained) = (
+            self.runner.clone(),
+            self.closing.clone(),
+            self.drained.take(),
+        );
         // Decoded (signature checked, JSON parsed) in the fetch's task too, off the worker's.
         let fetch = async move {
-            let batch = runner.clone().fetch_some(room.max(1), closing).await;
-            batch
+            let (batch, drained) = runner
+                .clone()
+                .fetch_some(room.max(1), closing, drained)
+                .await;
+            let tasks = batch
                 .into_iter()
                 .filter_map(|leased| runner.decode(leased))
-                .collect()
+                .collect();
+            (tasks, drained)
         };
         self.fetching = Some(tokio::spawn(fetch));
     }
@@ -652,7 +692,9 @@ impl<P: DeserializeOwned + Send + 'static> Backend for RedisBackend<P> {
                 if let Poll::Ready(done) = fetch.poll_unpin(cx) {
                     self.fetching = None;
                     // A fetch task only fails by panicking; its leases expire.
-                    self.buffer.extend(done.unwrap_or_default());
+                    let (tasks, drained) = done.unwrap_or_default();
+                    self.buffer.extend(tasks);
+                    self.drained = drained;
                     continue;
                 }
             }
@@ -679,7 +721,7 @@ impl<P: DeserializeOwned + Send + 'static> Backend for RedisBackend<P> {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(done) => {
                     self.fetching = None;
-                    self.buffer.extend(done.unwrap_or_default());
+                    self.buffer.extend(done.unwrap_or_default().0);
                 }
             }
         }

@@ -441,6 +441,18 @@ pub(crate) struct Leased {
     pub(crate) attempt: u32,
 }
 
+/// What one fetch leased, and whether to wait before the next.
+#[derive(Debug, Default)]
+pub(crate) struct Fetched {
+    pub(crate) jobs: Vec<Leased>,
+    /// The fetch took the last ready job of its shard (or found none): the next fetch should
+    /// wait for a wake-up (or `due_in`) first, not find the shard empty in one more round trip.
+    pub(crate) drained: bool,
+    /// How long until the earliest scheduled job is due (`None`: nothing scheduled, or not
+    /// looked up: a fetch that returns jobs and is not drained does not need it).
+    pub(crate) due_in: Option<Duration>,
+}
+
 /// A kind is a queue name: 1-64 of `a-z`, `0-9`, `_`. The catalogue of kinds the platform
 /// runs is [`crate::kinds`]; the engine itself serves any well-formed kind (the bench uses one).
 pub fn valid_kind(kind: &str) -> bool {
@@ -913,16 +925,18 @@ impl Queue {
             .items)
     }
 
-    /// Leases up to `n` jobs of `kind` for `worker`. When there are none, also says how long
-    /// until the earliest scheduled job is due (`None`: nothing scheduled).
+    /// Leases up to `n` jobs of `kind` for `worker` from `shard`.
     pub(crate) async fn fetch(
         &self,
         kind: &str,
         shard: u16,
         worker: &str,
         n: usize,
-    ) -> Result<(Vec<Leased>, Option<Duration>), QueueError> {
+    ) -> Result<Fetched, QueueError> {
         let k = self.keys(kind, shard);
+        // Workers wait on shard 0's wake list (see `wait_for_work`): only a queue of one shard
+        // may have its wake-ups cleared by a fetch that drained it.
+        let own_wake_list = self.shards().len() == 1;
         let reply: Vec<redis::Value> = self
             .inner
             .scripts
@@ -935,19 +949,21 @@ impl Queue {
             .key(&k.index)
             .key(&k.parked)
             .key(k.suspect(worker))
+            .key(&k.wake)
             .arg(n)
             .arg(self.inner.cfg.lease.as_millis() as u64)
             .arg(worker)
             .arg(PROMOTE_SLICE)
+            .arg(u8::from(own_wake_list))
             .invoke_async(&mut self.conn())
             .await?;
-        let (now, next_due) = match reply.get(..2) {
-            Some([now, next]) => (value_i64(now)?, value_i64(next)?),
+        let (now, next_due, drained) = match reply.get(..3) {
+            Some([now, next, drained]) => (value_i64(now)?, value_i64(next)?, value_i64(drained)?),
             _ => return Err(QueueError::Protocol("fetch reply shape".into())),
         };
         let due_in = (next_due >= 0).then(|| Duration::from_millis((next_due - now).max(0) as u64));
         let mut out = Vec::with_capacity(reply.len() / 3);
-        for triple in reply.get(2..).unwrap_or_default().chunks(3) {
+        for triple in reply.get(3..).unwrap_or_default().chunks(3) {
             let [id, data, attempt] = triple else {
                 return Err(QueueError::Protocol("fetch reply shape".into()));
             };
@@ -958,7 +974,11 @@ impl Queue {
                 attempt: u32::try_from(value_i64(attempt)?).unwrap_or(u32::MAX),
             });
         }
-        Ok((out, due_in))
+        Ok(Fetched {
+            jobs: out,
+            drained: drained == 1,
+            due_in,
+        })
     }
 
     /// Removes every queued or dead-lettered job of `kind` whose envelope matches `wanted`

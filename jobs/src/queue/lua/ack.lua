@@ -146,7 +146,9 @@ batched('ZREM', KEYS[2], unleased)
 batched('HDEL', KEYS[1], erased)
 batched('ZADD', KEYS[6], finished)
 fair_add(KEYS[9], released)
-if fair_ended(KEYS[9], ended) + #released > 0 then
+-- A wake-up for jobs back on the ready set, and for retries and snoozes: a worker that drained
+-- the queue waits for one before it fetches again, and learns from that fetch when they are due.
+if fair_ended(KEYS[9], ended) + #released + retried + snoozed > 0 then
   redis.call('LPUSH', KEYS[10], '1')
   redis.call('LTRIM', KEYS[10], 0, 7)
 end

@@ -3,9 +3,17 @@
 -- KEYS[1] ready (zset of slots)   KEYS[2] jobs   KEYS[3] leases (zset id -> deadline ms)
 -- KEYS[4] scheduled   KEYS[5] fair   KEYS[6] index   KEYS[7] parked
 -- KEYS[8] this worker's suspect (string: the id of the suspect job it runs, see below)
+-- KEYS[9] wake (list)
 -- ARGV[1] n   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max promoted per call
--- Returns { now, next_due, id1, data1, attempt1, id2, data2, attempt2, ... } where next_due is
--- the due time (ms) of the earliest scheduled job, or -1: an idle worker sleeps until then.
+-- ARGV[5] '1' when KEYS[9] is the list the workers of this queue wait on (one shard), else '0'
+-- Returns { now, next_due, drained, id1, data1, attempt1, id2, data2, attempt2, ... }.
+-- drained is 1 when this call took the last ready job (or found none): the worker then waits
+-- for a wake-up, or until next_due, before it fetches again, instead of asking once more only
+-- to find nothing. next_due is the due time (ms) of the earliest scheduled job, or -1 (none, or
+-- not looked up: a fetch that returns jobs and leaves ready ones does not need it).
+-- A drained fetch also empties the wake list when it is this shard's own (ARGV[5]): a wake-up
+-- pushed for a job this call took, or another worker took, would only cost an empty fetch, and
+-- every later change that makes a job ready pushes a wake-up of its own.
 -- The lease owner is "<worker id>:<attempt>": unique per lease, so an acknowledgement from a
 -- lease that expired and was taken over is recognised and refused.
 -- A *suspect* is a job whose lease expired before (its worker died while running it, maybe
@@ -18,6 +26,8 @@ local n = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+-- Drained: every due job was promoted, and the ready set came up empty (set below).
+local drained = false
 if #due > 0 then
   redis.call('ZREM', KEYS[4], unpack(due))
   fair_promote(JOBS, READY, due, false)
@@ -111,6 +121,8 @@ for _ = 1, 4 do
   local want = n - #ids
   if want <= 0 then break end
   local popped = redis.call('ZPOPMIN', READY, want)
+  -- Fewer slots than asked for: the ready set is empty now.
+  drained = #popped < 2 * want and #due < tonumber(ARGV[4])
   if #popped == 0 then break end
   last = tonumber(popped[#popped])
   local fields = {}
@@ -152,10 +164,20 @@ for _ = 1, 4 do
   end
 end
 
+-- The head of the reply: { now, next_due, drained } (see above).
+local function head(empty)
+  if drained and ARGV[5] == '1' then redis.call('DEL', KEYS[9]) end
+  local next_due = -1
+  if drained or empty then
+    local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    next_due = tonumber(first[2]) or -1
+  end
+  return { now, next_due, drained and 1 or 0 }
+end
+
 if #ids == 0 then
   if last and last > fair_clock() then redis.call('HSET', FAIR_KEY, 'v', last) end
-  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-  return { now, tonumber(first[2]) or -1 }
+  return head(true)
 end
 -- The virtual clock moves to the last tag served.
 if last > fair_clock() then redis.call('HSET', FAIR_KEY, 'v', last) end
@@ -184,7 +206,7 @@ local deferred = {}
 -- Strings built once: a Lua number passed to redis.call is formatted for every element.
 local deadline = tostring(now + tonumber(ARGV[2]))
 local owner_prefix = ARGV[3] .. ':'
-local zargs, hargs, out = {}, {}, { now, -1 }
+local zargs, hargs, out = {}, {}, { now, -1, 0 }
 for i, id in ipairs(ids) do
   local data = vals[3 * i - 2]
   local take_it = data ~= false and data ~= nil
@@ -217,6 +239,9 @@ for i, id in ipairs(ids) do
   end
 end
 fair_add(READY, deferred)
+if #deferred > 0 then drained = false end
+local h = head(false)
+out[2], out[3] = h[2], h[3]
 for tenant, r in pairs(running) do
   if r > 0 then redis.call('HINCRBY', FAIR_KEY, 'r:' .. tenant, r) end
 end
