@@ -764,6 +764,51 @@ async fn a_tenant_cap_holds_across_workers_and_leaves_the_rest_to_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_another_shard_wakes_the_workers_where_they_wait() {
+    let prefix = queue_prefix();
+    let mut s = settings(&prefix, 3, 100);
+    s.shards = 4;
+    let q = queue(s).await;
+    let tenant = std::iter::repeat_with(uuid::Uuid::new_v4)
+        .find(|t| q.shard_of(t) != 0)
+        .unwrap();
+    let handler: Handler = Arc::new(|job| {
+        async move {
+            if job.meta.attempt == 1 {
+                Err(JobError::transient(
+                    "crm_unavailable",
+                    anyhow::anyhow!("503 from upstream"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        .boxed()
+    });
+    let w = start(&q, handler, Recorder::default());
+    wait_for("the worker to start", Duration::from_secs(10), || async {
+        (!q.workers(&[KIND]).await.unwrap().is_empty()).then_some(())
+    })
+    .await;
+    // Idle workers wait on shard 0's wake list: a blocking wait cannot span Cluster slots.
+    let tap = CommandTap::start(vec![
+        "\"lpush\"".into(),
+        format!("\"{{{prefix}:{KIND}}}:wake\""),
+    ])
+    .await;
+    q.enqueue(vec![tenant_job(tenant, 1)]).await.unwrap();
+    wait_for("the retry to succeed", Duration::from_secs(10), || async {
+        (q.counts(KIND).await.unwrap().done == 1).then_some(())
+    })
+    .await;
+    let wakes = tap.stop().await;
+    w.stop().await;
+    // The enqueue's wake-up, and the ack's that scheduled the retry (so a waiting worker
+    // learns when it is due), each passed on from the job's shard to shard 0's list.
+    assert!(wakes >= 2, "{wakes} wake-ups reached shard 0's list");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_queue_runs_counts_pages_dead_letters_and_controls_tenants_across_shards() {
     let mut s = settings(&queue_prefix(), 1, 100);
     s.shards = 4;

@@ -1126,8 +1126,23 @@ impl Queue {
                 Settle::Release => inv.arg("release").arg("").arg(""),
             };
         }
-        let reply: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
+        let mut reply: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
+        if reply.len() > entries.len() && reply.last().is_some_and(|w| w == "woke") {
+            reply.pop();
+            self.forward_wake(kind, shard).await;
+        }
         reply.iter().map(|r| settled(r)).collect()
+    }
+
+    /// Passes a wake-up a script pushed on `shard`'s own list on to shard 0's, where idle
+    /// workers wait (see [`Queue::wake`]). The script's work is done by then: a failure here
+    /// is logged, not returned (the workers look again within half a second anyway).
+    pub(crate) async fn forward_wake(&self, kind: &str, shard: u16) {
+        if shard != 0 {
+            if let Err(error) = self.wake(kind).await {
+                backend::redis_error("wake", &error);
+            }
+        }
     }
 }
 

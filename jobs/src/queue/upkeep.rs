@@ -142,7 +142,7 @@ impl Upkeep {
         {
             let q = &r.queue;
             let k = q.keys(r.kind, shard);
-            let res: Result<(u64, u64, u64, u64), _> = q
+            let res: Result<(u64, u64, u64, u64, u8), _> = q
                 .scripts()
                 .reap
                 .key(&k.jobs)
@@ -166,7 +166,10 @@ impl Upkeep {
                 .invoke_async(&mut q.conn())
                 .await;
             match res {
-                Ok((recovered, poisoned, _promoted, expired)) => {
+                Ok((recovered, poisoned, _promoted, expired, woke)) => {
+                    if woke == 1 {
+                        q.forward_wake(r.kind, shard).await;
+                    }
                     if expired > 0 {
                         tracing::info!(
                             kind = r.kind,

@@ -14,7 +14,9 @@
 -- Returns one string per entry: the action taken, 'completed', 'retried:<delay ms>',
 -- 'dead:<reason>', 'snoozed:<delay ms>' or 'released', or 'lost' when the lease is no longer
 -- this owner's. (A flat list of strings, not a table per entry: 'completed' is the same
--- interned Lua string every time, so the common case allocates nothing per job.)
+-- interned Lua string every time, so the common case allocates nothing per job.) One more
+-- string, 'woke', follows the entries when the call pushed a wake-up: the caller passes it on
+-- to shard 0's list, where idle workers wait.
 FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[11], KEYS[12], KEYS[13]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -151,6 +153,7 @@ fair_add(KEYS[9], released)
 if fair_ended(KEYS[9], ended) + #released + retried + snoozed > 0 then
   redis.call('LPUSH', KEYS[10], '1')
   redis.call('LTRIM', KEYS[10], 0, 7)
+  out[#out + 1] = 'woke'
 end
 -- The `done` set is trimmed (by count and age) by the reaper, once a second.
 if completed > 0 then redis.call('HINCRBY', KEYS[7], 'completed', completed) end

@@ -104,6 +104,7 @@ local function take(tenant, slots, tags, st)
       else
         -- An index entry without a slot cannot happen; never lose the slot's job over it.
         redis.call('ZADD', READY, tags[slot], slots[slot])
+        drained = false
       end
     end
     run[#run + 1] = id
@@ -162,6 +163,8 @@ for _ = 1, 4 do
       tenant_of[#ids] = at_tenant[i]
     end
   end
+  -- The ready set is empty (and nothing went back to it): another round would find nothing.
+  if drained then break end
 end
 
 -- The head of the reply: { now, next_due, drained } (see above).

@@ -9,7 +9,8 @@
 -- ARGV[4] completed ids kept (count)   ARGV[5] completed ids kept (age, ms): the rest of
 -- `done` is trimmed, a slice per call (only ids live there: a finished job's data was deleted
 -- when it finished)
--- Returns { recovered, poisoned, promoted, expired dead letters }.
+-- Returns { recovered, poisoned, promoted, expired dead letters, woke (1 when it pushed a
+-- wake-up: the caller passes it on to shard 0's list, where idle workers wait) }.
 FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[9], KEYS[11], KEYS[12]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -68,8 +69,10 @@ if poisoned > 0 then
   redis.call('HINCRBY', KEYS[6], 'failed', poisoned)
 end
 if recovered > 0 then redis.call('HINCRBY', KEYS[6], 'recovered', recovered) end
+local woke = 0
 if recovered + #due + unparked > 0 then
   redis.call('LPUSH', KEYS[7], '1')
   redis.call('LTRIM', KEYS[7], 0, 7)
+  woke = 1
 end
-return { recovered, poisoned, #due, #old }
+return { recovered, poisoned, #due, #old, woke }
