@@ -119,6 +119,16 @@ fn start(queue: &Queue, handler: Handler, observer: Recorder) -> Running {
     start_as("w-test", queue, handler, observer)
 }
 
+/// A worker, once it has registered (so it is idle, waiting for work, when this returns).
+async fn start_registered(queue: &Queue, handler: Handler, observer: Recorder) -> Running {
+    let w = start(queue, handler, observer);
+    wait_for("the worker to start", Duration::from_secs(10), || async {
+        (!queue.workers(&[KIND]).await.unwrap().is_empty()).then_some(())
+    })
+    .await;
+    w
+}
+
 /// A worker process of its own id (several of them stand for several worker hosts).
 fn start_as(id: &str, queue: &Queue, handler: Handler, observer: Recorder) -> Running {
     let runner = KindRunner::new(queue.clone(), KIND, id, 20, Arc::new(observer));
@@ -342,11 +352,7 @@ async fn an_idle_worker_waits_for_a_wake_up_instead_of_fetching_from_an_empty_qu
     let q = queue(settings(&prefix, 3, 100)).await;
     let handler: Handler = Arc::new(|_job| async { Ok(()) }.boxed());
     let rec = Recorder::default();
-    let w = start(&q, handler, rec.clone());
-    wait_for("the worker to start", Duration::from_secs(10), || async {
-        (!q.workers(&[KIND]).await.unwrap().is_empty()).then_some(())
-    })
-    .await;
+    let w = start_registered(&q, handler, rec.clone()).await;
     // Calls of the fetch script on this queue: the only script given a worker's suspect key.
     let tap = CommandTap::start(vec![
         "\"evalsha\"".into(),
@@ -788,11 +794,7 @@ async fn a_retry_on_another_shard_wakes_the_workers_where_they_wait() {
         }
         .boxed()
     });
-    let w = start(&q, handler, Recorder::default());
-    wait_for("the worker to start", Duration::from_secs(10), || async {
-        (!q.workers(&[KIND]).await.unwrap().is_empty()).then_some(())
-    })
-    .await;
+    let w = start_registered(&q, handler, Recorder::default()).await;
     // Idle workers wait on shard 0's wake list: a blocking wait cannot span Cluster slots.
     let tap = CommandTap::start(vec![
         "\"lpush\"".into(),
