@@ -1140,7 +1140,9 @@ impl Queue {
     pub(crate) async fn forward_wake(&self, kind: &str, shard: u16) {
         if shard != 0 {
             if let Err(error) = self.wake(kind).await {
-                backend::redis_error("wake", &error);
+                metrics::counter!(m::QUEUE_REDIS_ERRORS_TOTAL, m::label::OP => "wake").increment(1);
+                tracing::warn!(kind, shard, error = %error,
+                    "Could not wake idle workers; they look again within half a second.");
             }
         }
     }
