@@ -167,20 +167,20 @@ for _ = 1, 4 do
   if drained then break end
 end
 
--- The head of the reply: { now, next_due, drained } (see above).
-local function head(empty)
+-- next_due and drained, the second and third values of the reply (see above).
+local function outlook(empty)
   if drained and ARGV[5] == '1' then redis.call('DEL', KEYS[9]) end
   local next_due = -1
   if drained or empty then
     local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
     next_due = tonumber(first[2]) or -1
   end
-  return { now, next_due, drained and 1 or 0 }
+  return next_due, drained and 1 or 0
 end
 
 if #ids == 0 then
   if last and last > fair_clock() then redis.call('HSET', FAIR_KEY, 'v', last) end
-  return head(true)
+  return { now, outlook(true) }
 end
 -- The virtual clock moves to the last tag served.
 if last > fair_clock() then redis.call('HSET', FAIR_KEY, 'v', last) end
@@ -243,8 +243,7 @@ for i, id in ipairs(ids) do
 end
 fair_add(READY, deferred)
 if #deferred > 0 then drained = false end
-local h = head(false)
-out[2], out[3] = h[2], h[3]
+out[2], out[3] = outlook(false)
 for tenant, r in pairs(running) do
   if r > 0 then redis.call('HINCRBY', FAIR_KEY, 'r:' .. tenant, r) end
 end
