@@ -352,17 +352,16 @@ async fn set_limits(
     slug: &str,
     limits: leadq_jobs::limits::Limits,
 ) -> anyhow::Result<()> {
-    use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
+    use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
     let pool = db::connect(settings.database_url(), 2).await?;
     let tenant_id: uuid::Uuid = sqlx::query_scalar("select id from tenants where slug = $1")
         .bind(slug)
         .fetch_optional(&pool)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no tenant with slug {slug:?}"))?;
-    let signer = leadq_jobs::signing::Signer::new(settings.signing_keys().clone());
+    let signer = leadq_queue::signing::Signer::new(settings.signing_keys().clone());
     let queue =
-        leadq_jobs::queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
-            .await?;
+        leadq_queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let done = queue
         .enqueue_now(Envelope {
@@ -576,8 +575,8 @@ pub fn main() -> ExitCode {
                         .fetch_optional(&pool)
                         .await?
                         .ok_or_else(|| anyhow::anyhow!("no tenant with slug {tenant:?}"))?;
-                let signer = leadq_jobs::signing::Signer::new(settings.signing_keys().clone());
-                let queue = leadq_jobs::queue::Queue::connect(
+                let signer = leadq_queue::signing::Signer::new(settings.signing_keys().clone());
+                let queue = leadq_queue::Queue::connect(
                     settings.redis_url(),
                     settings.queue.clone(),
                     signer,

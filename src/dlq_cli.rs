@@ -10,9 +10,9 @@ use std::time::Instant;
 use chrono::Utc;
 use clap::Subcommand;
 use leadq_jobs::deadletters::{self, Action, Actor, Selection};
-use leadq_jobs::queue::dlq::Filter;
 use leadq_platform::config::Settings;
 use leadq_platform::{db, keys};
+use leadq_queue::dlq::Filter;
 use uuid::Uuid;
 
 /// Filter options shared by the subcommands.
@@ -135,7 +135,7 @@ fn progress_bar(label: &'static str) -> impl FnMut(usize, usize) + Send {
 /// correlation id.
 pub(crate) struct OpsContext {
     pub(crate) pool: sqlx::PgPool,
-    pub(crate) queue: leadq_jobs::queue::Queue,
+    pub(crate) queue: leadq_queue::Queue,
     actor: String,
     correlation: String,
 }
@@ -143,9 +143,9 @@ pub(crate) struct OpsContext {
 impl OpsContext {
     pub(crate) async fn connect(settings: &Settings, operator: &str) -> anyhow::Result<Self> {
         let pool = db::connect(settings.database_url(), 2).await?;
-        let signer = leadq_jobs::signing::Signer::new(settings.signing_keys().clone());
+        let signer = leadq_queue::signing::Signer::new(settings.signing_keys().clone());
         let queue =
-            leadq_jobs::queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
+            leadq_queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
                 .await?;
         Ok(Self {
             pool,

@@ -69,7 +69,7 @@ pub enum ApiError {
     QuotaExceeded(std::time::Duration),
     /// The queue (Redis) is unreachable: nothing was enqueued.
     #[error("the job queue is unavailable; retry later")]
-    QueueUnavailable(#[source] leadq_jobs::queue::QueueError),
+    QueueUnavailable(#[source] leadq_queue::QueueError),
     /// The database is unreachable: nothing was done.
     #[error("the database is unavailable; retry later")]
     DatabaseUnavailable(#[source] sqlx::Error),

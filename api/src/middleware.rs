@@ -31,7 +31,7 @@ pub async fn observe(req: Request, next: Next) -> Response {
         .headers()
         .get(CORRELATION_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| leadq_jobs::envelope::valid_id(v) && v.len() <= 64)
+        .filter(|v| leadq_queue::envelope::valid_id(v) && v.len() <= 64)
         // An id that looks like a secret is not echoed anywhere: make a fresh one.
         .filter(|v| {
             matches!(

@@ -26,10 +26,10 @@ use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
 use sqlx::PgPool;
 
-use crate::envelope::JobMeta;
-use crate::error::JobError;
 use crate::kinds::{self, Principal};
-use crate::queue::backend::Job;
+use leadq_queue::backend::Job;
+use leadq_queue::envelope::JobMeta;
+use leadq_queue::error::JobError;
 
 /// Why a job was not authorized (logged; the dead-letter reason is always `unauthorized`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -27,13 +27,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::error::JobError;
 use crate::lead_score::LeadInput;
 use crate::leads;
-use crate::queue::backend::Job;
 use crate::Deps;
 use leadq_platform::audit::{self, AuditEntry};
 use leadq_platform::db::{self, Scope};
+use leadq_queue::backend::Job;
+use leadq_queue::error::JobError;
 
 /// How far `X-Chatwoot-Timestamp` may be from now, either way, in seconds.
 pub const REPLAY_WINDOW_SECS: i64 = 300;

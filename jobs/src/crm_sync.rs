@@ -36,13 +36,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::envelope::{Envelope, JobMeta, SCHEMA_VERSION};
-use crate::error::JobError;
 use crate::integrations::{self, CrmAuth, CrmConnection, IntegrationError};
 use crate::kinds;
-use crate::queue::backend::Job;
-use crate::queue::Queue;
 use crate::Deps;
+use leadq_queue::backend::Job;
+use leadq_queue::envelope::{Envelope, JobMeta, SCHEMA_VERSION};
+use leadq_queue::error::JobError;
+use leadq_queue::Queue;
 
 /// The `crm_sync` payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //! audited (platform scope, actor `operator:<name>`), payloads are scrubbed before they are
 //! shown, and bulk actions report progress.
 //!
-//! The engine side (paging, atomic re-drive and purge) is [`crate::queue::dlq`].
+//! The engine side (paging, atomic re-drive and purge) is [`leadq_queue::dlq`].
 
 use chrono::{DateTime, Utc};
 use leadq_platform::audit::{self, AuditEntry};
@@ -11,8 +11,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::queue::dlq::{Filter, Page, Progress};
-use crate::queue::{DeadLetter, Queue, QueueError};
+use leadq_queue::dlq::{Filter, Page, Progress};
+use leadq_queue::{DeadLetter, Queue, QueueError};
 
 /// Errors of an operator action (dead letters, tenant queue controls).
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::kinds;
-use crate::queue::{KindCounts, Queue};
+use leadq_queue::{KindCounts, Queue};
 
 /// The result of a readiness check.
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +62,7 @@ pub async fn readiness(pool: &PgPool, queue: &Queue) -> Readiness {
 }
 
 /// Reads the counts of every kind and publishes them as the queue-depth gauges.
-pub async fn queue_counts(queue: &Queue) -> Result<Vec<KindCounts>, crate::queue::QueueError> {
+pub async fn queue_counts(queue: &Queue) -> Result<Vec<KindCounts>, leadq_queue::QueueError> {
     let mut out = Vec::new();
     for kind in kinds::names() {
         let c = queue.counts(kind).await?;

@@ -55,7 +55,7 @@ pub const CATALOGUE: &[KindDefaults] = &[
     },
 ];
 
-/// Who caused a job: the parsed form of [`crate::envelope::Envelope::user_id`].
+/// Who caused a job: the parsed form of [`leadq_queue::envelope::Envelope::user_id`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal<'a> {
     /// `api_key:<uuid>`: a tenant's API key.

@@ -11,12 +11,12 @@ use apalis_core::task::data::Data;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::error::JobError;
 use crate::leads;
-use crate::queue::backend::Job;
 use crate::Deps;
 use leadq_platform::audit::{self, AuditEntry};
 use leadq_platform::db::{self, Scope};
+use leadq_queue::backend::Job;
+use leadq_queue::error::JobError;
 
 /// A lead as a producer sends it. Also the `lead_score` payload, where `email` and `phone` are
 /// sealed ([`crate::pii`]).
@@ -99,7 +99,7 @@ impl LeadInput {
                 field: "external_id".into(),
                 code: "required",
             });
-        } else if !crate::envelope::valid_id(&self.external_id) {
+        } else if !leadq_queue::envelope::valid_id(&self.external_id) {
             errs.push(FieldError {
                 field: "external_id".into(),
                 code: "invalid_format",
@@ -194,7 +194,7 @@ pub enum EraseError {
     Db(#[from] sqlx::Error),
     /// Redis failed after the database erasure committed; run the erasure again.
     #[error("queue error")]
-    Queue(#[from] crate::queue::QueueError),
+    Queue(#[from] leadq_queue::QueueError),
 }
 
 /// Right to be forgotten: deletes the lead `external_id` of `tenant` from PostgreSQL, leaves a
@@ -203,7 +203,7 @@ pub enum EraseError {
 /// Idempotent: running it again is safe and finishes an interrupted erasure.
 pub async fn erase(
     pool: &PgPool,
-    queue: &crate::queue::Queue,
+    queue: &leadq_queue::Queue,
     tenant: uuid::Uuid,
     external_id: &str,
     actor: &str,

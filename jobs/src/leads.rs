@@ -21,9 +21,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::envelope::JobMeta;
 use crate::lead_score::LeadInput;
 use crate::scoring::{self, Facts, Rules, Score};
+use leadq_queue::envelope::JobMeta;
 
 /// What [`apply`] did.
 #[derive(Debug, Clone, PartialEq)]

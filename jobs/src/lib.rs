@@ -34,8 +34,6 @@ pub mod authz;
 pub mod chatwoot;
 pub mod crm_sync;
 pub mod deadletters;
-pub mod envelope;
-pub mod error;
 pub mod health;
 pub mod integrations;
 pub mod kinds;
@@ -44,13 +42,9 @@ pub mod leads;
 pub mod limits;
 pub mod maintenance;
 pub mod pii;
-pub mod queue;
 pub mod scoring;
-pub mod signing;
 pub mod telegram;
 pub mod tenant_queue;
-
-pub use error::JobError;
 
 /// Connects a long-running process to its stores, eagerly: PostgreSQL (a pool of `pool_size`,
 /// refused if the role would bypass row-level security) and Redis (signing and verifying with
@@ -58,14 +52,14 @@ pub use error::JobError;
 pub async fn connect_stores(
     settings: &leadq_platform::config::Settings,
     pool_size: u32,
-) -> anyhow::Result<(sqlx::PgPool, queue::Queue)> {
+) -> anyhow::Result<(sqlx::PgPool, leadq_queue::Queue)> {
     use anyhow::Context;
     let pool = leadq_platform::db::connect(settings.database_url(), pool_size)
         .await
         .context("Failed to connect to PostgreSQL")?;
     leadq_platform::db::check_runtime_role(&pool).await?;
-    let signer = signing::Signer::new(settings.signing_keys().clone());
-    let queue = queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
+    let signer = leadq_queue::signing::Signer::new(settings.signing_keys().clone());
+    let queue = leadq_queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
         .await
         .context("Failed to connect to Redis")?;
     Ok((pool, queue))
@@ -79,7 +73,7 @@ pub struct Deps {
     /// Opens the personal data sealed in payloads.
     pub sealer: pii::Sealer,
     /// Enqueues follow-up jobs (`crm_sync`).
-    pub queue: queue::Queue,
+    pub queue: leadq_queue::Queue,
     /// Calls the CRM ([`crm_sync::http_client`]).
     pub http: reqwest::Client,
 }

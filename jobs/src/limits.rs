@@ -5,15 +5,13 @@
 //! the `update_billing_limit` job, which travels the queue like any other: signed, authorized
 //! (operator principals only), audited.
 
-use std::time::Duration;
-
-use chrono::{Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::queue::{Queue, QueueError};
 use leadq_platform::db::{self, Scope};
+pub use leadq_queue::controls::{Admission, AdmitLimits};
+use leadq_queue::{Queue, QueueError};
 
 /// A tenant's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -62,52 +60,33 @@ pub async fn get(pool: &PgPool, tenant: Uuid) -> Result<Limits, sqlx::Error> {
     Ok(row.unwrap_or_default())
 }
 
-/// The answer of an admission check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// Go ahead.
-    Admitted,
-    /// Too fast: retry after the delay.
-    RateLimited(Duration),
-    /// Today's quota is used up: retry after the delay (the next UTC day).
-    QuotaExceeded(Duration),
+impl Limits {
+    /// The ingest part of the limits, as the queue engine's admission applies it.
+    pub fn admission(&self) -> AdmitLimits {
+        AdmitLimits {
+            per_second: self.ingest_per_second,
+            burst: self.ingest_burst,
+            per_day: self.leads_per_day,
+        }
+    }
 }
 
 /// Admits one lead for `tenant` under `limits`, atomically in Redis.
 pub async fn admit(queue: &Queue, tenant: Uuid, limits: &Limits) -> Result<Admission, QueueError> {
-    let now = Utc::now();
-    let ms_left_today = (86_400 - now.num_seconds_from_midnight() as u64) * 1000;
-    let day = now.format("%Y%m%d");
-    let tag = format!("{{{}:limits:{tenant}}}", queue.settings().prefix);
-    let (ok, retry_ms, why): (i64, u64, String) = queue
-        .scripts()
-        .admit
-        .key(format!("{tag}:gcra"))
-        .key(format!("{tag}:leads:{day}"))
-        .arg(limits.ingest_per_second)
-        .arg(limits.ingest_burst)
-        .arg(limits.leads_per_day)
-        .arg(ms_left_today)
-        .invoke_async(&mut queue.conn())
-        .await?;
-    Ok(match (ok, why.as_str()) {
-        (1, _) => Admission::Admitted,
-        (_, "quota") => Admission::QuotaExceeded(Duration::from_millis(retry_ms)),
-        _ => Admission::RateLimited(Duration::from_millis(retry_ms.max(1))),
-    })
+    queue.admit(tenant, &limits.admission()).await
 }
 
 /// The `update_billing_limit` handler: sets the tenant's limits, audited with old and new
 /// values. Idempotent (an upsert).
 pub async fn run_update(
-    job: crate::queue::backend::Job<Limits>,
+    job: leadq_queue::backend::Job<Limits>,
     deps: apalis_core::task::data::Data<crate::Deps>,
-) -> Result<(), crate::JobError> {
+) -> Result<(), leadq_queue::JobError> {
     use leadq_platform::audit::{self, AuditEntry};
     let meta = &job.meta;
     let new = job.payload;
     if let Err(why) = new.validate() {
-        return Err(crate::JobError::permanent(
+        return Err(leadq_queue::JobError::permanent(
             "invalid_payload",
             anyhow::anyhow!(why),
         ));

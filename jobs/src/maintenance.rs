@@ -21,10 +21,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::crm_sync::SyncInput;
-use crate::envelope::{Envelope, SCHEMA_VERSION};
 use crate::kinds;
-use crate::queue::whereabouts::Whereabouts;
-use crate::queue::{NewJob, Queue, QueueError};
+use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_queue::whereabouts::Whereabouts;
+use leadq_queue::{NewJob, Queue, QueueError};
 
 /// Errors of a maintenance task.
 #[derive(Debug, thiserror::Error)]

@@ -101,10 +101,10 @@ impl Sealer {
         tenant: Uuid,
         field: &str,
         value: &mut Option<String>,
-    ) -> Result<(), crate::JobError> {
+    ) -> Result<(), leadq_queue::JobError> {
         if let Some(sealed) = value.as_deref() {
             let plain = self.open(tenant, field, sealed).map_err(|e| {
-                crate::JobError::permanent(
+                leadq_queue::JobError::permanent(
                     "sealed_data_unreadable",
                     anyhow::anyhow!("{field}: {e}"),
                 )

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::deadletters::{check_kind, record, tenant_by_slug, Actor, OpsError};
-use crate::queue::{Queue, TenantState};
+use leadq_queue::{Queue, TenantState};
 
 /// One change to a tenant's queue controls.
 #[derive(Debug, Clone, Copy, PartialEq)]

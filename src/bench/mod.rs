@@ -25,14 +25,14 @@ use chrono::{TimeZone, Utc};
 use clap::{Args, ValueEnum};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use leadq_jobs::envelope::{Envelope, JobMeta, SCHEMA_VERSION};
-use leadq_jobs::queue::backend::{Job, JobObserver, JobReport, KindRunner};
-use leadq_jobs::queue::upkeep::{new_worker_id, Upkeep};
-use leadq_jobs::queue::{NewJob, Queue, Settled};
-use leadq_jobs::JobError;
 use leadq_platform::config::{KindSettings, Needs, QueueSettings, Settings};
 use leadq_platform::keyring::Keyring;
 use leadq_platform::secret::Secret;
+use leadq_queue::backend::{Job, JobObserver, JobReport, KindRunner};
+use leadq_queue::envelope::{Envelope, JobMeta, SCHEMA_VERSION};
+use leadq_queue::upkeep::{new_worker_id, Upkeep};
+use leadq_queue::JobError;
+use leadq_queue::{NewJob, Queue, Settled};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -292,7 +292,7 @@ async fn connect(a: &BenchArgs) -> anyhow::Result<Queue> {
     // harness's enqueue/work split, the steady producer child), so the key is derived from the
     // queue name: a benchmark key, not a secret.
     let key: [u8; 32] = Sha256::digest(format!("leadq-bench:{}", a.queue)).into();
-    let signer = leadq_jobs::signing::Signer::new(Keyring::single("bench", key));
+    let signer = leadq_queue::signing::Signer::new(Keyring::single("bench", key));
     Queue::connect(&url, queue_settings(a, retention(a)?), signer)
         .await
         .context("Failed to connect to Redis")

@@ -14,12 +14,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use leadq_jobs::kinds;
-use leadq_jobs::queue::Queue;
-use leadq_jobs::signing::Signer;
 use leadq_platform::config::{LogFormat, Needs, Settings};
 use leadq_platform::keyring::Keyring;
 use leadq_platform::secret::Secret;
 use leadq_platform::tenant::{self, CreatedTenant};
+use leadq_queue::signing::Signer;
+use leadq_queue::Queue;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -242,9 +242,9 @@ async fn a_qualified_lead_is_upserted_once_and_a_207_fails_only_its_own_record()
         .await
         .unwrap();
     app.queue
-        .enqueue(vec![leadq_jobs::queue::NewJob {
-            envelope: leadq_jobs::envelope::Envelope {
-                schema_version: leadq_jobs::envelope::SCHEMA_VERSION,
+        .enqueue(vec![leadq_queue::NewJob {
+            envelope: leadq_queue::envelope::Envelope {
+                schema_version: leadq_queue::envelope::SCHEMA_VERSION,
                 message_id: format!("replay-{lead_id}"),
                 tenant_id: app.tenant.tenant_id,
                 user_id: "system:lead_score".into(),

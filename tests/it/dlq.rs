@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
-use leadq_jobs::queue::NewJob;
 use leadq_platform::tenant;
+use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_queue::NewJob;
 use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
 use serde_json::{json, Value};
 

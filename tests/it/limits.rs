@@ -110,7 +110,7 @@ async fn updating_a_billing_limit_goes_through_the_queue_and_leaves_other_tenant
     assert_eq!(body["error"]["code"], "quota_exceeded");
 
     // A tenant's own key cannot cause an operator-only job.
-    let mut env = leadq_jobs::envelope::Envelope {
+    let mut env = leadq_queue::envelope::Envelope {
         schema_version: 1,
         message_id: "self-raise".into(),
         tenant_id: app.tenant.tenant_id,
@@ -124,7 +124,7 @@ async fn updating_a_billing_limit_goes_through_the_queue_and_leaves_other_tenant
     };
     env.signature = None;
     app.queue
-        .enqueue(vec![leadq_jobs::queue::NewJob {
+        .enqueue(vec![leadq_queue::NewJob {
             envelope: env,
             run_at: None,
             priority: Default::default(),

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::Utc;
-use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
-use leadq_jobs::queue::NewJob;
+use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_queue::NewJob;
 use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
 use sqlx::{Connection, PgConnection};
 

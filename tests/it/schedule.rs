@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
-use leadq_jobs::queue::NewJob;
+use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_queue::NewJob;
 use leadq_testkit::{sample_lead, spawn_app_with, wait_for, TestApp};
 use uuid::Uuid;
 

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
-use leadq_jobs::queue::NewJob;
+use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_queue::NewJob;
 use leadq_testkit::{spawn_app, wait_for, TestApp};
 
 const DSN_PASSWORD: &str = "Pl4nt3dPassw0rd";

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
-use leadq_jobs::signing::Signer;
 use leadq_platform::keyring::Keyring;
+use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_queue::signing::Signer;
 use leadq_testkit::{sample_lead, signer, spawn_app, wait_for, TestApp};
 use serde_json::Value;
 
@@ -151,7 +151,7 @@ async fn a_message_for_tenant_b_carrying_tenant_a_user_is_refused() {
     env.user_id = format!("api_key:{}", app.tenant.key_id);
     env.payload = hostile;
     app.queue
-        .enqueue(vec![leadq_jobs::queue::NewJob {
+        .enqueue(vec![leadq_queue::NewJob {
             envelope: env,
             run_at: None,
             priority: Default::default(),

@@ -15,15 +15,15 @@ use std::time::Duration;
 
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use chrono::Utc;
-use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
-use leadq_jobs::queue::backend::{Job, KindRunner, NoObserver};
-use leadq_jobs::queue::upkeep::{self, Upkeep};
-use leadq_jobs::queue::{NewJob, Queue};
-use leadq_jobs::signing::Signer;
-use leadq_jobs::JobError;
 use leadq_platform::config::{KindSettings, QueueSettings};
 use leadq_platform::keyring::Keyring;
 use leadq_platform::secret::Secret;
+use leadq_queue::backend::{Job, KindRunner, NoObserver};
+use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_queue::signing::Signer;
+use leadq_queue::upkeep::{self, Upkeep};
+use leadq_queue::JobError;
+use leadq_queue::{NewJob, Queue};
 use leadq_testkit::{queue_prefix, wait_for};
 
 const KIND: &str = "poison_test";

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use leadq_jobs::health;
-use leadq_jobs::queue::Queue;
+use leadq_queue::Queue;
 use sqlx::PgPool;
 
 #[derive(Clone)]

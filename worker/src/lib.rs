@@ -1,6 +1,6 @@
 //! The leadq worker process.
 //!
-//! One apalis worker per job kind, all on our Redis backend ([`leadq_jobs::queue`]), under one
+//! One apalis worker per job kind, all on our Redis backend ([`leadq_queue`]), under one
 //! apalis `Monitor`; plus the upkeep loop (heartbeats, lease renewal, reaper) and a small
 //! health/metrics server.
 //!
@@ -29,13 +29,13 @@ use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use leadq_jobs::authz::AuthorizeLayer;
 use leadq_jobs::kinds;
 use leadq_jobs::limits;
-use leadq_jobs::queue::backend::{JobObserver, KindRunner};
-use leadq_jobs::queue::upkeep::{self, Upkeep};
-use leadq_jobs::queue::Queue;
 use leadq_jobs::Deps;
-use leadq_jobs::JobError;
 use leadq_jobs::{chatwoot, crm_sync, lead_score};
 use leadq_platform::config::Settings;
+use leadq_queue::backend::{JobObserver, KindRunner};
+use leadq_queue::upkeep::{self, Upkeep};
+use leadq_queue::JobError;
+use leadq_queue::Queue;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 

@@ -3,7 +3,7 @@
 //!
 //! Every worker runs this loop. Once a second it takes or keeps a leader lease in Redis; only
 //! the leader fires, and each firing is claimed in Redis under the lease
-//! ([`leadq_jobs::queue::schedule`]), so two workers never fire the same occurrence, and a new
+//! ([`leadq_queue::schedule`]), so two workers never fire the same occurrence, and a new
 //! leader carries on from the last claimed firing. A missed stretch (no worker running) fires
 //! once, for its latest occurrence, not once per missed occurrence. Times are the Redis clock.
 
@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use leadq_jobs::maintenance;
-use leadq_jobs::queue::Queue;
 use leadq_platform::config::ScheduleSetting;
 use leadq_platform::metrics as m;
+use leadq_queue::Queue;
 use sqlx::PgPool;
 
 /// How long a leader lease lasts without renewal (a dead leader is replaced this fast).
@@ -128,7 +128,7 @@ impl Scheduler {
         &self,
         s: &ScheduleSetting,
         now: DateTime<Utc>,
-    ) -> Result<(), leadq_jobs::queue::QueueError> {
+    ) -> Result<(), leadq_queue::QueueError> {
         let Some(schedule) = &s.schedule else {
             return Ok(());
         };

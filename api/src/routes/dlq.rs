@@ -11,8 +11,8 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{TimeDelta, Utc};
 use leadq_jobs::deadletters::{self, Action, Actor, OpsError, Outcome, Selection};
-use leadq_jobs::queue::dlq::{Filter, Page};
-use leadq_jobs::queue::DeadLetter;
+use leadq_queue::dlq::{Filter, Page};
+use leadq_queue::DeadLetter;
 use serde::Deserialize;
 use uuid::Uuid;
 

@@ -6,13 +6,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use leadq_jobs::envelope::{self, Envelope, SCHEMA_VERSION};
 use leadq_jobs::kinds;
 use leadq_jobs::lead_score::{FieldError, LeadInput};
 use leadq_jobs::limits::Admission;
 use leadq_platform::apikey::scope;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
+use leadq_queue::envelope::{self, Envelope, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

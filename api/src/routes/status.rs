@@ -5,9 +5,9 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use leadq_jobs::health;
 use leadq_jobs::kinds;
-use leadq_jobs::queue::{KindCounts, WorkerStatus};
 use leadq_platform::audit::{self, AuditEntry};
 use leadq_platform::db::{self, Scope};
+use leadq_queue::{KindCounts, WorkerStatus};
 use serde::Serialize;
 
 use crate::error::ApiError;

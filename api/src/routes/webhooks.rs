@@ -20,10 +20,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
-use leadq_jobs::envelope::{Envelope, SCHEMA_VERSION};
 use leadq_jobs::integrations::{self, WebhookTenant};
 use leadq_jobs::{chatwoot, kinds, telegram};
 use leadq_platform::metrics::{self as m, webhook_outcome as outcome};
+use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
@@ -196,7 +196,7 @@ pub async fn chatwoot(
     // The delivery id first (a resend of this very delivery), then (account, event, id) in
     // the enqueue itself (the same change delivered to several webhooks).
     let delivery = header(&headers, "x-chatwoot-delivery")
-        .filter(|d| leadq_jobs::envelope::valid_id(d))
+        .filter(|d| leadq_queue::envelope::valid_id(d))
         .map(|d| format!("delivery:{d}"));
     if let Some(d) = &delivery {
         let first = app

@@ -99,6 +99,28 @@ impl Keys {
     }
 }
 
+/// The keys of one tenant's ingest admission (rate limit and daily quota). They share their
+/// own hash tag `{<prefix>:limits:<tenant>}`, apart from every queue's, so the admission
+/// script touches one Cluster slot.
+#[derive(Debug, Clone)]
+pub(crate) struct AdmitKeys {
+    /// STRING: the GCRA theoretical arrival time of the tenant's next request (ms).
+    pub(crate) gcra: String,
+    /// STRING: leads admitted today (UTC), expiring with the day.
+    pub(crate) leads_today: String,
+}
+
+impl AdmitKeys {
+    /// The admission keys of `tenant` for the UTC day `day` (`YYYYMMDD`).
+    pub(crate) fn new(prefix: &str, tenant: &uuid::Uuid, day: &str) -> Self {
+        let tag = format!("{{{prefix}:limits:{tenant}}}");
+        Self {
+            gcra: format!("{tag}:gcra"),
+            leads_today: format!("{tag}:leads:{day}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -116,5 +138,14 @@ mod tests {
         let k3 = super::Keys::new("leadq", "lead_score", 3);
         assert_eq!(k3.tag, "{leadq:lead_score:3}");
         assert!(k3.jobs.starts_with("{leadq:lead_score:3}:"));
+    }
+
+    #[test]
+    fn admission_keys_share_the_tenant_limits_tag() {
+        let t = uuid::Uuid::nil();
+        let k = super::AdmitKeys::new("leadq", &t, "20261204");
+        let tag = format!("{{leadq:limits:{t}}}");
+        assert_eq!(k.gcra, format!("{tag}:gcra"));
+        assert_eq!(k.leads_today, format!("{tag}:leads:20261204"));
     }
 }

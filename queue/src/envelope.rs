@@ -23,7 +23,7 @@ pub struct Envelope {
     pub tenant_id: Uuid,
     /// The principal (actor) that caused the job, e.g. `api_key:<id>`.
     pub user_id: String,
-    /// The job kind, e.g. `lead_score` (see [`crate::kinds`]).
+    /// The job kind, e.g. `lead_score` (see `leadq_jobs::kinds`).
     pub action: String,
     /// Kind-specific payload.
     pub payload: serde_json::Value,

@@ -1,0 +1,139 @@
+//! The connection to Redis (standalone or Cluster) and the Lua scripts the engine runs.
+//!
+//! Every engine call goes through one multiplexed [`Conn`]; blocking waits get their own
+//! (see `Queue::blocking_connection`). The scripts are loaded once per `Queue` and invoked by
+//! hash (`EVALSHA`, falling back to `EVAL` after a Redis restart).
+
+use std::time::Duration;
+
+use leadq_platform::secret::Secret;
+use redis::aio::ConnectionManager;
+
+use crate::QueueError;
+
+/// The engine's Lua scripts (`lua/*.lua`), one per atomic operation.
+pub(crate) struct Scripts {
+    pub(crate) enqueue: redis::Script,
+    pub(crate) fetch: redis::Script,
+    pub(crate) ack: redis::Script,
+    pub(crate) renew: redis::Script,
+    pub(crate) reap: redis::Script,
+    pub(crate) heartbeat: redis::Script,
+    pub(crate) release_owned: redis::Script,
+    pub(crate) erase: redis::Script,
+    pub(crate) admit: redis::Script,
+    pub(crate) dlq: redis::Script,
+    pub(crate) tenant: redis::Script,
+    pub(crate) lead: redis::Script,
+    pub(crate) fire: redis::Script,
+}
+
+/// A script that adds ready jobs, with the fair-ordering functions of `lua/fair.lua` before it.
+fn fair(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{}\n{body}", include_str!("lua/fair.lua")))
+}
+
+impl Scripts {
+    pub(crate) fn load() -> Self {
+        Self {
+            enqueue: fair(include_str!("lua/enqueue.lua")),
+            fetch: fair(include_str!("lua/fetch.lua")),
+            ack: fair(include_str!("lua/ack.lua")),
+            renew: redis::Script::new(include_str!("lua/renew.lua")),
+            reap: fair(include_str!("lua/reap.lua")),
+            heartbeat: redis::Script::new(include_str!("lua/heartbeat.lua")),
+            release_owned: fair(include_str!("lua/release_owned.lua")),
+            erase: redis::Script::new(include_str!("lua/erase.lua")),
+            admit: redis::Script::new(include_str!("lua/admit.lua")),
+            dlq: fair(include_str!("lua/dlq.lua")),
+            tenant: fair(include_str!("lua/tenant.lua")),
+            lead: redis::Script::new(include_str!("lua/lead.lua")),
+            fire: redis::Script::new(include_str!("lua/fire.lua")),
+        }
+    }
+}
+
+/// A connection to a standalone Redis or to a Redis Cluster. Cheap to clone (both are
+/// multiplexed) and both reconnect by themselves. On a Cluster every command and script is
+/// routed by its keys: one queue shard's keys share a hash tag, so a script always runs on the
+/// one primary that holds all of them.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+pub(crate) enum Client {
+    Single(redis::Client),
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+impl Client {
+    pub(crate) fn open(url: &Secret, cluster: bool) -> Result<Self, QueueError> {
+        if cluster {
+            let nodes: Vec<String> = url
+                .expose()
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .collect();
+            Ok(Client::Cluster(Box::new(
+                redis::cluster::ClusterClient::builder(nodes)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .build()?,
+            )))
+        } else {
+            Ok(Client::Single(redis::Client::open(url.expose())?))
+        }
+    }
+
+    pub(crate) async fn connect(&self) -> Result<Conn, QueueError> {
+        Ok(match self {
+            Client::Single(c) => Conn::Single(
+                c.get_connection_manager_with_config(
+                    // The default 500 ms response timeout turns a busy Redis into errors
+                    // (apalis-redis#76).
+                    redis::aio::ConnectionManagerConfig::new()
+                        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                        .set_connection_timeout(Some(CONNECT_TIMEOUT)),
+                )
+                .await?,
+            ),
+            Client::Cluster(c) => Conn::Cluster(c.get_async_connection().await?),
+        })
+    }
+}
+
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

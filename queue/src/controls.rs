@@ -1,0 +1,201 @@
+//! Per-tenant controls of the engine: a tenant's weight, pause and resume, its concurrency
+//! cap (all per kind, applied in `lua/tenant.lua` and honoured by the fetch script), and
+//! ingest admission (rate limit and daily quota, decided in Redis so every API instance
+//! shares them).
+//!
+//! The limits themselves are the domain's (`leadq_jobs::ops::limits`, stored in PostgreSQL);
+//! this module only applies them, atomically, in `lua/admit.lua`. The key tag is spelled once,
+//! in [`crate::keys`](self).
+
+use std::time::Duration;
+
+use chrono::{Timelike, Utc};
+use uuid::Uuid;
+
+use crate::keys::AdmitKeys;
+use crate::{Queue, QueueError, TenantControl, TenantState};
+
+/// What a tenant may ingest: a sustained rate with a burst above it, and a daily count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmitLimits {
+    /// Sustained requests per second (positive).
+    pub per_second: i32,
+    /// Requests allowed at once above the rate (positive).
+    pub burst: i32,
+    /// Admissions per UTC day (positive).
+    pub per_day: i32,
+}
+
+/// The answer of an admission check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead.
+    Admitted,
+    /// Too fast: retry after the delay.
+    RateLimited(Duration),
+    /// Today's quota is used up: retry after the delay (the next UTC day).
+    QuotaExceeded(Duration),
+}
+
+impl Queue {
+    /// Sets a tenant's share of `kind`'s workers relative to other tenants with ready jobs
+    /// (default 1; a tenant of weight 2 is served twice as often as one of weight 1 while both
+    /// have work waiting).
+    pub async fn set_tenant_weight(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+        weight: f64,
+    ) -> Result<(), QueueError> {
+        if !(weight.is_finite() && (0.01..=1000.0).contains(&weight)) {
+            return Err(QueueError::Invalid("weight must be 0.01-1000".into()));
+        }
+        let _: i64 = redis::cmd("HSET")
+            .arg(&self.keys(kind, self.shard_of(&tenant)).fair)
+            .arg(format!("w:{tenant}"))
+            .arg(weight)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Pauses `kind` for one tenant: none of its jobs start (running ones finish) until
+    /// [`Queue::resume_tenant`]. Its jobs are still accepted and kept in order; other tenants
+    /// are unaffected.
+    pub async fn pause_tenant(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+    ) -> Result<TenantControl, QueueError> {
+        self.tenant_control(kind, tenant, "pause", 0).await
+    }
+
+    /// Resumes a paused tenant: its held jobs re-enter the queue behind its other work.
+    pub async fn resume_tenant(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+    ) -> Result<TenantControl, QueueError> {
+        self.tenant_control(kind, tenant, "resume", 0).await
+    }
+
+    /// Caps how many of `tenant`'s jobs of `kind` run at once across all workers (`None`
+    /// removes the cap). Jobs over the cap wait, in order, and start as the tenant's running
+    /// jobs finish; the slots they leave go to other tenants.
+    pub async fn set_tenant_cap(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+        cap: Option<u32>,
+    ) -> Result<TenantControl, QueueError> {
+        if cap == Some(0) {
+            return Err(QueueError::Invalid("a cap must be at least 1".into()));
+        }
+        self.tenant_control(kind, tenant, "cap", cap.unwrap_or(0))
+            .await
+    }
+
+    /// A tenant's controls and held jobs in `kind`'s queue.
+    pub async fn tenant_state(&self, kind: &str, tenant: Uuid) -> Result<TenantState, QueueError> {
+        let k = self.keys(kind, self.shard_of(&tenant));
+        type Fields = (Option<String>, Option<u32>, Option<u64>, Option<f64>);
+        let ((paused, cap, running, weight), held): (Fields, u64) = redis::pipe()
+            .cmd("HMGET")
+            .arg(&k.fair)
+            .arg(format!("p:{tenant}"))
+            .arg(format!("c:{tenant}"))
+            .arg(format!("r:{tenant}"))
+            .arg(format!("w:{tenant}"))
+            .cmd("ZLEXCOUNT")
+            .arg(&k.parked)
+            .arg(format!("[{tenant}|"))
+            .arg(format!("({tenant}}}"))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(TenantState {
+            paused: paused.is_some(),
+            cap,
+            running: if cap.is_some() {
+                running.unwrap_or(0)
+            } else {
+                0
+            },
+            held,
+            weight: weight.unwrap_or(1.0),
+        })
+    }
+
+    /// Runs `lua/tenant.lua`, in bounded slices until nothing more can move.
+    async fn tenant_control(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+        action: &str,
+        cap: u32,
+    ) -> Result<TenantControl, QueueError> {
+        const SLICE: u64 = 1000;
+        let k = self.keys(kind, self.shard_of(&tenant));
+        let mut conn = self.conn();
+        let mut action = action;
+        let mut resumed = 0;
+        loop {
+            let (moved, held): (u64, u64) = self
+                .inner
+                .scripts
+                .tenant
+                .key(&k.ready)
+                .key(&k.jobs)
+                .key(&k.leases)
+                .key(&k.wake)
+                .key(&k.fair)
+                .key(&k.index)
+                .key(&k.parked)
+                .arg(tenant.to_string())
+                .arg(action)
+                .arg(cap)
+                .arg(SLICE)
+                .invoke_async(&mut conn)
+                .await?;
+            resumed += moved;
+            if moved < SLICE {
+                if resumed > 0 && k.tag != self.keys(kind, 0).tag {
+                    self.wake(kind).await?;
+                }
+                return Ok(TenantControl { resumed, held });
+            }
+            // A full slice moved: the tenant is not paused (nothing moves while it is), so
+            // carry on with plain resumes, which move the rest without re-counting leases.
+            action = "resume";
+        }
+    }
+
+    /// Admits one request of `tenant` under `limits`, atomically in Redis. A refused request
+    /// consumes nothing.
+    pub async fn admit(&self, tenant: Uuid, limits: &AdmitLimits) -> Result<Admission, QueueError> {
+        let now = Utc::now();
+        let ms_left_today = (86_400 - now.num_seconds_from_midnight() as u64) * 1000;
+        let day = now.format("%Y%m%d").to_string();
+        let keys = AdmitKeys::new(&self.settings().prefix, &tenant, &day);
+        let (ok, retry_ms, why): (i64, u64, String) = self
+            .scripts()
+            .admit
+            .key(keys.gcra)
+            .key(keys.leads_today)
+            .arg(limits.per_second)
+            .arg(limits.burst)
+            .arg(limits.per_day)
+            .arg(ms_left_today)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(admission(ok, retry_ms, &why))
+    }
+}
+
+/// Reads the script's answer `{ok, retry_after_ms, why}`.
+fn admission(ok: i64, retry_ms: u64, why: &str) -> Admission {
+    match (ok, why) {
+        (1, _) => Admission::Admitted,
+        (_, "quota") => Admission::QuotaExceeded(Duration::from_millis(retry_ms)),
+        _ => Admission::RateLimited(Duration::from_millis(retry_ms.max(1))),
+    }
+}

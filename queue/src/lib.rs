@@ -1,0 +1,352 @@
+//! The queue engine: the only code that touches Redis job keys.
+//!
+//! apalis 1.0 supplies the worker loop, tower middleware and `Monitor`; this module supplies
+//! the Redis backend under them, because apalis-redis 1.0.0 loses or stalls jobs in ways we
+//! cannot accept (see `shared/apalis-notes.md` §5). What it guarantees:
+//!
+//! - **At-least-once, never lost.** A fetched job is *leased* (deadline from Redis `TIME`, so
+//!   worker clocks do not matter) and renewed while its handler runs. If the worker dies, any
+//!   other worker's reaper puts the job back within about one lease. A job whose lease expires
+//!   more than `max_lease_expiries` times is dead-lettered as `poisoned`.
+//! - **Bounded cost per job.** Every script touches a bounded slice (no `LREM`, no `unpack` of
+//!   a whole backlog), so the Redis cost of a job does not grow with the backlog.
+//! - **Retries that survive restarts.** Attempts and the retry policy live in Redis; backoff is
+//!   exponential with jitter; rate-limited jobs run again later without using an attempt.
+//! - **Redis errors are weather, not death.** Every Redis call of a worker is retried with
+//!   backoff; a worker never exits because Redis blinked.
+//! - **Dedupe at enqueue** on `(tenant, message_id)`, decided inside the enqueue script.
+//!
+//! # Layout
+//! - [`keys`](self): key names; one hash tag per queue.
+//! - `lua/*.lua`: the scripts (enqueue, fetch, ack, renew, reap, heartbeat).
+//! - [`backend`]: the apalis `Backend` and the ack layer that settles each job.
+//! - [`upkeep`]: heartbeats, lease renewal and the reaper, run by every worker process.
+//!
+//! The rest of the code sees only [`Queue`] (enqueue, counts, workers, dead letters) and
+//! [`backend::RedisBackend`].
+
+pub mod backend;
+mod conn;
+pub mod controls;
+pub mod dlq;
+pub mod envelope;
+mod erase;
+pub mod error;
+mod keys;
+mod lease;
+pub mod schedule;
+pub mod signing;
+mod status;
+mod types;
+pub mod upkeep;
+pub mod whereabouts;
+
+pub use controls::{Admission, AdmitLimits};
+pub use error::JobError;
+pub use types::{
+    DeadLetter, Enqueued, KindCounts, NewJob, Priority, Settled, TenantControl, TenantState,
+    WorkerInfo, WorkerStatus,
+};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use leadq_platform::config::{KindSettings, QueueSettings};
+use leadq_platform::metrics as m;
+use leadq_platform::secret::Secret;
+use uuid::Uuid;
+
+use crate::envelope::Envelope;
+use crate::signing::Signer;
+use conn::Client;
+pub(crate) use conn::{Conn, Scripts};
+pub(crate) use keys::Keys;
+pub(crate) use lease::{Fetched, Leased, Settle};
+
+/// Errors of the queue engine.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis did not answer, or answered with an error.
+    #[error("redis is unavailable")]
+    Redis(#[from] redis::RedisError),
+    /// Redis answered something the scripts never return (a bug, or a foreign key clash).
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+    /// The job cannot be enqueued as given.
+    #[error("invalid job: {0}")]
+    Invalid(String),
+}
+
+/// How many jobs one enqueue script call carries at most.
+pub const ENQUEUE_CHUNK: usize = 1000;
+/// How many due scheduled jobs one fetch promotes at most.
+const PROMOTE_SLICE: usize = 1000;
+/// How many expired leases or due jobs one reap call handles at most.
+const REAP_SLICE: usize = 1000;
+
+struct Inner {
+    signer: Signer,
+    conn: Conn,
+    client: Client,
+    cfg: QueueSettings,
+    scripts: Scripts,
+}
+
+/// A handle on the queues. Cheap to clone: clones share one multiplexed connection.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("prefix", &self.inner.cfg.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A kind is a queue name: 1-64 of `a-z`, `0-9`, `_`. The catalogue of kinds the platform
+/// runs is `leadq_jobs::kinds`; the engine itself serves any well-formed kind (the bench uses one).
+pub fn valid_kind(kind: &str) -> bool {
+    (1..=64).contains(&kind.len())
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn value_str(v: &redis::Value) -> Result<String, QueueError> {
+    redis::from_redis_value_ref::<String>(v).map_err(|e| QueueError::Protocol(e.to_string()))
+}
+
+fn value_i64(v: &redis::Value) -> Result<i64, QueueError> {
+    redis::from_redis_value_ref::<i64>(v).map_err(|e| QueueError::Protocol(e.to_string()))
+}
+
+impl Queue {
+    /// Connects to Redis (eagerly, with timeouts) and checks it answers. `signer` signs every
+    /// envelope this handle enqueues and verifies every one its workers fetch.
+    pub async fn connect(
+        url: &Secret,
+        cfg: QueueSettings,
+        signer: Signer,
+    ) -> Result<Self, QueueError> {
+        let client = Client::open(url, cfg.redis_cluster)?;
+        let conn = client.connect().await?;
+        let q = Self {
+            inner: Arc::new(Inner {
+                signer,
+                conn,
+                client,
+                cfg,
+                scripts: Scripts::load(),
+            }),
+        };
+        q.ping().await?;
+        Ok(q)
+    }
+
+    /// A separate connection for blocking waits, which must not hold up the shared one.
+    pub(crate) async fn blocking_connection(&self) -> Result<Conn, QueueError> {
+        self.inner.client.connect().await
+    }
+
+    pub(crate) fn conn(&self) -> Conn {
+        self.inner.conn.clone()
+    }
+
+    /// The shards of every kind: `0..LEADQ_QUEUE_SHARDS`.
+    pub(crate) fn shards(&self) -> std::ops::Range<u16> {
+        0..self.inner.cfg.shards.max(1)
+    }
+
+    /// The shard holding `tenant`'s jobs (of every kind): stable for a given shard count.
+    pub fn shard_of(&self, tenant: &Uuid) -> u16 {
+        let n = self.inner.cfg.shards.max(1) as u64;
+        let v = tenant.as_u128();
+        ((v as u64 ^ (v >> 64) as u64) % n) as u16
+    }
+
+    pub(crate) fn signer(&self) -> &Signer {
+        &self.inner.signer
+    }
+
+    pub(crate) fn scripts(&self) -> &Scripts {
+        &self.inner.scripts
+    }
+
+    /// The queue settings this handle was built with.
+    pub fn settings(&self) -> &QueueSettings {
+        &self.inner.cfg
+    }
+
+    pub(crate) fn keys(&self, kind: &str, shard: u16) -> Keys {
+        Keys::new(&self.inner.cfg.prefix, kind, shard)
+    }
+
+    /// The settings of `kind`, or the settings every kind defaults to.
+    pub(crate) fn kind_settings(&self, kind: &str) -> KindSettings {
+        self.inner
+            .cfg
+            .kinds
+            .get(kind)
+            .cloned()
+            .unwrap_or(KindSettings {
+                concurrency: 1,
+                max_attempts: 5,
+                backoff_base: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(300),
+                timeout: Duration::from_secs(60),
+            })
+    }
+
+    /// Checks Redis answers.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Enqueues jobs: one script call per kind and chunk of [`ENQUEUE_CHUNK`], each atomic.
+    /// Returns one [`Enqueued`] per job, in order.
+    pub async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+        let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
+        let mut by_kind: BTreeMap<(String, u16), Vec<(usize, NewJob)>> = BTreeMap::new();
+        for (i, job) in jobs.into_iter().enumerate() {
+            let e = &job.envelope;
+            if !crate::envelope::valid_id(&e.message_id) {
+                return Err(QueueError::Invalid("message_id".into()));
+            }
+            if !valid_kind(&e.action) {
+                return Err(QueueError::Invalid(format!("bad kind {:?}", e.action)));
+            }
+            let shard = self.shard_of(&e.tenant_id);
+            by_kind
+                .entry((e.action.clone(), shard))
+                .or_default()
+                .push((i, job));
+        }
+        let mut conn = self.conn();
+        let ttl = self.inner.cfg.dedupe_ttl.as_millis().to_string();
+        for ((kind, shard), jobs) in by_kind {
+            let keys = self.keys(&kind, shard);
+            for chunk in jobs.chunks(ENQUEUE_CHUNK) {
+                let mut inv = self.inner.scripts.enqueue.prepare_invoke();
+                inv.key(&keys.ready)
+                    .key(&keys.jobs)
+                    .key(&keys.scheduled)
+                    .key(&keys.wake)
+                    .key(&keys.fair)
+                    .key(&keys.index)
+                    .key(&keys.parked);
+                inv.arg(&ttl).arg(chunk.len());
+                let mut ids = Vec::with_capacity(chunk.len());
+                for (_, job) in chunk {
+                    let mut e = job.envelope.clone();
+                    self.inner
+                        .signer
+                        .sign(&mut e)
+                        .map_err(|err| QueueError::Invalid(err.to_string()))?;
+                    let id = Uuid::now_v7();
+                    inv.key(keys.dedupe(&e.tenant_id, &e.message_id));
+                    let data = serde_json::to_string(&e)
+                        .map_err(|err| QueueError::Invalid(err.to_string()))?;
+                    let run_at = job.run_at.map(|t| t.timestamp_millis()).unwrap_or(0);
+                    inv.arg(id.to_string())
+                        .arg(data)
+                        .arg(run_at)
+                        .arg(e.tenant_id.to_string())
+                        .arg(job.priority.digit());
+                    ids.push(id);
+                }
+                let stored: Vec<String> = inv.invoke_async(&mut conn).await?;
+                if stored.len() != chunk.len() {
+                    return Err(QueueError::Protocol("enqueue reply length".into()));
+                }
+                for (((i, job), id), got) in chunk.iter().zip(ids).zip(stored) {
+                    let job_id: Uuid = got
+                        .parse()
+                        .map_err(|_| QueueError::Protocol("dedupe key holds a non-id".into()))?;
+                    let duplicate = job_id != id;
+                    metrics::counter!(m::JOBS_ENQUEUED_TOTAL,
+                        m::label::KIND => kind.clone(),
+                        m::label::RESULT => if duplicate { "duplicate" } else { "enqueued" })
+                    .increment(1);
+                    out[*i] = Some(Enqueued {
+                        job_id,
+                        message_id: job.envelope.message_id.clone(),
+                        duplicate,
+                    });
+                }
+            }
+            if shard != 0 {
+                // Idle workers block on shard 0's wake list only (one key: a blocking wait
+                // cannot span hash slots on a Cluster); the script woke its own shard's.
+                self.wake(&kind).await?;
+            }
+        }
+        out.into_iter()
+            .map(|e| e.ok_or_else(|| QueueError::Protocol("missing enqueue result".into())))
+            .collect()
+    }
+
+    /// Wakes `kind`'s idle workers (they block on shard 0's wake list).
+    pub(crate) async fn wake(&self, kind: &str) -> Result<(), QueueError> {
+        let wake = self.keys(kind, 0).wake;
+        let _: () = redis::pipe()
+            .lpush(&wake, 1)
+            .ignore()
+            .ltrim(&wake, 0, 7)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a producer's delivery id as seen for `tenant` (for `ttl`), atomically: `true` the
+    /// first time, `false` for a repeat. For producers that number their deliveries apart
+    /// from their events (Chatwoot's `X-Chatwoot-Delivery`); the key lives in `kind`'s slot.
+    pub async fn mark_seen(
+        &self,
+        kind: &str,
+        tenant: Uuid,
+        id: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, QueueError> {
+        if !crate::envelope::valid_id(id) {
+            return Err(QueueError::Invalid("delivery id".into()));
+        }
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys(kind, self.shard_of(&tenant)).seen(&tenant, id))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Forgets a delivery id marked by [`Queue::mark_seen`] (its job could not be enqueued,
+    /// so a redelivery must not count as a duplicate).
+    pub async fn unmark_seen(&self, kind: &str, tenant: Uuid, id: &str) -> Result<(), QueueError> {
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.keys(kind, self.shard_of(&tenant)).seen(&tenant, id))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Enqueues one job to run as soon as a worker is free (see [`Queue::enqueue`]).
+    pub async fn enqueue_now(&self, envelope: Envelope) -> Result<Enqueued, QueueError> {
+        self.enqueue(vec![NewJob::now(envelope)])
+            .await?
+            .pop()
+            .ok_or_else(|| QueueError::Protocol("enqueue returned nothing".into()))
+    }
+}
