@@ -8,6 +8,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use leadq_jobs::deadletters::OpsError;
 use leadq_jobs::lead_score::FieldError;
 use serde_json::json;
 
@@ -126,6 +127,18 @@ impl ApiError {
             Self::RateLimited(_) => "rate_limited",
             Self::QuotaExceeded(_) => "quota_exceeded",
             Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<OpsError> for ApiError {
+    /// An operator action's failure: bad input is a 422, a store that failed is a 503 (or,
+    /// for the database, what [`From<sqlx::Error>`] says).
+    fn from(e: OpsError) -> Self {
+        match e {
+            OpsError::Invalid(_) => ApiError::InvalidBody,
+            OpsError::Queue(q) => ApiError::QueueUnavailable(q),
+            OpsError::Db(d) => d.into(),
         }
     }
 }

@@ -8,7 +8,9 @@ use leadq_platform::tenant::{self, AuthFailure, Principal};
 use sha2::Digest;
 
 use crate::error::ApiError;
+use crate::middleware::current_correlation_id;
 use crate::AppState;
+use leadq_jobs::deadletters::Actor;
 
 /// The authenticated caller: a tenant's API key.
 #[derive(Debug, Clone)]
@@ -84,6 +86,39 @@ impl FromRequestParts<AppState> for Operator {
                 Err(ApiError::InvalidApiKey)
             }
         }
+    }
+}
+
+/// An operator acting on the platform: who (`operator:<name>`, as audit rows name the actor)
+/// and under which correlation id. Extracting it authenticates the operator token (see
+/// [`Operator`]).
+#[derive(Debug, Clone)]
+pub struct OperatorContext {
+    /// `operator:<name>`.
+    pub actor: String,
+    /// The request's correlation id.
+    pub correlation_id: String,
+}
+
+impl OperatorContext {
+    /// The actor and correlation id as the operations of `leadq_jobs` take them.
+    pub fn as_actor(&self) -> Actor<'_> {
+        Actor {
+            actor: &self.actor,
+            correlation_id: &self.correlation_id,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for OperatorContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Operator(name) = Operator::from_request_parts(parts, state).await?;
+        Ok(Self {
+            actor: format!("operator:{name}"),
+            correlation_id: current_correlation_id(),
+        })
     }
 }
 

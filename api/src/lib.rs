@@ -70,9 +70,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/dlq/{kind}/purge", post(routes::dlq::purge))
         .route("/v1/dlq/{kind}/{job_id}", get(routes::dlq::show))
         .route("/v1/audit", get(routes::audit::list))
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
+        .merge(leadq_jobs::health::router(
+            state.pool.clone(),
+            state.queue.clone(),
+        ))
         .fallback(|| async { error::ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(middleware::observe))

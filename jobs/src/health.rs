@@ -1,7 +1,13 @@
-//! Liveness, readiness and metrics, as data: `api` and `worker` serve the same answers on
-//! their own HTTP servers.
+//! Liveness, readiness and metrics: `api` and `worker` serve the same three routes
+//! ([`router`]) on their own HTTP servers, so Prometheus and orchestrators see one contract.
 
 use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
 
 use leadq_platform::metrics as m;
 use serde::Serialize;
@@ -87,4 +93,43 @@ pub async fn metrics_text(queue: &Queue) -> String {
         tracing::warn!(error = %error, "Could not refresh queue gauges for /metrics.");
     }
     m::install().render()
+}
+
+/// What the health routes need.
+#[derive(Debug, Clone)]
+struct Probe {
+    pool: PgPool,
+    queue: Queue,
+}
+
+/// `GET /healthz` (the process answers), `GET /readyz` (200 when Redis and PostgreSQL answer,
+/// else 503 naming the one that does not) and `GET /metrics` (Prometheus text), for a router
+/// of any state to merge.
+pub fn router<S: Clone + Send + Sync + 'static>(pool: PgPool, queue: Queue) -> Router<S> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(Probe { pool, queue })
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(p): State<Probe>) -> impl IntoResponse {
+    let r = readiness(&p.pool, &p.queue).await;
+    let code = if r.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(r))
+}
+
+async fn metrics(State(p): State<Probe>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_text(&p.queue).await,
+    )
 }

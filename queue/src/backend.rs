@@ -8,12 +8,11 @@
 //! which also paces the promotion of due retries), so a new job starts within milliseconds
 //! without busy polling.
 //!
-//! [`AckLayer`] is the backend's own middleware, the outermost layer of every worker: it sees
-//! the handler's typed error, classifies it ([`crate::JobError`]), settles the job in Redis
-//! (complete, retry, dead-letter, snooze), emits the job metrics and tells the
-//! [`JobObserver`]. Acknowledgements of jobs that finish together go to Redis as one script
-//! call (group commit, see [`Settler`]). Settling is retried through Redis outages; if it still
-//! cannot be done the lease expires and another worker runs the job again (at-least-once).
+//! [`AckLayer`] is the backend's own middleware, the outermost layer of every worker: it
+//! classifies each run's result and settles the job (`ack.rs`). Acknowledgements of jobs that
+//! finish together go to Redis as one script call (group commit, `settle.rs`). Settling is
+//! retried through Redis outages; if it still cannot be done the lease expires and another
+//! worker runs the job again (at-least-once). The job and observer types are in `job.rs`.
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
@@ -23,31 +22,19 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use apalis_core::backend::{Backend, BackendConfig};
-use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
 use apalis_core::worker::context::WorkerContext;
-use backon::{BackoffBuilder, ExponentialBuilder};
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use leadq_platform::metrics as m;
 use serde::de::DeserializeOwned;
-use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{Fetched, Leased, Queue, QueueError, Settle, Settled};
+pub use crate::ack::{AckLayer, AckService};
 use crate::envelope::{Envelope, JobMeta};
-use crate::error::JobError;
-
-/// A job as a handler receives it: what the envelope says, and the typed payload.
-#[derive(Debug, Clone)]
-pub struct Job<P> {
-    /// Ids, tenant, actor, correlation id, attempt.
-    pub meta: JobMeta,
-    /// The kind-specific payload.
-    pub payload: P,
-}
-
+pub use crate::job::{Job, JobObserver, JobReport, NoObserver, Rejection};
+use crate::settle::{owner, redis_backoff, redis_error, redis_settle, settle_with_retry, Settler};
+use crate::{Fetched, Leased, Queue, QueueError, Settle, Settled};
 /// The leases one worker process holds for one kind: job id → (lease owner token, shard).
 ///
 /// Shared by the backend (which adds a lease when it fetches), the ack layer (which removes it
@@ -94,60 +81,6 @@ impl LeaseBook {
     }
 }
 
-/// What happened to one run of a job, reported to the [`JobObserver`].
-#[derive(Debug, Clone)]
-pub struct JobReport {
-    /// The job.
-    pub meta: JobMeta,
-    /// What the queue did with it.
-    pub settled: Settled,
-    /// The error code of a failed run.
-    pub error_code: Option<&'static str>,
-    /// When the run started.
-    pub started_at: DateTime<Utc>,
-    /// Handler run time.
-    pub duration: Duration,
-}
-
-/// Hooks around every run, for the records that live outside Redis (`job_runs`, audit) and
-/// for benchmarks and tests that wait for completions instead of sleeping.
-pub trait JobObserver: Send + Sync + 'static {
-    /// A run is about to start.
-    fn started(&self, meta: &JobMeta) -> BoxFuture<'static, ()>;
-    /// A run ended and its job is settled in Redis (`report.settled`).
-    fn finished(&self, report: JobReport) -> BoxFuture<'static, ()>;
-    /// A fetched job was refused before any handler saw it, and dead-lettered.
-    fn rejected(&self, _rejection: Rejection) -> BoxFuture<'static, ()> {
-        futures::future::ready(()).boxed()
-    }
-}
-
-/// A fetched job the backend refused to run (it never reached a handler).
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    /// The job id.
-    pub job_id: String,
-    /// The queue it came from.
-    pub kind: &'static str,
-    /// Why: `bad_signature`, `malformed_envelope`, `wrong_kind`, …
-    pub reason: &'static str,
-    /// The tenant the envelope claims, when it could be read. Unverified: never act on it.
-    pub claimed_tenant: Option<Uuid>,
-}
-
-/// An observer that does nothing.
-#[derive(Debug, Clone, Copy)]
-pub struct NoObserver;
-
-impl JobObserver for NoObserver {
-    fn started(&self, _: &JobMeta) -> BoxFuture<'static, ()> {
-        futures::future::ready(()).boxed()
-    }
-    fn finished(&self, _: JobReport) -> BoxFuture<'static, ()> {
-        futures::future::ready(()).boxed()
-    }
-}
-
 /// What the backend needs to run one kind in one worker process.
 #[derive(Clone)]
 pub struct KindRunner {
@@ -158,14 +91,14 @@ pub struct KindRunner {
     pub(crate) book: LeaseBook,
     pub(crate) observer: Arc<dyn JobObserver>,
     /// One blocking connection per kind and process, made on first need.
-    wake: Arc<tokio::sync::Mutex<Option<super::Conn>>>,
+    wake: Arc<tokio::sync::Mutex<Option<crate::Conn>>>,
     /// The shard the next fetch starts at: fetches go round the shards.
     next_shard: Arc<std::sync::atomic::AtomicU16>,
     /// The kind's group-commit settler, started on first need (see [`Settler`]).
     settler: Arc<std::sync::OnceLock<Settler>>,
     /// Jobs of the book whose handler is done and whose settlement is on its way: they hold
     /// leases but no longer a slot, so they do not count against the prefetch.
-    settling: Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) settling: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for KindRunner {
@@ -204,10 +137,15 @@ impl KindRunner {
     /// Settles one finished job through the kind's settler, which groups the acknowledgements
     /// of jobs finishing together into one script call. `None`: it could not be settled within
     /// `patience` (the lease will expire and the job runs again).
-    async fn settle_one(&self, id: String, owner: String, how: Settle) -> Option<Settled> {
+    pub(crate) async fn settle_one(
+        &self,
+        id: String,
+        owner: String,
+        how: Settle,
+    ) -> Option<Settled> {
         let settler = self
             .settler
-            .get_or_init(|| Settler::start(self.queue.clone(), self.kind));
+            .get_or_init(|| Settler::start(redis_settle(self.queue.clone(), self.kind)));
         let shard = self.book.shard(&id);
         settler.settle(shard, (id, owner, how)).await
     }
@@ -476,124 +414,6 @@ const PREFETCH_DIVISOR: usize = 2;
 /// The longest an idle worker waits before it looks again.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 
-fn owner(worker: &str, attempt: u32) -> String {
-    format!("{worker}:{attempt}")
-}
-
-fn redis_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-pub(crate) fn redis_error(op: &'static str, error: &QueueError) {
-    metrics::counter!(m::QUEUE_REDIS_ERRORS_TOTAL, m::label::OP => op).increment(1);
-    tracing::warn!(op, error = %error, "Queue operation failed; retrying.");
-}
-
-/// Settles entries, retrying Redis errors with backoff for up to `patience`.
-/// `None` means it could not be done: the leases will expire and the jobs run again.
-pub(crate) async fn settle_with_retry(
-    queue: &Queue,
-    kind: &str,
-    shard: u16,
-    entries: &[(String, String, Settle)],
-    patience: Duration,
-) -> Option<Vec<Settled>> {
-    let start = Instant::now();
-    let mut backoff = redis_backoff();
-    loop {
-        match queue.settle(kind, shard, entries).await {
-            Ok(r) => return Some(r),
-            Err(error) => {
-                redis_error("ack", &error);
-                if start.elapsed() >= patience {
-                    tracing::error!(kind, error = %error,
-                        "Could not settle jobs; their leases will expire and they will run again.");
-                    return None;
-                }
-                tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
-            }
-        }
-    }
-}
-
-/// Most acknowledgements one settle script call carries.
-const SETTLE_BATCH: usize = 256;
-/// Settle calls a kind may have on their way to Redis at once.
-const SETTLE_LOOPS: usize = 2;
-
-type SettleRequest = (
-    u16,
-    (String, String, Settle),
-    tokio::sync::oneshot::Sender<Option<Settled>>,
-);
-
-/// Group commit for acknowledgements. Every finished job of a kind in this process hands its
-/// settle entry to one task, which sends whatever has gathered while its previous call was in
-/// flight as one script call. A lone job is settled at once (no timer, no added latency);
-/// under load, jobs finishing together share a round trip and the script's fixed cost, which
-/// is what bounds a queue's jobs/s and Redis commands per job.
-#[derive(Debug)]
-struct Settler {
-    tx: tokio::sync::mpsc::UnboundedSender<SettleRequest>,
-}
-
-impl Settler {
-    fn start(queue: Queue, kind: &'static str) -> Self {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<SettleRequest>();
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        // Two loops: while one batch is on its way to Redis, the next one gathers and goes,
-        // so a job finishing just after a batch left does not wait for that batch's round trip.
-        for _ in 0..SETTLE_LOOPS {
-            let (queue, rx) = (queue.clone(), rx.clone());
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(SETTLE_BATCH);
-                loop {
-                    // Ends when every sender is gone: the kind's runner was dropped.
-                    if rx.lock().await.recv_many(&mut batch, SETTLE_BATCH).await == 0 {
-                        return;
-                    }
-                    settle_batch(&queue, kind, &mut batch).await;
-                }
-            });
-        }
-        Self { tx }
-    }
-
-    async fn settle(&self, shard: u16, entry: (String, String, Settle)) -> Option<Settled> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx.send((shard, entry, reply)).ok()?;
-        answer.await.ok().flatten()
-    }
-}
-
-/// Settles a gathered batch: one script call per shard among its entries.
-async fn settle_batch(queue: &Queue, kind: &str, batch: &mut Vec<SettleRequest>) {
-    let mut by_shard: std::collections::BTreeMap<u16, (Vec<_>, Vec<_>)> =
-        std::collections::BTreeMap::new();
-    for (shard, entry, reply) in batch.drain(..) {
-        let group = by_shard.entry(shard).or_default();
-        group.0.push(entry);
-        group.1.push(reply);
-    }
-    for (shard, (entries, replies)) in by_shard {
-        // Patience of one lease: past it, the leases are gone and the jobs will run again
-        // anyway.
-        let lease = queue.settings().lease;
-        let settled = settle_with_retry(queue, kind, shard, &entries, lease).await;
-        for (i, reply) in replies.into_iter().enumerate() {
-            let one = settled.as_ref().and_then(|v| v.get(i).cloned());
-            // The job's future may have been dropped (worker shutting down): nothing waits
-            // for the answer then, and the settle has happened.
-            let _ = reply.send(one);
-        }
-    }
-}
-
 /// The apalis backend of one kind, generic over the kind's payload type.
 pub struct RedisBackend<P> {
     runner: KindRunner,
@@ -780,195 +600,6 @@ impl<P> BackendConfig for RedisBackend<P> {
     }
 
     fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
-        AckLayer {
-            runner: self.runner.clone(),
-        }
+        AckLayer::new(self.runner.clone())
     }
-}
-
-/// The backend's middleware: classifies and settles every job. See the module docs.
-#[derive(Debug, Clone)]
-pub struct AckLayer {
-    runner: KindRunner,
-}
-
-impl<S> tower::Layer<S> for AckLayer {
-    type Service = AckService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AckService {
-            inner,
-            runner: self.runner.clone(),
-        }
-    }
-}
-
-/// See [`AckLayer`].
-#[derive(Debug, Clone)]
-pub struct AckService<S> {
-    inner: S,
-    runner: KindRunner,
-}
-
-/// How a handler result is to be settled, and its error code.
-fn classify(result: &Result<(), BoxDynError>) -> (Settle, Option<&'static str>) {
-    let Err(error) = result else {
-        return (Settle::Ok, None);
-    };
-    if let Some(e) = error.downcast_ref::<JobError>() {
-        let code = e.code();
-        let how = match e {
-            JobError::Transient { .. } => Settle::Retry { code: code.into() },
-            JobError::Permanent { .. } => Settle::Dead {
-                reason: code.into(),
-                code: code.into(),
-            },
-            JobError::RateLimited { retry_after, .. } => Settle::Snooze {
-                delay: *retry_after,
-                code: code.into(),
-            },
-        };
-        return (how, Some(code));
-    }
-    let code = if error.is::<tower::timeout::error::Elapsed>() {
-        "timeout"
-    } else {
-        "handler_error"
-    };
-    (Settle::Retry { code: code.into() }, Some(code))
-}
-
-impl<S, P, R> tower::Service<Task<Job<P>>> for AckService<S>
-where
-    S: tower::Service<Task<Job<P>>, Response = R>,
-    S::Error: Into<BoxDynError>,
-    S::Future: Send + 'static,
-    P: Send + 'static,
-{
-    type Response = Settled;
-    type Error = BoxDynError;
-    type Future = BoxFuture<'static, Result<Settled, BoxDynError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, task: Task<Job<P>>) -> Self::Future {
-        let meta = task.args.meta.clone();
-        let runner = self.runner.clone();
-        let kind = runner.kind;
-        let span = tracing::info_span!("job",
-            kind,
-            job_id = %meta.job_id,
-            attempt = meta.attempt,
-            tenant_id = %meta.tenant_id,
-            correlation_id = %meta.correlation_id,
-            message_id = %meta.message_id,
-        );
-        let inner = span.in_scope(|| self.inner.call(task));
-        async move {
-            runner.observer.started(&meta).await;
-            let started_at = Utc::now();
-            if meta.attempt == 1 {
-                let wait = (started_at - meta.timestamp).to_std().unwrap_or_default();
-                metrics::histogram!(m::JOB_WAIT_SECONDS, m::label::KIND => kind)
-                    .record(wait.as_secs_f64());
-            }
-            let clock = Instant::now();
-            let result = inner.await.map(|_| ()).map_err(Into::into);
-            let duration = clock.elapsed();
-            metrics::histogram!(m::JOB_DURATION_SECONDS, m::label::KIND => kind)
-                .record(duration.as_secs_f64());
-            let (how, error_code) = classify(&result);
-            if let Err(error) = &result {
-                tracing::warn!(error = %error, error.cause_chain = %cause_chain(error.as_ref()),
-                    code = error_code, "Job run failed.");
-            }
-            let id = meta.job_id.to_string();
-            let settling = Settling::start(&runner.settling);
-            let settled = runner
-                .settle_one(id.clone(), owner(&runner.worker_id, meta.attempt), how)
-                .await
-                .unwrap_or(Settled::Lost);
-            runner.book.remove(&id);
-            drop(settling);
-            record_outcome(kind, &settled, error_code);
-            runner
-                .observer
-                .finished(JobReport {
-                    meta,
-                    settled: settled.clone(),
-                    error_code,
-                    started_at,
-                    duration,
-                })
-                .await;
-            Ok(settled)
-        }
-        .instrument(span)
-        .boxed()
-    }
-}
-
-/// Counts a job as being settled while it lives (also when its future is dropped midway).
-struct Settling(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Settling {
-    fn start(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count.clone())
-    }
-}
-
-impl Drop for Settling {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// "outer: inner: innermost", for logs (never sent to clients).
-fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut cur = error.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
-}
-
-fn record_outcome(kind: &'static str, settled: &Settled, code: Option<&'static str>) {
-    let outcome = match settled {
-        Settled::Completed => m::outcome::COMPLETED,
-        Settled::Retried { delay } => {
-            metrics::counter!(m::JOB_RETRIES_TOTAL, m::label::KIND => kind).increment(1);
-            tracing::info!(
-                delay_ms = delay.as_millis() as u64,
-                code,
-                "Job will be retried."
-            );
-            m::outcome::RETRIED
-        }
-        Settled::Dead { reason } => {
-            tracing::error!(reason = %reason, code, "Job dead-lettered.");
-            m::outcome::DEAD
-        }
-        Settled::Snoozed { delay } => {
-            tracing::info!(
-                delay_ms = delay.as_millis() as u64,
-                code,
-                "Job rate-limited; will run later."
-            );
-            m::outcome::RATE_LIMITED
-        }
-        Settled::Released => return,
-        Settled::Lost => {
-            metrics::counter!(m::QUEUE_LOST_LEASES_TOTAL, m::label::KIND => kind).increment(1);
-            tracing::warn!("Job's lease was lost before it was settled; it may run again.");
-            return;
-        }
-    };
-    metrics::counter!(m::JOBS_TOTAL, m::label::KIND => kind, m::label::OUTCOME => outcome)
-        .increment(1);
 }

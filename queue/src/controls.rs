@@ -199,3 +199,26 @@ fn admission(ok: i64, retry_ms: u64, why: &str) -> Admission {
         _ => Admission::RateLimited(Duration::from_millis(retry_ms.max(1))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admission_script_reply_is_read_back() {
+        assert_eq!(admission(1, 0, "ok"), Admission::Admitted);
+        assert_eq!(
+            admission(0, 86_000, "quota"),
+            Admission::QuotaExceeded(Duration::from_millis(86_000))
+        );
+        assert_eq!(
+            admission(0, 250, "rate"),
+            Admission::RateLimited(Duration::from_millis(250))
+        );
+        // A rate limit never says "retry in 0 ms" (a client would spin).
+        assert_eq!(
+            admission(0, 0, "rate"),
+            Admission::RateLimited(Duration::from_millis(1))
+        );
+    }
+}

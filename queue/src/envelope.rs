@@ -36,6 +36,44 @@ pub struct Envelope {
     pub signature: Option<Signature>,
 }
 
+impl Envelope {
+    /// A new message of this build's version for `tenant_id`, caused by `user_id`, asking for
+    /// the job kind `action`: stamped now, unsigned (the queue signs it at enqueue). Its message
+    /// id is fresh (so it never dedupes) and doubles as its correlation id until a producer
+    /// sets either with [`Envelope::message_id`] / [`Envelope::correlation_id`].
+    pub fn new(
+        tenant_id: Uuid,
+        user_id: impl Into<String>,
+        action: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
+        let message_id = Uuid::now_v7().to_string();
+        Self {
+            schema_version: SCHEMA_VERSION,
+            correlation_id: message_id.clone(),
+            message_id,
+            tenant_id,
+            user_id: user_id.into(),
+            action: action.into(),
+            payload,
+            timestamp: Utc::now(),
+            signature: None,
+        }
+    }
+
+    /// Sets the message id: the producer's idempotency key (see [`Envelope::message_id`]).
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.message_id = id.into();
+        self
+    }
+
+    /// Sets the correlation id the request, the job and its follow-ups share.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = id.into();
+        self
+    }
+}
+
 /// An envelope signature.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Signature {
@@ -75,4 +113,38 @@ pub struct JobMeta {
 /// without spaces (they end up in Redis key names and log lines).
 pub fn valid_id(s: &str) -> bool {
     (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_envelope_is_current_unsigned_and_carries_what_it_was_given() {
+        let tenant = Uuid::new_v4();
+        let before = Utc::now();
+        let e = Envelope::new(
+            tenant,
+            "api_key:k1",
+            "lead_score",
+            serde_json::json!({"a": 1}),
+        );
+        assert_eq!(e.schema_version, SCHEMA_VERSION);
+        assert_eq!(e.signature, None);
+        assert_eq!((e.tenant_id, e.user_id.as_str()), (tenant, "api_key:k1"));
+        assert_eq!(e.action, "lead_score");
+        assert_eq!(e.payload, serde_json::json!({"a": 1}));
+        assert!(e.timestamp >= before && e.timestamp <= Utc::now());
+        assert!(valid_id(&e.message_id));
+        assert_eq!(e.correlation_id, e.message_id);
+        // Two new envelopes never share a message id (they would dedupe).
+        let other = Envelope::new(tenant, "x", "lead_score", serde_json::Value::Null);
+        assert_ne!(other.message_id, e.message_id);
+
+        let e = e.message_id("m-1").correlation_id("c-1");
+        assert_eq!(
+            (e.message_id.as_str(), e.correlation_id.as_str()),
+            ("m-1", "c-1")
+        );
+    }
 }

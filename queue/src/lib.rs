@@ -2,7 +2,10 @@
 //!
 //! apalis 1.0 supplies the worker loop, tower middleware and `Monitor`; this module supplies
 //! the Redis backend under them, because apalis-redis 1.0.0 loses or stalls jobs in ways we
-//! cannot accept (see `shared/apalis-notes.md` §5). What it guarantees:
+//! cannot accept: its fetch unpacks every due job at once (past about 8,000 the worker dies),
+//! its cost grows with the backlog (`LREM` on the active list), `max_attempts` is ignored,
+//! retry delays are fixed, and a script touching a global key breaks on Redis Cluster. What it
+//! guarantees instead:
 //!
 //! - **At-least-once, never lost.** A fetched job is *leased* (deadline from Redis `TIME`, so
 //!   worker clocks do not matter) and renewed while its handler runs. If the worker dies, any
@@ -16,15 +19,43 @@
 //!   backoff; a worker never exits because Redis blinked.
 //! - **Dedupe at enqueue** on `(tenant, message_id)`, decided inside the enqueue script.
 //!
-//! # Layout
-//! - [`keys`](self): key names; one hash tag per queue.
-//! - `lua/*.lua`: the scripts (enqueue, fetch, ack, renew, reap, heartbeat).
-//! - [`backend`]: the apalis `Backend` and the ack layer that settles each job.
-//! - [`upkeep`]: heartbeats, lease renewal and the reaper, run by every worker process.
+//! Its crate boundary is the point: `redis` is a dependency of this crate only (among `jobs`,
+//! `api` and `worker`), so the compiler keeps every Redis key and script in here. It depends on
+//! `leadq-platform` and on nothing above it.
 //!
-//! The rest of the code sees only [`Queue`] (enqueue, counts, workers, dead letters) and
-//! [`backend::RedisBackend`].
+//! # Public API
+//! - **Enqueue**: [`Queue::enqueue`] / [`Queue::enqueue_now`] a signed [`envelope::Envelope`]
+//!   as a [`NewJob`] (priority, `run_at`); [`Enqueued`] says whether it was a duplicate.
+//! - **Run**: [`backend::KindRunner`] and [`backend::RedisBackend`] (the apalis backend: fetch,
+//!   lease, settle through [`backend::AckLayer`]); handlers get a [`backend::Job`] and return
+//!   [`JobError`] (transient / permanent / rate-limited). [`upkeep`] keeps leases, heartbeats
+//!   and the reaper going.
+//! - **Read**: [`Queue::counts`], [`Queue::workers`], [`Queue::dead_letters`], [`whereabouts`].
+//! - **Dead letters**: [`dlq`] (page, inspect, re-drive, purge).
+//! - **Tenant controls** ([`controls`]): [`Queue::pause_tenant`], [`Queue::resume_tenant`],
+//!   [`Queue::set_tenant_cap`], [`Queue::set_tenant_weight`], [`Queue::tenant_state`], and
+//!   ingest admission [`Queue::admit`].
+//! - **Dedupe marks** of producers' delivery ids: [`Queue::mark_seen`], [`Queue::unmark_seen`].
+//! - **Erase**: [`Queue::erase_where`] (right to be forgotten).
+//! - **Recurring tasks**: [`schedule`] (leader lease, each firing claimed once).
+//!
+//! # Layout
+//! - `lib.rs`: [`Queue`], its connection and settings, the enqueue path and dedupe marks.
+//! - [`envelope`], [`signing`], [`error`]: the signed message every job travels in, and
+//!   [`JobError`].
+//! - `keys.rs`: key names; one hash tag per queue shard, one per tenant's admission.
+//! - `conn.rs`: the standalone-or-Cluster connection and the Lua scripts (`lua/*.lua`).
+//! - `types.rs`: the values the API takes and returns.
+//! - [`controls`]: per-tenant pause, resume, cap, weight; admission.
+//! - `lease.rs`: fetch, settle, hand back, wake-ups (the Redis side of running jobs).
+//! - [`backend`]: the apalis `Backend`; `ack.rs` its middleware that classifies and settles
+//!   each run; `settle.rs` the group commit of acknowledgements; `job.rs` the job and observer
+//!   types.
+//! - [`upkeep`]: heartbeats, lease renewal and the reaper, run by every worker process.
+//! - `status.rs`: counts, workers, latest dead letters; [`dlq`], [`whereabouts`],
+//!   `erase.rs`, [`schedule`].
 
+mod ack;
 pub mod backend;
 mod conn;
 pub mod controls;
@@ -32,9 +63,11 @@ pub mod dlq;
 pub mod envelope;
 mod erase;
 pub mod error;
+mod job;
 mod keys;
 mod lease;
 pub mod schedule;
+mod settle;
 pub mod signing;
 mod status;
 mod types;

@@ -10,8 +10,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use leadq_platform::metrics as m;
 
-use super::backend::{redis_error, KindRunner};
 use super::{QueueError, WorkerInfo};
+use crate::backend::KindRunner;
+use crate::settle::redis_error;
 
 /// A worker disappears from the status after this long without a heartbeat.
 const FORGET_WORKER_AFTER: Duration = Duration::from_secs(60);

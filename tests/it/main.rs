@@ -1,6 +1,7 @@
 //! Integration tests: one binary (faster to link), real PostgreSQL and Redis (from
 //! `scripts/test`), a fresh database and queue prefix per test.
 
+mod admission;
 mod api_auth;
 mod api_leads;
 mod audit;

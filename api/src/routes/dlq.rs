@@ -10,15 +10,14 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{TimeDelta, Utc};
-use leadq_jobs::deadletters::{self, Action, Actor, OpsError, Outcome, Selection};
+use leadq_jobs::deadletters::{self, Action, Outcome, Selection};
 use leadq_queue::dlq::{Filter, Page};
 use leadq_queue::DeadLetter;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Operator};
-use crate::middleware::current_correlation_id;
+use crate::extract::{ApiJson, OperatorContext};
 use crate::AppState;
 
 /// Filter fields, in the query string (list) or the body (actions).
@@ -57,14 +56,6 @@ pub struct ActionBody {
     all: bool,
 }
 
-fn dlq_error(e: OpsError) -> ApiError {
-    match e {
-        OpsError::Invalid(_) => ApiError::InvalidBody,
-        OpsError::Queue(q) => ApiError::QueueUnavailable(q),
-        OpsError::Db(d) => d.into(),
-    }
-}
-
 async fn filter_of(app: &AppState, p: &FilterParams) -> Result<Filter, ApiError> {
     let tenant = match &p.tenant {
         Some(slug) => Some(
@@ -98,21 +89,16 @@ fn known(kind: &str) -> Result<(), ApiError> {
 /// `GET /v1/dlq/{kind}`.
 pub async fn list(
     State(app): State<AppState>,
-    operator: Operator,
+    operator: OperatorContext,
     Path(kind): Path<String>,
     Query(q): Query<ListParams>,
 ) -> Result<Json<Page>, ApiError> {
     known(&kind)?;
     let filter = filter_of(&app, &q.filter).await?;
-    let actor = format!("operator:{}", operator.0);
-    let corr = current_correlation_id();
     deadletters::list(
         &app.pool,
         &app.queue,
-        Actor {
-            actor: &actor,
-            correlation_id: &corr,
-        },
+        operator.as_actor(),
         &kind,
         &filter,
         q.cursor.as_deref(),
@@ -120,37 +106,25 @@ pub async fn list(
     )
     .await
     .map(Json)
-    .map_err(dlq_error)
+    .map_err(ApiError::from)
 }
 
 /// `GET /v1/dlq/{kind}/{job_id}`.
 pub async fn show(
     State(app): State<AppState>,
-    operator: Operator,
+    operator: OperatorContext,
     Path((kind, job_id)): Path<(String, Uuid)>,
 ) -> Result<Json<DeadLetter>, ApiError> {
     known(&kind)?;
-    let actor = format!("operator:{}", operator.0);
-    let corr = current_correlation_id();
-    deadletters::show(
-        &app.pool,
-        &app.queue,
-        Actor {
-            actor: &actor,
-            correlation_id: &corr,
-        },
-        &kind,
-        job_id,
-    )
-    .await
-    .map_err(dlq_error)?
-    .map(Json)
-    .ok_or(ApiError::NotFound)
+    deadletters::show(&app.pool, &app.queue, operator.as_actor(), &kind, job_id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
 }
 
 async fn act(
     app: AppState,
-    operator: Operator,
+    operator: OperatorContext,
     kind: String,
     body: ActionBody,
     action: Action,
@@ -163,15 +137,10 @@ async fn act(
             all: body.all,
         },
     };
-    let actor = format!("operator:{}", operator.0);
-    let corr = current_correlation_id();
     deadletters::act(
         &app.pool,
         &app.queue,
-        Actor {
-            actor: &actor,
-            correlation_id: &corr,
-        },
+        operator.as_actor(),
         &kind,
         action,
         &selection,
@@ -179,13 +148,13 @@ async fn act(
     )
     .await
     .map(Json)
-    .map_err(dlq_error)
+    .map_err(ApiError::from)
 }
 
 /// `POST /v1/dlq/{kind}/redrive`.
 pub async fn redrive(
     State(app): State<AppState>,
-    operator: Operator,
+    operator: OperatorContext,
     Path(kind): Path<String>,
     ApiJson(body): ApiJson<ActionBody>,
 ) -> Result<Json<Outcome>, ApiError> {
@@ -195,7 +164,7 @@ pub async fn redrive(
 /// `POST /v1/dlq/{kind}/purge`.
 pub async fn purge(
     State(app): State<AppState>,
-    operator: Operator,
+    operator: OperatorContext,
     Path(kind): Path<String>,
     ApiJson(body): ApiJson<ActionBody>,
 ) -> Result<Json<Outcome>, ApiError> {

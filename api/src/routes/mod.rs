@@ -2,7 +2,6 @@
 
 pub mod audit;
 pub mod dlq;
-pub mod health;
 pub mod leads;
 pub mod status;
 pub mod webhooks;

@@ -1,0 +1,222 @@
+//! The ack layer: the backend's own middleware, the outermost layer of every worker.
+//!
+//! It sees the handler's typed error, classifies it ([`crate::JobError`]: transient → retry,
+//! permanent → dead letter, rate-limited → snooze; a timeout or an untyped error → retry),
+//! settles the job through the kind's settler, emits the job metrics and logs, and tells the
+//! [`JobObserver`](crate::JobObserver).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use apalis_core::error::BoxDynError;
+use apalis_core::task::Task;
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use leadq_platform::metrics as m;
+use tracing::Instrument;
+
+use crate::backend::KindRunner;
+use crate::error::JobError;
+use crate::job::{Job, JobReport};
+use crate::settle::owner;
+use crate::{Settle, Settled};
+
+/// The backend's middleware: classifies and settles every job. See the module docs.
+#[derive(Debug, Clone)]
+pub struct AckLayer {
+    runner: KindRunner,
+}
+
+impl AckLayer {
+    /// The ack layer of `runner`'s kind.
+    pub(crate) fn new(runner: KindRunner) -> Self {
+        Self { runner }
+    }
+}
+
+impl<S> tower::Layer<S> for AckLayer {
+    type Service = AckService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AckService {
+            inner,
+            runner: self.runner.clone(),
+        }
+    }
+}
+
+/// See [`AckLayer`].
+#[derive(Debug, Clone)]
+pub struct AckService<S> {
+    inner: S,
+    runner: KindRunner,
+}
+
+/// How a handler result is to be settled, and its error code.
+fn classify(result: &Result<(), BoxDynError>) -> (Settle, Option<&'static str>) {
+    let Err(error) = result else {
+        return (Settle::Ok, None);
+    };
+    if let Some(e) = error.downcast_ref::<JobError>() {
+        let code = e.code();
+        let how = match e {
+            JobError::Transient { .. } => Settle::Retry { code: code.into() },
+            JobError::Permanent { .. } => Settle::Dead {
+                reason: code.into(),
+                code: code.into(),
+            },
+            JobError::RateLimited { retry_after, .. } => Settle::Snooze {
+                delay: *retry_after,
+                code: code.into(),
+            },
+        };
+        return (how, Some(code));
+    }
+    let code = if error.is::<tower::timeout::error::Elapsed>() {
+        "timeout"
+    } else {
+        "handler_error"
+    };
+    (Settle::Retry { code: code.into() }, Some(code))
+}
+
+impl<S, P, R> tower::Service<Task<Job<P>>> for AckService<S>
+where
+    S: tower::Service<Task<Job<P>>, Response = R>,
+    S::Error: Into<BoxDynError>,
+    S::Future: Send + 'static,
+    P: Send + 'static,
+{
+    type Response = Settled;
+    type Error = BoxDynError;
+    type Future = BoxFuture<'static, Result<Settled, BoxDynError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<Job<P>>) -> Self::Future {
+        let meta = task.args.meta.clone();
+        let runner = self.runner.clone();
+        let kind = runner.kind;
+        let span = tracing::info_span!("job",
+            kind,
+            job_id = %meta.job_id,
+            attempt = meta.attempt,
+            tenant_id = %meta.tenant_id,
+            correlation_id = %meta.correlation_id,
+            message_id = %meta.message_id,
+        );
+        let inner = span.in_scope(|| self.inner.call(task));
+        async move {
+            runner.observer.started(&meta).await;
+            let started_at = Utc::now();
+            if meta.attempt == 1 {
+                let wait = (started_at - meta.timestamp).to_std().unwrap_or_default();
+                metrics::histogram!(m::JOB_WAIT_SECONDS, m::label::KIND => kind)
+                    .record(wait.as_secs_f64());
+            }
+            let clock = Instant::now();
+            let result = inner.await.map(|_| ()).map_err(Into::into);
+            let duration = clock.elapsed();
+            metrics::histogram!(m::JOB_DURATION_SECONDS, m::label::KIND => kind)
+                .record(duration.as_secs_f64());
+            let (how, error_code) = classify(&result);
+            if let Err(error) = &result {
+                tracing::warn!(error = %error, error.cause_chain = %cause_chain(error.as_ref()),
+                    code = error_code, "Job run failed.");
+            }
+            let id = meta.job_id.to_string();
+            let settling = Settling::start(&runner.settling);
+            let settled = runner
+                .settle_one(id.clone(), owner(&runner.worker_id, meta.attempt), how)
+                .await
+                .unwrap_or(Settled::Lost);
+            runner.book.remove(&id);
+            drop(settling);
+            record_outcome(kind, &settled, error_code);
+            runner
+                .observer
+                .finished(JobReport {
+                    meta,
+                    settled: settled.clone(),
+                    error_code,
+                    started_at,
+                    duration,
+                })
+                .await;
+            Ok(settled)
+        }
+        .instrument(span)
+        .boxed()
+    }
+}
+
+/// Counts a job as being settled while it lives (also when its future is dropped midway).
+struct Settling(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Settling {
+    fn start(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// "outer: inner: innermost", for logs (never sent to clients).
+fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut cur = error.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+fn record_outcome(kind: &'static str, settled: &Settled, code: Option<&'static str>) {
+    let outcome = match settled {
+        Settled::Completed => m::outcome::COMPLETED,
+        Settled::Retried { delay } => {
+            metrics::counter!(m::JOB_RETRIES_TOTAL, m::label::KIND => kind).increment(1);
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                code,
+                "Job will be retried."
+            );
+            m::outcome::RETRIED
+        }
+        Settled::Dead { reason } => {
+            tracing::error!(reason = %reason, code, "Job dead-lettered.");
+            m::outcome::DEAD
+        }
+        Settled::Snoozed { delay } => {
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                code,
+                "Job rate-limited; will run later."
+            );
+            m::outcome::RATE_LIMITED
+        }
+        Settled::Released => return,
+        Settled::Lost => {
+            metrics::counter!(m::QUEUE_LOST_LEASES_TOTAL, m::label::KIND => kind).increment(1);
+            tracing::warn!("Job's lease was lost before it was settled; it may run again.");
+            return;
+        }
+    };
+    metrics::counter!(m::JOBS_TOTAL, m::label::KIND => kind, m::label::OUTCOME => outcome)
+        .increment(1);
+}
+
+#[cfg(test)]
+mod tests;
