@@ -25,6 +25,59 @@ pub struct AuditEntry<'a> {
     pub details: serde_json::Value,
 }
 
+/// Who acts, for which tenant, under which correlation id: what every entry of one request,
+/// job or command shares. Entries start from it ([`Auditor::entry`]), so a call site names
+/// only what it did.
+#[derive(Debug, Clone, Copy)]
+pub struct Auditor<'a> {
+    /// The tenant concerned (`None` for platform-level actions).
+    pub tenant_id: Option<Uuid>,
+    /// Who acts: `api_key:<id>`, `operator:<name>`, `webhook:<source>`, `system:<task>`, …
+    pub actor: &'a str,
+    /// The request's, job's or command's correlation id (`cli` for a CLI command).
+    pub correlation_id: &'a str,
+}
+
+impl<'a> Auditor<'a> {
+    /// An entry of this actor: `action` done on `subject`, outcome `ok`, no details.
+    pub fn entry<'b>(&self, action: &'b str, subject: &'b str) -> AuditEntry<'b>
+    where
+        'a: 'b,
+    {
+        AuditEntry {
+            tenant_id: self.tenant_id,
+            actor: self.actor,
+            action,
+            subject,
+            outcome: "ok",
+            correlation_id: self.correlation_id,
+            details: serde_json::json!({}),
+        }
+    }
+}
+
+impl<'a> AuditEntry<'a> {
+    /// The outcome, when not `ok`: an error code or a reason.
+    pub fn outcome(mut self, outcome: &'a str) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    /// Extra structured facts (ids, codes; never PII).
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// Appends the entry (see [`record`]).
+    pub async fn record<'e, E>(&self, executor: E) -> Result<(), sqlx::Error>
+    where
+        E: sqlx::PgExecutor<'e>,
+    {
+        record(executor, self).await
+    }
+}
+
 /// Appends an entry.
 pub async fn record<'e, E>(executor: E, e: &AuditEntry<'_>) -> Result<(), sqlx::Error>
 where

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::apikey::{self, scope};
-use crate::audit::{self, AuditEntry};
+use crate::audit::Auditor;
 use crate::db::{self, Scope};
 use crate::secret::Secret;
 
@@ -146,15 +146,12 @@ async fn insert_key(
     Ok((id, key.clear))
 }
 
-fn entry<'a>(tenant: Uuid, operator: &'a str, action: &'a str, subject: &'a str) -> AuditEntry<'a> {
-    AuditEntry {
+/// The CLI operator acting on `tenant`'s keys.
+fn auditor(tenant: Uuid, operator: &str) -> Auditor<'_> {
+    Auditor {
         tenant_id: Some(tenant),
         actor: operator,
-        action,
-        subject,
-        outcome: "ok",
         correlation_id: "cli",
-        details: serde_json::json!({}),
     }
 }
 
@@ -171,9 +168,11 @@ pub async fn create(
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let (key_id, clear) = insert_key(&mut tx, tenant, &scopes, expires_at).await?;
     let subject = format!("api_key:{key_id}");
-    let mut e = entry(tenant, operator, "api_key.create", &subject);
-    e.details = serde_json::json!({"scopes": scopes, "expires_at": expires_at});
-    audit::record(&mut *tx, &e).await?;
+    auditor(tenant, operator)
+        .entry("api_key.create", &subject)
+        .details(serde_json::json!({"scopes": scopes, "expires_at": expires_at}))
+        .record(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(CreatedKey {
         key_id,
@@ -220,11 +219,10 @@ pub async fn revoke(pool: &PgPool, operator: &str, key_id: Uuid) -> Result<(), K
         .execute(&mut *tx)
         .await?;
     let subject = format!("api_key:{key_id}");
-    audit::record(
-        &mut *tx,
-        &entry(tenant, operator, "api_key.revoke", &subject),
-    )
-    .await?;
+    auditor(tenant, operator)
+        .entry("api_key.revoke", &subject)
+        .record(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -256,9 +254,11 @@ pub async fn rotate(
     let expires_at = expires_in.map(|d| Utc::now() + d);
     let (new_id, clear) = insert_key(&mut tx, tenant, &scopes, expires_at).await?;
     let subject = format!("api_key:{key_id}");
-    let mut e = entry(tenant, operator, "api_key.rotate", &subject);
-    e.details = serde_json::json!({"successor": new_id, "old_valid_until": old_until});
-    audit::record(&mut *tx, &e).await?;
+    auditor(tenant, operator)
+        .entry("api_key.rotate", &subject)
+        .details(serde_json::json!({"successor": new_id, "old_valid_until": old_until}))
+        .record(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(CreatedKey {
         key_id: new_id,

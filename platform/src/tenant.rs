@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::apikey;
-use crate::audit::{self, AuditEntry};
+use crate::audit::Auditor;
 use crate::secret::Secret;
 
 /// Errors of tenant administration and authentication.
@@ -93,18 +93,14 @@ pub async fn create(pool: &PgPool, slug: &str, actor: &str) -> Result<CreatedTen
     .bind(&scopes)
     .fetch_one(&mut *tx)
     .await?;
-    audit::record(
-        &mut *tx,
-        &AuditEntry {
-            tenant_id: Some(tenant_id),
-            actor,
-            action: "tenant.create",
-            subject: &format!("tenant:{tenant_id}"),
-            outcome: "ok",
-            correlation_id: "cli",
-            details: serde_json::json!({"slug": slug, "first_key_id": key_id}),
-        },
-    )
+    Auditor {
+        tenant_id: Some(tenant_id),
+        actor,
+        correlation_id: "cli",
+    }
+    .entry("tenant.create", &format!("tenant:{tenant_id}"))
+    .details(serde_json::json!({"slug": slug, "first_key_id": key_id}))
+    .record(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(CreatedTenant {
@@ -140,18 +136,14 @@ pub async fn set_kind_mode(
     .bind(mode)
     .execute(&mut *tx)
     .await?;
-    audit::record(
-        &mut *tx,
-        &AuditEntry {
-            tenant_id: Some(tenant_id),
-            actor: operator,
-            action: "tenant.kind_mode",
-            subject: &format!("kind:{kind}"),
-            outcome: "ok",
-            correlation_id: "cli",
-            details: serde_json::json!({"mode": mode}),
-        },
-    )
+    Auditor {
+        tenant_id: Some(tenant_id),
+        actor: operator,
+        correlation_id: "cli",
+    }
+    .entry("tenant.kind_mode", &format!("kind:{kind}"))
+    .details(serde_json::json!({"mode": mode}))
+    .record(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(tenant_id)

@@ -109,6 +109,17 @@ pub struct JobMeta {
     pub shadow: bool,
 }
 
+impl JobMeta {
+    /// The job's actor, tenant and correlation id, for its audit entries.
+    pub fn auditor(&self) -> leadq_platform::audit::Auditor<'_> {
+        leadq_platform::audit::Auditor {
+            tenant_id: Some(self.tenant_id),
+            actor: &self.user_id,
+            correlation_id: &self.correlation_id,
+        }
+    }
+}
+
 /// Whether `s` is acceptable as a message or correlation id: 1-128 printable ASCII characters
 /// without spaces (they end up in Redis key names and log lines).
 pub fn valid_id(s: &str) -> bool {

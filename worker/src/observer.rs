@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use leadq_platform::audit::{self, AuditEntry};
+use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
 use leadq_queue::backend::{JobObserver, JobReport, Rejection};
@@ -176,22 +176,15 @@ impl JobObserver for RunRecorder {
                 .execute(&mut *tx)
                 .await?;
                 if let Settled::Dead { reason } = &report.settled {
-                    audit::record(
-                        &mut *tx,
-                        &AuditEntry {
-                            tenant_id: Some(meta.tenant_id),
-                            actor: &meta.user_id,
-                            action: "job.dead_letter",
-                            subject: &format!("job:{}", meta.job_id),
-                            outcome: reason,
-                            correlation_id: &meta.correlation_id,
-                            details: serde_json::json!({
-                                "kind": meta.action, "attempts": meta.attempt,
-                                "error_code": report.error_code, "at": Utc::now(),
-                            }),
-                        },
-                    )
-                    .await?;
+                    meta.auditor()
+                        .entry("job.dead_letter", &format!("job:{}", meta.job_id))
+                        .outcome(reason)
+                        .details(serde_json::json!({
+                            "kind": meta.action, "attempts": meta.attempt,
+                            "error_code": report.error_code, "at": Utc::now(),
+                        }))
+                        .record(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await
             }
@@ -210,20 +203,17 @@ impl JobObserver for RunRecorder {
             // recorded as a detail, not as the row's tenant.
             let res = async {
                 let mut tx = db::begin(&pool, Scope::Platform).await?;
-                audit::record(
-                    &mut *tx,
-                    &AuditEntry {
-                        tenant_id: None,
-                        actor: "worker",
-                        action: "security.job_rejected",
-                        subject: &format!("job:{}", r.job_id),
-                        outcome: r.reason,
-                        correlation_id: &r.job_id,
-                        details: serde_json::json!({
-                            "kind": r.kind, "claimed_tenant_id": r.claimed_tenant,
-                        }),
-                    },
-                )
+                Auditor {
+                    tenant_id: None,
+                    actor: "worker",
+                    correlation_id: &r.job_id,
+                }
+                .entry("security.job_rejected", &format!("job:{}", r.job_id))
+                .outcome(r.reason)
+                .details(serde_json::json!({
+                    "kind": r.kind, "claimed_tenant_id": r.claimed_tenant,
+                }))
+                .record(&mut *tx)
                 .await?;
                 tx.commit().await
             }

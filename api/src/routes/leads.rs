@@ -12,7 +12,7 @@ use leadq_jobs::limits::Admission;
 use leadq_platform::apikey::scope;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
-use leadq_queue::envelope::{self, Envelope, SCHEMA_VERSION};
+use leadq_queue::envelope::{self, Envelope};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -151,20 +151,18 @@ pub async fn create(
     // Redis never holds personal data in clear.
     let mut lead = lead;
     let tenant = principal.tenant_id;
-    lead.email = lead.email.map(|e| app.sealer.seal(tenant, "email", &e));
-    lead.phone = lead.phone.map(|p| app.sealer.seal(tenant, "phone", &p));
-    let envelope = Envelope {
-        schema_version: SCHEMA_VERSION,
-        message_id,
-        tenant_id: principal.tenant_id,
-        user_id: principal.actor(),
-        action: kinds::LEAD_SCORE.to_owned(),
-        payload: serde_json::to_value(&lead)
-            .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?,
-        timestamp: Utc::now(),
-        correlation_id: current_correlation_id(),
-        signature: None,
-    };
+    app.sealer
+        .seal_contact(tenant, &mut lead.email, &mut lead.phone);
+    let payload =
+        serde_json::to_value(&lead).map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
+    let envelope = Envelope::new(
+        principal.tenant_id,
+        principal.actor(),
+        kinds::LEAD_SCORE,
+        payload,
+    )
+    .message_id(message_id)
+    .correlation_id(current_correlation_id());
     let e = app
         .queue
         .enqueue_now(envelope)

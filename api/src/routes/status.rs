@@ -5,14 +5,13 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use leadq_jobs::health;
 use leadq_jobs::kinds;
-use leadq_platform::audit::{self, AuditEntry};
+use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
 use leadq_queue::{KindCounts, WorkerStatus};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::extract::Operator;
-use crate::middleware::current_correlation_id;
+use crate::extract::OperatorContext;
 use crate::AppState;
 
 /// The status document.
@@ -29,21 +28,16 @@ pub struct Status {
 /// `GET /v1/status`: a cross-tenant view, for platform operators only; each view is audited.
 pub async fn get(
     State(app): State<AppState>,
-    operator: Operator,
+    operator: OperatorContext,
 ) -> Result<Json<Status>, ApiError> {
     let mut tx = db::begin(&app.pool, Scope::Platform).await?;
-    audit::record(
-        &mut *tx,
-        &AuditEntry {
-            tenant_id: None,
-            actor: &format!("operator:{}", operator.0),
-            action: "status.view",
-            subject: "platform:status",
-            outcome: "ok",
-            correlation_id: &current_correlation_id(),
-            details: serde_json::json!({}),
-        },
-    )
+    Auditor {
+        tenant_id: None,
+        actor: &operator.actor,
+        correlation_id: &operator.correlation_id,
+    }
+    .entry("status.view", "platform:status")
+    .record(&mut *tx)
     .await?;
     tx.commit().await?;
     let queues = health::queue_counts(&app.queue)

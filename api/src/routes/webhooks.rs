@@ -23,7 +23,7 @@ use chrono::Utc;
 use leadq_jobs::integrations::{self, WebhookTenant};
 use leadq_jobs::{chatwoot, kinds, telegram};
 use leadq_platform::metrics::{self as m, webhook_outcome as outcome};
-use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_queue::envelope::Envelope;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
@@ -118,17 +118,9 @@ async fn enqueue(
     message_id: String,
     payload: Value,
 ) -> Result<(uuid::Uuid, bool), ApiError> {
-    let envelope = Envelope {
-        schema_version: SCHEMA_VERSION,
-        message_id,
-        tenant_id: tenant,
-        user_id: format!("webhook:{source}"),
-        action: kind.to_owned(),
-        payload,
-        timestamp: Utc::now(),
-        correlation_id: current_correlation_id(),
-        signature: None,
-    };
+    let envelope = Envelope::new(tenant, format!("webhook:{source}"), kind, payload)
+        .message_id(message_id)
+        .correlation_id(current_correlation_id());
     let e = app
         .queue
         .enqueue_now(envelope)
@@ -308,12 +300,8 @@ pub async fn telegram(
         tracing::info!(field = %e.field, code = e.code, "Telegram update carries an unusable value.");
         return Ok(answer(callback, "ignored"));
     }
-    lead.email = lead
-        .email
-        .map(|e| app.sealer.seal(t.tenant_id, "email", &e));
-    lead.phone = lead
-        .phone
-        .map(|p| app.sealer.seal(t.tenant_id, "phone", &p));
+    app.sealer
+        .seal_contact(t.tenant_id, &mut lead.email, &mut lead.phone);
     let payload =
         serde_json::to_value(&*lead).map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
     let (job_id, duplicate) = enqueue(
