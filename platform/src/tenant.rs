@@ -255,15 +255,6 @@ pub async fn authenticate(
     }))
 }
 
-/// Whether `tenant_id` names an active tenant. The worker asks this before it acts on a message.
-pub async fn is_active(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
-    let status: Option<String> = sqlx::query_scalar("select status from tenants where id = $1")
-        .bind(tenant_id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(status.as_deref() == Some("active"))
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

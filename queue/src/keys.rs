@@ -20,8 +20,11 @@ pub(crate) struct Keys {
     /// HASH of the fair order: `v` virtual clock, `f:<tenant>` next tag, `w:<tenant>` weight,
     /// `p:<tenant>` paused, `c:<tenant>` concurrency cap, `r:<tenant>` running (capped only).
     pub(crate) fair: String,
-    /// LIST of ready ids as versions before fair ordering kept them; the reaper moves any it
-    /// finds into `ready` (rolling upgrade), and nothing writes it any more.
+    /// LIST of ready ids as versions before fair ordering (`cdb272c`) kept them; the reaper
+    /// moves any it finds into `ready` (rolling upgrade), and no producer writes it any more.
+    /// Remove it (here, in `lua/reap.lua` and `upkeep.rs`) once both hold: no deployment runs
+    /// a version before `cdb272c`, and the tests that play an attacker with Redis access
+    /// (`tests/it/security.rs`, `inject`) write forged jobs in the fair format instead.
     pub(crate) legacy_ready: String,
     /// HASH: `<id>` → envelope JSON, `<id>:a` attempts, `<id>:o` lease owner,
     /// `<id>:x` lease expiries, `<id>:e` last error code, `<id>:t` tenant, `<id>:p` priority
