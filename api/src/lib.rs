@@ -8,9 +8,12 @@
 //! - [`Application`]: build (connect, bind; port 0 in tests), run until stopped.
 //! - [`router`]: every route and the middleware stack.
 //! - [`error`]: [`error::ApiError`], the stable error codes and body.
-//! - [`extract`]: the `Auth` extractor (API key → tenant) and `ApiJson`.
+//! - [`extract`]: the `Auth` extractor (API key → tenant), `Operator` / `OperatorContext`
+//!   (operator token → `operator:<name>` and the correlation id), `ApiJson`.
 //! - [`middleware`]: correlation id, request span, HTTP metrics.
-//! - [`routes`]: one module per resource.
+//! - [`routes`]: one module per resource (`leads`, `webhooks`, `audit`, `status`, `dlq`);
+//!   `/healthz`, `/readyz` and `/metrics` are `leadq_jobs::health::router`, shared with the
+//!   worker.
 
 pub mod error;
 pub mod extract;

@@ -12,7 +12,8 @@
 //! # Layout
 //! - [`Worker`]: build (connect, bind) and run until stopped.
 //! - [`observer`]: `job_runs` rows and dead-letter audit.
-//! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics` (the API's own routes,
+//!   `leadq_jobs::health::router`).
 //! - [`scheduler`]: recurring platform tasks, fired once across all workers.
 
 pub mod health;
