@@ -34,6 +34,7 @@ mod erase;
 pub mod error;
 mod keys;
 mod lease;
+pub mod probe;
 pub mod schedule;
 pub mod signing;
 mod status;
