@@ -24,11 +24,24 @@ use std::sync::{Arc, Mutex};
 use leadq_platform::secret::Secret;
 use redis::aio::MultiplexedConnection;
 
-use crate::{Keys, QueueError};
+use crate::Keys;
 
 /// Read-only commands [`ServerProbe::latency_histogram_bytes`] may run once each: running one
 /// for the first time makes Redis allocate its latency histogram, and nothing else.
 const HISTOGRAM_PROBES: [&str; 4] = ["lastsave", "lolwut", "echo", "dbsize"];
+
+/// A probe that could not be made or a reading that failed: Redis's own error, shown as Redis
+/// gave it. Not a [`QueueError`](crate::QueueError): a failed reading says nothing about
+/// whether the queue can serve, and callers print it as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The Redis URL does not parse (nothing was sent).
+    #[error(transparent)]
+    Url(redis::RedisError),
+    /// Redis did not answer, or answered with an error.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
 
 /// A connection to Redis for readings, separate from any queue's.
 #[derive(Clone)]
@@ -116,9 +129,10 @@ pub struct Leftovers {
 }
 
 impl ServerProbe {
-    /// Connects to the Redis at `url` on a connection of its own.
-    pub async fn connect(url: &Secret) -> Result<Self, QueueError> {
-        let client = redis::Client::open(url.expose())?;
+    /// Connects to the Redis at `url` on a connection of its own. [`ProbeError::Url`] when
+    /// `url` does not parse.
+    pub async fn connect(url: &Secret) -> Result<Self, ProbeError> {
+        let client = redis::Client::open(url.expose()).map_err(ProbeError::Url)?;
         let conn = client.get_multiplexed_async_connection().await?;
         Ok(Self {
             conn,
@@ -140,7 +154,7 @@ impl ServerProbe {
     }
 
     /// `INFO <section>` (`everything` for a full reading), with [`ServerInfo::own`] set.
-    pub async fn info(&self, section: &str) -> Result<ServerInfo, QueueError> {
+    pub async fn info(&self, section: &str) -> Result<ServerInfo, ProbeError> {
         let own = self.count("info");
         let text: String = redis::cmd("INFO")
             .arg(section)
@@ -152,14 +166,14 @@ impl ServerProbe {
     }
 
     /// `used_memory` alone (`INFO memory`).
-    pub async fn used_memory(&self) -> Result<i64, QueueError> {
+    pub async fn used_memory(&self) -> Result<i64, ProbeError> {
         Ok(self.info("memory").await?.used_memory())
     }
 
     /// The bytes of one latency histogram: `used_memory` around the first run of a read-only
     /// command that has none yet. `None` when every candidate already has one, or memory did
     /// not grow. Run it while Redis is otherwise idle.
-    pub async fn latency_histogram_bytes(&self) -> Result<Option<i64>, QueueError> {
+    pub async fn latency_histogram_bytes(&self) -> Result<Option<i64>, ProbeError> {
         let s = self.info("everything").await?;
         let Some(name) = HISTOGRAM_PROBES
             .into_iter()
@@ -185,7 +199,7 @@ impl ServerProbe {
         prefix: &str,
         kind: &str,
         shard: u16,
-    ) -> Result<Leftovers, QueueError> {
+    ) -> Result<Leftovers, ProbeError> {
         let keys = Keys::new(prefix, kind, shard);
         let mut conn = self.conn.clone();
         self.count("zcard");

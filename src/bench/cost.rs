@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use leadq_queue::probe::{ServerInfo, ServerProbe};
+use leadq_queue::probe::{ProbeError, ServerInfo, ServerProbe};
 use serde::Serialize;
 use serde_json::json;
 
@@ -31,11 +31,14 @@ pub(super) struct Cost {
     pub(super) cmds: BTreeMap<String, f64>,
 }
 
-/// The bench's probe on the Redis under test.
+/// The bench's probe on the Redis under test. A `--host` that makes no URL is reported as
+/// Redis words it; a Redis that does not answer, as a failed connection.
 pub(super) async fn probe(a: &BenchArgs) -> anyhow::Result<ServerProbe> {
-    ServerProbe::connect(&redis_url(a))
-        .await
-        .context("Failed to connect to Redis (probe)")
+    match ServerProbe::connect(&redis_url(a)).await {
+        Ok(probe) => Ok(probe),
+        Err(e @ ProbeError::Url(_)) => Err(e.into()),
+        Err(e) => Err(e).context("Failed to connect to Redis (probe)"),
+    }
 }
 
 /// The cost of what happened between `before` and `after`, divided by `jobs`. The bench's own
