@@ -66,6 +66,7 @@ pub mod error;
 mod job;
 mod keys;
 mod lease;
+pub mod probe;
 pub mod schedule;
 mod settle;
 pub mod signing;

@@ -5,19 +5,23 @@
 //! as `operator:<name>` (see [`leadq_jobs::deadletters`]).
 
 use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use chrono::Utc;
 use clap::Subcommand;
 use leadq_jobs::deadletters::{self, Action, Actor, Selection};
 use leadq_platform::config::Settings;
-use leadq_platform::{db, keys};
+use leadq_platform::{db, keys, telemetry};
 use leadq_queue::dlq::Filter;
+use tokio::runtime::Runtime;
 use uuid::Uuid;
+
+use super::ops_exit_code;
 
 /// Filter options shared by the subcommands.
 #[derive(Debug, Clone, clap::Args)]
-pub struct FilterArgs {
+pub(super) struct FilterArgs {
     /// Only this tenant's (slug).
     #[arg(long)]
     tenant: Option<String>,
@@ -34,7 +38,7 @@ pub struct FilterArgs {
 
 /// `leadq dlq …`.
 #[derive(Debug, Subcommand)]
-pub enum DlqCommand {
+pub(super) enum DlqCommand {
     /// One page of a kind's dead letters, newest first, payloads scrubbed.
     List {
         /// Job kind.
@@ -133,15 +137,15 @@ fn progress_bar(label: &'static str) -> impl FnMut(usize, usize) + Send {
 
 /// What an operator command needs: the database (audit), the queue, and who acts under which
 /// correlation id.
-pub(crate) struct OpsContext {
-    pub(crate) pool: sqlx::PgPool,
-    pub(crate) queue: leadq_queue::Queue,
+pub(super) struct OpsContext {
+    pub(super) pool: sqlx::PgPool,
+    pub(super) queue: leadq_queue::Queue,
     actor: String,
     correlation: String,
 }
 
 impl OpsContext {
-    pub(crate) async fn connect(settings: &Settings, operator: &str) -> anyhow::Result<Self> {
+    pub(super) async fn connect(settings: &Settings, operator: &str) -> anyhow::Result<Self> {
         let pool = db::connect(settings.database_url(), 2).await?;
         let signer = leadq_queue::signing::Signer::new(settings.signing_keys().clone());
         let queue =
@@ -155,7 +159,7 @@ impl OpsContext {
         })
     }
 
-    pub(crate) fn who(&self) -> Actor<'_> {
+    pub(super) fn who(&self) -> Actor<'_> {
         Actor {
             actor: &self.actor,
             correlation_id: &self.correlation,
@@ -164,7 +168,17 @@ impl OpsContext {
 }
 
 /// Runs a `leadq dlq` command.
-pub async fn run(settings: &Settings, operator: &str, cmd: DlqCommand) -> anyhow::Result<()> {
+pub(super) fn run(
+    runtime: &Runtime,
+    settings: &Settings,
+    operator: &str,
+    command: DlqCommand,
+) -> ExitCode {
+    telemetry::init_logs(&settings.log_filter, settings.log_format);
+    ops_exit_code(runtime.block_on(dlq(settings, operator, command)))
+}
+
+async fn dlq(settings: &Settings, operator: &str, cmd: DlqCommand) -> anyhow::Result<()> {
     let ctx = OpsContext::connect(settings, operator).await?;
     let (pool, queue, who) = (&ctx.pool, &ctx.queue, ctx.who());
     let out = match cmd {

@@ -1,14 +1,19 @@
 //! `leadq queue tenant`: per-tenant queue controls from the command line (audited).
 
+use std::process::ExitCode;
+
 use clap::{Subcommand, ValueEnum};
 use leadq_jobs::tenant_queue::{self, Control};
 use leadq_platform::config::Settings;
+use leadq_platform::telemetry;
+use tokio::runtime::Runtime;
 
-use crate::dlq_cli::OpsContext;
+use super::dlq::OpsContext;
+use super::ops_exit_code;
 
 /// `leadq queue …`
 #[derive(Debug, Subcommand)]
-pub enum QueueCommand {
+pub(super) enum QueueCommand {
     /// Show or change one tenant's controls for one kind; prints {tenant, kind, resumed,
     /// state{paused, cap, running, held, weight}}.
     Tenant {
@@ -27,7 +32,7 @@ pub enum QueueCommand {
 
 /// See [`QueueCommand::Tenant`].
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum TenantAction {
+pub(super) enum TenantAction {
     /// Print the state.
     Show,
     /// Hold the tenant's jobs.
@@ -43,7 +48,7 @@ pub enum TenantAction {
 }
 
 /// The control a command line asks for, or why it is not one.
-pub fn control(action: TenantAction, value: Option<&str>) -> Result<Control, String> {
+fn control(action: TenantAction, value: Option<&str>) -> Result<Control, String> {
     let need = |what: &str| value.ok_or_else(|| format!("{what} needs a value"));
     Ok(match action {
         TenantAction::Show => Control::Show,
@@ -64,7 +69,17 @@ pub fn control(action: TenantAction, value: Option<&str>) -> Result<Control, Str
 }
 
 /// Runs a `leadq queue` command.
-pub async fn run(settings: &Settings, operator: &str, cmd: QueueCommand) -> anyhow::Result<()> {
+pub(super) fn run(
+    runtime: &Runtime,
+    settings: &Settings,
+    operator: &str,
+    command: QueueCommand,
+) -> ExitCode {
+    telemetry::init_logs(&settings.log_filter, settings.log_format);
+    ops_exit_code(runtime.block_on(queue(settings, operator, command)))
+}
+
+async fn queue(settings: &Settings, operator: &str, cmd: QueueCommand) -> anyhow::Result<()> {
     let QueueCommand::Tenant {
         slug,
         kind,

@@ -1,0 +1,206 @@
+//! Command-line interface. Results go to stdout, logs to stderr.
+//!
+//! Exit codes: 0 ok; 1 runtime failure; 2 invalid configuration or usage;
+//! 3 `tenant create` of a slug that exists (stderr starts with `tenant_exists`).
+//!
+//! # Layout
+//! One file per command group, as mini-redis has one per command: each holds its clap
+//! subcommands and its body, and ends in the process's [`ExitCode`]. This file holds the
+//! [`Cli`] tree, the settings each command needs, the runtime, the dispatch, and the mapping
+//! of results to exit codes that every command shares.
+//! - `serve`: `api`, `worker`.
+//! - `migrate`: `migrate`.
+//! - `tenant`: `tenant create|set-kind|update|set-limits`.
+//! - `key`: `key create|list|revoke|rotate`.
+//! - `lead`: `lead erase`.
+//! - `audit`: `audit verify`.
+//! - `dlq`: `dlq list|show|redrive|purge`.
+//! - `queue`: `queue tenant <slug> <kind> show|pause|resume|cap|uncap|weight`.
+//! - `bench`: the runtime and logs of `bench` (the benchmark itself is [`crate::bench`]).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use leadq_jobs::kinds;
+use leadq_platform::config::{Needs, Settings};
+
+mod audit;
+mod bench;
+mod dlq;
+mod key;
+mod lead;
+mod migrate;
+mod queue;
+mod serve;
+mod tenant;
+
+/// leadq: multi-tenant job-queue platform for lead qualification, CRM sync and chat events.
+#[derive(Debug, Parser)]
+#[command(name = "leadq", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API on LEADQ_API_ADDR.
+    Api,
+    /// Run the workers of every job kind; health and metrics on LEADQ_WORKER_ADDR.
+    Worker,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Tenant administration.
+    Tenant {
+        #[command(subcommand)]
+        command: tenant::TenantCommand,
+        /// Who is acting, recorded as `operator:<name>` (set-limits).
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
+    /// API-key administration (operator actions, audited).
+    Key {
+        #[command(subcommand)]
+        command: key::KeyCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>`.
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
+    /// Lead administration.
+    Lead {
+        #[command(subcommand)]
+        command: lead::LeadCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>`.
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
+    /// Dead-letter operations (operator actions, audited).
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>`.
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
+    /// Per-tenant queue controls: pause, resume, concurrency cap, share (audited).
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>`.
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
+    /// Audit-trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+    /// Queue benchmark (shared/bench-protocol.md); prints one JSON line.
+    Bench(crate::bench::BenchArgs),
+}
+
+impl Command {
+    /// The settings a command needs; `None` for commands that read none.
+    fn needs(&self) -> Option<Needs> {
+        match self {
+            Command::Bench(_) => None,
+            Command::Api
+            | Command::Worker
+            | Command::Lead { .. }
+            | Command::Dlq { .. }
+            | Command::Queue { .. }
+            | Command::Tenant {
+                command: tenant::TenantCommand::SetLimits { .. },
+                ..
+            } => Some(Needs {
+                database: true,
+                redis: true,
+                keys: true,
+            }),
+            Command::Tenant {
+                command: tenant::TenantCommand::Update(_),
+                ..
+            } => Some(Needs {
+                database: true,
+                redis: false,
+                keys: true,
+            }),
+            Command::Migrate
+            | Command::Tenant { .. }
+            | Command::Audit { .. }
+            | Command::Key { .. } => Some(Needs {
+                database: true,
+                redis: false,
+                keys: false,
+            }),
+        }
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match cli.command.needs() {
+        None => None,
+        Some(needs) => match Settings::from_env(needs, kinds::CATALOGUE) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("leadq: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut builder = match &cli.command {
+        Command::Bench(args) => bench::runtime(args),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("leadq: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = &runtime;
+    match (cli.command, settings) {
+        (Command::Bench(args), _) => bench::run(rt, args),
+        (Command::Api, Some(s)) => serve::api(rt, &s),
+        (Command::Worker, Some(s)) => serve::worker(rt, s),
+        (Command::Migrate, Some(s)) => migrate::run(rt, &s),
+        (Command::Tenant { command, operator }, Some(s)) => tenant::run(rt, &s, &operator, command),
+        (Command::Key { command, operator }, Some(s)) => key::run(rt, &s, &operator, command),
+        (Command::Lead { command, operator }, Some(s)) => lead::run(rt, &s, &operator, command),
+        (Command::Audit { command }, Some(s)) => audit::run(rt, &s, command),
+        (Command::Dlq { command, operator }, Some(s)) => dlq::run(rt, &s, &operator, command),
+        (Command::Queue { command, operator }, Some(s)) => queue::run(rt, &s, &operator, command),
+        (_, None) => exit_code(Err(anyhow::anyhow!(
+            "settings were not loaded for this command"
+        ))),
+    }
+}
+
+/// A command's result as the process's exit code: 0, or 1 with the error (and its causes)
+/// logged and printed to stderr as `leadq: …`.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "leadq failed.");
+            eprintln!("leadq: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An operator command refused for its input exits 2 with `invalid_request: …`; other results
+/// as [`exit_code`].
+fn ops_exit_code(result: anyhow::Result<()>) -> ExitCode {
+    use leadq_jobs::deadletters::OpsError;
+    match result {
+        Err(e) if matches!(e.downcast_ref::<OpsError>(), Some(OpsError::Invalid(_))) => {
+            eprintln!("invalid_request: {e}");
+            ExitCode::from(2)
+        }
+        other => exit_code(other),
+    }
+}
