@@ -94,7 +94,7 @@ pub struct KindRunner {
     wake: Arc<tokio::sync::Mutex<Option<crate::Conn>>>,
     /// The shard the next fetch starts at: fetches go round the shards.
     next_shard: Arc<std::sync::atomic::AtomicU16>,
-    /// The kind's group-commit settler, started on first need (see [`Settler`]).
+    /// The kind's group-commit settler, started on first need (see `settle.rs`).
     settler: Arc<std::sync::OnceLock<Settler>>,
     /// Jobs of the book whose handler is done and whose settlement is on its way: they hold
     /// leases but no longer a slot, so they do not count against the prefetch.

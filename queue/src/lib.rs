@@ -38,6 +38,8 @@
 //! - **Dedupe marks** of producers' delivery ids: [`Queue::mark_seen`], [`Queue::unmark_seen`].
 //! - **Erase**: [`Queue::erase_where`] (right to be forgotten).
 //! - **Recurring tasks**: [`schedule`] (leader lease, each firing claimed once).
+//! - **Server cost**: [`probe`] (what Redis itself reports: command stats, memory), for the
+//!   bench and operators.
 //!
 //! # Layout
 //! - `lib.rs`: [`Queue`], its connection and settings, the enqueue path and dedupe marks.
@@ -53,7 +55,7 @@
 //!   types.
 //! - [`upkeep`]: heartbeats, lease renewal and the reaper, run by every worker process.
 //! - `status.rs`: counts, workers, latest dead letters; [`dlq`], [`whereabouts`],
-//!   `erase.rs`, [`schedule`].
+//!   `erase.rs`, [`schedule`], [`probe`].
 
 mod ack;
 pub mod backend;

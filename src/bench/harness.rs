@@ -10,7 +10,7 @@ use anyhow::Context;
 use chrono::{TimeZone, Utc};
 use leadq_platform::config::{KindSettings, Needs, QueueSettings, Settings};
 use leadq_platform::keyring::Keyring;
-use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_queue::envelope::Envelope;
 use leadq_queue::{NewJob, Queue};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -50,18 +50,14 @@ pub(super) fn tenant_envelope(
 ) -> NewJob {
     NewJob {
         envelope: Envelope {
-            schema_version: SCHEMA_VERSION,
-            message_id: format!("{run}-{seq}"),
-            tenant_id: tenant,
-            user_id: "bench".into(),
-            action: KIND.into(),
-            payload: payload(seq, t_enq, bytes),
+            // The enqueue time the latency figures start from, not the moment it was built.
             timestamp: Utc
                 .timestamp_millis_opt(t_enq as i64)
                 .single()
                 .unwrap_or_default(),
-            correlation_id: run.into(),
-            signature: None,
+            ..Envelope::new(tenant, "bench", KIND, payload(seq, t_enq, bytes))
+                .message_id(format!("{run}-{seq}"))
+                .correlation_id(run)
         },
         run_at: None,
         priority: Default::default(),

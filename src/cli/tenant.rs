@@ -334,7 +334,7 @@ async fn set_limits(
     slug: &str,
     limits: leadq_jobs::limits::Limits,
 ) -> anyhow::Result<()> {
-    use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+    use leadq_queue::envelope::Envelope;
     let pool = db::connect(settings.database_url(), 2).await?;
     let tenant_id: uuid::Uuid = sqlx::query_scalar("select id from tenants where slug = $1")
         .bind(slug)
@@ -346,17 +346,16 @@ async fn set_limits(
         leadq_queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let done = queue
-        .enqueue_now(Envelope {
-            schema_version: SCHEMA_VERSION,
-            message_id: format!("billing-{id}"),
-            tenant_id,
-            user_id: format!("operator:{operator}"),
-            action: kinds::UPDATE_BILLING_LIMIT.into(),
-            payload: serde_json::to_value(limits)?,
-            timestamp: chrono::Utc::now(),
-            correlation_id: id,
-            signature: None,
-        })
+        .enqueue_now(
+            Envelope::new(
+                tenant_id,
+                format!("operator:{operator}"),
+                kinds::UPDATE_BILLING_LIMIT,
+                serde_json::to_value(limits)?,
+            )
+            .message_id(format!("billing-{id}"))
+            .correlation_id(id),
+        )
         .await?;
     println!("{}", serde_json::json!({"job_id": done.job_id}));
     Ok(())
