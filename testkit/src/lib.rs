@@ -18,8 +18,9 @@ use leadq_platform::config::{LogFormat, Needs, Settings};
 use leadq_platform::keyring::Keyring;
 use leadq_platform::secret::Secret;
 use leadq_platform::tenant::{self, CreatedTenant};
+use leadq_queue::envelope::Envelope;
 use leadq_queue::signing::Signer;
-use leadq_queue::Queue;
+use leadq_queue::{NewJob, Queue};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -263,6 +264,27 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `POST path` with a JSON body and `token` as the bearer credential.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The principal the test tenant's key acts as: `api_key:<key id>`.
+    pub fn key_actor(&self) -> String {
+        format!("api_key:{}", self.tenant.key_id)
+    }
+
     /// `GET path` with `key`.
     pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
         self.client
@@ -390,6 +412,22 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A `lead_score` job of `tenant` caused by `user_id`, as a producer enqueues it (unsigned:
+/// the queue signs it), with the given message and correlation ids.
+pub fn lead_job(
+    tenant: uuid::Uuid,
+    user_id: &str,
+    message_id: &str,
+    correlation_id: &str,
+    lead: serde_json::Value,
+) -> NewJob {
+    NewJob::now(
+        Envelope::new(tenant, user_id, kinds::LEAD_SCORE, lead)
+            .message_id(message_id)
+            .correlation_id(correlation_id),
+    )
 }
 
 /// A lead body as the Telegram bot sends it.

@@ -3,11 +3,8 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use leadq_platform::tenant;
-use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
-use leadq_queue::NewJob;
-use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
+use leadq_testkit::{lead_job, sample_lead, spawn_app, wait_for, TestApp};
 use serde_json::{json, Value};
 
 /// Enqueues a lead_score job for `tenant` caused by `user_id`, with a secret-looking field.
@@ -17,41 +14,23 @@ async fn enqueue(app: &TestApp, tenant: uuid::Uuid, user_id: &str, n: usize) {
             let mut lead = sample_lead(&format!("tg-{tenant}-{i}"));
             lead.as_object_mut().unwrap().remove("email");
             lead["answers"]["password"] = json!("hunter2-very-secret");
-            NewJob {
-                envelope: Envelope {
-                    schema_version: SCHEMA_VERSION,
-                    message_id: format!("m-{tenant}-{i}-{user_id}"),
-                    tenant_id: tenant,
-                    user_id: user_id.into(),
-                    action: "lead_score".into(),
-                    payload: lead,
-                    timestamp: Utc::now(),
-                    correlation_id: format!("c-{i}"),
-                    signature: None,
-                },
-                run_at: None,
-                priority: Default::default(),
-            }
+            lead_job(
+                tenant,
+                user_id,
+                &format!("m-{tenant}-{i}-{user_id}"),
+                &format!("c-{i}"),
+                lead,
+            )
         })
         .collect();
     app.queue.enqueue(jobs).await.unwrap();
-}
-
-async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(format!("{}{path}", app.address))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_redriven_and_purged_by_operators_only() {
     let app = spawn_app().await;
     let b = app.other_tenant().await;
-    let me = format!("api_key:{}", app.tenant.key_id);
+    let me = app.key_actor();
     // Tenant A has lead_score disabled: its jobs die as `unauthorized` until it is enabled.
     tenant::set_kind_mode(
         &app.db.pool,
@@ -130,16 +109,16 @@ async fn dead_letters_are_listed_redriven_and_purged_by_operators_only() {
     )
     .await
     .unwrap();
-    let out: Value = post(
-        &app,
-        "/v1/dlq/lead_score/redrive",
-        &op,
-        json!({"tenant": app.tenant.slug, "reason": "unauthorized"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let out: Value = app
+        .post_json(
+            "/v1/dlq/lead_score/redrive",
+            &op,
+            &json!({"tenant": app.tenant.slug, "reason": "unauthorized"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(
         (out["selected"].as_u64(), out["done"].as_u64()),
         (Some(3), Some(3))

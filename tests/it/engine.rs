@@ -15,7 +15,7 @@ use leadq_platform::config::{KindSettings, QueueSettings};
 use leadq_platform::keyring::Keyring;
 use leadq_platform::secret::Secret;
 use leadq_queue::backend::{Job, JobObserver, JobReport, KindRunner};
-use leadq_queue::envelope::{Envelope, JobMeta, SCHEMA_VERSION};
+use leadq_queue::envelope::{Envelope, JobMeta};
 use leadq_queue::signing::Signer;
 use leadq_queue::upkeep::Upkeep;
 use leadq_queue::JobError;
@@ -92,17 +92,9 @@ async fn queue(s: QueueSettings) -> Queue {
 
 fn job(i: usize, run_at: Option<chrono::DateTime<Utc>>) -> NewJob {
     NewJob {
-        envelope: Envelope {
-            schema_version: SCHEMA_VERSION,
-            message_id: format!("m-{i}"),
-            tenant_id: uuid::Uuid::nil(),
-            user_id: "test".into(),
-            action: KIND.into(),
-            payload: serde_json::json!({"i": i}),
-            timestamp: Utc::now(),
-            correlation_id: format!("c-{i}"),
-            signature: None,
-        },
+        envelope: Envelope::new(uuid::Uuid::nil(), "test", KIND, serde_json::json!({"i": i}))
+            .message_id(format!("m-{i}"))
+            .correlation_id(format!("c-{i}")),
         run_at,
         priority: Default::default(),
     }

@@ -6,10 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use chrono::Utc;
-use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
-use leadq_queue::NewJob;
-use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
+use leadq_testkit::{lead_job, sample_lead, spawn_app, wait_for, TestApp};
 use sqlx::{Connection, PgConnection};
 
 fn worker_process(app: &TestApp, concurrency: &str) -> Child {
@@ -51,25 +48,17 @@ async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitSta
 
 async fn enqueue_leads(app: &TestApp, n: usize) {
     let jobs = (0..n)
-        .map(|i| NewJob {
-            envelope: Envelope {
-                schema_version: SCHEMA_VERSION,
-                message_id: format!("msg-{i}"),
-                tenant_id: app.tenant.tenant_id,
-                user_id: format!("api_key:{}", app.tenant.key_id),
-                action: "lead_score".into(),
-                payload: {
-                    // Producers seal personal data; these leads carry none.
-                    let mut lead = sample_lead(&format!("tg-{i}"));
-                    lead.as_object_mut().unwrap().remove("email");
-                    lead
-                },
-                timestamp: Utc::now(),
-                correlation_id: format!("corr-{i}"),
-                signature: None,
-            },
-            run_at: None,
-            priority: Default::default(),
+        .map(|i| {
+            // Producers seal personal data; these leads carry none.
+            let mut lead = sample_lead(&format!("tg-{i}"));
+            lead.as_object_mut().unwrap().remove("email");
+            lead_job(
+                app.tenant.tenant_id,
+                &app.key_actor(),
+                &format!("msg-{i}"),
+                &format!("corr-{i}"),
+                lead,
+            )
         })
         .collect();
     app.queue.enqueue(jobs).await.unwrap();

@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
 use leadq_queue::NewJob;
-use leadq_testkit::{sample_lead, spawn_app_with, wait_for, TestApp};
+use leadq_testkit::{lead_job, sample_lead, spawn_app_with, wait_for, TestApp};
 use uuid::Uuid;
 
 async fn job_run(app: &leadq_testkit::TestApp, days_ago: i32) -> uuid::Uuid {
@@ -142,17 +141,13 @@ async fn run_state(app: &TestApp, id: Uuid) -> (String, bool) {
 }
 
 fn job(app: &TestApp, name: &str, payload: serde_json::Value) -> NewJob {
-    NewJob::now(Envelope {
-        schema_version: SCHEMA_VERSION,
-        message_id: format!("m-{name}"),
-        tenant_id: app.tenant.tenant_id,
-        user_id: format!("api_key:{}", app.tenant.key_id),
-        action: "lead_score".into(),
+    lead_job(
+        app.tenant.tenant_id,
+        &app.key_actor(),
+        &format!("m-{name}"),
+        &format!("c-{name}"),
         payload,
-        timestamp: Utc::now(),
-        correlation_id: format!("c-{name}"),
-        signature: None,
-    })
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

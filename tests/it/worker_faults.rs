@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
-use chrono::Utc;
 use leadq_platform::config::{KindSettings, QueueSettings};
 use leadq_platform::keyring::Keyring;
 use leadq_platform::secret::Secret;
 use leadq_queue::backend::{Job, KindRunner, NoObserver};
-use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+use leadq_queue::envelope::Envelope;
 use leadq_queue::signing::Signer;
 use leadq_queue::upkeep::{self, Upkeep};
 use leadq_queue::JobError;
@@ -159,17 +158,11 @@ fn job(i: usize, crash: bool) -> NewJob {
 }
 
 fn job_with(i: usize, payload: serde_json::Value) -> NewJob {
-    NewJob::now(Envelope {
-        schema_version: SCHEMA_VERSION,
-        message_id: format!("m-{i}"),
-        tenant_id: uuid::Uuid::nil(),
-        user_id: "test".into(),
-        action: KIND.into(),
-        payload,
-        timestamp: Utc::now(),
-        correlation_id: format!("c-{i}"),
-        signature: None,
-    })
+    NewJob::now(
+        Envelope::new(uuid::Uuid::nil(), "test", KIND, payload)
+            .message_id(format!("m-{i}"))
+            .correlation_id(format!("c-{i}")),
+    )
 }
 
 /// A fresh key space, its signing keys (as the worker processes get them) and a queue on it.
