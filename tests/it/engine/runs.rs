@@ -1,0 +1,279 @@
+//! What happens to one job: retries with backoff, dead letters, rate limits, idle wake-ups,
+//! a burst of due jobs, a panicking handler, retention of finished jobs.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transiently_failing_job_is_retried_with_growing_delays_then_dead_lettered() {
+    let q = queue(settings(&queue_prefix(), 4, 300)).await;
+    let handler: Handler = Arc::new(|_job| {
+        async {
+            Err(JobError::transient(
+                "crm_unavailable",
+                anyhow::anyhow!("503 from upstream"),
+            ))
+        }
+        .boxed()
+    });
+    let rec = Recorder::default();
+    let w = start(&q, handler, rec.clone());
+    q.enqueue(vec![job(1, None)]).await.unwrap();
+    let dead = wait_for("the dead letter", Duration::from_secs(20), || async {
+        let d = q.dead_letters(KIND, 10).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(w.stop().await, 0, "the worker never restarted");
+
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "max_attempts");
+    assert_eq!(dead[0].last_error_code, "crm_unavailable");
+    assert_eq!(dead[0].attempts, 4);
+    assert_eq!(dead[0].envelope.as_ref().unwrap().message_id, "m-1");
+
+    let (starts, reports) = {
+        let seen = rec.0.lock().unwrap();
+        (seen.starts.clone(), seen.reports.clone())
+    };
+    let attempts: Vec<u32> = starts.iter().map(|(_, a, _)| *a).collect();
+    assert_eq!(attempts, vec![1, 2, 3, 4]);
+    let gaps: Vec<Duration> = starts
+        .windows(2)
+        .map(|w| w[1].2.duration_since(w[0].2))
+        .collect();
+    // Equal jitter: retry k waits between base*2^(k-1)/2 and base*2^(k-1).
+    for (k, gap) in gaps.iter().enumerate() {
+        let full = 300 * (1u64 << k);
+        assert!(
+            *gap >= Duration::from_millis(full / 2),
+            "retry {} came after {gap:?}, before {}ms",
+            k + 1,
+            full / 2
+        );
+    }
+    assert!(gaps[2] > gaps[0], "delays grow: {gaps:?}");
+    let outcomes: Vec<_> = reports.iter().map(|r| r.settled.clone()).collect();
+    assert!(matches!(
+        outcomes[..3],
+        [
+            Settled::Retried { .. },
+            Settled::Retried { .. },
+            Settled::Retried { .. }
+        ]
+    ));
+    assert_eq!(
+        outcomes[3],
+        Settled::Dead {
+            reason: "max_attempts".into()
+        }
+    );
+    let c = q.counts(KIND).await.unwrap();
+    assert_eq!(
+        (c.dead, c.retries, c.pending, c.scheduled, c.running),
+        (1, 3, 0, 0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_is_dead_lettered_at_once_and_a_rate_limit_uses_no_attempt() {
+    let q = queue(settings(&queue_prefix(), 5, 100)).await;
+    let limited_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handler: Handler = Arc::new(move |job| {
+        let first_time =
+            job.payload["i"] == 2 && !limited_once.swap(true, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            match job.payload["i"].as_u64() {
+                Some(1) => Err(JobError::permanent(
+                    "invalid_payload",
+                    anyhow::anyhow!("bad"),
+                )),
+                Some(2) if first_time => Err(JobError::RateLimited {
+                    code: "crm_rate_limited",
+                    retry_after: Duration::from_millis(300),
+                }),
+                _ => Ok(()),
+            }
+        }
+        .boxed()
+    });
+    let rec = Recorder::default();
+    let w = start(&q, handler, rec.clone());
+    q.enqueue(vec![job(1, None), job(2, None)]).await.unwrap();
+    wait_for("both jobs settled", Duration::from_secs(10), || async {
+        let c = q.counts(KIND).await.unwrap();
+        (c.dead == 1 && c.done == 1).then_some(())
+    })
+    .await;
+    w.stop().await;
+    let dead = q.dead_letters(KIND, 10).await.unwrap();
+    assert_eq!(
+        (dead[0].reason.as_str(), dead[0].attempts),
+        ("invalid_payload", 1)
+    );
+    let reports = rec.0.lock().unwrap().reports.clone();
+    // The rate-limited job ran twice, both times as attempt 1: the snooze used no attempt.
+    let second: Vec<u32> = reports
+        .iter()
+        .filter(|r| r.meta.message_id == "m-2")
+        .map(|r| r.meta.attempt)
+        .collect();
+    assert_eq!(second, vec![1, 1]);
+    assert_eq!(q.counts(KIND).await.unwrap().rate_limited, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_waits_for_a_wake_up_instead_of_fetching_from_an_empty_queue() {
+    let prefix = queue_prefix();
+    let q = queue(settings(&prefix, 3, 100)).await;
+    let handler: Handler = Arc::new(|_job| async { Ok(()) }.boxed());
+    let rec = Recorder::default();
+    let w = start_registered(&q, handler, rec.clone()).await;
+    // Calls of the fetch script on this queue: the only script given a worker's suspect key.
+    let tap = CommandTap::start(vec![
+        "\"evalsha\"".into(),
+        format!("{{{prefix}:{KIND}}}:suspect:"),
+    ])
+    .await;
+    // Low load: each job arrives when the worker has gone idle after the one before.
+    let began = Instant::now();
+    for i in 0..20 {
+        q.enqueue(vec![job(i, None)]).await.unwrap();
+        wait_for("the job to finish", Duration::from_secs(10), || async {
+            (rec.0.lock().unwrap().reports.len() > i).then_some(())
+        })
+        .await;
+    }
+    let fetches = tap.stop().await;
+    let idle_waits = began.elapsed().as_millis() / 500 + 1;
+    w.stop().await;
+    // One fetch per job, and one after each idle wait that ran out (half a second each; a
+    // slow machine has more of them). A worker that asked again as soon as it had taken the
+    // last job, only to find the queue empty, needed two per job.
+    assert!(
+        fetches >= 20 && fetches as u128 <= 22 + idle_waits,
+        "{fetches} fetches for 20 jobs that came one at a time, with at most {idle_waits} idle \
+         waits running out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_jobs_due_at_once_drain_without_the_worker_dying() {
+    let q = queue(settings(&queue_prefix(), 3, 100)).await;
+    // 10,000 ready now, and 10,000 scheduled to fall due at the same instant: far above the
+    // ~8,000 that kill apalis-redis's fetch (Lua unpack limit).
+    let due = Utc::now() + chrono::Duration::seconds(6);
+    let jobs: Vec<NewJob> = (0..20_000)
+        .map(|i| job(i, (i % 2 == 0).then_some(due)))
+        .collect();
+    q.enqueue(jobs).await.unwrap();
+    let c = q.counts(KIND).await.unwrap();
+    assert_eq!((c.pending, c.scheduled), (10_000, 10_000));
+    // Let the 10,000 fall due together before any worker looks.
+    let until_due = (due - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(until_due + Duration::from_millis(100)).await;
+
+    let handler: Handler = Arc::new(|_| async { Ok(()) }.boxed());
+    let w = start(&q, handler, Recorder::default());
+    wait_for("20,000 completions", Duration::from_secs(120), || async {
+        (q.counts(KIND).await.unwrap().done == 20_000).then_some(())
+    })
+    .await;
+    assert_eq!(w.stop().await, 0, "the worker never died and restarted");
+    let c = q.counts(KIND).await.unwrap();
+    assert_eq!(
+        (c.pending, c.scheduled, c.running, c.dead, c.failed),
+        (0, 0, 0, 0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_transient_failure_not_a_dead_worker() {
+    let q = queue(settings(&queue_prefix(), 2, 100)).await;
+    let handler: Handler = Arc::new(|job| {
+        async move {
+            if job.payload["i"] == 1 {
+                panic!("boom");
+            }
+            Ok(())
+        }
+        .boxed()
+    });
+    let w = start(&q, handler, Recorder::default());
+    q.enqueue(vec![job(1, None), job(2, None)]).await.unwrap();
+    wait_for("one dead, one done", Duration::from_secs(10), || async {
+        let c = q.counts(KIND).await.unwrap();
+        (c.dead == 1 && c.done == 1).then_some(())
+    })
+    .await;
+    assert_eq!(w.stop().await, 0);
+    let dead = q.dead_letters(KIND, 1).await.unwrap();
+    assert_eq!(
+        (dead[0].reason.as_str(), dead[0].last_error_code.as_str()),
+        ("max_attempts", "panic")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_jobs_and_dead_letters_are_trimmed_by_age_with_their_data() {
+    let mut s = settings(&queue_prefix(), 1, 100);
+    s.keep_done_for = Duration::from_millis(1500);
+    s.dead_letter_ttl = Duration::from_millis(1500);
+    let prefix = s.prefix.clone();
+    let q = queue(s).await;
+    let handler = first_job_fails(Arc::new(std::sync::atomic::AtomicBool::new(true)));
+    let w = start(&q, handler, Recorder::default());
+    // One of high and one of low priority: their priority field goes with them too.
+    let jobs = (0..6)
+        .map(|i| {
+            let mut j = job(i, None);
+            j.priority = match i {
+                1 => Priority::High,
+                2 => Priority::Low,
+                _ => Priority::Normal,
+            };
+            j
+        })
+        .collect();
+    q.enqueue(jobs).await.unwrap();
+    wait_for("five done, one dead", Duration::from_secs(10), || async {
+        let c = q.counts(KIND).await.unwrap();
+        (c.done == 5 && c.dead == 1).then_some(())
+    })
+    .await;
+    #[allow(clippy::disallowed_methods)]
+    let url = std::env::var("REDIS_URL").unwrap();
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = |name: &str| format!("{{{prefix}:{KIND}}}:{name}");
+    let kept: u64 = redis::cmd("ZCARD")
+        .arg(key("done"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept, 5);
+    // Past retention: the reaper deletes the dead letter, the next completion trims `done`.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    q.enqueue(vec![job(100, None)]).await.unwrap();
+    wait_for("trimmed", Duration::from_secs(10), || async {
+        let c = q.counts(KIND).await.unwrap();
+        let kept: u64 = redis::cmd("ZCARD")
+            .arg(key("done"))
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        (c.done == 6 && kept == 1 && c.dead == 0).then_some(())
+    })
+    .await;
+    w.stop().await;
+    // Nothing of a finished job is left behind.
+    let (jobs, dead_data): (u64, u64) = redis::pipe()
+        .hlen(key("jobs"))
+        .hlen(key("dead_data"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((jobs, dead_data), (0, 0));
+}
