@@ -8,8 +8,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use leadq_jobs::deadletters::OpsError;
-use leadq_jobs::lead_score::FieldError;
+use leadq_jobs::lead::FieldError;
+use leadq_jobs::ops::deadletters::OpsError;
 use serde_json::json;
 
 use crate::middleware::current_correlation_id;

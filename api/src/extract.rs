@@ -10,7 +10,7 @@ use sha2::Digest;
 use crate::error::ApiError;
 use crate::middleware::current_correlation_id;
 use crate::AppState;
-use leadq_jobs::deadletters::Actor;
+use leadq_jobs::ops::deadletters::Actor;
 
 /// The authenticated caller: a tenant's API key.
 #[derive(Debug, Clone)]

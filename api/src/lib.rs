@@ -60,8 +60,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route(
             "/v1/webhooks/chatwoot/{tenant}",
-            post(routes::webhooks::chatwoot)
-                .layer(DefaultBodyLimit::max(leadq_jobs::chatwoot::MAX_BODY_BYTES)),
+            post(routes::webhooks::chatwoot).layer(DefaultBodyLimit::max(
+                leadq_jobs::integrations::chatwoot::MAX_BODY_BYTES,
+            )),
         )
         .route(
             "/v1/webhooks/telegram/{tenant}",

@@ -4,47 +4,43 @@
 //! what this crate defines, the worker runs what this crate implements.
 //!
 //! # Layout
-//! - [`envelope`]: the versioned message every job travels in.
-//! - [`kinds`]: the catalogue of job kinds (stable strings) and their defaults.
-//! - [`error`]: [`JobError`], the three outcome classes a handler can return.
-//! - [`queue`]: the Redis queue engine (our apalis backend), the only code that touches Redis
-//!   job keys.
-//! - [`health`]: readiness, queue gauges and metrics text, served by both processes.
+//! Where a new thing goes: a job kind's name and defaults in [`kinds`]; its payload and
+//! handler in the domain folder it belongs to; a new neighbour in its own folder under
+//! [`integrations`]; an operator action under [`ops`] (see `docs/architecture.md`).
+//!
+//! Shared by every kind, at the root:
+//! - [`kinds`]: the catalogue of job kinds (stable strings), their defaults, who may cause them.
 //! - [`authz`]: consumer-side authorization of every job before its handler runs.
 //! - [`pii`]: sealing of personal data in queued payloads (Redis never holds it in clear).
-//! - [`signing`]: HMAC-signed envelopes, verified by the worker before anything else.
-//! - [`limits`]: per-tenant ingest rate limit and daily quota.
-//! - [`lead_score`]: the `lead_score` job: payload, validation, handler, erasure.
-//! - [`leads`]: the lead store every lead-changing job goes through (merge, score, version,
-//!   CRM sync request); [`scoring`]: the explainable rules and per-tenant weights.
-//! - [`chatwoot`], [`telegram`]: the producers' contracts: verification and normalisation of
-//!   their webhooks (used by the API), and the `chatwoot_event` handler.
-//! - [`crm_sync`]: the `crm_sync` job (HubSpot batch upsert).
-//! - [`integrations`]: per-tenant integration settings and their secrets.
+//! - [`health`]: readiness, queue gauges and the `/healthz` `/readyz` `/metrics` routes,
+//!   served by both processes.
+//!
+//! The domains:
+//! - [`lead`]: the lead store every lead-changing job goes through (merge, score, version,
+//!   CRM sync request), scoring, the `lead_score` job, erasure.
+//! - [`integrations`]: one folder per neighbour (`chatwoot`, `telegram`, `hubspot`) and the
+//!   per-tenant settings store.
+//! - [`ops`]: operator actions: dead letters, tenant queue controls, maintenance tasks,
+//!   billing limits.
+//!
+//! Dependencies inside the crate point one way: `ops` → `integrations` → `lead` → the root
+//! modules; `lead` never imports `integrations` or `ops`.
 //!
 //! # Job catalogue
 //! | kind             | payload                    | caused by                          | idempotency |
 //! |------------------|----------------------------|------------------------------------|-------------|
-//! | `lead_score`     | [`lead_score::LeadInput`]  | API key, Telegram webhook          | merge by `(tenant_id, external_id)`; no new version on replay |
-//! | `chatwoot_event` | [`chatwoot::EventInput`]   | Chatwoot webhook                   | deduped on delivery and `(account, event, id)`; messages keyed by Chatwoot id |
-//! | `crm_sync`       | [`crm_sync::SyncInput`]    | `lead_score` / `chatwoot_event` handlers | one job per lead version; synced versions are never sent again |
-//! | `update_billing_limit` | [`limits::Limits`] | operators                       | absolute values |
+//! | `lead_score`     | [`lead::LeadInput`]  | API key, Telegram webhook          | merge by `(tenant_id, external_id)`; no new version on replay |
+//! | `chatwoot_event` | [`integrations::chatwoot::EventInput`] | Chatwoot webhook | deduped on delivery and `(account, event, id)`; messages keyed by Chatwoot id |
+//! | `crm_sync`       | [`lead::sync::SyncInput`]  | `lead_score` / `chatwoot_event` handlers | one job per lead version; synced versions are never sent again |
+//! | `update_billing_limit` | [`ops::limits::Limits`] | operators                    | absolute values |
 
 pub mod authz;
-pub mod chatwoot;
-pub mod crm_sync;
-pub mod deadletters;
 pub mod health;
 pub mod integrations;
 pub mod kinds;
-pub mod lead_score;
-pub mod leads;
-pub mod limits;
-pub mod maintenance;
+pub mod lead;
+pub mod ops;
 pub mod pii;
-pub mod scoring;
-pub mod telegram;
-pub mod tenant_queue;
 
 /// Connects a long-running process to its stores, eagerly: PostgreSQL (a pool of `pool_size`,
 /// refused if the role would bypass row-level security) and Redis (signing and verifying with
@@ -74,6 +70,6 @@ pub struct Deps {
     pub sealer: pii::Sealer,
     /// Enqueues follow-up jobs (`crm_sync`).
     pub queue: leadq_queue::Queue,
-    /// Calls the CRM ([`crm_sync::http_client`]).
+    /// Calls the CRM ([`integrations::hubspot::http_client`]).
     pub http: reqwest::Client,
 }

@@ -2,7 +2,7 @@
 //!
 //! Results are JSON on stdout. Bulk actions show a progress bar with an ETA on stderr when it
 //! is a terminal (and nothing otherwise, so scripts get clean output). Every call is audited
-//! as `operator:<name>` (see [`leadq_jobs::deadletters`]).
+//! as `operator:<name>` (see [`leadq_jobs::ops::deadletters`]).
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use clap::Subcommand;
-use leadq_jobs::deadletters::{self, Action, Actor, Selection};
+use leadq_jobs::ops::deadletters::{self, Action, Actor, Selection};
 use leadq_platform::config::Settings;
 use leadq_platform::{db, keys, telemetry};
 use leadq_queue::dlq::Filter;

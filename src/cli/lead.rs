@@ -1,7 +1,7 @@
 //! `leadq lead erase`: the right to be forgotten, from a terminal.
 //!
 //! The erasure itself (PostgreSQL rows, queued jobs, the audit record) is
-//! `leadq_jobs::lead_score::erase`; this file finds the tenant and connects to both stores.
+//! `leadq_jobs::lead::erase`; this file finds the tenant and connects to both stores.
 
 use std::process::ExitCode;
 
@@ -46,7 +46,7 @@ pub(super) fn run(
         let queue =
             leadq_queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
                 .await?;
-        let erased = leadq_jobs::lead_score::erase(
+        let erased = leadq_jobs::lead::erase(
             &pool,
             &queue,
             tenant_id,

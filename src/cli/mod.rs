@@ -195,7 +195,7 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 /// An operator command refused for its input exits 2 with `invalid_request: …`; other results
 /// as [`exit_code`].
 fn ops_exit_code(result: anyhow::Result<()>) -> ExitCode {
-    use leadq_jobs::deadletters::OpsError;
+    use leadq_jobs::ops::deadletters::OpsError;
     match result {
         Err(e) if matches!(e.downcast_ref::<OpsError>(), Some(OpsError::Invalid(_))) => {
             eprintln!("invalid_request: {e}");

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
-use leadq_jobs::tenant_queue::{self, Control};
+use leadq_jobs::ops::tenant_queue::{self, Control};
 use leadq_platform::config::Settings;
 use leadq_platform::telemetry;
 use tokio::runtime::Runtime;
@@ -86,8 +86,8 @@ async fn queue(settings: &Settings, operator: &str, cmd: QueueCommand) -> anyhow
         action,
         value,
     } = cmd;
-    let control =
-        control(action, value.as_deref()).map_err(leadq_jobs::deadletters::OpsError::Invalid)?;
+    let control = control(action, value.as_deref())
+        .map_err(leadq_jobs::ops::deadletters::OpsError::Invalid)?;
     let ctx = OpsContext::connect(settings, operator).await?;
     let applied =
         tenant_queue::apply(&ctx.pool, &ctx.queue, ctx.who(), &slug, &kind, control).await?;

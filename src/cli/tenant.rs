@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use leadq_jobs::integrations::{self, TenantUpdate};
+use leadq_jobs::integrations::settings::{self, TenantUpdate};
 use leadq_jobs::kinds;
 use leadq_platform::config::Settings;
 use leadq_platform::secret::Secret;
@@ -123,7 +123,7 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
 
 /// Turns `leadq tenant update` arguments into a [`TenantUpdate`].
 fn tenant_update(a: &TenantUpdateArgs) -> anyhow::Result<TenantUpdate> {
-    use leadq_jobs::integrations::{CrmAuth, CrmSettings};
+    use leadq_jobs::integrations::settings::{CrmAuth, CrmSettings};
     let crm_auth = match (&a.crm_token_file, &a.crm_oauth_file) {
         (Some(p), _) => Some(CrmAuth::PrivateApp {
             token: read_secret(p)?,
@@ -204,7 +204,7 @@ pub(super) fn run(
             burst,
             leads_per_day,
         } => {
-            let limits = leadq_jobs::limits::Limits {
+            let limits = leadq_jobs::ops::limits::Limits {
                 ingest_per_second: per_second,
                 ingest_burst: burst,
                 leads_per_day,
@@ -296,7 +296,7 @@ fn update(
         let pool = db::connect(settings.database_url(), 2).await?;
         let sealer = leadq_jobs::pii::Sealer::new(settings.data_keys().clone());
         Ok::<_, anyhow::Error>(
-            integrations::update(
+            settings::update(
                 &pool,
                 &sealer,
                 &args.slug,
@@ -315,8 +315,8 @@ fn update(
             Ok(())
         }
         Ok(Err(
-            e @ (integrations::IntegrationError::Invalid(_)
-            | integrations::IntegrationError::UnknownTenant(_)),
+            e @ (settings::IntegrationError::Invalid(_)
+            | settings::IntegrationError::UnknownTenant(_)),
         )) => {
             eprintln!("invalid_request: {e}");
             return ExitCode::from(2);
@@ -332,7 +332,7 @@ async fn set_limits(
     settings: &Settings,
     operator: &str,
     slug: &str,
-    limits: leadq_jobs::limits::Limits,
+    limits: leadq_jobs::ops::limits::Limits,
 ) -> anyhow::Result<()> {
     use leadq_queue::envelope::Envelope;
     let pool = db::connect(settings.database_url(), 2).await?;

@@ -213,8 +213,8 @@ impl TestApp {
     }
 
     /// Applies an integration update to the test tenant (as `leadq tenant update` does).
-    pub async fn configure(&self, update: &leadq_jobs::integrations::TenantUpdate) {
-        leadq_jobs::integrations::update(
+    pub async fn configure(&self, update: &leadq_jobs::integrations::settings::TenantUpdate) {
+        leadq_jobs::integrations::settings::update(
             &self.db.pool,
             &self.sealer(),
             &self.tenant.slug,

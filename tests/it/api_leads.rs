@@ -44,7 +44,7 @@ async fn a_posted_lead_ends_scored_audited_and_completed_in_job_runs() {
     assert_eq!(lead["tier"], "hot");
     assert_eq!(
         lead["reasons"].as_array().unwrap().len(),
-        leadq_jobs::scoring::RULES.len()
+        leadq_jobs::lead::scoring::RULES.len()
     );
     assert_eq!(lead["version"], 1);
     assert_eq!(lead["email"], "ada@example.com");

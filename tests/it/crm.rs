@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use leadq_jobs::integrations::{CrmAuth, CrmSettings, TenantUpdate};
+use leadq_jobs::integrations::settings::{CrmAuth, CrmSettings, TenantUpdate};
 use leadq_testkit::{sample_lead, spawn_app_with, wait_for, TestApp};
 use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path};

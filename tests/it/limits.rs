@@ -19,8 +19,10 @@ fn set_limits(app: &TestApp, slug: &str, per_second: &str, burst: &str, per_day:
         .success()
 }
 
-async fn limits_of(app: &TestApp, tenant: uuid::Uuid) -> leadq_jobs::limits::Limits {
-    leadq_jobs::limits::get(&app.db.pool, tenant).await.unwrap()
+async fn limits_of(app: &TestApp, tenant: uuid::Uuid) -> leadq_jobs::ops::limits::Limits {
+    leadq_jobs::ops::limits::get(&app.db.pool, tenant)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use leadq_jobs::chatwoot;
-use leadq_jobs::integrations::TenantUpdate;
+use leadq_jobs::integrations::chatwoot;
+use leadq_jobs::integrations::settings::TenantUpdate;
 use leadq_platform::secret::Secret;
 use leadq_testkit::{spawn_app, wait_for, TestApp};
 use serde_json::{json, Value};

@@ -28,10 +28,11 @@ use anyhow::Context;
 use apalis::layers::catch_panic::CatchPanicLayer;
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use leadq_jobs::authz::AuthorizeLayer;
+use leadq_jobs::integrations::{chatwoot, hubspot};
 use leadq_jobs::kinds;
-use leadq_jobs::limits;
+use leadq_jobs::lead;
+use leadq_jobs::ops::limits;
 use leadq_jobs::Deps;
-use leadq_jobs::{chatwoot, crm_sync, lead_score};
 use leadq_platform::config::Settings;
 use leadq_queue::backend::{JobObserver, KindRunner};
 use leadq_queue::upkeep::{self, Upkeep};
@@ -195,12 +196,12 @@ impl Worker {
             pool: pool.clone(),
             sealer: leadq_jobs::pii::Sealer::new(settings.data_keys().clone()),
             queue: queue.clone(),
-            http: leadq_jobs::crm_sync::http_client(),
+            http: hubspot::http_client(),
         };
         let monitor = Monitor::new();
-        let monitor = register_kind!(monitor, score, settings, deps, lead_score::run);
-        let monitor = register_kind!(monitor, chatwoot, settings, deps, chatwoot::run);
-        let monitor = register_kind!(monitor, crm, settings, deps, crm_sync::run);
+        let monitor = register_kind!(monitor, score, settings, deps, lead::handler::run);
+        let monitor = register_kind!(monitor, chatwoot, settings, deps, chatwoot::handler::run);
+        let monitor = register_kind!(monitor, crm, settings, deps, hubspot::run);
         let monitor = register_kind!(monitor, billing, settings, deps, limits::run_update);
         let monitor = monitor
             .should_restart(|_, error| {

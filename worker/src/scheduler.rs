@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use leadq_jobs::maintenance;
+use leadq_jobs::ops::maintenance;
 use leadq_platform::config::ScheduleSetting;
 use leadq_platform::metrics as m;
 use leadq_queue::Queue;

@@ -10,7 +10,7 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{TimeDelta, Utc};
-use leadq_jobs::deadletters::{self, Action, Outcome, Selection};
+use leadq_jobs::ops::deadletters::{self, Action, Outcome, Selection};
 use leadq_queue::dlq::{Filter, Page};
 use leadq_queue::DeadLetter;
 use serde::Deserialize;

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use leadq_jobs::kinds;
-use leadq_jobs::lead_score::{FieldError, LeadInput};
-use leadq_jobs::limits::Admission;
+use leadq_jobs::lead::{FieldError, LeadInput};
+use leadq_jobs::ops::limits::Admission;
 use leadq_platform::apikey::scope;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
@@ -129,8 +129,8 @@ pub async fn create(
         return Err(ApiError::Validation(errs));
     }
     // Admission after validation: a malformed request costs no quota.
-    let limits = leadq_jobs::limits::get(&app.pool, principal.tenant_id).await?;
-    match leadq_jobs::limits::admit(&app.queue, principal.tenant_id, &limits)
+    let limits = leadq_jobs::ops::limits::get(&app.pool, principal.tenant_id).await?;
+    match leadq_jobs::ops::limits::admit(&app.queue, principal.tenant_id, &limits)
         .await
         .map_err(ApiError::QueueUnavailable)?
     {
@@ -180,14 +180,14 @@ pub async fn create(
 }
 
 /// `DELETE /v1/leads/{external_id}`: right to be forgotten (see
-/// [`leadq_jobs::lead_score::erase`]). 404 when the caller's tenant has nothing under that id.
+/// [`leadq_jobs::lead::erase`]). 404 when the caller's tenant has nothing under that id.
 pub async fn delete(
     State(app): State<AppState>,
     auth: Auth,
     Path(external_id): Path<String>,
-) -> Result<Json<leadq_jobs::lead_score::Erased>, ApiError> {
+) -> Result<Json<leadq_jobs::lead::Erased>, ApiError> {
     let principal = auth.require(scope::LEADS_WRITE)?;
-    let erased = leadq_jobs::lead_score::erase(
+    let erased = leadq_jobs::lead::erase(
         &app.pool,
         &app.queue,
         principal.tenant_id,
@@ -197,8 +197,8 @@ pub async fn delete(
     )
     .await
     .map_err(|e| match e {
-        leadq_jobs::lead_score::EraseError::Queue(q) => ApiError::QueueUnavailable(q),
-        leadq_jobs::lead_score::EraseError::Db(d) => d.into(),
+        leadq_jobs::lead::EraseError::Queue(q) => ApiError::QueueUnavailable(q),
+        leadq_jobs::lead::EraseError::Db(d) => d.into(),
     })?;
     if erased.found_anything() {
         Ok(Json(erased))

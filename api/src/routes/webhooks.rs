@@ -20,8 +20,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
-use leadq_jobs::integrations::{self, WebhookTenant};
-use leadq_jobs::{chatwoot, kinds, telegram};
+use leadq_jobs::integrations::settings::{self, WebhookTenant};
+use leadq_jobs::integrations::{chatwoot, telegram};
+use leadq_jobs::kinds;
 use leadq_platform::metrics::{self as m, webhook_outcome as outcome};
 use leadq_queue::envelope::Envelope;
 use serde_json::{json, Value};
@@ -77,7 +78,7 @@ async fn tenant_of(app: &AppState, slug: &str) -> Result<Arc<WebhookTenant>, Api
         Some(t) => t,
         None => {
             let t = Arc::new(
-                integrations::webhook_tenant(&app.pool, &app.sealer, slug)
+                settings::webhook_tenant(&app.pool, &app.sealer, slug)
                     .await
                     .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?
                     .ok_or(ApiError::NotFound)?,
@@ -256,7 +257,7 @@ pub async fn telegram(
         return Err(ApiError::NotFound);
     };
     let given = header(&headers, "x-telegram-bot-api-secret-token")
-        .map(integrations::telegram_token_digest)
+        .map(settings::telegram_token_digest)
         .unwrap_or_default();
     // Digests have a fixed length, so the comparison takes the same time for any token.
     if given.len() != expected.len() || !bool::from(given.ct_eq(expected)) {

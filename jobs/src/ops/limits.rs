@@ -82,7 +82,6 @@ pub async fn run_update(
     job: leadq_queue::backend::Job<Limits>,
     deps: apalis_core::task::data::Data<crate::Deps>,
 ) -> Result<(), leadq_queue::JobError> {
-    use leadq_platform::audit::{self, AuditEntry};
     let meta = &job.meta;
     let new = job.payload;
     if let Err(why) = new.validate() {
@@ -106,19 +105,14 @@ pub async fn run_update(
     .bind(new.leads_per_day)
     .execute(&mut *tx)
     .await?;
-    audit::record(
-        &mut *tx,
-        &AuditEntry {
-            tenant_id: Some(meta.tenant_id),
-            actor: &meta.user_id,
-            action: "billing.limit_update",
-            subject: &format!("tenant:{}", meta.tenant_id),
-            outcome: "ok",
-            correlation_id: &meta.correlation_id,
-            details: serde_json::json!({"old": old, "new": new, "job_id": meta.job_id}),
-        },
-    )
-    .await?;
+    meta.auditor()
+        .entry(
+            "billing.limit_update",
+            &format!("tenant:{}", meta.tenant_id),
+        )
+        .details(serde_json::json!({"old": old, "new": new, "job_id": meta.job_id}))
+        .record(&mut *tx)
+        .await?;
     tx.commit().await?;
     tracing::info!("Tenant limits updated.");
     Ok(())

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use leadq_platform::audit::{self, AuditEntry};
+use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::lead::scoring::Rules;
 use crate::pii::Sealer;
-use crate::scoring::Rules;
 
 /// Sealed-field names (part of the seal's associated data: never change them).
 mod field {
@@ -372,18 +372,14 @@ pub async fn update(
         .await?;
         changed.push("scoring");
     }
-    audit::record(
-        &mut *tx,
-        &AuditEntry {
-            tenant_id: Some(tenant_id),
-            actor,
-            action: "tenant.update",
-            subject: &format!("tenant:{tenant_id}"),
-            outcome: "ok",
-            correlation_id: "cli",
-            details: serde_json::json!({ "changed": changed }),
-        },
-    )
+    Auditor {
+        tenant_id: Some(tenant_id),
+        actor,
+        correlation_id: "cli",
+    }
+    .entry("tenant.update", &format!("tenant:{tenant_id}"))
+    .details(serde_json::json!({ "changed": changed }))
+    .record(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(changed)

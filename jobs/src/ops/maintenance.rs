@@ -14,15 +14,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::Utc;
-use leadq_platform::audit::{self, AuditEntry};
+use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::crm_sync::SyncInput;
 use crate::kinds;
-use leadq_queue::envelope::{Envelope, SCHEMA_VERSION};
+use crate::lead::sync::SyncInput;
+use leadq_queue::envelope::Envelope;
 use leadq_queue::whereabouts::Whereabouts;
 use leadq_queue::{NewJob, Queue, QueueError};
 
@@ -84,17 +83,12 @@ pub async fn crm_reconcile(
         let Some((lead_id, version)) = stale else {
             continue;
         };
-        jobs.push(NewJob::now(Envelope {
-            schema_version: SCHEMA_VERSION,
-            message_id: format!("crm_reconcile:{tenant}:{firing_ms}"),
-            tenant_id: tenant,
-            user_id: SCHEDULER_PRINCIPAL.to_owned(),
-            action: kinds::CRM_SYNC.to_owned(),
-            payload: serde_json::to_value(SyncInput { lead_id, version }).unwrap_or_default(),
-            timestamp: Utc::now(),
-            correlation_id: format!("crm_reconcile-{firing_ms}"),
-            signature: None,
-        }));
+        let payload = serde_json::to_value(SyncInput { lead_id, version }).unwrap_or_default();
+        jobs.push(NewJob::now(
+            Envelope::new(tenant, SCHEDULER_PRINCIPAL, kinds::CRM_SYNC, payload)
+                .message_id(format!("crm_reconcile:{tenant}:{firing_ms}"))
+                .correlation_id(format!("crm_reconcile-{firing_ms}")),
+        ));
     }
     if jobs.is_empty() {
         return Ok(0);
@@ -172,22 +166,19 @@ pub async fn job_runs_reconcile(pool: &PgPool, queue: &Queue) -> Result<u64, Mai
                     .await?
                     .rows_affected();
                     if let (1, Some(d)) = (n, dead) {
-                        audit::record(
-                            &mut *tx,
-                            &AuditEntry {
-                                tenant_id: Some(tenant),
-                                actor: SCHEDULER_PRINCIPAL,
-                                action: "job.dead_letter",
-                                subject: &format!("job:{id}"),
-                                outcome: &d.reason,
-                                correlation_id: correlation,
-                                details: serde_json::json!({
-                                    "kind": kind, "attempts": d.attempts,
-                                    "error_code": d.last_error_code, "at": d.dead_at,
-                                    "reconciled": true,
-                                }),
-                            },
-                        )
+                        Auditor {
+                            tenant_id: Some(tenant),
+                            actor: SCHEDULER_PRINCIPAL,
+                            correlation_id: correlation,
+                        }
+                        .entry("job.dead_letter", &format!("job:{id}"))
+                        .outcome(&d.reason)
+                        .details(serde_json::json!({
+                            "kind": kind, "attempts": d.attempts,
+                            "error_code": d.last_error_code, "at": d.dead_at,
+                            "reconciled": true,
+                        }))
+                        .record(&mut *tx)
                         .await?;
                     }
                     changed += n;

@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::lead_score::LeadInput;
-use crate::scoring::{self, Facts, Rules, Score};
+use crate::lead::scoring::{self, Facts, Rules, Score};
+use crate::lead::LeadInput;
 use leadq_queue::envelope::JobMeta;
 
 /// What [`apply`] did.
@@ -36,7 +36,7 @@ pub struct Applied {
     pub changed: bool,
     /// The score of that version.
     pub score: Score,
-    /// A CRM sync is wanted up to this version: enqueue `crm_sync` (see [`crate::crm_sync`]).
+    /// A CRM sync is wanted up to this version: enqueue `crm_sync` (see [`crate::integrations::hubspot`]).
     pub sync: Option<i64>,
 }
 
@@ -161,6 +161,32 @@ pub async fn apply(
         return Ok(None);
     }
     apply_to_existing(conn, meta, input).await.map(Some)
+}
+
+/// Sets the lead's conversation state (Chatwoot's conversation id and status as of `at`).
+/// Deliveries can arrive out of order: an older state never replaces a newer one.
+pub async fn set_conversation(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    lead_id: Uuid,
+    conversation_id: i64,
+    status: &str,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update leads set conversation_id = $3, conversation_status = $4,
+                conversation_at = $5, updated_at = now()
+          where tenant_id = $1 and id = $2
+            and (conversation_at is null or conversation_at <= $5)",
+    )
+    .bind(tenant)
+    .bind(lead_id)
+    .bind(conversation_id)
+    .bind(status)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// [`apply`] for a lead the caller has just [`ensure`]d in this transaction.

@@ -7,7 +7,7 @@
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::deadletters::{check_kind, record, tenant_by_slug, Actor, OpsError};
+use crate::ops::deadletters::{check_kind, record, tenant_by_slug, Actor, OpsError};
 use leadq_queue::{Queue, TenantState};
 
 /// One change to a tenant's queue controls.

@@ -5,7 +5,7 @@
 //! The engine side (paging, atomic re-drive and purge) is [`leadq_queue::dlq`].
 
 use chrono::{DateTime, Utc};
-use leadq_platform::audit::{self, AuditEntry};
+use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -73,18 +73,14 @@ pub(crate) async fn record(
     details: serde_json::Value,
 ) -> Result<(), OpsError> {
     let mut tx = db::begin(pool, Scope::Platform).await?;
-    audit::record(
-        &mut *tx,
-        &AuditEntry {
-            tenant_id: None,
-            actor,
-            action,
-            subject,
-            outcome: "ok",
-            correlation_id,
-            details,
-        },
-    )
+    Auditor {
+        tenant_id: None,
+        actor,
+        correlation_id,
+    }
+    .entry(action, subject)
+    .details(details)
+    .record(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(())

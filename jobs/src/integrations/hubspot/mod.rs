@@ -1,14 +1,15 @@
 //! `crm_sync`: upsert qualified leads into the tenant's HubSpot CRM, in batches, within its
 //! rate limits.
 //!
-//! The contract (`shared/contracts/crm.md`, read from HubSpot's own SDK and docs):
+//! The contract ([`docs/contracts/hubspot.md`](../../../../docs/contracts/hubspot.md), from
+//! HubSpot's own SDK and docs):
 //! `POST /crm/v3/objects/contacts/batch/upsert` with `{"inputs": [{"id", "idProperty",
 //! "properties": {str: str}}]}`, at most 100 inputs, values always strings; 200 with
 //! `results`, or 207 with `errors[].context.ids` for the inputs that failed; 429 bodies name
 //! their `policyName`; auth is a private-app token or OAuth (refresh before expiry, never on
 //! 401).
 //!
-//! How a job runs (one job per lead version, [`request`]):
+//! How a job runs (one job per lead version, [`crate::lead::sync::request`]):
 //! 1. The lead's `crm_sync_state` row says whether this version is already synced (a replay:
 //!    done, no call) or failed for good (dead-letter with the recorded reason).
 //! 2. The job claims up to `batch_size` pending rows of its tenant, its own first
@@ -32,26 +33,15 @@ use apalis_core::task::data::Data;
 use chrono::{DateTime, Utc};
 use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::integrations::{self, CrmAuth, CrmConnection, IntegrationError};
-use crate::kinds;
+use crate::integrations::settings::{self, CrmAuth, CrmConnection, IntegrationError};
+use crate::lead::sync::SyncInput;
 use crate::Deps;
 use leadq_queue::backend::Job;
-use leadq_queue::envelope::{Envelope, JobMeta, SCHEMA_VERSION};
 use leadq_queue::error::JobError;
-use leadq_queue::Queue;
-
-/// The `crm_sync` payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncInput {
-    /// The lead.
-    pub lead_id: Uuid,
-    /// The lead version that asked for the sync.
-    pub version: i64,
-}
 
 /// How long a batch claim lasts: longer than a call can take, so only a dead worker's claim
 /// expires.
@@ -60,33 +50,6 @@ const CLAIM: Duration = Duration::from_secs(120);
 const REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 /// Wait before looking again at a row another batch holds.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
-
-/// Enqueues the `crm_sync` job for `version` of a lead, on behalf of the handler running
-/// `meta`'s job. The message id is per lead version: asking twice enqueues once.
-pub async fn request(
-    queue: &Queue,
-    meta: &JobMeta,
-    lead_id: Uuid,
-    version: i64,
-) -> Result<(), JobError> {
-    let envelope = Envelope {
-        schema_version: SCHEMA_VERSION,
-        message_id: format!("crm_sync:{lead_id}:{version}"),
-        tenant_id: meta.tenant_id,
-        user_id: format!("system:{}", meta.action),
-        action: kinds::CRM_SYNC.to_owned(),
-        payload: serde_json::to_value(SyncInput { lead_id, version })
-            .map_err(|e| JobError::permanent("serialize", e))?,
-        timestamp: Utc::now(),
-        correlation_id: meta.correlation_id.clone(),
-        signature: None,
-    };
-    queue
-        .enqueue_now(envelope)
-        .await
-        .map_err(|e| JobError::transient("queue_unavailable", e))?;
-    Ok(())
-}
 
 /// The HTTP client for CRM calls (shared, with timeouts).
 pub fn http_client() -> reqwest::Client {
@@ -220,7 +183,7 @@ pub async fn run(job: Job<SyncInput>, deps: Data<Deps>) -> Result<(), JobError> 
             ));
         }
     }
-    let conn = integrations::crm_connection(&mut tx, &deps.sealer, tenant, false)
+    let conn = settings::crm_connection(&mut tx, &deps.sealer, tenant, false)
         .await
         .map_err(crm_err)?
         .ok_or_else(|| {
@@ -443,7 +406,7 @@ async fn pause(
     reason: &str,
 ) -> Result<(), JobError> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    integrations::pause_crm(&mut tx, tenant, until, reason).await?;
+    settings::pause_crm(&mut tx, tenant, until, reason).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -465,7 +428,7 @@ async fn bearer(deps: &Deps, tenant: Uuid, conn: &CrmConnection) -> Result<Strin
         return Ok(t);
     }
     let mut tx = db::begin(&deps.pool, Scope::Tenant(tenant)).await?;
-    let locked = integrations::crm_connection(&mut tx, &deps.sealer, tenant, true)
+    let locked = settings::crm_connection(&mut tx, &deps.sealer, tenant, true)
         .await
         .map_err(crm_err)?
         .ok_or_else(|| JobError::permanent("crm_not_configured", anyhow::anyhow!("gone")))?;
@@ -541,7 +504,7 @@ async fn bearer(deps: &Deps, tenant: Uuid, conn: &CrmConnection) -> Result<Strin
             client_secret: client_secret.clone(),
             refresh_token: r,
         });
-    integrations::store_access_token(
+    settings::store_access_token(
         &mut tx,
         &deps.sealer,
         tenant,

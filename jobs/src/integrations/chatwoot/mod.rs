@@ -1,13 +1,13 @@
 //! `chatwoot_event`: Chatwoot's outgoing webhooks, verified, normalised and applied to leads.
 //!
-//! The contract (`shared/contracts/chatwoot.md`, read from Chatwoot 4.15.1's code) shapes all
-//! of this:
+//! The contract ([`docs/contracts/chatwoot.md`](../../../../docs/contracts/chatwoot.md), read from
+//! Chatwoot 4.15.1's code) shapes all of this:
 //! - the signature is `sha256=` HMAC-SHA256(secret, `"<X-Chatwoot-Timestamp>.<raw body>"`)
 //!   over the **raw bytes** (Chatwoot escapes `<`, `>`, `&` as `\u003c`…; re-serialising
 //!   would change them), compared in constant time; timestamps more than
 //!   [`REPLAY_WINDOW_SECS`] away from now are refused ([`verify`]);
 //! - account webhooks are never retried, so the receiver verifies, normalises and enqueues
-//!   within Chatwoot's 5 s budget, and does the work in this job ([`run`]);
+//!   within Chatwoot's 5 s budget, and does the work in this job ([`handler::run`]);
 //! - the same field has different types in different places (`message_type` as word and as
 //!   number; times as ISO strings, integer and float Unix seconds), conversation ids are
 //!   per-account display ids, and private notes arrive as `outgoing` messages: [`normalize`]
@@ -18,8 +18,12 @@
 //! `conversation_status_changed` (the lead's conversation state, newest first);
 //! `contact_created` and `contact_updated` (the lead's contact fields, re-scored). Everything
 //! else is answered 2xx and counted as `ignored`.
+//!
+//! # Layout
+//! - `mod.rs`: the contract: signature ([`verify`], [`sign`]), the event types, [`normalize`],
+//!   [`seal`].
+//! - [`handler`]: the `chatwoot_event` job, which changes leads only through the lead store.
 
-use apalis_core::task::data::Data;
 use chrono::{DateTime, TimeZone, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -27,13 +31,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::lead_score::LeadInput;
-use crate::leads;
-use crate::Deps;
-use leadq_platform::audit::{self, AuditEntry};
-use leadq_platform::db::{self, Scope};
-use leadq_queue::backend::Job;
-use leadq_queue::error::JobError;
+pub mod handler;
 
 /// How far `X-Chatwoot-Timestamp` may be from now, either way, in seconds.
 pub const REPLAY_WINDOW_SECS: i64 = 300;
@@ -400,147 +398,11 @@ fn json_error_label(e: &serde_json::Error) -> String {
     )
 }
 
-/// The `chatwoot_event` handler.
-pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError> {
-    let meta = &job.meta;
-    let mut ev = job.payload;
-    let open =
-        |field: &str, v: &mut Option<String>| deps.sealer.open_in_place(meta.tenant_id, field, v);
-    open("email", &mut ev.contact.email)?;
-    open("phone", &mut ev.contact.phone)?;
-    if let Change::Message { content, .. } = &mut ev.change {
-        open("content", content)?;
-    }
-    // The queue is not a trust boundary: the lead must be valid before it is stored. Contact
-    // fields Chatwoot holds but that we cannot use (a malformed phone) are dropped, not fatal.
-    let mut lead = LeadInput {
-        external_id: ev.external_id.clone(),
-        source: "chatwoot".into(),
-        name: ev.contact.name.clone(),
-        username: None,
-        phone: ev.contact.phone.clone(),
-        email: ev.contact.email.clone(),
-        answers: Default::default(),
-        campaign: None,
-        next_answer: None,
-    };
-    for e in lead.validate() {
-        match e.field.as_str() {
-            "name" => lead.name = None,
-            "phone" => lead.phone = None,
-            "email" => lead.email = None,
-            _ => {
-                return Err(JobError::permanent(
-                    "invalid_payload",
-                    anyhow::anyhow!("invalid field {} ({})", e.field, e.code),
-                ))
-            }
-        }
-    }
-    let mut tx = db::begin(&deps.pool, Scope::Tenant(meta.tenant_id)).await?;
-    if meta.shadow {
-        audit::record(
-            &mut *tx,
-            &AuditEntry {
-                tenant_id: Some(meta.tenant_id),
-                actor: &meta.user_id,
-                action: "chatwoot.event_shadow",
-                subject: &format!("job:{}", meta.job_id),
-                outcome: "ok",
-                correlation_id: &meta.correlation_id,
-                details: serde_json::json!({"event": ev.event}),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        return Ok(());
-    }
-    let Some(lead_id) = leads::ensure(&mut tx, meta, &lead.external_id, &lead.source).await? else {
-        tracing::info!("Skipping an event for a lead erased after the event was received.");
-        return Ok(());
-    };
-    match &ev.change {
-        Change::Message {
-            message_id,
-            conversation_id,
-            content,
-        } => {
-            sqlx::query(
-                "insert into lead_messages
-                     (tenant_id, lead_id, source, source_id, conversation_id, content, sent_at)
-                 values ($1, $2, 'chatwoot', $3, $4, $5, $6)
-                 on conflict (tenant_id, source, source_id) do nothing",
-            )
-            .bind(meta.tenant_id)
-            .bind(lead_id)
-            .bind(message_id.to_string())
-            .bind(conversation_id)
-            .bind(content)
-            .bind(ev.occurred_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Change::Conversation {
-            conversation_id,
-            status,
-        } => {
-            // Deliveries can arrive out of order: an older state never replaces a newer one.
-            sqlx::query(
-                "update leads set conversation_id = $3, conversation_status = $4,
-                        conversation_at = $5, updated_at = now()
-                  where tenant_id = $1 and id = $2
-                    and (conversation_at is null or conversation_at <= $5)",
-            )
-            .bind(meta.tenant_id)
-            .bind(lead_id)
-            .bind(conversation_id)
-            .bind(status)
-            .bind(ev.occurred_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Change::Contact => {}
-    }
-    // Conversation events carry the contact too; its fields are merged like any change.
-    let applied = leads::apply_to_existing(&mut tx, meta, &lead).await?;
-    audit::record(
-        &mut *tx,
-        &AuditEntry {
-            tenant_id: Some(meta.tenant_id),
-            actor: &meta.user_id,
-            action: "chatwoot.event",
-            subject: &format!("lead:{lead_id}"),
-            outcome: "ok",
-            correlation_id: &meta.correlation_id,
-            details: serde_json::json!({
-                "event": ev.event, "job_id": meta.job_id,
-                "version": applied.version, "score": applied.score.score,
-            }),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    if let Some(version) = applied.sync {
-        crate::crm_sync::request(&deps.queue, meta, applied.lead_id, version).await?;
-    }
-    tracing::info!(event = %ev.event, version = applied.version, "Chatwoot event applied.");
-    Ok(())
-}
-
 /// Seals the personal data of a normalised event for the queue.
 pub fn seal(input: &mut EventInput, tenant: Uuid, sealer: &crate::pii::Sealer) {
-    for (field, v) in [
-        ("email", &mut input.contact.email),
-        ("phone", &mut input.contact.phone),
-    ] {
-        if let Some(plain) = v.take() {
-            *v = Some(sealer.seal(tenant, field, &plain));
-        }
-    }
+    sealer.seal_contact(tenant, &mut input.contact.email, &mut input.contact.phone);
     if let Change::Message { content, .. } = &mut input.change {
-        if let Some(plain) = content.take() {
-            *content = Some(sealer.seal(tenant, "content", &plain));
-        }
+        sealer.seal_in_place(tenant, crate::pii::field::CONTENT, content);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The Telegram lead bot: Bot API updates → lead changes (`lead_score` jobs).
 //!
-//! The contract (`shared/contracts/telegram.md`, Bot API 10.1): one Update per request, with
+//! The contract ([`docs/contracts/telegram.md`](../../../../docs/contracts/telegram.md), Bot API
+//! 10.1): one Update per request, with
 //! exactly one of 26 optional kinds, more to come (unknown kinds are answered 200 and
 //! ignored); `update_id` is for deduplication only; user ids need 52 bits (`i64`);
 //! `MessageEntity` offsets count UTF-16 code units; a shared contact is the user's own only if
@@ -18,8 +19,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::lead_score::LeadInput;
-use crate::scoring::QUESTIONNAIRE;
+use crate::lead::scoring::QUESTIONNAIRE;
+use crate::lead::LeadInput;
 
 /// What the endpoint makes of an update.
 #[derive(Debug, Clone, PartialEq)]

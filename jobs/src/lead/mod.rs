@@ -1,0 +1,24 @@
+//! Leads: the domain every lead-changing job shares.
+//!
+//! A lead is keyed by `(tenant_id, external_id)`. Whoever changes one — the `lead_score` job
+//! (API, Telegram bot) or the `chatwoot_event` job — goes through the [`store`], so merging,
+//! scoring, versioning and the CRM sync request follow one set of rules. Dependencies point
+//! inwards: integrations and operator actions use this module, never the other way round.
+//!
+//! # Layout
+//! - [`LeadInput`] / [`FieldError`] (`input.rs`): the change as producers send it, validated.
+//! - [`store`]: merge a change, score it, version it, keep the score history, want a CRM sync.
+//! - [`scoring`]: the explainable rules, per-tenant weights and thresholds, tiers.
+//! - [`handler`]: the `lead_score` job.
+//! - [`sync`]: the CRM sync request a changed lead may need (the `crm_sync` payload).
+//! - [`erase`] / [`Erased`] (`erase.rs`): the right to be forgotten.
+
+mod erase;
+pub mod handler;
+mod input;
+pub mod scoring;
+pub mod store;
+pub mod sync;
+
+pub use erase::{erase, EraseError, Erased};
+pub use input::{FieldError, LeadInput};
