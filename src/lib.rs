@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`cli`]: subcommands `api`, `worker`, `migrate`, `tenant`, `key`, `lead`, `audit`,
 //!   `dlq`, `queue`, `bench`; one file per command group under `cli/`.
-//! - [`bench`](mod@bench): the queue benchmark of `shared/bench-protocol.md`.
+//! - [`bench`](mod@bench): the queue benchmark of `docs/bench-protocol.md`.
 
 pub mod bench;
 pub mod cli;

@@ -1,4 +1,4 @@
-//! `leadq bench`'s command line: the protocol's flags (`shared/bench-protocol.md`) and ours.
+//! `leadq bench`'s command line: the protocol's flags (`docs/bench-protocol.md`) and ours.
 //!
 //! Kept apart from the modes so the flags, their defaults and their help read in one place;
 //! every other file of the bench reads [`BenchArgs`] and never parses anything.

@@ -1,4 +1,4 @@
-//! `leadq bench`: the queue benchmark of `shared/bench-protocol.md`.
+//! `leadq bench`: the queue benchmark of `docs/bench-protocol.md`.
 //!
 //! It runs the real stack (our Redis backend under an apalis worker with the production
 //! layers) against the given Redis, so its figures compare with BullMQ's on the same server.

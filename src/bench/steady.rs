@@ -2,7 +2,7 @@
 //! `--duration` seconds, one call per job; optionally sampling Redis memory all along.
 //!
 //! The producer is a child process, the same binary with `--role producer`, as the protocol
-//! prescribes (`shared/bench-protocol.md`): it prints a [`ProducerReport`] line that the parent
+//! prescribes (`docs/bench-protocol.md`): it prints a [`ProducerReport`] line that the parent
 //! folds into its own.
 
 use std::process::Stdio;

@@ -95,7 +95,7 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
-    /// Queue benchmark (shared/bench-protocol.md); prints one JSON line.
+    /// Queue benchmark (docs/bench-protocol.md); prints one JSON line.
     Bench(crate::bench::BenchArgs),
 }
 

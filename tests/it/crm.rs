@@ -1,5 +1,5 @@
 //! `crm_sync` against a fake HubSpot at the HTTP boundary, speaking HubSpot's real shapes
-//! (`shared/contracts/crm.md`): batch upsert keyed by email, string property values, 200 and
+//! (`docs/contracts/hubspot.md`): batch upsert keyed by email, string property values, 200 and
 //! 207 bodies, 429 bodies naming their policy, the OAuth token endpoint.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Chatwoot and Telegram webhooks against their contracts (`shared/contracts/`): signature and
+//! Chatwoot and Telegram webhooks against their contracts (`docs/contracts/`): signature and
 //! secret checks, bad bodies, deduplication, and what each event does to a lead.
 
 use std::time::Duration;
