@@ -4,8 +4,8 @@
 #
 # Every leadq_* name in alerts/*.yml, dashboards/*.json, runbooks/*.md and docs/observability.md
 # must be a constant of platform/src/metrics.rs (histograms also as _bucket/_sum/_count). Every
-# redis_* name must be one redis_exporter exports (the list pinned below, from
-# docs/contracts/observability.md, redis_exporter). Label names in selectors, by/on/without/ignoring
+# redis_* name must be one redis_exporter exports (the list pinned below, from the section
+# "redis_exporter" of docs/contracts/observability.md). Label names in selectors, by/on/without/ignoring
 # clauses, {{ $labels.x }} templates and Grafana {{x}} legends must be leadq's label names
 # (metrics.rs `mod label`) or job/instance/le (or redis_exporter's db/cmd/role). Values
 # given to outcome= and state= must be constants of metrics.rs; values given to kind= must be a job
