@@ -1,0 +1,315 @@
+//! The HubSpot side of a `crm_sync` run: the access token (a private-app token, or OAuth
+//! refreshed before it expires, never on a 401), the batch upsert call and how each answer is
+//! read (200, 207, 429 by policy, 401/403, 5xx), and the tenant-wide pause a daily limit or an
+//! exhausted window starts.
+
+use super::*;
+
+/// Classifies a HubSpot 429 body's policy.
+pub(super) fn policy_of(body: &Value) -> &'static str {
+    let policy = body.get("policyName").and_then(Value::as_str).unwrap_or("");
+    let message = body.get("message").and_then(Value::as_str).unwrap_or("");
+    match policy {
+        "TEN_SECONDLY_ROLLING" => "ten_secondly_rolling",
+        "DAILY" => "daily",
+        _ if message.contains("secondly limit") => "secondly",
+        _ => "other",
+    }
+}
+
+pub(super) fn header_u64(h: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+pub(super) fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
+    (now.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now + chrono::TimeDelta::hours(24))
+}
+
+pub(super) async fn pause(
+    pool: &sqlx::PgPool,
+    tenant: Uuid,
+    until: DateTime<Utc>,
+    reason: &str,
+) -> Result<(), JobError> {
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    settings::pause_crm(&mut tx, tenant, until, reason).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A bearer token for the tenant: the private-app token, or a cached OAuth access token,
+/// refreshed (once, under the connection's row lock) when it is about to expire.
+pub(super) async fn bearer(
+    deps: &Deps,
+    tenant: Uuid,
+    conn: &CrmConnection,
+) -> Result<String, JobError> {
+    // A cached access token with more than the margin left.
+    let fresh = |c: &CrmConnection| {
+        c.access
+            .as_ref()
+            .filter(|(_, exp)| *exp - REFRESH_MARGIN > Utc::now())
+            .map(|(t, _)| t.expose().to_owned())
+    };
+    if let CrmAuth::PrivateApp { token } = &conn.auth {
+        return Ok(token.clone());
+    }
+    if let Some(t) = fresh(conn) {
+        return Ok(t);
+    }
+    let mut tx = db::begin(&deps.pool, Scope::Tenant(tenant)).await?;
+    let locked = settings::crm_connection(&mut tx, &deps.sealer, tenant, true)
+        .await
+        .map_err(crm_err)?
+        .ok_or_else(|| JobError::permanent("crm_not_configured", anyhow::anyhow!("gone")))?;
+    // Another job may have refreshed while we waited for the lock.
+    if let Some(t) = fresh(&locked) {
+        return Ok(t);
+    }
+    let CrmAuth::Oauth {
+        client_id,
+        client_secret,
+        refresh_token,
+    } = &locked.auth
+    else {
+        return Err(JobError::transient(
+            "crm_auth_changed",
+            anyhow::anyhow!("auth kind changed"),
+        ));
+    };
+    let url = format!("{}/oauth/v1/token", locked.base_url);
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", client_id.as_str()),
+        ("client_secret", client_secret.as_str()),
+        ("refresh_token", refresh_token.as_str()),
+    ];
+    let res = deps.http.post(&url).form(&form).send().await;
+    let count = |result: &'static str| {
+        metrics::counter!(m::CRM_TOKEN_REFRESHES_TOTAL, m::label::RESULT => result).increment(1);
+    };
+    let res = match res {
+        Ok(r) => r,
+        Err(e) => {
+            count("error");
+            return Err(JobError::transient(
+                "crm_token_refresh_failed",
+                e.without_url(),
+            ));
+        }
+    };
+    let status = res.status();
+    if status.is_server_error() || status.as_u16() == 429 {
+        count("error");
+        return Err(JobError::transient(
+            "crm_token_refresh_failed",
+            anyhow::anyhow!("token endpoint answered {status}"),
+        ));
+    }
+    if !status.is_success() {
+        // invalid_grant and friends: the portal must authorize the app again.
+        count("rejected");
+        return Err(JobError::permanent(
+            "crm_token_refresh_rejected",
+            anyhow::anyhow!("token endpoint refused the refresh token ({status})"),
+        ));
+    }
+    #[derive(Deserialize)]
+    struct Token {
+        access_token: String,
+        #[serde(default)]
+        refresh_token: Option<String>,
+        expires_in: i64,
+    }
+    let t: Token = res.json().await.map_err(|e| {
+        count("error");
+        JobError::transient("crm_token_refresh_failed", e.without_url())
+    })?;
+    let expires_at = Utc::now() + chrono::TimeDelta::seconds(t.expires_in.clamp(60, 86_400));
+    let rotated = t
+        .refresh_token
+        .filter(|r| r != refresh_token)
+        .map(|r| CrmAuth::Oauth {
+            client_id: client_id.clone(),
+            client_secret: client_secret.clone(),
+            refresh_token: r,
+        });
+    settings::store_access_token(
+        &mut tx,
+        &deps.sealer,
+        tenant,
+        &t.access_token,
+        expires_at,
+        rotated.as_ref(),
+    )
+    .await?;
+    tx.commit().await?;
+    count("ok");
+    Ok(t.access_token)
+}
+
+/// Sends one batch and classifies the answer per input id.
+pub(super) async fn send(
+    deps: &Deps,
+    tenant: Uuid,
+    conn: &CrmConnection,
+    inputs: Vec<Value>,
+) -> Result<HashMap<String, RowOutcome>, JobError> {
+    let token = bearer(deps, tenant, conn).await?;
+    let url = format!("{}/crm/v3/objects/contacts/batch/upsert", conn.base_url);
+    let started = Instant::now();
+    let res = deps
+        .http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "inputs": inputs }))
+        .send()
+        .await;
+    metrics::histogram!(m::CRM_REQUEST_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+    let res = match res {
+        Ok(r) => r,
+        Err(e) => {
+            let label = if e.is_timeout() { "timeout" } else { "error" };
+            metrics::counter!(m::CRM_REQUESTS_TOTAL, m::label::STATUS => label).increment(1);
+            return Err(JobError::transient("crm_unavailable", e.without_url()));
+        }
+    };
+    let status = res.status().as_u16();
+    metrics::counter!(m::CRM_REQUESTS_TOTAL, m::label::STATUS => status.to_string()).increment(1);
+    let headers = res.headers().clone();
+    let correlation = headers
+        .get("x-hubspot-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    // Seen the window run out: pause before HubSpot has to refuse.
+    if header_u64(&headers, "x-hubspot-ratelimit-remaining") == Some(0) && status != 429 {
+        let ms =
+            header_u64(&headers, "x-hubspot-ratelimit-interval-milliseconds").unwrap_or(10_000);
+        metrics::counter!(m::CRM_RATE_LIMITED_TOTAL, m::label::POLICY => "window_exhausted")
+            .increment(1);
+        let until = Utc::now() + chrono::TimeDelta::milliseconds(ms.min(60_000) as i64);
+        pause(&deps.pool, tenant, until, "window_exhausted").await?;
+    }
+    match status {
+        200 | 201 | 207 => {
+            let mut out = HashMap::new();
+            for r in body
+                .get("results")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let crm_id = r.get("id").and_then(Value::as_str).map(str::to_owned);
+                let key = r
+                    .get("properties")
+                    .and_then(|p| p.get(&conn.id_property))
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_lowercase);
+                if let Some(k) = key {
+                    out.insert(k, RowOutcome::Synced { crm_id });
+                }
+            }
+            for e in body
+                .get("errors")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let category = e.get("category").and_then(Value::as_str).unwrap_or("");
+                let outcome = match category {
+                    "VALIDATION_ERROR" | "INVALID_EMAIL" | "PROPERTY_DOESNT_EXIST" => {
+                        RowOutcome::Failed {
+                            code: "crm_invalid_data",
+                        }
+                    }
+                    _ => RowOutcome::Retry {
+                        code: "crm_partial_failure",
+                    },
+                };
+                for id in e
+                    .pointer("/context/ids")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    out.insert(id.to_ascii_lowercase(), outcome.clone());
+                }
+                tracing::warn!(category, correlation_id = %correlation, "The CRM refused some records.");
+            }
+            if status != 207 {
+                // HubSpot answers 200 only when every input was written.
+                for i in &inputs {
+                    if let Some(id) = i.get("id").and_then(Value::as_str) {
+                        out.entry(id.to_owned())
+                            .or_insert(RowOutcome::Synced { crm_id: None });
+                    }
+                }
+            }
+            Ok(out)
+        }
+        429 => {
+            let policy = policy_of(&body);
+            metrics::counter!(m::CRM_RATE_LIMITED_TOTAL, m::label::POLICY => policy).increment(1);
+            let retry_after = header_u64(&headers, "retry-after").map(Duration::from_secs);
+            if policy == "daily" {
+                let until = next_utc_midnight(Utc::now());
+                pause(&deps.pool, tenant, until, "daily").await?;
+                tracing::error!(correlation_id = %correlation,
+                    "The CRM's daily limit is reached: syncing pauses until it resets.");
+                return Err(JobError::RateLimited {
+                    code: "crm_daily_limit",
+                    retry_after: (until - Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::from_secs(3600)),
+                });
+            }
+            let wait = retry_after.unwrap_or(match policy {
+                "secondly" => Duration::from_secs(1),
+                _ => Duration::from_secs(10),
+            });
+            Err(JobError::RateLimited {
+                code: "crm_rate_limited",
+                retry_after: wait,
+            })
+        }
+        401 | 403 => {
+            tracing::error!(status, correlation_id = %correlation,
+                "The CRM refused the tenant's credentials.");
+            Err(JobError::permanent(
+                "crm_unauthorized",
+                anyhow::anyhow!("the CRM answered {status} (credentials refused)"),
+            ))
+        }
+        400 | 409 | 422 => {
+            let message = body.get("category").and_then(Value::as_str).unwrap_or("");
+            tracing::error!(status, category = message, correlation_id = %correlation,
+                "The CRM refused the whole batch.");
+            let mut out = HashMap::new();
+            for i in &inputs {
+                if let Some(id) = i.get("id").and_then(Value::as_str) {
+                    out.insert(
+                        id.to_owned(),
+                        RowOutcome::Failed {
+                            code: "crm_rejected",
+                        },
+                    );
+                }
+            }
+            Ok(out)
+        }
+        s if s >= 500 => Err(JobError::transient(
+            "crm_unavailable",
+            anyhow::anyhow!("the CRM answered {s} (correlation id {correlation})"),
+        )),
+        s => Err(JobError::transient(
+            "crm_unexpected_status",
+            anyhow::anyhow!("the CRM answered {s} (correlation id {correlation})"),
+        )),
+    }
+}
