@@ -163,6 +163,47 @@ pub async fn apply(
     apply_to_existing(conn, meta, input).await.map(Some)
 }
 
+/// A message of the lead's conversation, as an integration received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The integration it came from (`chatwoot`).
+    pub source: &'a str,
+    /// Its id there; a message is stored once per `(tenant, source, source_id)`.
+    pub source_id: &'a str,
+    /// The conversation it belongs to, when the integration says.
+    pub conversation_id: Option<i64>,
+    /// Its text, if any.
+    pub content: Option<&'a str>,
+    /// When it was sent.
+    pub sent_at: DateTime<Utc>,
+}
+
+/// Attaches an incoming message to the lead (it counts towards the lead's score); a message
+/// already stored is left as it is.
+pub async fn add_message(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    lead_id: Uuid,
+    m: &Message<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into lead_messages
+             (tenant_id, lead_id, source, source_id, conversation_id, content, sent_at)
+         values ($1, $2, $3, $4, $5, $6, $7)
+         on conflict (tenant_id, source, source_id) do nothing",
+    )
+    .bind(tenant)
+    .bind(lead_id)
+    .bind(m.source)
+    .bind(m.source_id)
+    .bind(m.conversation_id)
+    .bind(m.content)
+    .bind(m.sent_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Sets the lead's conversation state (Chatwoot's conversation id and status as of `at`).
 /// Deliveries can arrive out of order: an older state never replaces a newer one.
 pub async fn set_conversation(

@@ -69,20 +69,14 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
             conversation_id,
             content,
         } => {
-            sqlx::query(
-                "insert into lead_messages
-                     (tenant_id, lead_id, source, source_id, conversation_id, content, sent_at)
-                 values ($1, $2, 'chatwoot', $3, $4, $5, $6)
-                 on conflict (tenant_id, source, source_id) do nothing",
-            )
-            .bind(meta.tenant_id)
-            .bind(lead_id)
-            .bind(message_id.to_string())
-            .bind(conversation_id)
-            .bind(content)
-            .bind(ev.occurred_at)
-            .execute(&mut *tx)
-            .await?;
+            let message = store::Message {
+                source: "chatwoot",
+                source_id: &message_id.to_string(),
+                conversation_id: *conversation_id,
+                content: content.as_deref(),
+                sent_at: ev.occurred_at,
+            };
+            store::add_message(&mut tx, meta.tenant_id, lead_id, &message).await?;
         }
         Change::Conversation {
             conversation_id,
