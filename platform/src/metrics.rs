@@ -39,7 +39,8 @@ pub const SECURITY_EVENTS_TOTAL: &str = "leadq_security_events_total";
 /// insufficient_scope).
 pub const AUTH_FAILURES_TOTAL: &str = "leadq_auth_failures_total";
 
-/// Counter: requests refused by a per-tenant limit, by `scope` (tenant_rate, tenant_quota).
+/// Counter: requests refused by a per-tenant limit, by `scope` (tenant_rate, tenant_quota) and
+/// `tenant` (bounded, as [`TENANT_JOBS_TOTAL`]).
 pub const RATE_LIMITED_TOTAL: &str = "leadq_rate_limited_total";
 
 /// Counter: webhook deliveries, by `source` (`chatwoot`, `telegram`) and `outcome` (see
@@ -66,6 +67,28 @@ pub const TENANT_JOBS_TOTAL: &str = "leadq_tenant_jobs_total";
 pub const SCHEDULE_RUNS_TOTAL: &str = "leadq_schedule_runs_total";
 /// Gauge: 1 while this worker process holds the scheduler's leader lease, else 0.
 pub const SCHEDULER_LEADER: &str = "leadq_scheduler_leader";
+
+/// Gauge: 1 when this process reached the `dependency` (`postgres`, `redis`) at its last
+/// scrape, else 0. Refreshed on every `/metrics` request, with a short timeout.
+pub const DEPENDENCY_UP: &str = "leadq_dependency_up";
+/// Histogram: from enqueue to done (completed or dead-lettered), by `kind`: the job SLA.
+pub const JOB_TURNAROUND_SECONDS: &str = "leadq_job_turnaround_seconds";
+/// Gauge: 1 while the security check `check` passes, 0 while it fails (see
+/// `leadq_jobs::ops::security`). Published by the API, refreshed every 30 s.
+pub const SECURITY_CHECK_OK: &str = "leadq_security_check_ok";
+/// Gauge: active API keys expiring within 7 days.
+pub const API_KEYS_EXPIRING: &str = "leadq_api_keys_expiring";
+/// Gauge: 1 if the last synthetic canary run succeeded, 0 if it failed (read from Redis at
+/// scrape time, so a stopped worker shows an ageing success, not a missing series).
+pub const CANARY_SUCCESS: &str = "leadq_canary_success";
+/// Gauge: how long the last canary run took, post to scored, in seconds.
+pub const CANARY_DURATION_SECONDS: &str = "leadq_canary_duration_seconds";
+/// Gauge: Unix time of the last successful canary run.
+pub const CANARY_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "leadq_canary_last_success_timestamp_seconds";
+/// Histogram: Chatwoot chat SLA, from a contact's incoming message to the first outgoing
+/// agent reply in the same conversation, in seconds.
+pub const CHAT_FIRST_REPLY_SECONDS: &str = "leadq_chat_first_reply_seconds";
 
 /// Label names.
 pub mod label {
@@ -99,6 +122,10 @@ pub mod label {
     pub const REASON: &str = "reason";
     /// Which limit.
     pub const SCOPE: &str = "scope";
+    /// An external dependency: `postgres` or `redis`.
+    pub const DEPENDENCY: &str = "dependency";
+    /// A security check's name.
+    pub const CHECK: &str = "check";
 }
 
 /// Values of the `outcome` label of [`JOBS_TOTAL`].
@@ -131,6 +158,9 @@ pub mod webhook_outcome {
     pub const MALFORMED: &str = "malformed";
     /// An event or update type we do not act on: 2xx, counted, not enqueued.
     pub const IGNORED: &str = "ignored";
+    /// We answered 5xx (the queue or the database failed): the sender may not retry, so the
+    /// event may be lost.
+    pub const FAILED: &str = "failed";
     /// Every value, for pre-registering series.
     pub const ALL: &[&str] = &[
         ACCEPTED,
@@ -141,6 +171,7 @@ pub mod webhook_outcome {
         TOO_LARGE,
         MALFORMED,
         IGNORED,
+        FAILED,
     ];
 }
 
@@ -199,6 +230,7 @@ pub fn register_job_series(kind: &'static str) {
     metrics::counter!(JOB_RETRIES_TOTAL, label::KIND => kind).increment(0);
     let _ = metrics::histogram!(JOB_DURATION_SECONDS, label::KIND => kind);
     let _ = metrics::histogram!(JOB_WAIT_SECONDS, label::KIND => kind);
+    let _ = metrics::histogram!(JOB_TURNAROUND_SECONDS, label::KIND => kind);
 }
 
 /// Creates the security, integration and queue-error series at zero, so `increase()` alerts
@@ -305,5 +337,29 @@ fn describe() {
     describe_counter!(
         JOBS_ENQUEUED_TOTAL,
         "Jobs accepted at enqueue, by kind and result."
+    );
+    describe_gauge!(DEPENDENCY_UP, "1 when the dependency answered at scrape.");
+    describe_histogram!(
+        JOB_TURNAROUND_SECONDS,
+        Unit::Seconds,
+        "Time from enqueue to done (completed or dead)."
+    );
+    describe_gauge!(SECURITY_CHECK_OK, "1 while the security check passes.");
+    describe_gauge!(API_KEYS_EXPIRING, "Active API keys expiring within 7 days.");
+    describe_gauge!(CANARY_SUCCESS, "1 if the last canary run succeeded.");
+    describe_gauge!(
+        CANARY_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of the last canary run."
+    );
+    describe_gauge!(
+        CANARY_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time of the last successful canary run."
+    );
+    describe_histogram!(
+        CHAT_FIRST_REPLY_SECONDS,
+        Unit::Seconds,
+        "Chatwoot: incoming message to first agent reply."
     );
 }
