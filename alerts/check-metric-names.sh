@@ -47,8 +47,8 @@ pg_stat_database_temp_bytes pg_stat_database_conflicts
 pg_stat_archiver_failed_count pg_stat_archiver_last_archive_age
 pg_replication_lag pg_postmaster_start_time_seconds"
 # Labels that are not leadq's own: Prometheus target labels, histogram buckets, redis_exporter's,
-# postgres_exporter's.
-EXTRA_LABELS="job instance le db cmd role server datname mode"
+# postgres_exporter's, and the burn-rate windows long/short that alerts/slo.yml sets.
+EXTRA_LABELS="job instance le db cmd role server datname mode long short"
 
 fail=0
 problem() {
