@@ -17,7 +17,9 @@ What it changes (nothing else, byte for byte):
     Results are rounded UP to whole seconds, at least 1s (0 stays 0), and written in the
     largest unit that divides them evenly (60s -> 1m, 10080s -> 168m).
     Not changed: plain numeric thresholds without the marker (e.g. heartbeat ages), the
-    wall-clock hours of alerts/peak-hours.yml, and annotations.
+    wall-clock hours of alerts/peak-hours.yml (unless --always-peak: then
+    leadq:peak_hours:bool is vector(1), so the anomaly alert can fire at any hour), and
+    annotations.
 
   alertmanager/alertmanager.yml -> OUT/alertmanager/alertmanager.yml (templates copied beside it):
     * group_wait, group_interval, repeat_interval divided by --factor, rounded the same way;
@@ -31,7 +33,7 @@ Usage (python3 standard library only; no PyYAML, the transform is line-based):
   python3 alerts/test-override.py --out /tmp/alerts-fast \\
       [--factor 60] \\
       [--api-url http://127.0.0.1:18081 --bot-token 123456:TEST --chat-id -100123] \\
-      [--watchdog-url http://127.0.0.1:18081/deadmansswitch]
+      [--watchdog-url http://127.0.0.1:18081/deadmansswitch] [--always-peak]
 
 Without --api-url only the rules are written. Then, e.g.:
 
@@ -127,6 +129,13 @@ RULE_DURATION_KEYS = duration_value("for|interval")
 EXPR_KEY = re.compile(r"^(\s*(?:-\s+)?)expr:(.*)$")
 
 
+PEAK_RULE = re.compile(r"^(\s*-\s+record:\s*leadq:peak_hours:bool\s*\n\s*expr:\s*).*$", re.M)
+
+
+def always_peak(text: str) -> str:
+    return PEAK_RULE.sub(lambda m: m.group(1) + "vector(1)", text)
+
+
 def transform_rules(text: str, factor: float) -> str:
     out = []
     expr_indent = None  # indentation of the current `expr:` key while inside its value
@@ -194,6 +203,7 @@ def main() -> int:
     p.add_argument("--bot-token", default="123456:TEST", help="bot token the fake API expects")
     p.add_argument("--chat-id", type=int, default=-100123, help="chat id (an integer)")
     p.add_argument("--watchdog-url", help="URL for the LeadqWatchdog dead man's switch receiver")
+    p.add_argument("--always-peak", action="store_true", help="make leadq:peak_hours:bool always 1")
     args = p.parse_args()
     if args.factor < 1:
         p.error("--factor must be at least 1")
@@ -204,7 +214,10 @@ def main() -> int:
     if not files:
         p.error(f"no *.yml in {args.rules}")
     for f in files:
-        (rules_out / f.name).write_text(transform_rules(f.read_text(), args.factor))
+        text = transform_rules(f.read_text(), args.factor)
+        if args.always_peak:
+            text = always_peak(text)
+        (rules_out / f.name).write_text(text)
     print(f"test-override: {len(files)} rule file(s) -> {rules_out} (durations / {args.factor:g})")
 
     if args.api_url:
