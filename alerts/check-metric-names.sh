@@ -9,7 +9,8 @@
 # clauses, {{ $labels.x }} templates and Grafana {{x}} legends must be leadq's label names
 # (metrics.rs `mod label`) or job/instance/le (or redis_exporter's db/cmd/role). Values
 # given to outcome= and state= must be constants of metrics.rs; values given to kind= must be a job
-# kind of jobs/src/kinds.rs or a security-event kind.
+# kind of jobs/src/kinds.rs or a security-event kind. Recording-rule names (level:metric:operations,
+# e.g. slo:leadq_ingest_errors:ratio_rate5m) must be defined by a `record:` in alerts/*.yml.
 # Uses only bash, grep, sed and awk. Run from anywhere: bash alerts/check-metric-names.sh
 set -euo pipefail
 
@@ -74,12 +75,19 @@ values_of() { # constants of `pub mod <name>` in metrics.rs
 outcomes="$(values_of outcome; values_of webhook_outcome)"
 states="$(values_of state)"
 kinds="$(grep -E '^pub const [A-Z_]+: &str = "' "$KINDS" | sed -E 's/^[^"]*"([^"]*)".*/\1/')"$'\n'"bad_signature"$'\n'"unauthorized"
+# Recording rules (names with a colon): those defined by `record:` in alerts/*.yml.
+recorded="$(sed -nE 's/^[[:space:]]*-?[[:space:]]*record:[[:space:]]*["'\'']?([a-zA-Z_:][a-zA-Z0-9_:]*).*/\1/p' alerts/*.yml 2>/dev/null || true)"
 
 for f in "${files[@]}"; do
   # Metric names. YAML comments count too: they must not name metrics that do not exist.
   # (redis_exporter alone is the exporter's name, not a metric.)
-  for m in $(grep -oE '\b(leadq|redis)_[a-z0-9_]+' "$f" | { grep -vx 'redis_exporter' || true; } | sort -u); do
-    grep -qx "$m" <<<"$known" || problem "$f: unknown metric $m"
+  # A name with colons is a recording rule (tenant:leadq_tenant_jobs:rate1h): it must be recorded.
+  for m in $(grep -oE '([a-z_]+:)*\b(leadq|redis)_[a-z0-9_]+(:[a-z0-9_]+)*' "$f" | { grep -vx 'redis_exporter' || true; } | sort -u); do
+    if [[ "$m" == *:* ]]; then
+      grep -qxF "$m" <<<"$recorded" || problem "$f: recording rule $m is not defined by a record: in alerts/*.yml"
+    else
+      grep -qx "$m" <<<"$known" || problem "$f: unknown metric $m"
+    fi
   done
 
   # Label names: selectors, grouping and matching clauses, alert templates, Grafana legends.
@@ -87,7 +95,7 @@ for f in "${files[@]}"; do
   text="$(sed 's/\\"/"/g' "$f")"
   used_labels="$(
     {
-      grep -oE '\b(leadq|redis)_[a-z0-9_]+\{[^}]*\}' <<<"$text" | sed -E 's/^[^{]*\{//; s/\}$//' |
+      grep -oE '\b(leadq|redis)_[a-z0-9_:]+\{[^}]*\}' <<<"$text" | sed -E 's/^[^{]*\{//; s/\}$//' |
         grep -oE '[a-z_]+[[:space:]]*(=~|!~|!=|=)' | sed -E 's/[[:space:]]*(=~|!~|!=|=)$//' || true
       grep -oE '\b(by|on|without|ignoring|group_left|group_right)[[:space:]]*\([^)]*\)' <<<"$text" |
         sed -E 's/^[a-z_]+[[:space:]]*\(//; s/\)$//' | tr ',' '\n' | sed -E 's/[[:space:]]//g' || true
