@@ -47,14 +47,16 @@ shopt -u nullglob
 # Known names. A constant documented as "Histogram:" also exists as _bucket, _sum and _count.
 known="$(awk '
   /^\/\/\/ Histogram:/ { hist = 1; next }
-  /^pub const [A-Z_]+: &str = "leadq_/ {
+  /^pub const [A-Z_]+: &str =$/ { split_const = 1; next } # rustfmt put the name on the next line
+  /^pub const [A-Z_]+: &str = "leadq_/ || (split_const && /^[[:space:]]+"leadq_/) {
+    split_const = 0
     name = $0; sub(/^[^"]*"/, "", name); sub(/".*/, "", name)
     print name
     if (hist) { print name "_bucket"; print name "_sum"; print name "_count" }
     hist = 0; next
   }
   /^\/\/\// { next }
-  { hist = 0 }
+  { hist = 0; split_const = 0 }
 ' "$METRICS")"
 known="$known"$'\n'"$(tr -s ' \n' '\n' <<<"$REDIS_METRICS")"
 
