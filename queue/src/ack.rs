@@ -16,6 +16,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use leadq_platform::metrics as m;
+use leadq_platform::telemetry::trace;
 use tracing::Instrument;
 
 use crate::backend::KindRunner;
@@ -102,14 +103,30 @@ where
         let meta = task.args.meta.clone();
         let runner = self.runner.clone();
         let kind = runner.kind;
+        // `process <kind>` (OpenTelemetry messaging): each run continues the trace of the
+        // `send` that enqueued the job and links to it, so the retries of one job are siblings
+        // under one creation context.
         let span = tracing::info_span!("job",
+            otel.name = %format_args!("process {kind}"),
+            otel.kind = "consumer",
+            messaging.system = "leadq",
+            messaging.operation.type = "process",
+            messaging.destination.name = kind,
+            messaging.message.id = %meta.message_id,
             kind,
             job_id = %meta.job_id,
             attempt = meta.attempt,
             tenant_id = %meta.tenant_id,
             correlation_id = %meta.correlation_id,
             message_id = %meta.message_id,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
+        let remote = trace::context_from(&meta.trace_context.clone().into_iter().collect());
+        if let Some(remote) = remote {
+            trace::continue_from(&span, remote, true);
+        }
+        trace::record_ids(&span);
         let inner = span.in_scope(|| self.inner.call(task));
         async move {
             runner.observer.started(&meta).await;

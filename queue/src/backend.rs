@@ -309,6 +309,7 @@ impl KindRunner {
                         action: env.action,
                         timestamp: env.timestamp,
                         correlation_id: env.correlation_id,
+                        trace_context: env.trace_context,
                         shadow: false,
                     },
                     payload,

@@ -15,7 +15,7 @@ use super::exit_code;
 /// `leadq api`: serves the HTTP API on `LEADQ_API_ADDR`.
 pub(super) fn api(runtime: &Runtime, settings: &Settings) -> ExitCode {
     let result = {
-        let _guard = telemetry::init(settings);
+        let _guard = telemetry::init(settings, "leadq-api");
         runtime.block_on(async {
             let app = leadq_api::Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await
@@ -27,7 +27,7 @@ pub(super) fn api(runtime: &Runtime, settings: &Settings) -> ExitCode {
 /// `leadq worker`: runs the workers of every job kind.
 pub(super) fn worker(runtime: &Runtime, settings: Settings) -> ExitCode {
     let result = {
-        let _guard = telemetry::init(&settings);
+        let _guard = telemetry::init(&settings, "leadq-worker");
         runtime.block_on(async {
             let worker = leadq_worker::Worker::build(settings).await?;
             worker.run_until_stopped(shutdown_signal()).await

@@ -144,6 +144,7 @@ async fn planted_secrets_appear_in_no_log_line_error_body_or_sentry_event() {
                                             "email": EMAIL, "phone": PHONE}),
                 timestamp: Utc::now(),
                 correlation_id: PHONE.replace(' ', ""),
+                trace_context: Default::default(),
                 signature: None,
             },
             run_at: None,
