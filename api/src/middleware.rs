@@ -13,7 +13,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use leadq_platform::metrics as m;
-use leadq_platform::telemetry::trace;
+use leadq_platform::telemetry::{self, trace};
 use tracing::Instrument;
 
 /// The correlation-id header.
@@ -75,10 +75,15 @@ pub async fn observe(req: Request, next: Next) -> Response {
     }
     trace::record_ids(&span);
     let started = Instant::now();
+    let tags = [
+        ("correlation_id", correlation_id.clone()),
+        ("route", route.clone()),
+        ("method", method.clone()),
+    ];
     let mut res = CORRELATION_ID
         .scope(
             correlation_id.clone(),
-            next.run(req).instrument(span.clone()),
+            telemetry::with_own_hub(&tags, next.run(req).instrument(span.clone())),
         )
         .await;
     let elapsed = started.elapsed().as_secs_f64();

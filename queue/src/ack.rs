@@ -16,7 +16,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use leadq_platform::metrics as m;
-use leadq_platform::telemetry::trace;
+use leadq_platform::telemetry::{self, trace};
 use tracing::Instrument;
 
 use crate::backend::KindRunner;
@@ -128,7 +128,14 @@ where
         }
         trace::record_ids(&span);
         let inner = span.in_scope(|| self.inner.call(task));
-        async move {
+        let tags = [
+            ("kind", kind.to_owned()),
+            ("job_id", meta.job_id.to_string()),
+            ("attempt", meta.attempt.to_string()),
+            ("tenant_id", meta.tenant_id.to_string()),
+            ("correlation_id", meta.correlation_id.clone()),
+        ];
+        let job = async move {
             runner.observer.started(&meta).await;
             let started_at = Utc::now();
             if meta.attempt == 1 {
@@ -172,9 +179,9 @@ where
                 })
                 .await;
             Ok(settled)
-        }
-        .instrument(span)
-        .boxed()
+        };
+        // One Sentry hub per run: its events carry the job's tags, never another job's.
+        telemetry::with_own_hub(&tags, job.instrument(span)).boxed()
     }
 }
 

@@ -21,6 +21,7 @@ mod process;
 mod schedule;
 mod secrets;
 mod security;
+mod sentry;
 mod tracing;
 mod webhooks;
 mod worker_faults;

@@ -35,7 +35,12 @@ impl JobObserver for RunRecorder {
     fn started(&self, meta: &JobMeta) -> BoxFuture<'static, ()> {
         let pool = self.pool.clone();
         let meta = meta.clone();
+        let tenants = self.tenants.clone();
         async move {
+            // Runs inside the job's own Sentry hub: its events name the tenant by slug (the
+            // bounded label: `other` past the cap).
+            let label = tenants.label(meta.tenant_id).await;
+            leadq_platform::telemetry::tag_tenant(meta.tenant_id, label.as_deref());
             let res = async {
                 let mut tx = db::begin(&pool, Scope::Tenant(meta.tenant_id)).await?;
                 sqlx::query(
