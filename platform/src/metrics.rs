@@ -90,6 +90,14 @@ pub const CANARY_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
 /// agent reply in the same conversation, in seconds.
 pub const CHAT_FIRST_REPLY_SECONDS: &str = "leadq_chat_first_reply_seconds";
 
+/// Gauge: worker threads of this process's tokio runtime.
+pub const TOKIO_WORKERS: &str = "leadq_tokio_workers";
+/// Gauge: tasks waiting in the tokio runtime's global queue (a backlog of ready work the
+/// threads cannot keep up with).
+pub const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "leadq_tokio_global_queue_depth";
+/// Gauge: tasks alive in the tokio runtime.
+pub const TOKIO_ALIVE_TASKS: &str = "leadq_tokio_alive_tasks";
+
 /// Label names.
 pub mod label {
     /// A recurring task's name.
@@ -216,6 +224,27 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Refreshes the process gauges at scrape time: the standard `process_*` set of the Prometheus
+/// client conventions (CPU seconds, resident memory, open and maximum file descriptors, start
+/// time, threads; from `/proc` via `metrics-process`) and the tokio runtime's workers, global
+/// queue depth and alive tasks.
+pub fn collect_process() {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR
+        .get_or_init(|| {
+            let c = metrics_process::Collector::default();
+            c.describe();
+            c
+        })
+        .collect();
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let m = rt.metrics();
+        metrics::gauge!(TOKIO_WORKERS).set(m.num_workers() as f64);
+        metrics::gauge!(TOKIO_GLOBAL_QUEUE_DEPTH).set(m.global_queue_depth() as f64);
+        metrics::gauge!(TOKIO_ALIVE_TASKS).set(m.num_alive_tasks() as f64);
+    }
+}
+
 /// Creates the job series of `kind` at zero, so dashboards and `rate()` alerts see them from
 /// the first scrape instead of after the first event.
 pub fn register_job_series(kind: &'static str) {
@@ -338,6 +367,12 @@ fn describe() {
         JOBS_ENQUEUED_TOTAL,
         "Jobs accepted at enqueue, by kind and result."
     );
+    describe_gauge!(TOKIO_WORKERS, "Worker threads of the tokio runtime.");
+    describe_gauge!(
+        TOKIO_GLOBAL_QUEUE_DEPTH,
+        "Tasks waiting in the tokio runtime's global queue."
+    );
+    describe_gauge!(TOKIO_ALIVE_TASKS, "Tasks alive in the tokio runtime.");
     describe_gauge!(DEPENDENCY_UP, "1 when the dependency answered at scrape.");
     describe_histogram!(
         JOB_TURNAROUND_SECONDS,
