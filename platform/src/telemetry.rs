@@ -25,12 +25,23 @@ impl std::fmt::Debug for TelemetryGuard {
     }
 }
 
+/// A layer added to the log subscriber by a crate above this one (the error-alert layer of
+/// `leadq-notify`). It sits next to the registry, so it sees every event the filter lets
+/// through, like the log and Sentry layers.
+pub type ExtraLayer =
+    Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static>;
+
 /// Installs the log subscriber, Sentry (when `SENTRY_DSN` is set) and the metrics recorder.
 pub fn init(settings: &Settings) -> TelemetryGuard {
+    init_with(settings, None)
+}
+
+/// Like [`init`], with one more layer on the subscriber (see [`ExtraLayer`]).
+pub fn init_with(settings: &Settings, extra: Option<ExtraLayer>) -> TelemetryGuard {
     if let Ok(s) = crate::scrub::Scrubber::new(&settings.scrub_patterns) {
         crate::scrub::install(s);
     }
-    init_logs(&settings.log_filter, settings.log_format);
+    init_logs_with(&settings.log_filter, settings.log_format, extra);
     crate::metrics::install();
     let sentry = settings.sentry_dsn.as_ref().map(|dsn| {
         sentry::init(
@@ -59,8 +70,12 @@ where
 
 /// Installs the log subscriber only (commands that do not need Sentry or metrics).
 pub fn init_logs(filter: &str, format: LogFormat) {
+    init_logs_with(filter, format, None);
+}
+
+fn init_logs_with(filter: &str, format: LogFormat, extra: Option<ExtraLayer>) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(extra).with(filter);
     let res = match format {
         LogFormat::Json => registry
             .with(
