@@ -317,7 +317,7 @@ impl KindRunner {
         match parsed {
             Ok(job) => Some(Task::new(job)),
             Err((reason, detail)) => {
-                tracing::error!(kind, job_id = %leased.id, reason, detail,
+                tracing::error!(kind, job_id = %leased.id, reason, detail, alerted = true,
                     "Dead-lettering a job that is not a genuine, readable job of this kind.");
                 metrics::counter!(m::JOBS_TOTAL, m::label::KIND => kind,
                     m::label::OUTCOME => m::outcome::DEAD)
