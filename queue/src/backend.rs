@@ -191,7 +191,8 @@ impl KindRunner {
                 Err(error) => {
                     redis_error("release", &error);
                     if start.elapsed() > Duration::from_secs(5) {
-                        tracing::error!(kind = self.kind, error = %error,
+                        // `code`: a dependency down, so the error alert is critical.
+                        tracing::error!(kind = self.kind, error = %error, code = "redis_unavailable",
                             "Could not hand jobs back; they run again when their leases expire.");
                         return 0;
                     }
