@@ -226,7 +226,8 @@ fn record_outcome(kind: &'static str, settled: &Settled, code: Option<&'static s
             m::outcome::RETRIED
         }
         Settled::Dead { reason } => {
-            tracing::error!(reason = %reason, code, "Job dead-lettered.");
+            // `alerted`: the worker's observer sends the dead letter's own alert.
+            tracing::error!(reason = %reason, code, alerted = true, "Job dead-lettered.");
             m::outcome::DEAD
         }
         Settled::Snoozed { delay } => {

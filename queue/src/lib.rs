@@ -38,6 +38,8 @@
 //! - **Dedupe marks** of producers' delivery ids: [`Queue::mark_seen`], [`Queue::unmark_seen`].
 //! - **Erase**: [`Queue::erase_where`] (right to be forgotten).
 //! - **Recurring tasks**: [`schedule`] (leader lease, each firing claimed once).
+//! - **Error alerts' shared state** ([`alert_state`]): per-fingerprint rate limit and the
+//!   digest, for `leadq-notify` (which may not speak Redis itself).
 //! - **Server cost**: [`probe`] (what Redis itself reports: command stats, memory), for the
 //!   bench and operators.
 //!
@@ -58,6 +60,7 @@
 //!   `erase.rs`, [`schedule`], [`probe`].
 
 mod ack;
+pub mod alert_state;
 pub mod backend;
 mod conn;
 pub mod controls;

@@ -2,6 +2,7 @@
 //! `scripts/test`), a fresh database and queue prefix per test.
 
 mod admission;
+mod alerts;
 mod api_auth;
 mod api_leads;
 mod audit;

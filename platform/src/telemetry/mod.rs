@@ -41,15 +41,26 @@ impl std::fmt::Debug for TelemetryGuard {
     }
 }
 
-/// Installs the log subscriber, Sentry (when `SENTRY_DSN` is set), the trace exporter (when
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set; `service` is the default `service.name`) and the
-/// metrics recorder.
-pub fn init(settings: &Settings, service: &str) -> TelemetryGuard {
+/// A layer added to the log subscriber by a crate above this one (the error-alert layer of
+/// `leadq-notify`). It sits next to the registry, so it sees every event the filter lets
+/// through, like the log and Sentry layers.
+pub type ExtraLayer =
+    Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static>;
+
+/// Installs the log subscriber (with `extra`, when given), Sentry (when `SENTRY_DSN` is set),
+/// the trace exporter (when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; `service` is the default
+/// `service.name`) and the metrics recorder.
+pub fn init(settings: &Settings, service: &str, extra: Option<ExtraLayer>) -> TelemetryGuard {
     if let Ok(s) = crate::scrub::Scrubber::new(&settings.scrub_patterns) {
         crate::scrub::install(s);
     }
     let (traces, tracer) = trace::otlp_from_env(service).unzip();
-    install(&settings.log_filter, Some(settings.log_format), tracer);
+    install(
+        &settings.log_filter,
+        Some(settings.log_format),
+        tracer,
+        extra,
+    );
     crate::metrics::install();
     let sentry = settings.sentry_dsn.as_ref().map(|dsn| {
         sentry::init(
@@ -111,17 +122,17 @@ where
 
 /// Installs the log subscriber only (commands that do not need Sentry, traces or metrics).
 pub fn init_logs(filter: &str, format: LogFormat) {
-    install(filter, Some(format), None);
+    install(filter, Some(format), None, None);
 }
 
 /// Installs the process's subscriber: `filter` for everything, log lines on stderr in `format`
-/// (none when `None`: tests that only look at spans), Sentry's error layer, and spans to
-/// `tracer` when given. A second call keeps the first subscriber (tests build several apps per
-/// process).
-pub fn install(
+/// (none when `None`), Sentry's error layer, spans to `tracer` and `extra` when given. A second
+/// call keeps the first subscriber.
+fn install(
     filter: &str,
     format: Option<LogFormat>,
     tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    extra: Option<ExtraLayer>,
 ) {
     use tracing_subscriber::Layer;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -143,6 +154,7 @@ pub fn install(
         ),
     };
     let _ = tracing_subscriber::registry()
+        .with(extra)
         .with(filter)
         .with(tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t)))
         .with(logs)
