@@ -244,3 +244,64 @@ async fn a_forged_trace_context_in_redis_is_dead_lettered_as_bad_signature() {
     worker.stop().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_api_exports_over_otlp_and_its_log_lines_name_the_trace() {
+    let app = leadq_testkit::spawn_app().await;
+    // A stand-in OTLP/HTTP receiver: records what the exporter posts.
+    let (otlp_port, received) = crate::secrets::fake_sentry().await;
+    let api_port = crate::secrets::free_port();
+    let log = std::env::temp_dir().join(format!("leadq-otlp-{}.log", uuid::Uuid::new_v4()));
+    let mut api = crate::leadq_cmd(&app)
+        .arg("api")
+        .env("LEADQ_API_ADDR", format!("127.0.0.1:{api_port}"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{otlp_port}"),
+        )
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env("LEADQ_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{api_port}");
+    let client = reqwest::Client::new();
+    wait_for("the API", Duration::from_secs(20), || {
+        let (c, url) = (client.clone(), format!("{base}/readyz"));
+        async move { c.get(url).send().await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+    let (trace, traceparent) = spans::new_traceparent();
+    let res = client
+        .post(format!("{base}/v1/leads"))
+        .bearer_auth(app.key())
+        .header("traceparent", traceparent)
+        .header("x-correlation-id", "corr-otlp-1")
+        .json(&hot_lead("tg-otlp-1", "ada@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    wait_for(
+        "spans at the OTLP receiver",
+        Duration::from_secs(20),
+        || async { (!received.lock().unwrap().is_empty()).then_some(()) },
+    )
+    .await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &api.id().to_string()])
+        .status()
+        .unwrap();
+    api.wait().unwrap();
+    // The request's log line names its trace next to its correlation id.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("corr-otlp-1") && l.contains("Request served."))
+        .unwrap_or_else(|| panic!("no request line in {text}"));
+    assert!(line.contains(&format!(r#""trace_id":"{trace}""#)), "{line}");
+    assert!(line.contains(r#""span_id":""#), "{line}");
+    let _ = std::fs::remove_file(&log);
+    app.stop().await;
+}
