@@ -48,6 +48,12 @@ pub struct AppState {
     pub operators: std::sync::Arc<Vec<(String, leadq_platform::secret::Secret)>>,
     /// Webhook settings of recently seen tenants.
     pub webhook_tenants: routes::webhooks::TenantCache,
+    /// The `tenant` label of per-tenant metrics (rate limits).
+    pub tenant_labels: leadq_jobs::tenant_labels::TenantLabels,
+    /// Keys, thresholds and the alert channel, for the security health checks.
+    pub settings: std::sync::Arc<Settings>,
+    /// Outgoing HTTP (the alert channel's `getMe`).
+    pub http: reqwest::Client,
 }
 
 /// Every route and the middleware stack.
@@ -69,6 +75,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(routes::webhooks::telegram).layer(DefaultBodyLimit::max(max_body_bytes)),
         )
         .route("/v1/status", get(routes::status::get))
+        .route("/v1/health/security", get(routes::security::get))
         .route("/v1/dlq/{kind}", get(routes::dlq::list))
         .route("/v1/dlq/{kind}/redrive", post(routes::dlq::redrive))
         .route("/v1/dlq/{kind}/purge", post(routes::dlq::purge))
@@ -108,7 +115,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    state: AppState,
+    max_body_bytes: usize,
 }
 
 impl Application {
@@ -120,18 +128,24 @@ impl Application {
         let listener = TcpListener::bind(settings.api_addr)
             .await
             .with_context(|| format!("Failed to bind {}", settings.api_addr))?;
+        let tenant_labels = leadq_jobs::tenant_labels::TenantLabels::new(
+            pool.clone(),
+            settings.metrics_tenant_cap,
+            settings.canary.as_ref().map(|c| c.tenant.clone()),
+        );
         Ok(Self {
             listener,
-            router: router(
-                AppState {
-                    pool,
-                    queue,
-                    sealer: leadq_jobs::pii::Sealer::new(settings.data_keys().clone()),
-                    operators: std::sync::Arc::new(settings.operator_tokens.clone()),
-                    webhook_tenants: Default::default(),
-                },
-                settings.max_body_bytes,
-            ),
+            state: AppState {
+                pool,
+                queue,
+                sealer: leadq_jobs::pii::Sealer::new(settings.data_keys().clone()),
+                operators: std::sync::Arc::new(settings.operator_tokens.clone()),
+                webhook_tenants: Default::default(),
+                tenant_labels,
+                settings: std::sync::Arc::new(settings.clone()),
+                http: reqwest::Client::new(),
+            },
+            max_body_bytes: settings.max_body_bytes,
         })
     }
 
@@ -148,9 +162,12 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr(), "API listening.");
-        axum::serve(self.listener, self.router)
+        let refresh = tokio::spawn(routes::security::refresh_forever(self.state.clone()));
+        let served = axum::serve(self.listener, router(self.state, self.max_body_bytes))
             .with_graceful_shutdown(shutdown)
             .await
-            .context("API server failed")
+            .context("API server failed");
+        refresh.abort();
+        served
     }
 }

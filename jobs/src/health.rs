@@ -87,10 +87,26 @@ pub async fn queue_counts(queue: &Queue) -> Result<Vec<KindCounts>, leadq_queue:
     Ok(out)
 }
 
-/// The Prometheus text of this process, with fresh queue gauges when Redis answers.
-pub async fn metrics_text(queue: &Queue) -> String {
-    if let Err(error) = queue_counts(queue).await {
-        tracing::warn!(error = %error, "Could not refresh queue gauges for /metrics.");
+/// The Prometheus text of this process: whether PostgreSQL and Redis answer now
+/// ([`m::DEPENDENCY_UP`]), and fresh queue gauges when Redis answers. Each read is bounded by
+/// [`CHECK_TIMEOUT`], so a dead dependency shows as a 0, never as a scrape timeout.
+pub async fn metrics_text(pool: &PgPool, queue: &Queue) -> String {
+    let r = readiness(pool, queue).await;
+    for (dependency, status) in [("postgres", r.checks.postgres), ("redis", r.checks.redis)] {
+        metrics::gauge!(m::DEPENDENCY_UP, m::label::DEPENDENCY => dependency)
+            .set(if status == "ok" { 1.0 } else { 0.0 });
+    }
+    if r.checks.postgres == "ok" {
+        leadq_platform::checks::publish_canary(pool).await;
+    }
+    if r.checks.redis == "ok" {
+        match tokio::time::timeout(CHECK_TIMEOUT, queue_counts(queue)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "Could not refresh queue gauges for /metrics.")
+            }
+            Err(_) => tracing::warn!("Queue gauges for /metrics timed out."),
+        }
     }
     m::install().render()
 }
@@ -130,6 +146,6 @@ async fn readyz(State(p): State<Probe>) -> impl IntoResponse {
 async fn metrics(State(p): State<Probe>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics_text(&p.queue).await,
+        metrics_text(&p.pool, &p.queue).await,
     )
 }

@@ -12,6 +12,7 @@
 //! - [`kinds`]: the catalogue of job kinds (stable strings), their defaults, who may cause them.
 //! - [`authz`]: consumer-side authorization of every job before its handler runs.
 //! - [`pii`]: sealing of personal data in queued payloads (Redis never holds it in clear).
+//! - [`tenant_labels`]: the bounded `tenant` label of per-tenant metrics.
 //! - [`health`]: readiness, queue gauges and the `/healthz` `/readyz` `/metrics` routes,
 //!   served by both processes.
 //!
@@ -41,6 +42,7 @@ pub mod kinds;
 pub mod lead;
 pub mod ops;
 pub mod pii;
+pub mod tenant_labels;
 
 /// Connects a long-running process to its stores, eagerly: PostgreSQL (a pool of `pool_size`,
 /// refused if the role would bypass row-level security) and Redis (signing and verifying with

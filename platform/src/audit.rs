@@ -149,3 +149,39 @@ pub async fn verify_chain(
         first_broken_id,
     })
 }
+
+/// The scopes of every chain: each tenant's (by slug), then the platform's.
+async fn all_scopes(pool: &sqlx::PgPool) -> Result<Vec<crate::db::Scope>, sqlx::Error> {
+    let tenants: Vec<uuid::Uuid> = sqlx::query_scalar("select id from tenants order by slug")
+        .fetch_all(pool)
+        .await?;
+    let mut scopes: Vec<_> = tenants.into_iter().map(crate::db::Scope::Tenant).collect();
+    scopes.push(crate::db::Scope::Platform);
+    Ok(scopes)
+}
+
+/// Verifies every chain: each tenant's, then the platform's.
+pub async fn verify_all(pool: &sqlx::PgPool) -> Result<Vec<ChainReport>, sqlx::Error> {
+    let mut out = Vec::new();
+    for scope in all_scopes(pool).await? {
+        out.push(verify_chain(pool, scope).await?);
+    }
+    Ok(out)
+}
+
+/// When the newest audit row of any chain was written: the audit trail's heartbeat. Rows are
+/// readable only inside their own scope (row-level security), so every scope is asked.
+pub async fn newest_entry(
+    pool: &sqlx::PgPool,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+    let mut newest = None;
+    for scope in all_scopes(pool).await? {
+        let mut tx = crate::db::begin(pool, scope).await?;
+        let at: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("select max(at) from audit_log")
+                .fetch_one(&mut *tx)
+                .await?;
+        newest = newest.max(at);
+    }
+    Ok(newest)
+}

@@ -121,6 +121,11 @@ impl Keyring {
     pub fn get(&self, kid: &str) -> Option<&NamedKey> {
         self.keys.iter().find(|k| k.kid == kid)
     }
+
+    /// Every key id, the current one first.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.kid.as_str())
+    }
 }
 
 #[cfg(test)]

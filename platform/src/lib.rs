@@ -14,11 +14,13 @@
 //! - [`keyring`]: named 256-bit keys with rotation (envelope signing, data encryption).
 //! - [`apikey`]: API-key generation, hashing and constant-time verification.
 //! - [`tenant`]: tenant creation and lookup.
-//! - [`audit`]: the append-only audit log writer.
+//! - [`audit`]: the append-only audit log writer, its chain verifier and heartbeat.
+//! - [`checks`]: the last result of each recurring check, and when keys were first seen.
 //! - [`shutdown`]: the one `shutdown_signal()` every process uses.
 
 pub mod apikey;
 pub mod audit;
+pub mod checks;
 pub mod config;
 pub mod db;
 pub mod keyring;

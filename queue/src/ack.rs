@@ -138,6 +138,12 @@ where
             runner.book.remove(&id);
             drop(settling);
             record_outcome(kind, &settled, error_code);
+            if matches!(settled, Settled::Completed | Settled::Dead { .. }) {
+                // The job SLA: from its enqueue to its end, across every attempt and delay.
+                let turnaround = (Utc::now() - meta.timestamp).to_std().unwrap_or_default();
+                metrics::histogram!(m::JOB_TURNAROUND_SECONDS, m::label::KIND => kind)
+                    .record(turnaround.as_secs_f64());
+            }
             runner
                 .observer
                 .finished(JobReport {

@@ -27,6 +27,7 @@ use leadq_platform::config::{Needs, Settings};
 mod audit;
 mod bench;
 mod dlq;
+mod doctor;
 mod key;
 mod lead;
 mod migrate;
@@ -97,13 +98,16 @@ enum Command {
     },
     /// Queue benchmark (docs/bench-protocol.md); prints one JSON line.
     Bench(crate::bench::BenchArgs),
+    /// Release-readiness checklist; exit 1 when any check fails.
+    Doctor(doctor::DoctorArgs),
 }
 
 impl Command {
     /// The settings a command needs; `None` for commands that read none.
     fn needs(&self) -> Option<Needs> {
         match self {
-            Command::Bench(_) => None,
+            // Doctor reads its own settings: an invalid one is a failed check in its report.
+            Command::Bench(_) | Command::Doctor(_) => None,
             Command::Api
             | Command::Worker
             | Command::Lead { .. }
@@ -164,6 +168,7 @@ pub fn main() -> ExitCode {
     let rt = &runtime;
     match (cli.command, settings) {
         (Command::Bench(args), _) => bench::run(rt, args),
+        (Command::Doctor(args), _) => doctor::run(rt, args),
         (Command::Api, Some(s)) => serve::api(rt, &s),
         (Command::Worker, Some(s)) => serve::worker(rt, s),
         (Command::Migrate, Some(s)) => migrate::run(rt, &s),

@@ -15,6 +15,7 @@ mod erase;
 mod keys;
 mod limits;
 mod observability;
+mod oncall;
 mod process;
 mod schedule;
 mod secrets;

@@ -101,10 +101,12 @@ impl Worker {
         let listener = TcpListener::bind(settings.worker_addr)
             .await
             .with_context(|| format!("Failed to bind {}", settings.worker_addr))?;
-        let observer = Arc::new(observer::RunRecorder::new(
+        let tenants = leadq_jobs::tenant_labels::TenantLabels::new(
             pool.clone(),
             settings.metrics_tenant_cap,
-        ));
+            settings.canary.as_ref().map(|c| c.tenant.clone()),
+        );
+        let observer = Arc::new(observer::RunRecorder::new(pool.clone(), tenants));
         Ok(Self {
             settings,
             pool,
@@ -175,13 +177,8 @@ impl Worker {
             let _ = rx.wait_for(|s| *s).await;
         };
         let upkeep_task = tokio::spawn(upkeep.clone().run(stopped(stop_rx.clone())));
-        let scheduler = scheduler::Scheduler::new(
-            queue.clone(),
-            pool.clone(),
-            &worker_id,
-            settings.schedules.clone(),
-            settings.job_runs_keep,
-        );
+        let scheduler =
+            scheduler::Scheduler::new(queue.clone(), pool.clone(), &worker_id, &settings);
         let scheduler_task = tokio::spawn(scheduler.run(stopped(stop_rx.clone())));
         let health = axum::serve(listener, health::router(pool.clone(), queue.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()));

@@ -5,13 +5,10 @@
 //! PostgreSQL is down the handler itself fails and retries, and these rows catch up on the
 //! next run.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use leadq_jobs::tenant_labels::TenantLabels;
 use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
@@ -19,68 +16,6 @@ use leadq_queue::backend::{JobObserver, JobReport, Rejection};
 use leadq_queue::envelope::JobMeta;
 use leadq_queue::Settled;
 use sqlx::PgPool;
-use tokio::sync::RwLock;
-use uuid::Uuid;
-
-/// The `tenant` label of per-tenant metrics: the slug of one of the first `cap` tenants (by
-/// creation), `other` for the rest, so the label's cardinality is bounded whatever the number
-/// of tenants.
-#[derive(Debug, Clone)]
-pub struct TenantLabels {
-    pool: PgPool,
-    cap: usize,
-    known: Arc<RwLock<Known>>,
-}
-
-/// Slugs by tenant id, and when they were last loaded.
-type Known = (HashMap<Uuid, String>, Option<Instant>);
-
-/// The label value for tenants beyond the cap.
-pub const OTHER_TENANTS: &str = "other";
-
-impl TenantLabels {
-    /// Labels for at most `cap` tenants.
-    pub fn new(pool: PgPool, cap: usize) -> Self {
-        Self {
-            pool,
-            cap,
-            known: Arc::default(),
-        }
-    }
-
-    /// The label of `tenant`.
-    pub async fn label(&self, tenant: Uuid) -> String {
-        {
-            let known = self.known.read().await;
-            if let Some(slug) = known.0.get(&tenant) {
-                return slug.clone();
-            }
-            // A full map, or one loaded moments ago, will not learn this tenant now.
-            if known.0.len() >= self.cap
-                || known
-                    .1
-                    .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
-            {
-                return OTHER_TENANTS.to_owned();
-            }
-        }
-        let mut known = self.known.write().await;
-        let rows: Result<Vec<(Uuid, String)>, _> =
-            sqlx::query_as("select id, slug from tenants order by created_at, id limit $1")
-                .bind(i64::try_from(self.cap).unwrap_or(i64::MAX))
-                .fetch_all(&self.pool)
-                .await;
-        known.1 = Some(Instant::now());
-        if let Ok(rows) = rows {
-            known.0 = rows.into_iter().collect();
-        }
-        known
-            .0
-            .get(&tenant)
-            .cloned()
-            .unwrap_or_else(|| OTHER_TENANTS.to_owned())
-    }
-}
 
 /// Writes `job_runs` rows.
 #[derive(Debug, Clone)]
@@ -90,12 +25,9 @@ pub struct RunRecorder {
 }
 
 impl RunRecorder {
-    /// A recorder writing to `pool`, labelling at most `tenant_cap` tenants by slug.
-    pub fn new(pool: PgPool, tenant_cap: usize) -> Self {
-        Self {
-            tenants: TenantLabels::new(pool.clone(), tenant_cap),
-            pool,
-        }
+    /// A recorder writing to `pool`, labelling per-tenant metrics with `tenants`.
+    pub fn new(pool: PgPool, tenants: TenantLabels) -> Self {
+        Self { tenants, pool }
     }
 }
 
@@ -143,8 +75,9 @@ impl JobObserver for RunRecorder {
                 Settled::Dead { .. } => Some(m::outcome::DEAD),
                 Settled::Released | Settled::Lost => None,
             };
-            if let Some(outcome) = outcome {
-                let tenant = tenants.label(report.meta.tenant_id).await;
+            if let (Some(outcome), Some(tenant)) =
+                (outcome, tenants.label(report.meta.tenant_id).await)
+            {
                 metrics::counter!(m::TENANT_JOBS_TOTAL,
                     m::label::TENANT => tenant,
                     m::label::KIND => report.meta.action.clone(),

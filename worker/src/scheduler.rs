@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use leadq_jobs::ops::maintenance;
-use leadq_platform::config::ScheduleSetting;
+use leadq_jobs::ops::{canary, maintenance};
+use leadq_platform::config::{CanarySettings, ScheduleSetting, Settings};
 use leadq_platform::metrics as m;
 use leadq_queue::Queue;
 use sqlx::PgPool;
@@ -29,6 +29,17 @@ pub struct Scheduler {
     worker_id: String,
     schedules: Vec<ScheduleSetting>,
     job_runs_keep: Duration,
+    canary: Option<CanarySettings>,
+    http: reqwest::Client,
+}
+
+/// Why a recurring task failed.
+#[derive(Debug, thiserror::Error)]
+enum TaskError {
+    #[error(transparent)]
+    Maintenance(#[from] maintenance::MaintenanceError),
+    #[error("canary failed: {0}")]
+    Canary(#[from] canary::CanaryError),
 }
 
 /// The latest occurrence of `schedule` in `(after, now]`, if any. Bounded: a long gap of a
@@ -52,23 +63,21 @@ fn due(
 }
 
 impl Scheduler {
-    /// A scheduler for `schedules` (those switched off are ignored).
-    pub fn new(
-        queue: Queue,
-        pool: PgPool,
-        worker_id: &str,
-        schedules: Vec<ScheduleSetting>,
-        job_runs_keep: Duration,
-    ) -> Self {
+    /// A scheduler for the schedules of `settings` (those switched off are ignored).
+    pub fn new(queue: Queue, pool: PgPool, worker_id: &str, settings: &Settings) -> Self {
         Self {
             queue,
             pool,
             worker_id: worker_id.to_owned(),
-            schedules: schedules
-                .into_iter()
+            schedules: settings
+                .schedules
+                .iter()
                 .filter(|s| s.schedule.is_some())
+                .cloned()
                 .collect(),
-            job_runs_keep,
+            job_runs_keep: settings.job_runs_keep,
+            canary: settings.canary.clone(),
+            http: reqwest::Client::new(),
         }
     }
 
@@ -148,36 +157,50 @@ impl Scheduler {
         {
             return Ok(());
         }
-        let result = self.run_task(s.name, at.timestamp_millis()).await;
-        let label = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!(m::SCHEDULE_RUNS_TOTAL, m::label::SCHEDULE => s.name,
-            m::label::RESULT => label)
-        .increment(1);
-        match result {
-            Ok(n) => tracing::info!(schedule = s.name, firing = %at, affected = n,
-                "Recurring task ran."),
-            Err(error) => tracing::error!(schedule = s.name, firing = %at, error = %error,
-                "Recurring task failed; it runs again at its next firing."),
-        }
+        // The task runs beside the loop, so a slow one (the canary waits for a score) never
+        // holds up the lease or the other schedules.
+        let (this, name) = (self.clone(), s.name);
+        tokio::spawn(async move {
+            let result = this.run_task(name, at.timestamp_millis()).await;
+            let label = if result.is_ok() { "ok" } else { "error" };
+            metrics::counter!(m::SCHEDULE_RUNS_TOTAL, m::label::SCHEDULE => name,
+                m::label::RESULT => label)
+            .increment(1);
+            match result {
+                Ok(n) => tracing::info!(schedule = name, firing = %at, affected = n,
+                    "Recurring task ran."),
+                Err(error) => tracing::error!(schedule = name, firing = %at, error = %error,
+                    "Recurring task failed; it runs again at its next firing."),
+            }
+        });
         Ok(())
     }
 
-    async fn run_task(
-        &self,
-        name: &str,
-        firing_ms: i64,
-    ) -> Result<u64, maintenance::MaintenanceError> {
-        match name {
-            "crm_reconcile" => maintenance::crm_reconcile(&self.pool, &self.queue, firing_ms).await,
-            "job_runs_reconcile" => maintenance::job_runs_reconcile(&self.pool, &self.queue).await,
-            "job_runs_retention" => {
-                maintenance::job_runs_retention(&self.pool, self.job_runs_keep).await
+    async fn run_task(&self, name: &str, firing_ms: i64) -> Result<u64, TaskError> {
+        Ok(match name {
+            "crm_reconcile" => {
+                maintenance::crm_reconcile(&self.pool, &self.queue, firing_ms).await?
             }
+            "job_runs_reconcile" => {
+                maintenance::job_runs_reconcile(&self.pool, &self.queue).await?
+            }
+            "job_runs_retention" => {
+                maintenance::job_runs_retention(&self.pool, self.job_runs_keep).await?
+            }
+            "audit_verify" => maintenance::audit_verify(&self.pool).await?,
+            "canary" => match &self.canary {
+                // Not configured: nothing to prove, and nothing recorded (doctor skips it).
+                None => 0,
+                Some(c) => {
+                    canary::run(&self.pool, &self.http, c, firing_ms).await?;
+                    1
+                }
+            },
             other => {
                 tracing::error!(schedule = other, "No task of this name; nothing done.");
-                Ok(0)
+                0
             }
-        }
+        })
     }
 }
 

@@ -86,6 +86,15 @@ fn required(errs: &mut Vec<FieldError>, field: &str, v: Option<String>) -> Strin
     }
 }
 
+/// Counts a refusal by a per-tenant limit, by tenant (bounded label) and scope.
+async fn rate_limited(app: &AppState, tenant: Uuid, scope: &'static str) {
+    if let Some(tenant) = app.tenant_labels.label(tenant).await {
+        metrics::counter!(m::RATE_LIMITED_TOTAL, m::label::SCOPE => scope,
+            m::label::TENANT => tenant)
+        .increment(1);
+    }
+}
+
 /// `POST /v1/leads`.
 pub async fn create(
     State(app): State<AppState>,
@@ -136,12 +145,11 @@ pub async fn create(
     {
         Admission::Admitted => {}
         Admission::RateLimited(d) => {
-            metrics::counter!(m::RATE_LIMITED_TOTAL, m::label::SCOPE => "tenant_rate").increment(1);
+            rate_limited(&app, principal.tenant_id, "tenant_rate").await;
             return Err(ApiError::RateLimited(d));
         }
         Admission::QuotaExceeded(d) => {
-            metrics::counter!(m::RATE_LIMITED_TOTAL, m::label::SCOPE => "tenant_quota")
-                .increment(1);
+            rate_limited(&app, principal.tenant_id, "tenant_quota").await;
             return Err(ApiError::QuotaExceeded(d));
         }
     }

@@ -3,5 +3,6 @@
 pub mod audit;
 pub mod dlq;
 pub mod leads;
+pub mod security;
 pub mod status;
 pub mod webhooks;

@@ -41,6 +41,17 @@ fn count(source: &'static str, outcome: &'static str) {
     .increment(1);
 }
 
+/// Counts a delivery we answered with 5xx as `failed`: the sender may not retry (Chatwoot
+/// does not), so the event may be lost, and on-call must hear of it.
+fn counting_failures<T>(source: &'static str, r: Result<T, ApiError>) -> Result<T, ApiError> {
+    if let Err(e) = &r {
+        if e.status().is_server_error() {
+            count(source, outcome::FAILED);
+        }
+    }
+    r
+}
+
 /// The body, or the error (and count) for one that could not be read.
 fn body_of(source: &'static str, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
@@ -132,6 +143,18 @@ async fn enqueue(
 
 /// `POST /v1/webhooks/chatwoot/{tenant}`.
 pub async fn chatwoot(
+    state: State<AppState>,
+    slug: Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    counting_failures(
+        "chatwoot",
+        chatwoot_delivery(state, slug, headers, body).await,
+    )
+}
+
+async fn chatwoot_delivery(
     State(app): State<AppState>,
     Path(slug): Path<String>,
     headers: HeaderMap,
@@ -245,6 +268,18 @@ pub async fn chatwoot(
 /// `POST /v1/webhooks/telegram/{tenant}`. A callback query is answered in the reply itself
 /// (`answerCallbackQuery`), so the user's client stops its spinner at once.
 pub async fn telegram(
+    state: State<AppState>,
+    slug: Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    counting_failures(
+        "telegram",
+        telegram_delivery(state, slug, headers, body).await,
+    )
+}
+
+async fn telegram_delivery(
     State(app): State<AppState>,
     Path(slug): Path<String>,
     headers: HeaderMap,

@@ -21,7 +21,7 @@ use crate::lead::scoring::Rules;
 use crate::pii::Sealer;
 
 /// Sealed-field names (part of the seal's associated data: never change them).
-mod field {
+pub(crate) mod field {
     pub(crate) const CHATWOOT_SECRET: &str = "chatwoot_secret";
     pub(crate) const CRM_CREDENTIALS: &str = "crm_credentials";
     pub(crate) const CRM_ACCESS_TOKEN: &str = "crm_access_token";

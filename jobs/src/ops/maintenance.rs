@@ -10,6 +10,8 @@
 //!   worker killed in between, or PostgreSQL down at that moment, leaves it behind; Redis says
 //!   what really happened.
 //! - `job_runs_retention`: finished `job_runs` rows past retention are deleted in slices.
+//! - `audit_verify`: every audit hash chain is recomputed; the result is kept in
+//!   `platform_checks`, where the security health checks read how recent and how good it is.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -219,4 +221,37 @@ pub async fn job_runs_retention(pool: &PgPool, keep: Duration) -> Result<u64, Ma
         }
     }
     Ok(total)
+}
+
+/// Verifies every audit chain and records the result (`platform_checks`, row `audit_verify`);
+/// returns the rows checked. A broken chain is recorded as a failed check, not an error: the
+/// task itself did its job, and `LeadqSecurityCheckFailing` carries the news.
+pub async fn audit_verify(pool: &PgPool) -> Result<u64, MaintenanceError> {
+    let started = std::time::Instant::now();
+    let reports = leadq_platform::audit::verify_all(pool).await?;
+    let rows: u64 = reports.iter().map(|r| r.rows).sum();
+    let broken: Vec<String> = reports
+        .iter()
+        .filter_map(|r| {
+            r.first_broken_id
+                .map(|id| format!("{} at row {id}", r.scope))
+        })
+        .collect();
+    let detail = if broken.is_empty() {
+        format!("{} chain(s), {rows} row(s), all intact", reports.len())
+    } else {
+        format!("broken: {}", broken.join(", "))
+    };
+    leadq_platform::checks::record(
+        pool,
+        leadq_platform::checks::AUDIT_VERIFY,
+        broken.is_empty(),
+        &detail,
+        started.elapsed(),
+    )
+    .await?;
+    if !broken.is_empty() {
+        tracing::error!(detail = %detail, "Audit chain verification found a broken chain.");
+    }
+    Ok(rows)
 }

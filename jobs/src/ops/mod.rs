@@ -1,13 +1,20 @@
 //! Operator actions: what on-call and billing do to the platform, each audited.
 //!
 //! # Layout
+//! - [`canary`]: the synthetic canary (a lead through the public API, scored) and its gauges.
+//! - [`doctor`]: the release-readiness checklist behind `leadq doctor`.
 //! - [`deadletters`]: list, inspect, re-drive and purge dead letters (API and CLI).
 //! - [`tenant_queue`]: per-tenant queue controls (pause, resume, cap, weight), by slug.
 //! - [`maintenance`]: the recurring platform tasks the worker's scheduler fires (CRM sync
-//!   reconciliation, `job_runs` reconciliation and retention).
+//!   reconciliation, `job_runs` reconciliation and retention, audit chain verification).
 //! - [`limits`]: billing limits (ingest rate, quota) and the `update_billing_limit` job.
+//! - [`security`]: the security health checks (`GET /v1/health/security`, the
+//!   `leadq_security_check_ok` gauges, `leadq doctor`).
 
+pub mod canary;
 pub mod deadletters;
+pub mod doctor;
 pub mod limits;
 pub mod maintenance;
+pub mod security;
 pub mod tenant_queue;

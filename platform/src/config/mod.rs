@@ -15,6 +15,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod oncall;
+pub use oncall::{AlertChannelSettings, CanarySettings, SecurityHealthSettings};
+
 use crate::keyring::Keyring;
 use crate::secret::Secret;
 
@@ -102,6 +105,11 @@ pub const SCHEDULE_DEFAULTS: &[(&str, &str)] = &[
     ("job_runs_reconcile", "*/10 * * * *"),
     // Deletes finished job_runs rows older than LEADQ_JOB_RUNS_KEEP_DAYS.
     ("job_runs_retention", "17 3 * * *"),
+    // Recomputes every audit hash chain; the security health checks read its last result.
+    ("audit_verify", "23 2 * * *"),
+    // Posts a synthetic lead through the public API and waits for its score (when
+    // LEADQ_CANARY_* is set; a no-op otherwise).
+    ("canary", "* * * * *"),
 ];
 
 /// A recurring task and when it fires.
@@ -179,6 +187,12 @@ pub struct Settings {
     pub schedules: Vec<ScheduleSetting>,
     /// Finished `job_runs` rows older than this are deleted by `job_runs_retention`.
     pub job_runs_keep: Duration,
+    /// The synthetic canary, when configured.
+    pub canary: Option<CanarySettings>,
+    /// Thresholds of the security health checks.
+    pub security: SecurityHealthSettings,
+    /// The Telegram bot alerts go out through, when configured (checked, never used to send).
+    pub alert_channel: Option<AlertChannelSettings>,
 }
 
 /// Every problem found in the environment, reported together.
@@ -495,6 +509,7 @@ impl Settings {
         let job_runs_keep_days =
             r.positive("LEADQ_JOB_RUNS_KEEP_DAYS", 30u64, "a whole number of days");
         let job_runs_keep = Duration::from_secs(job_runs_keep_days.saturating_mul(86_400));
+        let oncall = oncall::read(&mut r);
         let mut kind_settings = BTreeMap::new();
         for d in kinds {
             let up = d.kind.to_ascii_uppercase();
@@ -563,6 +578,9 @@ impl Settings {
             },
             schedules,
             job_runs_keep,
+            canary: oncall.canary,
+            security: oncall.security,
+            alert_channel: oncall.alert_channel,
         })
     }
 

@@ -1,0 +1,257 @@
+//! The on-call side: the security health checks (`GET /v1/health/security` and their gauges),
+//! the synthetic canary, `leadq doctor`, and the dependency gauges of `/metrics`.
+
+use std::time::Duration;
+
+use leadq_jobs::ops::{canary, doctor, maintenance, security::Status};
+use leadq_platform::config::CanarySettings;
+use leadq_testkit::{spawn_app, spawn_app_with, wait_for, TestApp};
+use serde_json::Value;
+
+async fn security(app: &TestApp) -> (u16, Value) {
+    let r = app
+        .client
+        .get(format!("{}/v1/health/security", app.address))
+        .bearer_auth(app.operator_token())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn status_of<'a>(body: &'a Value, check: &str) -> &'a str {
+    body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == check)
+        .unwrap_or_else(|| panic!("no check {check} in {body}"))["status"]
+        .as_str()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_health_needs_an_operator_and_names_every_check_without_a_secret() {
+    let app = spawn_app().await;
+    let anon = app
+        .client
+        .get(format!("{}/v1/health/security", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    let tenant_key = app.get("/v1/health/security", app.key()).await;
+    assert_eq!(tenant_key.status(), 403, "a tenant key is not an operator");
+
+    let (code, body) = security(&app).await;
+    assert_eq!(code, 200, "{body}");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, leadq_jobs::ops::security::CHECKS);
+    // Never verified yet: the check fails and so does the whole answer.
+    assert_eq!(status_of(&body, "audit_verified"), "fail");
+    assert_eq!(body["status"], "fail");
+    assert_eq!(status_of(&body, "operator_tokens"), "pass");
+    assert_eq!(status_of(&body, "signing_keys"), "pass");
+    assert_eq!(status_of(&body, "alert_channel"), "skip");
+    let text = body.to_string();
+    for secret in [
+        app.operator_token().to_owned(),
+        app.key().to_owned(),
+        app.settings.signing_keys().to_spec().expose().to_owned(),
+        app.settings.data_keys().to_spec().expose().to_owned(),
+    ] {
+        assert!(!text.contains(&secret), "a secret leaked into {text}");
+    }
+    // The gauges follow the checks.
+    let metrics = app.text(&format!("{}/metrics", app.address)).await;
+    assert!(metrics.contains("leadq_security_check_ok{check=\"audit_verified\"} 0"));
+    assert!(metrics.contains("leadq_security_check_ok{check=\"operator_tokens\"} 1"));
+
+    // The scheduler's verification makes the check pass.
+    maintenance::audit_verify(&app.db.pool).await.unwrap();
+    let (_, body) = security(&app).await;
+    assert_eq!(status_of(&body, "audit_verified"), "pass", "{body}");
+    assert_eq!(body["status"], "pass", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_audit_trail_and_a_chatwoot_tenant_without_secret_fail_their_checks() {
+    let app = spawn_app_with(&[("LEADQ_AUDIT_HEARTBEAT_MAX_AGE_SECS", "1")]).await;
+    // Every view is audited, so the first call is a heartbeat for the second.
+    security(&app).await;
+    let (_, body) = security(&app).await;
+    assert_eq!(status_of(&body, "audit_heartbeat"), "pass", "{body}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (_, body) = security(&app).await;
+    assert_eq!(status_of(&body, "audit_heartbeat"), "fail", "{body}");
+
+    // An account id without its HMAC secret (as a half-finished manual edit would leave it).
+    let mut tx = app.own().await;
+    sqlx::query(
+        "insert into tenant_integrations (tenant_id, chatwoot_account_id) values ($1, 7)
+         on conflict (tenant_id) do update set chatwoot_account_id = 7, chatwoot_secret = null",
+    )
+    .bind(app.tenant.tenant_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (_, body) = security(&app).await;
+    assert_eq!(status_of(&body, "chatwoot_secrets"), "fail", "{body}");
+    let detail = body["checks"][2]["detail"].as_str().unwrap();
+    assert!(detail.contains(&app.tenant.slug), "{detail}");
+    app.stop().await;
+}
+
+fn canary_settings(app: &TestApp, timeout: Duration) -> CanarySettings {
+    CanarySettings {
+        tenant: app.tenant.slug.clone(),
+        api_url: app.address.clone(),
+        api_key: app.tenant.api_key.clone(),
+        timeout,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_fires_from_the_scheduler_is_published_and_fails_without_a_worker() {
+    let app = spawn_app().await;
+    let http = reqwest::Client::new();
+    // No worker: the lead is accepted but never scored.
+    let err = canary::run(
+        &app.db.pool,
+        &http,
+        &canary_settings(&app, Duration::from_secs(1)),
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, canary::CanaryError::NotScored(_)), "{err}");
+    let metrics = app.text(&format!("{}/metrics", app.address)).await;
+    assert!(metrics.contains("leadq_canary_success 0"), "{metrics}");
+    assert!(!metrics.contains("leadq_canary_last_success_timestamp_seconds"));
+
+    // A worker whose scheduler runs the canary every second.
+    let mut settings = app.settings.clone();
+    settings.canary = Some(canary_settings(&app, Duration::from_secs(10)));
+    for s in &mut settings.schedules {
+        s.schedule = match s.name {
+            "canary" => Some(leadq_platform::config::parse_cron("* * * * * *").unwrap()),
+            _ => None,
+        };
+    }
+    let worker = leadq_testkit::TestWorker::spawn(settings).await;
+    let record = wait_for("a green canary", Duration::from_secs(20), || async {
+        leadq_platform::checks::last(&app.db.pool, "canary")
+            .await
+            .unwrap()
+            .filter(|r| r.ok)
+    })
+    .await;
+    assert!(record.detail.contains("scored"), "{}", record.detail);
+    let metrics = app.text(&format!("http://{}/metrics", worker.health)).await;
+    assert!(metrics.contains("leadq_canary_success 1"), "{metrics}");
+    assert!(metrics.contains("leadq_canary_last_success_timestamp_seconds"));
+    // The canary tenant is not a business figure.
+    assert!(
+        !metrics.contains(&format!("tenant=\"{}\"", app.tenant.slug)),
+        "the canary tenant appears in per-tenant metrics"
+    );
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_say_which_dependency_is_down() {
+    let app = spawn_app().await;
+    let metrics = app.text(&format!("{}/metrics", app.address)).await;
+    assert!(metrics.contains("leadq_dependency_up{dependency=\"postgres\"} 1"));
+    assert!(metrics.contains("leadq_dependency_up{dependency=\"redis\"} 1"));
+    app.stop().await;
+}
+
+fn statuses(r: &doctor::Report) -> Vec<(&'static str, Status)> {
+    r.checks.iter().map(|c| (c.name, c.status)).collect()
+}
+
+fn status(r: &doctor::Report, name: &str) -> Status {
+    r.checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no check {name}"))
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_a_running_platform_and_names_what_is_down() {
+    let app = spawn_app().await;
+    let worker = app.spawn_worker().await;
+    let http = reqwest::Client::new();
+    let opts = doctor::Options {
+        canary_max_age: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let report = doctor::run(&app.settings, &opts, &http).await;
+    assert_eq!(report.status, Status::Pass, "{:?}", statuses(&report));
+    for name in [
+        "postgres",
+        "postgres_role",
+        "migrations",
+        "redis",
+        "keys",
+        "audit_chains",
+        "workers",
+    ] {
+        assert_eq!(status(&report, name), Status::Pass, "{name}");
+    }
+    assert_eq!(status(&report, "canary"), Status::Skip);
+    assert_eq!(status(&report, "prometheus"), Status::Skip);
+    worker.stop().await;
+
+    // No worker left for any kind.
+    let report = doctor::run(&app.settings, &opts, &http).await;
+    assert_eq!(status(&report, "workers"), Status::Fail);
+    assert_eq!(report.status, Status::Fail);
+
+    // Redis and PostgreSQL unreachable (nothing listens on port 9).
+    let mut down = app.settings.clone();
+    down.redis_url = Some(leadq_platform::secret::Secret::new("redis://127.0.0.1:9/"));
+    down.database_url = Some(leadq_platform::secret::Secret::new(
+        "postgres://leadq:leadq@127.0.0.1:9/leadq",
+    ));
+    let report = doctor::run(&down, &opts, &http).await;
+    assert_eq!(report.status, Status::Fail);
+    for name in ["postgres", "migrations", "redis", "workers", "audit_chains"] {
+        assert_eq!(status(&report, name), Status::Fail, "{name}");
+    }
+    // Prometheus named but unreachable.
+    let opts = doctor::Options {
+        prometheus: Some("http://127.0.0.1:9".into()),
+        ..opts
+    };
+    let report = doctor::run(&app.settings, &opts, &http).await;
+    assert_eq!(status(&report, "prometheus"), Status::Fail);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_the_command_reports_a_missing_key_as_json_and_exits_1() {
+    let app = spawn_app().await;
+    let out = crate::leadq_cmd(&app)
+        .env_remove("LEADQ_DATA_KEYS")
+        .args(["doctor", "--json"])
+        .output()
+        .expect("run leadq doctor");
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(report["status"], "fail");
+    assert_eq!(report["checks"][0]["name"], "config");
+    let detail = report["checks"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("LEADQ_DATA_KEYS"), "{detail}");
+    app.stop().await;
+}
