@@ -6,6 +6,9 @@ FakeTelegram: the Bot API's sendMessage as Alertmanager's telegram receiver call
 call) a 429 `Too Many Requests: retry after 1` with `parameters.retry_after`. Every call is
 logged with its arrival time, to memory and to a JSON-lines file.
 
+It also answers getMe (leadq's alert_channel security check) and, at /deadmansswitch,
+Alertmanager's webhook for the LeadqWatchdog heartbeat.
+
 FakeHubSpot: the contacts batch upsert (docs/contracts/hubspot.md, tests/it/crm.rs), keyed by
 email, with a switchable mode: "normal" (200/207 like HubSpot), "401" (credentials refused)
 or "500" (HubSpot unavailable).
@@ -41,6 +44,8 @@ class FakeTelegram:
         self.lock = threading.Lock()
         self.next_id = 1000
         self.sent_429 = False
+        self.get_me = 0          # getMe calls (leadq's alert_channel security check)
+        self.watchdog_pings = []  # arrival times of the dead man's switch webhook
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -92,12 +97,25 @@ class FakeTelegram:
         arrived = time.time()
         path = urllib.parse.urlparse(req.path).path
         params = self._params(req)
+        if path == "/deadmansswitch":
+            # Alertmanager's webhook receiver for LeadqWatchdog (a healthchecks-style ping).
+            with self.lock:
+                self.watchdog_pings.append(arrived)
+            return self._answer(req, 200, {"ok": True})
         prefix = "/bot" + self.token + "/"
         if not path.startswith(prefix):
             # Telegram answers an unknown token with 401 (and a missing one with 404).
             return self._answer(req, 401, {"ok": False, "error_code": 401,
                                            "description": "Unauthorized"})
         method = path[len(prefix):]
+        me = {"id": int(self.token.split(":")[0]), "is_bot": True,
+              "first_name": "leadq alerts", "username": "leadq_alerts_bot"}
+        if method.lower() == "getme":
+            with self.lock:
+                self.get_me += 1
+            return self._answer(req, 200, {"ok": True, "result": dict(
+                me, can_join_groups=True, can_read_all_group_messages=False,
+                supports_inline_queries=False)})
         if method.lower() != "sendmessage":
             return self._answer(req, 404, {"ok": False, "error_code": 404,
                                            "description": "Not Found: method not found"})
@@ -132,8 +150,7 @@ class FakeTelegram:
             chat_obj = {"id": chat_id, "type": "private", "first_name": "On-call"}
         self._answer(req, 200, {"ok": True, "result": {
             "message_id": entry["message_id"],
-            "from": {"id": int(self.token.split(":")[0]), "is_bot": True,
-                     "first_name": "leadq alerts", "username": "leadq_alerts_bot"},
+            "from": me,
             "chat": chat_obj,
             "date": int(arrived),
             "text": text,

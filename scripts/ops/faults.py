@@ -16,8 +16,10 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 
+import rules
 from stack import http, log, tail, wait_until
 from traffic import Load
 
@@ -26,22 +28,80 @@ FIRE_TIMEOUT = 120
 RESOLVE_TIMEOUT = 120
 QUIET_TIMEOUT = 90
 
-# Alerts Alertmanager must hold back while RedisDown fires (they are its consequences).
-REDIS_CONSEQUENCES = ["LeadqQueueStalled", "LeadqQueueRedisErrors", "LeadqNoWorkers",
-                      "LeadqWorkerHeartbeatStale", "LeadqQueueBacklogGrowing",
-                      "LeadqJobWaitHigh", "LeadqApiHighErrorRate", "LeadqCanaryFailing",
-                      "LeadqJobSlaBreached", "LeadqJobLeasesLost"]
+# This driver's own inhibitions (used until alertmanager/alertmanager.yml is shipped; the same
+# shape as that file's).
+_SYMPTOMS = "LeadqQueueStalled|LeadqQueueBacklogGrowing|LeadqJobWaitHigh|LeadqJobSlaBreached"
+OWN_INHIBITIONS = [
+    ("RedisDown|LeadqRedisUnreachable", _SYMPTOMS + "|LeadqCanaryFailing"),
+    ("LeadqNoWorkers", _SYMPTOMS),
+    ("LeadqPostgresDown", _SYMPTOMS + "|LeadqJobRetryRateHigh|LeadqJobRetries|LeadqDeadLetters"
+     "|LeadqTenantJobsFailing|LeadqScheduledTaskFailing|LeadqApiHighErrorRate"
+     "|LeadqCanaryFailing|LeadqSecurityCheckFailing"),
+]
 
 
-# -- configuration hooks (the parts that follow main as features land) -----------------------
+# -- what the build offers (the parts that follow main as features land) ---------------------
+
+def _binary_has(st, needle):
+    cache = st.__dict__.setdefault("_bin_strings", {})
+    if needle not in cache:
+        with open(st.bin, "rb") as f:
+            cache[needle] = needle.encode() in f.read()
+    return cache[needle]
+
+
+def has_canary(st):
+    return _binary_has(st, "LEADQ_CANARY_TENANT")
+
+
+def has_security_health(st):
+    return _binary_has(st, "LEADQ_AUDIT_HEARTBEAT_MAX_AGE_SECS")
+
 
 def extra_leadq_env(st):
     """leadq settings the faults need beyond the basics."""
-    return {}
+    env = {}
+    if has_canary(st) and "canary-api-key" in st.files:
+        env.update({
+            "LEADQ_CANARY_TENANT": "canary",
+            "LEADQ_CANARY_API_URL": "http://127.0.0.1:29080",
+            "LEADQ_CANARY_API_KEY_FILE": st.files["canary-api-key"],
+            "LEADQ_CANARY_TIMEOUT_SECS": "5",
+            # every 2 s: well inside the scaled staleness threshold of LeadqCanaryFailing
+            "LEADQ_SCHEDULE_CANARY": "*/2 * * * * *",
+        })
+    if has_security_health(st):
+        env.update({
+            # Audit rows come from every scored lead (the canary's too): 20 s without one is
+            # a stale heartbeat here.
+            "LEADQ_AUDIT_HEARTBEAT_MAX_AGE_SECS": "20",
+            "LEADQ_SCHEDULE_AUDIT_VERIFY": "*/15 * * * * *",
+        })
+    return env
+
+
+def poke_security(st):
+    """GET /v1/health/security as the on-call operator: reruns the checks and refreshes the
+    leadq_security_check_ok gauges at once (the API's own refresh runs every 30 s)."""
+    if not has_security_health(st):
+        return 0
+    status, _ = http("GET", "http://127.0.0.1:29080/v1/health/security",
+                     headers={"Authorization": "Bearer " + st.secrets["operator token"]},
+                     timeout=10)
+    return status
 
 
 def warm_up_extra(st):
-    """Traffic beyond leads and a Chatwoot exchange that the dashboards need."""
+    """What else the dashboards and the baseline need: a canary success, the security checks
+    run once everything is configured."""
+    if has_canary(st):
+        ok = wait_until("a successful canary run", 60, lambda: re.search(
+            rb"(?m)^leadq_canary_success 1", http("GET", "http://127.0.0.1:29091/metrics")[1]),
+            logs=[st.logs["worker"]])
+        if not ok:
+            raise RuntimeError("the canary never succeeded")
+    time.sleep(0.5)
+    poke_security(st)
 
 
 def alertmanager_config(st, api_url, bot_token, chat_id):
@@ -60,9 +120,9 @@ def alertmanager_config(st, api_url, bot_token, chat_id):
                   "group_interval": "2s", "repeat_interval": "4h",
                   "routes": [{"matchers": ['alertname="LeadqWatchdog"'],
                               "receiver": "blackhole"}]},
-        "inhibit_rules": [{
-            "source_matchers": ['alertname="RedisDown"'],
-            "target_matchers": ['alertname=~"%s"' % "|".join(REDIS_CONSEQUENCES)]}],
+        "inhibit_rules": [{"source_matchers": ['alertname=~"%s"' % src],
+                           "target_matchers": ['alertname=~"%s"' % tgt]}
+                          for src, tgt in OWN_INHIBITIONS],
         "receivers": [
             {"name": "telegram", "telegram_configs": [{
                 "api_url": api_url, "bot_token": bot_token, "chat_id": chat_id,
@@ -76,10 +136,11 @@ def alertmanager_config(st, api_url, bot_token, chat_id):
 
 class Fault:
     def __init__(self, name, desc, alerts, inject, heal, loads=(), during=None, after=None,
-                 logs=("worker", "api")):
+                 ready=None, logs=("worker", "api")):
         self.name, self.desc, self.alerts = name, desc, alerts
         self.inject, self.heal, self.loads = inject, heal, loads
         self.during, self.after, self.logs = during, after, logs
+        self.ready = ready  # extra condition before healing (e.g. an inhibition was seen)
 
 
 def _services(st, action):
@@ -106,6 +167,10 @@ def _kill_worker(st):
     st.procs["worker"].kill()
 
 
+def _stop_worker(st):
+    st.procs["worker"].stop()
+
+
 def _start_worker(st):
     st.start_leadq("worker")
     st.wait_ready("worker")
@@ -126,56 +191,186 @@ def _hubspot(mode):
     return f
 
 
-class RedisInhibition:
-    """While RedisDown fires: every alert Alertmanager shows inhibited must stay out of
-    Telegram, and at least one consequence must have been inhibited (else nothing proved)."""
+class Inhibition:
+    """While a cause fires (`sources`): every alert the Alertmanager configuration inhibits
+    for it and that fires must show as inhibited in Alertmanager (status.inhibitedBy) and must
+    not reach Telegram, and at least one such consequence must have fired (else nothing was
+    shown). Reads the inhibit rules from the configuration Alertmanager runs."""
 
-    def __init__(self):
-        self.seen = {}  # name -> inhibited by
-        self.redis_active_at = None
+    def __init__(self, sources, wait_for_one=30):
+        self.sources = sources
+        self.wait_for_one = wait_for_one
+        self.seen = {}
+        self.cause_at = None
+
+    def targets(self, st):
+        return rules.inhibit_targets(st.am_text, self.sources) or "$^"
 
     def during(self, st, t0):
         mon = st.monitor
-        if self.redis_active_at is None and mon.state("am", "RedisDown") == "active":
-            self.redis_active_at = time.time()
-        for name in REDIS_CONSEQUENCES:
-            by = mon.inhibited_by(name)
-            if by:
-                self.seen.setdefault(name, by)
+        if self.cause_at is None and any(mon.state("am", s) == "active" for s in self.sources):
+            self.cause_at = time.time()
+        pat = self.targets(st)
+        for name in list(mon.active()) + list(mon.am):
+            if re.fullmatch(pat, name or ""):
+                by = mon.inhibited_by(name)
+                if by:
+                    self.seen.setdefault(name, by)
+
+    def done(self, st):
+        """Whether the fault may be healed: a consequence was seen inhibited, or the time to
+        wait for one is up."""
+        return bool(self.seen) or (self.cause_at is not None
+                                   and time.time() > self.cause_at + self.wait_for_one)
 
     def after(self, st, t0, t_heal):
+        pat = self.targets(st)
         problems = []
-        start = self.redis_active_at or t0
+        start = self.cause_at or t0
+        fired = sorted(n for n in set(st.monitor.prom) | {e[2] for e in st.monitor.events}
+                       if re.fullmatch(pat, n or "")
+                       and st.monitor.first("prom", n, "firing", start))
         for m in st.telegram.delivered(start):
             if m["t"] > t_heal:
                 continue
-            for name in REDIS_CONSEQUENCES:
-                if re.search(r"FIRING.*\b%s\b" % name, m["text"]) or (
-                        name in m["text"] and "firing" in m["text"].lower()
-                        and "RESOLVED" not in m["text"]):
-                    problems.append("%s reached Telegram while RedisDown fired" % name)
-        fired = [n for n in REDIS_CONSEQUENCES if st.monitor.first("prom", n, "firing", t0)]
-        log("inhibition: fired in Prometheus during RedisDown: %s; inhibited in Alertmanager: %s"
-            % (", ".join(fired) or "none",
-               ", ".join("%s (by %s)" % (n, ",".join(b)) for n, b in self.seen.items())
-               or "none"))
+            for name in fired:
+                if name in m["text"] and "firing" in m["text"].lower():
+                    problems.append("%s reached Telegram while %s fired" % (
+                        name, "/".join(self.sources)))
+        log("   inhibition by %s: consequences firing in Prometheus: %s; inhibited in "
+            "Alertmanager: %s" % ("/".join(self.sources), ", ".join(fired) or "none",
+                                  ", ".join("%s (by %s)" % (n, ",".join(b))
+                                            for n, b in sorted(self.seen.items())) or "none"))
         if not self.seen:
-            problems.append("no consequence of RedisDown was inhibited (none fired: %s)"
-                            % (", ".join(fired) or "nothing fired"))
+            problems.append("no alert was inhibited by %s (consequences that fired: %s)"
+                            % ("/".join(self.sources), ", ".join(fired) or "none"))
         for n in fired:
             if n not in self.seen:
-                problems.append("%s fired during RedisDown but was never inhibited" % n)
+                problems.append("%s fired while %s fired but was never inhibited"
+                                % (n, "/".join(self.sources)))
         return sorted(set(problems))
 
 
+class LockedScores:
+    """lead_score jobs stall on PostgreSQL: a session holds `LOCK TABLE lead_scores IN
+    EXCLUSIVE MODE` (reads go on; every insert of a score waits). Workers stay alive and
+    heartbeat, so the backlog is a workers-are-not-keeping-up backlog, not LeadqNoWorkers.
+    Once LeadqQueueBacklogGrowing has reached Telegram the lock is released for 1 s in every
+    7 s: jobs keep finishing, each after seconds of waiting, which is what the turnaround SLA
+    (LeadqJobSlaBreached, p95 enqueue-to-done over 5 s) measures."""
+
+    def __init__(self):
+        self.psql = None
+        self.cycle = None
+        self.stop_cycle = threading.Event()
+
+    def _send(self, sql):
+        self.psql.stdin.write(sql + "\n")
+        self.psql.stdin.flush()
+
+    def inject(self, st):
+        m = re.match(r"postgres://([^:]+):([^@]+)@([^:/]+):(\d+)/(\w+)", st.db_url)
+        user, pw, host, port, db = m.groups()
+        psql = os.path.join(st.pg_bindir, "psql") if st.pg_bindir else "psql"
+        logf = open(os.path.join(st.out, "lock.log"), "a")
+        self.psql = subprocess.Popen(
+            [psql, "-X", "-q", "-h", host, "-p", port, "-U", user, "-d", db],
+            stdin=subprocess.PIPE, stdout=logf, stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, PGPASSWORD=pw))
+        self.stop_cycle.clear()
+        self.cycle = None
+        self._send("begin; lock table lead_scores in exclusive mode; select 'locked';")
+
+    def during(self, st, t0):
+        if self.cycle is None and (_firing_msg(st, "LeadqQueueBacklogGrowing", t0)
+                                   or time.time() - t0 > 60):
+            log("   after %.0fs: releasing the lock 1 s in every 7 s" % (time.time() - t0))
+            self.cycle = threading.Thread(target=self._cycle, daemon=True)
+            self.cycle.start()
+
+    def _cycle(self):
+        while not self.stop_cycle.is_set():
+            self._send("rollback;")
+            if self.stop_cycle.wait(1.0):
+                return
+            self._send("begin; lock table lead_scores in exclusive mode;")
+            self.stop_cycle.wait(6.0)
+
+    def heal(self, st):
+        self.stop_cycle.set()
+        if self.cycle:
+            self.cycle.join(10)
+        self._send("rollback;")
+        self.psql.stdin.close()
+        self.psql.wait(10)
+
+
+class AuditBlackhole:
+    """Audited actions stop being recorded: a BEFORE INSERT trigger on audit_log drops every
+    row (what a broken audit writer looks like from the outside). The on-call operator's
+    GET /v1/health/security reruns the checks every 2 s meanwhile (its own audit row is dropped
+    too); LeadqSecurityCheckFailing{check="audit_heartbeat"} must fire."""
+
+    SQL_ON = ("create or replace function ops_test_drop_audit() returns trigger "
+              "language plpgsql as $$ begin return null; end $$; "
+              "drop trigger if exists a_ops_test_drop_audit on audit_log; "
+              "create trigger a_ops_test_drop_audit before insert on audit_log "
+              "for each row execute function ops_test_drop_audit();")
+    SQL_OFF = ("drop trigger if exists a_ops_test_drop_audit on audit_log; "
+               "drop function if exists ops_test_drop_audit();")
+
+    def __init__(self):
+        self.last_poke = 0
+
+    def _sql(self, st, sql):
+        m = re.match(r"postgres://([^:]+):([^@]+)@([^:/]+):(\d+)/(\w+)", st.db_url)
+        user, pw, host, port, db = m.groups()
+        psql = os.path.join(st.pg_bindir, "psql") if st.pg_bindir else "psql"
+        subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port,
+                        "-U", user, "-d", db, "-c", sql], check=True, capture_output=True,
+                       env=dict(os.environ, PGPASSWORD=pw))
+
+    def inject(self, st):
+        self._sql(st, self.SQL_ON)
+
+    def during(self, st, t0):
+        if time.time() - self.last_poke >= 2:
+            self.last_poke = time.time()
+            poke_security(st)
+        labels = st.monitor.labels("LeadqSecurityCheckFailing")
+        checks = sorted({lb.get("check") for lb in labels})
+        if checks and "audit_heartbeat" not in checks:
+            log("   LeadqSecurityCheckFailing fires for %s, not audit_heartbeat" % checks)
+
+    def heal(self, st):
+        self._sql(st, self.SQL_OFF)
+        time.sleep(3)  # a canary lead or two is audited again
+        poke_security(st)
+
+
+def _audit_check_labels(st, t0, t_heal):
+    seen = st.monitor.labels_seen("LeadqSecurityCheckFailing", t0)
+    if "audit_heartbeat" not in {lb.get("check") for lb in seen}:
+        return ["LeadqSecurityCheckFailing fired without check=\"audit_heartbeat\" (%s)"
+                % sorted({lb.get("check") for lb in seen})]
+    return []
+
+
 def make_faults():
-    inh = RedisInhibition()
+    redis = Inhibition(["RedisDown", "LeadqRedisUnreachable"])
+    pg = Inhibition(["LeadqPostgresDown"])
+    lock = LockedScores()
+    audit = AuditBlackhole()
     return [
         Fault("worker_killed", "SIGKILL the only worker",
               ["LeadqWorkerDown", "LeadqNoWorkers"], _kill_worker, _start_worker),
-        Fault("worker_paused", "SIGSTOP the worker while leads keep arriving (15/s)",
-              ["LeadqQueueBacklogGrowing", "LeadqJobSlaBreached"], _pause_worker,
-              _resume_worker, loads=[("cold leads", lambda st: st.traffic.lead(False), 15)]),
+        Fault("worker_stopped", "stop the only worker (SIGTERM, graceful)",
+              ["LeadqCanaryFailing"], _stop_worker, _start_worker),
+        Fault("scores_locked", "lead_score stalls on a table lock while leads keep arriving "
+              "(15/s); then the lock is released 1 s in 7",
+              ["LeadqQueueBacklogGrowing", "LeadqJobSlaBreached"], lock.inject, lock.heal,
+              loads=[("cold leads", lambda st: st.traffic.lead(False), 15)],
+              during=lock.during),
         Fault("crm_500", "fake HubSpot answers 500 (crm_sync retries, then dead letters)",
               ["LeadqCrmUpstreamErrors", "LeadqJobRetries", "LeadqJobRetryRateHigh",
                "LeadqDeadLetters"], _hubspot("500"), _hubspot("normal"),
@@ -186,14 +381,21 @@ def make_faults():
         Fault("forged_signatures", "Chatwoot deliveries with forged signatures (4/s)",
               ["LeadqWebhookBadSignatureSpike"], lambda st: None, lambda st: None,
               loads=[("forged Chatwoot", lambda st: st.traffic.chatwoot(forged=True), 4)]),
-        Fault("redis_stopped", "stop Redis (leads keep arriving, 4/s)", ["RedisDown"],
+        Fault("audit_stale", "audit rows silently dropped (trigger on audit_log)",
+              ["LeadqSecurityCheckFailing"], audit.inject, audit.heal, during=audit.during,
+              after=_audit_check_labels),
+        Fault("redis_stopped", "stop Redis (leads keep arriving, 4/s)",
+              ["RedisDown", "LeadqRedisUnreachable"],
               lambda st: _services(st, "redis-stop"),
               lambda st: (_services(st, "redis-start"), _heal_ready(st)),
               loads=[("cold leads", lambda st: st.traffic.lead(False), 4)],
-              during=inh.during, after=inh.after),
-        Fault("postgres_stopped", "stop PostgreSQL", ["LeadqPostgresDown"],
+              during=redis.during, after=redis.after, ready=redis.done),
+        Fault("postgres_stopped", "stop PostgreSQL (leads keep arriving, 4/s)",
+              ["LeadqPostgresDown"],
               lambda st: _services(st, "pg-stop"),
-              lambda st: (_services(st, "pg-start"), _heal_ready(st))),
+              lambda st: (_services(st, "pg-start"), _heal_ready(st)),
+              loads=[("cold leads", lambda st: st.traffic.lead(False), 4)],
+              during=pg.during, after=pg.after, ready=pg.done),
     ]
 
 
@@ -221,8 +423,12 @@ def _resolved_msg(st, name, since):
 def wait_quiet(st, allowed=()):
     """Waits until nothing but the always-firing alerts is pending or firing."""
     ok_set = ALWAYS | set(allowed)
+    poked = [0.0]
 
     def quiet():
+        if time.time() - poked[0] > 5:  # security gauges refresh only every 30 s by themselves
+            poked[0] = time.time()
+            poke_security(st)
         prom = st.monitor.active()
         am = {n for n, s in st.monitor.am.items() if s}
         return not (set(prom) - ok_set) and not (am - ok_set)
@@ -255,15 +461,10 @@ def run_fault(st, fault, results, problems):
                 g["tg"] = m["t"] if m else None
         if fault.during:
             fault.during(st, t0)
-        if all(g["fired"] and g["am"] and g["tg"] for g in got.values()):
+        if all(g["fired"] and g["am"] and g["tg"] for g in got.values()) and (
+                fault.ready is None or fault.ready(st)):
             break
         time.sleep(0.5)
-    if fault.during:
-        # give inhibited consequences a moment to show up while the fault lasts
-        extra = time.time() + 10
-        while time.time() < extra:
-            fault.during(st, t0)
-            time.sleep(0.5)
     side = sorted(set(st.monitor.firing()) - set(expected) - ALWAYS)
     for a, g in got.items():
         if not (g["fired"] and g["am"] and g["tg"]):
@@ -273,8 +474,8 @@ def run_fault(st, fault, results, problems):
             problems.append("%s (%s): %s within %ss" % (a, fault.name, what, FIRE_TIMEOUT))
             log("FAIL %s: %s" % (a, what))
             for name in fault.logs:
-                tail(st.logs[name], 25)
-            tail(st.logs["alertmanager"], 15)
+                tail(st.logs[name], 8)
+            tail(st.logs["alertmanager"], 8)
     log("   fired: %s; also firing: %s; load: %s" % (
         ", ".join("%s %.1fs" % (a, g["fired"] - t0) for a, g in got.items() if g["fired"]),
         ", ".join(side) or "nothing",
@@ -289,12 +490,12 @@ def run_fault(st, fault, results, problems):
 
     def all_resolved():
         for a, g in got.items():
-            if a in resolved:
+            if a in resolved or not g["fired"]:
                 continue
             if st.monitor.state("prom", a) is None and st.monitor.state("am", a) is None \
                     and _resolved_msg(st, a, g["tg"] or t0):
                 resolved[a] = time.time()
-        return len(resolved) == len(got)
+        return len(resolved) == sum(1 for g in got.values() if g["fired"])
     if not wait_until("%s resolved" % ", ".join(got), RESOLVE_TIMEOUT, all_resolved,
                       logs=[st.logs[n] for n in fault.logs]):
         for a in got:

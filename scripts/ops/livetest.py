@@ -9,8 +9,13 @@ LEADQ_DB_PASSWORD and LEADQ_PG_BINDIR). Python standard library only.
 Stack (loopback, fixed ports below 32768 so that no client socket takes them):
   leadq api 29080, leadq worker 29091, Prometheus 29090, Alertmanager 29093,
   redis_exporter 29121, postgres_exporter 29187, fake Telegram 29200, fake HubSpot 29201.
-Prometheus scrapes and evaluates every second and loads alerts/*.yml through the test
-override (rules.py: `for:`, windows and offsets divided by LEADQ_OPS_FACTOR, default 60).
+Prometheus evaluates every second, scrapes the exporters every second and leadq every 2.5 s
+(leadq's /metrics waits up to 2 s for a dependency that is down, and a scrape may not take
+longer than its interval), and loads alerts/*.yml through the test override (rules.py, or
+alerts/test-override.py once shipped: `for:`, windows and offsets divided by LEADQ_OPS_FACTOR,
+default 40, so that the shortest window, 5m, still holds three leadq scrapes).
+LEADQ_OPS_RULES_FROM=<git ref> takes alerts/ and alertmanager/ from another branch (to try
+rules before they are merged).
 Output: a table and target/ops-test/alerts.json; logs in target/ops-test/.
 """
 
@@ -39,6 +44,8 @@ PORTS = {"api": 29080, "worker": 29091, "prometheus": 29090, "alertmanager": 290
          "redis_exporter": 29121, "postgres_exporter": 29187, "telegram": 29200,
          "hubspot": 29201}
 CHAT_ID = -1001234567890
+# leadq's /metrics answers within 2 s (its dependency checks' timeout) even when one is down.
+LEADQ_SCRAPE = "2500ms"
 CHATWOOT_ACCOUNT = 1
 SLUG = "ops"
 
@@ -79,13 +86,15 @@ class Stack:
             "data key": base64.b64encode(secrets.token_bytes(32)).decode(),
             "operator token": secrets.token_urlsafe(24),
         }
+        self.secrets["telegram bot token (leadq)"] = self.secrets["telegram bot token"]
         self.files = {}
         for name, content in (("signing-keys", "ops1:" + self.secrets["signing key"]),
                               ("data-keys", "ops1:" + self.secrets["data key"]),
                               ("operator-tokens", "ops:" + self.secrets["operator token"]),
                               ("hubspot-token", self.secrets["hubspot token"]),
                               ("chatwoot-secret", self.secrets["chatwoot webhook secret"]),
-                              ("telegram-secret", self.secrets["telegram webhook secret"])):
+                              ("telegram-secret", self.secrets["telegram webhook secret"]),
+                              ("alert-bot-token", self.secrets["telegram bot token"])):
             path = os.path.join(self.run_dir, name)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -98,6 +107,8 @@ class Stack:
         self.monitor = None
         self.traffic = None
         self.rule_names = set()
+        self.am_text = ""
+        self.rules_root = root
 
     # -- leadq -----------------------------------------------------------------------------
 
@@ -119,6 +130,14 @@ class Stack:
             "LEADQ_CRM_SYNC_MAX_ATTEMPTS": "3",
             "LEADQ_CRM_SYNC_BACKOFF_BASE_MS": "100",
             "LEADQ_CRM_SYNC_BACKOFF_MAX_MS": "300",
+            # Fewer lead_score jobs at once than the worker's 10 PostgreSQL connections: a
+            # stalled job holds one, and with 16 (the default) a lock on lead_scores starves
+            # the pool, /metrics reports PostgreSQL down and LeadqPostgresDown inhibits the
+            # backlog alert (see the scores_locked fault).
+            "LEADQ_LEAD_SCORE_CONCURRENCY": "4",
+            # The alert bot, checked with getMe by the security health checks.
+            "LEADQ_ALERT_TELEGRAM_BOT_TOKEN_FILE": self.files["alert-bot-token"],
+            "LEADQ_TELEGRAM_API_URL": url("telegram"),
         })
         env.update(faults.extra_leadq_env(self))
         return env
@@ -166,10 +185,22 @@ class Stack:
         if not ok:
             raise RuntimeError("leadq %s is not ready" % which)
 
-    def setup_tenant(self):
+    def create_tenants(self):
+        """The tenant the faults use and, when the build has a canary, the canary's tenant
+        (its key goes into the api's and worker's environment, so before they start)."""
         created = json.loads(self.cli("tenant", "create", SLUG))
         self.api_key = created["api_key"]
         self.secrets["api key"] = self.api_key
+        if faults.has_canary(self):
+            canary = json.loads(self.cli("tenant", "create", "canary"))
+            self.secrets["canary api key"] = canary["api_key"]
+            path = os.path.join(self.run_dir, "canary-api-key")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(canary["api_key"] + "\n")
+            self.files["canary-api-key"] = path
+
+    def setup_tenant(self):
         self.cli("tenant", "update", SLUG,
                  "--chatwoot-account-id", str(CHATWOOT_ACCOUNT),
                  "--chatwoot-secret-file", self.files["chatwoot-secret"],
@@ -278,7 +309,10 @@ class Stack:
             "alerting": {"alertmanagers": [{"api_version": "v2", "static_configs": [
                 {"targets": ["127.0.0.1:%d" % PORTS["alertmanager"]]}]}]},
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": ["127.0.0.1:%d" % PORTS[p]]}]}
+                dict({"job_name": job,
+                      "static_configs": [{"targets": ["127.0.0.1:%d" % PORTS[p]]}]},
+                     **({"scrape_interval": LEADQ_SCRAPE, "scrape_timeout": LEADQ_SCRAPE}
+                        if job.startswith("leadq") else {}))
                 for job, p in (("leadq-api", "api"), ("leadq-worker", "worker"),
                                ("redis", "redis_exporter"), ("postgres", "postgres_exporter"),
                                ("prometheus", "prometheus"), ("alertmanager", "alertmanager"))],
@@ -299,13 +333,18 @@ class Stack:
                             "--web.enable-admin-api"],
              self.logs["prometheus"]).start()
 
-    def start_alertmanager(self):
-        path = os.path.join(self.out, "alertmanager.yml")
-        text = faults.alertmanager_config(self, url("telegram"),
-                                          self.secrets["telegram bot token"], CHAT_ID)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the bot token
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+    def start_alertmanager(self, shipped):
+        if shipped:
+            path = shipped
+            with open(path) as f:
+                self.am_text = f.read()
+        else:
+            path = os.path.join(self.out, "alertmanager.yml")
+            self.am_text = faults.alertmanager_config(self, url("telegram"),
+                                                      self.secrets["telegram bot token"], CHAT_ID)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the bot token
+            with os.fdopen(fd, "w") as f:
+                f.write(self.am_text)
         res = subprocess.run(["amtool", "check-config", path], capture_output=True, text=True)
         if res.returncode != 0:
             print(res.stdout, res.stderr)
@@ -353,6 +392,7 @@ class Stack:
         log("fake Telegram Bot API on %s, fake HubSpot on %s" % (url("telegram"), url("hubspot")))
         self.reset_data()
         self.cli("migrate")
+        self.create_tenants()
         self.start_leadq("api")
         self.start_leadq("worker")
         self.wait_ready("api")
@@ -363,23 +403,42 @@ class Stack:
         shutil.rmtree(data_dir, ignore_errors=True)
         os.makedirs(data_dir)
         self.backfill(data_dir)
-        sources = sorted(os.path.join(self.root, "alerts", f)
-                         for f in os.listdir(os.path.join(self.root, "alerts"))
-                         if f.endswith(".yml"))
-        scaled = rules.override_rules(self.root, sources, os.path.join(self.out, "rules"),
-                                      self.factor, log=log)
+        self.rules_root = rules_tree(self.root, self.out)
+        scaled, am = rules.override(self.rules_root, os.path.join(self.out, "override"),
+                                    self.factor, url("telegram"),
+                                    self.secrets["telegram bot token"], CHAT_ID,
+                                    url("telegram") + "/deadmansswitch", log=log)
         self.start_exporters()
-        self.start_alertmanager()
+        self.start_alertmanager(am)
         self.start_prometheus(data_dir, scaled)
         self.wait_observability()
         self.monitor = Monitor(url("prometheus"), url("alertmanager")).start()
+
+
+def rules_tree(root, out):
+    """The tree alerts/ and alertmanager/ come from: this checkout, or the git ref in
+    LEADQ_OPS_RULES_FROM (extracted into target/ops-test/rules-tree)."""
+    ref = os.environ.get("LEADQ_OPS_RULES_FROM")
+    if not ref:
+        return root
+    tree = os.path.join(out, "rules-tree")
+    shutil.rmtree(tree, ignore_errors=True)
+    os.makedirs(tree)
+    paths = [p for p in ("alerts", "alertmanager")
+             if subprocess.run(["git", "-C", root, "cat-file", "-e", "%s:%s" % (ref, p)],
+                               capture_output=True).returncode == 0]
+    archive = subprocess.run(["git", "-C", root, "archive", ref, *paths], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+    log("alerts/ and alertmanager/ from %s (LEADQ_OPS_RULES_FROM)" % ref)
+    return tree
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", required=True)
     ap.add_argument("--factor", type=float,
-                    default=float(os.environ.get("LEADQ_OPS_FACTOR", "60")))
+                    default=float(os.environ.get("LEADQ_OPS_FACTOR", "40")))
     ap.add_argument("--only", action="append", default=[],
                     help="run only this fault (repeatable); see --list")
     ap.add_argument("--list", action="store_true", help="list the faults and exit")

@@ -48,6 +48,8 @@ class Monitor:
         self.events = []      # (t, "prom"|"am", name, state or None)
         self.inhibited_seen = {}  # name -> first time AM showed it inhibited
         self.fingerprints = {}    # AM fingerprint -> alertname (for inhibitedBy)
+        self.prom_alerts = []     # Prometheus's alerts now (labels, state)
+        self.label_log = []       # (t, labels) of every Prometheus alert seen firing
         self.ok = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
@@ -74,6 +76,11 @@ class Monitor:
                 new = _prom_state(p["data"]["alerts"])
                 self._diff(now, "prom", self.prom, new)
                 self.prom = new
+                self.prom_alerts = p["data"]["alerts"]
+                for al in self.prom_alerts:
+                    if al.get("state") == "firing":
+                        self.label_log.append((now, al["labels"]))
+                del self.label_log[:-20000]
             if isinstance(a, list):
                 new, inh = _am_state(a)
                 for al in a:
@@ -117,6 +124,17 @@ class Monitor:
         """Names Prometheus has pending or firing."""
         with self.lock:
             return dict(self.prom)
+
+    def labels(self, name):
+        """Label sets of `name`'s instances in Prometheus now."""
+        with self.lock:
+            return [a["labels"] for a in self.prom_alerts
+                    if a["labels"].get("alertname") == name]
+
+    def labels_seen(self, name, since):
+        """Label sets of `name`'s instances seen firing since `since`."""
+        with self.lock:
+            return [lb for t, lb in self.label_log if t >= since and lb.get("alertname") == name]
 
     def inhibited_by(self, name):
         """Names of the alerts inhibiting `name` now."""

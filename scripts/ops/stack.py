@@ -28,7 +28,7 @@ def tail(path, lines=40):
         return
     print("    last %d lines of %s:" % (len(data), path), flush=True)
     for line in data:
-        print("    | " + line[:400], flush=True)
+        print("    | " + line[:300], flush=True)
 
 
 class Proc:
