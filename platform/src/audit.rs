@@ -160,6 +160,27 @@ async fn all_scopes(pool: &sqlx::PgPool) -> Result<Vec<crate::db::Scope>, sqlx::
     Ok(scopes)
 }
 
+/// Whether every chain of `reports` is intact, and one line saying so or naming each broken
+/// chain and its first bad row (what the scheduler records and `leadq doctor` prints).
+pub fn summary(reports: &[ChainReport]) -> (bool, String) {
+    let broken: Vec<String> = reports
+        .iter()
+        .filter_map(|r| {
+            r.first_broken_id
+                .map(|id| format!("{} at row {id}", r.scope))
+        })
+        .collect();
+    if broken.is_empty() {
+        let rows: u64 = reports.iter().map(|r| r.rows).sum();
+        (
+            true,
+            format!("{} chain(s), {rows} row(s), all intact", reports.len()),
+        )
+    } else {
+        (false, format!("broken: {}", broken.join(", ")))
+    }
+}
+
 /// Verifies every chain: each tenant's, then the platform's.
 pub async fn verify_all(pool: &sqlx::PgPool) -> Result<Vec<ChainReport>, sqlx::Error> {
     let mut out = Vec::new();

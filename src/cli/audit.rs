@@ -34,34 +34,23 @@ pub(super) fn run(runtime: &Runtime, settings: &Settings, command: AuditCommand)
 
 /// Verifies the audit chains; prints one JSON line per chain. `Ok(false)`: a chain is broken.
 async fn audit_verify(settings: &Settings, slug: Option<&str>) -> anyhow::Result<bool> {
-    use leadq_platform::audit::verify_chain;
+    use leadq_platform::audit::{verify_all, verify_chain};
     use leadq_platform::db::Scope;
     let pool = db::connect(settings.database_url(), 2).await?;
-    let tenants: Vec<(uuid::Uuid, String)> = match slug {
+    let reports = match slug {
+        None => verify_all(&pool).await?,
         Some(s) => {
-            sqlx::query_as("select id, slug from tenants where slug = $1")
-                .bind(s)
-                .fetch_all(&pool)
-                .await?
-        }
-        None => {
-            sqlx::query_as("select id, slug from tenants order by slug")
-                .fetch_all(&pool)
-                .await?
+            let id: Option<uuid::Uuid> =
+                sqlx::query_scalar("select id from tenants where slug = $1")
+                    .bind(s)
+                    .fetch_optional(&pool)
+                    .await?;
+            let id = id.ok_or_else(|| anyhow::anyhow!("no tenant with slug {s:?}"))?;
+            vec![verify_chain(&pool, Scope::Tenant(id)).await?]
         }
     };
-    if let (Some(s), true) = (slug, tenants.is_empty()) {
-        anyhow::bail!("no tenant with slug {s:?}");
+    for report in &reports {
+        println!("{}", serde_json::to_string(report)?);
     }
-    let mut scopes: Vec<Scope> = tenants.iter().map(|(id, _)| Scope::Tenant(*id)).collect();
-    if slug.is_none() {
-        scopes.push(Scope::Platform);
-    }
-    let mut all_ok = true;
-    for scope in scopes {
-        let report = verify_chain(&pool, scope).await?;
-        all_ok &= report.first_broken_id.is_none();
-        println!("{}", serde_json::to_string(&report)?);
-    }
-    Ok(all_ok)
+    Ok(reports.iter().all(|r| r.first_broken_id.is_none()))
 }

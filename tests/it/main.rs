@@ -7,6 +7,7 @@ mod api_leads;
 mod audit;
 mod bench;
 mod chaos;
+mod chat_sla;
 mod cluster;
 mod crm;
 mod dlq;

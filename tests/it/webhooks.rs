@@ -14,7 +14,7 @@ const SECRET: &str = "pL7xQ2mZ9vB4nK8sD3fG6hJ1";
 const ACCOUNT: i64 = 7;
 const TG_TOKEN: &str = "tg_Secret-token_42";
 
-async fn configured_app() -> TestApp {
+pub(crate) async fn configured_app() -> TestApp {
     let app = spawn_app().await;
     app.configure(&TenantUpdate {
         chatwoot_account_id: Some(ACCOUNT),
@@ -46,7 +46,7 @@ fn signed(secret: &str, ts: i64, body: &[u8], delivery: &str) -> Vec<(&'static s
     ]
 }
 
-async fn post_chatwoot(app: &TestApp, body: &[u8], delivery: &str) -> reqwest::Response {
+pub(crate) async fn post_chatwoot(app: &TestApp, body: &[u8], delivery: &str) -> reqwest::Response {
     let headers = signed(SECRET, Utc::now().timestamp(), body, delivery);
     app.post_raw(&chatwoot_path(app), &headers, body.to_vec())
         .await
@@ -54,7 +54,12 @@ async fn post_chatwoot(app: &TestApp, body: &[u8], delivery: &str) -> reqwest::R
 
 /// A `message_created` body in Chatwoot's own encoding: compact JSON with `<`, `>` and `&`
 /// escaped as `\u003c`, `\u003e`, `\u0026`.
-fn message_body(account: i64, message_id: i64, private: bool, message_type: &str) -> Vec<u8> {
+pub(crate) fn message_body(
+    account: i64,
+    message_id: i64,
+    private: bool,
+    message_type: &str,
+) -> Vec<u8> {
     let body = json!({
         "account": {"id": account, "name": "Acme"},
         "additional_attributes": {},

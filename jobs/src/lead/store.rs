@@ -204,6 +204,33 @@ pub async fn add_message(
     Ok(())
 }
 
+/// An agent replied at `at` in `conversation_id`: marks the lead's unanswered messages of that
+/// conversation sent until then as answered, and returns when the earliest of them was sent
+/// (the start of the wait this reply ends). `None` when nothing was waiting: a second reply,
+/// or a replayed one.
+pub async fn answer_messages(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    lead_id: Uuid,
+    conversation_id: i64,
+    at: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "with answered as (
+             update lead_messages set replied_at = $4
+              where tenant_id = $1 and lead_id = $2 and conversation_id = $3
+                and replied_at is null and sent_at <= $4
+          returning sent_at)
+         select min(sent_at) from answered",
+    )
+    .bind(tenant)
+    .bind(lead_id)
+    .bind(conversation_id)
+    .bind(at)
+    .fetch_one(conn)
+    .await
+}
+
 /// Sets the lead's conversation state (Chatwoot's conversation id and status as of `at`).
 /// Deliveries can arrive out of order: an older state never replaces a newer one.
 pub async fn set_conversation(

@@ -234,25 +234,10 @@ async fn audit_chains(pool: &PgPool) -> Check {
     const NAME: &str = "audit_chains";
     match leadq_platform::audit::verify_all(pool).await {
         Err(_) => fail(NAME, "could not read the audit trail"),
-        Ok(reports) => {
-            let broken: Vec<String> = reports
-                .iter()
-                .filter_map(|r| {
-                    r.first_broken_id
-                        .map(|id| format!("{} at row {id}", r.scope))
-                })
-                .collect();
-            if broken.is_empty() {
-                let rows: u64 = reports.iter().map(|r| r.rows).sum();
-                check(
-                    NAME,
-                    Status::Pass,
-                    format!("{} chain(s), {rows} row(s), intact", reports.len()),
-                )
-            } else {
-                fail(NAME, format!("broken: {}", broken.join(", ")))
-            }
-        }
+        Ok(reports) => match leadq_platform::audit::summary(&reports) {
+            (true, detail) => check(NAME, Status::Pass, detail),
+            (false, detail) => fail(NAME, detail),
+        },
     }
 }
 

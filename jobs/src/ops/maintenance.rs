@@ -230,27 +230,16 @@ pub async fn audit_verify(pool: &PgPool) -> Result<u64, MaintenanceError> {
     let started = std::time::Instant::now();
     let reports = leadq_platform::audit::verify_all(pool).await?;
     let rows: u64 = reports.iter().map(|r| r.rows).sum();
-    let broken: Vec<String> = reports
-        .iter()
-        .filter_map(|r| {
-            r.first_broken_id
-                .map(|id| format!("{} at row {id}", r.scope))
-        })
-        .collect();
-    let detail = if broken.is_empty() {
-        format!("{} chain(s), {rows} row(s), all intact", reports.len())
-    } else {
-        format!("broken: {}", broken.join(", "))
-    };
+    let (intact, detail) = leadq_platform::audit::summary(&reports);
     leadq_platform::checks::record(
         pool,
         leadq_platform::checks::AUDIT_VERIFY,
-        broken.is_empty(),
+        intact,
         &detail,
         started.elapsed(),
     )
     .await?;
-    if !broken.is_empty() {
+    if !intact {
         tracing::error!(detail = %detail, "Audit chain verification found a broken chain.");
     }
     Ok(rows)

@@ -42,7 +42,7 @@ pub struct SecurityHealthSettings {
 pub struct AlertChannelSettings {
     /// `LEADQ_ALERT_TELEGRAM_BOT_TOKEN` (or `_FILE`).
     pub bot_token: Secret,
-    /// `LEADQ_TELEGRAM_API_URL`, default `https://api.telegram.org`.
+    /// `LEADQ_ALERT_TELEGRAM_API_URL`, default `https://api.telegram.org`.
     pub api_url: String,
 }
 
@@ -102,7 +102,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> OnCall {
     let bot_token = r.secret("LEADQ_ALERT_TELEGRAM_BOT_TOKEN", false);
     let telegram_api = http_url(
         r,
-        "LEADQ_TELEGRAM_API_URL",
+        "LEADQ_ALERT_TELEGRAM_API_URL",
         Some("https://api.telegram.org"),
     );
     let alert_channel = match (bot_token, telegram_api) {

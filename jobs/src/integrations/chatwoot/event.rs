@@ -43,6 +43,14 @@ pub enum Change {
         /// `open`, `resolved`, `pending` or `snoozed`.
         status: String,
     },
+    /// An agent replied in a conversation (an outgoing, non-private message sent by a user):
+    /// the end of the contact's wait, for the chat SLA.
+    Reply {
+        /// Chatwoot's message id.
+        message_id: i64,
+        /// Conversation display id (per account).
+        conversation_id: i64,
+    },
     /// The contact was created or changed.
     Contact,
 }

@@ -4,6 +4,7 @@
 
 use apalis_core::task::data::Data;
 use leadq_platform::db::{self, Scope};
+use leadq_platform::metrics as m;
 use leadq_queue::backend::Job;
 use leadq_queue::error::JobError;
 
@@ -63,6 +64,8 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         tracing::info!("Skipping an event for a lead erased after the event was received.");
         return Ok(());
     };
+    // How long the contact waited for the agent's first reply, when this event is that reply.
+    let mut waited = None;
     match &ev.change {
         Change::Message {
             message_id,
@@ -92,6 +95,19 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
             )
             .await?;
         }
+        Change::Reply {
+            conversation_id, ..
+        } => {
+            waited = store::answer_messages(
+                &mut tx,
+                meta.tenant_id,
+                lead_id,
+                *conversation_id,
+                ev.occurred_at,
+            )
+            .await?
+            .map(|since| (ev.occurred_at - since).to_std().unwrap_or_default());
+        }
         Change::Contact => {}
     }
     // Conversation events carry the contact too; its fields are merged like any change.
@@ -105,6 +121,9 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         .record(&mut *tx)
         .await?;
     tx.commit().await?;
+    if let Some(waited) = waited {
+        metrics::histogram!(m::CHAT_FIRST_REPLY_SECONDS).record(waited.as_secs_f64());
+    }
     if let Some(version) = applied.sync {
         sync::request(&deps.queue, meta, applied.lead_id, version).await?;
     }

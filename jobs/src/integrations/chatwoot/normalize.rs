@@ -108,6 +108,47 @@ fn incoming(v: &Value) -> bool {
     }
 }
 
+/// Whether a message is outgoing: `"outgoing"`, or `1` in push form.
+fn outgoing(v: &Value) -> bool {
+    match v.get("message_type") {
+        Some(Value::String(s)) => s == "outgoing",
+        Some(n @ Value::Number(_)) => int(n) == Some(1),
+        _ => false,
+    }
+}
+
+/// An outgoing, non-private message: an agent's reply (for the chat SLA) when a user (not a
+/// bot, not an automation) sent it in a conversation whose contact is known; the reason to
+/// ignore it otherwise. It changes nothing about the lead, so a reply without these fields is
+/// ignored rather than refused.
+fn agent_reply(
+    body: &Value,
+    id: Option<i64>,
+    received_at: DateTime<Utc>,
+) -> Result<(Contact, DateTime<Utc>, Change), &'static str> {
+    if body.pointer("/sender/type").and_then(Value::as_str) != Some("user") {
+        return Err("not an agent's message");
+    }
+    let conversation = body.get("conversation");
+    let contact = conversation
+        .and_then(|c| c.pointer("/meta/sender"))
+        .and_then(contact);
+    let conversation_id = conversation.and_then(|c| c.get("id")).and_then(int);
+    let (Some(contact), Some(conversation_id), Some(message_id)) = (contact, conversation_id, id)
+    else {
+        return Err("agent reply without its conversation or contact");
+    };
+    let at = body.get("created_at").and_then(time).unwrap_or(received_at);
+    Ok((
+        contact,
+        at,
+        Change::Reply {
+            message_id,
+            conversation_id,
+        },
+    ))
+}
+
 /// The account id of a body: top-level `account.id` (every event since June 2026), else
 /// `account_id` of the conversation's last message (older conversation events), else none.
 fn account_of(body: &Value) -> Option<i64> {
@@ -153,6 +194,12 @@ pub fn normalize(
             // say nothing about the lead.
             if body.get("private").and_then(Value::as_bool) == Some(true) {
                 return Ok(Normalized::Ignored("private note"));
+            }
+            if outgoing(&body) {
+                match agent_reply(&body, id, received_at) {
+                    Ok(reply) => return Ok(event_of(raw, account_id, event, reply)),
+                    Err(why) => return Ok(Normalized::Ignored(why)),
+                }
             }
             if !incoming(&body) {
                 return Ok(Normalized::Ignored("not an incoming message"));
@@ -224,8 +271,23 @@ pub fn normalize(
         }
         _ => return Ok(Normalized::Ignored("event not handled")),
     };
+    Ok(event_of(
+        raw,
+        account_id,
+        event,
+        (contact, occurred_at, change),
+    ))
+}
+
+/// The event to enqueue, with its deduplication key.
+fn event_of(
+    raw: &[u8],
+    account_id: i64,
+    event: String,
+    (contact, occurred_at, change): (Contact, DateTime<Utc>, Change),
+) -> Normalized {
     let object_id = match &change {
-        Change::Message { message_id, .. } => *message_id,
+        Change::Message { message_id, .. } | Change::Reply { message_id, .. } => *message_id,
         Change::Conversation {
             conversation_id, ..
         } => *conversation_id,
@@ -240,7 +302,7 @@ pub fn normalize(
         dedupe_key.push(':');
         dedupe_key.push_str(&hex::encode(&digest[..8]));
     }
-    Ok(Normalized::Event {
+    Normalized::Event {
         input: Box::new(EventInput {
             event,
             account_id,
@@ -250,7 +312,7 @@ pub fn normalize(
             change,
         }),
         dedupe_key,
-    })
+    }
 }
 
 /// A JSON error's category and position, never the input.
@@ -298,6 +360,40 @@ mod tests {
             "event": "message_created"
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn an_agents_reply_ends_the_wait_and_a_bots_does_not() {
+        let reply = |sender_type: &str, private: bool| {
+            let mut v: Value =
+                serde_json::from_slice(&message(private, json!("outgoing"))).unwrap();
+            v["sender"] = json!({"id": 5, "name": "Agent", "type": sender_type});
+            v["id"] = json!(902);
+            normalize(&serde_json::to_vec(&v).unwrap(), 7, now())
+        };
+        let Ok(Normalized::Event { input, dedupe_key }) = reply("user", false) else {
+            panic!("expected an event")
+        };
+        assert_eq!(dedupe_key, "cw:7:message_created:902");
+        assert_eq!(
+            input.external_id, "cw-7-42",
+            "the conversation's contact, not the agent"
+        );
+        assert_eq!(
+            input.change,
+            Change::Reply {
+                message_id: 902,
+                conversation_id: 3
+            }
+        );
+        assert!(matches!(
+            reply("agent_bot", false),
+            Ok(Normalized::Ignored(_))
+        ));
+        assert!(matches!(
+            reply("user", true),
+            Ok(Normalized::Ignored("private note"))
+        ));
     }
 
     #[test]
