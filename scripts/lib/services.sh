@@ -593,6 +593,11 @@ redis_start() {
   else
     persistence=(--save "" --appendonly yes --appendfsync everysec)
   fi
+  if [[ "$LEADQ_PROFILE" == ops ]]; then
+    # As in production: a memory limit, and refusals instead of evictions (a queue may not
+    # lose keys); the live test's Redis alerts and panels read both.
+    persistence+=(--maxmemory 256mb --maxmemory-policy noeviction)
+  fi
   svc_log "starting Redis ($LEADQ_PROFILE) on 127.0.0.1:$LEADQ_REDIS_PORT, log $LEADQ_REDIS_LOG"
   if ! redis-server --port "$LEADQ_REDIS_PORT" --bind 127.0.0.1 --protected-mode yes \
     --daemonize yes --supervised no --pidfile "$LEADQ_REDIS_PIDFILE" \

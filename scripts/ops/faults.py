@@ -20,10 +20,11 @@ import threading
 import time
 
 import rules
-from stack import http, log, tail, wait_until
+from stack import Proc, http, log, tail, wait_until
 from traffic import Load
 
-ALWAYS = {"LeadqWatchdog"}  # fires by design; routed away from Telegram
+ALWAYS = {"LeadqWatchdog"}
+LEASE_MS = 5000  # LEADQ_LEASE_MS of the test's workers  # fires by design; routed away from Telegram
 FIRE_TIMEOUT = 120
 RESOLVE_TIMEOUT = 120
 QUIET_TIMEOUT = 90
@@ -348,6 +349,36 @@ class AuditBlackhole:
         poke_security(st)
 
 
+class PausedPastLease:
+    """A worker paused (SIGSTOP) longer than its lease while it runs jobs: another worker takes
+    the jobs over, and when the paused one wakes up it finds its leases lost. lead_score jobs
+    are held in flight by a lock on lead_scores (released once the worker is stopped); a second
+    worker (not scraped, 127.0.0.1:29092) runs meanwhile. LeadqJobLeasesLost must fire."""
+
+    def __init__(self):
+        self.lock = LockedScores()
+        self.second = None
+
+    def inject(self, st):
+        self.lock.inject(st)
+        for _ in range(8):
+            st.traffic.lead(False)
+        time.sleep(2)  # the worker's four lead_score slots are now waiting on the lock
+        st.procs["worker"].signal(signal.SIGSTOP)
+        self.lock.heal(st)
+        env = dict(st.leadq_env(), LEADQ_WORKER_ADDR="127.0.0.1:29092")
+        if self.second is None:
+            self.second = Proc("leadq worker 2", [st.bin, "worker"],
+                               os.path.join(st.out, "worker2.log"), env=env)
+        self.second.start()
+        time.sleep(float(LEASE_MS) / 1000 + 4)  # leases expire; worker 2 takes the jobs over
+        st.procs["worker"].signal(signal.SIGCONT)
+
+    def heal(self, st):
+        self.second.stop()
+        st.wait_ready("worker")
+
+
 def _audit_check_labels(st, t0, t_heal):
     seen = st.monitor.labels_seen("LeadqSecurityCheckFailing", t0)
     if "audit_heartbeat" not in {lb.get("check") for lb in seen}:
@@ -361,6 +392,7 @@ def make_faults():
     pg = Inhibition(["LeadqPostgresDown"])
     lock = LockedScores()
     audit = AuditBlackhole()
+    paused = PausedPastLease()
     return [
         Fault("worker_killed", "SIGKILL the only worker",
               ["LeadqWorkerDown", "LeadqNoWorkers"], _kill_worker, _start_worker),
@@ -371,6 +403,8 @@ def make_faults():
               ["LeadqQueueBacklogGrowing", "LeadqJobSlaBreached"], lock.inject, lock.heal,
               loads=[("cold leads", lambda st: st.traffic.lead(False), 15)],
               during=lock.during),
+        Fault("worker_paused", "SIGSTOP a worker with jobs in flight for longer than its lease "
+              "while a second worker runs", ["LeadqJobLeasesLost"], paused.inject, paused.heal),
         Fault("crm_500", "fake HubSpot answers 500 (crm_sync retries, then dead letters)",
               ["LeadqCrmUpstreamErrors", "LeadqJobRetries", "LeadqJobRetryRateHigh",
                "LeadqDeadLetters"], _hubspot("500"), _hubspot("normal"),
@@ -506,6 +540,8 @@ def run_fault(st, fault, results, problems):
                                     st.monitor.state("am", a),
                                     bool(_resolved_msg(st, a, got[a]["tg"] or t0))))
     for a, g in got.items():
+        if g["fired"]:
+            g["fired"] = st.monitor.fired_at(a, t0, g["fired"])
         results.append({
             "alert": a, "fault": fault.name,
             "fired_s": round(g["fired"] - t0, 1) if g["fired"] else None,
@@ -542,11 +578,34 @@ def print_table(results, path):
     print("\nwritten to %s" % path)
 
 
+def dashboard_traffic(st):
+    """Fresh series for every panel after the faults (the worker restarted, so its counters
+    did too): leads hot and cold, a Chatwoot contact's message and an agent's reply (the chat
+    SLA), a refused API key, requests over a tenant's limit."""
+    t = st.traffic
+    for _ in range(3):
+        t.lead(hot=True)
+        t.lead(hot=False)
+    conv = int(time.time()) % 100000
+    t.chatwoot("incoming", conversation=conv, contact=conv)
+    time.sleep(1.5)
+    t.chatwoot("outgoing", conversation=conv, contact=conv)
+    http("POST", "http://127.0.0.1:29080/v1/leads", {"external_id": "x", "source": "telegram"},
+         {"Authorization": "Bearer lq_not_a_key_000000000000000000000000"})
+    if st.limited_key:
+        for _ in range(6):
+            http("POST", "http://127.0.0.1:29080/v1/leads",
+                 {"external_id": "lim-%d" % time.time_ns(), "source": "telegram",
+                  "name": "Limited"}, {"Authorization": "Bearer " + st.limited_key})
+    time.sleep(8)  # a few scrapes of each
+
+
 def run_dashboards(st):
     script = os.path.join(st.root, "scripts", "check-dashboards-live")
     if not os.path.isfile(script):
         log("scripts/check-dashboards-live is not in this tree yet; dashboard check skipped")
         return []
+    dashboard_traffic(st)
     log("scripts/check-dashboards-live --prometheus http://127.0.0.1:29090")
     res = subprocess.run([script, "--prometheus", "http://127.0.0.1:29090"])
     return [] if res.returncode == 0 else ["scripts/check-dashboards-live failed (exit %d)"

@@ -101,6 +101,7 @@ class Stack:
                 f.write(content + "\n")
             self.files[name] = path
         self.api_key = None
+        self.limited_key = None
         self.procs = {}
         self.telegram = None
         self.hubspot = None
@@ -135,9 +136,11 @@ class Stack:
             # the pool, /metrics reports PostgreSQL down and LeadqPostgresDown inhibits the
             # backlog alert (see the scores_locked fault).
             "LEADQ_LEAD_SCORE_CONCURRENCY": "4",
+            # Leases of 5 s, so that a worker paused past its lease loses it within seconds.
+            "LEADQ_LEASE_MS": str(faults.LEASE_MS),
             # The alert bot, checked with getMe by the security health checks.
             "LEADQ_ALERT_TELEGRAM_BOT_TOKEN_FILE": self.files["alert-bot-token"],
-            "LEADQ_TELEGRAM_API_URL": url("telegram"),
+            "LEADQ_ALERT_TELEGRAM_API_URL": url("telegram"),
         })
         env.update(faults.extra_leadq_env(self))
         return env
@@ -191,6 +194,9 @@ class Stack:
         created = json.loads(self.cli("tenant", "create", SLUG))
         self.api_key = created["api_key"]
         self.secrets["api key"] = self.api_key
+        # A tenant on a tight ingest limit, for the refusal panels.
+        self.limited_key = json.loads(self.cli("tenant", "create", "limited"))["api_key"]
+        self.secrets["limited api key"] = self.limited_key
         if faults.has_canary(self):
             canary = json.loads(self.cli("tenant", "create", "canary"))
             self.secrets["canary api key"] = canary["api_key"]
@@ -211,6 +217,8 @@ class Stack:
                  "--crm-batch-size", "1")
         self.cli("tenant", "set-limits", SLUG, "--per-second", "200", "--burst", "400",
                  "--leads-per-day", "1000000")
+        self.cli("tenant", "set-limits", "limited", "--per-second", "1", "--burst", "1",
+                 "--leads-per-day", "1000")
         self.traffic = Traffic(url("api"), self.api_key, SLUG,
                                self.secrets["chatwoot webhook secret"], CHATWOOT_ACCOUNT)
         log("tenant %s: Chatwoot, Telegram webhook and HubSpot (fake) configured" % SLUG)
@@ -378,9 +386,11 @@ class Stack:
                 log("  target %s %s %s" % (a["labels"].get("job"), a["health"], a["lastError"]))
             raise RuntimeError("scrape targets are not all up")
         r = get_json(url("prometheus") + "/api/v1/rules?type=alert")
+        self.durations = {}
         for g in r["data"]["groups"]:
             for rule in g["rules"]:
                 self.rule_names.add(rule["name"])
+                self.durations[rule["name"]] = float(rule.get("duration") or 0)
         log("Prometheus loaded %d alert rules; every target is up" % len(self.rule_names))
 
     # -- everything ------------------------------------------------------------------------
@@ -412,7 +422,9 @@ class Stack:
         self.start_alertmanager(am)
         self.start_prometheus(data_dir, scaled)
         self.wait_observability()
-        self.monitor = Monitor(url("prometheus"), url("alertmanager")).start()
+        self.monitor = Monitor(url("prometheus"), url("alertmanager"))
+        self.monitor.durations = self.durations
+        self.monitor.start()
 
 
 def rules_tree(root, out):

@@ -7,6 +7,8 @@ their times, so that each fault can ask "when did X first fire after t0" and "wh
 gone again".
 """
 
+import calendar
+import re
 import threading
 import time
 
@@ -50,6 +52,8 @@ class Monitor:
         self.fingerprints = {}    # AM fingerprint -> alertname (for inhibitedBy)
         self.prom_alerts = []     # Prometheus's alerts now (labels, state)
         self.label_log = []       # (t, labels) of every Prometheus alert seen firing
+        self.durations = {}       # alert name -> its rule's `for:` in seconds
+        self.fired_log = []       # (activeAt + for, name): when each instance started firing
         self.ok = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
@@ -80,6 +84,10 @@ class Monitor:
                 for al in self.prom_alerts:
                     if al.get("state") == "firing":
                         self.label_log.append((now, al["labels"]))
+                        name = al["labels"].get("alertname")
+                        at = _epoch(al.get("activeAt"))
+                        if at is not None:
+                            self.fired_log.append((at + self.durations.get(name, 0), name))
                 del self.label_log[:-20000]
             if isinstance(a, list):
                 new, inh = _am_state(a)
@@ -125,6 +133,14 @@ class Monitor:
         with self.lock:
             return dict(self.prom)
 
+    def fired_at(self, name, since, polled):
+        """When `name` started firing, from Prometheus's activeAt plus the rule's `for:` (exact
+        to an evaluation, where polling is exact to a poll), for an instance that started
+        firing after `since`; `polled` when none is known."""
+        with self.lock:
+            times = [t for t, n in self.fired_log if n == name and since - 1 <= t <= polled + 1]
+        return min(times + [polled])
+
     def labels(self, name):
         """Label sets of `name`'s instances in Prometheus now."""
         with self.lock:
@@ -140,3 +156,19 @@ class Monitor:
         """Names of the alerts inhibiting `name` now."""
         with self.lock:
             return sorted({self.fingerprints.get(f, f) for f in self.inhibited.get(name, [])})
+
+
+def _epoch(text):
+    """Seconds since the epoch of an RFC 3339 time such as 2026-12-04T21:53:14.904648123Z."""
+    if not text:
+        return None
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if not m:
+        return None
+    y, mo, d, h, mi, sec = (int(x) for x in m.groups()[:6])
+    t = calendar.timegm((y, mo, d, h, mi, sec)) + float(m.group(7) or 0)
+    tz = m.group(8)
+    if tz != "Z":
+        sign = 1 if tz[0] == "+" else -1
+        t -= sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+    return t
