@@ -633,6 +633,7 @@ def run_all(st, only, no_dashboards):
     if untested:
         print("not tested (no rule among the shipped rules yet): %s" % ", ".join(untested))
     if not no_dashboards and not only:
+        st.wait_backfill()
         problems += run_dashboards(st)
     if problems:
         print("\nFAILED:")

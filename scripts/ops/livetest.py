@@ -29,7 +29,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -239,7 +241,8 @@ class Stack:
                         logs=[self.logs["worker"]])
         if not ok:
             raise RuntimeError("no leadq_tenant_jobs_total series on the worker")
-        # The ingest limits above are applied by a job: wait until a lead is not refused.
+        log("warm-up: leads, a Chatwoot exchange%s" % (
+            ", a successful canary run" if faults.has_canary(self) else ""))
 
     def _tenant_series(self):
         out = []
@@ -256,17 +259,21 @@ class Stack:
                     out.append(labels)
         return out
 
-    def backfill(self, data_dir):
+    def backfill(self, data_dir, series):
         """Three weeks of raw leadq_tenant_jobs_total history (a weekly and daily seasonal
-        shape), written into data_dir with promtool before Prometheus starts, so that the
-        per-tenant baselines (offset 1w/2w/3w, scaled) have data. Dense (10 s) for the last
-        day, where the scaled offsets land; every 5 minutes before that."""
-        series = self._tenant_series()
+        shape) for the series the worker has, so that the per-tenant baselines (offset
+        1w/2w/3w, scaled) have data. Dense (10 s) for the last hours where the scaled offsets
+        land; every 30 minutes before that. promtool writes the blocks (one per 2 h, about
+        25 s) into a folder of their own while the faults run; they are then moved into
+        Prometheus's data folder, which picks them up at its next reload (within a minute)."""
         now = int(time.time())
         end = now - 600  # clear of the live data's 5-minute lookback
         start = end - 22 * 86400
-        dense_from = end - 86400
-        stamps = list(range(start, dense_from, 300)) + list(range(dense_from, end, 10))
+        # Every 10 s where the scaled offsets (up to 3w / factor, plus an hour's window) land,
+        # every 30 minutes before (promtool writes one block per 2 h and reads the whole file
+        # for each, so the file stays small).
+        dense_from = end - int(3 * 604800 / self.factor) - 7200
+        stamps = list(range(start, dense_from, 1800)) + list(range(dense_from, end, 10))
         import math
         path = os.path.join(self.out, "backfill.om")
         with open(path, "w") as f:
@@ -285,14 +292,47 @@ class Stack:
                     prev = ts
                     f.write("leadq_tenant_jobs_total{%s} %.3f %d\n" % (lbl, value, ts))
             f.write("# EOF\n")
+        blocks = os.path.join(self.out, "backfill-blocks")
+        shutil.rmtree(blocks, ignore_errors=True)
         with open(self.logs["promtool"], "a") as logf:
             res = subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics",
-                                  path, data_dir], stdout=logf, stderr=subprocess.STDOUT)
+                                  path, blocks], stdout=logf, stderr=subprocess.STDOUT)
         if res.returncode != 0:
             tail(self.logs["promtool"])
             raise RuntimeError("promtool tsdb create-blocks-from openmetrics failed")
-        log("backfilled 22 days of leadq_tenant_jobs_total (%d series) into %s"
-            % (len(series), os.path.relpath(data_dir, self.root)))
+        n = 0
+        for name in sorted(os.listdir(blocks)):
+            if os.path.isfile(os.path.join(blocks, name, "meta.json")):
+                os.rename(os.path.join(blocks, name), os.path.join(data_dir, name))
+                n += 1
+        log("backfilled 22 days of leadq_tenant_jobs_total (%d series, %d blocks) into %s"
+            % (len(series), n, os.path.relpath(data_dir, self.root)))
+
+    def start_backfill(self, data_dir):
+        series = self._tenant_series()
+        self.backfill_error = None
+
+        def run():
+            try:
+                self.backfill(data_dir, series)
+            except Exception as e:  # reported by wait_backfill
+                self.backfill_error = e
+        self.backfill_thread = threading.Thread(target=run, name="backfill", daemon=True)
+        self.backfill_thread.start()
+
+    def wait_backfill(self):
+        """The backfilled history is queryable (Prometheus reloaded the blocks)."""
+        self.backfill_thread.join(120)
+        if self.backfill_error:
+            raise RuntimeError("backfill: %s" % self.backfill_error)
+        q = urllib.parse.quote("count(count_over_time(leadq_tenant_jobs_total[1d] offset 1w))")
+
+        def loaded():
+            r = get_json(url("prometheus") + "/api/v1/query?query=" + q)
+            return r and r["data"]["result"]
+        if not wait_until("Prometheus to load the backfilled blocks", 90, loaded,
+                          logs=[self.logs["prometheus"]]):
+            raise RuntimeError("the backfilled history is not queryable")
 
     # -- exporters, Prometheus, Alertmanager -----------------------------------------------
 
@@ -412,7 +452,7 @@ class Stack:
         data_dir = os.path.join(self.out, "prometheus-data")
         shutil.rmtree(data_dir, ignore_errors=True)
         os.makedirs(data_dir)
-        self.backfill(data_dir)
+        self.start_backfill(data_dir)
         self.rules_root = rules_tree(self.root, self.out)
         scaled, am = rules.override(self.rules_root, os.path.join(self.out, "override"),
                                     self.factor, url("telegram"),
@@ -485,6 +525,8 @@ def main():
     finally:
         if st.monitor:
             st.monitor.stop()
+        if getattr(st, "backfill_thread", None):
+            st.backfill_thread.join(90)  # promtool is a child: let it finish
         Proc.stop_all()
         for fake in (st.telegram, st.hubspot):
             if fake:

@@ -14,8 +14,11 @@ import urllib.error
 import urllib.request
 
 
+_T0 = time.time()
+
+
 def log(msg):
-    print("[ops] %s" % msg, flush=True)
+    print("[ops %5.1fs] %s" % (time.time() - _T0, msg), flush=True)
 
 
 def tail(path, lines=40):
