@@ -4,6 +4,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use leadq_platform::metrics as m;
+use leadq_platform::telemetry;
 use leadq_platform::tenant::{self, AuthFailure, Principal};
 use sha2::Digest;
 
@@ -35,8 +36,7 @@ impl FromRequestParts<AppState> for Auth {
         let presented = bearer(parts);
         let (reason, error) = match tenant::authenticate(&state.pool, presented).await? {
             Ok(principal) => {
-                tracing::Span::current()
-                    .record("tenant_id", tracing::field::display(principal.tenant_id));
+                telemetry::tag_tenant(principal.tenant_id, Some(&principal.tenant_slug));
                 return Ok(Auth(principal));
             }
             Err(AuthFailure::Invalid) => ("invalid", ApiError::InvalidApiKey),

@@ -3,6 +3,8 @@
 //! The correlation id comes from `X-Correlation-Id` when the caller sends a sane one, or is
 //! made here; it is echoed in the response, put on the request span (so every log line of the
 //! request carries it), handed to every job the request enqueues, and included in error bodies.
+//! The request span is the trace's server span (`<METHOD> <route template>`), continuing the
+//! caller's W3C trace context when it sends one.
 
 use std::time::Instant;
 
@@ -11,6 +13,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use leadq_platform::metrics as m;
+use leadq_platform::telemetry::{self, trace};
 use tracing::Instrument;
 
 /// The correlation-id header.
@@ -48,16 +51,39 @@ pub async fn observe(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
     let span = tracing::info_span!("request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
         correlation_id = %correlation_id,
         method = %method,
         route = %route,
         tenant_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
+    // A caller that traces (W3C `traceparent`) gets its request continued, not a new trace.
+    let carried: std::collections::HashMap<String, String> = trace::HEADERS
+        .iter()
+        .filter_map(|h| {
+            let v = req.headers().get(*h)?.to_str().ok()?;
+            Some(((*h).to_owned(), v.to_owned()))
+        })
+        .collect();
+    if let Some(remote) = trace::context_from(&carried) {
+        trace::continue_from(&span, remote, false);
+    }
+    trace::record_ids(&span);
     let started = Instant::now();
+    let tags = [
+        ("correlation_id", correlation_id.clone()),
+        ("route", route.clone()),
+        ("method", method.clone()),
+    ];
     let mut res = CORRELATION_ID
         .scope(
             correlation_id.clone(),
-            next.run(req).instrument(span.clone()),
+            telemetry::with_own_hub(&tags, next.run(req).instrument(span.clone())),
         )
         .await;
     let elapsed = started.elapsed().as_secs_f64();

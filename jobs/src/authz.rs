@@ -223,7 +223,8 @@ where
             if let Some(d) = denied {
                 metrics::counter!(m::SECURITY_EVENTS_TOTAL, m::label::KIND => "unauthorized")
                     .increment(1);
-                tracing::error!(denied = %d, user_id = %meta.user_id,
+                // `alerted`: dead-lettered as `unauthorized`, which the worker alerts on.
+                tracing::error!(denied = %d, user_id = %meta.user_id, alerted = true,
                     "Refusing a job its principal may not run for this tenant.");
                 return Err(JobError::permanent("unauthorized", d).into());
             }

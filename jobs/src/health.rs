@@ -108,6 +108,7 @@ pub async fn metrics_text(pool: &PgPool, queue: &Queue) -> String {
             Err(_) => tracing::warn!("Queue gauges for /metrics timed out."),
         }
     }
+    m::collect_process();
     m::install().render()
 }
 

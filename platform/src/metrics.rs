@@ -90,6 +90,19 @@ pub const CANARY_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
 /// agent reply in the same conversation, in seconds.
 pub const CHAT_FIRST_REPLY_SECONDS: &str = "leadq_chat_first_reply_seconds";
 
+/// Gauge: worker threads of this process's tokio runtime.
+pub const TOKIO_WORKERS: &str = "leadq_tokio_workers";
+/// Gauge: tasks waiting in the tokio runtime's global queue (a backlog of ready work the
+/// threads cannot keep up with).
+pub const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "leadq_tokio_global_queue_depth";
+/// Gauge: tasks alive in the tokio runtime.
+pub const TOKIO_ALIVE_TASKS: &str = "leadq_tokio_alive_tasks";
+/// Counter: error alerts (`leadq-notify`), by `outcome` (see [`alert_outcome`]).
+pub const ERROR_ALERTS_TOTAL: &str = "leadq_error_alerts_total";
+/// Gauge: 1 once Telegram answered 403 (the bot was blocked or removed from the alert
+/// chat): this process sends no more alerts until restarted. 0 otherwise.
+pub const ERROR_ALERTS_BLOCKED: &str = "leadq_error_alerts_blocked";
+
 /// Label names.
 pub mod label {
     /// A recurring task's name.
@@ -175,6 +188,35 @@ pub mod webhook_outcome {
     ];
 }
 
+/// Values of the `outcome` label of [`ERROR_ALERTS_TOTAL`].
+pub mod alert_outcome {
+    /// A message reached Telegram (an immediate alert or a digest).
+    pub const SENT: &str = "sent";
+    /// Merged with the same fingerprint already waiting in the digest (its count grew).
+    pub const DEDUPLICATED: &str = "deduplicated";
+    /// A critical alert whose fingerprint was sent within the rate-limit window, by any
+    /// process: counted as a repeat in the next digest.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// A non-critical alert that opened a new line of the next digest.
+    pub const BATCHED: &str = "batched";
+    /// Matched `LEADQ_ALERT_IGNORED_PATHS` or `LEADQ_ALERT_IGNORED_ERRORS`.
+    pub const IGNORED: &str = "ignored";
+    /// The sender's queue was full (or closed): the alert was dropped, never blocking.
+    pub const DROPPED: &str = "dropped";
+    /// Telegram refused the message or could not be reached, or Redis failed.
+    pub const FAILED: &str = "failed";
+    /// Every value, for pre-registering series.
+    pub const ALL: &[&str] = &[
+        SENT,
+        DEDUPLICATED,
+        RATE_LIMITED,
+        BATCHED,
+        IGNORED,
+        DROPPED,
+        FAILED,
+    ];
+}
+
 /// Values of the `state` label of [`QUEUE_DEPTH`].
 pub mod state {
     /// Ready to run now.
@@ -214,6 +256,27 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Refreshes the process gauges at scrape time: the standard `process_*` set of the Prometheus
+/// client conventions (CPU seconds, resident memory, open and maximum file descriptors, start
+/// time, threads; from `/proc` via `metrics-process`) and the tokio runtime's workers, global
+/// queue depth and alive tasks.
+pub fn collect_process() {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR
+        .get_or_init(|| {
+            let c = metrics_process::Collector::default();
+            c.describe();
+            c
+        })
+        .collect();
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let m = rt.metrics();
+        metrics::gauge!(TOKIO_WORKERS).set(m.num_workers() as f64);
+        metrics::gauge!(TOKIO_GLOBAL_QUEUE_DEPTH).set(m.global_queue_depth() as f64);
+        metrics::gauge!(TOKIO_ALIVE_TASKS).set(m.num_alive_tasks() as f64);
+    }
 }
 
 /// Creates the job series of `kind` at zero, so dashboards and `rate()` alerts see them from
@@ -256,6 +319,14 @@ pub fn register_event_series() {
     }
 }
 
+/// Creates the error-alert series at zero (see [`register_job_series`]).
+pub fn register_alert_series() {
+    for o in alert_outcome::ALL {
+        metrics::counter!(ERROR_ALERTS_TOTAL, label::OUTCOME => *o).increment(0);
+    }
+    metrics::gauge!(ERROR_ALERTS_BLOCKED).set(0.0);
+}
+
 /// Creates every webhook series at zero (see [`register_job_series`]).
 pub fn register_webhook_series() {
     for source in ["chatwoot", "telegram"] {
@@ -296,6 +367,11 @@ fn describe() {
     metrics::describe_counter!(AUTH_FAILURES_TOTAL, "Refused credentials, by reason.");
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(JOBS_TOTAL, "Jobs finished, by kind and outcome.");
+    describe_counter!(ERROR_ALERTS_TOTAL, "Error alerts to Telegram, by outcome.");
+    describe_gauge!(
+        ERROR_ALERTS_BLOCKED,
+        "1 once Telegram answered 403: this process sends no more alerts."
+    );
     describe_histogram!(JOB_DURATION_SECONDS, Unit::Seconds, "Handler run time.");
     describe_histogram!(
         JOB_WAIT_SECONDS,
@@ -338,6 +414,12 @@ fn describe() {
         JOBS_ENQUEUED_TOTAL,
         "Jobs accepted at enqueue, by kind and result."
     );
+    describe_gauge!(TOKIO_WORKERS, "Worker threads of the tokio runtime.");
+    describe_gauge!(
+        TOKIO_GLOBAL_QUEUE_DEPTH,
+        "Tasks waiting in the tokio runtime's global queue."
+    );
+    describe_gauge!(TOKIO_ALIVE_TASKS, "Tasks alive in the tokio runtime.");
     describe_gauge!(DEPENDENCY_UP, "1 when the dependency answered at scrape.");
     describe_histogram!(
         JOB_TURNAROUND_SECONDS,

@@ -16,6 +16,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use leadq_platform::metrics as m;
+use leadq_platform::telemetry::{self, trace};
 use tracing::Instrument;
 
 use crate::backend::KindRunner;
@@ -102,16 +103,39 @@ where
         let meta = task.args.meta.clone();
         let runner = self.runner.clone();
         let kind = runner.kind;
+        // `process <kind>` (OpenTelemetry messaging): each run continues the trace of the
+        // `send` that enqueued the job and links to it, so the retries of one job are siblings
+        // under one creation context.
         let span = tracing::info_span!("job",
+            otel.name = %format_args!("process {kind}"),
+            otel.kind = "consumer",
+            messaging.system = "leadq",
+            messaging.operation.type = "process",
+            messaging.destination.name = kind,
+            messaging.message.id = %meta.message_id,
             kind,
             job_id = %meta.job_id,
             attempt = meta.attempt,
             tenant_id = %meta.tenant_id,
             correlation_id = %meta.correlation_id,
             message_id = %meta.message_id,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
+        let remote = trace::context_from(&meta.trace_context.clone().into_iter().collect());
+        if let Some(remote) = remote {
+            trace::continue_from(&span, remote, true);
+        }
+        trace::record_ids(&span);
         let inner = span.in_scope(|| self.inner.call(task));
-        async move {
+        let tags = [
+            ("kind", kind.to_owned()),
+            ("job_id", meta.job_id.to_string()),
+            ("attempt", meta.attempt.to_string()),
+            ("tenant_id", meta.tenant_id.to_string()),
+            ("correlation_id", meta.correlation_id.clone()),
+        ];
+        let job = async move {
             runner.observer.started(&meta).await;
             let started_at = Utc::now();
             if meta.attempt == 1 {
@@ -155,9 +179,9 @@ where
                 })
                 .await;
             Ok(settled)
-        }
-        .instrument(span)
-        .boxed()
+        };
+        // One Sentry hub per run: its events carry the job's tags, never another job's.
+        telemetry::with_own_hub(&tags, job.instrument(span)).boxed()
     }
 }
 
@@ -202,7 +226,8 @@ fn record_outcome(kind: &'static str, settled: &Settled, code: Option<&'static s
             m::outcome::RETRIED
         }
         Settled::Dead { reason } => {
-            tracing::error!(reason = %reason, code, "Job dead-lettered.");
+            // `alerted`: the worker's observer sends the dead letter's own alert.
+            tracing::error!(reason = %reason, code, alerted = true, "Job dead-lettered.");
             m::outcome::DEAD
         }
         Settled::Snoozed { delay } => {

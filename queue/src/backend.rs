@@ -191,7 +191,8 @@ impl KindRunner {
                 Err(error) => {
                     redis_error("release", &error);
                     if start.elapsed() > Duration::from_secs(5) {
-                        tracing::error!(kind = self.kind, error = %error,
+                        // `code`: a dependency down, so the error alert is critical.
+                        tracing::error!(kind = self.kind, error = %error, code = "redis_unavailable",
                             "Could not hand jobs back; they run again when their leases expire.");
                         return 0;
                     }
@@ -309,6 +310,7 @@ impl KindRunner {
                         action: env.action,
                         timestamp: env.timestamp,
                         correlation_id: env.correlation_id,
+                        trace_context: env.trace_context,
                         shadow: false,
                     },
                     payload,
@@ -317,7 +319,7 @@ impl KindRunner {
         match parsed {
             Ok(job) => Some(Task::new(job)),
             Err((reason, detail)) => {
-                tracing::error!(kind, job_id = %leased.id, reason, detail,
+                tracing::error!(kind, job_id = %leased.id, reason, detail, alerted = true,
                     "Dead-lettering a job that is not a genuine, readable job of this kind.");
                 metrics::counter!(m::JOBS_TOTAL, m::label::KIND => kind,
                     m::label::OUTCOME => m::outcome::DEAD)

@@ -4,6 +4,8 @@
 //! so the envelope only ever *gains* optional fields: never rename, never remove, never
 //! `deny_unknown_fields`. `schema_version` says which fields the producer knew about.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -31,6 +33,11 @@ pub struct Envelope {
     pub timestamp: DateTime<Utc>,
     /// Ties together the request, the job and every log line and audit row they cause.
     pub correlation_id: String,
+    /// W3C trace context (`traceparent`, `tracestate`) of the span that enqueued the job, set
+    /// by the queue at enqueue *before* signing, so a forged one is refused like any other
+    /// alteration. Empty when tracing is off, and from producers that predate it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trace_context: BTreeMap<String, String>,
     /// HMAC of every other field, set by the queue at enqueue (see [`crate::signing`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Signature>,
@@ -57,6 +64,7 @@ impl Envelope {
             action: action.into(),
             payload,
             timestamp: Utc::now(),
+            trace_context: BTreeMap::new(),
             signature: None,
         }
     }
@@ -104,6 +112,8 @@ pub struct JobMeta {
     pub timestamp: DateTime<Utc>,
     /// See [`Envelope::correlation_id`].
     pub correlation_id: String,
+    /// See [`Envelope::trace_context`]: every run of the job continues and links to it.
+    pub trace_context: BTreeMap<String, String>,
     /// The tenant runs this kind in shadow mode: do the work, record what would have
     /// happened, change nothing. Set by the authorization layer, never by the message.
     pub shadow: bool,

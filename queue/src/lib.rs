@@ -38,6 +38,8 @@
 //! - **Dedupe marks** of producers' delivery ids: [`Queue::mark_seen`], [`Queue::unmark_seen`].
 //! - **Erase**: [`Queue::erase_where`] (right to be forgotten).
 //! - **Recurring tasks**: [`schedule`] (leader lease, each firing claimed once).
+//! - **Error alerts' shared state** ([`alert_state`]): per-fingerprint rate limit and the
+//!   digest, for `leadq-notify` (which may not speak Redis itself).
 //! - **Server cost**: [`probe`] (what Redis itself reports: command stats, memory), for the
 //!   bench and operators.
 //!
@@ -58,6 +60,7 @@
 //!   `erase.rs`, [`schedule`], [`probe`].
 
 mod ack;
+pub mod alert_state;
 pub mod backend;
 mod conn;
 pub mod controls;
@@ -92,6 +95,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use leadq_platform::config::{KindSettings, QueueSettings};
 use leadq_platform::metrics as m;
 use leadq_platform::secret::Secret;
+use leadq_platform::telemetry::trace;
 use uuid::Uuid;
 
 use crate::envelope::Envelope;
@@ -282,8 +286,14 @@ impl Queue {
                     .key(&keys.parked);
                 inv.arg(&ttl).arg(chunk.len());
                 let mut ids = Vec::with_capacity(chunk.len());
+                // One `send <kind>` span per message (OpenTelemetry messaging conventions),
+                // open until the script has stored it; its context rides in the envelope.
+                let mut sends = Vec::with_capacity(chunk.len());
                 for (_, job) in chunk {
                     let mut e = job.envelope.clone();
+                    let send = send_span(&kind, &e);
+                    e.trace_context = trace::headers_of(&send).into_iter().collect();
+                    sends.push(send);
                     self.inner
                         .signer
                         .sign(&mut e)
@@ -304,11 +314,12 @@ impl Queue {
                 if stored.len() != chunk.len() {
                     return Err(QueueError::Protocol("enqueue reply length".into()));
                 }
-                for (((i, job), id), got) in chunk.iter().zip(ids).zip(stored) {
+                for ((((i, job), id), got), send) in chunk.iter().zip(ids).zip(stored).zip(sends) {
                     let job_id: Uuid = got
                         .parse()
                         .map_err(|_| QueueError::Protocol("dedupe key holds a non-id".into()))?;
                     let duplicate = job_id != id;
+                    send.record("job_id", tracing::field::display(job_id));
                     metrics::counter!(m::JOBS_ENQUEUED_TOTAL,
                         m::label::KIND => kind.clone(),
                         m::label::RESULT => if duplicate { "duplicate" } else { "enqueued" })
@@ -385,4 +396,20 @@ impl Queue {
             .pop()
             .ok_or_else(|| QueueError::Protocol("enqueue returned nothing".into()))
     }
+}
+
+/// The `send <kind>` span of one message (a child of whatever span enqueues it: a request, or
+/// the job that asks for a follow-up).
+fn send_span(kind: &str, e: &Envelope) -> tracing::Span {
+    tracing::info_span!("send",
+        otel.name = %format_args!("send {kind}"),
+        otel.kind = "producer",
+        messaging.system = "leadq",
+        messaging.operation.type = "send",
+        messaging.destination.name = %kind,
+        messaging.message.id = %e.message_id,
+        tenant_id = %e.tenant_id,
+        correlation_id = %e.correlation_id,
+        job_id = tracing::field::Empty,
+    )
 }

@@ -61,7 +61,8 @@ pub(crate) async fn settle_with_retry(
             Err(error) => {
                 redis_error("ack", &error);
                 if start.elapsed() >= patience {
-                    tracing::error!(kind, error = %error,
+                    // `code`: a dependency down, so the error alert is critical.
+                    tracing::error!(kind, error = %error, code = "redis_unavailable",
                         "Could not settle jobs; their leases will expire and they will run again.");
                     return None;
                 }

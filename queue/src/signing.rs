@@ -100,6 +100,11 @@ mod tests {
             payload: serde_json::json!({"b": 1.5, "a": {"z": "é", "y": [1, 2]}}),
             timestamp: Utc::now(),
             correlation_id: "c1".into(),
+            trace_context: [(
+                "traceparent".to_owned(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+            )]
+            .into(),
             signature: None,
         }
     }
@@ -118,6 +123,16 @@ mod tests {
         assert_eq!(s.verify(&other_tenant), Err(SignatureError::Mismatch));
         let altered = raw.replace("\"m1\"", "\"m2\"");
         assert_eq!(s.verify(&altered), Err(SignatureError::Mismatch));
+        // A forged trace context is an alteration like any other.
+        let retraced = raw.replace("00f067aa0ba902b7", "00f067aa0ba902b8");
+        assert_eq!(s.verify(&retraced), Err(SignatureError::Mismatch));
+        // An envelope from a producer without tracing (no trace_context) still verifies.
+        let mut untraced = envelope();
+        untraced.trace_context.clear();
+        s.sign(&mut untraced).unwrap();
+        let raw_untraced = serde_json::to_string(&untraced).unwrap();
+        assert!(!raw_untraced.contains("trace_context"));
+        assert!(s.verify(&raw_untraced).is_ok());
         let mut unsigned = e.clone();
         unsigned.signature = None;
         assert_eq!(

@@ -6,7 +6,10 @@
 //! `REDIS_URL`. Each test gets its own database (`leadq_test_<uuid>`, migrated) and its own
 //! queue prefix, so tests run in parallel without seeing each other.
 //!
-//! Set `TEST_LOG=1` to see the application's logs.
+//! Set `TEST_LOG=1` to see the application's logs. [`spans`] captures OpenTelemetry spans for
+//! the tests that follow a trace.
+
+pub mod spans;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use leadq_jobs::kinds;
-use leadq_platform::config::{LogFormat, Needs, Settings};
+use leadq_platform::config::{Needs, Settings};
 use leadq_platform::keyring::Keyring;
 use leadq_platform::secret::Secret;
 use leadq_platform::tenant::{self, CreatedTenant};
@@ -33,10 +36,7 @@ fn env(name: &str) -> String {
 }
 
 fn init_logs() {
-    #[allow(clippy::disallowed_methods)]
-    if std::env::var("TEST_LOG").is_ok() {
-        leadq_platform::telemetry::init_logs("info", LogFormat::Json);
-    }
+    spans::install();
     leadq_platform::metrics::install();
 }
 

@@ -12,13 +12,13 @@ use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-const UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
+pub(crate) const UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
 
 /// HubSpot's batch upsert, keeping contacts by email: 200 when every input was written, 207
 /// with `errors[].context.ids` for inputs whose email contains `invalid` (a validation error).
 /// Refuses (400) any property value that is not a string, as HubSpot does.
 #[derive(Clone, Default)]
-struct FakeHubSpot {
+pub(crate) struct FakeHubSpot {
     contacts: Arc<Mutex<BTreeMap<String, String>>>,
     token: String,
 }
@@ -80,7 +80,7 @@ impl Respond for FakeHubSpot {
 }
 
 /// A fake HubSpot that answers contact upserts made with `token`.
-async fn hubspot_accepting(token: &str) -> (MockServer, FakeHubSpot) {
+pub(crate) async fn hubspot_accepting(token: &str) -> (MockServer, FakeHubSpot) {
     let server = MockServer::start().await;
     let fake = FakeHubSpot {
         token: token.into(),
@@ -94,7 +94,7 @@ async fn hubspot_accepting(token: &str) -> (MockServer, FakeHubSpot) {
     (server, fake)
 }
 
-async fn app_with_crm(server: &MockServer, auth: CrmAuth) -> TestApp {
+pub(crate) async fn app_with_crm(server: &MockServer, auth: CrmAuth) -> TestApp {
     app_with_crm_and(server, auth, &[]).await
 }
 
@@ -118,11 +118,11 @@ async fn app_with_crm_and(server: &MockServer, auth: CrmAuth, extra: &[(&str, &s
     app
 }
 
-fn token(t: &str) -> CrmAuth {
+pub(crate) fn token(t: &str) -> CrmAuth {
     CrmAuth::PrivateApp { token: t.into() }
 }
 
-fn hot_lead(external_id: &str, email: &str) -> Value {
+pub(crate) fn hot_lead(external_id: &str, email: &str) -> Value {
     let mut l = sample_lead(external_id);
     l["email"] = json!(email);
     l
@@ -144,7 +144,7 @@ async fn crm_state(
     .unwrap()
 }
 
-async fn wait_synced(app: &TestApp, external_id: &str) -> String {
+pub(crate) async fn wait_synced(app: &TestApp, external_id: &str) -> String {
     wait_for("the lead synced", Duration::from_secs(30), || async {
         crm_state(app, external_id)
             .await
@@ -252,6 +252,7 @@ async fn a_qualified_lead_is_upserted_once_and_a_207_fails_only_its_own_record()
                 payload: json!({"lead_id": lead_id, "version": 1}),
                 timestamp: chrono::Utc::now(),
                 correlation_id: "replay".into(),
+                trace_context: Default::default(),
                 signature: None,
             },
             run_at: None,

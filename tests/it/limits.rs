@@ -122,6 +122,7 @@ async fn updating_a_billing_limit_goes_through_the_queue_and_leaves_other_tenant
                                     "leads_per_day": 1000000}),
         timestamp: chrono::Utc::now(),
         correlation_id: "self-raise".into(),
+        trace_context: Default::default(),
         signature: None,
     };
     env.signature = None;

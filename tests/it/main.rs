@@ -2,6 +2,7 @@
 //! `scripts/test`), a fresh database and queue prefix per test.
 
 mod admission;
+mod alerts;
 mod api_auth;
 mod api_leads;
 mod audit;
@@ -21,6 +22,8 @@ mod process;
 mod schedule;
 mod secrets;
 mod security;
+mod sentry;
+mod tracing;
 mod webhooks;
 mod worker_faults;
 

@@ -172,6 +172,16 @@ async fn metrics_say_which_dependency_is_down() {
     let metrics = app.text(&format!("{}/metrics", app.address)).await;
     assert!(metrics.contains("leadq_dependency_up{dependency=\"postgres\"} 1"));
     assert!(metrics.contains("leadq_dependency_up{dependency=\"redis\"} 1"));
+    // Process and runtime figures, refreshed at the scrape.
+    for name in [
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "leadq_tokio_workers ",
+        "leadq_tokio_global_queue_depth ",
+    ] {
+        assert!(metrics.contains(name), "no {name}in /metrics");
+    }
     app.stop().await;
 }
 

@@ -19,7 +19,7 @@ fn planted_key() -> String {
 }
 
 /// A stand-in for Sentry's ingestion endpoint: records every request body.
-async fn fake_sentry() -> (u16, Arc<Mutex<Vec<String>>>) {
+pub(crate) async fn fake_sentry() -> (u16, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let store = seen.clone();
     let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
@@ -38,7 +38,7 @@ async fn fake_sentry() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, seen)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -46,7 +46,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(
+pub(crate) fn start(
     app: &TestApp,
     role: &str,
     addr_var: &str,
@@ -144,6 +144,7 @@ async fn planted_secrets_appear_in_no_log_line_error_body_or_sentry_event() {
                                             "email": EMAIL, "phone": PHONE}),
                 timestamp: Utc::now(),
                 correlation_id: PHONE.replace(' ', ""),
+                trace_context: Default::default(),
                 signature: None,
             },
             run_at: None,

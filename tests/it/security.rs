@@ -37,6 +37,7 @@ fn envelope_for(tenant: uuid::Uuid, external_id: &str) -> Envelope {
         payload: sample_lead(external_id),
         timestamp: Utc::now(),
         correlation_id: "evil".into(),
+        trace_context: Default::default(),
         signature: None,
     }
 }

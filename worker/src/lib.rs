@@ -11,7 +11,7 @@
 //!
 //! # Layout
 //! - [`Worker`]: build (connect, bind) and run until stopped.
-//! - [`observer`]: `job_runs` rows and dead-letter audit.
+//! - [`observer`]: `job_runs` rows, dead-letter audit and dead-letter alerts.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics` (the API's own routes,
 //!   `leadq_jobs::health::router`).
 //! - [`scheduler`]: recurring platform tasks, fired once across all workers.
@@ -48,7 +48,7 @@ pub struct Worker {
     queue: Queue,
     worker_id: String,
     listener: TcpListener,
-    observer: Arc<dyn JobObserver>,
+    recorder: observer::RunRecorder,
 }
 
 impl std::fmt::Debug for Worker {
@@ -106,15 +106,22 @@ impl Worker {
             settings.metrics_tenant_cap,
             settings.canary.as_ref().map(|c| c.tenant.clone()),
         );
-        let observer = Arc::new(observer::RunRecorder::new(pool.clone(), tenants));
+        let recorder = observer::RunRecorder::new(pool.clone(), tenants);
         Ok(Self {
             settings,
             pool,
             queue,
             worker_id: upkeep::new_worker_id(),
             listener,
-            observer,
+            recorder,
         })
+    }
+
+    /// Alerts on dead letters through `alerts` rather than the process-wide notifier
+    /// (`leadq_notify::start`); for tests that run several "processes" in one.
+    pub fn with_alerts(mut self, alerts: leadq_notify::Notifier) -> Self {
+        self.recorder = self.recorder.with_alerts(alerts);
+        self
     }
 
     /// Where the health server listens.
@@ -140,8 +147,9 @@ impl Worker {
             queue,
             worker_id,
             listener,
-            observer,
+            recorder,
         } = self;
+        let observer: Arc<dyn JobObserver> = Arc::new(recorder);
         leadq_platform::metrics::register_event_series();
         for kind in kinds::names() {
             leadq_platform::metrics::register_job_series(kind);

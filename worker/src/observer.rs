@@ -1,5 +1,6 @@
-//! Records every run in PostgreSQL (`job_runs`), audits dead letters, and counts outcomes per
-//! tenant.
+//! Records every run in PostgreSQL (`job_runs`), audits dead letters, counts outcomes per
+//! tenant, and alerts on dead letters (`leadq-notify`: kind, reason, tenant slug, job id and
+//! correlation id, never the payload).
 //!
 //! Best effort by design: the queue in Redis is the source of truth for what runs next. If
 //! PostgreSQL is down the handler itself fails and retries, and these rows catch up on the
@@ -9,6 +10,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use leadq_jobs::tenant_labels::TenantLabels;
+use leadq_notify::{Alert, DeadLetter, Notifier};
 use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
@@ -22,20 +24,48 @@ use sqlx::PgPool;
 pub struct RunRecorder {
     pool: PgPool,
     tenants: TenantLabels,
+    alerts: Option<Notifier>,
 }
 
 impl RunRecorder {
-    /// A recorder writing to `pool`, labelling per-tenant metrics with `tenants`.
+    /// A recorder writing to `pool`, labelling per-tenant metrics with `tenants`, alerting
+    /// on dead letters through the process-wide notifier (when alerts are on).
     pub fn new(pool: PgPool, tenants: TenantLabels) -> Self {
-        Self { tenants, pool }
+        Self {
+            tenants,
+            pool,
+            alerts: leadq_notify::global().cloned(),
+        }
     }
+
+    /// Alerts on dead letters through `alerts` instead.
+    pub fn with_alerts(mut self, alerts: Notifier) -> Self {
+        self.alerts = Some(alerts);
+        self
+    }
+}
+
+/// The tenant's slug for an alert (its id if the slug cannot be read).
+async fn tenant_slug(pool: &PgPool, tenant: uuid::Uuid) -> String {
+    sqlx::query_scalar::<_, String>("select slug from tenants where id = $1")
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| tenant.to_string())
 }
 
 impl JobObserver for RunRecorder {
     fn started(&self, meta: &JobMeta) -> BoxFuture<'static, ()> {
         let pool = self.pool.clone();
         let meta = meta.clone();
+        let tenants = self.tenants.clone();
         async move {
+            // Runs inside the job's own Sentry hub: its events name the tenant by slug (the
+            // bounded label: `other` past the cap).
+            let label = tenants.label(meta.tenant_id).await;
+            leadq_platform::telemetry::tag_tenant(meta.tenant_id, label.as_deref());
             let res = async {
                 let mut tx = db::begin(&pool, Scope::Tenant(meta.tenant_id)).await?;
                 sqlx::query(
@@ -67,7 +97,19 @@ impl JobObserver for RunRecorder {
     fn finished(&self, report: JobReport) -> BoxFuture<'static, ()> {
         let pool = self.pool.clone();
         let tenants = self.tenants.clone();
+        let alerts = self.alerts.clone();
         async move {
+            if let (Settled::Dead { reason }, Some(alerts)) = (&report.settled, &alerts) {
+                let meta = &report.meta;
+                let tenant = tenant_slug(&pool, meta.tenant_id).await;
+                alerts.report(Alert::dead_letter(&DeadLetter {
+                    kind: &meta.action,
+                    reason,
+                    tenant: &tenant,
+                    job_id: &meta.job_id.to_string(),
+                    correlation_id: &meta.correlation_id,
+                }));
+            }
             let outcome = match &report.settled {
                 Settled::Completed => Some(m::outcome::COMPLETED),
                 Settled::Retried { .. } => Some(m::outcome::RETRIED),
@@ -131,6 +173,19 @@ impl JobObserver for RunRecorder {
 
     fn rejected(&self, r: Rejection) -> BoxFuture<'static, ()> {
         let pool = self.pool.clone();
+        if let Some(alerts) = &self.alerts {
+            // The envelope's tenant is unverified: named as a claim, never as the tenant.
+            let claimed = r
+                .claimed_tenant
+                .map_or_else(|| "unknown".to_owned(), |t| format!("unverified claim {t}"));
+            alerts.report(Alert::dead_letter(&DeadLetter {
+                kind: r.kind,
+                reason: r.reason,
+                tenant: &claimed,
+                job_id: &r.job_id,
+                correlation_id: "-",
+            }));
+        }
         async move {
             // A platform-level security event: the claimed tenant is unverified, so it is
             // recorded as a detail, not as the row's tenant.

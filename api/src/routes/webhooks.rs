@@ -24,6 +24,7 @@ use leadq_jobs::integrations::settings::{self, WebhookTenant};
 use leadq_jobs::integrations::{chatwoot, telegram};
 use leadq_jobs::kinds;
 use leadq_platform::metrics::{self as m, webhook_outcome as outcome};
+use leadq_platform::telemetry;
 use leadq_queue::envelope::Envelope;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
@@ -111,6 +112,8 @@ async fn tenant_of(app: &AppState, slug: &str) -> Result<Arc<WebhookTenant>, Api
             t
         }
     };
+    // From here on, the request's span and Sentry events name the tenant.
+    telemetry::tag_tenant(t.tenant_id, Some(slug));
     if !t.active {
         return Err(ApiError::TenantInactive);
     }

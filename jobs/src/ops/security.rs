@@ -386,7 +386,7 @@ async fn alert_channel(i: Inputs<'_>) -> Check {
         return Check::new(
             NAME,
             Status::Skip,
-            "no alert bot configured (LEADQ_ALERT_TELEGRAM_BOT_TOKEN)",
+            "no alert bot configured (LEADQ_ALERT_TELEGRAM_BOT_TOKEN and LEADQ_ALERT_TELEGRAM_CHAT_ID)",
         );
     };
     let url = format!("{}/bot{}/getMe", c.api_url, c.bot_token.expose());

@@ -16,7 +16,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 mod oncall;
-pub use oncall::{AlertChannelSettings, CanarySettings, SecurityHealthSettings};
+pub use oncall::{
+    AlertChannelSettings, AlertPolicySettings, CanarySettings, SecurityHealthSettings,
+};
 
 use crate::keyring::Keyring;
 use crate::secret::Secret;
@@ -191,7 +193,8 @@ pub struct Settings {
     pub canary: Option<CanarySettings>,
     /// Thresholds of the security health checks.
     pub security: SecurityHealthSettings,
-    /// The Telegram bot alerts go out through, when configured (checked, never used to send).
+    /// The Telegram bot and chat error alerts go to, when configured (`leadq-notify`; the
+    /// security checks call its `getMe`).
     pub alert_channel: Option<AlertChannelSettings>,
 }
 

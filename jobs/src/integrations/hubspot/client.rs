@@ -4,6 +4,8 @@
 //! exhausted window starts.
 
 use super::*;
+use leadq_platform::telemetry::trace;
+use tracing::Instrument;
 
 /// Classifies a HubSpot 429 body's policy.
 pub(super) fn policy_of(body: &Value) -> &'static str {
@@ -87,7 +89,13 @@ pub(super) async fn bearer(
         ("client_secret", client_secret.as_str()),
         ("refresh_token", refresh_token.as_str()),
     ];
-    let res = deps.http.post(&url).form(&form).send().await;
+    let span = client_span("POST", "/oauth/v1/token");
+    let res = traced(deps.http.post(&url), &span)
+        .form(&form)
+        .send()
+        .instrument(span.clone())
+        .await;
+    record_status(&span, &res);
     let count = |result: &'static str| {
         metrics::counter!(m::CRM_TOKEN_REFRESHES_TOTAL, m::label::RESULT => result).increment(1);
     };
@@ -151,6 +159,33 @@ pub(super) async fn bearer(
     Ok(t.access_token)
 }
 
+/// The client span of one call to HubSpot (`POST /crm/v3/…`): the path template only, never
+/// the URL (the base URL is a tenant's setting, the query could hold anything).
+fn client_span(method: &'static str, path: &'static str) -> tracing::Span {
+    tracing::info_span!("hubspot",
+        otel.name = %format_args!("{method} {path}"),
+        otel.kind = "client",
+        http.request.method = method,
+        url.template = path,
+        peer.service = "hubspot",
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// `req` carrying the W3C trace context of `span`, so HubSpot (or a proxy) can join the trace.
+fn traced(mut req: reqwest::RequestBuilder, span: &tracing::Span) -> reqwest::RequestBuilder {
+    for (k, v) in trace::headers_of(span) {
+        req = req.header(k, v);
+    }
+    req
+}
+
+fn record_status(span: &tracing::Span, res: &Result<reqwest::Response, reqwest::Error>) {
+    if let Ok(r) = res {
+        span.record("http.response.status_code", r.status().as_u16());
+    }
+}
+
 /// Sends one batch and classifies the answer per input id.
 pub(super) async fn send(
     deps: &Deps,
@@ -161,13 +196,14 @@ pub(super) async fn send(
     let token = bearer(deps, tenant, conn).await?;
     let url = format!("{}/crm/v3/objects/contacts/batch/upsert", conn.base_url);
     let started = Instant::now();
-    let res = deps
-        .http
-        .post(&url)
+    let span = client_span("POST", "/crm/v3/objects/contacts/batch/upsert");
+    let res = traced(deps.http.post(&url), &span)
         .bearer_auth(token)
         .json(&serde_json::json!({ "inputs": inputs }))
         .send()
+        .instrument(span.clone())
         .await;
+    record_status(&span, &res);
     metrics::histogram!(m::CRM_REQUEST_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
     let res = match res {
         Ok(r) => r,
