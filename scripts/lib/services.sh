@@ -648,7 +648,9 @@ services_start() {
   mkdir -p "$LEADQ_RUN_DIR"
   pg_start
   redis_start
-  svc_log "ready ($LEADQ_PROFILE): $LEADQ_DATABASE_URL  $LEADQ_REDIS_URL"
+  local shown="$LEADQ_DATABASE_URL"
+  [[ "$LEADQ_PROFILE" == ops ]] && shown="${shown/:$LEADQ_DB_PASSWORD@/:***@}"
+  svc_log "ready ($LEADQ_PROFILE): $shown  $LEADQ_REDIS_URL"
 }
 
 # services_stop_started: stops what this shell started, in reverse order. Never fails.

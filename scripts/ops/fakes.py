@@ -37,8 +37,9 @@ def _start(server):
 class FakeTelegram:
     """A fake Telegram Bot API on 127.0.0.1:port."""
 
-    def __init__(self, port, token, log_path):
+    def __init__(self, port, token, log_path, throttle_chat=None):
         self.token = token
+        self.throttle_chat = throttle_chat  # the one 429 goes to this chat's first message
         self.log_path = log_path
         self.messages = []  # every call: {t, status, chat_id, text, parse_mode}
         self.lock = threading.Lock()
@@ -130,8 +131,9 @@ class FakeTelegram:
         except (TypeError, ValueError):
             chat_id = chat
         with self.lock:
-            first = not self.sent_429
-            self.sent_429 = True
+            first = not self.sent_429 and (self.throttle_chat is None
+                                           or chat_id == self.throttle_chat)
+            self.sent_429 = self.sent_429 or first
             entry = {"t": arrived, "status": 429 if first else 200, "chat_id": chat_id,
                      "parse_mode": params.get("parse_mode"), "text": text}
             if not first:

@@ -623,8 +623,13 @@ def run_all(st, only, no_dashboards):
     problems += check_secrets(st)
     calls = st.telegram.all_calls()
     n429 = sum(1 for c in calls if c["status"] == 429)
-    log("fake Telegram: %d calls, %d answered 429, %d delivered" % (
-        len(calls), n429, len(calls) - n429))
+    errors = [c for c in calls if c["chat_id"] != -1001234567890]
+    log("fake Telegram: %d calls, %d answered 429, %d delivered (%d of them leadq's own error "
+        "alerts); %d getMe; %d dead man's switch pings" % (
+            len(calls), n429, len(calls) - n429, len(errors), st.telegram.get_me,
+            len(st.telegram.watchdog_pings)))
+    if st.am_text and "deadmansswitch" in st.am_text and not st.telegram.watchdog_pings:
+        problems.append("LeadqWatchdog never reached the dead man's switch")
     if calls and n429 != 1:
         problems.append("expected exactly one 429 from the fake Telegram, saw %d" % n429)
     if n429 and not any(c["status"] == 200 and c["t"] > calls[0]["t"] for c in calls):

@@ -45,7 +45,8 @@ from traffic import Traffic  # noqa: E402
 PORTS = {"api": 29080, "worker": 29091, "prometheus": 29090, "alertmanager": 29093,
          "redis_exporter": 29121, "postgres_exporter": 29187, "telegram": 29200,
          "hubspot": 29201}
-CHAT_ID = -1001234567890
+CHAT_ID = -1001234567890         # Alertmanager's on-call chat
+ERRORS_CHAT_ID = -1009876543210  # leadq's own error alerts (leadq-notify)
 # leadq's /metrics answers within 2 s (its dependency checks' timeout) even when one is down.
 LEADQ_SCRAPE = "2500ms"
 CHATWOOT_ACCOUNT = 1
@@ -140,9 +141,11 @@ class Stack:
             "LEADQ_LEAD_SCORE_CONCURRENCY": "4",
             # Leases of 5 s, so that a worker paused past its lease loses it within seconds.
             "LEADQ_LEASE_MS": str(faults.LEASE_MS),
-            # The alert bot, checked with getMe by the security health checks.
+            # The alert bot: leadq's own error alerts (to a chat of their own, so that the
+            # fake's one 429 stays Alertmanager's) and the getMe of the security checks.
             "LEADQ_ALERT_TELEGRAM_BOT_TOKEN_FILE": self.files["alert-bot-token"],
             "LEADQ_ALERT_TELEGRAM_API_URL": url("telegram"),
+            "LEADQ_ALERT_TELEGRAM_CHAT_ID": str(ERRORS_CHAT_ID),
         })
         env.update(faults.extra_leadq_env(self))
         return env
@@ -437,7 +440,8 @@ class Stack:
 
     def start(self):
         self.telegram = FakeTelegram(PORTS["telegram"], self.secrets["telegram bot token"],
-                                     os.path.join(self.out, "telegram.jsonl")).start()
+                                     os.path.join(self.out, "telegram.jsonl"),
+                                     throttle_chat=CHAT_ID).start()
         self.hubspot = FakeHubSpot(PORTS["hubspot"], self.secrets["hubspot token"]).start()
         log("fake Telegram Bot API on %s, fake HubSpot on %s" % (url("telegram"), url("hubspot")))
         self.reset_data()
