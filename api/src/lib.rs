@@ -87,7 +87,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         ))
         .fallback(|| async { error::ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn(middleware::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.tenant_labels.clone(),
+            middleware::observe,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),

@@ -8,10 +8,11 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use leadq_jobs::tenant_labels::TenantLabels;
 use leadq_platform::metrics as m;
 use leadq_platform::telemetry::{self, trace};
 use tracing::Instrument;
@@ -28,8 +29,9 @@ pub fn current_correlation_id() -> String {
     CORRELATION_ID.try_with(|c| c.clone()).unwrap_or_default()
 }
 
-/// Correlation id, span and metrics around every request.
-pub async fn observe(req: Request, next: Next) -> Response {
+/// Correlation id, span and metrics around every request (`labels`: the bounded tenant label of
+/// the per-tenant request counter).
+pub async fn observe(State(labels): State<TenantLabels>, req: Request, next: Next) -> Response {
     let correlation_id = req
         .headers()
         .get(CORRELATION_HEADER)
@@ -80,12 +82,11 @@ pub async fn observe(req: Request, next: Next) -> Response {
         ("route", route.clone()),
         ("method", method.clone()),
     ];
-    let mut res = CORRELATION_ID
-        .scope(
-            correlation_id.clone(),
-            telemetry::with_own_hub(&tags, next.run(req).instrument(span.clone())),
-        )
-        .await;
+    let (mut res, tenant) = telemetry::noting_tenant(CORRELATION_ID.scope(
+        correlation_id.clone(),
+        telemetry::with_own_hub(&tags, next.run(req).instrument(span.clone())),
+    ))
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
     let status = res.status();
     span.in_scope(|| {
@@ -100,6 +101,17 @@ pub async fn observe(req: Request, next: Next) -> Response {
         m::label::METHOD => method,
         m::label::STATUS => status.as_u16().to_string())
     .increment(1);
+    if let Some(tenant) = tenant {
+        // The canary tenant has no label: its requests are not business figures.
+        if let Some(label) = labels.label(tenant).await {
+            let class = format!("{}xx", status.as_u16() / 100);
+            metrics::counter!(m::TENANT_HTTP_REQUESTS_TOTAL,
+                m::label::TENANT => label,
+                m::label::ROUTE => route.clone(),
+                m::label::STATUS_CLASS => class)
+            .increment(1);
+        }
+    }
     metrics::histogram!(m::HTTP_REQUEST_DURATION_SECONDS, m::label::ROUTE => route).record(elapsed);
     if let Ok(v) = HeaderValue::from_str(&correlation_id) {
         res.headers_mut().insert(CORRELATION_HEADER, v);

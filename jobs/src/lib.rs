@@ -74,4 +74,6 @@ pub struct Deps {
     pub queue: leadq_queue::Queue,
     /// Calls the CRM ([`integrations::hubspot::http_client`]).
     pub http: reqwest::Client,
+    /// The bounded `tenant` label of per-tenant metrics (CRM requests).
+    pub tenants: tenant_labels::TenantLabels,
 }

@@ -25,6 +25,17 @@ pub const JOB_RETRIES_TOTAL: &str = "leadq_job_retries_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "leadq_http_requests_total";
 /// Histogram: HTTP request duration in seconds, by `route`.
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "leadq_http_request_duration_seconds";
+/// Counter: HTTP requests of a known tenant (authenticated, or a webhook whose tenant was
+/// found), by `tenant` (bounded, as [`TENANT_JOBS_TOTAL`]), `route` (template) and
+/// `status_class` (`2xx`, `4xx`, `5xx`).
+pub const TENANT_HTTP_REQUESTS_TOTAL: &str = "leadq_tenant_http_requests_total";
+/// Counter: CRM calls per tenant, by `tenant` (bounded) and `status_class` (`2xx`, `4xx`,
+/// `5xx`, or `error` when no answer came).
+pub const TENANT_CRM_REQUESTS_TOTAL: &str = "leadq_tenant_crm_requests_total";
+/// Gauge (info): 1 for each setting a tenant runs with that differs from the platform default,
+/// by `tenant` (bounded) and `setting` (`limits`, `kind_mode:<kind>=<mode>`, `paused:<kind>`,
+/// `cap:<kind>`, `weight:<kind>`, `scoring`, `crm`). Refreshed at scrape by the API.
+pub const TENANT_OVERRIDE_INFO: &str = "leadq_tenant_override_info";
 /// Counter: Redis operations of the queue engine that failed and were retried, by `op`.
 pub const QUEUE_REDIS_ERRORS_TOTAL: &str = "leadq_queue_redis_errors_total";
 /// Counter: acknowledgements refused because the lease had moved on (the job ran twice), by `kind`.
@@ -139,6 +150,10 @@ pub mod label {
     pub const DEPENDENCY: &str = "dependency";
     /// A security check's name.
     pub const CHECK: &str = "check";
+    /// HTTP status class: `2xx`, `3xx`, `4xx`, `5xx`.
+    pub const STATUS_CLASS: &str = "status_class";
+    /// A tenant setting that differs from the default (see [`super::TENANT_OVERRIDE_INFO`]).
+    pub const SETTING: &str = "setting";
 }
 
 /// Values of the `outcome` label of [`JOBS_TOTAL`].
@@ -413,6 +428,18 @@ fn describe() {
     describe_counter!(
         JOBS_ENQUEUED_TOTAL,
         "Jobs accepted at enqueue, by kind and result."
+    );
+    describe_counter!(
+        TENANT_HTTP_REQUESTS_TOTAL,
+        "HTTP requests of a known tenant, by route and status class."
+    );
+    describe_counter!(
+        TENANT_CRM_REQUESTS_TOTAL,
+        "CRM calls per tenant, by status class."
+    );
+    describe_gauge!(
+        TENANT_OVERRIDE_INFO,
+        "1 per tenant setting that differs from the default."
     );
     describe_gauge!(TOKIO_WORKERS, "Worker threads of the tokio runtime.");
     describe_gauge!(

@@ -23,6 +23,7 @@ mod schedule;
 mod secrets;
 mod security;
 mod sentry;
+mod tenant_context;
 mod tracing;
 mod webhooks;
 mod worker_faults;

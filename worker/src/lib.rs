@@ -49,6 +49,7 @@ pub struct Worker {
     worker_id: String,
     listener: TcpListener,
     recorder: observer::RunRecorder,
+    tenants: leadq_jobs::tenant_labels::TenantLabels,
 }
 
 impl std::fmt::Debug for Worker {
@@ -106,7 +107,7 @@ impl Worker {
             settings.metrics_tenant_cap,
             settings.canary.as_ref().map(|c| c.tenant.clone()),
         );
-        let recorder = observer::RunRecorder::new(pool.clone(), tenants);
+        let recorder = observer::RunRecorder::new(pool.clone(), tenants.clone());
         Ok(Self {
             settings,
             pool,
@@ -114,6 +115,7 @@ impl Worker {
             worker_id: upkeep::new_worker_id(),
             listener,
             recorder,
+            tenants,
         })
     }
 
@@ -148,6 +150,7 @@ impl Worker {
             worker_id,
             listener,
             recorder,
+            tenants,
         } = self;
         let observer: Arc<dyn JobObserver> = Arc::new(recorder);
         leadq_platform::metrics::register_event_series();
@@ -202,6 +205,7 @@ impl Worker {
             sealer: leadq_jobs::pii::Sealer::new(settings.data_keys().clone()),
             queue: queue.clone(),
             http: hubspot::http_client(),
+            tenants,
         };
         let monitor = Monitor::new();
         let monitor = register_kind!(monitor, score, settings, deps, lead::handler::run);

@@ -1,6 +1,7 @@
 //! `GET /v1/health/security`: the security health checks (`leadq_jobs::ops::security`), for
 //! operators. The API also runs them every [`REFRESH`] in the background to keep the
-//! `leadq_security_check_ok` gauges current for the alerts.
+//! `leadq_security_check_ok` gauges current for the alerts (and the tenant override gauges,
+//! `leadq_jobs::ops::overrides`).
 
 use std::time::Duration;
 
@@ -66,12 +67,20 @@ pub async fn get(
     }))
 }
 
-/// Runs the checks every [`REFRESH`] until the process ends.
+/// Runs the checks, and refreshes the tenant override gauges, every [`REFRESH`] until the
+/// process ends.
 pub async fn refresh_forever(app: AppState) {
+    let overrides = leadq_jobs::ops::overrides::Publisher::default();
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         run(&app).await;
+        if let Err(error) = overrides
+            .refresh(&app.pool, &app.queue, &app.tenant_labels)
+            .await
+        {
+            tracing::warn!(error = %error, "Could not refresh the tenant override gauges.");
+        }
     }
 }

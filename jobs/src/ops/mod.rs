@@ -8,6 +8,8 @@
 //! - [`maintenance`]: the recurring platform tasks the worker's scheduler fires (CRM sync
 //!   reconciliation, `job_runs` reconciliation and retention, audit chain verification).
 //! - [`limits`]: billing limits (ingest rate, quota) and the `update_billing_limit` job.
+//! - [`overrides`]: the `leadq_tenant_override_info` gauges (which tenants run with special
+//!   settings).
 //! - [`security`]: the security health checks (`GET /v1/health/security`, the
 //!   `leadq_security_check_ok` gauges, `leadq doctor`).
 
@@ -16,5 +18,6 @@ pub mod deadletters;
 pub mod doctor;
 pub mod limits;
 pub mod maintenance;
+pub mod overrides;
 pub mod security;
 pub mod tenant_queue;

@@ -96,11 +96,27 @@ pub fn with_own_hub<F: std::future::Future>(
     fut.bind_hub(hub)
 }
 
+tokio::task_local! {
+    static TENANT_SEEN: std::cell::Cell<Option<uuid::Uuid>>;
+}
+
+/// Runs `fut` (a request) and returns, with its output, the tenant it named through
+/// [`tag_tenant`], if any: for per-tenant request metrics.
+pub async fn noting_tenant<F: std::future::Future>(fut: F) -> (F::Output, Option<uuid::Uuid>) {
+    TENANT_SEEN
+        .scope(std::cell::Cell::new(None), async {
+            let out = fut.await;
+            (out, TENANT_SEEN.with(|t| t.get()))
+        })
+        .await
+}
+
 /// Names the tenant a request or job acts for, once known: on the current span (its
-/// `tenant_id` field, when declared) and as Sentry tags of the current hub (`tenant_id`, and
-/// `tenant` when the slug is known).
+/// `tenant_id` field, when declared), as Sentry tags of the current hub (`tenant_id`, and
+/// `tenant` when the slug is known), and for [`noting_tenant`].
 pub fn tag_tenant(tenant_id: uuid::Uuid, slug: Option<&str>) {
     tracing::Span::current().record("tenant_id", tracing::field::display(tenant_id));
+    let _ = TENANT_SEEN.try_with(|t| t.set(Some(tenant_id)));
     sentry::configure_scope(|scope| {
         scope.set_tag("tenant_id", tenant_id);
         if let Some(slug) = slug {

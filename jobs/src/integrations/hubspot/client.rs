@@ -186,6 +186,22 @@ fn record_status(span: &tracing::Span, res: &Result<reqwest::Response, reqwest::
     }
 }
 
+/// Counts one CRM call by `status`, and per tenant (bounded label; the status class, or
+/// `error` when no answer came) in a counter of its own, so the status counter keeps the
+/// series created at zero that its alerts rely on.
+async fn count_request(deps: &Deps, tenant: Uuid, status: String) {
+    let class = match status.parse::<u16>() {
+        Ok(code) => format!("{}xx", code / 100),
+        Err(_) => "error".to_owned(),
+    };
+    metrics::counter!(m::CRM_REQUESTS_TOTAL, m::label::STATUS => status).increment(1);
+    if let Some(tenant) = deps.tenants.label(tenant).await {
+        metrics::counter!(m::TENANT_CRM_REQUESTS_TOTAL, m::label::TENANT => tenant,
+            m::label::STATUS_CLASS => class)
+        .increment(1);
+    }
+}
+
 /// Sends one batch and classifies the answer per input id.
 pub(super) async fn send(
     deps: &Deps,
@@ -209,12 +225,12 @@ pub(super) async fn send(
         Ok(r) => r,
         Err(e) => {
             let label = if e.is_timeout() { "timeout" } else { "error" };
-            metrics::counter!(m::CRM_REQUESTS_TOTAL, m::label::STATUS => label).increment(1);
+            count_request(deps, tenant, label.to_owned()).await;
             return Err(JobError::transient("crm_unavailable", e.without_url()));
         }
     };
     let status = res.status().as_u16();
-    metrics::counter!(m::CRM_REQUESTS_TOTAL, m::label::STATUS => status.to_string()).increment(1);
+    count_request(deps, tenant, status.to_string()).await;
     let headers = res.headers().clone();
     let correlation = headers
         .get("x-hubspot-correlation-id")
