@@ -9,12 +9,17 @@
 #   scripts/lib/services.sh status dev|test
 #   scripts/lib/services.sh pg-start|pg-stop chaos   # PostgreSQL alone, for the fault test that
 #                                                    # stops the database under load
+#   scripts/lib/services.sh start|stop|status ops    # the live alerting test (scripts/ops-test),
+#   scripts/lib/services.sh pg-start|pg-stop|redis-start|redis-stop ops   # which stops and
+#                                                    # restarts each server as a fault
 #
 # What it provides to callers (after `source scripts/lib/services.sh`):
 #
 #   ensure_service_packages     redis-server, redis-cli and PostgreSQL, installed with apt
 #                               only when missing (apt-get update runs once, only then)
 #   ensure_promtool / ensure_jq / ensure_curl / ensure_faketime
+#   ensure_ops_packages         prometheus, prometheus-alertmanager, prometheus-redis-exporter,
+#                               prometheus-postgres-exporter (scripts/ops-test), only when missing
 #   services_start PROFILE      PROFILE is dev or test; starts or reuses both servers and sets
 #                               LEADQ_PG_PORT, LEADQ_REDIS_PORT, LEADQ_DATABASE_URL, LEADQ_REDIS_URL
 #   services_stop_started       stops only what THIS shell started (call it from an EXIT trap)
@@ -52,9 +57,13 @@ LEADQ_ROOT="${LEADQ_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
 readonly LEADQ_DEV_PG_PORT=55432 LEADQ_DEV_REDIS_PORT=56379
 readonly LEADQ_TEST_PG_PORT=55433 LEADQ_TEST_REDIS_PORT=56380
 readonly LEADQ_CHAOS_PG_PORT=55434 LEADQ_CHAOS_REDIS_PORT=56381
+readonly LEADQ_OPS_PG_PORT=55435 LEADQ_OPS_REDIS_PORT=56382
 
-# Application role and database (created idempotently in every instance).
-readonly LEADQ_DB_USER=leadq LEADQ_DB_PASSWORD=leadq LEADQ_DB_NAME=leadq
+# Application role and database (created idempotently in every instance). The ops profile
+# replaces the password with a random one (svc_profile), so that scripts/ops-test can prove it
+# never reaches an alert.
+readonly LEADQ_DB_USER=leadq LEADQ_DB_NAME=leadq
+LEADQ_DB_PASSWORD=leadq
 
 # How long to wait for a server to come up, in seconds.
 LEADQ_SVC_TIMEOUT="${LEADQ_SVC_TIMEOUT:-60}"
@@ -212,6 +221,26 @@ ensure_curl() {
   command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
 }
 
+# What scripts/ops-test runs beside leadq: Prometheus (and promtool), Alertmanager (and
+# amtool) and the two exporters, from Debian's packages.
+ensure_ops_packages() {
+  local missing=()
+  command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 ||
+    missing+=(prometheus)
+  [[ -x /usr/bin/prometheus-alertmanager ]] && command -v amtool >/dev/null 2>&1 ||
+    missing+=(prometheus-alertmanager)
+  [[ -x /usr/bin/prometheus-redis-exporter ]] || missing+=(prometheus-redis-exporter)
+  [[ -x /usr/bin/prometheus-postgres-exporter ]] || missing+=(prometheus-postgres-exporter)
+  if ((${#missing[@]})); then
+    apt_install "${missing[@]}"
+  fi
+  local b
+  for b in prometheus promtool prometheus-alertmanager amtool prometheus-redis-exporter \
+    prometheus-postgres-exporter; do
+    command -v "$b" >/dev/null 2>&1 || svc_die "$b still missing after installing ${missing[*]}"
+  done
+}
+
 # Everything scripts/test and scripts/dev need.
 ensure_service_packages() {
   local missing=()
@@ -237,10 +266,20 @@ svc_profile() {
     dev) LEADQ_PG_PORT=$LEADQ_DEV_PG_PORT LEADQ_REDIS_PORT=$LEADQ_DEV_REDIS_PORT ;;
     test) LEADQ_PG_PORT=$LEADQ_TEST_PG_PORT LEADQ_REDIS_PORT=$LEADQ_TEST_REDIS_PORT ;;
     chaos) LEADQ_PG_PORT=$LEADQ_CHAOS_PG_PORT LEADQ_REDIS_PORT=$LEADQ_CHAOS_REDIS_PORT ;;
-    *) svc_die "unknown profile '$profile' (expected dev, test or chaos)" ;;
+    ops) LEADQ_PG_PORT=$LEADQ_OPS_PG_PORT LEADQ_REDIS_PORT=$LEADQ_OPS_REDIS_PORT ;;
+    *) svc_die "unknown profile '$profile' (expected dev, test, chaos or ops)" ;;
   esac
   LEADQ_PROFILE="$profile"
   LEADQ_RUN_DIR="$LEADQ_ROOT/.run/$profile"
+  LEADQ_DB_PASSWORD=leadq
+  if [[ "$profile" == ops ]]; then
+    # A random password, made once and kept (mode 600) in .run/ops/db-password.
+    mkdir -p "$LEADQ_RUN_DIR"
+    if [[ ! -s "$LEADQ_RUN_DIR/db-password" ]]; then
+      (umask 077 && head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$LEADQ_RUN_DIR/db-password")
+    fi
+    LEADQ_DB_PASSWORD="$(cat "$LEADQ_RUN_DIR/db-password")"
+  fi
   LEADQ_REDIS_DIR="$LEADQ_RUN_DIR/redis"
   LEADQ_REDIS_PIDFILE="$LEADQ_REDIS_DIR/redis.pid"
   LEADQ_REDIS_LOG="$LEADQ_REDIS_DIR/redis.log"
@@ -435,7 +474,7 @@ SQL
 # "Address already in use" (seen once in CI). Needs root; CI calls it, a developer may.
 reserve_service_ports() {
   local f=/proc/sys/net/ipv4/ip_local_reserved_ports
-  local want="$LEADQ_DEV_PG_PORT-$LEADQ_CHAOS_PG_PORT,$LEADQ_DEV_REDIS_PORT-$LEADQ_CHAOS_REDIS_PORT"
+  local want="$LEADQ_DEV_PG_PORT-$LEADQ_OPS_PG_PORT,$LEADQ_DEV_REDIS_PORT-$LEADQ_OPS_REDIS_PORT"
   if [[ ! -w "$f" ]]; then
     svc_log "cannot reserve ports $want (no write access to $f); continuing"
     return 0
@@ -554,6 +593,11 @@ redis_start() {
   else
     persistence=(--save "" --appendonly yes --appendfsync everysec)
   fi
+  if [[ "$LEADQ_PROFILE" == ops ]]; then
+    # As in production: a memory limit, and refusals instead of evictions (a queue may not
+    # lose keys); the live test's Redis alerts and panels read both.
+    persistence+=(--maxmemory 256mb --maxmemory-policy noeviction)
+  fi
   svc_log "starting Redis ($LEADQ_PROFILE) on 127.0.0.1:$LEADQ_REDIS_PORT, log $LEADQ_REDIS_LOG"
   if ! redis-server --port "$LEADQ_REDIS_PORT" --bind 127.0.0.1 --protected-mode yes \
     --daemonize yes --supervised no --pidfile "$LEADQ_REDIS_PIDFILE" \
@@ -604,7 +648,9 @@ services_start() {
   mkdir -p "$LEADQ_RUN_DIR"
   pg_start
   redis_start
-  svc_log "ready ($LEADQ_PROFILE): $LEADQ_DATABASE_URL  $LEADQ_REDIS_URL"
+  local shown="$LEADQ_DATABASE_URL"
+  [[ "$LEADQ_PROFILE" == ops ]] && shown="${shown/:$LEADQ_DB_PASSWORD@/:***@}"
+  svc_log "ready ($LEADQ_PROFILE): $shown  $LEADQ_REDIS_URL"
 }
 
 # services_stop_started: stops what this shell started, in reverse order. Never fails.
@@ -624,24 +670,32 @@ services_started_any() {
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   case "${1:-}:${2:-}" in
-    start:dev | start:test)
+    start:dev | start:test | start:ops)
       services_start "$2"
       ;;
-    stop:dev | stop:test)
+    stop:dev | stop:test | stop:ops)
       svc_profile "$2"
       pg_stop_recorded
       command -v redis-cli >/dev/null 2>&1 && redis_stop_instance
       ;;
-    pg-start:chaos)
+    pg-start:chaos | pg-start:ops)
       svc_profile "$2"
       ensure_postgres_installed
       pg_start
       ;;
-    pg-stop:chaos)
+    pg-stop:chaos | pg-stop:ops)
       svc_profile "$2"
       pg_stop_recorded
       ;;
-    status:dev | status:test)
+    redis-start:ops)
+      svc_profile "$2"
+      redis_start
+      ;;
+    redis-stop:ops)
+      svc_profile "$2"
+      redis_stop_instance
+      ;;
+    status:dev | status:test | status:ops)
       svc_profile "$2"
       rc=0
       if [[ -f "$LEADQ_RUN_DIR/pg-location" && -n "$(pg_bindir)" ]]; then
@@ -665,7 +719,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
       exit "$rc"
       ;;
     *)
-      echo "usage: $0 start|stop|status dev|test, or $0 pg-start|pg-stop chaos" >&2
+      echo "usage: $0 start|stop|status dev|test|ops, $0 pg-start|pg-stop chaos|ops, or $0 redis-start|redis-stop ops" >&2
       exit 2
       ;;
   esac
