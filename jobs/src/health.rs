@@ -42,18 +42,25 @@ impl Readiness {
 }
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/metrics` waits for each dependency: well inside any scrape timeout, so an outage
+/// reads as `leadq_dependency_up 0`, not as a target that failed to answer.
+const METRICS_CHECK_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// Asks Redis and PostgreSQL, each with a 2 s timeout, at the same time.
 pub async fn readiness(pool: &PgPool, queue: &Queue) -> Readiness {
+    readiness_within(pool, queue, CHECK_TIMEOUT).await
+}
+
+async fn readiness_within(pool: &PgPool, queue: &Queue, limit: Duration) -> Readiness {
     let redis = async {
-        match tokio::time::timeout(CHECK_TIMEOUT, queue.ping()).await {
+        match tokio::time::timeout(limit, queue.ping()).await {
             Ok(Ok(())) => "ok",
             Ok(Err(_)) => "unreachable",
             Err(_) => "timeout",
         }
     };
     let postgres = async {
-        match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("select 1").execute(pool)).await {
+        match tokio::time::timeout(limit, sqlx::query("select 1").execute(pool)).await {
             Ok(Ok(_)) => "ok",
             Ok(Err(_)) => "unreachable",
             Err(_) => "timeout",
@@ -89,9 +96,9 @@ pub async fn queue_counts(queue: &Queue) -> Result<Vec<KindCounts>, leadq_queue:
 
 /// The Prometheus text of this process: whether PostgreSQL and Redis answer now
 /// ([`m::DEPENDENCY_UP`]), and fresh queue gauges when Redis answers. Each read is bounded by
-/// [`CHECK_TIMEOUT`], so a dead dependency shows as a 0, never as a scrape timeout.
+/// [`METRICS_CHECK_TIMEOUT`], so a dead dependency shows as a 0, never as a scrape timeout.
 pub async fn metrics_text(pool: &PgPool, queue: &Queue) -> String {
-    let r = readiness(pool, queue).await;
+    let r = readiness_within(pool, queue, METRICS_CHECK_TIMEOUT).await;
     for (dependency, status) in [("postgres", r.checks.postgres), ("redis", r.checks.redis)] {
         metrics::gauge!(m::DEPENDENCY_UP, m::label::DEPENDENCY => dependency)
             .set(if status == "ok" { 1.0 } else { 0.0 });
@@ -100,7 +107,7 @@ pub async fn metrics_text(pool: &PgPool, queue: &Queue) -> String {
         leadq_platform::checks::publish_canary(pool).await;
     }
     if r.checks.redis == "ok" {
-        match tokio::time::timeout(CHECK_TIMEOUT, queue_counts(queue)).await {
+        match tokio::time::timeout(METRICS_CHECK_TIMEOUT, queue_counts(queue)).await {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {
                 tracing::warn!(error = %error, "Could not refresh queue gauges for /metrics.")

@@ -306,6 +306,7 @@ pub fn register_job_series(kind: &'static str) {
         metrics::counter!(JOBS_TOTAL, label::KIND => kind, label::OUTCOME => o).increment(0);
     }
     metrics::counter!(JOB_RETRIES_TOTAL, label::KIND => kind).increment(0);
+    metrics::counter!(QUEUE_LOST_LEASES_TOTAL, label::KIND => kind).increment(0);
     let _ = metrics::histogram!(JOB_DURATION_SECONDS, label::KIND => kind);
     let _ = metrics::histogram!(JOB_WAIT_SECONDS, label::KIND => kind);
     let _ = metrics::histogram!(JOB_TURNAROUND_SECONDS, label::KIND => kind);

@@ -98,7 +98,12 @@ fn on_panic(p: &Box<dyn std::any::Any + Send>) -> JobError {
 impl Worker {
     /// Connects to PostgreSQL and Redis and binds the health server (port 0 picks one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let (pool, queue) = leadq_jobs::connect_stores(&settings, 10).await?;
+        // A connection for every job that may run at once, and a few for the scheduler, the
+        // run recorder and the health probe: fewer, and stalled jobs starve `/readyz` and
+        // `leadq_dependency_up` (PostgreSQL would look down while it is only busy).
+        let concurrency: usize = settings.queue.kinds.values().map(|k| k.concurrency).sum();
+        let pool_size = u32::try_from(concurrency + 4).unwrap_or(u32::MAX).max(10);
+        let (pool, queue) = leadq_jobs::connect_stores(&settings, pool_size).await?;
         let listener = TcpListener::bind(settings.worker_addr)
             .await
             .with_context(|| format!("Failed to bind {}", settings.worker_addr))?;
