@@ -114,7 +114,7 @@ async fn billing_job(app: &TestApp, user_id: &str, per_day: u32) {
         leadq_jobs::kinds::UPDATE_BILLING_LIMIT,
         serde_json::json!({"ingest_per_second": 5, "ingest_burst": 10, "leads_per_day": per_day}),
     )
-    .message_id(&format!("limits-{user_id}"));
+    .message_id(format!("limits-{user_id}"));
     app.queue.enqueue(vec![NewJob::now(env)]).await.unwrap();
 }
 
