@@ -35,6 +35,15 @@ pub enum ApiError {
     /// The route is for platform operators only.
     #[error("this route is for platform operators")]
     OperatorOnly,
+    /// A valid operator token whose operator is not registered (`leadq operator add`).
+    #[error("the operator of this token is not registered")]
+    OperatorNotRegistered,
+    /// A valid operator token whose operator is disabled.
+    #[error("the operator of this token is disabled")]
+    OperatorDisabled,
+    /// The operator lacks the permission the route needs.
+    #[error("operator lacks permission {0}")]
+    OperatorLacksPermission(&'static str),
     /// A webhook delivery without a valid signature or secret token.
     #[error("missing or invalid webhook signature")]
     BadSignature,
@@ -86,9 +95,12 @@ impl ApiError {
             Self::InvalidApiKey | Self::ApiKeyExpired | Self::ApiKeyRevoked => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::TenantInactive | Self::InsufficientScope(_) | Self::OperatorOnly => {
-                StatusCode::FORBIDDEN
-            }
+            Self::TenantInactive
+            | Self::InsufficientScope(_)
+            | Self::OperatorOnly
+            | Self::OperatorNotRegistered
+            | Self::OperatorDisabled
+            | Self::OperatorLacksPermission(_) => StatusCode::FORBIDDEN,
             Self::BadSignature | Self::StaleTimestamp => StatusCode::UNAUTHORIZED,
             Self::WrongAccount => StatusCode::FORBIDDEN,
             Self::MalformedJson => StatusCode::BAD_REQUEST,
@@ -113,6 +125,9 @@ impl ApiError {
             Self::TenantInactive => "tenant_inactive",
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::OperatorOnly => "operator_only",
+            Self::OperatorNotRegistered => "operator_not_registered",
+            Self::OperatorDisabled => "operator_disabled",
+            Self::OperatorLacksPermission(_) => "operator_lacks_permission",
             Self::BadSignature => "bad_signature",
             Self::StaleTimestamp => "stale_timestamp",
             Self::WrongAccount => "wrong_account",

@@ -49,10 +49,13 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// A platform operator (on-call), authenticated by a token from `LEADQ_OPERATOR_TOKENS`. For
-/// cross-tenant views; every use is audited as a platform event by the route.
+/// A platform operator (on-call), authenticated by a token from `LEADQ_OPERATOR_TOKENS` and
+/// registered and enabled in the operator registry (`leadq operator add`): a token of an
+/// unregistered or disabled operator is refused with 403 `operator_not_registered` /
+/// `operator_disabled`. For cross-tenant views; every use is audited as a platform event by
+/// the route.
 #[derive(Debug, Clone)]
-pub struct Operator(pub String);
+pub struct Operator(pub leadq_platform::operators::Operator);
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
@@ -74,7 +77,18 @@ impl FromRequestParts<AppState> for Operator {
         match found {
             Some(name) => {
                 tracing::Span::current().record("tenant_id", "platform");
-                Ok(Operator(name))
+                // Read on every request (no cache): disabling an operator takes effect at once.
+                match leadq_platform::operators::find(&state.pool, &name).await? {
+                    Some(op) if !op.disabled => Ok(Operator(op)),
+                    Some(_) => {
+                        auth_failure("operator_disabled");
+                        Err(ApiError::OperatorDisabled)
+                    }
+                    None => {
+                        auth_failure("operator_not_registered");
+                        Err(ApiError::OperatorNotRegistered)
+                    }
+                }
             }
             None if leadq_platform::apikey::prefix_of(presented).is_some() => {
                 // A tenant key on an operator route.
@@ -89,15 +103,17 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
-/// An operator acting on the platform: who (`operator:<name>`, as audit rows name the actor)
-/// and under which correlation id. Extracting it authenticates the operator token (see
-/// [`Operator`]).
+/// An operator acting on the platform: who (`operator:<name>`, as audit rows name the actor),
+/// with which permissions and under which correlation id. Extracting it authenticates the
+/// operator token (see [`Operator`]); routes then [`OperatorContext::require`] a permission.
 #[derive(Debug, Clone)]
 pub struct OperatorContext {
     /// `operator:<name>`.
     pub actor: String,
     /// The request's correlation id.
     pub correlation_id: String,
+    /// The operator's permissions (`leadq_platform::operators::permission`).
+    pub permissions: Vec<String>,
 }
 
 impl OperatorContext {
@@ -108,16 +124,27 @@ impl OperatorContext {
             correlation_id: &self.correlation_id,
         }
     }
+
+    /// Fails with 403 `operator_lacks_permission` unless the operator holds `permission`.
+    pub fn require(&self, permission: &'static str) -> Result<&Self, ApiError> {
+        if self.permissions.iter().any(|p| p == permission) {
+            Ok(self)
+        } else {
+            auth_failure("operator_lacks_permission");
+            Err(ApiError::OperatorLacksPermission(permission))
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for OperatorContext {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Operator(name) = Operator::from_request_parts(parts, state).await?;
+        let Operator(op) = Operator::from_request_parts(parts, state).await?;
         Ok(Self {
-            actor: format!("operator:{name}"),
+            actor: format!("operator:{}", op.name),
             correlation_id: current_correlation_id(),
+            permissions: op.permissions,
         })
     }
 }

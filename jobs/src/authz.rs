@@ -13,8 +13,10 @@
 //! webhook endpoint, only while that integration is configured for the tenant;
 //! `system:<kind>`, a follow-up (`crm_sync`) enqueued by a handler after its own job passed
 //! this check; and `operator:<name>` for operator-only kinds
-//! ([`crate::kinds::operator_only`]), which no tenant key may cause. Operator messages are enqueued only by the operator CLI, and like every
-//! message they must carry a valid signature.
+//! ([`crate::kinds::operator_only`]), which no tenant key may cause: the operator must be
+//! registered (`leadq operator add`), enabled, and hold the kind's permission
+//! ([`crate::kinds::required_permission`]). Operator messages are enqueued only by the
+//! operator CLI, and like every message they must carry a valid signature.
 
 use std::task::{Context, Poll};
 
@@ -52,6 +54,15 @@ pub enum Denied {
     /// The principal lacks the scope the action needs.
     #[error("principal lacks the scope the action needs")]
     InsufficientScope,
+    /// `operator:<name>` names no registered operator.
+    #[error("operator is not registered")]
+    UnknownOperator,
+    /// The operator is registered but disabled.
+    #[error("operator is disabled")]
+    OperatorDisabled,
+    /// The operator lacks the permission the kind needs.
+    #[error("operator lacks the permission the action needs")]
+    OperatorLacksPermission,
 }
 
 /// The tenant's entitlement to a kind.
@@ -71,6 +82,9 @@ struct Facts {
     scopes: Option<Vec<String>>,
     key_found: bool,
     integration_configured: bool,
+    /// The registered operator's permissions (`None`: no such operator).
+    operator_permissions: Option<Vec<String>>,
+    operator_disabled: bool,
 }
 
 /// Checks `meta` against the database. `Ok` carries the tenant's mode for the kind.
@@ -89,6 +103,10 @@ pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Den
         Principal::Webhook(source) => Some(source),
         _ => None,
     };
+    let operator = match principal {
+        Principal::Operator(name) => Some(name),
+        _ => None,
+    };
     let facts: Option<Facts> = sqlx::query_as(
         "select t.status,
                 coalesce((select mode from tenant_job_kinds
@@ -100,12 +118,15 @@ pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Den
                                          and i.chatwoot_secret is not null
                     when 'telegram' then i.telegram_secret_sha256 is not null
                     else false
-                end as integration_configured
+                end as integration_configured,
+                o.permissions as operator_permissions,
+                coalesce(o.disabled, false) as operator_disabled
            from tenants t
            left join api_keys k
              on k.id = $3 and k.tenant_id = t.id and k.revoked_at is null
             and (k.expires_at is null or k.expires_at > $4)
            left join tenant_integrations i on i.tenant_id = t.id
+           left join operators o on o.name = $6
           where t.id = $1",
     )
     .bind(meta.tenant_id)
@@ -113,6 +134,7 @@ pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Den
     .bind(key_id)
     .bind(meta.timestamp)
     .bind(webhook)
+    .bind(operator)
     .fetch_optional(&mut *db::begin(pool, Scope::Tenant(meta.tenant_id)).await?)
     .await?;
     Ok(decide(&meta.action, &meta.user_id, facts.as_ref()))
@@ -139,9 +161,23 @@ fn decide(action: &str, user_id: &str, facts: Option<&Facts>) -> Result<Mode, De
         _ => return Err(Denied::KindDisabled),
     };
     match principal {
-        // Operators are named in the operator CLI's configuration; follow-up jobs were
-        // enqueued by a handler that ran this check on its own job.
-        Principal::Operator(_) | Principal::System(_) => Ok(mode),
+        // An operator must be registered, enabled and hold the kind's permission (read in
+        // the same query, so a disabled operator is refused from the next job on).
+        Principal::Operator(_) => {
+            let Some(held) = f.operator_permissions.as_deref() else {
+                return Err(Denied::UnknownOperator);
+            };
+            if f.operator_disabled {
+                return Err(Denied::OperatorDisabled);
+            }
+            let needed = kinds::required_permission(action);
+            if !needed.is_some_and(|p| held.iter().any(|have| have == p)) {
+                return Err(Denied::OperatorLacksPermission);
+            }
+            Ok(mode)
+        }
+        // Follow-up jobs were enqueued by a handler that ran this check on its own job.
+        Principal::System(_) => Ok(mode),
         Principal::Webhook(_) if f.integration_configured => Ok(mode),
         Principal::Webhook(_) => Err(Denied::NotTenantPrincipal),
         Principal::ApiKey(_) => {

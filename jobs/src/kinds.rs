@@ -110,6 +110,15 @@ pub fn operator_only(kind: &str) -> bool {
     kind == UPDATE_BILLING_LIMIT
 }
 
+/// The operator permission (`leadq_platform::operators::permission`) an `operator:<name>`
+/// principal needs to cause a job of `kind` (`None`: no operator may).
+pub fn required_permission(kind: &str) -> Option<&'static str> {
+    match kind {
+        UPDATE_BILLING_LIMIT => Some(leadq_platform::operators::permission::LIMITS),
+        _ => None,
+    }
+}
+
 /// The API-key scope a principal needs to cause a job of `kind` (`None`: no key may).
 pub fn required_scope(kind: &str) -> Option<&'static str> {
     match kind {

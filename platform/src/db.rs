@@ -10,7 +10,8 @@ use sqlx::PgPool;
 
 use crate::secret::Secret;
 
-/// The migrations in `migrations/`, embedded in the binary.
+/// The migrations in `migrations/`, embedded in the binary. Run them as the migration owner
+/// and then grant the runtime role its privileges ([`crate::roles::grant_runtime`]).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Errors of the database layer.
@@ -29,12 +30,31 @@ pub enum DbError {
     #[error(
         "PostgreSQL role {role:?} is a superuser or has BYPASSRLS, so row-level security would \
          not isolate tenants; refusing to run. Connect as a dedicated role instead, e.g.: \
-         CREATE ROLE leadq LOGIN PASSWORD '...' NOSUPERUSER NOBYPASSRLS; \
-         CREATE DATABASE leadq OWNER leadq; (then point DATABASE_URL at it and run leadq migrate)"
+         CREATE ROLE leadq LOGIN PASSWORD '...' NOSUPERUSER NOBYPASSRLS; (point DATABASE_URL \
+         at it; a separate owner role runs leadq migrate, see docs/security.md)"
     )]
     UnsafeRole {
         /// The role connected as.
         role: String,
+    },
+    /// The role owns (or is a member of the owner of) a table or schema, so it could disable
+    /// row-level security, drop a policy or rewrite the audit trail.
+    #[error(
+        "PostgreSQL role {role:?} owns {object} (or is a member of its owner), so it could \
+         disable row-level security, drop policies and rewrite the audit trail; refusing to run. \
+         Run leadq as a runtime role that owns nothing: let a separate owner role run \
+         `leadq migrate` (LEADQ_MIGRATION_DATABASE_URL=postgres://leadq_owner:...@host/leadq; it \
+         grants the runtime role named by LEADQ_RUNTIME_ROLE, default the user of DATABASE_URL, \
+         what it needs) and point DATABASE_URL at the runtime role. To move an existing database \
+         to the owner, as a superuser in that database: CREATE ROLE leadq_owner LOGIN PASSWORD \
+         '...'; ALTER DATABASE leadq OWNER TO leadq_owner; REASSIGN OWNED BY {role} TO \
+         leadq_owner; then run leadq migrate (see docs/security.md)"
+    )]
+    OwnerRole {
+        /// The role connected as.
+        role: String,
+        /// What it owns, e.g. `table leads`.
+        object: String,
     },
     /// A query failed.
     #[error("database query failed")]
@@ -83,15 +103,61 @@ pub async fn begin_key_lookup(
     Ok(tx)
 }
 
-/// Refuses a role that would bypass row-level security (superuser or BYPASSRLS).
-pub async fn check_runtime_role(pool: &PgPool) -> Result<(), DbError> {
-    let (role, unsafe_role): (String, bool) = sqlx::query_as(
-        "select current_user::text, rolsuper or rolbypassrls from pg_roles where rolname = current_user",
+/// What the connected role is, as far as tenant isolation is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleFacts {
+    /// `current_user`.
+    pub role: String,
+    /// Superuser: row-level security does not apply.
+    pub superuser: bool,
+    /// BYPASSRLS: row-level security does not apply.
+    pub bypass_rls: bool,
+    /// A table or schema of the database the role owns, directly or through membership in
+    /// its owner (e.g. `table leads`, `schema public`); `None` when it owns nothing.
+    pub owns: Option<String>,
+}
+
+/// Reads [`RoleFacts`] of the connected role.
+pub async fn role_facts(pool: &PgPool) -> Result<RoleFacts, sqlx::Error> {
+    let (role, superuser, bypass_rls, owns): (String, bool, bool, Option<String>) = sqlx::query_as(
+        "select current_user::text, r.rolsuper, r.rolbypassrls,
+                coalesce(
+                  (select 'table ' || c.relname from pg_class c
+                     join pg_namespace n on n.oid = c.relnamespace
+                    where c.relkind in ('r', 'p')
+                      and n.nspname not in ('pg_catalog', 'information_schema')
+                      and n.nspname not like 'pg_toast%'
+                      and pg_has_role(current_user, c.relowner, 'USAGE')
+                    order by c.relname limit 1),
+                  (select 'schema ' || n.nspname from pg_namespace n
+                    where n.nspname not in ('pg_catalog', 'information_schema')
+                      and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%'
+                      and pg_has_role(current_user, n.nspowner, 'USAGE')
+                    order by n.nspname limit 1))
+           from pg_roles r where r.rolname = current_user",
     )
     .fetch_one(pool)
     .await?;
-    if unsafe_role {
-        return Err(DbError::UnsafeRole { role });
+    Ok(RoleFacts {
+        role,
+        superuser,
+        bypass_rls,
+        owns,
+    })
+}
+
+/// Refuses a role that would bypass row-level security (superuser or BYPASSRLS) or that owns
+/// a table or schema (it could switch row-level security off or rewrite the audit trail).
+pub async fn check_runtime_role(pool: &PgPool) -> Result<(), DbError> {
+    let facts = role_facts(pool).await?;
+    if facts.superuser || facts.bypass_rls {
+        return Err(DbError::UnsafeRole { role: facts.role });
+    }
+    if let Some(object) = facts.owns {
+        return Err(DbError::OwnerRole {
+            role: facts.role,
+            object,
+        });
     }
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! - [`telemetry`]: JSON logs on stderr, Sentry, the Prometheus recorder.
 //! - [`metrics`]: every metric name and label spelled once.
 //! - [`db`]: eager PostgreSQL pool and the migrator.
+//! - [`roles`]: the migration owner and the runtime role's grants.
+//! - [`operators`]: the registry of platform operators and their permissions.
 //! - [`keys`]: API-key administration (create, list, revoke, rotate), audited.
 //! - [`keyring`]: named 256-bit keys with rotation (envelope signing, data encryption).
 //! - [`apikey`]: API-key generation, hashing and constant-time verification.
@@ -26,6 +28,8 @@ pub mod db;
 pub mod keyring;
 pub mod keys;
 pub mod metrics;
+pub mod operators;
+pub mod roles;
 pub mod scrub;
 pub mod secret;
 pub mod shutdown;

@@ -47,7 +47,8 @@ pub const JOBS_ENQUEUED_TOTAL: &str = "leadq_jobs_enqueued_total";
 pub const SECURITY_EVENTS_TOTAL: &str = "leadq_security_events_total";
 
 /// Counter: refused credentials, by `reason` (invalid, expired, revoked, tenant_inactive,
-/// insufficient_scope).
+/// insufficient_scope, operator_only, operator_not_registered, operator_disabled,
+/// operator_lacks_permission).
 pub const AUTH_FAILURES_TOTAL: &str = "leadq_auth_failures_total";
 
 /// Counter: requests refused by a per-tenant limit, by `scope` (tenant_rate, tenant_quota) and

@@ -59,11 +59,14 @@ readonly LEADQ_TEST_PG_PORT=55433 LEADQ_TEST_REDIS_PORT=56380
 readonly LEADQ_CHAOS_PG_PORT=55434 LEADQ_CHAOS_REDIS_PORT=56381
 readonly LEADQ_OPS_PG_PORT=55435 LEADQ_OPS_REDIS_PORT=56382
 
-# Application role and database (created idempotently in every instance). The ops profile
-# replaces the password with a random one (svc_profile), so that scripts/ops-test can prove it
-# never reaches an alert.
+# Application roles and database (created idempotently in every instance). leadq runs as the
+# runtime role (LEADQ_DB_USER, owns nothing); the migration owner (LEADQ_DB_OWNER) owns the
+# database and schema and runs `leadq migrate`, which grants the runtime role its privileges.
+# The ops profile replaces the runtime role's password with a random one (svc_profile), so that
+# scripts/ops-test can prove it never reaches an alert.
 readonly LEADQ_DB_USER=leadq LEADQ_DB_NAME=leadq
 LEADQ_DB_PASSWORD=leadq
+readonly LEADQ_DB_OWNER=leadq_owner LEADQ_DB_OWNER_PASSWORD=leadq_owner
 
 # How long to wait for a server to come up, in seconds.
 LEADQ_SVC_TIMEOUT="${LEADQ_SVC_TIMEOUT:-60}"
@@ -284,6 +287,7 @@ svc_profile() {
   LEADQ_REDIS_PIDFILE="$LEADQ_REDIS_DIR/redis.pid"
   LEADQ_REDIS_LOG="$LEADQ_REDIS_DIR/redis.log"
   LEADQ_DATABASE_URL="postgres://$LEADQ_DB_USER:$LEADQ_DB_PASSWORD@127.0.0.1:$LEADQ_PG_PORT/$LEADQ_DB_NAME"
+  LEADQ_MIGRATION_DATABASE_URL="postgres://$LEADQ_DB_OWNER:$LEADQ_DB_OWNER_PASSWORD@127.0.0.1:$LEADQ_PG_PORT/$LEADQ_DB_NAME"
   LEADQ_REDIS_URL="redis://127.0.0.1:$LEADQ_REDIS_PORT/"
   # LEADQ_PG_DIR / LEADQ_PG_DATA / LEADQ_PG_LOG are set by _pg_choose_dir (it may create folders).
 }
@@ -461,10 +465,44 @@ SQL
     printf '%s\n' "$out" >&2
     svc_die "could not create the $LEADQ_DB_USER role/database"
   fi
+  _pg_bootstrap_owner
   # Prove the application's own URL works over TCP with the password.
   if ! PGCONNECT_TIMEOUT=5 "$(pg_bindir)/psql" -X -q -tA "$LEADQ_DATABASE_URL" \
     -c 'SELECT 1' >/dev/null 2>&1; then
     svc_die "cannot log in as $LEADQ_DB_USER at 127.0.0.1:$LEADQ_PG_PORT"
+  fi
+}
+
+# Creates (or corrects) the migration owner (CREATEDB, so the tests can make their databases
+# as it). In the dev profile it also takes over the database and whatever the runtime role
+# owned there before the roles were split (then `leadq migrate` grants the runtime role).
+# The test profile's `leadq` database is left alone: other checkouts share that instance.
+_pg_bootstrap_owner() {
+  local out rc=0 take_over=""
+  if [[ "$LEADQ_PROFILE" == dev ]]; then
+    take_over="ALTER DATABASE $LEADQ_DB_NAME OWNER TO $LEADQ_DB_OWNER;
+\\connect $LEADQ_DB_NAME
+REASSIGN OWNED BY $LEADQ_DB_USER TO $LEADQ_DB_OWNER;"
+  fi
+  out="$(_pg_run psql -X -q -v ON_ERROR_STOP=1 -h "$LEADQ_PG_DATA" -p "$LEADQ_PG_PORT" \
+    -U postgres -d postgres 2>&1 <<SQL
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$LEADQ_DB_OWNER') THEN
+    CREATE ROLE $LEADQ_DB_OWNER LOGIN PASSWORD '$LEADQ_DB_OWNER_PASSWORD'
+      NOSUPERUSER NOBYPASSRLS CREATEDB NOCREATEROLE NOREPLICATION;
+  ELSE
+    ALTER ROLE $LEADQ_DB_OWNER LOGIN PASSWORD '$LEADQ_DB_OWNER_PASSWORD'
+      NOSUPERUSER NOBYPASSRLS CREATEDB NOCREATEROLE NOREPLICATION;
+  END IF;
+END
+\$\$;
+$take_over
+SQL
+  )" || rc=$?
+  if ((rc != 0)); then
+    printf '%s\n' "$out" >&2
+    svc_die "could not create the $LEADQ_DB_OWNER role"
   fi
 }
 

@@ -270,7 +270,7 @@ class LockedScores:
         self.psql.stdin.flush()
 
     def inject(self, st):
-        m = re.match(r"postgres://([^:]+):([^@]+)@([^:/]+):(\d+)/(\w+)", st.db_url)
+        m = re.match(r"postgres://([^:]+):([^@]+)@([^:/]+):(\d+)/(\w+)", st.owner_url)
         user, pw, host, port, db = m.groups()
         psql = os.path.join(st.pg_bindir, "psql") if st.pg_bindir else "psql"
         logf = open(os.path.join(st.out, "lock.log"), "a")
@@ -324,7 +324,7 @@ class AuditBlackhole:
         self.last_poke = 0
 
     def _sql(self, st, sql):
-        m = re.match(r"postgres://([^:]+):([^@]+)@([^:/]+):(\d+)/(\w+)", st.db_url)
+        m = re.match(r"postgres://([^:]+):([^@]+)@([^:/]+):(\d+)/(\w+)", st.owner_url)
         user, pw, host, port, db = m.groups()
         psql = os.path.join(st.pg_bindir, "psql") if st.pg_bindir else "psql"
         subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port,

@@ -70,6 +70,7 @@ class Stack:
         Proc.pidfile = os.path.join(self.run_dir, "pids")
         self.bin = os.environ["LEADQ_BIN"]
         self.db_url = os.environ["LEADQ_DATABASE_URL"]
+        self.owner_url = os.environ["LEADQ_MIGRATION_DATABASE_URL"]
         self.redis_url = os.environ["LEADQ_REDIS_URL"]
         self.pg_bindir = os.environ.get("LEADQ_PG_BINDIR", "")
         self.logs = {n: os.path.join(self.out, n + ".log") for n in (
@@ -121,6 +122,7 @@ class Stack:
                if not k.startswith("LEADQ_") and k not in ("DATABASE_URL", "REDIS_URL")}
         env.update({
             "DATABASE_URL": self.db_url,
+            "LEADQ_MIGRATION_DATABASE_URL": self.owner_url,
             "REDIS_URL": self.redis_url,
             "LEADQ_SIGNING_KEYS_FILE": self.files["signing-keys"],
             "LEADQ_DATA_KEYS_FILE": self.files["data-keys"],
@@ -164,8 +166,9 @@ class Stack:
         return res.stdout
 
     def reset_data(self):
-        """A fresh database and an empty Redis: every run starts from nothing."""
-        m = re.match(r"postgres://([^:]+):([^@]+)@([^:/]+):(\d+)/(\w+)", self.db_url)
+        """A fresh database and an empty Redis: every run starts from nothing. The database
+        belongs to the migration owner; leadq runs as the runtime role `leadq migrate` grants."""
+        m = re.match(r"postgres://([^:]+):([^@]+)@([^:/]+):(\d+)/(\w+)", self.owner_url)
         user, pw, host, port, db = m.groups()
         psql = os.path.join(self.pg_bindir, "psql") if self.pg_bindir else "psql"
         env = dict(os.environ, PGPASSWORD=pw)
@@ -446,6 +449,10 @@ class Stack:
         log("fake Telegram Bot API on %s, fake HubSpot on %s" % (url("telegram"), url("hubspot")))
         self.reset_data()
         self.cli("migrate")
+        # Operator tokens name registered operators: the test's own (status, security health)
+        # and the CLI's (tenant limits).
+        self.cli("operator", "add", "ops", "--permissions", "console,dlq,limits,keys,tenants")
+        self.cli("operator", "add", "ops-test", "--permissions", "console,dlq,limits,keys,tenants")
         self.create_tenants()
         self.start_leadq("api")
         self.start_leadq("worker")

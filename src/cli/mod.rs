@@ -12,6 +12,7 @@
 //! - `migrate`: `migrate`.
 //! - `tenant`: `tenant create|set-kind|update|set-limits`.
 //! - `key`: `key create|list|revoke|rotate`.
+//! - `operator`: `operator add|list|disable|enable` (the operator registry).
 //! - `lead`: `lead erase`.
 //! - `audit`: `audit verify`.
 //! - `dlq`: `dlq list|show|redrive|purge`.
@@ -31,6 +32,7 @@ mod doctor;
 mod key;
 mod lead;
 mod migrate;
+mod operator;
 mod queue;
 mod serve;
 mod tenant;
@@ -63,6 +65,15 @@ enum Command {
     Key {
         #[command(subcommand)]
         command: key::KeyCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>`.
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
+    /// The registry of platform operators (audited): who may use an operator token and
+    /// cause operator jobs, with which permissions.
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
         /// Who is acting, recorded in the audit trail as `operator:<name>`.
         #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
         operator: String,
@@ -132,6 +143,7 @@ impl Command {
             Command::Migrate
             | Command::Tenant { .. }
             | Command::Audit { .. }
+            | Command::Operator { .. }
             | Command::Key { .. } => Some(Needs {
                 database: true,
                 redis: false,
@@ -174,6 +186,9 @@ pub fn main() -> ExitCode {
         (Command::Migrate, Some(s)) => migrate::run(rt, &s),
         (Command::Tenant { command, operator }, Some(s)) => tenant::run(rt, &s, &operator, command),
         (Command::Key { command, operator }, Some(s)) => key::run(rt, &s, &operator, command),
+        (Command::Operator { command, operator }, Some(s)) => {
+            operator::run(rt, &s, &operator, command)
+        }
         (Command::Lead { command, operator }, Some(s)) => lead::run(rt, &s, &operator, command),
         (Command::Audit { command }, Some(s)) => audit::run(rt, &s, command),
         (Command::Dlq { command, operator }, Some(s)) => dlq::run(rt, &s, &operator, command),

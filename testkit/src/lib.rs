@@ -56,39 +56,112 @@ fn with_database(url: &str, db: &str) -> String {
     }
 }
 
-/// A freshly created and migrated database.
+/// Replaces the user and password in a PostgreSQL URL.
+fn with_credentials(url: &str, user: &str, password: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
+/// The migration owner every profile of `scripts/lib/services.sh` creates beside the runtime
+/// role `leadq`.
+pub const OWNER_ROLE: (&str, &str) = ("leadq_owner", "leadq_owner");
+
+/// A freshly created and migrated database, set up as production runs it: the migration
+/// owner created and migrated it and granted the runtime role; [`TestDb::pool`] connects as
+/// the runtime role, which owns nothing.
 #[derive(Debug)]
 pub struct TestDb {
-    /// Its URL.
+    /// Its URL, as the runtime role.
     pub url: String,
-    /// A pool on it.
+    /// Its URL, as the migration owner (for tests that need the owner's powers).
+    pub owner_url: String,
+    /// A pool on it, as the runtime role.
     pub pool: PgPool,
 }
 
 impl TestDb {
-    /// Creates `leadq_test_<uuid>` on the test server and applies every migration.
+    /// Creates `leadq_it_<uuid>` on the test server as the migration owner
+    /// (`LEADQ_TEST_OWNER_DATABASE_URL`, default: `DATABASE_URL` with the credentials of
+    /// [`OWNER_ROLE`]), migrates it, and grants the runtime role of `DATABASE_URL`.
     pub async fn new() -> Self {
-        Self::on(&env("DATABASE_URL")).await
+        let runtime = env("DATABASE_URL");
+        #[allow(clippy::disallowed_methods)]
+        let owner = std::env::var("LEADQ_TEST_OWNER_DATABASE_URL")
+            .unwrap_or_else(|_| with_credentials(&runtime, OWNER_ROLE.0, OWNER_ROLE.1));
+        Self::with_roles(&owner, &runtime).await
     }
 
-    /// Creates `leadq_test_<uuid>` on the server of `admin` (a URL of an existing database)
-    /// and applies every migration.
-    pub async fn on(admin: &str) -> Self {
+    /// Like [`TestDb::new`] on the server of `runtime` (a URL of an existing database, as the
+    /// runtime role), with the owner [`OWNER_ROLE`] of that server.
+    pub async fn on(runtime: &str) -> Self {
+        let owner = with_credentials(runtime, OWNER_ROLE.0, OWNER_ROLE.1);
+        Self::with_roles(&owner, runtime).await
+    }
+
+    /// Creates `leadq_it_<uuid>` as `owner` (a URL of an existing database of a role with
+    /// CREATEDB), applies every migration as `owner`, grants the runtime privileges to the
+    /// user of `runtime`, and connects as that user. (Named apart from the `leadq_test_`
+    /// databases the runtime role used to own, which `scripts/test` drops as that role.)
+    pub async fn with_roles(owner: &str, runtime: &str) -> Self {
         init_logs();
-        let name = format!("leadq_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(admin)
-            .await
-            .expect("connect to the admin database");
+        let name = format!("leadq_it_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(owner).await.unwrap_or_else(|e| {
+            panic!(
+                "connect as the migration owner ({e}); scripts/lib/services.sh creates the role \
+                 {} beside leadq",
+                OWNER_ROLE.0
+            )
+        });
         sqlx::query(&format!("create database {name}"))
             .execute(&mut conn)
             .await
             .expect("create the test database");
-        let url = with_database(admin, &name);
+        let _ = conn.close().await;
+        let owner_url = with_database(owner, &name);
+        let owner_pool = leadq_platform::db::connect(&Secret::new(owner_url.clone()), 2)
+            .await
+            .expect("connect to the test database as the owner");
+        leadq_platform::db::migrate(&owner_pool)
+            .await
+            .expect("migrate");
+        let role = runtime
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .expect("a PostgreSQL URL")
+            .get_username()
+            .to_owned();
+        leadq_platform::roles::grant_runtime(&owner_pool, &role)
+            .await
+            .expect("grant the runtime role");
+        owner_pool.close().await;
+        let url = with_database(runtime, &name);
         let pool = leadq_platform::db::connect(&Secret::new(url.clone()), 10)
             .await
             .expect("connect to the test database");
-        leadq_platform::db::migrate(&pool).await.expect("migrate");
-        Self { url, pool }
+        Self {
+            url,
+            owner_url,
+            pool,
+        }
+    }
+
+    /// Registers the operator `name` with `permissions` (as `leadq operator add` does).
+    pub async fn register_operator(&self, name: &str, permissions: &[&str]) {
+        let permissions: Vec<String> = permissions.iter().map(|p| (*p).to_owned()).collect();
+        leadq_platform::operators::add(
+            &self.pool,
+            name,
+            &permissions,
+            &leadq_platform::audit::Auditor {
+                tenant_id: None,
+                actor: "operator:test",
+                correlation_id: "test",
+            },
+        )
+        .await
+        .expect("register the operator");
     }
 }
 
@@ -118,7 +191,7 @@ pub fn settings(db_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Settings 
         ),
         (
             "LEADQ_OPERATOR_TOKENS",
-            format!("oncall:{}", uuid::Uuid::new_v4().simple()),
+            format!("{TEST_OPERATOR}:{}", uuid::Uuid::new_v4().simple()),
         ),
     ]
     .into_iter()
@@ -138,6 +211,10 @@ pub fn settings(db_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Settings 
     )
     .expect("valid test settings")
 }
+
+/// The operator whose token [`settings`] configures; [`spawn_app_in`] registers it with every
+/// permission. Other operators a test names in `LEADQ_OPERATOR_TOKENS` are left unregistered.
+pub const TEST_OPERATOR: &str = "oncall";
 
 /// The envelope signer of `settings`.
 pub fn signer(settings: &Settings) -> Signer {
@@ -176,6 +253,14 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
 /// Like [`spawn_app_with`], on a database of the caller's (a private server, say).
 pub async fn spawn_app_in(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
     let settings = settings(&db.url, &queue_prefix(), extra);
+    if settings
+        .operator_tokens
+        .iter()
+        .any(|(name, _)| name == TEST_OPERATOR)
+    {
+        db.register_operator(TEST_OPERATOR, leadq_platform::operators::permission::ALL)
+            .await;
+    }
     let app = leadq_api::Application::build(&settings)
         .await
         .expect("build the API");
@@ -458,6 +543,14 @@ mod tests {
         assert_eq!(
             super::with_database("postgres://u:p@h:1/leadq?sslmode=disable", "x"),
             "postgres://u:p@h:1/x?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn the_credentials_are_replaced() {
+        assert_eq!(
+            super::with_credentials("postgres://u:p@h:1/leadq?x=1", "o", "q"),
+            "postgres://o:q@h:1/leadq?x=1"
         );
     }
 }

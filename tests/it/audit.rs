@@ -80,11 +80,27 @@ async fn an_edited_audit_row_is_detected_and_the_trail_is_per_tenant() {
         .bind(middle)
         .execute(&mut *tx)
         .await;
-    assert!(refused.unwrap_err().to_string().contains("append-only"));
+    // Refused by its privileges (tests/it/roles.rs), before the append-only trigger.
+    assert!(refused
+        .unwrap_err()
+        .to_string()
+        .contains("permission denied"));
     drop(tx);
 
-    // Someone with the table owner's powers edits a row behind the trigger's back...
-    let mut tx = app.own().await;
+    // Someone with the table owner's powers (not leadq's runtime role: tests/it/roles.rs)
+    // edits a row behind the trigger's back...
+    let owner = leadq_platform::db::connect(
+        &leadq_platform::secret::Secret::new(app.db.owner_url.clone()),
+        1,
+    )
+    .await
+    .unwrap();
+    let mut tx = leadq_platform::db::begin(
+        &owner,
+        leadq_platform::db::Scope::Tenant(app.tenant.tenant_id),
+    )
+    .await
+    .unwrap();
     for sql in [
         "alter table audit_log disable trigger audit_log_append_only",
         "update audit_log set outcome = 'tampered' where id = $1",

@@ -28,6 +28,8 @@ async fn limits_of(app: &TestApp, tenant: uuid::Uuid) -> leadq_jobs::ops::limits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updating_a_billing_limit_goes_through_the_queue_and_leaves_other_tenants_untouched() {
     let app = spawn_app().await;
+    // Operators must be registered, with `limits`, for their billing jobs to run.
+    app.db.register_operator("billing-bot", &["limits"]).await;
     let b = app.other_tenant().await;
     let worker = app.spawn_worker().await;
     let b_before = limits_of(&app, b.tenant_id).await;

@@ -15,13 +15,24 @@ async fn metrics(app: &TestApp) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tenant_label_stays_within_the_cap_and_never_carries_a_request_value() {
-    // Two tenants get their own label (the first created); later ones are `other`.
-    let app = spawn_app_with(&[("LEADQ_METRICS_TENANT_CAP", "2")]).await;
-    let second = app.other_tenant().await;
-    let third = app.other_tenant().await;
+    // Two tenants get their own label (the first created, before the API starts, so its label
+    // map holds both whenever it first loads); the app's own tenant and a fourth are `other`.
+    let db = leadq_testkit::TestDb::new().await;
+    let mut made = Vec::new();
+    for n in ["a", "b"] {
+        let slug = format!("{n}-{}", &leadq_testkit::queue_prefix()[1..]);
+        made.push(
+            leadq_platform::tenant::create(&db.pool, &slug, "test")
+                .await
+                .unwrap(),
+        );
+    }
+    let app = leadq_testkit::spawn_app_in(db, &[("LEADQ_METRICS_TENANT_CAP", "2")]).await;
+    let (first, second) = (made.remove(0), made.remove(0));
+    let third = &app.tenant;
     let fourth = app.other_tenant().await;
     for (key, id) in [
-        (app.key(), "raw-external-id-1"),
+        (first.api_key.expose(), "raw-external-id-1"),
         (second.api_key.expose(), "raw-external-id-2"),
         (third.api_key.expose(), "raw-external-id-3"),
         (fourth.api_key.expose(), "raw-external-id-4"),
@@ -43,13 +54,13 @@ async fn the_tenant_label_stays_within_the_cap_and_never_carries_a_request_value
     let ours: Vec<&str> = lines_of(&text, "leadq_tenant_http_requests_total")
         .into_iter()
         .filter(|l| {
-            [&app.tenant.slug, &second.slug, &third.slug, &fourth.slug]
+            [&first.slug, &second.slug, &third.slug, &fourth.slug]
                 .iter()
                 .any(|s| l.contains(&format!("tenant=\"{s}\"")))
         })
         .collect();
     assert!(
-        ours.iter().any(|l| l.contains(&app.tenant.slug)
+        ours.iter().any(|l| l.contains(&first.slug)
             && l.contains(r#"route="/v1/leads""#)
             && l.contains(r#"status_class="2xx""#)),
         "{ours:#?}"

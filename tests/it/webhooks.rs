@@ -640,15 +640,22 @@ async fn a_thousand_concurrent_signed_chatwoot_webhooks_are_all_accepted_and_run
     }
     let mut latencies = Vec::new();
     let mut accepted = 0;
+    let mut refused = std::collections::BTreeMap::<u16, usize>::new();
     for t in tasks {
         let (status, d) = t.await.unwrap();
         accepted += i64::from(status == 200);
+        if status != 200 {
+            *refused.entry(status).or_default() += 1;
+        }
         latencies.push(d);
     }
     let wall = started.elapsed();
     latencies.sort();
     let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    assert_eq!(accepted, N);
+    assert_eq!(
+        accepted, N,
+        "answers other than 200, by status: {refused:?}"
+    );
     wait_for("every event applied", Duration::from_secs(120), || async {
         (app.queue.counts("chatwoot_event").await.unwrap().done == N as u64).then_some(())
     })

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, OperatorContext};
 use crate::AppState;
+use leadq_platform::operators::permission;
 
 /// Filter fields, in the query string (list) or the body (actions).
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +94,7 @@ pub async fn list(
     Path(kind): Path<String>,
     Query(q): Query<ListParams>,
 ) -> Result<Json<Page>, ApiError> {
+    operator.require(permission::DLQ)?;
     known(&kind)?;
     let filter = filter_of(&app, &q.filter).await?;
     deadletters::list(
@@ -115,6 +117,7 @@ pub async fn show(
     operator: OperatorContext,
     Path((kind, job_id)): Path<(String, Uuid)>,
 ) -> Result<Json<DeadLetter>, ApiError> {
+    operator.require(permission::DLQ)?;
     known(&kind)?;
     deadletters::show(&app.pool, &app.queue, operator.as_actor(), &kind, job_id)
         .await?
@@ -129,6 +132,7 @@ async fn act(
     body: ActionBody,
     action: Action,
 ) -> Result<Json<Outcome>, ApiError> {
+    operator.require(permission::DLQ)?;
     known(&kind)?;
     let selection = match body.job_ids {
         Some(ids) => Selection::Ids(ids),

@@ -48,6 +48,7 @@ pub async fn get(
     State(app): State<AppState>,
     operator: OperatorContext,
 ) -> Result<Json<SecurityHealth>, ApiError> {
+    operator.require(leadq_platform::operators::permission::CONSOLE)?;
     let checks = run(&app).await;
     let mut tx = db::begin(&app.pool, Scope::Platform).await?;
     Auditor {

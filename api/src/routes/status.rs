@@ -30,6 +30,7 @@ pub async fn get(
     State(app): State<AppState>,
     operator: OperatorContext,
 ) -> Result<Json<Status>, ApiError> {
+    operator.require(leadq_platform::operators::permission::CONSOLE)?;
     let mut tx = db::begin(&app.pool, Scope::Platform).await?;
     Auditor {
         tenant_id: None,

@@ -16,6 +16,8 @@ fn facts() -> Facts {
         scopes: Some(vec!["leads:write".into(), "leads:read".into()]),
         key_found: true,
         integration_configured: true,
+        operator_permissions: Some(vec!["dlq".into(), "limits".into()]),
+        operator_disabled: false,
     }
 }
 
@@ -196,6 +198,33 @@ fn operators_and_follow_ups_do_not_depend_on_keys_or_integrations() {
     );
     assert_eq!(
         decide(CRM_SYNC, "system:lead_score", Some(&bare)),
+        Ok(Mode::Enabled)
+    );
+}
+
+#[test]
+fn an_operator_must_be_registered_enabled_and_hold_the_kinds_permission() {
+    let unknown = with(|f| f.operator_permissions = None);
+    assert_eq!(
+        decide(UPDATE_BILLING_LIMIT, "operator:ann", Some(&unknown)),
+        Err(Denied::UnknownOperator)
+    );
+    let disabled = with(|f| f.operator_disabled = true);
+    assert_eq!(
+        decide(UPDATE_BILLING_LIMIT, "operator:ann", Some(&disabled)),
+        Err(Denied::OperatorDisabled)
+    );
+    for held in [vec![], vec!["dlq".to_owned(), "console".into()]] {
+        let f = with(|f| f.operator_permissions = Some(held.clone()));
+        assert_eq!(
+            decide(UPDATE_BILLING_LIMIT, "operator:ann", Some(&f)),
+            Err(Denied::OperatorLacksPermission),
+            "{held:?}"
+        );
+    }
+    let limits_only = with(|f| f.operator_permissions = Some(vec!["limits".into()]));
+    assert_eq!(
+        decide(UPDATE_BILLING_LIMIT, "operator:ann", Some(&limits_only)),
         Ok(Mode::Enabled)
     );
 }

@@ -116,27 +116,38 @@ pub async fn run(settings: &Settings, opts: &Options, http: &reqwest::Client) ->
 
 async fn role(pool: &PgPool) -> Check {
     const NAME: &str = "postgres_role";
-    let row: Result<(String, bool, bool), _> = sqlx::query_as(
-        "select current_user::text, rolsuper, rolbypassrls from pg_roles
-          where rolname = current_user",
-    )
-    .fetch_one(pool)
-    .await;
-    match row {
+    match leadq_platform::db::role_facts(pool).await {
         Err(_) => fail(NAME, "could not read the role"),
-        Ok((role, true, _)) => fail(
+        Ok(f) if f.superuser => fail(
             NAME,
-            format!("{role} is a superuser: row-level security does not apply"),
+            format!(
+                "{} is a superuser: row-level security does not apply",
+                f.role
+            ),
         ),
-        Ok((role, _, true)) => fail(
+        Ok(f) if f.bypass_rls => fail(
             NAME,
-            format!("{role} has BYPASSRLS: row-level security does not apply"),
+            format!(
+                "{} has BYPASSRLS: row-level security does not apply",
+                f.role
+            ),
         ),
-        Ok((role, false, false)) => check(
-            NAME,
-            Status::Pass,
-            format!("{role}: neither superuser nor BYPASSRLS"),
-        ),
+        Ok(f) => match f.owns {
+            Some(object) => fail(
+                NAME,
+                format!(
+                    "{} owns {object}: it could disable row-level security and rewrite the \
+                     audit trail; run as a runtime role and migrate as a separate owner \
+                     (LEADQ_MIGRATION_DATABASE_URL, docs/security.md)",
+                    f.role
+                ),
+            ),
+            None => check(
+                NAME,
+                Status::Pass,
+                format!("{}: neither superuser nor BYPASSRLS, owns no table", f.role),
+            ),
+        },
     }
 }
 

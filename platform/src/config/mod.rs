@@ -154,8 +154,14 @@ pub enum LogFormat {
 /// Every setting of a leadq process.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// PostgreSQL connection string.
+    /// PostgreSQL connection string of the runtime role (`api`, `worker`, the CLI).
     pub database_url: Option<Secret>,
+    /// The migration owner's connection string (`LEADQ_MIGRATION_DATABASE_URL`), used only by
+    /// `leadq migrate`; `None`: `database_url`.
+    pub migration_database_url: Option<Secret>,
+    /// The role `leadq migrate` grants the runtime privileges to (`LEADQ_RUNTIME_ROLE`);
+    /// `None`: the user of `database_url`.
+    pub runtime_role: Option<String>,
     /// Redis connection string.
     pub redis_url: Option<Secret>,
     /// Sentry DSN; Sentry stays off when unset.
@@ -340,6 +346,8 @@ impl Settings {
                     .push("DATABASE_URL must start with postgres:// or postgresql://".into());
             }
         }
+        let migration_database_url = r.secret("LEADQ_MIGRATION_DATABASE_URL", false);
+        let runtime_role = r.get("LEADQ_RUNTIME_ROLE").map(str::to_owned);
         let redis_url = r.secret("REDIS_URL", needs.redis);
         let redis_cluster = match r.get("LEADQ_REDIS_CLUSTER").unwrap_or("false") {
             "true" | "1" => true,
@@ -553,6 +561,8 @@ impl Settings {
         }
         Ok(Settings {
             database_url,
+            migration_database_url,
+            runtime_role,
             redis_url,
             sentry_dsn,
             signing_keys,
