@@ -38,7 +38,12 @@ fn load(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<CertifiedKey>> 
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .with_context(|| format!("Failed to read {}", cert_file.display()))?
         .collect::<Result<_, _>>()
-        .with_context(|| format!("Failed to parse the certificates in {}", cert_file.display()))?;
+        .with_context(|| {
+            format!(
+                "Failed to parse the certificates in {}",
+                cert_file.display()
+            )
+        })?;
     anyhow::ensure!(
         !certs.is_empty(),
         "{} holds no certificate",

@@ -217,8 +217,8 @@ pub async fn start(settings: &Settings, process: &str) -> anyhow::Result<Option<
         settings.queue.redis_cluster,
         &settings.queue.redis_tls,
     )
-        .await
-        .map_err(|e| anyhow::anyhow!("Failed to connect the error alerts' state in Redis: {e}"))?;
+    .await
+    .map_err(|e| anyhow::anyhow!("Failed to connect the error alerts' state in Redis: {e}"))?;
     m::register_alert_series();
     let max_trace_lines = config.channel.policy.max_trace_lines;
     let notifier = spawn(config, state);

@@ -129,12 +129,12 @@ pub async fn connect(url: &Secret, max: u32) -> Result<PgPool, DbError> {
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(opts.application_name("leadq"))
         .await
-        .map_err(|e| {
-            match crate::tls::diagnose(&e, "LEADQ_PG_CA_FILE or the URL's sslrootcert") {
+        .map_err(
+            |e| match crate::tls::diagnose(&e, "LEADQ_PG_CA_FILE or the URL's sslrootcert") {
                 Some(reason) => DbError::Tls(reason),
                 None => DbError::Connect(e),
-            }
-        })
+            },
+        )
 }
 
 /// Applies every pending migration. sqlx takes an advisory lock, so a second migrator waits.

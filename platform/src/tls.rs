@@ -37,8 +37,7 @@ pub fn diagnose(err: &(dyn std::error::Error + 'static), ca_setting: &str) -> Op
         "the server's certificate is not valid for the host name in the URL".to_owned()
     } else if c.contains("certificaterequired") || c.contains("certificate required") {
         "the server requires a client certificate (set the client certificate and key)".to_owned()
-    } else if c.contains("badcertificate") || c.contains("unknownca") || c.contains("unknown ca")
-    {
+    } else if c.contains("badcertificate") || c.contains("unknownca") || c.contains("unknown ca") {
         "the server rejected our client certificate".to_owned()
     } else if c.contains("invalid peer certificate") || c.contains("invalidcertificate") {
         format!("the server's certificate was refused (check {ca_setting})")

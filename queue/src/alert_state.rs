@@ -94,7 +94,9 @@ impl AlertState {
         cluster: bool,
         tls: &leadq_platform::config::RedisTls,
     ) -> Result<Self, QueueError> {
-        let conn = Client::open(url, cluster, tls)?.connect().await?;
+        let client = Client::open(url, cluster, tls)?;
+        client.check().await?;
+        let conn = client.connect().await?;
         let state = Self {
             conn,
             tag: format!("{{{prefix}:alerts}}"),

@@ -96,7 +96,8 @@ impl redis::aio::ConnectionLike for Conn {
 }
 
 pub(crate) enum Client {
-    Single(redis::Client),
+    // Boxed: with TLS a client holds its certificates (the variants differ a lot in size).
+    Single(Box<redis::Client>),
     Cluster(Box<redis::cluster::ClusterClient>),
 }
 
@@ -151,8 +152,29 @@ impl Client {
                 Some(certs) => redis::Client::build_with_tls(url.expose(), certs),
                 None => redis::Client::open(url.expose()),
             };
-            Ok(Client::Single(client.map_err(explain)?))
+            Ok(Client::Single(Box::new(client.map_err(explain)?)))
         }
+    }
+
+    /// One direct connection and a `PING`, without the connection manager's retries: at
+    /// start-up a wrong CA or a plain server on a TLS port is reported at once, with its cause,
+    /// instead of after the manager has retried for a while.
+    pub(crate) async fn check(&self) -> Result<(), QueueError> {
+        let Client::Single(c) = self else {
+            return Ok(());
+        };
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let mut conn = c
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(explain)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(explain)?;
+        Ok(())
     }
 
     /// Connects, giving up after [`START_TIMEOUT`] (the `redis` crate retries a failed first

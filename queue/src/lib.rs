@@ -185,6 +185,7 @@ impl Queue {
         signer: Signer,
     ) -> Result<Self, QueueError> {
         let client = Client::open(url, cfg.redis_cluster, &cfg.redis_tls)?;
+        client.check().await?;
         let conn = client.connect().await?;
         let q = Self {
             inner: Arc::new(Inner {

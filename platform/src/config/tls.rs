@@ -119,17 +119,13 @@ fn pem(r: &mut Reader<'_>, name: &str) -> Option<Pem> {
 
 /// A certificate and key given together, or neither.
 fn pair<T>(r: &mut Reader<'_>, cert: (&str, Option<T>), key: (&str, Option<T>)) -> Option<(T, T)> {
-    match (cert, key) {
-        ((_, Some(c)), (_, Some(k))) => Some((c, k)),
-        ((_, None), (_, None)) => None,
-        ((c, _), (k, _)) => {
-            if r.get(c).is_some() != r.get(k).is_some() {
-                r.problems
-                    .push(format!("{c} and {k} must be set together (or neither)"));
-            }
-            None
-        }
+    if r.get(cert.0).is_some() != r.get(key.0).is_some() {
+        r.problems.push(format!(
+            "{} and {} must be set together (or neither)",
+            cert.0, key.0
+        ));
     }
+    Some((cert.1?, key.1?))
 }
 
 /// Percent-encodes a query value (paths may hold spaces, `&`, `#`, `+`).
@@ -260,8 +256,7 @@ fn pg_url(r: &mut Reader<'_>, url: &mut Secret, require: bool) {
         params.push((param.to_owned(), encode(&p.to_string_lossy())));
         added = true;
     }
-    if r.get("LEADQ_PG_CLIENT_CERT_FILE").is_some() != r.get("LEADQ_PG_CLIENT_KEY_FILE").is_some()
-    {
+    if r.get("LEADQ_PG_CLIENT_CERT_FILE").is_some() != r.get("LEADQ_PG_CLIENT_KEY_FILE").is_some() {
         r.problems.push(
             "LEADQ_PG_CLIENT_CERT_FILE and LEADQ_PG_CLIENT_KEY_FILE must be set together (or \
              neither)"
@@ -321,8 +316,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("leadq-tls-cfg-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join(name);
-        std::fs::write(&p, "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n")
-            .unwrap();
+        std::fs::write(
+            &p,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         p.to_string_lossy().into_owned()
     }
 
