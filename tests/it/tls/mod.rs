@@ -203,3 +203,4 @@ fn require_tls_refuses_plain_urls_naming_the_setting() {
 }
 
 mod api;
+mod bench;

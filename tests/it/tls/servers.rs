@@ -155,11 +155,28 @@ pub(crate) struct TlsRedis {
 }
 
 impl TlsRedis {
-    /// Serves `pair`; asks clients for a certificate signed by `ca` when `ca` is given.
+    /// Serves `pair`; asks clients for a certificate signed by `ca` when `auth_clients`.
     pub(crate) fn start(dir: &Path, pair: &Pair, ca: &Path, auth_clients: bool) -> Self {
+        Self::start_with(dir, pair, ca, auth_clients, 0)
+    }
+
+    /// Like [`TlsRedis::start`], also serving plain text on `plain_port` unless it is 0 (the
+    /// bench compares both on one server).
+    pub(crate) fn start_with(
+        dir: &Path,
+        pair: &Pair,
+        ca: &Path,
+        auth_clients: bool,
+        plain_port: u16,
+    ) -> Self {
         let port = free_port();
         let child = Command::new(on_path("redis-server").expect("redis-server"))
-            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args([
+                "--port",
+                &plain_port.to_string(),
+                "--tls-port",
+                &port.to_string(),
+            ])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir)
@@ -251,6 +268,12 @@ impl TlsPostgres {
     }
 
     pub(crate) fn start(pki: &Pki) -> Self {
+        Self::start_with(pki, false)
+    }
+
+    /// Like [`TlsPostgres::start`]; `plain_too` also accepts plain connections (the bench
+    /// compares both on one server).
+    pub(crate) fn start_with(pki: &Pki, plain_too: bool) -> Self {
         let bindir = pg_bindir().expect("PostgreSQL server tools");
         let as_postgres = output(Command::new("id").arg("-u")) == "0";
         let dir = std::env::temp_dir().join(format!(
@@ -313,12 +336,13 @@ impl TlsPostgres {
         std::fs::write(data.join("postgresql.conf"), main).unwrap();
         // TCP only with TLS and a client certificate of the test CA; no `host` line, so a
         // plain connection finds no entry and is refused.
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\n\
-             hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n",
-        )
-        .unwrap();
+        let mut hba = "local all all trust\n\
+                       hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n"
+            .to_owned();
+        if plain_too {
+            hba.push_str("hostnossl all all 127.0.0.1/32 scram-sha-256\n");
+        }
+        std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
         pg.run(
             pg.tool("pg_ctl")
                 .arg("-D")
