@@ -11,6 +11,7 @@
 //! - [`extract`]: the `Auth` extractor (API key → tenant), `Operator` / `OperatorContext`
 //!   (operator token → `operator:<name>` and the correlation id), `ApiJson`.
 //! - [`middleware`]: correlation id, request span, HTTP metrics.
+//! - [`tls`]: HTTPS on the listener (`LEADQ_API_TLS_*_FILE`), certificate reloaded on SIGHUP.
 //! - [`routes`]: one module per resource (`leads`, `webhooks`, `audit`, `status`, `dlq`);
 //!   `/healthz`, `/readyz` and `/metrics` are `leadq_jobs::health::router`, shared with the
 //!   worker.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod routes;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,9 +58,12 @@ pub struct AppState {
     pub http: reqwest::Client,
 }
 
-/// Every route and the middleware stack.
+/// Every route and the middleware stack. HSTS is sent only when clients reach the API over
+/// HTTPS: TLS on this listener, or a terminating proxy in front (`LEADQ_BEHIND_TLS_PROXY`);
+/// over plain HTTP the header is ignored by browsers at best and misleading at worst.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+    let hsts = state.settings.tls.api_is_https();
+    let router = Router::new()
         .route("/v1/leads", post(routes::leads::create))
         .route(
             "/v1/leads/{external_id}",
@@ -100,13 +105,18 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             HeaderValue::from_static("nosniff"),
         ))
         .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ));
+    let router = if hsts {
+        router.layer(SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=63072000; includeSubDomains"),
         ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
+    } else {
+        router
+    };
+    router
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(15),
@@ -118,6 +128,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    /// The certificate served when HTTPS is on.
+    tls: Option<std::sync::Arc<tls::CertStore>>,
     state: AppState,
     max_body_bytes: usize,
 }
@@ -125,6 +137,11 @@ pub struct Application {
 impl Application {
     /// Connects to PostgreSQL and Redis (eagerly) and binds `LEADQ_API_ADDR` (port 0 picks one).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        // A missing or mismatched certificate fails before anything connects.
+        let tls = match &settings.tls.api {
+            Some(t) => Some(tls::CertStore::open(&t.cert_file, &t.key_file)?),
+            None => None,
+        };
         let (pool, queue) = leadq_jobs::connect_stores(settings, 20).await?;
         leadq_platform::metrics::register_webhook_series();
         leadq_platform::metrics::register_event_series();
@@ -138,6 +155,7 @@ impl Application {
         );
         Ok(Self {
             listener,
+            tls,
             state: AppState {
                 pool,
                 queue,
@@ -164,12 +182,27 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.addr(), "API listening.");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %self.addr(), scheme, "API listening.");
         let refresh = tokio::spawn(routes::security::refresh_forever(self.state.clone()));
-        let served = axum::serve(self.listener, router(self.state, self.max_body_bytes))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("API server failed");
+        let app = router(self.state, self.max_body_bytes);
+        let served = match self.tls {
+            None => axum::serve(self.listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("API server failed"),
+            Some(store) => {
+                let reload = store.reload_on_sighup()?;
+                let listener = tls::TlsListener::new(self.listener, store.server_config()?)
+                    .context("Failed to start the TLS listener")?;
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                    .context("API server failed");
+                reload.abort();
+                served
+            }
+        };
         refresh.abort();
         served
     }

@@ -211,9 +211,14 @@ pub async fn start(settings: &Settings, process: &str) -> anyhow::Result<Option<
         .redis_url
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("error alerts need REDIS_URL"))?;
-    let state = AlertState::connect(redis, &settings.queue.prefix, settings.queue.redis_cluster)
-        .await
-        .map_err(|e| anyhow::anyhow!("Failed to connect the error alerts' state in Redis: {e}"))?;
+    let state = AlertState::connect(
+        redis,
+        &settings.queue.prefix,
+        settings.queue.redis_cluster,
+        &settings.queue.redis_tls,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("Failed to connect the error alerts' state in Redis: {e}"))?;
     m::register_alert_series();
     let max_trace_lines = config.channel.policy.max_trace_lines;
     let notifier = spawn(config, state);

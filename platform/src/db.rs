@@ -23,6 +23,10 @@ pub enum DbError {
     /// The server did not answer.
     #[error("could not connect to PostgreSQL")]
     Connect(#[source] sqlx::Error),
+    /// The TLS handshake failed: a wrong CA, an expired or wrong-host certificate, a refused
+    /// client certificate. One sentence, naming the setting to check; never the URL.
+    #[error("could not connect to PostgreSQL over TLS: {0}")]
+    Tls(String),
     /// Running the migrations failed.
     #[error("could not run migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
@@ -180,15 +184,23 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Connects eagerly (with a timeout) and returns a pool of at most `max` connections.
+/// Connects eagerly (with a timeout) and returns a pool of at most `max` connections. TLS
+/// follows the URL's `sslmode`, `sslrootcert`, `sslcert` and `sslkey` (the `LEADQ_PG_*_FILE`
+/// settings are added to the URL at load time); a failed handshake is a [`DbError::Tls`].
 pub async fn connect(url: &Secret, max: u32) -> Result<PgPool, DbError> {
+    crate::tls::install_crypto_provider();
     let opts: PgConnectOptions = url.expose().parse().map_err(DbError::BadUrl)?;
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(opts.application_name("leadq"))
         .await
-        .map_err(DbError::Connect)
+        .map_err(
+            |e| match crate::tls::diagnose(&e, "LEADQ_PG_CA_FILE or the URL's sslrootcert") {
+                Some(reason) => DbError::Tls(reason),
+                None => DbError::Connect(e),
+            },
+        )
 }
 
 /// Applies every pending migration. sqlx takes an advisory lock, so a second migrator waits.

@@ -19,6 +19,7 @@
 //! - [`audit`]: the append-only audit log writer, its chain verifier and heartbeat.
 //! - [`checks`]: the last result of each recurring check, and when keys were first seen.
 //! - [`shutdown`]: the one `shutdown_signal()` every process uses.
+//! - [`tls`]: the process's rustls crypto provider; plain words for a failed TLS handshake.
 
 pub mod apikey;
 pub mod audit;
@@ -35,3 +36,4 @@ pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenant;
+pub mod tls;

@@ -86,10 +86,17 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl AlertState {
-    /// Connects (eagerly) to the Redis of `url` (a Cluster when `cluster`), keys under
-    /// `{<prefix>:alerts}`.
-    pub async fn connect(url: &Secret, prefix: &str, cluster: bool) -> Result<Self, QueueError> {
-        let conn = Client::open(url, cluster)?.connect().await?;
+    /// Connects (eagerly) to the Redis of `url` (a Cluster when `cluster`; TLS material
+    /// `tls` for `rediss://`), keys under `{<prefix>:alerts}`.
+    pub async fn connect(
+        url: &Secret,
+        prefix: &str,
+        cluster: bool,
+        tls: &leadq_platform::config::RedisTls,
+    ) -> Result<Self, QueueError> {
+        let client = Client::open(url, cluster, tls)?;
+        client.check().await?;
+        let conn = client.connect().await?;
         let state = Self {
             conn,
             tag: format!("{{{prefix}:alerts}}"),

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use leadq_platform::config::RedisTls;
 use leadq_platform::secret::Secret;
 use redis::aio::ConnectionManager;
 
@@ -95,30 +96,97 @@ impl redis::aio::ConnectionLike for Conn {
 }
 
 pub(crate) enum Client {
-    Single(redis::Client),
+    // Boxed: with TLS a client holds its certificates (the variants differ a lot in size).
+    Single(Box<redis::Client>),
     Cluster(Box<redis::cluster::ClusterClient>),
 }
 
+/// The `redis` crate's form of the configured TLS files; `None` when there are none (a
+/// `rediss://` URL then trusts the system's roots).
+fn certificates(tls: &RedisTls) -> Option<redis::TlsCertificates> {
+    if tls.ca.is_none() && tls.client.is_none() {
+        return None;
+    }
+    Some(redis::TlsCertificates {
+        client_tls: tls
+            .client
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.bytes.clone(),
+                client_key: key.bytes.clone(),
+            }),
+        root_cert: tls.ca.as_ref().map(|ca| ca.bytes.clone()),
+    })
+}
+
+/// A failed start-up connection, in the one sentence an operator needs when it is TLS.
+fn explain(e: redis::RedisError) -> QueueError {
+    match leadq_platform::tls::diagnose(&e, "LEADQ_REDIS_CA_FILE") {
+        Some(reason) => QueueError::Tls(reason),
+        None => QueueError::Redis(e),
+    }
+}
+
 impl Client {
-    pub(crate) fn open(url: &Secret, cluster: bool) -> Result<Self, QueueError> {
+    /// A client for `url` (comma-separated seed nodes when `cluster`). A `rediss://` URL
+    /// speaks TLS, verified against `tls.ca` (or the system's roots), with `tls.client` as the
+    /// client certificate when set.
+    pub(crate) fn open(url: &Secret, cluster: bool, tls: &RedisTls) -> Result<Self, QueueError> {
+        leadq_platform::tls::install_crypto_provider();
+        let certs = certificates(tls);
         if cluster {
             let nodes: Vec<String> = url
                 .expose()
                 .split(',')
                 .map(|u| u.trim().to_owned())
                 .collect();
-            Ok(Client::Cluster(Box::new(
-                redis::cluster::ClusterClient::builder(nodes)
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(RESPONSE_TIMEOUT)
-                    .build()?,
-            )))
+            let mut builder = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            Ok(Client::Cluster(Box::new(builder.build().map_err(explain)?)))
         } else {
-            Ok(Client::Single(redis::Client::open(url.expose())?))
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(url.expose(), certs),
+                None => redis::Client::open(url.expose()),
+            };
+            Ok(Client::Single(Box::new(client.map_err(explain)?)))
         }
     }
 
+    /// One direct connection and a `PING`, without the connection manager's retries: at
+    /// start-up a wrong CA or a plain server on a TLS port is reported at once, with its cause,
+    /// instead of after the manager has retried for a while.
+    pub(crate) async fn check(&self) -> Result<(), QueueError> {
+        let Client::Single(c) = self else {
+            return Ok(());
+        };
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let mut conn = c
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(explain)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(explain)?;
+        Ok(())
+    }
+
+    /// Connects, giving up after [`START_TIMEOUT`] (the `redis` crate retries a failed first
+    /// connection by itself; a TLS failure never succeeds on a retry).
     pub(crate) async fn connect(&self) -> Result<Conn, QueueError> {
+        match tokio::time::timeout(START_TIMEOUT, self.connect_inner()).await {
+            Ok(r) => r.map_err(explain),
+            Err(_) => Err(QueueError::Timeout(START_TIMEOUT)),
+        }
+    }
+
+    async fn connect_inner(&self) -> Result<Conn, redis::RedisError> {
         Ok(match self {
             Client::Single(c) => Conn::Single(
                 c.get_connection_manager_with_config(
@@ -136,4 +204,5 @@ impl Client {
 }
 
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -111,6 +111,13 @@ pub enum QueueError {
     /// Redis did not answer, or answered with an error.
     #[error("redis is unavailable")]
     Redis(#[from] redis::RedisError),
+    /// The TLS handshake failed: a wrong CA, an expired or wrong-host certificate, a refused
+    /// client certificate. One sentence, naming the setting to check; never the URL.
+    #[error("could not connect to Redis over TLS: {0}")]
+    Tls(String),
+    /// No connection within the start-up bound.
+    #[error("could not connect to Redis within {0:?}")]
+    Timeout(Duration),
     /// Redis answered something the scripts never return (a bug, or a foreign key clash).
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
@@ -177,7 +184,8 @@ impl Queue {
         cfg: QueueSettings,
         signer: Signer,
     ) -> Result<Self, QueueError> {
-        let client = Client::open(url, cfg.redis_cluster)?;
+        let client = Client::open(url, cfg.redis_cluster, &cfg.redis_tls)?;
+        client.check().await?;
         let conn = client.connect().await?;
         let q = Self {
             inner: Arc::new(Inner {

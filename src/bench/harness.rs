@@ -113,6 +113,7 @@ fn queue_settings(a: &BenchArgs, r: Retention) -> QueueSettings {
         dead_letter_ttl: Duration::from_secs(86_400),
         shards: 1,
         redis_cluster: false,
+        redis_tls: Default::default(),
     }
 }
 

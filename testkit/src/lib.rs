@@ -224,7 +224,7 @@ pub fn signer(settings: &Settings) -> Signer {
 /// The API running in-process, with one tenant and its key.
 #[derive(Debug)]
 pub struct TestApp {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` when `LEADQ_API_TLS_CERT_FILE` is set).
     pub address: String,
     /// The test database.
     pub db: TestDb,
@@ -279,8 +279,13 @@ pub async fn spawn_app_in(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
     let tenant = tenant::create(&db.pool, &format!("t-{}", &queue_prefix()[1..]), "test")
         .await
         .expect("create the test tenant");
+    let scheme = if settings.tls.api.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     TestApp {
-        address: format!("http://{addr}"),
+        address: format!("{scheme}://{addr}"),
         db,
         settings,
         queue,

@@ -169,7 +169,7 @@ async fn process(fake: &FakeBotApi, prefix: &str, name: &str) -> Notifier {
         min_interval: Duration::from_millis(20),
         per_minute: 1000,
     };
-    let state = AlertState::connect(&Secret::new(redis), prefix, false)
+    let state = AlertState::connect(&Secret::new(redis), prefix, false, &Default::default())
         .await
         .unwrap();
     leadq_notify::spawn(config, state)

@@ -40,14 +40,12 @@ async fn a_missing_or_wrong_key_gets_401_and_enqueues_nothing() {
     for (h, v) in [
         ("cache-control", "no-store"),
         ("x-content-type-options", "nosniff"),
-        (
-            "strict-transport-security",
-            "max-age=63072000; includeSubDomains",
-        ),
         ("referrer-policy", "no-referrer"),
     ] {
         assert_eq!(res.headers()[h], v, "{h}");
     }
+    // Plain HTTP without LEADQ_BEHIND_TLS_PROXY: no HSTS (tests/it/tls.rs covers when it is sent).
+    assert!(res.headers().get("strict-transport-security").is_none());
     let metrics = app.text(&format!("{}/metrics", app.address)).await;
     assert!(
         metrics.contains("leadq_auth_failures_total{reason=\"invalid\"}"),

@@ -26,6 +26,7 @@ mod secrets;
 mod security;
 mod sentry;
 mod tenant_context;
+mod tls;
 mod tracing;
 mod webhooks;
 mod worker_faults;

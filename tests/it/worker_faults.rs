@@ -52,6 +52,7 @@ fn settings(prefix: &str) -> QueueSettings {
         dead_letter_ttl: Duration::from_secs(86_400),
         shards: 1,
         redis_cluster: false,
+        redis_tls: Default::default(),
     }
 }
 

@@ -16,9 +16,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 mod oncall;
+mod tls;
 pub use oncall::{
     AlertChannelSettings, AlertPolicySettings, CanarySettings, SecurityHealthSettings,
 };
+pub use tls::{ApiTls, Pem, RedisTls, TlsSettings};
 
 use crate::keyring::Keyring;
 use crate::secret::Secret;
@@ -96,6 +98,8 @@ pub struct QueueSettings {
     pub shards: u16,
     /// `REDIS_URL` names the seed nodes of a Redis Cluster (`LEADQ_REDIS_CLUSTER`).
     pub redis_cluster: bool,
+    /// CA bundle and client certificate for `rediss://` (`LEADQ_REDIS_*_FILE`).
+    pub redis_tls: RedisTls,
 }
 
 /// The platform's recurring tasks and their default schedules (cron syntax, UTC). Each is set
@@ -202,6 +206,8 @@ pub struct Settings {
     /// The Telegram bot and chat error alerts go to, when configured (`leadq-notify`; the
     /// security checks call its `getMe`).
     pub alert_channel: Option<AlertChannelSettings>,
+    /// TLS on the API listener, HSTS, and whether plain store URLs were refused.
+    pub tls: TlsSettings,
 }
 
 /// Every problem found in the environment, reported together.
@@ -338,7 +344,7 @@ impl Settings {
             vars,
             problems: Vec::new(),
         };
-        let database_url = r.secret("DATABASE_URL", needs.database);
+        let mut database_url = r.secret("DATABASE_URL", needs.database);
         if let Some(url) = &database_url {
             let u = url.expose();
             if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
@@ -375,6 +381,7 @@ impl Settings {
                 );
             }
         }
+        let tls = tls::read(&mut r, &mut database_url, redis_url.as_ref());
         let shards = r.positive("LEADQ_QUEUE_SHARDS", 1u16, "a whole number");
         if shards > 1024 {
             r.problems
@@ -588,12 +595,14 @@ impl Settings {
                 dead_letter_ttl,
                 shards,
                 redis_cluster,
+                redis_tls: tls.redis,
             },
             schedules,
             job_runs_keep,
             canary: oncall.canary,
             security: oncall.security,
             alert_channel: oncall.alert_channel,
+            tls: tls.settings,
         })
     }
 

@@ -85,6 +85,7 @@ fn settings(prefix: &str, max_attempts: u32, base_ms: u64) -> QueueSettings {
         dead_letter_ttl: Duration::from_secs(86_400),
         shards: 1,
         redis_cluster: false,
+        redis_tls: Default::default(),
     }
 }
 
