@@ -476,10 +476,11 @@ SQL
 # Creates (or corrects) the migration owner (CREATEDB, so the tests can make their databases
 # as it). In the dev profile it also takes over the database and whatever the runtime role
 # owned there before the roles were split (then `leadq migrate` grants the runtime role).
-# The test profile's `leadq` database is left alone: other checkouts share that instance.
+# The test profile's `leadq` database is left alone: other checkouts share that instance. (The
+# ops profile's is handed over too: scripts/ops-test drops and recreates it as the owner.)
 _pg_bootstrap_owner() {
   local out rc=0 take_over=""
-  if [[ "$LEADQ_PROFILE" == dev ]]; then
+  if [[ "$LEADQ_PROFILE" == dev || "$LEADQ_PROFILE" == ops ]]; then
     take_over="ALTER DATABASE $LEADQ_DB_NAME OWNER TO $LEADQ_DB_OWNER;
 \\connect $LEADQ_DB_NAME
 REASSIGN OWNED BY $LEADQ_DB_USER TO $LEADQ_DB_OWNER;"
