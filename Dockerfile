@@ -23,7 +23,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 target/release/leadq /out/leadq
 
 # --- runtime ----------------------------------------------------------------------------------
-FROM debian:bookworm-slim AS runtime
+# Pinned by digest, so a rebuild gets the bytes that were reviewed, not whatever the tag points
+# at today. The digest is the multi-arch index of debian:bookworm-slim that BuildKit resolved in
+# a public build log; this machine cannot reach a registry to re-check it. To move to a newer
+# base (monthly, or for a Debian security update), look the digest up and replace it:
+#   docker buildx imagetools inspect debian:bookworm-slim --format '{{json .Manifest.Digest}}'
+FROM debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251 AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
@@ -32,6 +37,8 @@ RUN groupadd --system --gid 10001 leadq \
  && useradd --system --uid 10001 --gid leadq --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin leadq
 COPY --from=builder /out/leadq /usr/local/bin/leadq
+# Non-root; compose (and deploy manifests) add a read-only root filesystem and drop every
+# capability.
 USER 10001:10001
 # Inside a container, listen on all interfaces; logs as JSON lines on stderr.
 ENV LEADQ_API_ADDR=0.0.0.0:8080 \

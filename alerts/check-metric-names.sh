@@ -108,7 +108,7 @@ values_of() { # constants of `pub mod <name>` in metrics.rs
 }
 outcomes="$(values_of outcome; values_of webhook_outcome)"
 states="$(values_of state)"
-kinds="$(grep -E '^pub const [A-Z_]+: &str = "' "$KINDS" | sed -E 's/^[^"]*"([^"]*)".*/\1/')"$'\n'"bad_signature"$'\n'"unauthorized"
+kinds="$(grep -E '^pub const [A-Z_]+: &str = "' "$KINDS" | sed -E 's/^[^"]*"([^"]*)".*/\1/')"$'\n'"bad_signature"$'\n'"unauthorized"$'\n'"cross_tenant_activity"
 
 for f in "${files[@]}"; do
   # Metric names. YAML comments count too: they must not name metrics that do not exist.

@@ -77,6 +77,16 @@ pub enum ApiError {
     /// The tenant's daily quota is used up.
     #[error("daily quota exceeded; retry after the delay in Retry-After")]
     QuotaExceeded(std::time::Duration),
+    /// The source address failed authentication too often and is locked out for a while.
+    #[error(
+        "too many failed authentications from this address; retry after the delay in Retry-After"
+    )]
+    AuthLockedOut(std::time::Duration),
+    /// Too many requests without credentials from this address.
+    #[error(
+        "too many unauthenticated requests from this address; retry after the delay in Retry-After"
+    )]
+    UnauthenticatedRateLimited(std::time::Duration),
     /// The queue (Redis) is unreachable: nothing was enqueued.
     #[error("the job queue is unavailable; retry later")]
     QueueUnavailable(#[source] leadq_queue::QueueError),
@@ -111,7 +121,10 @@ impl ApiError {
             Self::QueueUnavailable(_) | Self::DatabaseUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::RateLimited(_) | Self::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_)
+            | Self::QuotaExceeded(_)
+            | Self::AuthLockedOut(_)
+            | Self::UnauthenticatedRateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,6 +154,8 @@ impl ApiError {
             Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::RateLimited(_) => "rate_limited",
             Self::QuotaExceeded(_) => "quota_exceeded",
+            Self::AuthLockedOut(_) => "auth_locked_out",
+            Self::UnauthenticatedRateLimited(_) => "unauthenticated_rate_limited",
             Self::Internal(_) => "internal",
         }
     }
@@ -189,7 +204,11 @@ impl IntoResponse for ApiError {
             body["details"] = json!(fields);
         }
         let mut res = (status, Json(json!({ "error": body }))).into_response();
-        if let Self::RateLimited(d) | Self::QuotaExceeded(d) = &self {
+        if let Self::RateLimited(d)
+        | Self::QuotaExceeded(d)
+        | Self::AuthLockedOut(d)
+        | Self::UnauthenticatedRateLimited(d) = &self
+        {
             let secs = d.as_millis().div_ceil(1000).max(1);
             if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
                 res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);

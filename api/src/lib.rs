@@ -11,11 +11,14 @@
 //! - [`extract`]: the `Auth` extractor (API key → tenant), `Operator` / `OperatorContext`
 //!   (operator token → `operator:<name>` and the correlation id), `ApiJson`.
 //! - [`middleware`]: correlation id, request span, HTTP metrics.
+//! - [`edge`]: per-address lockout after failed authentications and the limit on requests
+//!   without credentials (the webhook budget is in `routes::webhooks`).
 //! - [`tls`]: HTTPS on the listener (`LEADQ_API_TLS_*_FILE`), certificate reloaded on SIGHUP.
 //! - [`routes`]: one module per resource (`leads`, `webhooks`, `audit`, `status`, `dlq`);
 //!   `/healthz`, `/readyz` and `/metrics` are `leadq_jobs::health::router`, shared with the
 //!   worker.
 
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod middleware;
@@ -56,6 +59,8 @@ pub struct AppState {
     pub settings: std::sync::Arc<Settings>,
     /// Outgoing HTTP (the alert channel's `getMe`).
     pub http: reqwest::Client,
+    /// Reports principals acting across many tenants (failed authentications by address).
+    pub watch: leadq_jobs::abuse::CrossTenantWatch,
 }
 
 /// Every route and the middleware stack. HSTS is sent only when clients reach the API over
@@ -86,12 +91,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/dlq/{kind}/purge", post(routes::dlq::purge))
         .route("/v1/dlq/{kind}/{job_id}", get(routes::dlq::show))
         .route("/v1/audit", get(routes::audit::list))
-        .merge(leadq_jobs::health::router(
-            state.pool.clone(),
-            state.queue.clone(),
-        ))
+        .merge(health_routes(&state))
         .fallback(|| async { error::ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.tenant_labels.clone(),
             middleware::observe,
@@ -124,6 +130,17 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// `/healthz`, `/readyz`, and `/metrics` unless it is served on `LEADQ_METRICS_ADDR` alone.
+fn health_routes(state: &AppState) -> Router<AppState> {
+    let (pool, queue) = (state.pool.clone(), state.queue.clone());
+    let edge = &state.settings.edge;
+    if edge.metrics_addr.is_some() {
+        leadq_jobs::health::probes_router(pool, queue)
+    } else {
+        leadq_jobs::health::router(pool, queue, edge.metrics_token.clone())
+    }
+}
+
 /// The API, connected and bound, not yet serving.
 #[derive(Debug)]
 pub struct Application {
@@ -132,6 +149,8 @@ pub struct Application {
     tls: Option<std::sync::Arc<tls::CertStore>>,
     state: AppState,
     max_body_bytes: usize,
+    /// `LEADQ_METRICS_ADDR`, bound: `/metrics` alone, apart from the API's own address.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -148,6 +167,16 @@ impl Application {
         let listener = TcpListener::bind(settings.api_addr)
             .await
             .with_context(|| format!("Failed to bind {}", settings.api_addr))?;
+        let metrics_listener = match settings.edge.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("Failed to bind LEADQ_METRICS_ADDR {addr}"))?,
+            ),
+            None => None,
+        };
+        let watch =
+            leadq_jobs::abuse::CrossTenantWatch::new(queue.clone(), pool.clone(), &settings.edge);
         let tenant_labels = leadq_jobs::tenant_labels::TenantLabels::new(
             pool.clone(),
             settings.metrics_tenant_cap,
@@ -165,8 +194,10 @@ impl Application {
                 tenant_labels,
                 settings: std::sync::Arc::new(settings.clone()),
                 http: reqwest::Client::new(),
+                watch,
             },
             max_body_bytes: settings.max_body_bytes,
+            metrics_listener,
         })
     }
 
@@ -177,6 +208,13 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The bound `LEADQ_METRICS_ADDR`, when set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
     pub async fn run_until_stopped(
         self,
@@ -185,7 +223,22 @@ impl Application {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(addr = %self.addr(), scheme, "API listening.");
         let refresh = tokio::spawn(routes::security::refresh_forever(self.state.clone()));
-        let app = router(self.state, self.max_body_bytes);
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let app: Router = leadq_jobs::health::metrics_router(
+                self.state.pool.clone(),
+                self.state.queue.clone(),
+                self.state.settings.edge.metrics_token.clone(),
+            );
+            tracing::info!(addr = ?listener.local_addr().ok(), "Metrics listening.");
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, app).await {
+                    tracing::error!(error = %error, "Metrics server failed.");
+                }
+            })
+        });
+        // The peer address reaches the edge limits (`edge::client_addr`).
+        let app = router(self.state, self.max_body_bytes)
+            .into_make_service_with_connect_info::<edge::PeerAddr>();
         let served = match self.tls {
             None => axum::serve(self.listener, app)
                 .with_graceful_shutdown(shutdown)
@@ -204,6 +257,9 @@ impl Application {
             }
         };
         refresh.abort();
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
         served
     }
 }

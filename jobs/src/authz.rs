@@ -28,6 +28,7 @@ use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
 use sqlx::PgPool;
 
+use crate::abuse::CrossTenantWatch;
 use crate::kinds::{self, Principal};
 use leadq_queue::backend::Job;
 use leadq_queue::envelope::JobMeta;
@@ -198,12 +199,31 @@ fn decide(action: &str, user_id: &str, facts: Option<&Facts>) -> Result<Mode, De
 #[derive(Debug, Clone)]
 pub struct AuthorizeLayer {
     pool: PgPool,
+    watch: Option<CrossTenantWatch>,
 }
 
 impl AuthorizeLayer {
     /// Authorizes against `pool`.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, watch: None }
+    }
+
+    /// Also reports operator jobs, and refused jobs of API keys, to the cross-tenant watch
+    /// ([`crate::abuse`]).
+    pub fn watching(mut self, watch: CrossTenantWatch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+}
+
+/// Whether a job of `user_id` (refused or not) is reported to the cross-tenant watch:
+/// operators always, since they legitimately span tenants and only the count tells a sweep;
+/// API keys only when refused, since a key can only ever act for its own tenant.
+fn watched(user_id: &str, refused: bool) -> bool {
+    match Principal::parse(user_id) {
+        Some(Principal::Operator(_)) => true,
+        Some(Principal::ApiKey(_)) => refused,
+        _ => false,
     }
 }
 
@@ -213,6 +233,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
         Authorize {
             inner,
             pool: self.pool.clone(),
+            watch: self.watch.clone(),
         }
     }
 }
@@ -222,6 +243,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 pub struct Authorize<S> {
     inner: S,
     pool: PgPool,
+    watch: Option<CrossTenantWatch>,
 }
 
 impl<S, P> tower::Service<Task<Job<P>>> for Authorize<S>
@@ -245,6 +267,7 @@ where
         let fresh = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, fresh);
         let pool = self.pool.clone();
+        let watch = self.watch.clone();
         async move {
             let meta = &task.args.meta;
             let denied = match authorize(&pool, meta).await {
@@ -256,6 +279,14 @@ where
                 Err(e) => return Err(JobError::from(e).into()),
             };
             let meta = &task.args.meta;
+            if let Some(w) = watch.filter(|_| watched(&meta.user_id, denied.is_some())) {
+                w.saw(
+                    &meta.user_id,
+                    &meta.tenant_id.to_string(),
+                    &meta.correlation_id,
+                )
+                .await;
+            }
             if let Some(d) = denied {
                 metrics::counter!(m::SECURITY_EVENTS_TOTAL, m::label::KIND => "unauthorized")
                     .increment(1);

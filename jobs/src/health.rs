@@ -1,17 +1,27 @@
 //! Liveness, readiness and metrics: `api` and `worker` serve the same three routes
 //! ([`router`]) on their own HTTP servers, so Prometheus and orchestrators see one contract.
+//!
+//! `/metrics` names tenants (bounded slugs), queue depths and error rates: nothing for the
+//! open internet. With `LEADQ_METRICS_TOKEN` set it answers only `Authorization: Bearer
+//! <token>` (401 otherwise, in the standard error body); with `LEADQ_METRICS_ADDR` the API
+//! serves it on that address alone ([`metrics_router`]), a port a firewall can keep private.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
 use leadq_platform::metrics as m;
+use leadq_platform::secret::Secret;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use subtle::ConstantTimeEq;
 
 use crate::kinds;
 use leadq_queue::{KindCounts, Queue};
@@ -127,14 +137,36 @@ struct Probe {
 }
 
 /// `GET /healthz` (the process answers), `GET /readyz` (200 when Redis and PostgreSQL answer,
-/// else 503 naming the one that does not) and `GET /metrics` (Prometheus text), for a router
-/// of any state to merge.
-pub fn router<S: Clone + Send + Sync + 'static>(pool: PgPool, queue: Queue) -> Router<S> {
+/// else 503 naming the one that does not) and `GET /metrics` (Prometheus text, behind `token`
+/// when set), for a router of any state to merge.
+pub fn router<S: Clone + Send + Sync + 'static>(
+    pool: PgPool,
+    queue: Queue,
+    token: Option<Secret>,
+) -> Router<S> {
+    probes_router(pool.clone(), queue.clone()).merge(metrics_router(pool, queue, token))
+}
+
+/// `GET /healthz` and `GET /readyz` alone.
+pub fn probes_router<S: Clone + Send + Sync + 'static>(pool: PgPool, queue: Queue) -> Router<S> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(Probe { pool, queue })
+}
+
+/// `GET /metrics` alone, behind `token` when set.
+pub fn metrics_router<S: Clone + Send + Sync + 'static>(
+    pool: PgPool,
+    queue: Queue,
+    token: Option<Secret>,
+) -> Router<S> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(MetricsProbe {
+            probe: Probe { pool, queue },
+            token: token.map(Arc::new),
+        })
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -151,9 +183,46 @@ async fn readyz(State(p): State<Probe>) -> impl IntoResponse {
     (code, Json(r))
 }
 
-async fn metrics(State(p): State<Probe>) -> impl IntoResponse {
+/// What `/metrics` needs: the probe, and the token that guards it.
+#[derive(Debug, Clone)]
+struct MetricsProbe {
+    probe: Probe,
+    token: Option<Arc<Secret>>,
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` (compared in constant time).
+fn bearer_matches(headers: &HeaderMap, token: &Secret) -> bool {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    let digest = |s: &str| Sha256::digest(s.as_bytes());
+    bool::from(digest(presented).ct_eq(&digest(token.expose())))
+}
+
+async fn metrics(State(p): State<MetricsProbe>, headers: HeaderMap) -> Response {
+    if let Some(token) = &p.token {
+        if !bearer_matches(&headers, token) {
+            metrics::counter!(m::AUTH_FAILURES_TOTAL, m::label::REASON => "metrics_token")
+                .increment(1);
+            let body = serde_json::json!({"error": {
+                "code": "invalid_metrics_token",
+                "message": "GET /metrics needs Authorization: Bearer <LEADQ_METRICS_TOKEN>.",
+                "correlation_id": "",
+            }});
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(body),
+            )
+                .into_response();
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics_text(&p.pool, &p.queue).await,
+        metrics_text(&p.probe.pool, &p.probe.queue).await,
     )
+        .into_response()
 }

@@ -11,6 +11,7 @@
 //! Shared by every kind, at the root:
 //! - [`kinds`]: the catalogue of job kinds (stable strings), their defaults, who may cause them.
 //! - [`authz`]: consumer-side authorization of every job before its handler runs.
+//! - [`abuse`]: cross-tenant abuse detection (one principal touching many tenants).
 //! - [`pii`]: sealing of personal data in queued payloads (Redis never holds it in clear).
 //! - [`tenant_labels`]: the bounded `tenant` label of per-tenant metrics.
 //! - [`health`]: readiness, queue gauges and the `/healthz` `/readyz` `/metrics` routes,
@@ -35,6 +36,7 @@
 //! | `crm_sync`       | [`lead::sync::SyncInput`]  | `lead_score` / `chatwoot_event` handlers | one job per lead version; synced versions are never sent again |
 //! | `update_billing_limit` | [`ops::limits::Limits`] | operators                    | absolute values |
 
+pub mod abuse;
 pub mod authz;
 pub mod health;
 pub mod integrations;

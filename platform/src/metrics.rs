@@ -43,8 +43,19 @@ pub const QUEUE_LOST_LEASES_TOTAL: &str = "leadq_queue_lost_leases_total";
 /// Counter: jobs accepted by the enqueue API, by `kind` and `result` (`enqueued`, `duplicate`).
 pub const JOBS_ENQUEUED_TOTAL: &str = "leadq_jobs_enqueued_total";
 
-/// Counter: security events, by `kind` (e.g. `bad_signature`, `unauthorized`).
+/// Counter: security events, by `kind` (`bad_signature`, `unauthorized`,
+/// `cross_tenant_activity`: one principal touching more tenants in a window than
+/// `LEADQ_CROSS_TENANT_THRESHOLD`, counted once per window).
 pub const SECURITY_EVENTS_TOTAL: &str = "leadq_security_events_total";
+
+/// Counter: requests refused at the edge before any credential is checked, by `reason`
+/// (`auth_lockout`: the source address failed authentication too often; `unauthenticated_rate`:
+/// too many requests without credentials from one address).
+pub const EDGE_REFUSALS_TOTAL: &str = "leadq_edge_refusals_total";
+
+/// Counter: webhook deliveries above their tenant's webhook budget, accepted and enqueued at
+/// low priority (never refused), by `source`.
+pub const WEBHOOK_OVER_BUDGET_TOTAL: &str = "leadq_webhook_over_budget_total";
 
 /// Counter: refused credentials, by `reason` (invalid, expired, revoked, tenant_inactive,
 /// insufficient_scope, operator_only, operator_not_registered, operator_disabled,
@@ -316,8 +327,14 @@ pub fn register_job_series(kind: &'static str) {
 /// Creates the security, integration and queue-error series at zero, so `increase()` alerts
 /// see the first event after a start (see [`register_job_series`]).
 pub fn register_event_series() {
-    for kind in ["bad_signature", "unauthorized"] {
+    for kind in ["bad_signature", "unauthorized", "cross_tenant_activity"] {
         metrics::counter!(SECURITY_EVENTS_TOTAL, label::KIND => kind).increment(0);
+    }
+    for reason in ["auth_lockout", "unauthenticated_rate"] {
+        metrics::counter!(EDGE_REFUSALS_TOTAL, label::REASON => reason).increment(0);
+    }
+    for source in ["chatwoot", "telegram"] {
+        metrics::counter!(WEBHOOK_OVER_BUDGET_TOTAL, label::SOURCE => source).increment(0);
     }
     for result in ["ok", "rejected", "error"] {
         metrics::counter!(CRM_TOKEN_REFRESHES_TOTAL, label::RESULT => result).increment(0);

@@ -27,6 +27,9 @@ pub(crate) struct Scripts {
     pub(crate) tenant: redis::Script,
     pub(crate) lead: redis::Script,
     pub(crate) fire: redis::Script,
+    pub(crate) guard_sighting: redis::Script,
+    pub(crate) guard_strike: redis::Script,
+    pub(crate) guard_budget: redis::Script,
 }
 
 /// A script that adds ready jobs, with the fair-ordering functions of `lua/fair.lua` before it.
@@ -50,6 +53,9 @@ impl Scripts {
             tenant: fair(include_str!("lua/tenant.lua")),
             lead: redis::Script::new(include_str!("lua/lead.lua")),
             fire: redis::Script::new(include_str!("lua/fire.lua")),
+            guard_sighting: redis::Script::new(include_str!("lua/guard_sighting.lua")),
+            guard_strike: redis::Script::new(include_str!("lua/guard_strike.lua")),
+            guard_budget: redis::Script::new(include_str!("lua/guard_budget.lua")),
         }
     }
 }

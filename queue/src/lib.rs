@@ -40,6 +40,9 @@
 //! - **Recurring tasks**: [`schedule`] (leader lease, each firing claimed once).
 //! - **Error alerts' shared state** ([`alert_state`]): per-fingerprint rate limit and the
 //!   digest, for `leadq-notify` (which may not speak Redis itself).
+//! - **Edge guards** ([`guard`]): distinct subjects per principal in a sliding window
+//!   ([`Queue::sighting`]), failures with lockout ([`Queue::strike`], [`Queue::locked_out`]),
+//!   and GCRA budgets ([`Queue::take_budget`]), for abuse detection and the API's edge.
 //! - **Server cost**: [`probe`] (what Redis itself reports: command stats, memory), for the
 //!   bench and operators.
 //!
@@ -68,6 +71,7 @@ pub mod dlq;
 pub mod envelope;
 mod erase;
 pub mod error;
+pub mod guard;
 mod job;
 mod keys;
 mod lease;

@@ -97,7 +97,8 @@ def warm_up_extra(st):
     run once everything is configured."""
     if has_canary(st):
         ok = wait_until("a successful canary run", 60, lambda: re.search(
-            rb"(?m)^leadq_canary_success 1", http("GET", "http://127.0.0.1:29091/metrics")[1]),
+            rb"(?m)^leadq_canary_success 1", http("GET", "http://127.0.0.1:29091/metrics",
+                                                  headers=st.metrics_auth())[1]),
             logs=[st.logs["worker"]])
         if not ok:
             raise RuntimeError("the canary never succeeded")

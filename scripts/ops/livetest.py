@@ -89,6 +89,7 @@ class Stack:
             "signing key": base64.b64encode(secrets.token_bytes(32)).decode(),
             "data key": base64.b64encode(secrets.token_bytes(32)).decode(),
             "operator token": secrets.token_urlsafe(24),
+            "metrics token": secrets.token_urlsafe(32),
         }
         self.secrets["telegram bot token (leadq)"] = self.secrets["telegram bot token"]
         self.files = {}
@@ -98,7 +99,8 @@ class Stack:
                               ("hubspot-token", self.secrets["hubspot token"]),
                               ("chatwoot-secret", self.secrets["chatwoot webhook secret"]),
                               ("telegram-secret", self.secrets["telegram webhook secret"]),
-                              ("alert-bot-token", self.secrets["telegram bot token"])):
+                              ("alert-bot-token", self.secrets["telegram bot token"]),
+                              ("metrics-token", self.secrets["metrics token"])):
             path = os.path.join(self.run_dir, name)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -117,6 +119,10 @@ class Stack:
 
     # -- leadq -----------------------------------------------------------------------------
 
+    def metrics_auth(self):
+        """The header /metrics asks for (LEADQ_METRICS_TOKEN_FILE)."""
+        return {"Authorization": "Bearer " + self.secrets["metrics token"]}
+
     def leadq_env(self):
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("LEADQ_") and k not in ("DATABASE_URL", "REDIS_URL")}
@@ -127,6 +133,8 @@ class Stack:
             "LEADQ_SIGNING_KEYS_FILE": self.files["signing-keys"],
             "LEADQ_DATA_KEYS_FILE": self.files["data-keys"],
             "LEADQ_OPERATOR_TOKENS_FILE": self.files["operator-tokens"],
+            # /metrics answers only with this token; Prometheus reads it from the same file.
+            "LEADQ_METRICS_TOKEN_FILE": self.files["metrics-token"],
             "LEADQ_API_ADDR": "127.0.0.1:%d" % PORTS["api"],
             "LEADQ_WORKER_ADDR": "127.0.0.1:%d" % PORTS["worker"],
             "LEADQ_LOG_FORMAT": "json",
@@ -253,7 +261,8 @@ class Stack:
     def _tenant_series(self):
         out = []
         for target in ("worker", "api"):
-            status, body = http("GET", url(target) + "/metrics", timeout=3)
+            status, body = http("GET", url(target) + "/metrics", timeout=3,
+                                headers=self.metrics_auth())
             if status != 200:
                 continue
             for line in body.decode("utf-8", "replace").splitlines():
@@ -365,7 +374,9 @@ class Stack:
             "scrape_configs": [
                 dict({"job_name": job,
                       "static_configs": [{"targets": ["127.0.0.1:%d" % PORTS[p]]}]},
-                     **({"scrape_interval": LEADQ_SCRAPE, "scrape_timeout": LEADQ_SCRAPE}
+                     **({"scrape_interval": LEADQ_SCRAPE, "scrape_timeout": LEADQ_SCRAPE,
+                         "authorization": {"type": "Bearer",
+                                           "credentials_file": self.files["metrics-token"]}}
                         if job.startswith("leadq") else {}))
                 for job, p in (("leadq-api", "api"), ("leadq-worker", "worker"),
                                ("redis", "redis_exporter"), ("postgres", "postgres_exporter"),

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (faster to link), real PostgreSQL and Redis (from
 //! `scripts/test`), a fresh database and queue prefix per test.
 
+mod abuse;
 mod admission;
 mod alerts;
 mod api_auth;
@@ -12,6 +13,7 @@ mod chat_sla;
 mod cluster;
 mod crm;
 mod dlq;
+mod edge;
 mod engine;
 mod erase;
 mod keys;

@@ -7,15 +7,20 @@ use chrono::Utc;
 use leadq_jobs::integrations::chatwoot;
 use leadq_jobs::integrations::settings::TenantUpdate;
 use leadq_platform::secret::Secret;
-use leadq_testkit::{spawn_app, wait_for, TestApp};
+use leadq_testkit::{spawn_app_with, wait_for, TestApp};
 use serde_json::{json, Value};
 
 const SECRET: &str = "pL7xQ2mZ9vB4nK8sD3fG6hJ1";
-const ACCOUNT: i64 = 7;
+pub(crate) const ACCOUNT: i64 = 7;
 const TG_TOKEN: &str = "tg_Secret-token_42";
 
 pub(crate) async fn configured_app() -> TestApp {
-    let app = spawn_app().await;
+    configured_app_with(&[]).await
+}
+
+/// [`configured_app`] with setting overrides.
+pub(crate) async fn configured_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let app = spawn_app_with(extra).await;
     app.configure(&TenantUpdate {
         chatwoot_account_id: Some(ACCOUNT),
         chatwoot_secret: Some(Secret::new(SECRET)),
@@ -684,7 +689,7 @@ async fn a_thousand_concurrent_signed_chatwoot_webhooks_are_all_accepted_and_run
 async fn tenant_update_reads_secrets_from_stdin_or_files_and_the_endpoint_uses_them() {
     use std::io::Write;
     use std::process::Stdio;
-    let app = spawn_app().await;
+    let app = spawn_app_with(&[]).await;
     // Not configured yet: the endpoint does not exist for this tenant.
     let body = message_body(ACCOUNT, 1, false, "incoming");
     assert_eq!(post_chatwoot(&app, &body, "x-1").await.status(), 404);

@@ -68,6 +68,11 @@ macro_rules! register_kind {
     ($monitor:expr, $runner:expr, $settings:expr, $deps:expr, $handler:path) => {{
         let runner = $runner.clone();
         let deps = $deps.clone();
+        let watch = leadq_jobs::abuse::CrossTenantWatch::new(
+            deps.queue.clone(),
+            deps.pool.clone(),
+            &$settings.edge,
+        );
         let cfg = $settings.queue.kinds[runner.kind()].clone();
         $monitor.register(move |restarts| {
             if restarts > 0 {
@@ -79,7 +84,7 @@ macro_rules! register_kind {
                 .concurrency(cfg.concurrency)
                 .layer(CatchPanicLayer::with_panic_handler(on_panic))
                 .timeout(cfg.timeout)
-                .layer(AuthorizeLayer::new(deps.pool.clone()))
+                .layer(AuthorizeLayer::new(deps.pool.clone()).watching(watch.clone()))
                 .build($handler)
         })
     }};
@@ -196,8 +201,15 @@ impl Worker {
         let scheduler =
             scheduler::Scheduler::new(queue.clone(), pool.clone(), &worker_id, &settings);
         let scheduler_task = tokio::spawn(scheduler.run(stopped(stop_rx.clone())));
-        let health = axum::serve(listener, health::router(pool.clone(), queue.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let health = axum::serve(
+            listener,
+            health::router(
+                pool.clone(),
+                queue.clone(),
+                settings.edge.metrics_token.clone(),
+            ),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
         let health_task = tokio::spawn(async move {
             if let Err(error) = health.await {
                 tracing::error!(error = %error, "Health server failed.");

@@ -26,6 +26,7 @@ use leadq_jobs::kinds;
 use leadq_platform::metrics::{self as m, webhook_outcome as outcome};
 use leadq_platform::telemetry;
 use leadq_queue::envelope::Envelope;
+use leadq_queue::{NewJob, Priority};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
@@ -128,7 +129,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn enqueue(
     app: &AppState,
     tenant: uuid::Uuid,
-    source: &str,
+    source: &'static str,
     kind: &str,
     message_id: String,
     payload: Value,
@@ -136,12 +137,46 @@ async fn enqueue(
     let envelope = Envelope::new(tenant, format!("webhook:{source}"), kind, payload)
         .message_id(message_id)
         .correlation_id(current_correlation_id());
+    let mut job = NewJob::now(envelope);
+    job.priority = budget_priority(app, tenant, source).await;
     let e = app
         .queue
-        .enqueue_now(envelope)
+        .enqueue(vec![job])
         .await
-        .map_err(ApiError::QueueUnavailable)?;
+        .map_err(ApiError::QueueUnavailable)?
+        .pop()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("enqueue returned nothing")))?;
     Ok((e.job_id, e.duplicate))
+}
+
+/// The priority of a tenant's next delivery: normal within its webhook budget
+/// (`LEADQ_WEBHOOK_BUDGET_PER_SEC`, apart from the ingest limit), low above it. Never a
+/// refusal: Chatwoot does not retry, so a refused event would be lost; a flood of one tenant's
+/// deliveries instead queues behind that tenant's own normal work (priorities order a tenant's
+/// own jobs; other tenants keep their fair share whatever one tenant sends).
+async fn budget_priority(app: &AppState, tenant: uuid::Uuid, source: &'static str) -> Priority {
+    let edge = &app.settings.edge;
+    let over = app
+        .queue
+        .take_budget(
+            "webhook",
+            &tenant.to_string(),
+            edge.webhook_budget_per_sec,
+            edge.webhook_budget_burst,
+        )
+        .await;
+    match over {
+        Ok(None) => Priority::Normal,
+        Ok(Some(_)) => {
+            metrics::counter!(m::WEBHOOK_OVER_BUDGET_TOTAL, m::label::SOURCE => source)
+                .increment(1);
+            Priority::Low
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "Webhook budget unavailable; enqueueing at normal priority.");
+            Priority::Normal
+        }
+    }
 }
 
 /// `POST /v1/webhooks/chatwoot/{tenant}`.

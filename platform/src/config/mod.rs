@@ -15,8 +15,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod edge;
 mod oncall;
+mod production;
 mod tls;
+pub use edge::EdgeSettings;
 pub use oncall::{
     AlertChannelSettings, AlertPolicySettings, CanarySettings, SecurityHealthSettings,
 };
@@ -208,6 +211,8 @@ pub struct Settings {
     pub alert_channel: Option<AlertChannelSettings>,
     /// TLS on the API listener, HSTS, and whether plain store URLs were refused.
     pub tls: TlsSettings,
+    /// Abuse detection, per-address limits, the webhook budget and `/metrics` access.
+    pub edge: EdgeSettings,
 }
 
 /// Every problem found in the environment, reported together.
@@ -528,6 +533,7 @@ impl Settings {
             r.positive("LEADQ_JOB_RUNS_KEEP_DAYS", 30u64, "a whole number of days");
         let job_runs_keep = Duration::from_secs(job_runs_keep_days.saturating_mul(86_400));
         let oncall = oncall::read(&mut r);
+        let edge = edge::read(&mut r);
         let mut kind_settings = BTreeMap::new();
         for d in kinds {
             let up = d.kind.to_ascii_uppercase();
@@ -561,6 +567,22 @@ impl Settings {
             kind_settings.insert(d.kind, s);
         }
 
+        if environment == "production" {
+            r.problems.extend(production::problems(
+                &[
+                    ("LEADQ_SIGNING_KEYS", signing_keys.as_ref()),
+                    ("LEADQ_DATA_KEYS", data_keys.as_ref()),
+                ],
+                &operator_tokens,
+                &[
+                    ("DATABASE_URL", database_url.as_ref()),
+                    (
+                        "LEADQ_MIGRATION_DATABASE_URL",
+                        migration_database_url.as_ref(),
+                    ),
+                ],
+            ));
+        }
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
@@ -603,6 +625,7 @@ impl Settings {
             security: oncall.security,
             alert_channel: oncall.alert_channel,
             tls: tls.settings,
+            edge,
         })
     }
 
@@ -688,6 +711,35 @@ mod tests {
         }
         assert_eq!(err.problems.len(), 7);
         assert!(!text.contains("c2hvcnQ="), "key material echoed: {text}");
+    }
+
+    #[test]
+    fn production_refuses_the_published_development_secrets_and_nothing_else() {
+        let dev_key = "compose-dev:bGVhZHEtY29tcG9zZS1kZXZlbG9wbWVudC1rZXktMzI=";
+        let fresh_key = Keyring::random("k1").to_spec();
+        let with = |env: &str, key: &str, url: &str| {
+            Settings::load(
+                &vars(&[
+                    ("LEADQ_ENVIRONMENT", env),
+                    ("DATABASE_URL", url),
+                    ("REDIS_URL", "redis://r:6379/"),
+                    ("LEADQ_SIGNING_KEYS", key),
+                    ("LEADQ_DATA_KEYS", fresh_key.expose()),
+                ]),
+                ALL,
+                KINDS,
+            )
+        };
+        let default_pw = "postgres://leadq:leadq@db:5432/leadq";
+        let strong_pw = "postgres://leadq:n0t-the-default-9f3@db:5432/leadq";
+        let err = with("production", dev_key, default_pw).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.problems[0].starts_with("LEADQ_SIGNING_KEYS holds the published"));
+        assert!(err.problems[1].starts_with("DATABASE_URL uses a default database password"));
+        assert!(!err.to_string().contains("bGVhZHEt"), "key material echoed");
+        // Development runs with them; production runs with fresh ones.
+        assert!(with("development", dev_key, default_pw).is_ok());
+        assert!(with("production", fresh_key.expose(), strong_pw).is_ok());
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! The edge: limits that hold before any credential is checked, keyed by source address and
+//! shared by every API replica (the counters live in Redis, [`leadq_queue::guard`]).
+//!
+//! - **Failed authentications** (any 401 outside the webhooks) count against the source
+//!   address; `LEADQ_AUTH_FAILURE_LIMIT` of them within `LEADQ_AUTH_FAILURE_WINDOW_SECS` lock
+//!   it out for `LEADQ_AUTH_LOCKOUT_SECS`: every request from it is answered 429
+//!   `auth_locked_out` with `Retry-After`, counted in
+//!   `leadq_edge_refusals_total{reason="auth_lockout"}`. Webhook signature failures do not
+//!   strike: Chatwoot and Telegram deliver from shared addresses, and one tenant's stale
+//!   secret must not lock out every other tenant's deliveries (an HMAC cannot be guessed
+//!   anyway). Each failure is also reported to the cross-tenant watch as `address:<ip>` acting
+//!   on the tenant it named (the key's prefix, or the webhook's tenant slug).
+//! - **Requests without credentials** (no `Authorization`; probes and webhooks exempt) are held
+//!   to `LEADQ_UNAUTHENTICATED_PER_SEC` per address (GCRA, burst
+//!   `LEADQ_UNAUTHENTICATED_BURST`): 429 `unauthenticated_rate_limited`.
+//!
+//! The source address is the TCP peer, or, with `LEADQ_TRUST_FORWARDED_FOR=true` behind a
+//! proxy, the last `X-Forwarded-For` entry (the address the proxy saw). If Redis cannot be
+//! reached the edge fails open, with a warning: the API could not enqueue anything then
+//! either, and refusing every request would add nothing but confusion.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use leadq_platform::metrics as m;
+
+use crate::error::ApiError;
+use crate::middleware::current_correlation_id;
+use crate::AppState;
+
+/// The Redis watch of authentication failures.
+const AUTH_WATCH: &str = "authfail";
+/// The Redis watch of requests without credentials.
+const UNAUTH_WATCH: &str = "unauth";
+
+/// The TCP peer of a connection, over plain TCP or TLS (the listener records it on every
+/// request as `ConnectInfo<PeerAddr>`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+/// The client's address: the TCP peer, or the last `X-Forwarded-For` entry when trusted.
+/// `None` when neither is known (a router driven in-process).
+pub fn client_addr(req: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .next_back();
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    req.extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|ConnectInfo(PeerAddr(a))| a.ip())
+}
+
+/// Routes the edge leaves alone: probes and metrics (which has its own token).
+fn exempt(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// The tenant a failed authentication named: the webhook's tenant slug, or the presented API
+/// key's prefix (which identifies a key, and so a tenant, without being a secret).
+fn named_tenant(req: &Request) -> String {
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/v1/webhooks/") {
+        if let Some((_, slug)) = rest.split_once('/') {
+            return format!("slug:{}", slug.chars().take(64).collect::<String>());
+        }
+    }
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|k| leadq_platform::apikey::prefix_of(k.trim()))
+        .map_or_else(|| "unknown".to_owned(), |p| format!("key:{p}"))
+}
+
+fn refuse(reason: &'static str, error: ApiError) -> Response {
+    metrics::counter!(m::EDGE_REFUSALS_TOTAL, m::label::REASON => reason).increment(1);
+    tracing::warn!(reason, "Refused at the edge.");
+    error.into_response()
+}
+
+fn fail_open<T>(r: Result<T, leadq_queue::QueueError>, default: T) -> T {
+    r.unwrap_or_else(|error| {
+        tracing::warn!(error = %error, "Edge limits unavailable (Redis); letting the request through.");
+        default
+    })
+}
+
+/// The edge middleware (see the module docs). Runs inside the request span, so refusals carry
+/// the correlation id.
+pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let edge = &app.settings.edge;
+    let path = req.uri().path().to_owned();
+    if exempt(&path) {
+        return next.run(req).await;
+    }
+    let Some(addr) = client_addr(&req, edge.trust_forwarded_for) else {
+        return next.run(req).await;
+    };
+    let source = addr.to_string();
+    let queue = &app.queue;
+    let webhook = path.starts_with("/v1/webhooks/");
+    if !webhook {
+        let left = fail_open(queue.locked_out(AUTH_WATCH, &source).await, Duration::ZERO);
+        if !left.is_zero() {
+            return refuse("auth_lockout", ApiError::AuthLockedOut(left));
+        }
+    }
+    if !webhook && !req.headers().contains_key(header::AUTHORIZATION) {
+        let over = queue
+            .take_budget(
+                UNAUTH_WATCH,
+                &source,
+                edge.unauthenticated_per_sec,
+                edge.unauthenticated_burst,
+            )
+            .await;
+        if let Some(wait) = fail_open(over, None) {
+            return refuse(
+                "unauthenticated_rate",
+                ApiError::UnauthenticatedRateLimited(wait),
+            );
+        }
+    }
+    let named = named_tenant(&req);
+    let res = next.run(req).await;
+    if res.status() == StatusCode::UNAUTHORIZED {
+        if !webhook {
+            let locked = queue
+                .strike(
+                    AUTH_WATCH,
+                    &source,
+                    edge.auth_failure_limit,
+                    edge.auth_failure_window,
+                    edge.auth_lockout,
+                )
+                .await;
+            if !fail_open(locked, Duration::ZERO).is_zero() {
+                tracing::warn!(source = %source, "Locked out a source address after repeated authentication failures.");
+            }
+        }
+        app.watch
+            .saw(
+                &format!("address:{source}"),
+                &named,
+                &current_correlation_id(),
+            )
+            .await;
+    }
+    res
+}

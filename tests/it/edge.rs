@@ -1,0 +1,213 @@
+//! The edge: per-address lockout after failed authentications (429 with `Retry-After`,
+//! counted), the limit on requests without credentials, the webhook budget (over it: accepted
+//! and enqueued at low priority, counted), and `/metrics` behind a token or on its own address.
+
+use leadq_testkit::{spawn_app_with, TestApp};
+use serde_json::Value;
+
+use crate::webhooks::{configured_app_with, message_body, post_chatwoot, ACCOUNT};
+
+/// `GET path` with `key`, from `addr` as a trusted proxy reports it.
+async fn get_from(app: &TestApp, addr: &str, path: &str, key: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(key)
+        .header("x-forwarded-for", format!("10.9.9.9, {addr}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn code(res: reqwest::Response) -> (u16, Option<String>, String) {
+    let status = res.status().as_u16();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = res.json().await.unwrap_or_default();
+    (
+        status,
+        retry,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_keeps_failing_authentication_is_locked_out_and_others_are_not() {
+    let app = spawn_app_with(&[
+        ("LEADQ_TRUST_FORWARDED_FOR", "true"),
+        ("LEADQ_AUTH_FAILURE_LIMIT", "5"),
+        ("LEADQ_AUTH_LOCKOUT_SECS", "120"),
+    ])
+    .await;
+    let metrics_url = format!("{}/metrics", app.address);
+    let series = "leadq_edge_refusals_total{reason=\"auth_lockout\"}";
+    let before = counter(&app.text(&metrics_url).await, series);
+    let (attacker, bystander) = ("203.0.113.7", "198.51.100.1");
+    for _ in 0..5 {
+        let (status, _, c) = code(get_from(&app, attacker, "/v1/leads/x", "wrong").await).await;
+        assert_eq!((status, c.as_str()), (401, "invalid_api_key"));
+    }
+    // Locked out: even the right key, from that address, for the lockout's length.
+    let (status, retry, c) = code(get_from(&app, attacker, "/v1/leads/x", app.key()).await).await;
+    assert_eq!((status, c.as_str()), (429, "auth_locked_out"));
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=120).contains(&retry), "{retry}");
+    // Another address is untouched.
+    let res = get_from(&app, bystander, "/v1/leads/x", app.key()).await;
+    assert_eq!(res.status(), 404, "the bystander reaches the route");
+    let after = counter(&app.text(&metrics_url).await, series);
+    assert!(after >= before + 1.0, "{before} -> {after}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_credentials_are_limited_per_address() {
+    let app = spawn_app_with(&[
+        ("LEADQ_TRUST_FORWARDED_FOR", "true"),
+        ("LEADQ_UNAUTHENTICATED_PER_SEC", "1"),
+        ("LEADQ_UNAUTHENTICATED_BURST", "3"),
+    ])
+    .await;
+    let bare = |addr: &'static str| {
+        app.client
+            .get(format!("{}/v1/leads/x", app.address))
+            .header("x-forwarded-for", addr)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(bare("192.0.2.10").await.unwrap().status(), 401);
+    }
+    let (status, retry, c) = code(bare("192.0.2.10").await.unwrap()).await;
+    assert_eq!((status, c.as_str()), (429, "unauthenticated_rate_limited"));
+    assert!(retry.is_some());
+    // Probes are exempt, and another address has its own budget.
+    for _ in 0..5 {
+        let res = app
+            .client
+            .get(format!("{}/healthz", app.address))
+            .header("x-forwarded-for", "192.0.2.10")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(bare("192.0.2.11").await.unwrap().status(), 401);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_over_budget_are_accepted_at_low_priority_and_counted() {
+    let app = configured_app_with(&[
+        ("LEADQ_WEBHOOK_BUDGET_PER_SEC", "1"),
+        ("LEADQ_WEBHOOK_BUDGET_BURST", "2"),
+    ])
+    .await;
+    let metrics_url = format!("{}/metrics", app.address);
+    let series = "leadq_webhook_over_budget_total{source=\"chatwoot\"}";
+    let before = counter(&app.text(&metrics_url).await, series);
+    let mut priorities = Vec::new();
+    #[allow(clippy::disallowed_methods)]
+    let url = std::env::var("REDIS_URL").unwrap();
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let body = message_body(ACCOUNT, 9000 + i, false, "incoming");
+        let res = post_chatwoot(&app, &body, &format!("d-{i}")).await;
+        assert_eq!(res.status(), 200, "never refused");
+        let v: Value = res.json().await.unwrap();
+        let job_id = v["job_id"].as_str().expect("enqueued").to_owned();
+        // Normal priority is not stored (absent: normal); low is "2".
+        let p: Option<String> = redis::cmd("HGET")
+            .arg(format!(
+                "{{{}:chatwoot_event}}:jobs",
+                app.settings.queue.prefix
+            ))
+            .arg(format!("{job_id}:p"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        priorities.push(p.unwrap_or_else(|| "1".into()));
+    }
+    // The burst at normal priority ("1"), the rest at low ("2").
+    assert_eq!(&priorities[..2], ["1", "1"], "{priorities:?}");
+    assert!(priorities[2..].iter().any(|p| p == "2"), "{priorities:?}");
+    let after = counter(&app.text(&metrics_url).await, series);
+    assert!(after >= before + 1.0, "{before} -> {after}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_the_token_when_one_is_set() {
+    let token = "m".repeat(40);
+    let app = spawn_app_with(&[("LEADQ_METRICS_TOKEN", &token)]).await;
+    let url = format!("{}/metrics", app.address);
+    let (status, _, c) = code(app.client.get(&url).send().await.unwrap()).await;
+    assert_eq!((status, c.as_str()), (401, "invalid_metrics_token"));
+    let (status, _, _) = code(
+        app.client
+            .get(&url)
+            .bearer_auth("nope")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let body = app
+        .client
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("leadq_http_requests_total"), "{body:.200}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_their_own_address_are_not_served_on_the_api_address() {
+    let db = leadq_testkit::TestDb::new().await;
+    let settings = leadq_testkit::settings(
+        &db.url,
+        &leadq_testkit::queue_prefix(),
+        &[("LEADQ_METRICS_ADDR", "127.0.0.1:0")],
+    );
+    let app = leadq_api::Application::build(&settings).await.unwrap();
+    let (api, metrics) = (app.addr(), app.metrics_addr().expect("bound"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let on_api = client
+        .get(format!("http://{api}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_api.status(), 404);
+    let own = client
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    assert!(own.text().await.unwrap().contains("leadq_"));
+    let _ = stop.send(());
+    let _ = task.await;
+}
