@@ -16,7 +16,8 @@
 //!   span tenants, so the threshold is what tells routine from a sweep), and every *refused*
 //!   job of an API key (a key can only ever act for its own tenant, so accepted jobs are not
 //!   worth a Redis round trip on the hot path);
-//! - the API: operator requests naming a tenant, and failed authentications by source address
+//! - the API: operator requests naming a tenant (the dead-letter routes' tenant filter), and
+//!   failed authentications by source address
 //!   against the tenant they named (`address:<ip>`; an address is kept in the audit row because
 //!   on-call needs it to block the source — it is the attacker's, not a data subject's).
 //!

@@ -57,13 +57,23 @@ pub struct ActionBody {
     all: bool,
 }
 
-async fn filter_of(app: &AppState, p: &FilterParams) -> Result<Filter, ApiError> {
+/// The filter of `p`. A tenant named by an operator is a cross-tenant sighting
+/// (`leadq_jobs::abuse`): one operator sweeping many tenants' dead letters is noticed.
+async fn filter_of(
+    app: &AppState,
+    operator: &OperatorContext,
+    p: &FilterParams,
+) -> Result<Filter, ApiError> {
     let tenant = match &p.tenant {
-        Some(slug) => Some(
-            deadletters::tenant_by_slug(&app.pool, slug)
+        Some(slug) => {
+            let id = deadletters::tenant_by_slug(&app.pool, slug)
                 .await
-                .map_err(|_| ApiError::NotFound)?,
-        ),
+                .map_err(|_| ApiError::NotFound)?;
+            app.watch
+                .saw(&operator.actor, &id.to_string(), &operator.correlation_id)
+                .await;
+            Some(id)
+        }
         None => None,
     };
     let now = Utc::now();
@@ -96,7 +106,7 @@ pub async fn list(
 ) -> Result<Json<Page>, ApiError> {
     operator.require(permission::DLQ)?;
     known(&kind)?;
-    let filter = filter_of(&app, &q.filter).await?;
+    let filter = filter_of(&app, &operator, &q.filter).await?;
     deadletters::list(
         &app.pool,
         &app.queue,
@@ -137,7 +147,7 @@ async fn act(
     let selection = match body.job_ids {
         Some(ids) => Selection::Ids(ids),
         None => Selection::Matching {
-            filter: filter_of(&app, &body.filter).await?,
+            filter: filter_of(&app, &operator, &body.filter).await?,
             all: body.all,
         },
     };
