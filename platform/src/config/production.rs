@@ -162,4 +162,40 @@ mod tests {
             "no value is echoed"
         );
     }
+
+    #[test]
+    fn production_refuses_the_published_development_secrets_and_nothing_else() {
+        let dev_key = "compose-dev:bGVhZHEtY29tcG9zZS1kZXZlbG9wbWVudC1rZXktMzI=";
+        let fresh_key = Keyring::random("k1").to_spec();
+        let with = |env: &str, key: &str, url: &str| {
+            crate::config::Settings::load(
+                &[
+                    ("LEADQ_ENVIRONMENT", env),
+                    ("DATABASE_URL", url),
+                    ("REDIS_URL", "redis://r:6379/"),
+                    ("LEADQ_SIGNING_KEYS", key),
+                    ("LEADQ_DATA_KEYS", fresh_key.expose()),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+                crate::config::Needs {
+                    database: true,
+                    redis: true,
+                    keys: false,
+                },
+                &[],
+            )
+        };
+        let default_pw = "postgres://leadq:leadq@db:5432/leadq";
+        let strong_pw = "postgres://leadq:n0t-the-default-9f3@db:5432/leadq";
+        let err = with("production", dev_key, default_pw).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.problems[0].starts_with("LEADQ_SIGNING_KEYS holds the published"));
+        assert!(err.problems[1].starts_with("DATABASE_URL uses a default database password"));
+        assert!(!err.to_string().contains("bGVhZHEt"), "key material echoed");
+        // Development runs with them; production runs with fresh ones.
+        assert!(with("development", dev_key, default_pw).is_ok());
+        assert!(with("production", fresh_key.expose(), strong_pw).is_ok());
+    }
 }
