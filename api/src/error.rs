@@ -65,6 +65,27 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// The path does not decode to clean UTF-8, or a path parameter has the wrong form.
+    #[error("the request path is not valid (bad encoding, a control character, or a malformed parameter)")]
+    InvalidPath,
+    /// The query string does not decode to clean UTF-8, or a parameter has the wrong form.
+    #[error("the query string is not valid (bad encoding, a control character, or a malformed or out-of-range parameter)")]
+    InvalidQuery,
+    /// The route exists, but not with this method (`Allow` lists the ones it has).
+    #[error("method not allowed on this route; see the Allow header")]
+    MethodNotAllowed,
+    /// A string in the body holds a character PostgreSQL cannot store (NUL); the JSON path.
+    #[error("the body holds a NUL character (U+0000) at {0}, which cannot be stored")]
+    UnsupportedCharacter(String),
+    /// A webhook body field of the wrong JSON type; the JSON path.
+    #[error("field {0} has the wrong type")]
+    InvalidField(&'static str),
+    /// The request took longer than the server allows.
+    #[error("the request timed out; retry later")]
+    Timeout,
+    /// A request refused before any handler ran, for a reason with no code of its own.
+    #[error("bad request")]
+    BadRequest,
     /// Field-level validation failed.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
@@ -113,7 +134,14 @@ impl ApiError {
             | Self::OperatorLacksPermission(_) => StatusCode::FORBIDDEN,
             Self::BadSignature | Self::StaleTimestamp => StatusCode::UNAUTHORIZED,
             Self::WrongAccount => StatusCode::FORBIDDEN,
-            Self::MalformedJson => StatusCode::BAD_REQUEST,
+            Self::MalformedJson | Self::InvalidPath | Self::InvalidQuery | Self::BadRequest => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedCharacter(_) | Self::InvalidField(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::InvalidBody | Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -145,6 +173,13 @@ impl ApiError {
             Self::StaleTimestamp => "stale_timestamp",
             Self::WrongAccount => "wrong_account",
             Self::MalformedJson => "malformed_json",
+            Self::InvalidPath => "invalid_path",
+            Self::InvalidQuery => "invalid_query",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UnsupportedCharacter(_) => "unsupported_character",
+            Self::InvalidField(_) => "invalid_field",
+            Self::Timeout => "timeout",
+            Self::BadRequest => "bad_request",
             Self::InvalidBody => "invalid_body",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",

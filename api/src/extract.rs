@@ -171,25 +171,36 @@ pub struct ApiJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for ApiJson<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
+    /// Parsed as a JSON value first, so a string PostgreSQL cannot store (NUL) is refused here,
+    /// with its path, whatever the route; then typed.
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(match rejection {
-                JsonRejection::JsonSyntaxError(_) => ApiError::MalformedJson,
-                JsonRejection::JsonDataError(_) => ApiError::InvalidBody,
-                JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-                JsonRejection::BytesRejection(r)
-                    if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-                {
-                    ApiError::PayloadTooLarge
-                }
-                other => ApiError::Internal(anyhow::anyhow!("body rejected: {other}")),
-            }),
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rejection) => {
+                return Err(match rejection {
+                    JsonRejection::JsonSyntaxError(_) => ApiError::MalformedJson,
+                    JsonRejection::JsonDataError(_) => ApiError::InvalidBody,
+                    JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+                    JsonRejection::BytesRejection(r)
+                        if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+                    {
+                        ApiError::PayloadTooLarge
+                    }
+                    JsonRejection::BytesRejection(_) => ApiError::BadRequest,
+                    other => ApiError::Internal(anyhow::anyhow!("body rejected: {other}")),
+                })
+            }
+        };
+        if let Some(path) = leadq_platform::db::unstorable_path(&value) {
+            return Err(ApiError::UnsupportedCharacter(path));
         }
+        serde_json::from_value(value)
+            .map(ApiJson)
+            .map_err(|_| ApiError::InvalidBody)
     }
 }

@@ -11,6 +11,8 @@
 //! - [`extract`]: the `Auth` extractor (API key → tenant), `Operator` / `OperatorContext`
 //!   (operator token → `operator:<name>` and the correlation id), `ApiJson`.
 //! - [`middleware`]: correlation id, request span, HTTP metrics.
+//! - [`rejections`]: paths and queries that do not decode, and every layer's bare error
+//!   status, answered in the standard error body.
 //! - [`edge`]: per-address lockout after failed authentications and the limit on requests
 //!   without credentials (the webhook budget is in `routes::webhooks`).
 //! - [`tls`]: HTTPS on the listener (`LEADQ_API_TLS_*_FILE`), certificate reloaded on SIGHUP.
@@ -22,6 +24,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod rejections;
 pub mod routes;
 pub mod tls;
 
@@ -93,7 +96,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/audit", get(routes::audit::list))
         .merge(health_routes(&state))
         .fallback(|| async { error::ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(rejections::sane_uri))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             edge::guard,
@@ -127,6 +132,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(15),
         ))
+        .layer(axum::middleware::from_fn(rejections::standard_bodies))
         .with_state(state)
 }
 

@@ -210,3 +210,54 @@ pub async fn connect(url: &Secret, max: u32) -> Result<PgPool, DbError> {
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     MIGRATOR.run(pool).await.map_err(DbError::Migrate)
 }
+
+/// The JSON path of the first string (or key) in `v` that PostgreSQL cannot store: `text` and
+/// `jsonb` refuse U+0000, whatever the encoding it arrived in. The edge refuses such input
+/// (a 4xx) instead of letting a handler meet the database's error. Depth is bounded by the
+/// JSON parser (serde_json refuses nesting over 128).
+pub fn unstorable_path(v: &serde_json::Value) -> Option<String> {
+    fn walk(v: &serde_json::Value, path: &mut String) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("/{i}"));
+                let bad = walk(item, path);
+                if !bad {
+                    path.truncate(len);
+                }
+                bad
+            }),
+            serde_json::Value::Object(map) => map.iter().any(|(k, item)| {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&k.replace('\0', "\\u0000"));
+                let bad = k.contains('\0') || walk(item, path);
+                if !bad {
+                    path.truncate(len);
+                }
+                bad
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    walk(v, &mut path).then(|| if path.is_empty() { "/".into() } else { path })
+}
+
+#[cfg(test)]
+mod unstorable_tests {
+    #[test]
+    fn nul_anywhere_is_found_with_its_path() {
+        let ok = serde_json::json!({"a": ["x", {"b": "y"}], "n": 1});
+        assert_eq!(super::unstorable_path(&ok), None);
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"a": ["x", {"b": "y\u0000z"}]}"#).unwrap();
+        assert_eq!(super::unstorable_path(&v).as_deref(), Some("/a/1/b"));
+        let k: serde_json::Value = serde_json::from_str(r#"{"k\u0000": 1}"#).unwrap();
+        assert!(super::unstorable_path(&k).is_some());
+        // An escaped backslash followed by "u0000" is text, not NUL.
+        let t: serde_json::Value = serde_json::from_str(r#"{"a": "\\u0000"}"#).unwrap();
+        assert_eq!(super::unstorable_path(&t), None);
+    }
+}

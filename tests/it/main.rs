@@ -16,6 +16,7 @@ mod dlq;
 mod edge;
 mod engine;
 mod erase;
+mod hostile;
 mod keys;
 mod limits;
 mod observability;

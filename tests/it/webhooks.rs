@@ -283,7 +283,7 @@ async fn bad_bodies_get_a_4xx_code_and_leave_nothing_behind() {
             "event of the wrong type",
             br#"{"event":5,"id":1}"#.to_vec(),
             422,
-            "invalid_body",
+            "invalid_field",
         ),
         (
             "id of the wrong type",
@@ -291,7 +291,7 @@ async fn bad_bodies_get_a_4xx_code_and_leave_nothing_behind() {
                 "account": {"id": ACCOUNT}}))
             .unwrap(),
             422,
-            "invalid_body",
+            "invalid_field",
         ),
         ("not an object", b"[]".to_vec(), 422, "invalid_body"),
     ];

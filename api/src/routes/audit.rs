@@ -1,6 +1,8 @@
 //! `GET /v1/audit`: a tenant reads its own audit trail, newest first, paged by id.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use crate::rejections::ApiQuery;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use leadq_platform::apikey::scope;
@@ -45,7 +47,7 @@ pub struct AuditPage {
 pub async fn list(
     State(app): State<AppState>,
     auth: Auth,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let principal = auth.require(scope::ADMIN)?;
     let limit = page.limit.unwrap_or(50).clamp(1, 500);

@@ -7,7 +7,9 @@
 //!   `{"job_ids": [...]}` or a filter `{"tenant", "reason", "older_than_secs",
 //!   "newer_than_secs"}` (a purge of everything also needs `"all": true`).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use crate::rejections::{ApiPath, ApiQuery};
 use axum::Json;
 use chrono::{TimeDelta, Utc};
 use leadq_jobs::ops::deadletters::{self, Action, Outcome, Selection};
@@ -101,8 +103,8 @@ fn known(kind: &str) -> Result<(), ApiError> {
 pub async fn list(
     State(app): State<AppState>,
     operator: OperatorContext,
-    Path(kind): Path<String>,
-    Query(q): Query<ListParams>,
+    ApiPath(kind): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ListParams>,
 ) -> Result<Json<Page>, ApiError> {
     operator.require(permission::DLQ)?;
     known(&kind)?;
@@ -125,7 +127,7 @@ pub async fn list(
 pub async fn show(
     State(app): State<AppState>,
     operator: OperatorContext,
-    Path((kind, job_id)): Path<(String, Uuid)>,
+    ApiPath((kind, job_id)): ApiPath<(String, Uuid)>,
 ) -> Result<Json<DeadLetter>, ApiError> {
     operator.require(permission::DLQ)?;
     known(&kind)?;
@@ -169,7 +171,7 @@ async fn act(
 pub async fn redrive(
     State(app): State<AppState>,
     operator: OperatorContext,
-    Path(kind): Path<String>,
+    ApiPath(kind): ApiPath<String>,
     ApiJson(body): ApiJson<ActionBody>,
 ) -> Result<Json<Outcome>, ApiError> {
     act(app, operator, kind, body, Action::Redrive).await
@@ -179,7 +181,7 @@ pub async fn redrive(
 pub async fn purge(
     State(app): State<AppState>,
     operator: OperatorContext,
-    Path(kind): Path<String>,
+    ApiPath(kind): ApiPath<String>,
     ApiJson(body): ApiJson<ActionBody>,
 ) -> Result<Json<Outcome>, ApiError> {
     act(app, operator, kind, body, Action::Purge).await

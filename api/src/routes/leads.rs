@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::rejections::ApiPath;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -192,7 +194,7 @@ pub async fn create(
 pub async fn delete(
     State(app): State<AppState>,
     auth: Auth,
-    Path(external_id): Path<String>,
+    ApiPath(external_id): ApiPath<String>,
 ) -> Result<Json<leadq_jobs::lead::Erased>, ApiError> {
     let principal = auth.require(scope::LEADS_WRITE)?;
     let erased = leadq_jobs::lead::erase(
@@ -242,7 +244,7 @@ pub struct LeadView {
 pub async fn get(
     State(app): State<AppState>,
     auth: Auth,
-    Path(external_id): Path<String>,
+    ApiPath(external_id): ApiPath<String>,
 ) -> Result<Json<LeadView>, ApiError> {
     let principal = auth.require(scope::LEADS_READ)?;
     let lead: Option<LeadView> = sqlx::query_as(

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::rejections::ApiPath;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
@@ -182,7 +184,7 @@ async fn budget_priority(app: &AppState, tenant: uuid::Uuid, source: &'static st
 /// `POST /v1/webhooks/chatwoot/{tenant}`.
 pub async fn chatwoot(
     state: State<AppState>,
-    slug: Path<String>,
+    slug: ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -194,7 +196,7 @@ pub async fn chatwoot(
 
 async fn chatwoot_delivery(
     State(app): State<AppState>,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -236,6 +238,14 @@ async fn chatwoot_delivery(
             chatwoot::Malformed::WrongAccount(_) => {
                 count(SRC, outcome::WRONG_ACCOUNT);
                 ApiError::WrongAccount
+            }
+            chatwoot::Malformed::Field(path) => {
+                count(SRC, outcome::MALFORMED);
+                ApiError::InvalidField(path)
+            }
+            chatwoot::Malformed::Unstorable(path) => {
+                count(SRC, outcome::MALFORMED);
+                ApiError::UnsupportedCharacter(path)
             }
         }
     })?;
@@ -307,7 +317,7 @@ async fn chatwoot_delivery(
 /// (`answerCallbackQuery`), so the user's client stops its spinner at once.
 pub async fn telegram(
     state: State<AppState>,
-    slug: Path<String>,
+    slug: ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -319,7 +329,7 @@ pub async fn telegram(
 
 async fn telegram_delivery(
     State(app): State<AppState>,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -342,6 +352,7 @@ async fn telegram_delivery(
         match e {
             telegram::Malformed::NotJson => ApiError::MalformedJson,
             telegram::Malformed::Shape(_) => ApiError::InvalidBody,
+            telegram::Malformed::Unstorable(path) => ApiError::UnsupportedCharacter(path),
         }
     })?;
     let answer = |callback: Option<String>, status: &str| {

@@ -39,6 +39,68 @@ pub enum Malformed {
     /// The body's account is not the tenant's.
     #[error("account {0} is not the tenant's Chatwoot account")]
     WrongAccount(i64),
+    /// A field the handler reads has a JSON type Chatwoot never sends there (the JSON path).
+    #[error("field {0} has the wrong type")]
+    Field(&'static str),
+    /// A string PostgreSQL cannot store (NUL), at this JSON path.
+    #[error("NUL character at {0}")]
+    Unstorable(String),
+}
+
+/// The JSON types Chatwoot sends at each path the handler reads. The documented tolerances are
+/// the only ones: `message_type` as word or number, times in three encodings; an id as a string
+/// or a flag as `"false"` is refused, never coerced.
+#[derive(Clone, Copy)]
+enum Want {
+    /// An integer number.
+    Int,
+    /// A string.
+    Str,
+    /// A boolean.
+    Bool,
+    /// A string or an integer (`message_type`).
+    StrOrInt,
+    /// A time: a string, or an integer or float number.
+    Time,
+}
+
+const TYPED: [(&str, Want); 20] = [
+    ("/event", Want::Str),
+    ("/id", Want::Int),
+    ("/account/id", Want::Int),
+    ("/content", Want::Str),
+    ("/private", Want::Bool),
+    ("/message_type", Want::StrOrInt),
+    ("/created_at", Want::Time),
+    ("/updated_at", Want::Time),
+    ("/timestamp", Want::Time),
+    ("/status", Want::Str),
+    ("/sender/id", Want::Int),
+    ("/sender/type", Want::Str),
+    ("/sender/name", Want::Str),
+    ("/sender/email", Want::Str),
+    ("/sender/phone_number", Want::Str),
+    ("/conversation/id", Want::Int),
+    ("/conversation/meta/sender/id", Want::Int),
+    ("/conversation/meta/sender/email", Want::Str),
+    ("/meta/sender/id", Want::Int),
+    ("/meta/sender/email", Want::Str),
+];
+
+/// The first typed path of `body` whose value has a type Chatwoot never sends there. `null`
+/// and an absent field are left to the checks that need the field.
+fn mistyped(body: &Value) -> Option<&'static str> {
+    TYPED.iter().find_map(|(path, want)| {
+        let v = body.pointer(path).filter(|v| !v.is_null())?;
+        let ok = match want {
+            Want::Int => v.as_i64().is_some(),
+            Want::Str => v.is_string(),
+            Want::Bool => v.is_boolean(),
+            Want::StrOrInt => v.is_string() || v.as_i64().is_some(),
+            Want::Time => v.is_string() || v.is_number(),
+        };
+        (!ok).then_some(*path)
+    })
 }
 
 /// An integer sent as a number or as a numeric string.
@@ -177,6 +239,12 @@ pub fn normalize(
         serde_json::from_slice(raw).map_err(|e| Malformed::NotJson(json_error_label(&e)))?;
     if !body.is_object() {
         return Err(Malformed::Shape("body is not a JSON object"));
+    }
+    if let Some(path) = leadq_platform::db::unstorable_path(&body) {
+        return Err(Malformed::Unstorable(path));
+    }
+    if let Some(path) = mistyped(&body) {
+        return Err(Malformed::Field(path));
     }
     let event = body
         .get("event")
@@ -468,8 +536,22 @@ mod tests {
         ));
         assert!(matches!(
             normalize(br#"{"event":5}"#, 7, now()),
-            Err(Malformed::Shape(_))
+            Err(Malformed::Field("/event"))
         ));
+        assert!(matches!(
+            normalize(
+                br#"{"event":"message_created","private":"false"}"#,
+                7,
+                now()
+            ),
+            Err(Malformed::Field("/private"))
+        ));
+        let nul = normalize(
+            br#"{"event":"message_created","content":"a\u0000"}"#,
+            7,
+            now(),
+        );
+        assert!(matches!(nul, Err(Malformed::Unstorable(p)) if p == "/content"));
         let e = normalize(b"{\"secret\": \"hunter2", 7, now()).unwrap_err();
         assert!(!e.to_string().contains("hunter2"));
         assert!(matches!(

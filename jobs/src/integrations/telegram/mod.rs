@@ -54,6 +54,9 @@ pub enum Malformed {
     /// JSON of the wrong shape.
     #[error("{0}")]
     Shape(&'static str),
+    /// A string PostgreSQL cannot store (NUL), at this JSON path.
+    #[error("NUL character at {0}")]
+    Unstorable(String),
 }
 
 /// The substring of `text` at UTF-16 `offset`/`length`, as Telegram counts entities.
@@ -205,6 +208,9 @@ fn from_callback(cb: &Value) -> Result<LeadInput, &'static str> {
 /// the 26 update kinds is [`Normalized::Ignored`].
 pub fn normalize(raw: &[u8]) -> Result<Normalized, Malformed> {
     let update: Value = serde_json::from_slice(raw).map_err(|_| Malformed::NotJson)?;
+    if let Some(path) = leadq_platform::db::unstorable_path(&update) {
+        return Err(Malformed::Unstorable(path));
+    }
     let update_id = update
         .get("update_id")
         .and_then(Value::as_i64)
