@@ -18,6 +18,20 @@ pub enum Mode {
     /// seconds while A's backlog drains; reports B's latency (`b_lat_ms`) and A's backlog
     /// left when B's last job was enqueued.
     Fair,
+    /// The real lead path: leads (or signed Chatwoot messages, `--source chatwoot`) posted
+    /// over HTTP by C clients for T tenants to a running API, run by the real worker into
+    /// PostgreSQL (see `e2e.rs`).
+    E2e,
+}
+
+/// What `--mode e2e` posts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `POST /v1/leads` with a tenant key → `lead_score`.
+    Lead,
+    /// Signed Chatwoot `message_created` webhooks → `chatwoot_event`.
+    Chatwoot,
 }
 
 /// Drain phases.
@@ -137,6 +151,19 @@ pub struct BenchArgs {
     /// `LEADQ_DEDUPE_TTL_SECS`, as in production.
     #[arg(long = "dedupe-ttl-secs")]
     pub(super) dedupe_ttl_secs: Option<u64>,
+    /// E2e: tenants the load is spread over (created by the bench, each with its own key).
+    #[arg(long, default_value_t = 1)]
+    pub(super) tenants: usize,
+    /// E2e: what is posted.
+    #[arg(long, value_enum, default_value = "lead")]
+    pub(super) source: Source,
+    /// E2e: post exactly this many (else post for `--duration` seconds).
+    #[arg(long)]
+    pub(super) leads: Option<usize>,
+    /// E2e: the API to post to (`http://host:port`); without it the bench starts `leadq api`
+    /// and `leadq worker` itself, with the environment's settings, and reports their memory.
+    #[arg(long)]
+    pub(super) api: Option<String>,
     /// Internal.
     #[arg(long, value_enum, default_value = "bench")]
     pub(super) role: Role,

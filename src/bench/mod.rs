@@ -18,12 +18,14 @@
 //! - `harness`: the bench queue (production's settings), its jobs, bulk enqueueing.
 //! - `worker`: one worker as `leadq worker` runs it, and the tally of its completions.
 //! - `cost`: the Redis cost per job and the memory held, from `leadq_queue::probe` readings.
-//! - one file per mode: `drain`, `steady` (with its producer child), `fair`.
+//! - one file per mode: `drain`, `steady` (with its producer child), `fair`; and `e2e`, the
+//!   real lead path over HTTP (the one mode that measures the job catalogue and PostgreSQL
+//!   too, so the one that depends on `leadq-jobs`).
 //! - `timer`: the precise sleep of `--sleep-timer precise`.
 //!
 //! This module keeps the dispatch ([`run`]), the fields every JSON line starts with, and the
 //! small helpers (clock, rounding) the others share. The bench depends on `leadq-queue`, never
-//! on `leadq-jobs`: it measures the engine, not the job catalogue.
+//! on `leadq-jobs` (but `e2e`): it measures the engine, not the job catalogue.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,13 +35,14 @@ use serde_json::json;
 mod args;
 mod cost;
 mod drain;
+mod e2e;
 mod fair;
 mod harness;
 mod steady;
 mod timer;
 mod worker;
 
-pub use args::{BenchArgs, BenchRuntime, Mode, Phase, Role, SleepTimer};
+pub use args::{BenchArgs, BenchRuntime, Mode, Phase, Role, SleepTimer, Source};
 
 /// The bench's job kind (and the queue key's kind: `{<queue>:bench}`).
 const KIND: &str = "bench";
@@ -108,6 +111,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         Mode::Drain => drain::run(&a, &mut out).await?,
         Mode::Steady => steady::run(&a, &mut out).await?,
         Mode::Fair => fair::run(&a, &mut out).await?,
+        Mode::E2e => e2e::run(&a, &mut out).await?,
     }
     println!("{}", serde_json::to_string(&out)?);
     Ok(())

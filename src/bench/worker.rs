@@ -202,7 +202,7 @@ pub(super) async fn run_worker(
     // Steady and fair runs send for `--duration` seconds: the timeout counts from the end of
     // that schedule, so a 10-minute run is not cut at the default 300 s.
     let schedule = match a.mode {
-        Mode::Drain => Duration::ZERO,
+        Mode::Drain | Mode::E2e => Duration::ZERO,
         Mode::Steady | Mode::Fair => {
             Duration::try_from_secs_f64(a.duration.max(0.0)).unwrap_or(Duration::MAX)
         }

@@ -82,3 +82,52 @@ fn a_no_op_drain_on_the_multi_thread_runtime_completes_every_job_and_reports_red
     // Read from Redis INFO, which other tests share: present, not bounded here.
     assert!(f(&v, &["redis", "work", "cmds_per_job"]) > 0.0, "{v}");
 }
+
+/// `leadq bench --mode e2e`, tiny, for both sources: the real API and worker (started by the
+/// bench on the test's database and queues), leads and signed Chatwoot messages posted over
+/// HTTP, every one stored once and the audit chains intact. No timing is asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_e2e_mode_runs_the_real_path_and_checks_what_it_stored() {
+    let app = leadq_testkit::spawn_app().await;
+    for source in ["lead", "chatwoot"] {
+        let out = crate::leadq_cmd(&app)
+            .args(["bench", "--mode", "e2e", "--tenants", "2", "--leads", "30"])
+            .args(["--c", "4", "--timeout-s", "60", "--source", source])
+            .output()
+            .expect("run leadq bench --mode e2e");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{source}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        for field in [
+            "mode",
+            "tenants",
+            "n",
+            "scored_per_s",
+            "ingest_per_s",
+            "http_ms",
+            "e2e_ms",
+            "stored_once",
+            "audit_verified",
+            "ok",
+            "tx_per_lead",
+            "wal_bytes_per_lead",
+            "worker_rss_mb",
+            "api_rss_mb",
+        ] {
+            assert!(line.get(field).is_some(), "{field} missing: {line}");
+        }
+        assert_eq!(line["mode"], "e2e");
+        assert_eq!(line["source"], source);
+        assert_eq!(line["n"], 30, "{line}");
+        assert_eq!(line["completed"], 30, "{line}");
+        assert_eq!(line["stored_once"], true, "{line}");
+        assert_eq!(line["audit_verified"], true, "{line}");
+        assert_eq!(line["ok"], true, "{line}");
+        assert!(line["e2e_ms"]["p99"].as_f64().unwrap() >= line["e2e_ms"]["p50"].as_f64().unwrap());
+    }
+    app.stop().await;
+}

@@ -1,0 +1,411 @@
+//! `--mode e2e`: the real lead path, measured as a user sees it.
+//!
+//! C clients post leads (`POST /v1/leads` with each tenant's key) or signed Chatwoot
+//! `message_created` webhooks (`--source chatwoot`) for T tenants the bench creates, to a
+//! running API (`--api`) or to `leadq api` and `leadq worker` it starts itself with the
+//! environment's settings; the real worker runs them into PostgreSQL (audit rows, `job_runs`).
+//! It then waits until every accepted job has completed and reports: ingest requests/s and the
+//! HTTP latency the clients saw; enqueue→done latency and jobs completed per second from
+//! `job_runs` (server clocks, `finished_at - enqueued_at`); PostgreSQL transactions and WAL
+//! bytes per job (`pg_stat_database`, `pg_current_wal_lsn` deltas: the whole server, so run it
+//! on a quiet one); the peak RSS of the processes it started; and whether every lead was stored
+//! exactly once and the audit chains verify. `ok` is all of those.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use leadq_jobs::integrations::{chatwoot, settings as integrations};
+use leadq_platform::config::{Needs, Settings};
+use leadq_platform::db::{self, Scope};
+use leadq_platform::secret::Secret;
+use leadq_platform::tenant::{self, CreatedTenant};
+use serde_json::json;
+use sqlx::PgPool;
+
+use super::args::Source;
+use super::worker::summarize;
+use super::{round_to, BenchArgs};
+
+/// One tenant of the run, and its Chatwoot account and secret when the source is Chatwoot.
+struct Tenant {
+    created: CreatedTenant,
+    chatwoot: Option<(i64, String)>,
+}
+
+/// The processes the bench started (killed when dropped).
+struct Stack {
+    api_url: String,
+    children: Vec<(&'static str, tokio::process::Child)>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("{url} did not become ready within 60 s")
+}
+
+/// `leadq api` and `leadq worker`, this binary, on free loopback ports.
+async fn start_stack(client: &reqwest::Client) -> anyhow::Result<Stack> {
+    let exe = std::env::current_exe()?;
+    let (api_port, worker_port) = (free_port()?, free_port()?);
+    let mut children = Vec::new();
+    for role in ["api", "worker"] {
+        let child = tokio::process::Command::new(&exe)
+            .arg(role)
+            .env("LEADQ_API_ADDR", format!("127.0.0.1:{api_port}"))
+            .env("LEADQ_WORKER_ADDR", format!("127.0.0.1:{worker_port}"))
+            .env("LEADQ_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start leadq {role}"))?;
+        children.push((role, child));
+    }
+    let api_url = format!("http://127.0.0.1:{api_port}");
+    wait_ready(client, &format!("{api_url}/readyz")).await?;
+    wait_ready(client, &format!("http://127.0.0.1:{worker_port}/readyz")).await?;
+    Ok(Stack { api_url, children })
+}
+
+/// Peak resident memory of a process in MB (`VmHWM`), if it can be read.
+fn peak_rss_mb(pid: Option<u32>) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(round_to(kb / 1024.0, 1))
+}
+
+async fn create_tenants(
+    pool: &PgPool,
+    settings: &Settings,
+    a: &BenchArgs,
+    run: &str,
+) -> anyhow::Result<Vec<Tenant>> {
+    let mut out = Vec::new();
+    for i in 0..a.tenants.max(1) {
+        let slug = format!("e2e-{run}-{i}");
+        let created = tenant::create(pool, &slug, "e2e bench").await?;
+        let chatwoot = if a.source == Source::Chatwoot {
+            let account = 100_000 + i as i64;
+            let secret = uuid::Uuid::new_v4().simple().to_string();
+            let update = integrations::TenantUpdate {
+                chatwoot_account_id: Some(account),
+                chatwoot_secret: Some(Secret::new(secret.clone())),
+                ..Default::default()
+            };
+            let sealer = leadq_jobs::pii::Sealer::new(settings.data_keys().clone());
+            integrations::update(pool, &sealer, &slug, &update, "operator:bench").await?;
+            Some((account, secret))
+        } else {
+            None
+        };
+        out.push(Tenant { created, chatwoot });
+    }
+    Ok(out)
+}
+
+/// The `i`th request of the run.
+fn request(
+    client: &reqwest::Client,
+    api: &str,
+    t: &Tenant,
+    run: &str,
+    i: usize,
+) -> reqwest::RequestBuilder {
+    match &t.chatwoot {
+        None => client
+            .post(format!("{api}/v1/leads"))
+            .bearer_auth(t.created.api_key.expose())
+            .json(&json!({
+                "external_id": format!("e2e-{run}-{i}"),
+                "source": "telegram",
+                "name": "Ada Lovelace",
+                "email": format!("ada+{i}@example.com"),
+                "answers": {"budget": "50k+", "timeline": "this_month",
+                            "company_size": "51-200",
+                            "need": "We need a CRM integration for our sales team"}
+            })),
+        Some((account, secret)) => {
+            let body = serde_json::to_vec(&json!({
+                "event": "message_created", "id": i + 1, "account": {"id": account},
+                "message_type": "incoming", "private": false, "content_type": "text",
+                "content": "Hello, we need a CRM for 50 people",
+                "created_at": chrono::Utc::now().to_rfc3339(),
+                "sender": {"id": i + 1, "type": "contact", "name": "Ada Lovelace",
+                           "email": format!("ada+{i}@example.com"), "phone_number": null},
+                "conversation": {"id": i + 1, "status": "open"}
+            }))
+            .expect("a JSON value serialises");
+            let ts = chrono::Utc::now().timestamp();
+            client
+                .post(format!("{api}/v1/webhooks/chatwoot/{}", t.created.slug))
+                .header("content-type", "application/json")
+                .header("x-chatwoot-delivery", uuid::Uuid::new_v4().to_string())
+                .header("x-chatwoot-timestamp", ts.to_string())
+                .header(
+                    "x-chatwoot-signature",
+                    chatwoot::sign(secret.as_bytes(), ts, &body),
+                )
+                .body(body)
+        }
+    }
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Posted {
+    http_ms: Vec<f64>,
+    accepted: usize,
+    refused: usize,
+}
+
+async fn post_all(
+    client: &reqwest::Client,
+    api: &str,
+    tenants: Arc<Vec<Tenant>>,
+    a: &BenchArgs,
+    run: &str,
+) -> Posted {
+    let next = Arc::new(AtomicUsize::new(0));
+    let posted = Arc::new(Mutex::new(Posted::default()));
+    let deadline = Instant::now() + Duration::from_secs_f64(a.duration);
+    let limit = a.leads;
+    let mut tasks = Vec::new();
+    for _ in 0..a.c.max(1) {
+        let (client, api, tenants, run) = (
+            client.clone(),
+            api.to_owned(),
+            tenants.clone(),
+            run.to_owned(),
+        );
+        let (next, posted) = (next.clone(), posted.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let done = match limit {
+                    Some(n) => i >= n,
+                    None => Instant::now() >= deadline,
+                };
+                if done {
+                    return;
+                }
+                let t = &tenants[i % tenants.len()];
+                let started = Instant::now();
+                let ok = request(&client, &api, t, &run, i)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                let mut p = posted.lock().expect("no panic while held");
+                p.http_ms.push(ms);
+                if ok {
+                    p.accepted += 1;
+                } else {
+                    p.refused += 1;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Arc::try_unwrap(posted)
+        .ok()
+        .and_then(|m| m.into_inner().ok())
+        .unwrap_or_default()
+}
+
+/// `(completed, enqueue→done ms of each, first enqueue → last finish seconds)` of `kind`'s jobs
+/// of the run's tenants.
+async fn completions(
+    pool: &PgPool,
+    tenants: &[Tenant],
+    kind: &str,
+) -> anyhow::Result<(usize, Vec<f64>, f64)> {
+    let (mut lat, mut first, mut last) = (Vec::new(), f64::MAX, f64::MIN);
+    for t in tenants {
+        let mut tx = db::begin(pool, Scope::Tenant(t.created.tenant_id)).await?;
+        let rows: Vec<(f64, f64, f64)> = sqlx::query_as(
+            "select extract(epoch from enqueued_at)::float8,
+                    extract(epoch from finished_at)::float8,
+                    (extract(epoch from finished_at - enqueued_at) * 1000)::float8
+               from job_runs where kind = $1 and status = 'completed'",
+        )
+        .bind(kind)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (enq, fin, ms) in rows {
+            first = first.min(enq);
+            last = last.max(fin);
+            lat.push(ms);
+        }
+    }
+    Ok((lat.len(), lat, (last - first).max(0.001)))
+}
+
+/// Whether every accepted request was stored exactly once.
+async fn stored_once(
+    pool: &PgPool,
+    tenants: &[Tenant],
+    source: Source,
+    accepted: usize,
+) -> anyhow::Result<bool> {
+    let mut stored = 0i64;
+    for t in tenants {
+        let mut tx = db::begin(pool, Scope::Tenant(t.created.tenant_id)).await?;
+        let (n, distinct): (i64, i64) = match source {
+            Source::Lead => {
+                sqlx::query_as("select count(*), count(distinct external_id) from leads")
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+            Source::Chatwoot => {
+                sqlx::query_as("select count(*), count(distinct source_id) from lead_messages")
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+        };
+        if n != distinct {
+            return Ok(false);
+        }
+        stored += n;
+    }
+    Ok(stored == accepted as i64)
+}
+
+/// `(transactions committed, WAL position)` of the whole server.
+async fn pg_counters(pool: &PgPool) -> anyhow::Result<(i64, String)> {
+    Ok(sqlx::query_as(
+        "select (select sum(xact_commit)::bigint from pg_stat_database),
+                pg_current_wal_lsn()::text",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+async fn wal_bytes(pool: &PgPool, from: &str, to: &str) -> anyhow::Result<f64> {
+    Ok(
+        sqlx::query_scalar("select pg_wal_lsn_diff($2::pg_lsn, $1::pg_lsn)::float8")
+            .bind(from)
+            .bind(to)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Runs the mode (see the module docs) and fills `out`.
+pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::Result<()> {
+    let needs = Needs {
+        database: true,
+        redis: false,
+        keys: a.source == Source::Chatwoot,
+    };
+    let settings = Settings::from_env(needs, &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pool = db::connect(settings.database_url(), 4).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.c.max(1))
+        .build()?;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let tenants = Arc::new(create_tenants(&pool, &settings, a, &run).await?);
+    let mut stack = None;
+    let api = match &a.api {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let s = start_stack(&client).await?;
+            let url = s.api_url.clone();
+            stack = Some(s);
+            url
+        }
+    };
+    let kind = match a.source {
+        Source::Lead => leadq_jobs::kinds::LEAD_SCORE,
+        Source::Chatwoot => leadq_jobs::kinds::CHATWOOT_EVENT,
+    };
+    let (tx0, wal0) = pg_counters(&pool).await?;
+    let started = Instant::now();
+    let posted = post_all(&client, &api, tenants.clone(), a, &run).await;
+    let ingest_s = started.elapsed().as_secs_f64();
+    // Wait for every accepted job to complete (or the timeout).
+    let deadline = Instant::now() + Duration::from_secs(a.timeout_s);
+    let (done, lat, span_s) = loop {
+        let (done, lat, span) = completions(&pool, &tenants, kind).await?;
+        if done >= posted.accepted || Instant::now() >= deadline {
+            break (done, lat, span);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // Other sessions' statistics reach pg_stat_database within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (tx1, wal1) = pg_counters(&pool).await?;
+    let wal = wal_bytes(&pool, &wal0, &wal1).await?;
+    let rss = |role: &str| {
+        stack.as_ref().and_then(|s: &Stack| {
+            s.children
+                .iter()
+                .find(|(r, _)| *r == role)
+                .and_then(|(_, c)| peak_rss_mb(c.id()))
+        })
+    };
+    let (api_rss, worker_rss) = (rss("api"), rss("worker"));
+    let once = stored_once(&pool, &tenants, a.source, posted.accepted).await?;
+    let (audit_ok, audit_summary) =
+        leadq_platform::audit::summary(&leadq_platform::audit::verify_all(&pool).await?);
+    drop(stack);
+    let per = |x: f64| round_to(x / posted.accepted.max(1) as f64, 1);
+    let http = summarize(posted.http_ms);
+    let e2e = summarize(lat);
+    let o = out.as_object_mut().expect("the base line is an object");
+    for (k, v) in [
+        ("tenants", json!(tenants.len())),
+        ("source", json!(a.source)),
+        ("concurrency", json!(a.c)),
+        ("n", json!(posted.accepted)),
+        ("refused", json!(posted.refused)),
+        ("completed", json!(done)),
+        (
+            "ingest_per_s",
+            json!(round_to(posted.accepted as f64 / ingest_s, 1)),
+        ),
+        ("scored_per_s", json!(round_to(done as f64 / span_s, 1))),
+        ("http_ms", json!({"p50": http["p50"], "p99": http["p99"]})),
+        ("e2e_ms", json!({"p50": e2e["p50"], "p99": e2e["p99"]})),
+        ("tx_per_lead", json!(per((tx1 - tx0) as f64))),
+        ("wal_bytes_per_lead", json!(per(wal))),
+        ("api_rss_mb", json!(api_rss)),
+        ("worker_rss_mb", json!(worker_rss)),
+        ("stored_once", json!(once)),
+        ("audit_verified", json!(audit_ok)),
+        ("audit", json!(audit_summary)),
+        (
+            "ok",
+            json!(once && audit_ok && done == posted.accepted && posted.refused == 0),
+        ),
+    ] {
+        o.insert(k.to_owned(), v);
+    }
+    // The handler field means nothing here; the kind does.
+    o.insert("handler".into(), json!(kind));
+    Ok(())
+}
