@@ -109,7 +109,7 @@ pub(crate) enum Client {
 
 /// The `redis` crate's form of the configured TLS files; `None` when there are none (a
 /// `rediss://` URL then trusts the system's roots).
-fn certificates(tls: &RedisTls) -> Option<redis::TlsCertificates> {
+pub(crate) fn certificates(tls: &RedisTls) -> Option<redis::TlsCertificates> {
     if tls.ca.is_none() && tls.client.is_none() {
         return None;
     }

@@ -132,7 +132,21 @@ impl ServerProbe {
     /// Connects to the Redis at `url` on a connection of its own. [`ProbeError::Url`] when
     /// `url` does not parse.
     pub async fn connect(url: &Secret) -> Result<Self, ProbeError> {
-        let client = redis::Client::open(url.expose()).map_err(ProbeError::Url)?;
+        Self::connect_with(url, &leadq_platform::config::RedisTls::default()).await
+    }
+
+    /// Like [`ServerProbe::connect`], over TLS for a `rediss://` URL with the deployment's CA
+    /// and client certificate (`LEADQ_REDIS_*_FILE`), as the queue itself connects.
+    pub async fn connect_with(
+        url: &Secret,
+        tls: &leadq_platform::config::RedisTls,
+    ) -> Result<Self, ProbeError> {
+        leadq_platform::tls::install_crypto_provider();
+        let client = match crate::conn::certificates(tls) {
+            Some(certs) => redis::Client::build_with_tls(url.expose(), certs),
+            None => redis::Client::open(url.expose()),
+        }
+        .map_err(ProbeError::Url)?;
         let conn = client.get_multiplexed_async_connection().await?;
         Ok(Self {
             conn,

@@ -341,6 +341,20 @@ async fn set_limits(
         .fetch_optional(&pool)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no tenant with slug {slug:?}"))?;
+    // The worker refuses a billing change of an operator that is not registered, enabled and
+    // holding `limits` (dead-lettered `unauthorized`); say so here, before enqueueing.
+    use leadq_platform::operators::{self, permission};
+    match operators::find(&pool, operator).await? {
+        None => anyhow::bail!(
+            "operator {operator:?} is not registered: set LEADQ_OPERATOR (or --operator) to your \
+             operator name, or register it with `leadq operator add {operator} --permissions limits`"
+        ),
+        Some(op) if op.disabled => anyhow::bail!("operator {operator:?} is disabled"),
+        Some(op) if !op.permissions.iter().any(|p| p == permission::LIMITS) => anyhow::bail!(
+            "operator {operator:?} lacks the `limits` permission billing changes need"
+        ),
+        Some(_) => {}
+    }
     let signer = leadq_queue::signing::Signer::new(settings.signing_keys().clone());
     let queue =
         leadq_queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer).await?;

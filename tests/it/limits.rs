@@ -216,3 +216,35 @@ async fn a_kind_runs_in_shadow_mode_or_is_disabled_per_tenant() {
     worker.stop().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_limits_refuses_an_operator_the_worker_would_refuse_and_enqueues_nothing() {
+    let app = spawn_app().await;
+    app.db.register_operator("viewer", &["console"]).await;
+    let run = |operator: &str| {
+        crate::leadq_cmd(&app)
+            .args([
+                "tenant",
+                "set-limits",
+                &app.tenant.slug,
+                "--per-second",
+                "1",
+            ])
+            .args(["--burst", "2", "--leads-per-day", "3"])
+            .env("LEADQ_OPERATOR", operator)
+            .output()
+            .unwrap()
+    };
+    for (operator, says) in [
+        ("cli", "is not registered"),
+        ("viewer", "lacks the `limits` permission"),
+    ] {
+        let out = run(operator);
+        assert!(!out.status.success(), "{operator}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{operator}: {stderr}");
+    }
+    let queued = app.queue.counts("update_billing_limit").await.unwrap();
+    assert_eq!(queued.pending + queued.dead, 0, "nothing enqueued");
+    app.stop().await;
+}

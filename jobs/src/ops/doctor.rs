@@ -181,7 +181,9 @@ async fn migrations(pool: &PgPool) -> Check {
 
 async fn redis(settings: &Settings) -> Vec<Check> {
     let info = async {
-        let probe = ServerProbe::connect(settings.redis_url()).await.ok()?;
+        let probe = ServerProbe::connect_with(settings.redis_url(), &settings.queue.redis_tls)
+            .await
+            .ok()?;
         let memory = probe.info("memory").await.ok()?;
         let persistence = probe.info("persistence").await.ok()?;
         Some((memory, persistence))
