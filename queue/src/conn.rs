@@ -32,6 +32,11 @@ pub(crate) struct Scripts {
     pub(crate) guard_budget: redis::Script,
 }
 
+/// A script that rate-limits, with the GCRA of `lua/gcra.lua` before it.
+fn gcra(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{}\n{body}", include_str!("lua/gcra.lua")))
+}
+
 /// A script that adds ready jobs, with the fair-ordering functions of `lua/fair.lua` before it.
 fn fair(body: &str) -> redis::Script {
     redis::Script::new(&format!("{}\n{body}", include_str!("lua/fair.lua")))
@@ -48,14 +53,14 @@ impl Scripts {
             heartbeat: redis::Script::new(include_str!("lua/heartbeat.lua")),
             release_owned: fair(include_str!("lua/release_owned.lua")),
             erase: redis::Script::new(include_str!("lua/erase.lua")),
-            admit: redis::Script::new(include_str!("lua/admit.lua")),
+            admit: gcra(include_str!("lua/admit.lua")),
             dlq: fair(include_str!("lua/dlq.lua")),
             tenant: fair(include_str!("lua/tenant.lua")),
             lead: redis::Script::new(include_str!("lua/lead.lua")),
             fire: redis::Script::new(include_str!("lua/fire.lua")),
             guard_sighting: redis::Script::new(include_str!("lua/guard_sighting.lua")),
             guard_strike: redis::Script::new(include_str!("lua/guard_strike.lua")),
-            guard_budget: redis::Script::new(include_str!("lua/guard_budget.lua")),
+            guard_budget: gcra(include_str!("lua/guard_budget.lua")),
         }
     }
 }
