@@ -48,6 +48,9 @@ pub const JOBS_ENQUEUED_TOTAL: &str = "leadq_jobs_enqueued_total";
 /// `LEADQ_CROSS_TENANT_THRESHOLD`, counted once per window).
 pub const SECURITY_EVENTS_TOTAL: &str = "leadq_security_events_total";
 
+/// Counter: audit rows linked into their chain by a sealer (`leadq_platform::audit::seal`).
+pub const AUDIT_ROWS_SEALED_TOTAL: &str = "leadq_audit_rows_sealed_total";
+
 /// Counter: requests refused at the edge before any credential is checked, by `reason`
 /// (`auth_lockout`: the source address failed authentication too often; `unauthenticated_rate`:
 /// too many requests without credentials from one address).

@@ -5,9 +5,11 @@
 //! migrations, [`grant_runtime`] gives the runtime role (`LEADQ_RUNTIME_ROLE`, by default the
 //! user of `DATABASE_URL`) exactly what `leadq api` and `leadq worker` need:
 //! - `SELECT, INSERT, UPDATE, DELETE` on every table, except
-//! - `audit_log`: `SELECT, INSERT` only (no `UPDATE`, `DELETE` or `TRUNCATE`: the trail is
-//!   append-only even to raw SQL, and the append-only trigger cannot be disabled by a role
-//!   that does not own the table), and `_sqlx_migrations`: `SELECT` only;
+//! - `audit_log`: `SELECT, INSERT`, and `UPDATE` of the three seal columns only (`seal_seq`,
+//!   `key_id`, `mac`, which the append-only trigger lets the sealer set once on an unsealed
+//!   row); no `DELETE` or `TRUNCATE`: the trail is append-only even to raw SQL, and the
+//!   trigger cannot be disabled by a role that does not own the table. `_sqlx_migrations`:
+//!   `SELECT` only;
 //! - `USAGE, SELECT` on the sequences; no `TRUNCATE`, `REFERENCES` or `TRIGGER` anywhere, and
 //!   no `CREATE` on the schema, so no DDL;
 //! - the same by default for tables and sequences the owner creates later.
@@ -71,6 +73,8 @@ pub async fn grant_runtime(pool: &PgPool, role: &str) -> Result<Granted, GrantEr
         format!("revoke all on all sequences in schema public from {r}"),
         format!("grant select, insert, update, delete on all tables in schema public to {r}"),
         format!("revoke update, delete on audit_log from {r}"),
+        // Sealing only: the append-only trigger allows setting these once, on an unsealed row.
+        format!("grant update (seal_seq, key_id, mac) on audit_log to {r}"),
         format!("revoke insert, update, delete on _sqlx_migrations from {r}"),
         format!("grant usage, select on all sequences in schema public to {r}"),
         format!(

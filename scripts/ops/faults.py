@@ -220,10 +220,20 @@ class Inhibition:
                     self.seen.setdefault(name, by)
 
     def done(self, st):
-        """Whether the fault may be healed: a consequence was seen inhibited, or the time to
-        wait for one is up."""
-        return bool(self.seen) or (self.cause_at is not None
-                                   and time.time() > self.cause_at + self.wait_for_one)
+        """Whether the fault may be healed: consequences were seen inhibited, and every one
+        Prometheus fires now has reached Alertmanager and been seen inhibited there too (a
+        consequence that starts firing a moment after the first must not be cut off by the
+        heal before Alertmanager hears of it); or the time to wait is up."""
+        timed_out = (self.cause_at is not None
+                     and time.time() > self.cause_at + self.wait_for_one)
+        if timed_out:
+            return True
+        if not self.seen:
+            return False
+        pat = self.targets(st)
+        firing = [n for n, state in st.monitor.active().items()
+                  if state == "firing" and re.fullmatch(pat, n or "")]
+        return all(n in self.seen for n in firing)
 
     def after(self, st, t0, t_heal):
         pat = self.targets(st)

@@ -320,7 +320,7 @@ pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::R
     let needs = Needs {
         database: true,
         redis: false,
-        keys: a.source == Source::Chatwoot,
+        keys: true,
     };
     let settings = Settings::from_env(needs, &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pool = db::connect(settings.database_url(), 4).await?;
@@ -370,8 +370,9 @@ pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::R
     };
     let (api_rss, worker_rss) = (rss("api"), rss("worker"));
     let once = stored_once(&pool, &tenants, a.source, posted.accepted).await?;
-    let (audit_ok, audit_summary) =
-        leadq_platform::audit::summary(&leadq_platform::audit::verify_all(&pool).await?);
+    let (audit_ok, audit_summary) = leadq_platform::audit::summary(
+        &leadq_platform::audit::verify_all(&pool, settings.audit_keys()).await?,
+    );
     drop(stack);
     let per = |x: f64| round_to(x / posted.accepted.max(1) as f64, 1);
     let http = summarize(posted.http_ms);

@@ -1,7 +1,9 @@
-//! `leadq audit verify`: recomputes the audit trail's hash chains.
+//! `leadq audit verify`: seals what is committed, then recomputes the audit trail's chains.
+//! `leadq audit seal`: seals what is committed (what every worker does continuously).
 //!
-//! One JSON line per chain on stdout; exit 1 when any chain is broken, so a cron job or a
-//! deploy check can act on the exit code alone.
+//! Both need `LEADQ_AUDIT_KEYS`. `verify` prints one JSON line per chain on stdout and exits 1
+//! when any chain is broken (or holds rows unsealed for too long), so a cron job or a deploy
+//! check can act on the exit code alone.
 
 use std::process::ExitCode;
 
@@ -13,18 +15,30 @@ use super::exit_code;
 
 #[derive(Debug, clap::Subcommand)]
 pub(super) enum AuditCommand {
-    /// Recompute the hash chains; print one JSON line per chain; exit 1 if any is broken.
+    /// Seal, then recompute the chains; print one JSON line per chain; exit 1 if any is broken.
     Verify {
         /// Only this tenant's chain (default: every tenant and the platform chain).
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Link every committed, unsealed row into its chain; print {"sealed": n}.
+    Seal,
 }
 
 /// Runs a `leadq audit` command.
 pub(super) fn run(runtime: &Runtime, settings: &Settings, command: AuditCommand) -> ExitCode {
     telemetry::init_logs(&settings.log_filter, settings.log_format);
-    let AuditCommand::Verify { tenant } = command;
+    let tenant = match command {
+        AuditCommand::Verify { tenant } => tenant,
+        AuditCommand::Seal => {
+            return exit_code(runtime.block_on(async {
+                let pool = db::connect(settings.database_url(), 2).await?;
+                let n = leadq_platform::audit::seal::seal_all(&pool, audit_keys(settings)?).await?;
+                println!("{}", serde_json::json!({ "sealed": n }));
+                Ok(())
+            }))
+        }
+    };
     match runtime.block_on(audit_verify(settings, tenant.as_deref())) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -32,13 +46,24 @@ pub(super) fn run(runtime: &Runtime, settings: &Settings, command: AuditCommand)
     }
 }
 
-/// Verifies the audit chains; prints one JSON line per chain. `Ok(false)`: a chain is broken.
+fn audit_keys(settings: &Settings) -> anyhow::Result<&leadq_platform::keyring::Keyring> {
+    settings.audit_keys.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "LEADQ_AUDIT_KEYS (or _FILE) is required to seal or verify the audit chains"
+        )
+    })
+}
+
+/// Seals what is committed, then verifies the audit chains; prints one JSON line per chain.
+/// `Ok(false)`: a chain is broken.
 async fn audit_verify(settings: &Settings, slug: Option<&str>) -> anyhow::Result<bool> {
     use leadq_platform::audit::{verify_all, verify_chain};
     use leadq_platform::db::Scope;
+    let keys = audit_keys(settings)?;
     let pool = db::connect(settings.database_url(), 2).await?;
+    leadq_platform::audit::seal::seal_all(&pool, keys).await?;
     let reports = match slug {
-        None => verify_all(&pool).await?,
+        None => verify_all(&pool, keys).await?,
         Some(s) => {
             let id: Option<uuid::Uuid> =
                 sqlx::query_scalar("select id from tenants where slug = $1")
@@ -46,11 +71,11 @@ async fn audit_verify(settings: &Settings, slug: Option<&str>) -> anyhow::Result
                     .fetch_optional(&pool)
                     .await?;
             let id = id.ok_or_else(|| anyhow::anyhow!("no tenant with slug {s:?}"))?;
-            vec![verify_chain(&pool, Scope::Tenant(id)).await?]
+            vec![verify_chain(&pool, Scope::Tenant(id), keys).await?]
         }
     };
     for report in &reports {
         println!("{}", serde_json::to_string(report)?);
     }
-    Ok(reports.iter().all(|r| r.first_broken_id.is_none()))
+    Ok(reports.iter().all(|r| r.intact()))
 }

@@ -190,6 +190,10 @@ pub fn settings(db_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Settings 
             Keyring::random("data").to_spec().expose().to_owned(),
         ),
         (
+            "LEADQ_AUDIT_KEYS",
+            Keyring::random("audit").to_spec().expose().to_owned(),
+        ),
+        (
             "LEADQ_OPERATOR_TOKENS",
             format!("{TEST_OPERATOR}:{}", uuid::Uuid::new_v4().simple()),
         ),

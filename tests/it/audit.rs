@@ -123,3 +123,184 @@ async fn an_edited_audit_row_is_detected_and_the_trail_is_per_tenant() {
     assert!(ok);
     app.stop().await;
 }
+
+/// A transaction of the table owner, scoped to `tenant`, that can edit rows behind the trigger.
+async fn as_owner(app: &TestApp, tenant: uuid::Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let owner = leadq_platform::db::connect(
+        &leadq_platform::secret::Secret::new(app.db.owner_url.clone()),
+        1,
+    )
+    .await
+    .unwrap();
+    leadq_platform::db::begin(&owner, leadq_platform::db::Scope::Tenant(tenant))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_rewritten_with_a_recomputed_unkeyed_chain_is_still_caught() {
+    let app = spawn_app().await;
+    let worker = app.spawn_worker().await;
+    for id in ["tg-1", "tg-2", "tg-3"] {
+        assert_eq!(
+            app.post_lead(app.key(), &sample_lead(id)).await.status(),
+            202
+        );
+    }
+    wait_for("three scored leads", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().done == 3).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    let (ok, report) = verify(&app, &app.tenant.slug);
+    assert!(ok, "{report}");
+    assert_eq!(
+        report["sealed"], 4,
+        "tenant.create + three lead.score: {report}"
+    );
+
+    // Someone with the owner's powers rewrites the second sealed row and, not having the audit
+    // key, recomputes every link from there on as an unkeyed SHA-256 chain.
+    let mut tx = as_owner(&app, app.tenant.tenant_id).await;
+    let target: i64 = sqlx::query_scalar("select id from audit_log where seal_seq = 2")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    for sql in [
+        "alter table audit_log disable trigger audit_log_append_only",
+        "update audit_log set outcome = 'tampered' where seal_seq = 2",
+        "update audit_log a set mac = sha256(coalesce(p.mac, ''::bytea)
+               || int8send(a.seal_seq)
+               || audit_canonical(a.tenant_id, a.actor, a.action, a.subject, a.outcome,
+                                  a.correlation_id, a.details, a.at))
+           from audit_log p
+          where p.seal_seq = a.seal_seq - 1 and a.seal_seq >= 2
+            and coalesce(p.tenant_id, a.tenant_id) = a.tenant_id",
+        "alter table audit_log enable trigger audit_log_append_only",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let (ok, report) = verify(&app, &app.tenant.slug);
+    assert!(!ok, "verify exits non-zero: {report}");
+    assert_eq!(report["first_broken_id"], target, "{report}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_chained_before_keyed_sealing_stay_verifiable_and_the_keyed_chain_continues() {
+    let app = spawn_app().await;
+    let b = app.other_tenant().await;
+    // Two rows as the old trigger chained them (sha256 links), written as the owner.
+    let mut tx = as_owner(&app, b.tenant_id).await;
+    sqlx::query("delete from audit_log")
+        .execute(&mut *tx)
+        .await
+        .ok();
+    drop(tx);
+    let mut tx = as_owner(&app, b.tenant_id).await;
+    for (i, action) in ["legacy.one", "legacy.two"].iter().enumerate() {
+        sqlx::query(
+            "insert into audit_log (tenant_id, actor, action, subject, outcome, correlation_id,
+                                    details, at, prev_hash, hash)
+             select $1, 'cli', $2, 'x', 'ok', 'c', '{}', now() - interval '1 hour' + $3 * interval '1 s',
+                    p.hash,
+                    audit_row_hash(p.hash, $1, 'cli', $2, 'x', 'ok', 'c', '{}',
+                                   now() - interval '1 hour' + $3 * interval '1 s')
+               from (select (select hash from audit_log where hash is not null
+                              order by id desc limit 1) as hash) p",
+        )
+        .bind(b.tenant_id)
+        .bind(action)
+        .bind(i as f64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    // A new row, the keyed way, after them.
+    let (ok, report) = verify(&app, &b.slug);
+    assert!(ok, "{report}");
+    assert_eq!(
+        report["rows"], 3,
+        "tenant.create was chained the new way: {report}"
+    );
+
+    // An edit of a legacy row is still named.
+    let mut tx = as_owner(&app, b.tenant_id).await;
+    let legacy: i64 = sqlx::query_scalar("select id from audit_log where action = 'legacy.one'")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    for sql in [
+        "alter table audit_log disable trigger audit_log_append_only",
+        "update audit_log set subject = 'y' where action = 'legacy.one'",
+        "alter table audit_log enable trigger audit_log_append_only",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let (ok, report) = verify(&app, &b.slug);
+    assert!(!ok);
+    assert_eq!(report["first_broken_id"], legacy, "{report}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sealers_racing_over_concurrent_writers_leave_one_gap_free_chain() {
+    let app = spawn_app().await;
+    let keys = app.settings.audit_keys().clone();
+    let pool = app.db.pool.clone();
+    let auditor = leadq_platform::audit::Auditor {
+        tenant_id: Some(app.tenant.tenant_id),
+        actor: "cli",
+        correlation_id: "race",
+    };
+    // Eight writers, 50 rows each, while two sealers run as fast as they can.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sealers: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, keys, stop) = (pool.clone(), keys.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    leadq_platform::audit::seal::seal_all(&pool, &keys)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    let mut tx = leadq_platform::db::begin(
+                        &pool,
+                        leadq_platform::db::Scope::Tenant(auditor.tenant_id.unwrap()),
+                    )
+                    .await
+                    .unwrap();
+                    auditor
+                        .entry("race.write", &format!("{w}-{i}"))
+                        .record(&mut *tx)
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in sealers {
+        s.await.unwrap();
+    }
+    let (ok, report) = verify(&app, &app.tenant.slug);
+    assert!(ok, "{report}");
+    assert_eq!(report["rows"], 401, "{report}");
+    assert_eq!(report["sealed"], 401, "every row sealed once: {report}");
+    app.stop().await;
+}

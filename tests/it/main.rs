@@ -53,6 +53,10 @@ pub(crate) fn leadq_cmd(app: &leadq_testkit::TestApp) -> std::process::Command {
             "LEADQ_DATA_KEYS",
             app.settings.data_keys().to_spec().expose(),
         )
+        .env(
+            "LEADQ_AUDIT_KEYS",
+            app.settings.audit_keys().to_spec().expose(),
+        )
         .env("LEADQ_LOG", "error");
     cmd
 }

@@ -73,7 +73,9 @@ async fn security_health_needs_an_operator_and_names_every_check_without_a_secre
     assert!(metrics.contains("leadq_security_check_ok{check=\"operator_tokens\"} 1"));
 
     // The scheduler's verification makes the check pass.
-    maintenance::audit_verify(&app.db.pool).await.unwrap();
+    maintenance::audit_verify(&app.db.pool, app.settings.audit_keys())
+        .await
+        .unwrap();
     let (_, body) = security(&app).await;
     assert_eq!(status_of(&body, "audit_verified"), "pass", "{body}");
     assert_eq!(body["status"], "pass", "{body}");

@@ -201,6 +201,14 @@ impl Worker {
         let scheduler =
             scheduler::Scheduler::new(queue.clone(), pool.clone(), &worker_id, &settings);
         let scheduler_task = tokio::spawn(scheduler.run(stopped(stop_rx.clone())));
+        // Links committed audit rows into their chains (every worker runs one; they take
+        // turns per chain): handlers insert audit rows without waiting for each other.
+        let sealer_task = tokio::spawn(leadq_platform::audit::seal::seal_forever(
+            pool.clone(),
+            settings.audit_keys().clone(),
+            std::time::Duration::from_millis(200),
+            stopped(stop_rx.clone()),
+        ));
         let health = axum::serve(
             listener,
             health::router(
@@ -265,6 +273,7 @@ impl Worker {
         let _ = stop_tx.send(true);
         let _ = upkeep_task.await;
         let _ = scheduler_task.await;
+        let _ = sealer_task.await;
         upkeep.leave().await;
         let _ = health_task.await;
         tracing::info!(worker_id = %worker_id, "Worker stopped.");

@@ -29,6 +29,8 @@ pub struct Scheduler {
     worker_id: String,
     schedules: Vec<ScheduleSetting>,
     job_runs_keep: Duration,
+    /// Verifies the audit chains' keyed links (`audit_verify`).
+    audit_keys: leadq_platform::keyring::Keyring,
     canary: Option<CanarySettings>,
     http: reqwest::Client,
 }
@@ -76,6 +78,7 @@ impl Scheduler {
                 .cloned()
                 .collect(),
             job_runs_keep: settings.job_runs_keep,
+            audit_keys: settings.audit_keys().clone(),
             canary: settings.canary.clone(),
             http: reqwest::Client::new(),
         }
@@ -187,7 +190,7 @@ impl Scheduler {
             "job_runs_retention" => {
                 maintenance::job_runs_retention(&self.pool, self.job_runs_keep).await?
             }
-            "audit_verify" => maintenance::audit_verify(&self.pool).await?,
+            "audit_verify" => maintenance::audit_verify(&self.pool, &self.audit_keys).await?,
             "canary" => match &self.canary {
                 // Not configured: nothing to prove, and nothing recorded (doctor skips it).
                 None => 0,

@@ -31,8 +31,12 @@ pub struct Entry {
     correlation_id: String,
     details: sqlx::types::Json<serde_json::Value>,
     at: DateTime<Utc>,
-    /// Hex SHA-256 chain link (see `leadq audit verify`).
-    hash: String,
+    /// The row's chain link in hex: its HMAC once sealed (rows chained before keyed sealing:
+    /// their SHA-256); absent for the few seconds before a sealer links it (`leadq audit
+    /// verify`, docs/audit.md).
+    hash: Option<String>,
+    /// The row's place in its keyed chain, once sealed.
+    seal_seq: Option<i64>,
 }
 
 /// A page of entries.
@@ -53,7 +57,7 @@ pub async fn list(
     let limit = page.limit.unwrap_or(50).clamp(1, 500);
     let entries: Vec<Entry> = sqlx::query_as(
         "select id, actor, action, subject, outcome, correlation_id, details, at,
-                encode(hash, 'hex') as hash
+                encode(coalesce(mac, hash), 'hex') as hash, seal_seq
            from audit_log
           where tenant_id = $1 and ($2::bigint is null or id < $2)
           order by id desc limit $3",

@@ -94,7 +94,7 @@ pub async fn run(settings: &Settings, opts: &Options, http: &reqwest::Client) ->
         n => check("operator_tokens", Status::Pass, format!("{n} configured")),
     });
     checks.push(match &pool {
-        Some(p) => audit_chains(p).await,
+        Some(p) => audit_chains(p, settings).await,
         None => fail("audit_chains", "not checked: PostgreSQL is unreachable"),
     });
     checks.push(workers(settings).await);
@@ -243,9 +243,15 @@ fn keys(settings: &Settings) -> Check {
     }
 }
 
-async fn audit_chains(pool: &PgPool) -> Check {
+async fn audit_chains(pool: &PgPool, settings: &Settings) -> Check {
     const NAME: &str = "audit_chains";
-    match leadq_platform::audit::verify_all(pool).await {
+    let Some(keys) = &settings.audit_keys else {
+        return fail(
+            NAME,
+            "LEADQ_AUDIT_KEYS must be set to verify the audit chains",
+        );
+    };
+    match leadq_platform::audit::verify_all(pool, keys).await {
         Err(_) => fail(NAME, "could not read the audit trail"),
         Ok(reports) => match leadq_platform::audit::summary(&reports) {
             (true, detail) => check(NAME, Status::Pass, detail),

@@ -226,9 +226,12 @@ pub async fn job_runs_retention(pool: &PgPool, keep: Duration) -> Result<u64, Ma
 /// Verifies every audit chain and records the result (`platform_checks`, row `audit_verify`);
 /// returns the rows checked. A broken chain is recorded as a failed check, not an error: the
 /// task itself did its job, and `LeadqSecurityCheckFailing` carries the news.
-pub async fn audit_verify(pool: &PgPool) -> Result<u64, MaintenanceError> {
+pub async fn audit_verify(
+    pool: &PgPool,
+    keys: &leadq_platform::keyring::Keyring,
+) -> Result<u64, MaintenanceError> {
     let started = std::time::Instant::now();
-    let reports = leadq_platform::audit::verify_all(pool).await?;
+    let reports = leadq_platform::audit::verify_all(pool, keys).await?;
     let rows: u64 = reports.iter().map(|r| r.rows).sum();
     let (intact, detail) = leadq_platform::audit::summary(&reports);
     leadq_platform::checks::record(

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 mod edge;
+mod keys;
 mod oncall;
 mod production;
 mod tls;
@@ -177,6 +178,9 @@ pub struct Settings {
     pub signing_keys: Option<Keyring>,
     /// Keys that seal personal data in queued payloads (the first seals, all open).
     pub data_keys: Option<Keyring>,
+    /// Keys the audit chain's links are HMACs under (`LEADQ_AUDIT_KEYS`), never stored in the
+    /// database.
+    pub audit_keys: Option<Keyring>,
     /// Operator (platform on-call) bearer tokens, by operator name, for cross-tenant views.
     pub operator_tokens: Vec<(String, Secret)>,
     /// Deployment environment name, reported to Sentry.
@@ -399,20 +403,11 @@ impl Settings {
                     .push("SENTRY_DSN is not a valid Sentry DSN".into());
             }
         }
-        let mut keyring = |name: &str| {
-            r.secret(name, needs.keys)
-                .and_then(|spec| match Keyring::parse(&spec) {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        r.problems.push(format!(
-                            "{name} is invalid: {e} (expected kid:base64-of-32-bytes,...)"
-                        ));
-                        None
-                    }
-                })
-        };
-        let signing_keys = keyring("LEADQ_SIGNING_KEYS");
-        let data_keys = keyring("LEADQ_DATA_KEYS");
+        let keys::Keyrings {
+            signing: signing_keys,
+            data: data_keys,
+            audit: audit_keys,
+        } = keys::read(&mut r, needs.keys);
         let operator_tokens = match r.secret("LEADQ_OPERATOR_TOKENS", false) {
             None => Vec::new(),
             Some(spec) => {
@@ -572,6 +567,7 @@ impl Settings {
                 &[
                     ("LEADQ_SIGNING_KEYS", signing_keys.as_ref()),
                     ("LEADQ_DATA_KEYS", data_keys.as_ref()),
+                    ("LEADQ_AUDIT_KEYS", audit_keys.as_ref()),
                 ],
                 &operator_tokens,
                 &[
@@ -596,6 +592,7 @@ impl Settings {
             sentry_dsn,
             signing_keys,
             data_keys,
+            audit_keys,
             operator_tokens,
             environment,
             api_addr,
@@ -634,20 +631,6 @@ impl Settings {
         self.database_url
             .as_ref()
             .expect("DATABASE_URL was required at load time")
-    }
-
-    /// The data keyring; only call where [`Needs::keys`] was requested.
-    pub fn data_keys(&self) -> &Keyring {
-        self.data_keys
-            .as_ref()
-            .expect("LEADQ_DATA_KEYS was required at load time")
-    }
-
-    /// The signing keyring; only call where [`Needs::keys`] was requested.
-    pub fn signing_keys(&self) -> &Keyring {
-        self.signing_keys
-            .as_ref()
-            .expect("LEADQ_SIGNING_KEYS was required at load time")
     }
 
     /// The Redis URL; only call where [`Needs::redis`] was requested.

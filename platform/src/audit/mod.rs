@@ -1,8 +1,17 @@
 //! The append-only audit log.
 //!
 //! Entries are written in the same transaction as the change they describe, so the trail and
-//! the data cannot disagree. The table refuses UPDATE and DELETE (a trigger). Entries carry ids
-//! and codes, never personal data.
+//! the data cannot disagree. The table refuses UPDATE and DELETE (a trigger), but for sealing.
+//! Entries carry ids and codes, never personal data.
+//!
+//! Each scope (a tenant, or the platform) is one tamper-evident chain: rows are inserted
+//! unlinked, without waiting for anyone, and [`seal`] links committed rows in batches with an
+//! HMAC under `LEADQ_AUDIT_KEYS` (a key the database never holds, so a database writer who
+//! recomputes hashes is still caught). [`verify_chain`] recomputes every link and names the
+//! first row that does not match. Rows from before keyed sealing keep their sha256 links and
+//! are verified as such; the keyed chain continues from the last of them. See docs/audit.md.
+
+pub mod seal;
 
 use uuid::Uuid;
 
@@ -99,6 +108,10 @@ where
     Ok(())
 }
 
+/// Rows left unsealed longer than this are a problem [`verify_chain`] reports: the sealer
+/// stopped, and the rows are not protected yet.
+pub const UNSEALED_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The result of checking one chain.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ChainReport {
@@ -106,46 +119,104 @@ pub struct ChainReport {
     pub scope: String,
     /// Rows checked.
     pub rows: u64,
-    /// The id of the first row whose hash or link does not match, if any.
+    /// Rows in the keyed (sealed) part of the chain.
+    pub sealed: u64,
+    /// Rows unsealed for longer than [`UNSEALED_GRACE`].
+    pub unsealed_overdue: u64,
+    /// The id of the first row whose link does not match, if any.
     pub first_broken_id: Option<i64>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Link {
-    id: i64,
-    prev_hash: Option<Vec<u8>>,
-    hash: Vec<u8>,
-    expected: Vec<u8>,
-    stored_prev_of_next: Option<Vec<u8>>,
+impl ChainReport {
+    /// Intact: every link matches and nothing waits for its seal too long.
+    pub fn intact(&self) -> bool {
+        self.first_broken_id.is_none() && self.unsealed_overdue == 0
+    }
 }
 
-/// Recomputes the hash chain of `scope` (see `migrations/*_audit_hash_chain.sql`) and names
-/// the first row that does not match: an edited row fails its own hash; a deleted or inserted
-/// row breaks the link of the row after it.
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    prev_hash: Option<Vec<u8>>,
+    hash: Option<Vec<u8>>,
+    expected_legacy: Vec<u8>,
+    seal_seq: Option<i64>,
+    key_id: Option<String>,
+    mac: Option<Vec<u8>>,
+    canonical: Vec<u8>,
+    overdue: bool,
+}
+
+/// The first broken row of the legacy (sha256) part, and its last link.
+fn check_legacy(rows: &[Row]) -> (Option<i64>, Vec<u8>) {
+    let mut prev: Option<&Vec<u8>> = None;
+    for r in rows {
+        let Some(hash) = &r.hash else { continue };
+        if *hash != r.expected_legacy || r.prev_hash.as_ref() != prev {
+            return (Some(r.id), Vec::new());
+        }
+        prev = Some(hash);
+    }
+    (None, prev.cloned().unwrap_or_default())
+}
+
+/// The first broken row of the keyed part, walking it by `seal_seq` from `prev`.
+fn check_sealed(rows: &[Row], mut prev: Vec<u8>, keys: &crate::keyring::Keyring) -> Option<i64> {
+    let mut sealed: Vec<&Row> = rows.iter().filter(|r| r.seal_seq.is_some()).collect();
+    sealed.sort_by_key(|r| r.seal_seq);
+    for (i, r) in sealed.iter().enumerate() {
+        let seq = i as i64 + 1;
+        let key = r.key_id.as_deref().and_then(|k| keys.get(k));
+        let (Some(mac), Some(key)) = (&r.mac, key) else {
+            return Some(r.id);
+        };
+        // A gap in the sequence is a deleted row: the row after it is where the chain breaks.
+        if r.seal_seq != Some(seq) {
+            return Some(r.id);
+        }
+        let expected = seal::link(&key.key, &prev, seq, &r.canonical);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &mac[..])) {
+            return Some(r.id);
+        }
+        prev = expected;
+    }
+    None
+}
+
+/// Recomputes the chain of `scope` — the legacy sha256 links (see
+/// `migrations/*_audit_hash_chain.sql`), then the keyed links under `keys` — and names the first
+/// row that does not match: an edited row fails its own link; a deleted or inserted row breaks
+/// the link (or the sequence) of the row after it. Also counts rows left unsealed too long.
 pub async fn verify_chain(
     pool: &sqlx::PgPool,
     scope: crate::db::Scope,
+    keys: &crate::keyring::Keyring,
 ) -> Result<ChainReport, sqlx::Error> {
     let mut tx = crate::db::begin(pool, scope).await?;
-    let links: Vec<Link> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(
         "select id, prev_hash, hash,
                 audit_row_hash(prev_hash, tenant_id, actor, action, subject, outcome,
-                               correlation_id, details, at) as expected,
-                lag(hash) over (order by id) as stored_prev_of_next
+                               correlation_id, details, at) as expected_legacy,
+                seal_seq, key_id, mac,
+                audit_canonical(tenant_id, actor, action, subject, outcome, correlation_id,
+                                details, at) as canonical,
+                (hash is null and mac is null
+                 and at < now() - make_interval(secs => $1)) as overdue
            from audit_log order by id",
     )
+    .bind(UNSEALED_GRACE.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
-    let first_broken_id = links
-        .iter()
-        .find(|l| l.hash != l.expected || l.prev_hash != l.stored_prev_of_next)
-        .map(|l| l.id);
+    let (legacy_broken, tail) = check_legacy(&rows);
+    let first_broken_id = legacy_broken.or_else(|| check_sealed(&rows, tail, keys));
     Ok(ChainReport {
         scope: match scope {
             crate::db::Scope::Tenant(t) => format!("tenant:{t}"),
             crate::db::Scope::Platform => "platform".into(),
         },
-        rows: links.len() as u64,
+        rows: rows.len() as u64,
+        sealed: rows.iter().filter(|r| r.seal_seq.is_some()).count() as u64,
+        unsealed_overdue: rows.iter().filter(|r| r.overdue).count() as u64,
         first_broken_id,
     })
 }
@@ -165,9 +236,14 @@ async fn all_scopes(pool: &sqlx::PgPool) -> Result<Vec<crate::db::Scope>, sqlx::
 pub fn summary(reports: &[ChainReport]) -> (bool, String) {
     let broken: Vec<String> = reports
         .iter()
-        .filter_map(|r| {
-            r.first_broken_id
-                .map(|id| format!("{} at row {id}", r.scope))
+        .filter_map(|r| match (r.first_broken_id, r.unsealed_overdue) {
+            (Some(id), _) => Some(format!("{} at row {id}", r.scope)),
+            (None, 0) => None,
+            (None, n) => Some(format!(
+                "{}: {n} row(s) unsealed for over {} s (is a sealer running?)",
+                r.scope,
+                UNSEALED_GRACE.as_secs()
+            )),
         })
         .collect();
     if broken.is_empty() {
@@ -182,10 +258,13 @@ pub fn summary(reports: &[ChainReport]) -> (bool, String) {
 }
 
 /// Verifies every chain: each tenant's, then the platform's.
-pub async fn verify_all(pool: &sqlx::PgPool) -> Result<Vec<ChainReport>, sqlx::Error> {
+pub async fn verify_all(
+    pool: &sqlx::PgPool,
+    keys: &crate::keyring::Keyring,
+) -> Result<Vec<ChainReport>, sqlx::Error> {
     let mut out = Vec::new();
     for scope in all_scopes(pool).await? {
-        out.push(verify_chain(pool, scope).await?);
+        out.push(verify_chain(pool, scope, keys).await?);
     }
     Ok(out)
 }
