@@ -23,6 +23,16 @@ pub(super) enum AuditCommand {
     },
     /// Link every committed, unsealed row into its chain; print {"sealed": n}.
     Seal,
+    /// Seal, then write the rows sealed since a time as signed JSON lines (for storage off the
+    /// box; see docs/audit.md).
+    Export {
+        /// RFC 3339 time, e.g. 2026-12-01T00:00:00Z.
+        #[arg(long)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// Only this tenant's chain (default: every tenant and the platform chain).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 /// Runs a `leadq audit` command.
@@ -30,6 +40,9 @@ pub(super) fn run(runtime: &Runtime, settings: &Settings, command: AuditCommand)
     telemetry::init_logs(&settings.log_filter, settings.log_format);
     let tenant = match command {
         AuditCommand::Verify { tenant } => tenant,
+        AuditCommand::Export { since, tenant } => {
+            return exit_code(runtime.block_on(export(settings, since, tenant.as_deref())))
+        }
         AuditCommand::Seal => {
             return exit_code(runtime.block_on(async {
                 let pool = db::connect(settings.database_url(), 2).await?;
@@ -44,6 +57,46 @@ pub(super) fn run(runtime: &Runtime, settings: &Settings, command: AuditCommand)
         Ok(false) => ExitCode::FAILURE,
         Err(e) => exit_code(Err(e)),
     }
+}
+
+/// Seals, then prints the signed lines of every chain (or one tenant's) since `since`.
+async fn export(
+    settings: &Settings,
+    since: chrono::DateTime<chrono::Utc>,
+    slug: Option<&str>,
+) -> anyhow::Result<()> {
+    use leadq_platform::db::Scope;
+    let keys = audit_keys(settings)?;
+    let pool = db::connect(settings.database_url(), 2).await?;
+    leadq_platform::audit::seal::seal_all(&pool, keys).await?;
+    let scopes = match slug {
+        Some(s) => vec![Scope::Tenant(tenant_id(&pool, s).await?)],
+        None => {
+            let mut all: Vec<Scope> =
+                sqlx::query_scalar::<_, uuid::Uuid>("select id from tenants order by slug")
+                    .fetch_all(&pool)
+                    .await?
+                    .into_iter()
+                    .map(Scope::Tenant)
+                    .collect();
+            all.push(Scope::Platform);
+            all
+        }
+    };
+    for scope in scopes {
+        for line in leadq_platform::audit::export::lines(&pool, scope, since, keys).await? {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+async fn tenant_id(pool: &sqlx::PgPool, slug: &str) -> anyhow::Result<uuid::Uuid> {
+    let id: Option<uuid::Uuid> = sqlx::query_scalar("select id from tenants where slug = $1")
+        .bind(slug)
+        .fetch_optional(pool)
+        .await?;
+    id.ok_or_else(|| anyhow::anyhow!("no tenant with slug {slug:?}"))
 }
 
 fn audit_keys(settings: &Settings) -> anyhow::Result<&leadq_platform::keyring::Keyring> {
@@ -65,13 +118,7 @@ async fn audit_verify(settings: &Settings, slug: Option<&str>) -> anyhow::Result
     let reports = match slug {
         None => verify_all(&pool, keys).await?,
         Some(s) => {
-            let id: Option<uuid::Uuid> =
-                sqlx::query_scalar("select id from tenants where slug = $1")
-                    .bind(s)
-                    .fetch_optional(&pool)
-                    .await?;
-            let id = id.ok_or_else(|| anyhow::anyhow!("no tenant with slug {s:?}"))?;
-            vec![verify_chain(&pool, Scope::Tenant(id), keys).await?]
+            vec![verify_chain(&pool, Scope::Tenant(tenant_id(&pool, s).await?), keys).await?]
         }
     };
     for report in &reports {

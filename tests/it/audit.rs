@@ -304,3 +304,51 @@ async fn two_sealers_racing_over_concurrent_writers_leave_one_gap_free_chain() {
     assert_eq!(report["sealed"], 401, "every row sealed once: {report}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_writes_signed_lines_in_chain_order_that_a_consumer_can_check() {
+    let app = spawn_app().await;
+    let worker = app.spawn_worker().await;
+    for id in ["tg-1", "tg-2"] {
+        assert_eq!(
+            app.post_lead(app.key(), &sample_lead(id)).await.status(),
+            202
+        );
+    }
+    wait_for("two scored leads", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().done == 2).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    let out = crate::leadq_cmd(&app)
+        .args(["audit", "export", "--since", "2000-01-01T00:00:00Z"])
+        .args(["--tenant", &app.tenant.slug])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "tenant.create + two lead.score: {text}");
+    let keys = app.settings.audit_keys();
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            leadq_platform::audit::export::verify_line(line, keys),
+            "{line}"
+        );
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["seal_seq"], i as i64 + 1, "chain order: {line}");
+    }
+    // A line edited on its way (or in storage) fails its signature; so does another key.
+    let edited = lines[1].replace("\"outcome\":\"ok\"", "\"outcome\":\"tampered\"");
+    assert_ne!(edited, lines[1]);
+    assert!(!leadq_platform::audit::export::verify_line(&edited, keys));
+    let other = leadq_platform::keyring::Keyring::random(&keys.current().kid);
+    assert!(!leadq_platform::audit::export::verify_line(
+        lines[1], &other
+    ));
+    app.stop().await;
+}

@@ -11,6 +11,7 @@
 //! first row that does not match. Rows from before keyed sealing keep their sha256 links and
 //! are verified as such; the keyed chain continues from the last of them. See docs/audit.md.
 
+pub mod export;
 pub mod seal;
 
 use uuid::Uuid;
