@@ -97,6 +97,33 @@ fn peak_rss_mb(pid: Option<u32>) -> Option<f64> {
     Some(round_to(kb / 1024.0, 1))
 }
 
+/// Lifts the tenant's ingest limits out of the way (the bench measures the path, not the
+/// admission that protects it), as an operator would for a high-volume tenant: the same row
+/// `update_billing_limit` writes, with its audit entry.
+async fn unlimit(pool: &PgPool, tenant: uuid::Uuid) -> anyhow::Result<()> {
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    sqlx::query(
+        "insert into tenant_limits (tenant_id, ingest_per_second, ingest_burst, leads_per_day)
+         values ($1, 1000000, 1000000, 1000000000)
+         on conflict (tenant_id) do update set ingest_per_second = excluded.ingest_per_second,
+             ingest_burst = excluded.ingest_burst, leads_per_day = excluded.leads_per_day",
+    )
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await?;
+    leadq_platform::audit::Auditor {
+        tenant_id: Some(tenant),
+        actor: "operator:bench",
+        correlation_id: "bench",
+    }
+    .entry("billing.limit_update", &format!("tenant:{tenant}"))
+    .details(json!({"new": "unlimited for the e2e bench"}))
+    .record(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn create_tenants(
     pool: &PgPool,
     settings: &Settings,
@@ -107,6 +134,7 @@ async fn create_tenants(
     for i in 0..a.tenants.max(1) {
         let slug = format!("e2e-{run}-{i}");
         let created = tenant::create(pool, &slug, "e2e bench").await?;
+        unlimit(pool, created.tenant_id).await?;
         let chatwoot = if a.source == Source::Chatwoot {
             let account = 100_000 + i as i64;
             let secret = uuid::Uuid::new_v4().simple().to_string();
