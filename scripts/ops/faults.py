@@ -239,9 +239,12 @@ class Inhibition:
         pat = self.targets(st)
         problems = []
         start = self.cause_at or t0
+        # Consequences that fired while the cause was still in place: a burn-rate alert that
+        # trips only after the heal (its window still holds the outage's errors) is a true
+        # alarm about the budget, not a symptom the cause should have hidden.
         fired = sorted(n for n in set(st.monitor.prom) | {e[2] for e in st.monitor.events}
                        if re.fullmatch(pat, n or "")
-                       and st.monitor.first("prom", n, "firing", start))
+                       and (st.monitor.first("prom", n, "firing", start) or t_heal + 1) <= t_heal)
         for m in st.telegram.delivered(start):
             if m["t"] > t_heal:
                 continue
