@@ -17,6 +17,11 @@
 //! registered (`leadq operator add`), enabled, and hold the kind's permission
 //! ([`crate::kinds::required_permission`]). Operator messages are enqueued only by the
 //! operator CLI, and like every message they must carry a valid signature.
+//!
+//! The worker keeps what the query read for a couple of seconds, dropped the moment a row it
+//! came from changes ([`cache`], where the revocation bound is stated).
+
+pub mod cache;
 
 use std::task::{Context, Poll};
 
@@ -30,6 +35,7 @@ use sqlx::PgPool;
 
 use crate::abuse::CrossTenantWatch;
 use crate::kinds::{self, Principal};
+use cache::AuthzCache;
 use leadq_queue::backend::Job;
 use leadq_queue::envelope::JobMeta;
 use leadq_queue::error::JobError;
@@ -82,20 +88,65 @@ struct Facts {
     mode: String,
     scopes: Option<Vec<String>>,
     key_found: bool,
+    /// When the key expires (an expired key is refused for messages created after).
+    key_expires_at: Option<chrono::DateTime<chrono::Utc>>,
     integration_configured: bool,
     /// The registered operator's permissions (`None`: no such operator).
     operator_permissions: Option<Vec<String>>,
     operator_disabled: bool,
 }
 
-/// Checks `meta` against the database. `Ok` carries the tenant's mode for the kind.
-pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Denied>, sqlx::Error> {
+impl Facts {
+    /// The facts as of the message's creation: a key that had expired by then is not found.
+    fn at(mut self, created: chrono::DateTime<chrono::Utc>) -> Self {
+        if self.key_expires_at.is_some_and(|e| e <= created) {
+            self.key_found = false;
+        }
+        self
+    }
+}
+
+/// Checks `meta` against the database, or against what `cache` kept of it. `Ok` carries the
+/// tenant's mode for the kind.
+pub async fn authorize(
+    pool: &PgPool,
+    cache: Option<&AuthzCache>,
+    meta: &JobMeta,
+) -> Result<Result<Mode, Denied>, sqlx::Error> {
     let Some(principal) = Principal::parse(&meta.user_id) else {
         return Ok(Err(Denied::UnknownPrincipal));
     };
     if !kinds::accepts(&meta.action, principal) {
         return Ok(Err(Denied::UnknownPrincipal));
     }
+    let cached = cache.and_then(|c| c.get(meta.tenant_id, &meta.action, &meta.user_id));
+    let facts = match cached {
+        Some(facts) => facts,
+        None => {
+            let reading = cache.map(AuthzCache::reading);
+            let facts = read_facts(pool, meta, principal).await?;
+            if let (Some(c), Some(r)) = (cache, reading) {
+                c.insert(
+                    meta.tenant_id,
+                    &meta.action,
+                    &meta.user_id,
+                    facts.clone(),
+                    r,
+                );
+            }
+            facts
+        }
+    };
+    let facts = facts.map(|f| f.at(meta.timestamp));
+    Ok(decide(&meta.action, &meta.user_id, facts.as_ref()))
+}
+
+/// What the database says of `meta`'s tenant, kind and principal, in one query.
+async fn read_facts(
+    pool: &PgPool,
+    meta: &JobMeta,
+    principal: Principal<'_>,
+) -> Result<Option<Facts>, sqlx::Error> {
     let key_id = match principal {
         Principal::ApiKey(id) => Some(id),
         _ => None,
@@ -114,7 +165,8 @@ pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Den
                            where tenant_id = t.id and kind = $2), 'enabled') as mode,
                 k.scopes,
                 k.id is not null as key_found,
-                case $5
+                k.expires_at as key_expires_at,
+                case $4
                     when 'chatwoot' then i.chatwoot_account_id is not null
                                          and i.chatwoot_secret is not null
                     when 'telegram' then i.telegram_secret_sha256 is not null
@@ -125,20 +177,18 @@ pub async fn authorize(pool: &PgPool, meta: &JobMeta) -> Result<Result<Mode, Den
            from tenants t
            left join api_keys k
              on k.id = $3 and k.tenant_id = t.id and k.revoked_at is null
-            and (k.expires_at is null or k.expires_at > $4)
            left join tenant_integrations i on i.tenant_id = t.id
-           left join operators o on o.name = $6
+           left join operators o on o.name = $5
           where t.id = $1",
     )
     .bind(meta.tenant_id)
     .bind(&meta.action)
     .bind(key_id)
-    .bind(meta.timestamp)
     .bind(webhook)
     .bind(operator)
     .fetch_optional(&mut *db::begin(pool, Scope::Tenant(meta.tenant_id)).await?)
     .await?;
-    Ok(decide(&meta.action, &meta.user_id, facts.as_ref()))
+    Ok(facts)
 }
 
 /// The decision, given what the database says of the tenant, the kind and the principal
@@ -199,13 +249,25 @@ fn decide(action: &str, user_id: &str, facts: Option<&Facts>) -> Result<Mode, De
 #[derive(Debug, Clone)]
 pub struct AuthorizeLayer {
     pool: PgPool,
+    cache: Option<AuthzCache>,
     watch: Option<CrossTenantWatch>,
 }
 
 impl AuthorizeLayer {
-    /// Authorizes against `pool`.
+    /// Authorizes against `pool`, reading it for every job.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, watch: None }
+        Self {
+            pool,
+            cache: None,
+            watch: None,
+        }
+    }
+
+    /// Keeps the answers in `cache` (shared by every kind of the process; someone must run
+    /// [`AuthzCache::follow`] for it).
+    pub fn cached(mut self, cache: AuthzCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Also reports operator jobs, and refused jobs of API keys, to the cross-tenant watch
@@ -233,6 +295,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
         Authorize {
             inner,
             pool: self.pool.clone(),
+            cache: self.cache.clone(),
             watch: self.watch.clone(),
         }
     }
@@ -243,6 +306,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 pub struct Authorize<S> {
     inner: S,
     pool: PgPool,
+    cache: Option<AuthzCache>,
     watch: Option<CrossTenantWatch>,
 }
 
@@ -267,10 +331,11 @@ where
         let fresh = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, fresh);
         let pool = self.pool.clone();
+        let cache = self.cache.clone();
         let watch = self.watch.clone();
         async move {
             let meta = &task.args.meta;
-            let denied = match authorize(&pool, meta).await {
+            let denied = match authorize(&pool, cache.as_ref(), meta).await {
                 Ok(Ok(mode)) => {
                     task.args.meta.shadow = mode == Mode::Shadow;
                     None

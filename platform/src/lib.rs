@@ -20,6 +20,7 @@
 //! - [`checks`]: the last result of each recurring check, and when keys were first seen.
 //! - [`shutdown`]: the one `shutdown_signal()` every process uses.
 //! - [`tls`]: the process's rustls crypto provider; plain words for a failed TLS handshake.
+//! - [`ttl`]: the short-lived caches of the hot paths, with explicit invalidation.
 
 pub mod apikey;
 pub mod audit;
@@ -37,3 +38,4 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tenant;
 pub mod tls;
+pub mod ttl;

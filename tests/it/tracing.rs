@@ -81,16 +81,14 @@ async fn one_lead_is_one_trace_from_the_request_to_the_hubspot_upsert() {
     let worker = app.spawn_worker().await;
     let trace = post_traced(&app, "tg-trace-1", "ada@example.com").await;
     wait_synced(&app, "tg-trace-1").await;
+    // Spans are exported as they end: the process span ends after its run is recorded.
     let spans = wait_for(
-        "the HubSpot client span",
+        "the HubSpot client span and the span of the run that made it",
         Duration::from_secs(10),
         || async {
             let s = spans::of_trace(trace);
-            s.iter()
-                .any(|s| {
-                    s.name
-                        .starts_with("POST /crm/v3/objects/contacts/batch/upsert")
-                })
+            let has = |name: &str| s.iter().any(|s| s.name.starts_with(name));
+            (has("POST /crm/v3/objects/contacts/batch/upsert") && has("process crm_sync"))
                 .then_some(s)
         },
     )

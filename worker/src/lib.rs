@@ -12,12 +12,14 @@
 //! # Layout
 //! - [`Worker`]: build (connect, bind) and run until stopped.
 //! - [`observer`]: `job_runs` rows, dead-letter audit and dead-letter alerts.
+//! - [`runlog`]: the group commit that writes `job_runs`.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics` (the API's own routes,
 //!   `leadq_jobs::health::router`).
 //! - [`scheduler`]: recurring platform tasks, fired once across all workers.
 
 pub mod health;
 pub mod observer;
+pub mod runlog;
 pub mod scheduler;
 
 use std::future::Future;
@@ -27,6 +29,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use apalis::layers::catch_panic::CatchPanicLayer;
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
+use leadq_jobs::authz::cache::AuthzCache;
 use leadq_jobs::authz::AuthorizeLayer;
 use leadq_jobs::integrations::{chatwoot, hubspot};
 use leadq_jobs::kinds;
@@ -65,7 +68,7 @@ impl std::fmt::Debug for Worker {
 /// (the backend's ack layer), concurrency limit, panic → transient failure, timeout,
 /// authorization, handler. Every kind gets the same stack, so none can skip authorization.
 macro_rules! register_kind {
-    ($monitor:expr, $runner:expr, $settings:expr, $deps:expr, $handler:path) => {{
+    ($monitor:expr, $runner:expr, $settings:expr, $deps:expr, $authz:expr, $handler:path) => {{
         let runner = $runner.clone();
         let deps = $deps.clone();
         let watch = leadq_jobs::abuse::CrossTenantWatch::new(
@@ -74,6 +77,7 @@ macro_rules! register_kind {
             &$settings.edge,
         );
         let cfg = $settings.queue.kinds[runner.kind()].clone();
+        let authz = $authz.clone();
         $monitor.register(move |restarts| {
             if restarts > 0 {
                 tracing::warn!(kind = runner.kind(), restarts, "Restarting a worker.");
@@ -84,7 +88,11 @@ macro_rules! register_kind {
                 .concurrency(cfg.concurrency)
                 .layer(CatchPanicLayer::with_panic_handler(on_panic))
                 .timeout(cfg.timeout)
-                .layer(AuthorizeLayer::new(deps.pool.clone()).watching(watch.clone()))
+                .layer(
+                    AuthorizeLayer::new(deps.pool.clone())
+                        .cached(authz.clone())
+                        .watching(watch.clone()),
+                )
                 .build($handler)
         })
     }};
@@ -209,6 +217,10 @@ impl Worker {
             std::time::Duration::from_millis(200),
             stopped(stop_rx.clone()),
         ));
+        // Authorization answers, shared by every kind, dropped when PostgreSQL says they
+        // changed (`leadq_jobs::authz::cache`).
+        let authz = AuthzCache::default();
+        let authz_task = tokio::spawn(authz.clone().follow(pool.clone()));
         let health = axum::serve(
             listener,
             health::router(
@@ -233,10 +245,17 @@ impl Worker {
             tenants,
         };
         let monitor = Monitor::new();
-        let monitor = register_kind!(monitor, score, settings, deps, lead::handler::run);
-        let monitor = register_kind!(monitor, chatwoot, settings, deps, chatwoot::handler::run);
-        let monitor = register_kind!(monitor, crm, settings, deps, hubspot::run);
-        let monitor = register_kind!(monitor, billing, settings, deps, limits::run_update);
+        let monitor = register_kind!(monitor, score, settings, deps, authz, lead::handler::run);
+        let monitor = register_kind!(
+            monitor,
+            chatwoot,
+            settings,
+            deps,
+            authz,
+            chatwoot::handler::run
+        );
+        let monitor = register_kind!(monitor, crm, settings, deps, authz, hubspot::run);
+        let monitor = register_kind!(monitor, billing, settings, deps, authz, limits::run_update);
         let monitor = monitor
             .should_restart(|_, error| {
                 tracing::error!(error = %error, "A worker stopped with an error; restarting it.");
@@ -274,6 +293,7 @@ impl Worker {
         let _ = upkeep_task.await;
         let _ = scheduler_task.await;
         let _ = sealer_task.await;
+        authz_task.abort();
         upkeep.leave().await;
         let _ = health_task.await;
         tracing::info!(worker_id = %worker_id, "Worker stopped.");

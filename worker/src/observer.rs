@@ -1,4 +1,4 @@
-//! Records every run in PostgreSQL (`job_runs`), audits dead letters, counts outcomes per
+//! Records every run in PostgreSQL (`job_runs`, by group commit: [`crate::runlog`]), audits dead letters, counts outcomes per
 //! tenant, and alerts on dead letters (`leadq-notify`: kind, reason, tenant slug, job id and
 //! correlation id, never the payload).
 //!
@@ -19,20 +19,25 @@ use leadq_queue::envelope::JobMeta;
 use leadq_queue::Settled;
 use sqlx::PgPool;
 
+use crate::runlog::{RunLog, RunRow};
+
 /// Writes `job_runs` rows.
 #[derive(Debug, Clone)]
 pub struct RunRecorder {
     pool: PgPool,
+    runs: RunLog,
     tenants: TenantLabels,
     alerts: Option<Notifier>,
 }
 
 impl RunRecorder {
     /// A recorder writing to `pool`, labelling per-tenant metrics with `tenants`, alerting
-    /// on dead letters through the process-wide notifier (when alerts are on).
+    /// on dead letters through the process-wide notifier (when alerts are on). Starts the
+    /// `job_runs` writer ([`crate::runlog`]) on the current runtime.
     pub fn new(pool: PgPool, tenants: TenantLabels) -> Self {
         Self {
             tenants,
+            runs: RunLog::start(pool.clone()),
             pool,
             alerts: leadq_notify::global().cloned(),
         }
@@ -58,7 +63,7 @@ async fn tenant_slug(pool: &PgPool, tenant: uuid::Uuid) -> String {
 
 impl JobObserver for RunRecorder {
     fn started(&self, meta: &JobMeta) -> BoxFuture<'static, ()> {
-        let pool = self.pool.clone();
+        let runs = self.runs.clone();
         let meta = meta.clone();
         let tenants = self.tenants.clone();
         async move {
@@ -66,36 +71,14 @@ impl JobObserver for RunRecorder {
             // bounded label: `other` past the cap).
             let label = tenants.label(meta.tenant_id).await;
             leadq_platform::telemetry::tag_tenant(meta.tenant_id, label.as_deref());
-            let res = async {
-                let mut tx = db::begin(&pool, Scope::Tenant(meta.tenant_id)).await?;
-                sqlx::query(
-                "insert into job_runs (job_id, tenant_id, kind, message_id, correlation_id, status,
-                                       attempts, enqueued_at, first_started_at, last_started_at)
-                 values ($1, $2, $3, $4, $5, 'running', $6, $7, now(), now())
-                 on conflict (job_id) do update set status = 'running', attempts = excluded.attempts,
-                     last_started_at = now(), updated_at = now()",
-            )
-            .bind(meta.job_id)
-            .bind(meta.tenant_id)
-            .bind(&meta.action)
-            .bind(&meta.message_id)
-            .bind(&meta.correlation_id)
-            .bind(meta.attempt as i32)
-            .bind(meta.timestamp)
-            .execute(&mut *tx)
-            .await?;
-                tx.commit().await
-            }
-            .await;
-            if let Err(error) = res {
-                tracing::warn!(error = %error, "Could not record the start of a job run.");
-            }
+            runs.write(RunRow::start(&meta)).await;
         }
         .boxed()
     }
 
     fn finished(&self, report: JobReport) -> BoxFuture<'static, ()> {
         let pool = self.pool.clone();
+        let runs = self.runs.clone();
         let tenants = self.tenants.clone();
         let alerts = self.alerts.clone();
         async move {
@@ -134,23 +117,19 @@ impl JobObserver for RunRecorder {
             };
             let finished = matches!(report.settled, Settled::Completed | Settled::Dead { .. });
             let meta = &report.meta;
-            let res = async {
-                let mut tx = db::begin(&pool, Scope::Tenant(meta.tenant_id)).await?;
-                sqlx::query(
-                    "update job_runs set status = $2, attempts = $3, duration_ms = $4,
-                        last_error_code = coalesce($5, last_error_code),
-                        finished_at = case when $6 then now() else null end, updated_at = now()
-                  where job_id = $1",
-                )
-                .bind(meta.job_id)
-                .bind(status)
-                .bind(meta.attempt as i32)
-                .bind(report.duration.as_millis() as i64)
-                .bind(report.error_code)
-                .bind(finished)
-                .execute(&mut *tx)
-                .await?;
-                if let Settled::Dead { reason } = &report.settled {
+            let duration = report.duration;
+            runs.write(RunRow::outcome(
+                meta,
+                status,
+                duration,
+                report.error_code,
+                finished,
+            ))
+            .await;
+            // A dead letter is rare: its audit row has a transaction of its own.
+            if let Settled::Dead { reason } = &report.settled {
+                let res = async {
+                    let mut tx = db::begin(&pool, Scope::Tenant(meta.tenant_id)).await?;
                     meta.auditor()
                         .entry("job.dead_letter", &format!("job:{}", meta.job_id))
                         .outcome(reason)
@@ -160,12 +139,12 @@ impl JobObserver for RunRecorder {
                         }))
                         .record(&mut *tx)
                         .await?;
+                    tx.commit().await
                 }
-                tx.commit().await
-            }
-            .await;
-            if let Err(error) = res {
-                tracing::warn!(error = %error, "Could not record the end of a job run.");
+                .await;
+                if let Err(error) = res {
+                    tracing::warn!(error = %error, "Could not audit a dead letter.");
+                }
             }
         }
         .boxed()

@@ -10,9 +10,8 @@
 //! Every delivery is counted in `leadq_webhook_requests_total{source, outcome}`. A tenant
 //! without the integration configured answers 404, like an unknown tenant.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -27,6 +26,7 @@ use leadq_jobs::integrations::{chatwoot, telegram};
 use leadq_jobs::kinds;
 use leadq_platform::metrics::{self as m, webhook_outcome as outcome};
 use leadq_platform::telemetry;
+use leadq_platform::ttl::TtlCache;
 use leadq_queue::envelope::Envelope;
 use leadq_queue::{NewJob, Priority};
 use serde_json::{json, Value};
@@ -72,11 +72,14 @@ fn body_of(source: &'static str, body: Result<Bytes, BytesRejection>) -> Result<
 /// Webhook settings by tenant slug, kept for a few seconds: a burst of deliveries (Chatwoot
 /// sends one per message) then costs no database round trip per request. A change made with
 /// `leadq tenant update` (a rotated secret, a suspended tenant) applies within [`TTL`].
-#[derive(Debug, Clone, Default)]
-pub struct TenantCache(Arc<RwLock<HashMap<String, Cached>>>);
+#[derive(Debug, Clone)]
+pub struct TenantCache(TtlCache<String, Arc<WebhookTenant>>);
 
-/// A cached entry and when it was read.
-type Cached = (Instant, Arc<WebhookTenant>);
+impl Default for TenantCache {
+    fn default() -> Self {
+        Self(TtlCache::new(TTL, CACHE_MAX))
+    }
+}
 
 /// How long a cached entry is used.
 const TTL: Duration = Duration::from_secs(5);
@@ -84,14 +87,11 @@ const TTL: Duration = Duration::from_secs(5);
 const CACHE_MAX: usize = 10_000;
 
 async fn tenant_of(app: &AppState, slug: &str) -> Result<Arc<WebhookTenant>, ApiError> {
-    let cached = app.webhook_tenants.0.read().ok().and_then(|m| {
-        m.get(slug)
-            .filter(|(at, _)| at.elapsed() < TTL)
-            .map(|(_, t)| t.clone())
-    });
-    let t = match cached {
+    let cache = &app.webhook_tenants.0;
+    let t = match cache.get(&slug.to_owned()) {
         Some(t) => t,
         None => {
+            let reading = cache.reading();
             let t = Arc::new(
                 settings::webhook_tenant(&app.pool, &app.sealer, slug)
                     .await
@@ -100,17 +100,8 @@ async fn tenant_of(app: &AppState, slug: &str) -> Result<Arc<WebhookTenant>, Api
             );
             // A tenant with no webhook configured is not kept: configuring one takes effect
             // at once.
-            let configured = t.chatwoot.is_some() || t.telegram_sha256.is_some();
-            let cache = configured
-                .then(|| app.webhook_tenants.0.write().ok())
-                .flatten();
-            if let Some(mut m) = cache {
-                if m.len() >= CACHE_MAX {
-                    m.retain(|_, (at, _)| at.elapsed() < TTL);
-                }
-                if m.len() < CACHE_MAX {
-                    m.insert(slug.to_owned(), (Instant::now(), t.clone()));
-                }
+            if t.chatwoot.is_some() || t.telegram_sha256.is_some() {
+                cache.insert(slug.to_owned(), t.clone(), reading);
             }
             t
         }

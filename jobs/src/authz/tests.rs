@@ -15,6 +15,7 @@ fn facts() -> Facts {
         mode: "enabled".into(),
         scopes: Some(vec!["leads:write".into(), "leads:read".into()]),
         key_found: true,
+        key_expires_at: None,
         integration_configured: true,
         operator_permissions: Some(vec!["dlq".into(), "limits".into()]),
         operator_disabled: false,
@@ -226,5 +227,19 @@ fn an_operator_must_be_registered_enabled_and_hold_the_kinds_permission() {
     assert_eq!(
         decide(UPDATE_BILLING_LIMIT, "operator:ann", Some(&limits_only)),
         Ok(Mode::Enabled)
+    );
+}
+
+#[test]
+fn a_key_that_had_expired_when_the_message_was_made_is_not_found() {
+    let made = chrono::Utc::now();
+    let expires = |at| with(|f| f.key_expires_at = Some(at)).at(made);
+    let hour = chrono::Duration::hours(1);
+    assert!(expires(made + hour).key_found, "still valid when made");
+    assert!(!expires(made - hour).key_found, "expired before");
+    assert!(!expires(made).key_found, "expired at that instant");
+    assert_eq!(
+        decide(LEAD_SCORE, KEY, Some(&expires(made - hour))),
+        Err(Denied::NotTenantPrincipal)
     );
 }

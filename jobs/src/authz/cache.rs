@@ -1,0 +1,135 @@
+//! What authorization read, kept for [`TTL`] and dropped the moment it changes.
+//!
+//! Authorization reads the tenant, its entitlement to the kind and the principal for every
+//! job: one PostgreSQL transaction per job, for facts that change a few times a year. The
+//! worker keeps each answer (by tenant, kind and principal) for [`TTL`]. A change to any row
+//! the answer came from (`tenants`, `api_keys`, `tenant_job_kinds`, `tenant_integrations`,
+//! `operators`) fires a trigger (`migrations/*_authz_invalidation.sql`) whose `NOTIFY` every
+//! worker receives on a `LISTEN` connection of its own ([`AuthzCache::follow`]); the tenant's
+//! answers are dropped at once (an operator's change drops them all).
+//!
+//! The bound, stated: a revoked key, a suspended tenant, a withdrawn entitlement or a
+//! disabled operator is refused from the first job that starts after the notification
+//! arrives, normally milliseconds after the change commits. If the notification is lost (the
+//! listening connection broke, PostgreSQL restarted), the cache is cleared when the listener
+//! reconnects, and in every case no answer is used for longer than [`TTL`] after it was read.
+//! A read that raced a notification is not kept (see [`leadq_platform::ttl`]).
+
+use std::time::Duration;
+
+use leadq_platform::ttl::{Reading, TtlCache};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Facts;
+
+/// How long an answer is used at most.
+pub const TTL: Duration = Duration::from_secs(2);
+/// The `NOTIFY` channel of the invalidation triggers.
+pub const CHANNEL: &str = "leadq_authz";
+/// Answers kept at most (tenants × kinds × principals in use within [`TTL`]).
+const MAX_ENTRIES: usize = 50_000;
+
+/// (tenant, kind, principal).
+type Key = (Uuid, String, String);
+
+/// The worker's cache of authorization facts. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct AuthzCache {
+    facts: TtlCache<Key, Option<Facts>>,
+}
+
+impl Default for AuthzCache {
+    fn default() -> Self {
+        Self::with_ttl(TTL)
+    }
+}
+
+impl AuthzCache {
+    /// A cache whose answers are used for `ttl` (tests shorten it).
+    pub fn with_ttl(ttl: Duration) -> Self {
+        Self {
+            facts: TtlCache::new(ttl, MAX_ENTRIES),
+        }
+    }
+
+    pub(super) fn get(&self, tenant: Uuid, kind: &str, principal: &str) -> Option<Option<Facts>> {
+        self.facts
+            .get(&(tenant, kind.to_owned(), principal.to_owned()))
+    }
+
+    pub(super) fn reading(&self) -> Reading {
+        self.facts.reading()
+    }
+
+    pub(super) fn insert(
+        &self,
+        tenant: Uuid,
+        kind: &str,
+        principal: &str,
+        facts: Option<Facts>,
+        reading: Reading,
+    ) {
+        let key = (tenant, kind.to_owned(), principal.to_owned());
+        self.facts.insert(key, facts, reading);
+    }
+
+    /// Drops what a change notified with `payload` (a tenant id, or `*`) may have made stale.
+    pub fn invalidate(&self, payload: &str) {
+        match payload.parse::<Uuid>() {
+            Ok(tenant) => {
+                self.facts.forget(|(t, _, _)| *t == tenant);
+            }
+            // `*`, or anything unexpected: everything.
+            Err(_) => self.facts.clear(),
+        }
+    }
+
+    /// Answers kept now.
+    pub fn len(&self) -> usize {
+        self.facts.len()
+    }
+
+    /// Whether no answer is kept.
+    pub fn is_empty(&self) -> bool {
+        self.facts.is_empty()
+    }
+
+    /// Listens for invalidations until the task is dropped; reconnects after a lost
+    /// connection, clearing the cache (notifications may have been missed meanwhile).
+    pub async fn follow(self, pool: PgPool) {
+        loop {
+            match PgListener::connect_with(&pool).await {
+                Ok(mut listener) => match listener.listen(CHANNEL).await {
+                    Ok(()) => {
+                        self.facts.clear();
+                        tracing::debug!("Following authorization changes.");
+                        self.drain(&mut listener).await;
+                    }
+                    Err(error) => tracing::warn!(error = %error,
+                        "Could not listen for authorization changes; answers expire after the TTL."),
+                },
+                Err(error) => tracing::warn!(error = %error,
+                    "Could not connect to listen for authorization changes; answers expire after the TTL."),
+            }
+            self.facts.clear();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn drain(&self, listener: &mut PgListener) {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => self.invalidate(n.payload()),
+                // The connection was lost and is being re-established: changes may have been
+                // missed.
+                Ok(None) => self.facts.clear(),
+                Err(error) => {
+                    tracing::warn!(error = %error, "Lost the authorization change listener.");
+                    return;
+                }
+            }
+        }
+    }
+}

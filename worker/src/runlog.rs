@@ -1,0 +1,287 @@
+//! `job_runs` written by group commit.
+//!
+//! Every run writes its row twice: "running" before the handler, the outcome after the job is
+//! settled in Redis. One transaction per write made these two of a lead's four PostgreSQL
+//! transactions. Here every write goes to one writer task per process, which takes all the
+//! writes waiting, commits them in one transaction (one upsert per tenant, each under its own
+//! tenant's row-level-security scope) and only then answers each caller. When the worker is
+//! idle that is one transaction per write, as before, with no timer to wait on; under load a
+//! batch grows to whatever arrived while the previous one committed (at most
+//! [`MAX_BATCH`]), so the transaction rate stays flat while the job rate grows.
+//!
+//! The caller's future resolves after its row is committed, so what `job_runs` says keeps its
+//! meaning: "running" is written before the handler runs, the outcome before the run's
+//! concurrency slot is freed. Best effort, like the single writes were: a failed batch is
+//! logged and its callers go on (the queue in Redis is the source of truth; the
+//! `job_runs_reconcile` task repairs rows left unfinished).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use leadq_platform::db::{self, Scope};
+use leadq_queue::envelope::JobMeta;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// The most rows one transaction writes.
+pub const MAX_BATCH: usize = 512;
+
+/// One write of a run's row.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    /// The job.
+    pub job_id: Uuid,
+    /// Its tenant (the row's RLS scope).
+    pub tenant_id: Uuid,
+    /// The kind.
+    pub kind: String,
+    /// The producer's message id.
+    pub message_id: String,
+    /// The correlation id.
+    pub correlation_id: String,
+    /// `running` (a start: `last_started_at` becomes now), `retrying`, `completed` or `dead`.
+    pub status: &'static str,
+    /// The attempt.
+    pub attempts: i32,
+    /// When the job was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// Handler run time (outcomes only).
+    pub duration_ms: Option<i64>,
+    /// The failed run's error code (outcomes only).
+    pub error_code: Option<&'static str>,
+    /// The run is over for good (`completed` or `dead`): `finished_at` becomes now.
+    pub finished: bool,
+}
+
+impl RunRow {
+    /// The start of `meta`'s run.
+    pub fn start(meta: &JobMeta) -> Self {
+        Self::outcome(meta, "running", Duration::ZERO, None, false)
+    }
+
+    /// The outcome of `meta`'s run (`status` as in [`RunRow::status`]).
+    pub fn outcome(
+        meta: &JobMeta,
+        status: &'static str,
+        duration: Duration,
+        error_code: Option<&'static str>,
+        finished: bool,
+    ) -> Self {
+        let running = status == "running";
+        Self {
+            job_id: meta.job_id,
+            tenant_id: meta.tenant_id,
+            kind: meta.action.clone(),
+            message_id: meta.message_id.clone(),
+            correlation_id: meta.correlation_id.clone(),
+            status,
+            attempts: i32::try_from(meta.attempt).unwrap_or(i32::MAX),
+            enqueued_at: meta.timestamp,
+            duration_ms: (!running)
+                .then(|| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
+            error_code,
+            finished,
+        }
+    }
+}
+
+type Pending = (RunRow, oneshot::Sender<()>);
+
+/// The handle every run's observer writes through. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RunLog {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl RunLog {
+    /// Starts the writer task on the current runtime. It ends when the last handle is dropped,
+    /// after writing what was handed to it.
+    pub fn start(pool: PgPool) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(pool, rx));
+        Self { tx }
+    }
+
+    /// Writes `row`; resolves once it is committed (or its batch failed, which is logged).
+    pub async fn write(&self, row: RunRow) {
+        let (done, committed) = oneshot::channel();
+        if self.tx.send((row, done)).is_ok() {
+            let _ = committed.await;
+        }
+    }
+}
+
+async fn writer(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::new();
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let rows: Vec<&RunRow> = batch.iter().map(|(row, _)| row).collect();
+        if let Err(error) = commit(&pool, &rows).await {
+            tracing::warn!(error = %error, rows = rows.len(),
+                "Could not record a batch of job runs.");
+        }
+        for (_, done) in batch.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Writes `rows` in one transaction: per tenant, in arrival order, one upsert per round (a
+/// round never names a job twice, which one `insert … on conflict` statement cannot do).
+async fn commit(pool: &PgPool, rows: &[&RunRow]) -> Result<(), sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Platform).await?;
+    for (tenant, round) in rounds(rows) {
+        sqlx::query("select set_config('leadq.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        upsert(&mut tx, tenant, &round).await?;
+    }
+    tx.commit().await
+}
+
+/// Splits `rows` into (tenant, rows) groups, keeping each job's writes in arrival order and
+/// never naming one job twice in a group.
+fn rounds<'a>(rows: &[&'a RunRow]) -> Vec<(Uuid, Vec<&'a RunRow>)> {
+    let mut out: Vec<(Uuid, Vec<&RunRow>)> = Vec::new();
+    for row in rows {
+        // The last group of this tenant after any group that already names this job.
+        let after = out
+            .iter()
+            .rposition(|(_, group)| group.iter().any(|r| r.job_id == row.job_id))
+            .map_or(0, |i| i + 1);
+        match out
+            .iter_mut()
+            .skip(after)
+            .find(|(tenant, _)| *tenant == row.tenant_id)
+        {
+            Some((_, group)) => group.push(row),
+            None => out.push((row.tenant_id, vec![row])),
+        }
+    }
+    out
+}
+
+async fn upsert(
+    tx: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    rows: &[&RunRow],
+) -> Result<(), sqlx::Error> {
+    let job_ids: Vec<Uuid> = rows.iter().map(|r| r.job_id).collect();
+    let kinds: Vec<String> = rows.iter().map(|r| r.kind.clone()).collect();
+    let message_ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
+    let correlation_ids: Vec<String> = rows.iter().map(|r| r.correlation_id.clone()).collect();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.status).collect();
+    let attempts: Vec<i32> = rows.iter().map(|r| r.attempts).collect();
+    let enqueued: Vec<DateTime<Utc>> = rows.iter().map(|r| r.enqueued_at).collect();
+    let durations: Vec<Option<i64>> = rows.iter().map(|r| r.duration_ms).collect();
+    let codes: Vec<Option<&str>> = rows.iter().map(|r| r.error_code).collect();
+    let finished: Vec<bool> = rows.iter().map(|r| r.finished).collect();
+    // A start (`running`) moves `last_started_at` and leaves the last outcome's duration and
+    // finish time; an outcome sets them. The first write of a job inserts its row.
+    sqlx::query(
+        "insert into job_runs (job_id, tenant_id, kind, message_id, correlation_id, status,
+                               attempts, enqueued_at, first_started_at, last_started_at,
+                               finished_at, duration_ms, last_error_code)
+         select r.job_id, $1, r.kind, r.message_id, r.correlation_id, r.status, r.attempts,
+                r.enqueued_at, now(), now(), case when r.finished then now() end,
+                r.duration_ms, r.error_code
+           from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[],
+                       $8::timestamptz[], $9::int8[], $10::text[], $11::bool[])
+                as r(job_id, kind, message_id, correlation_id, status, attempts, enqueued_at,
+                     duration_ms, error_code, finished)
+         on conflict (job_id) do update set
+             status = excluded.status,
+             attempts = excluded.attempts,
+             last_started_at = case when excluded.status = 'running' then now()
+                                    else job_runs.last_started_at end,
+             duration_ms = case when excluded.status = 'running' then job_runs.duration_ms
+                                else excluded.duration_ms end,
+             finished_at = case when excluded.status = 'running' then job_runs.finished_at
+                                else excluded.finished_at end,
+             last_error_code = coalesce(excluded.last_error_code, job_runs.last_error_code),
+             updated_at = now()",
+    )
+    .bind(tenant)
+    .bind(job_ids)
+    .bind(kinds)
+    .bind(message_ids)
+    .bind(correlation_ids)
+    .bind(statuses)
+    .bind(attempts)
+    .bind(enqueued)
+    .bind(durations)
+    .bind(codes)
+    .bind(finished)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(tenant: u128, job: u128, status: &'static str) -> RunRow {
+        RunRow {
+            job_id: Uuid::from_u128(job),
+            tenant_id: Uuid::from_u128(tenant),
+            kind: "lead_score".into(),
+            message_id: "m".into(),
+            correlation_id: "c".into(),
+            status,
+            attempts: 1,
+            enqueued_at: Utc::now(),
+            duration_ms: None,
+            error_code: None,
+            finished: false,
+        }
+    }
+
+    fn shape(rounds: &[(Uuid, Vec<&RunRow>)]) -> Vec<(u128, Vec<(u128, &'static str)>)> {
+        rounds
+            .iter()
+            .map(|(t, g)| {
+                let jobs = g.iter().map(|r| (r.job_id.as_u128(), r.status)).collect();
+                (t.as_u128(), jobs)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_group_per_tenant_when_no_job_repeats() {
+        let rows = [
+            row(1, 10, "running"),
+            row(2, 20, "running"),
+            row(1, 11, "running"),
+        ];
+        let refs: Vec<&RunRow> = rows.iter().collect();
+        assert_eq!(
+            shape(&rounds(&refs)),
+            vec![
+                (1, vec![(10, "running"), (11, "running")]),
+                (2, vec![(20, "running")]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeated_job_goes_to_a_later_group_in_order() {
+        let rows = [
+            row(1, 10, "retrying"),
+            row(1, 11, "running"),
+            row(1, 10, "running"),
+            row(1, 10, "completed"),
+            row(1, 12, "running"),
+        ];
+        let refs: Vec<&RunRow> = rows.iter().collect();
+        assert_eq!(
+            shape(&rounds(&refs)),
+            vec![
+                (1, vec![(10, "retrying"), (11, "running"), (12, "running")]),
+                (1, vec![(10, "running")]),
+                (1, vec![(10, "completed")]),
+            ]
+        );
+    }
+}
