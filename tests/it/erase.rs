@@ -146,3 +146,48 @@ async fn erase_removes_the_lead_from_postgres_and_from_pending_jobs() {
     );
     app.stop().await;
 }
+
+/// An erasure that lands while a job is creating the same lead (past its tombstone check, not
+/// yet committed) waits for that job and deletes what it wrote: the lead never comes back.
+/// (Found by schemathesis's stateful phase: create → erase → read answered 200.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_racing_a_job_that_creates_the_lead_leaves_no_lead() {
+    let app = spawn_app().await;
+    let tenant = app.tenant.tenant_id;
+    let meta = leadq_queue::envelope::JobMeta {
+        job_id: uuid::Uuid::new_v4(),
+        attempt: 1,
+        schema_version: 1,
+        message_id: "m-race".into(),
+        tenant_id: tenant,
+        user_id: app.key_actor(),
+        action: "lead_score".into(),
+        timestamp: chrono::Utc::now(),
+        correlation_id: "c-race".into(),
+        trace_context: Default::default(),
+        shadow: false,
+    };
+    let mut job = app.own().await;
+    let created = leadq_jobs::lead::store::ensure(&mut job, &meta, "tg-race", "telegram")
+        .await
+        .unwrap();
+    assert!(created.is_some(), "the job inserts the lead");
+    let erasing = tokio::spawn({
+        let (pool, queue) = (app.db.pool.clone(), app.queue.clone());
+        async move { leadq_jobs::lead::erase(&pool, &queue, tenant, "tg-race", "operator:t", "c").await }
+    });
+    // Unguarded, the erasure finds no lead (the insert is not committed) and is done by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    job.commit().await.unwrap();
+    let erased = erasing.await.unwrap().unwrap();
+    assert!(
+        erased.lead_deleted,
+        "the erasure waited and deleted the job's lead"
+    );
+    let left: i64 = sqlx::query_scalar("select count(*) from leads where external_id = 'tg-race'")
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    app.stop().await;
+}

@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 /// What an erasure removed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Erased {
     /// The lead existed in PostgreSQL and was deleted.
@@ -48,6 +49,8 @@ pub async fn erase(
     correlation_id: &str,
 ) -> Result<Erased, EraseError> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    // Waits for a job writing this lead right now to commit, so its row is deleted below.
+    crate::lead::store::hold_lead(&mut tx, tenant, external_id).await?;
     sqlx::query(
         "insert into erasures (tenant_id, external_id) values ($1, $2)
          on conflict (tenant_id, external_id) do update set erased_at = now()",

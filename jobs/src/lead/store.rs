@@ -40,14 +40,34 @@ pub struct Applied {
     pub sync: Option<i64>,
 }
 
+/// Holds the lead `external_id` of `tenant` until the transaction ends: a job's write and an
+/// erasure of the same lead take turns. Without it an erasure could commit between a
+/// handler's tombstone check and its insert (the lead row does not exist yet, so there is no
+/// row to lock), and the erased lead would come back. Per lead, so leads never wait on each
+/// other (a hash collision only costs a short wait).
+pub async fn hold_lead(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    external_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock(hashtext($1::text), hashtext($2))")
+        .bind(tenant)
+        .bind(external_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Whether `external_id` of `tenant` was erased after `made_at` (the job predates the
-/// erasure and must not write the lead back).
+/// erasure and must not write the lead back). Holds the lead first ([`hold_lead`]), so the
+/// answer stays true until the caller's transaction ends.
 pub async fn erased_since(
     conn: &mut PgConnection,
     tenant: Uuid,
     external_id: &str,
     made_at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
+    hold_lead(&mut *conn, tenant, external_id).await?;
     let erased_at: Option<DateTime<Utc>> = sqlx::query_scalar(
         "select erased_at from erasures where tenant_id = $1 and external_id = $2",
     )
