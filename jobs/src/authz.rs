@@ -335,7 +335,12 @@ where
         let watch = self.watch.clone();
         async move {
             let meta = &task.args.meta;
-            let denied = match authorize(&pool, cache.as_ref(), meta).await {
+            let clock = std::time::Instant::now();
+            let decision = authorize(&pool, cache.as_ref(), meta).await;
+            metrics::histogram!(m::JOB_PHASE_SECONDS, m::label::KIND => meta.action.clone(),
+                m::label::PHASE => m::phase::AUTHORIZE)
+            .record(clock.elapsed().as_secs_f64());
+            let denied = match decision {
                 Ok(Ok(mode)) => {
                     task.args.meta.shadow = mode == Mode::Shadow;
                     None

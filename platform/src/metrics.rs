@@ -99,6 +99,9 @@ pub const SCHEDULER_LEADER: &str = "leadq_scheduler_leader";
 pub const DEPENDENCY_UP: &str = "leadq_dependency_up";
 /// Histogram: from enqueue to done (completed or dead-lettered), by `kind`: the job SLA.
 pub const JOB_TURNAROUND_SECONDS: &str = "leadq_job_turnaround_seconds";
+/// Histogram: where a run's time goes, by `kind` and `phase` (one of [`phase`]): what
+/// `leadq bench --mode e2e` breaks down, and where to look when jobs slow down.
+pub const JOB_PHASE_SECONDS: &str = "leadq_job_phase_seconds";
 /// Gauge: 1 while the security check `check` passes, 0 while it fails (see
 /// `leadq_jobs::ops::security`). Published by the API, refreshed every 30 s.
 pub const SECURITY_CHECK_OK: &str = "leadq_security_check_ok";
@@ -169,6 +172,24 @@ pub mod label {
     pub const STATUS_CLASS: &str = "status_class";
     /// A tenant setting that differs from the default (see [`super::TENANT_OVERRIDE_INFO`]).
     pub const SETTING: &str = "setting";
+    /// A step of a job's run, one of [`super::phase`].
+    pub const PHASE: &str = "phase";
+}
+
+/// Values of the `phase` label of [`JOB_PHASE_SECONDS`], in the order a run goes through them.
+pub mod phase {
+    /// Writing the run's start to `job_runs` (group commit).
+    pub const RECORD_START: &str = "record_start";
+    /// The authorization check (cached, or one PostgreSQL query).
+    pub const AUTHORIZE: &str = "authorize";
+    /// Authorization and the handler together (the handler alone: this minus `authorize`).
+    pub const RUN: &str = "run";
+    /// Settling the job in Redis (ack, retry or dead letter; group-committed per worker).
+    pub const SETTLE: &str = "settle";
+    /// Writing the run's outcome to `job_runs` (group commit) and the dead-letter audit.
+    pub const RECORD_END: &str = "record_end";
+    /// Every phase, in order.
+    pub const ALL: [&str; 5] = [RECORD_START, AUTHORIZE, RUN, SETTLE, RECORD_END];
 }
 
 /// Values of the `outcome` label of [`JOBS_TOTAL`].
@@ -324,6 +345,9 @@ pub fn register_job_series(kind: &'static str) {
     metrics::counter!(QUEUE_LOST_LEASES_TOTAL, label::KIND => kind).increment(0);
     let _ = metrics::histogram!(JOB_DURATION_SECONDS, label::KIND => kind);
     let _ = metrics::histogram!(JOB_WAIT_SECONDS, label::KIND => kind);
+    for p in phase::ALL {
+        let _ = metrics::histogram!(JOB_PHASE_SECONDS, label::KIND => kind, label::PHASE => p);
+    }
     let _ = metrics::histogram!(JOB_TURNAROUND_SECONDS, label::KIND => kind);
 }
 
@@ -410,6 +434,11 @@ fn describe() {
         "1 once Telegram answered 403: this process sends no more alerts."
     );
     describe_histogram!(JOB_DURATION_SECONDS, Unit::Seconds, "Handler run time.");
+    describe_histogram!(
+        JOB_PHASE_SECONDS,
+        Unit::Seconds,
+        "Where a run's time goes, by kind and phase."
+    );
     describe_histogram!(
         JOB_WAIT_SECONDS,
         Unit::Seconds,

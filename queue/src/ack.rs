@@ -136,7 +136,14 @@ where
             ("correlation_id", meta.correlation_id.clone()),
         ];
         let job = async move {
+            let phase = |p: &'static str, since: Instant| {
+                metrics::histogram!(m::JOB_PHASE_SECONDS, m::label::KIND => kind,
+                    m::label::PHASE => p)
+                .record(since.elapsed().as_secs_f64());
+            };
+            let clock = Instant::now();
             runner.observer.started(&meta).await;
+            phase(m::phase::RECORD_START, clock);
             let started_at = Utc::now();
             if meta.attempt == 1 {
                 let wait = (started_at - meta.timestamp).to_std().unwrap_or_default();
@@ -146,6 +153,7 @@ where
             let clock = Instant::now();
             let result = inner.await.map(|_| ()).map_err(Into::into);
             let duration = clock.elapsed();
+            phase(m::phase::RUN, clock);
             metrics::histogram!(m::JOB_DURATION_SECONDS, m::label::KIND => kind)
                 .record(duration.as_secs_f64());
             let (how, error_code) = classify(&result);
@@ -155,12 +163,14 @@ where
             }
             let id = meta.job_id.to_string();
             let settling = Settling::start(&runner.settling);
+            let clock = Instant::now();
             let settled = runner
                 .settle_one(id.clone(), owner(&runner.worker_id, meta.attempt), how)
                 .await
                 .unwrap_or(Settled::Lost);
             runner.book.remove(&id);
             drop(settling);
+            phase(m::phase::SETTLE, clock);
             record_outcome(kind, &settled, error_code);
             if matches!(settled, Settled::Completed | Settled::Dead { .. }) {
                 // The job SLA: from its enqueue to its end, across every attempt and delay.
@@ -168,6 +178,7 @@ where
                 metrics::histogram!(m::JOB_TURNAROUND_SECONDS, m::label::KIND => kind)
                     .record(turnaround.as_secs_f64());
             }
+            let clock = Instant::now();
             runner
                 .observer
                 .finished(JobReport {
@@ -178,6 +189,7 @@ where
                     duration,
                 })
                 .await;
+            phase(m::phase::RECORD_END, clock);
             Ok(settled)
         };
         // One Sentry hub per run: its events carry the job's tags, never another job's.

@@ -37,6 +37,7 @@ struct Tenant {
 /// The processes the bench started (killed when dropped).
 struct Stack {
     api_url: String,
+    worker_url: String,
     children: Vec<(&'static str, tokio::process::Child)>,
 }
 
@@ -79,8 +80,13 @@ async fn start_stack(client: &reqwest::Client) -> anyhow::Result<Stack> {
     }
     let api_url = format!("http://127.0.0.1:{api_port}");
     wait_ready(client, &format!("{api_url}/readyz")).await?;
-    wait_ready(client, &format!("http://127.0.0.1:{worker_port}/readyz")).await?;
-    Ok(Stack { api_url, children })
+    let worker_url = format!("http://127.0.0.1:{worker_port}");
+    wait_ready(client, &format!("{worker_url}/readyz")).await?;
+    Ok(Stack {
+        api_url,
+        worker_url,
+        children,
+    })
 }
 
 /// Peak resident memory of a process in MB (`VmHWM`), if it can be read.
@@ -95,6 +101,40 @@ fn peak_rss_mb(pid: Option<u32>) -> Option<f64> {
         .parse()
         .ok()?;
     Some(round_to(kb / 1024.0, 1))
+}
+
+/// The mean time a run of `kind` spent in each phase, in ms (`leadq_job_phase_seconds`,
+/// scraped from the worker the bench started); `None` if it cannot be read.
+async fn phases_ms(
+    settings: &Settings,
+    worker_url: &str,
+    kind: &str,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut req = reqwest::Client::new().get(format!("{worker_url}/metrics"));
+    if let Some(token) = &settings.edge.metrics_token {
+        req = req.bearer_auth(token.expose());
+    }
+    let text = req.send().await.ok()?.text().await.ok()?;
+    let value = |series: &str, phase: &str| -> Option<f64> {
+        let head = format!(
+            "{}_{series}{{kind=\"{kind}\",phase=\"{phase}\"}} ",
+            leadq_platform::metrics::JOB_PHASE_SECONDS
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(head.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let mut out = serde_json::Map::new();
+    for phase in leadq_platform::metrics::phase::ALL {
+        let (sum, count) = (value("sum", phase)?, value("count", phase)?);
+        let mean = if count > 0.0 {
+            sum / count * 1000.0
+        } else {
+            0.0
+        };
+        out.insert(phase.to_owned(), json!(round_to(mean, 2)));
+    }
+    Some(out)
 }
 
 /// Lifts the tenant's ingest limits out of the way (the bench measures the path, not the
@@ -397,6 +437,10 @@ pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::R
         })
     };
     let (api_rss, worker_rss) = (rss("api"), rss("worker"));
+    let phases = match &stack {
+        Some(s) => phases_ms(&settings, &s.worker_url, kind).await,
+        None => None,
+    };
     let once = stored_once(&pool, &tenants, a.source, posted.accepted).await?;
     let (audit_ok, audit_summary) = leadq_platform::audit::summary(
         &leadq_platform::audit::verify_all(&pool, settings.audit_keys()).await?,
@@ -424,6 +468,7 @@ pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::R
         ("wal_bytes_per_lead", json!(per(wal))),
         ("api_rss_mb", json!(api_rss)),
         ("worker_rss_mb", json!(worker_rss)),
+        ("phases_ms", json!(phases)),
         ("stored_once", json!(once)),
         ("audit_verified", json!(audit_ok)),
         ("audit", json!(audit_summary)),

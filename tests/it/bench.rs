@@ -128,6 +128,12 @@ async fn the_e2e_mode_runs_the_real_path_and_checks_what_it_stored() {
         assert_eq!(line["audit_verified"], true, "{line}");
         assert_eq!(line["ok"], true, "{line}");
         assert!(line["e2e_ms"]["p99"].as_f64().unwrap() >= line["e2e_ms"]["p50"].as_f64().unwrap());
+        // The breakdown read off the worker it started: every phase, and a run takes time.
+        let phases = line["phases_ms"].as_object().expect("phases_ms: {line}");
+        for phase in leadq_platform::metrics::phase::ALL {
+            assert!(phases[phase].as_f64().is_some(), "{phase}: {line}");
+        }
+        assert!(phases["run"].as_f64().unwrap() > 0.0, "{line}");
     }
     app.stop().await;
 }
