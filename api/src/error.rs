@@ -158,6 +158,43 @@ impl ApiError {
     }
 
     /// The stable error code.
+    /// Every code [`ApiError::code`] can answer, in its order: the published contract lists
+    /// them (`crate::openapi`), and a test holds this list to the match.
+    pub const CODES: &'static [&'static str] = &[
+        "invalid_api_key",
+        "api_key_expired",
+        "api_key_revoked",
+        "tenant_inactive",
+        "insufficient_scope",
+        "operator_only",
+        "operator_not_registered",
+        "operator_disabled",
+        "operator_lacks_permission",
+        "bad_signature",
+        "stale_timestamp",
+        "wrong_account",
+        "malformed_json",
+        "invalid_path",
+        "invalid_query",
+        "method_not_allowed",
+        "unsupported_character",
+        "invalid_field",
+        "timeout",
+        "bad_request",
+        "invalid_body",
+        "payload_too_large",
+        "unsupported_media_type",
+        "validation_failed",
+        "not_found",
+        "queue_unavailable",
+        "database_unavailable",
+        "rate_limited",
+        "quota_exceeded",
+        "auth_locked_out",
+        "unauthenticated_rate_limited",
+        "internal",
+    ];
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidApiKey => "invalid_api_key",
@@ -202,6 +239,8 @@ impl From<OpsError> for ApiError {
     fn from(e: OpsError) -> Self {
         match e {
             OpsError::Invalid(_) => ApiError::InvalidBody,
+            // Input the queue refused (a malformed cursor) is the caller's, not an outage.
+            OpsError::Queue(leadq_queue::QueueError::Invalid(_)) => ApiError::InvalidBody,
             OpsError::Queue(q) => ApiError::QueueUnavailable(q),
             OpsError::Db(d) => d.into(),
         }
@@ -259,5 +298,41 @@ impl IntoResponse for ApiError {
             );
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod codes_tests {
+    use super::ApiError;
+
+    /// `CODES` is exactly what `code()` can answer: read off the match in this file's source,
+    /// so a new variant cannot be left out of the published contract.
+    #[test]
+    fn codes_list_every_code_of_the_match() {
+        let src = include_str!("error.rs");
+        let start = src.find("pub fn code(&self)").expect("code() is here");
+        let end = start + src[start..].find("\n    }\n").expect("its end");
+        let in_match: Vec<&str> = src[start..end]
+            .split("=> \"")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').expect("closing quote")])
+            .collect();
+        assert_eq!(in_match, ApiError::CODES);
+        let mut unique = in_match.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), in_match.len(), "a code is used twice");
+    }
+
+    /// The README's table documents every code.
+    #[test]
+    fn the_readme_documents_every_code() {
+        let readme = include_str!("../../README.md");
+        for code in ApiError::CODES {
+            assert!(
+                readme.contains(&format!("`{code}`")),
+                "README lacks `{code}`"
+            );
+        }
     }
 }

@@ -8,6 +8,8 @@
 //! - [`Application`]: build (connect, bind; port 0 in tests), run until stopped.
 //! - [`router`]: every route and the middleware stack.
 //! - [`error`]: [`error::ApiError`], the stable error codes and body.
+//! - [`openapi`]: the published contract (`/openapi.json`, `/docs`), generated from the
+//!   handlers' annotations.
 //! - [`extract`]: the `Auth` extractor (API key → tenant), `Operator` / `OperatorContext`
 //!   (operator token → `operator:<name>` and the correlation id), `ApiJson`.
 //! - [`middleware`]: correlation id, request span, HTTP metrics.
@@ -24,6 +26,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod openapi;
 pub mod rejections;
 pub mod routes;
 pub mod tls;
@@ -35,13 +38,14 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue};
-use axum::routing::{get, post};
 use axum::Router;
 use leadq_platform::config::Settings;
 use leadq_queue::Queue;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -71,29 +75,14 @@ pub struct AppState {
 /// over plain HTTP the header is ignored by browsers at best and misleading at worst.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let hsts = state.settings.tls.api_is_https();
+    let (routes, paths) = documented_routes(max_body_bytes).split_for_parts();
+    let spec = openapi::document(paths);
     let router = Router::new()
-        .route("/v1/leads", post(routes::leads::create))
-        .route(
-            "/v1/leads/{external_id}",
-            get(routes::leads::get).delete(routes::leads::delete),
+        .merge(routes)
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/docs")
+                .external_url_unchecked("/openapi.json", openapi::to_value(&spec)),
         )
-        .route(
-            "/v1/webhooks/chatwoot/{tenant}",
-            post(routes::webhooks::chatwoot).layer(DefaultBodyLimit::max(
-                leadq_jobs::integrations::chatwoot::MAX_BODY_BYTES,
-            )),
-        )
-        .route(
-            "/v1/webhooks/telegram/{tenant}",
-            post(routes::webhooks::telegram).layer(DefaultBodyLimit::max(max_body_bytes)),
-        )
-        .route("/v1/status", get(routes::status::get))
-        .route("/v1/health/security", get(routes::security::get))
-        .route("/v1/dlq/{kind}", get(routes::dlq::list))
-        .route("/v1/dlq/{kind}/redrive", post(routes::dlq::redrive))
-        .route("/v1/dlq/{kind}/purge", post(routes::dlq::purge))
-        .route("/v1/dlq/{kind}/{job_id}", get(routes::dlq::show))
-        .route("/v1/audit", get(routes::audit::list))
         .merge(health_routes(&state))
         .fallback(|| async { error::ApiError::NotFound })
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
@@ -134,6 +123,36 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         ))
         .layer(axum::middleware::from_fn(rejections::standard_bodies))
         .with_state(state)
+}
+
+/// The API's own routes, each from its handler's `#[utoipa::path]` (see [`openapi`]).
+fn documented_routes(max_body_bytes: usize) -> OpenApiRouter<AppState> {
+    use routes::{audit, dlq, leads, security, status, webhooks};
+    let limited = |(schemas, paths, method): UtoipaMethodRouter<AppState>, max: usize| {
+        (schemas, paths, method.layer(DefaultBodyLimit::max(max)))
+    };
+    OpenApiRouter::new()
+        .routes(routes!(leads::create))
+        .routes(routes!(leads::get, leads::delete))
+        .routes(limited(
+            routes!(webhooks::chatwoot),
+            leadq_jobs::integrations::chatwoot::MAX_BODY_BYTES,
+        ))
+        .routes(limited(routes!(webhooks::telegram), max_body_bytes))
+        .routes(routes!(status::get))
+        .routes(routes!(security::get))
+        .routes(routes!(dlq::list))
+        .routes(routes!(dlq::redrive))
+        .routes(routes!(dlq::purge))
+        .routes(routes!(dlq::show))
+        .routes(routes!(audit::list))
+}
+
+/// The published contract, as `/openapi.json` serves it (`leadq openapi` prints it).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    // The body limit is a layer, not part of the document.
+    let (_, paths) = documented_routes(usize::MAX).split_for_parts();
+    openapi::document(paths)
 }
 
 /// `/healthz`, `/readyz`, and `/metrics` unless it is served on `LEADQ_METRICS_ADDR` alone.

@@ -48,7 +48,9 @@ fn expose<S: serde::Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(s.expose())
 }
 
-fn valid_slug(slug: &str) -> bool {
+/// Whether `slug` has a tenant slug's form: 2-63 characters of `a-z`, `0-9` and `-`, starting
+/// with a letter or digit.
+pub fn valid_slug(slug: &str) -> bool {
     let b = slug.as_bytes();
     (2..=63).contains(&b.len())
         && b[0].is_ascii_alphanumeric()

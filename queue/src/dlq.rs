@@ -42,6 +42,7 @@ impl Filter {
 }
 
 /// One page of dead letters, newest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct Page {
     /// The dead letters.

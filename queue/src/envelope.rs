@@ -14,6 +14,7 @@ use uuid::Uuid;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// A job as it sits in Redis.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Envelope {
     /// Envelope format version (see [`SCHEMA_VERSION`]).
@@ -83,6 +84,7 @@ impl Envelope {
 }
 
 /// An envelope signature.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Signature {
     /// Id of the key that signed.

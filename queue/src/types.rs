@@ -107,6 +107,7 @@ pub struct Enqueued {
 }
 
 /// Job counts of one kind.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct KindCounts {
     /// The kind.
@@ -151,6 +152,7 @@ pub struct WorkerInfo {
 }
 
 /// A worker's status across all kinds, as `/v1/status` shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WorkerStatus {
     /// Worker id.
@@ -170,6 +172,7 @@ pub struct WorkerStatus {
 }
 
 /// A dead-lettered job.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
     /// Job id.

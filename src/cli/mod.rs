@@ -111,6 +111,9 @@ enum Command {
     Bench(crate::bench::BenchArgs),
     /// Release-readiness checklist; exit 1 when any check fails.
     Doctor(doctor::DoctorArgs),
+    /// Print the API's OpenAPI document (what /openapi.json serves; the committed
+    /// openapi.json is this output).
+    Openapi,
 }
 
 impl Command {
@@ -118,7 +121,7 @@ impl Command {
     fn needs(&self) -> Option<Needs> {
         match self {
             // Doctor reads its own settings: an invalid one is a failed check in its report.
-            Command::Bench(_) | Command::Doctor(_) => None,
+            Command::Bench(_) | Command::Doctor(_) | Command::Openapi => None,
             Command::Api
             | Command::Worker
             | Command::Lead { .. }
@@ -180,6 +183,13 @@ pub fn main() -> ExitCode {
     let rt = &runtime;
     match (cli.command, settings) {
         (Command::Bench(args), _) => bench::run(rt, args),
+        (Command::Openapi, _) => {
+            print!(
+                "{}",
+                leadq_api::openapi::to_json(&leadq_api::openapi_document())
+            );
+            ExitCode::SUCCESS
+        }
         (Command::Doctor(args), _) => doctor::run(rt, args),
         (Command::Api, Some(s)) => serve::api(rt, &s),
         (Command::Worker, Some(s)) => serve::worker(rt, s),

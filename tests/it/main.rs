@@ -22,6 +22,7 @@ mod keys;
 mod limits;
 mod observability;
 mod oncall;
+mod openapi;
 mod operators;
 mod process;
 mod roles;

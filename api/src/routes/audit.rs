@@ -14,14 +14,17 @@ use crate::extract::Auth;
 use crate::AppState;
 
 /// Paging: `?limit=50&before=<id>`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// Page size, 1-500 (default 50; out-of-range values are clamped).
     limit: Option<i64>,
+    /// Entries older than this id (a previous page's `next_before`).
     before: Option<i64>,
 }
 
 /// One audit entry.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Entry {
     id: i64,
     actor: String,
@@ -29,6 +32,7 @@ pub struct Entry {
     subject: String,
     outcome: String,
     correlation_id: String,
+    #[schema(value_type = Object)]
     details: sqlx::types::Json<serde_json::Value>,
     at: DateTime<Utc>,
     /// The row's chain link in hex: its HMAC once sealed (rows chained before keyed sealing:
@@ -40,7 +44,7 @@ pub struct Entry {
 }
 
 /// A page of entries.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     entries: Vec<Entry>,
     /// Pass as `before` to get the next (older) page; absent on the last page.
@@ -48,6 +52,11 @@ pub struct AuditPage {
 }
 
 /// `GET /v1/audit`.
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "audit",
+    security(("api_key" = [])),
+    params(Page),
+    responses((status = 200, description = "The tenant's audit entries, newest first \
+        (scope `admin`).", body = AuditPage)))]
 pub async fn list(
     State(app): State<AppState>,
     auth: Auth,

@@ -12,6 +12,7 @@ use axum::extract::State;
 use crate::rejections::{ApiPath, ApiQuery};
 use axum::Json;
 use chrono::{TimeDelta, Utc};
+use leadq_jobs::lead::FieldError;
 use leadq_jobs::ops::deadletters::{self, Action, Outcome, Selection};
 use leadq_queue::dlq::{Filter, Page};
 use leadq_queue::DeadLetter;
@@ -23,32 +24,121 @@ use crate::extract::{ApiJson, OperatorContext};
 use crate::AppState;
 use leadq_platform::operators::permission;
 
-/// Filter fields, in the query string (list) or the body (actions).
-#[derive(Debug, Default, Deserialize)]
+/// Filter fields, in the body of an action (the list takes them in its query).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct FilterParams {
+    /// Tenant slug.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
+    tenant: Option<String>,
+    /// Dead-letter reason, e.g. `max_attempts`.
+    #[schema(pattern = "^[a-z0-9_]{1,64}$")]
+    reason: Option<String>,
+    /// Dead for at least this long.
+    #[serde(default, deserialize_with = "whole_seconds")]
+    #[schema(maximum = 4294967295_u32)]
+    older_than_secs: Option<u32>,
+    /// Dead for at most this long.
+    #[serde(default, deserialize_with = "whole_seconds")]
+    #[schema(maximum = 4294967295_u32)]
+    newer_than_secs: Option<u32>,
+}
+
+/// A number of seconds, also written as a float with nothing after the point (`3600.0`):
+/// JSON does not tell them apart, and neither does the contract's `integer`.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|w| u32::try_from(w).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("expected a whole number of seconds, 0-4294967295"))
+}
+
+/// Whether `cursor` has a cursor's form (`<dead_at ms>:<job id>`, as `next_cursor` gives it).
+fn valid_cursor(cursor: &str) -> bool {
+    cursor
+        .split_once(':')
+        .is_some_and(|(ms, id)| ms.parse::<i64>().is_ok() && !id.is_empty())
+}
+
+/// Refuses filter fields of the wrong form (422 `validation_failed`), also when job ids make
+/// the filter moot: the contract's patterns hold for every request.
+fn check_filter(p: &FilterParams) -> Result<(), ApiError> {
+    let mut errs = Vec::new();
+    if p.reason.as_deref().is_some_and(|r| !valid_reason(r)) {
+        errs.push(FieldError {
+            field: "reason".into(),
+            code: "invalid_format",
+        });
+    }
+    if p.tenant
+        .as_deref()
+        .is_some_and(|t| !leadq_platform::tenant::valid_slug(t))
+    {
+        errs.push(FieldError {
+            field: "tenant".into(),
+            code: "invalid_format",
+        });
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errs))
+    }
+}
+
+/// Whether `reason` is a dead-letter reason's form (a code: `a-z`, `0-9`, `_`).
+fn valid_reason(reason: &str) -> bool {
+    (1..=64).contains(&reason.len())
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// List query.
+///
+/// The filter's fields are spelled out rather than flattened from [`FilterParams`]:
+/// `serde_urlencoded` hands a flattened struct every value as a string, so its numbers
+/// (`older_than_secs=3600`) would not parse.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
     /// Tenant slug.
     tenant: Option<String>,
     /// Dead-letter reason.
     reason: Option<String>,
     /// Dead for at least this long.
+    #[param(maximum = 4294967295_u32)]
     older_than_secs: Option<u32>,
     /// Dead for at most this long.
+    #[param(maximum = 4294967295_u32)]
     newer_than_secs: Option<u32>,
-}
-
-/// List query.
-#[derive(Debug, Deserialize)]
-pub struct ListParams {
-    #[serde(flatten)]
-    filter: FilterParams,
     /// From a previous page's `next_cursor`.
     cursor: Option<String>,
-    /// Page size, 1-1000 (default 50).
-    limit: Option<usize>,
+    /// Page size, 1-1000 (default 50; values outside are clamped).
+    #[param(maximum = 4294967295_u32)]
+    limit: Option<u32>,
+}
+
+impl ListParams {
+    fn filter(&self) -> FilterParams {
+        FilterParams {
+            tenant: self.tenant.clone(),
+            reason: self.reason.clone(),
+            older_than_secs: self.older_than_secs,
+            newer_than_secs: self.newer_than_secs,
+        }
+    }
 }
 
 /// Action body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ActionBody {
     /// These dead letters (instead of a filter).
     job_ids: Option<Vec<Uuid>>,
@@ -66,6 +156,7 @@ async fn filter_of(
     operator: &OperatorContext,
     p: &FilterParams,
 ) -> Result<Filter, ApiError> {
+    check_filter(p)?;
     let tenant = match &p.tenant {
         Some(slug) => {
             let id = deadletters::tenant_by_slug(&app.pool, slug)
@@ -100,6 +191,15 @@ fn known(kind: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/dlq/{kind}`.
+#[utoipa::path(get, path = "/v1/dlq/{kind}", operation_id = "list_dead_letters", tag = "operations",
+    security(("operator_token" = [])),
+    params(("kind" = String, Path, description = "The job kind, e.g. `lead_score`."), ListParams),
+    responses(
+        (status = 200, description = "One page of dead letters, newest first, payloads \
+            scrubbed (permission `dlq`).", body = leadq_queue::dlq::Page),
+        (status = 404, description = "No such kind, or no such tenant in the filter.",
+         body = crate::openapi::ErrorBody),
+    ))]
 pub async fn list(
     State(app): State<AppState>,
     operator: OperatorContext,
@@ -108,7 +208,10 @@ pub async fn list(
 ) -> Result<Json<Page>, ApiError> {
     operator.require(permission::DLQ)?;
     known(&kind)?;
-    let filter = filter_of(&app, &operator, &q.filter).await?;
+    if q.cursor.as_deref().is_some_and(|c| !valid_cursor(c)) {
+        return Err(ApiError::InvalidQuery);
+    }
+    let filter = filter_of(&app, &operator, &q.filter()).await?;
     deadletters::list(
         &app.pool,
         &app.queue,
@@ -116,7 +219,7 @@ pub async fn list(
         &kind,
         &filter,
         q.cursor.as_deref(),
-        q.limit.unwrap_or(50),
+        q.limit.map_or(50, |l| l as usize),
     )
     .await
     .map(Json)
@@ -124,6 +227,15 @@ pub async fn list(
 }
 
 /// `GET /v1/dlq/{kind}/{job_id}`.
+#[utoipa::path(get, path = "/v1/dlq/{kind}/{job_id}", operation_id = "show_dead_letter", tag = "operations",
+    security(("operator_token" = [])),
+    params(("kind" = String, Path, description = "The job kind, e.g. `lead_score`."), ("job_id" = Uuid, Path, description = "The dead letter's job id.")),
+    responses(
+        (status = 200, description = "One dead letter, payload scrubbed.",
+         body = DeadLetter),
+        (status = 404, description = "No such kind or dead letter.",
+         body = crate::openapi::ErrorBody),
+    ))]
 pub async fn show(
     State(app): State<AppState>,
     operator: OperatorContext,
@@ -146,6 +258,7 @@ async fn act(
 ) -> Result<Json<Outcome>, ApiError> {
     operator.require(permission::DLQ)?;
     known(&kind)?;
+    check_filter(&body.filter)?;
     let selection = match body.job_ids {
         Some(ids) => Selection::Ids(ids),
         None => Selection::Matching {
@@ -168,6 +281,18 @@ async fn act(
 }
 
 /// `POST /v1/dlq/{kind}/redrive`.
+#[utoipa::path(post, path = "/v1/dlq/{kind}/redrive", operation_id = "redrive_dead_letters", tag = "operations",
+    security(("operator_token" = [])),
+    params(("kind" = String, Path, description = "The job kind, e.g. `lead_score`.")),
+    request_body(content = ActionBody, description = "The job ids, or a filter."),
+    responses(
+        (status = 200, description = "What was re-driven.", body = Outcome),
+        (status = 404, description = "No such kind, or no such tenant in the filter.",
+         body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body too large.", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not `application/json`.",
+         body = crate::openapi::ErrorBody),
+    ))]
 pub async fn redrive(
     State(app): State<AppState>,
     operator: OperatorContext,
@@ -178,6 +303,19 @@ pub async fn redrive(
 }
 
 /// `POST /v1/dlq/{kind}/purge`.
+#[utoipa::path(post, path = "/v1/dlq/{kind}/purge", operation_id = "purge_dead_letters", tag = "operations",
+    security(("operator_token" = [])),
+    params(("kind" = String, Path, description = "The job kind, e.g. `lead_score`.")),
+    request_body(content = ActionBody, description = "The job ids, or a filter (`all: true` \
+        to purge without one)."),
+    responses(
+        (status = 200, description = "What was purged.", body = Outcome),
+        (status = 404, description = "No such kind, or no such tenant in the filter.",
+         body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body too large.", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not `application/json`.",
+         body = crate::openapi::ErrorBody),
+    ))]
 pub async fn purge(
     State(app): State<AppState>,
     operator: OperatorContext,

@@ -25,28 +25,75 @@ use crate::AppState;
 
 /// The body of `POST /v1/leads`: a lead as the Telegram bot collects it. Required fields are
 /// optional here so that a missing one is reported like any other field error.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateLead {
+    /// The producer's id of the lead (unique per tenant): 1-128 printable ASCII characters,
+    /// no spaces.
+    #[schema(required = true, value_type = String, pattern = r"^[\x21-\x7e]{1,128}$")]
     external_id: Option<String>,
+    /// Where the lead came from, e.g. `telegram`: lowercase letters, digits, `_`.
+    #[schema(required = true, value_type = String, pattern = "^[a-z0-9_]{1,32}$")]
     source: Option<String>,
+    /// The person's name.
+    #[schema(max_length = 200)]
     name: Option<String>,
+    /// Their handle, e.g. the Telegram username.
+    #[schema(max_length = 64)]
     username: Option<String>,
+    /// 7-15 digits, with spaces, `+`, `-`, `(`, `)` or `.` between them.
+    #[schema(pattern = r"^[ +\-().]*([0-9][ +\-().]*){7,15}$")]
     phone: Option<String>,
+    /// An e-mail address.
+    #[schema(format = Email, max_length = 254)]
     email: Option<String>,
-    /// Answers may be strings or numbers (`"budget": 20000`); they are stored as strings.
+    /// Answers may be strings or numbers (`"budget": 20000`); they are stored as strings. At
+    /// most 50, named in at most 64 characters.
     #[serde(default)]
+    #[schema(schema_with = answers_schema)]
     answers: BTreeMap<String, AnswerValue>,
-    /// The campaign that brought the lead (the first one recorded is kept).
+    /// The campaign that brought the lead (the first one recorded is kept); no control
+    /// characters.
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,64}$")]
     campaign: Option<String>,
     /// Producer's message id; the same id within the dedupe window enqueues one job.
+    #[schema(pattern = r"^[\x21-\x7e]{1,128}$")]
     message_id: Option<String>,
+}
+
+/// `answers` as the contract states it: at most 50, named in 1-64 characters; each a string
+/// of at most 2,000 characters, a number or a yes/no.
+fn answers_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let value = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(2000)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(Schema::OneOf(value.build())))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(64)),
+        ))
+        .max_properties(Some(50))
+        .description(Some(
+            "Questionnaire answers: strings (at most 2,000 characters), numbers or yes/no; \
+             stored as strings.",
+        ))
+        .build()
 }
 
 /// A questionnaire answer.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum AnswerValue {
-    /// Text.
+    /// Text, at most 2,000 characters.
     Text(String),
     /// A number.
     Number(serde_json::Number),
@@ -65,7 +112,7 @@ impl AnswerValue {
 }
 
 /// The answer to an accepted lead.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// The `lead_score` job.
     pub job_id: Uuid,
@@ -98,6 +145,17 @@ async fn rate_limited(app: &AppState, tenant: Uuid, scope: &'static str) {
 }
 
 /// `POST /v1/leads`.
+#[utoipa::path(post, path = "/v1/leads", operation_id = "create_lead", tag = "leads",
+    security(("api_key" = [])),
+    request_body(content = CreateLead, description = "A lead as the Telegram bot collects it \
+        (scope `leads:write`)."),
+    responses(
+        (status = 202, description = "Enqueued for scoring (or already accepted under this \
+            `message_id`: `duplicate`).", body = Accepted),
+        (status = 413, description = "Body too large.", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not `application/json`.",
+         body = crate::openapi::ErrorBody),
+    ))]
 pub async fn create(
     State(app): State<AppState>,
     auth: Auth,
@@ -191,6 +249,15 @@ pub async fn create(
 
 /// `DELETE /v1/leads/{external_id}`: right to be forgotten (see
 /// [`leadq_jobs::lead::erase`]). 404 when the caller's tenant has nothing under that id.
+#[utoipa::path(delete, path = "/v1/leads/{external_id}", operation_id = "erase_lead", tag = "leads",
+    security(("api_key" = [])),
+    params(("external_id" = String, Path, description = "The producer's id of the lead.")),
+    responses(
+        (status = 200, description = "Erased; what was removed where.",
+         body = leadq_jobs::lead::Erased),
+        (status = 404, description = "The tenant has nothing under this id.",
+         body = crate::openapi::ErrorBody),
+    ))]
 pub async fn delete(
     State(app): State<AppState>,
     auth: Auth,
@@ -218,7 +285,7 @@ pub async fn delete(
 }
 
 /// A lead with its latest score.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct LeadView {
     id: Uuid,
     external_id: String,
@@ -227,9 +294,11 @@ pub struct LeadView {
     username: Option<String>,
     phone: Option<String>,
     email: Option<String>,
+    #[schema(value_type = BTreeMap<String, String>)]
     answers: sqlx::types::Json<serde_json::Value>,
     score: Option<i32>,
     tier: Option<String>,
+    #[schema(value_type = Vec<Object>)]
     reasons: sqlx::types::Json<serde_json::Value>,
     scored_at: Option<DateTime<Utc>>,
     version: i64,
@@ -241,6 +310,15 @@ pub struct LeadView {
 }
 
 /// `GET /v1/leads/{external_id}`: the caller's tenant only; another tenant's lead is a 404.
+#[utoipa::path(get, path = "/v1/leads/{external_id}", operation_id = "get_lead", tag = "leads",
+    security(("api_key" = [])),
+    params(("external_id" = String, Path, description = "The producer's id of the lead.")),
+    responses(
+        (status = 200, description = "The lead and its latest score (scope `leads:read`).",
+         body = LeadView),
+        (status = 404, description = "No such lead in the caller's tenant.",
+         body = crate::openapi::ErrorBody),
+    ))]
 pub async fn get(
     State(app): State<AppState>,
     auth: Auth,

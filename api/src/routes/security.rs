@@ -21,7 +21,7 @@ use crate::AppState;
 pub const REFRESH: Duration = Duration::from_secs(30);
 
 /// The answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SecurityHealth {
     /// `pass` when no check fails, else `fail`.
     pub status: Status,
@@ -44,6 +44,10 @@ async fn run(app: &AppState) -> Vec<Check> {
 }
 
 /// `GET /v1/health/security` (operator token); each view is audited.
+#[utoipa::path(get, path = "/v1/health/security", operation_id = "get_security_health", tag = "operations",
+    security(("operator_token" = [])),
+    responses((status = 200, description = "Every security check (permission `console`).",
+               body = SecurityHealth)))]
 pub async fn get(
     State(app): State<AppState>,
     operator: OperatorContext,

@@ -15,7 +15,8 @@ use crate::extract::OperatorContext;
 use crate::AppState;
 
 /// The status document.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = StatusReport)]
 pub struct Status {
     /// When this answer was made.
     pub generated_at: DateTime<Utc>,
@@ -26,6 +27,10 @@ pub struct Status {
 }
 
 /// `GET /v1/status`: a cross-tenant view, for platform operators only; each view is audited.
+#[utoipa::path(get, path = "/v1/status", operation_id = "get_status", tag = "operations",
+    security(("operator_token" = [])),
+    responses((status = 200, description = "Workers and queue counts (permission `console`).",
+               body = Status)))]
 pub async fn get(
     State(app): State<AppState>,
     operator: OperatorContext,

@@ -69,6 +69,33 @@ fn body_of(source: &'static str, body: Result<Bytes, BytesRejection>) -> Result<
     })
 }
 
+/// A webhook's answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation only: the handlers build it with `json!`
+pub struct WebhookAnswer {
+    /// What became of the delivery.
+    status: WebhookStatus,
+    /// The job it made (`accepted`, and a Chatwoot `duplicate` of a known delivery).
+    job_id: Option<uuid::Uuid>,
+    /// Telegram callback queries only: `answerCallbackQuery`, answered in the reply.
+    method: Option<String>,
+    /// Telegram callback queries only: the query answered.
+    callback_query_id: Option<String>,
+}
+
+/// See [`WebhookAnswer::status`].
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum WebhookStatus {
+    /// Enqueued.
+    Accepted,
+    /// Seen before; nothing new enqueued.
+    Duplicate,
+    /// Not an event leadq acts on.
+    Ignored,
+}
+
 /// Webhook settings by tenant slug, kept for a few seconds: a burst of deliveries (Chatwoot
 /// sends one per message) then costs no database round trip per request. A change made with
 /// `leadq tenant update` (a rotated secret, a suspended tenant) applies within [`TTL`].
@@ -173,6 +200,32 @@ async fn budget_priority(app: &AppState, tenant: uuid::Uuid, source: &'static st
 }
 
 /// `POST /v1/webhooks/chatwoot/{tenant}`.
+#[utoipa::path(post, path = "/v1/webhooks/chatwoot/{tenant}", operation_id = "chatwoot_webhook", tag = "webhooks",
+    params(
+        ("tenant" = String, Path, description = "The tenant's slug."),
+        ("x-chatwoot-signature" = String, Header,
+         description = "`sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\">` under the \
+            tenant's webhook secret."),
+        ("x-chatwoot-timestamp" = String, Header,
+         description = "Unix seconds; within the replay window."),
+        ("x-chatwoot-delivery" = Option<String>, Header,
+         description = "Chatwoot's delivery id (deduplication)."),
+    ),
+    request_body(content = Object, description = "A Chatwoot webhook event \
+        (`message_created`, `conversation_status_changed`, …)."),
+    responses(
+        (status = 200, description = "Authenticated and well-formed: accepted, a duplicate, or \
+            ignored (an event leadq does not act on). Never retried by the sender.",
+         body = WebhookAnswer),
+        (status = 401, description = "Missing or wrong signature (`bad_signature`), or a \
+            timestamp outside the replay window (`stale_timestamp`).",
+         body = crate::openapi::ErrorBody),
+        (status = 403, description = "Signed for another account (`wrong_account`) or the \
+            tenant is suspended.", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such tenant, or this integration is not configured \
+            for it.", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body too large.", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn chatwoot(
     state: State<AppState>,
     slug: ApiPath<String>,
@@ -306,6 +359,26 @@ async fn chatwoot_delivery(
 
 /// `POST /v1/webhooks/telegram/{tenant}`. A callback query is answered in the reply itself
 /// (`answerCallbackQuery`), so the user's client stops its spinner at once.
+#[utoipa::path(post, path = "/v1/webhooks/telegram/{tenant}", operation_id = "telegram_webhook", tag = "webhooks",
+    params(
+        ("tenant" = String, Path, description = "The tenant's slug."),
+        ("x-telegram-bot-api-secret-token" = String, Header,
+         description = "The secret token set with `setWebhook`."),
+    ),
+    request_body(content = Object, description = "A Telegram `Update`."),
+    responses(
+        (status = 200, description = "Authenticated and well-formed: accepted, a duplicate, or \
+            ignored (an event leadq does not act on). Never retried by the sender.",
+         body = WebhookAnswer),
+        (status = 401, description = "Missing or wrong signature (`bad_signature`), or a \
+            timestamp outside the replay window (`stale_timestamp`).",
+         body = crate::openapi::ErrorBody),
+        (status = 403, description = "Signed for another account (`wrong_account`) or the \
+            tenant is suspended.", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such tenant, or this integration is not configured \
+            for it.", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body too large.", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn telegram(
     state: State<AppState>,
     slug: ApiPath<String>,

@@ -40,6 +40,7 @@ pub struct LeadInput {
 }
 
 /// One problem with a submitted lead.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FieldError {
     /// The offending field (`answers.budget` for nested ones).
@@ -138,11 +139,18 @@ impl LeadInput {
             });
         }
         for (k, v) in &self.answers {
+            if k.is_empty() {
+                errs.push(FieldError {
+                    field: "answers".into(),
+                    code: "invalid_format",
+                });
+            }
             check_len(&mut errs, "answers", k, 64);
             check_len(&mut errs, &format!("answers.{k}"), v, 2000);
         }
         if let Some(c) = &self.campaign {
-            if c.is_empty() || c.len() > 64 || c.chars().any(char::is_control) {
+            // Characters, as documented (the contract's maxLength counts characters too).
+            if c.is_empty() || c.chars().count() > 64 || c.chars().any(char::is_control) {
                 errs.push(FieldError {
                     field: "campaign".into(),
                     code: "invalid_format",

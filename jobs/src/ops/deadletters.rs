@@ -144,6 +144,7 @@ pub async fn show(
 }
 
 /// Re-drive or purge.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -169,6 +170,7 @@ pub enum Selection {
 }
 
 /// What an action did.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     /// The action.

@@ -21,8 +21,10 @@ use crate::integrations::settings::field;
 use crate::pii::Sealer;
 
 /// A check's verdict.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", schema(as = CheckStatus))]
 pub enum Status {
     /// In place.
     Pass,
@@ -35,6 +37,7 @@ pub enum Status {
 }
 
 /// One check's result.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     /// Stable name, also the `check` label of the gauge.
