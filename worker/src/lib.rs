@@ -170,6 +170,7 @@ impl Worker {
             recorder,
             tenants,
         } = self;
+        let runs = recorder.runs();
         let observer: Arc<dyn JobObserver> = Arc::new(recorder);
         leadq_platform::metrics::register_event_series();
         for kind in kinds::names() {
@@ -294,6 +295,8 @@ impl Worker {
         let _ = scheduler_task.await;
         let _ = sealer_task.await;
         authz_task.abort();
+        // Every run's rows are handed to the writer by now; wait until they are committed.
+        runs.flush().await;
         upkeep.leave().await;
         let _ = health_task.await;
         tracing::info!(worker_id = %worker_id, "Worker stopped.");

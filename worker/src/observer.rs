@@ -43,6 +43,11 @@ impl RunRecorder {
         }
     }
 
+    /// The `job_runs` writer, to flush it when the worker stops.
+    pub fn runs(&self) -> RunLog {
+        self.runs.clone()
+    }
+
     /// Alerts on dead letters through `alerts` instead.
     pub fn with_alerts(mut self, alerts: Notifier) -> Self {
         self.alerts = Some(alerts);

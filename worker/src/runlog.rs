@@ -1,19 +1,28 @@
-//! `job_runs` written by group commit.
+//! `job_runs` written by group commit, off the job's critical path.
 //!
-//! Every run writes its row twice: "running" before the handler, the outcome after the job is
+//! Every run writes its row twice: "running" when it starts, the outcome once the job is
 //! settled in Redis. One transaction per write made these two of a lead's four PostgreSQL
-//! transactions. Here every write goes to one writer task per process, which takes all the
-//! writes waiting, commits them in one transaction (one upsert per tenant, each under its own
-//! tenant's row-level-security scope) and only then answers each caller. When the worker is
-//! idle that is one transaction per write, as before, with no timer to wait on; under load a
-//! batch grows to whatever arrived while the previous one committed (at most
-//! [`MAX_BATCH`]), so the transaction rate stays flat while the job rate grows.
+//! transactions; and waiting for them, even group-committed, held the run's concurrency slot
+//! for 43 % of its time (docs/bench.md, "Where a run's time goes"). So a run hands its rows to
+//! one writer task per process and goes on; the writer takes everything waiting, commits it
+//! in one transaction (one upsert per tenant, each under its own tenant's row-level-security
+//! scope), and takes the next batch. Idle, that is one transaction per write with no timer;
+//! under load a batch grows to what arrived during the previous commit (at most
+//! [`MAX_BATCH`]).
 //!
-//! The caller's future resolves after its row is committed, so what `job_runs` says keeps its
-//! meaning: "running" is written before the handler runs, the outcome before the run's
-//! concurrency slot is freed. Best effort, like the single writes were: a failed batch is
-//! logged and its callers go on (the queue in Redis is the source of truth; the
-//! `job_runs_reconcile` task repairs rows left unfinished).
+//! What it changes, and why that is safe:
+//! - **Order.** The writer is one FIFO, so a job's start is always written before its outcome,
+//!   and a retry's rows after the attempt before.
+//! - **Freshness.** `job_runs` trails Redis by one batch (milliseconds); Redis is the source
+//!   of truth for where a job is (`leadq_queue::whereabouts`), `job_runs` is its history.
+//! - **Back-pressure.** At most [`QUEUE_ROWS`] rows wait; beyond that a run waits for room, so
+//!   a PostgreSQL outage slows the workers instead of growing memory.
+//! - **Shutdown and crashes.** The worker calls [`RunLog::flush`] after its last job, so a
+//!   graceful stop loses nothing. A killed process loses the rows still waiting (at most one
+//!   batch in flight plus what queued behind it); `job_runs_reconcile` sets rows left
+//!   `running` to what Redis knows, and a run whose rows were all lost is still in Redis and
+//!   in the audit trail.
+//! - **Failure.** A failed batch is logged with its size (best effort, as before).
 
 use std::time::Duration;
 
@@ -26,6 +35,8 @@ use uuid::Uuid;
 
 /// The most rows one transaction writes.
 pub const MAX_BATCH: usize = 512;
+/// The most rows waiting for the writer before runs wait for room.
+pub const QUEUE_ROWS: usize = 65_536;
 
 /// One write of a run's row.
 #[derive(Debug, Clone)]
@@ -86,42 +97,72 @@ impl RunRow {
     }
 }
 
-type Pending = (RunRow, oneshot::Sender<()>);
+/// What the writer is handed: a row, or a request to say when everything before it is
+/// committed.
+enum Item {
+    Row(RunRow),
+    Flush(oneshot::Sender<()>),
+}
 
 /// The handle every run's observer writes through. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RunLog {
-    tx: mpsc::UnboundedSender<Pending>,
+    tx: mpsc::Sender<Item>,
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Row(r) => f.debug_tuple("Row").field(&r.job_id).finish(),
+            Item::Flush(_) => f.write_str("Flush"),
+        }
+    }
 }
 
 impl RunLog {
     /// Starts the writer task on the current runtime. It ends when the last handle is dropped,
     /// after writing what was handed to it.
     pub fn start(pool: PgPool) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE_ROWS);
         tokio::spawn(writer(pool, rx));
         Self { tx }
     }
 
-    /// Writes `row`; resolves once it is committed (or its batch failed, which is logged).
+    /// Hands `row` to the writer; waits only while [`QUEUE_ROWS`] rows are already waiting.
     pub async fn write(&self, row: RunRow) {
+        let _ = self.tx.send(Item::Row(row)).await;
+    }
+
+    /// Resolves once every row handed over before this call is committed (or its batch
+    /// failed, which is logged).
+    pub async fn flush(&self) {
         let (done, committed) = oneshot::channel();
-        if self.tx.send((row, done)).is_ok() {
+        if self.tx.send(Item::Flush(done)).await.is_ok() {
             let _ = committed.await;
         }
     }
 }
 
-async fn writer(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let mut batch: Vec<Pending> = Vec::new();
+async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Item>) {
+    let mut batch: Vec<Item> = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let rows: Vec<&RunRow> = batch.iter().map(|(row, _)| row).collect();
-        if let Err(error) = commit(&pool, &rows).await {
-            tracing::warn!(error = %error, rows = rows.len(),
-                "Could not record a batch of job runs.");
+        let rows: Vec<&RunRow> = batch
+            .iter()
+            .filter_map(|i| match i {
+                Item::Row(r) => Some(r),
+                Item::Flush(_) => None,
+            })
+            .collect();
+        if !rows.is_empty() {
+            if let Err(error) = commit(&pool, &rows).await {
+                tracing::warn!(error = %error, rows = rows.len(),
+                    "Could not record a batch of job runs.");
+            }
         }
-        for (_, done) in batch.drain(..) {
-            let _ = done.send(());
+        for item in batch.drain(..) {
+            if let Item::Flush(done) = item {
+                let _ = done.send(());
+            }
         }
     }
 }
