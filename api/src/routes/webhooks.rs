@@ -368,15 +368,14 @@ async fn chatwoot_delivery(
     request_body(content = Object, description = "A Telegram `Update`."),
     responses(
         (status = 200, description = "Authenticated and well-formed: accepted, a duplicate, or \
-            ignored (an event leadq does not act on). Never retried by the sender.",
-         body = WebhookAnswer),
-        (status = 401, description = "Missing or wrong signature (`bad_signature`), or a \
-            timestamp outside the replay window (`stale_timestamp`).",
+            ignored; a callback query is answered in the reply (`method`, \
+            `callback_query_id`).", body = WebhookAnswer),
+        (status = 401, description = "Missing or wrong secret token (`bad_signature`).",
          body = crate::openapi::ErrorBody),
-        (status = 403, description = "Signed for another account (`wrong_account`) or the \
-            tenant is suspended.", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such tenant, or this integration is not configured \
-            for it.", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The tenant is suspended (`tenant_inactive`).",
+         body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such tenant, or Telegram is not configured for it.",
+         body = crate::openapi::ErrorBody),
         (status = 413, description = "Body too large.", body = crate::openapi::ErrorBody),
     ))]
 pub async fn telegram(
