@@ -352,3 +352,53 @@ async fn the_export_writes_signed_lines_in_chain_order_that_a_consumer_can_check
     ));
     app.stop().await;
 }
+
+/// `GET /v1/audit` filters by action and subject; `job_runs` names who each run acted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_filters_by_action_and_subject_and_runs_name_their_principal() {
+    let app = spawn_app().await;
+    let worker = app.spawn_worker().await;
+    for id in ["tg-1", "tg-2"] {
+        assert_eq!(
+            app.post_lead(app.key(), &sample_lead(id)).await.status(),
+            202
+        );
+    }
+    wait_for("two scored leads", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().done == 2).then_some(())
+    })
+    .await;
+    let a = &app;
+    let json = move |path: String| async move {
+        let res = a.get(&path, a.key()).await;
+        assert_eq!(res.status(), 200, "{path}");
+        res.json::<Value>().await.unwrap()
+    };
+    let scored = json("/v1/audit?action=lead.score".into()).await;
+    let entries = scored["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e["action"] == "lead.score"));
+    let subject = entries[0]["subject"].as_str().unwrap().to_owned();
+    let one = json(format!("/v1/audit?action=lead.score&subject={subject}")).await;
+    assert_eq!(one["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(one["entries"][0]["subject"], subject.as_str());
+    let none = json("/v1/audit?action=lead.erase".into()).await;
+    assert_eq!(none["entries"], serde_json::json!([]));
+    let bad = app.get("/v1/audit?action=Lead%20Score", app.key()).await;
+    assert_eq!(bad.status(), 400);
+
+    // Each run's principal, written by the run log (off the job's path: wait for it).
+    let principals = wait_for("both runs recorded", Duration::from_secs(10), || async {
+        let rows: Vec<Option<String>> = sqlx::query_scalar(
+            "select user_id from job_runs where status = 'completed' order by job_id",
+        )
+        .fetch_all(&mut *app.own().await)
+        .await
+        .unwrap();
+        (rows.len() == 2).then_some(rows)
+    })
+    .await;
+    assert_eq!(principals, vec![Some(app.key_actor()); 2]);
+    worker.stop().await;
+    app.stop().await;
+}

@@ -51,6 +51,8 @@ pub struct RunRow {
     pub message_id: String,
     /// The correlation id.
     pub correlation_id: String,
+    /// The principal the run acted for (the envelope's `user_id`).
+    pub user_id: String,
     /// `running` (a start: `last_started_at` becomes now), `retrying`, `completed` or `dead`.
     pub status: &'static str,
     /// The attempt.
@@ -86,6 +88,7 @@ impl RunRow {
             kind: meta.action.clone(),
             message_id: meta.message_id.clone(),
             correlation_id: meta.correlation_id.clone(),
+            user_id: meta.user_id.clone(),
             status,
             attempts: i32::try_from(meta.attempt).unwrap_or(i32::MAX),
             enqueued_at: meta.timestamp,
@@ -212,6 +215,7 @@ async fn upsert(
     let kinds: Vec<String> = rows.iter().map(|r| r.kind.clone()).collect();
     let message_ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
     let correlation_ids: Vec<String> = rows.iter().map(|r| r.correlation_id.clone()).collect();
+    let user_ids: Vec<String> = rows.iter().map(|r| r.user_id.clone()).collect();
     let statuses: Vec<&str> = rows.iter().map(|r| r.status).collect();
     let attempts: Vec<i32> = rows.iter().map(|r| r.attempts).collect();
     let enqueued: Vec<DateTime<Utc>> = rows.iter().map(|r| r.enqueued_at).collect();
@@ -223,16 +227,17 @@ async fn upsert(
     sqlx::query(
         "insert into job_runs (job_id, tenant_id, kind, message_id, correlation_id, status,
                                attempts, enqueued_at, first_started_at, last_started_at,
-                               finished_at, duration_ms, last_error_code)
+                               finished_at, duration_ms, last_error_code, user_id)
          select r.job_id, $1, r.kind, r.message_id, r.correlation_id, r.status, r.attempts,
                 r.enqueued_at, now(), now(), case when r.finished then now() end,
-                r.duration_ms, r.error_code
+                r.duration_ms, r.error_code, r.user_id
            from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[],
-                       $8::timestamptz[], $9::int8[], $10::text[], $11::bool[])
+                       $8::timestamptz[], $9::int8[], $10::text[], $11::bool[], $12::text[])
                 as r(job_id, kind, message_id, correlation_id, status, attempts, enqueued_at,
-                     duration_ms, error_code, finished)
+                     duration_ms, error_code, finished, user_id)
          on conflict (job_id) do update set
              status = excluded.status,
+             user_id = excluded.user_id,
              attempts = excluded.attempts,
              last_started_at = case when excluded.status = 'running' then now()
                                     else job_runs.last_started_at end,
@@ -254,6 +259,7 @@ async fn upsert(
     .bind(durations)
     .bind(codes)
     .bind(finished)
+    .bind(user_ids)
     .execute(tx)
     .await?;
     Ok(())
@@ -270,6 +276,7 @@ mod tests {
             kind: "lead_score".into(),
             message_id: "m".into(),
             correlation_id: "c".into(),
+            user_id: "api_key:t".into(),
             status,
             attempts: 1,
             enqueued_at: Utc::now(),

@@ -13,10 +13,16 @@ use crate::error::ApiError;
 use crate::extract::Auth;
 use crate::AppState;
 
-/// Paging: `?limit=50&before=<id>`.
+/// Paging and filters: `?limit=50&before=<id>&action=lead.erase&subject=lead:<uuid>`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Page {
+    /// Only entries of this action, e.g. `lead.score`, `lead.erase`, `job.dead_letter`.
+    #[param(pattern = "^[a-z0-9_.]{1,64}$")]
+    action: Option<String>,
+    /// Only entries about this subject, e.g. `lead:<uuid>` or `job:<uuid>`.
+    #[param(pattern = r"^[\x21-\x7e]{1,200}$")]
+    subject: Option<String>,
     /// Page size, 1-500 (default 50; out-of-range values are clamped).
     limit: Option<i64>,
     /// Entries older than this id (a previous page's `next_before`).
@@ -63,17 +69,32 @@ pub async fn list(
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let principal = auth.require(scope::ADMIN)?;
+    let action_ok = |a: &str| {
+        (1..=64).contains(&a.len())
+            && a.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+    };
+    let subject_ok =
+        |s: &str| (1..=200).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic());
+    if !page.action.as_deref().is_none_or(action_ok)
+        || !page.subject.as_deref().is_none_or(subject_ok)
+    {
+        return Err(ApiError::InvalidQuery);
+    }
     let limit = page.limit.unwrap_or(50).clamp(1, 500);
     let entries: Vec<Entry> = sqlx::query_as(
         "select id, actor, action, subject, outcome, correlation_id, details, at,
                 encode(coalesce(mac, hash), 'hex') as hash, seal_seq
            from audit_log
           where tenant_id = $1 and ($2::bigint is null or id < $2)
+            and ($4::text is null or action = $4) and ($5::text is null or subject = $5)
           order by id desc limit $3",
     )
     .bind(principal.tenant_id)
     .bind(page.before)
     .bind(limit)
+    .bind(&page.action)
+    .bind(&page.subject)
     .fetch_all(&mut *db::begin(&app.pool, Scope::Tenant(principal.tenant_id)).await?)
     .await?;
     let next_before = (entries.len() as i64 == limit)
