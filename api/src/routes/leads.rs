@@ -26,6 +26,12 @@ use crate::AppState;
 /// The body of `POST /v1/leads`: a lead as the Telegram bot collects it. Required fields are
 /// optional here so that a missing one is reported like any other field error.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "external_id": "tg-1001", "source": "telegram", "name": "Ada Lovelace",
+    "username": "ada", "phone": "+44 20 7946 0000", "email": "ada@example.com",
+    "answers": {"budget": 20000, "timeline": "this quarter", "decision_maker": true},
+    "campaign": "spring-webinar", "message_id": "bot-msg-1001"
+}))]
 pub struct CreateLead {
     /// The producer's id of the lead (unique per tenant): 1-128 printable ASCII characters,
     /// no spaces.
