@@ -5,6 +5,20 @@ use std::time::Duration;
 use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
 use serde_json::Value;
 
+/// Posts leads tg-1 and tg-2 and waits until a running worker has scored both.
+async fn score_two_leads(app: &TestApp) {
+    for id in ["tg-1", "tg-2"] {
+        assert_eq!(
+            app.post_lead(app.key(), &sample_lead(id)).await.status(),
+            202
+        );
+    }
+    wait_for("two scored leads", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().done == 2).then_some(())
+    })
+    .await;
+}
+
 fn verify(app: &TestApp, slug: &str) -> (bool, Value) {
     let out = crate::leadq_cmd(app)
         .args(["audit", "verify", "--tenant", slug])
@@ -22,16 +36,7 @@ async fn an_edited_audit_row_is_detected_and_the_trail_is_per_tenant() {
     let app = spawn_app().await;
     let b = app.other_tenant().await;
     let worker = app.spawn_worker().await;
-    for id in ["tg-1", "tg-2"] {
-        assert_eq!(
-            app.post_lead(app.key(), &sample_lead(id)).await.status(),
-            202
-        );
-    }
-    wait_for("two scored leads", Duration::from_secs(20), || async {
-        (app.queue.counts("lead_score").await.unwrap().done == 2).then_some(())
-    })
-    .await;
+    score_two_leads(&app).await;
     worker.stop().await;
 
     let (ok, report) = verify(&app, &app.tenant.slug);
@@ -309,16 +314,7 @@ async fn two_sealers_racing_over_concurrent_writers_leave_one_gap_free_chain() {
 async fn the_export_writes_signed_lines_in_chain_order_that_a_consumer_can_check() {
     let app = spawn_app().await;
     let worker = app.spawn_worker().await;
-    for id in ["tg-1", "tg-2"] {
-        assert_eq!(
-            app.post_lead(app.key(), &sample_lead(id)).await.status(),
-            202
-        );
-    }
-    wait_for("two scored leads", Duration::from_secs(20), || async {
-        (app.queue.counts("lead_score").await.unwrap().done == 2).then_some(())
-    })
-    .await;
+    score_two_leads(&app).await;
     worker.stop().await;
     let out = crate::leadq_cmd(&app)
         .args(["audit", "export", "--since", "2000-01-01T00:00:00Z"])
@@ -358,16 +354,7 @@ async fn the_export_writes_signed_lines_in_chain_order_that_a_consumer_can_check
 async fn the_trail_filters_by_action_and_subject_and_runs_name_their_principal() {
     let app = spawn_app().await;
     let worker = app.spawn_worker().await;
-    for id in ["tg-1", "tg-2"] {
-        assert_eq!(
-            app.post_lead(app.key(), &sample_lead(id)).await.status(),
-            202
-        );
-    }
-    wait_for("two scored leads", Duration::from_secs(20), || async {
-        (app.queue.counts("lead_score").await.unwrap().done == 2).then_some(())
-    })
-    .await;
+    score_two_leads(&app).await;
     let a = &app;
     let json = move |path: String| async move {
         let res = a.get(&path, a.key()).await;
