@@ -157,7 +157,6 @@ impl ApiError {
         }
     }
 
-    /// The stable error code.
     /// Every code [`ApiError::code`] can answer, in its order: the published contract lists
     /// them (`crate::openapi`), and a test holds this list to the match.
     pub const CODES: &'static [&'static str] = &[
@@ -195,6 +194,7 @@ impl ApiError {
         "internal",
     ];
 
+    /// The stable error code.
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidApiKey => "invalid_api_key",
@@ -239,7 +239,8 @@ impl From<OpsError> for ApiError {
     fn from(e: OpsError) -> Self {
         match e {
             OpsError::Invalid(_) => ApiError::InvalidBody,
-            // Input the queue refused (a malformed cursor) is the caller's, not an outage.
+            // Input the queue refused (a cursor that is not a page's `next_cursor`) is the
+            // caller's mistake, not an outage.
             OpsError::Queue(leadq_queue::QueueError::Invalid(_)) => ApiError::InvalidBody,
             OpsError::Queue(q) => ApiError::QueueUnavailable(q),
             OpsError::Db(d) => d.into(),

@@ -52,11 +52,6 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         }
     }
 
-    /// How long an entry is used.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// The entry for `key`, if it is younger than the TTL.
     pub fn get(&self, key: &K) -> Option<V> {
         let map = self.entries.read().ok()?;

@@ -1,5 +1,6 @@
-//! Records every run in PostgreSQL (`job_runs`, by group commit: [`crate::runlog`]), audits dead letters, counts outcomes per
-//! tenant, and alerts on dead letters (`leadq-notify`: kind, reason, tenant slug, job id and
+//! Records every run in PostgreSQL (`job_runs`, through the group-committing writer of
+//! [`crate::runlog`]), audits dead letters, counts outcomes per tenant, and alerts on dead
+//! letters (`leadq-notify`: kind, reason, tenant slug, job id and
 //! correlation id, never the payload).
 //!
 //! Best effort by design: the queue in Redis is the source of truth for what runs next. If
@@ -122,15 +123,8 @@ impl JobObserver for RunRecorder {
             };
             let finished = matches!(report.settled, Settled::Completed | Settled::Dead { .. });
             let meta = &report.meta;
-            let duration = report.duration;
-            runs.write(RunRow::outcome(
-                meta,
-                status,
-                duration,
-                report.error_code,
-                finished,
-            ))
-            .await;
+            let row = RunRow::outcome(meta, status, report.duration, report.error_code, finished);
+            runs.write(row).await;
             // A dead letter is rare: its audit row has a transaction of its own.
             if let Settled::Dead { reason } = &report.settled {
                 let res = async {

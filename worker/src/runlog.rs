@@ -113,15 +113,6 @@ pub struct RunLog {
     tx: mpsc::Sender<Item>,
 }
 
-impl std::fmt::Debug for Item {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Item::Row(r) => f.debug_tuple("Row").field(&r.job_id).finish(),
-            Item::Flush(_) => f.write_str("Flush"),
-        }
-    }
-}
-
 impl RunLog {
     /// Starts the writer task on the current runtime. It ends when the last handle is dropped,
     /// after writing what was handed to it.
@@ -212,10 +203,10 @@ async fn upsert(
     rows: &[&RunRow],
 ) -> Result<(), sqlx::Error> {
     let job_ids: Vec<Uuid> = rows.iter().map(|r| r.job_id).collect();
-    let kinds: Vec<String> = rows.iter().map(|r| r.kind.clone()).collect();
-    let message_ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
-    let correlation_ids: Vec<String> = rows.iter().map(|r| r.correlation_id.clone()).collect();
-    let user_ids: Vec<String> = rows.iter().map(|r| r.user_id.clone()).collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    let message_ids: Vec<&str> = rows.iter().map(|r| r.message_id.as_str()).collect();
+    let correlation_ids: Vec<&str> = rows.iter().map(|r| r.correlation_id.as_str()).collect();
+    let user_ids: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
     let statuses: Vec<&str> = rows.iter().map(|r| r.status).collect();
     let attempts: Vec<i32> = rows.iter().map(|r| r.attempts).collect();
     let enqueued: Vec<DateTime<Utc>> = rows.iter().map(|r| r.enqueued_at).collect();
