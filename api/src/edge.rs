@@ -10,7 +10,8 @@
 //!   secret must not lock out every other tenant's deliveries (an HMAC cannot be guessed
 //!   anyway). Each failure is also reported to the cross-tenant watch as `address:<ip>` acting
 //!   on the tenant it named (the key's prefix, or the webhook's tenant slug).
-//! - **Requests without credentials** (no `Authorization`; probes and webhooks exempt) are held
+//! - **Requests without credentials** (no `Authorization` and no console session cookie;
+//!   probes, webhooks and the console's static files exempt) are held
 //!   to `LEADQ_UNAUTHENTICATED_PER_SEC` per address (GCRA, burst
 //!   `LEADQ_UNAUTHENTICATED_BURST`): 429 `unauthenticated_rate_limited`.
 //!
@@ -82,6 +83,19 @@ fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
+/// Whether a request carries credentials: an `Authorization` header, or a console session
+/// cookie (which the console checks against Redis, answering a sign-in redirect if it is
+/// not a session: no more work than this limit's own check).
+fn presents_credentials(req: &Request) -> bool {
+    let has_session = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(&format!("{}=", crate::console::session::COOKIE)));
+    has_session || req.headers().contains_key(header::AUTHORIZATION)
+}
+
 /// The tenant a failed authentication named: the webhook's tenant slug, or the presented API
 /// key's prefix (which identifies a key, and so a tenant, without being a secret).
 fn named_tenant(req: &Request) -> String {
@@ -132,7 +146,7 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
             return refuse("auth_lockout", ApiError::AuthLockedOut(left));
         }
     }
-    if !webhook && !req.headers().contains_key(header::AUTHORIZATION) {
+    if !webhook && !path.starts_with("/console/assets/") && !presents_credentials(&req) {
         let over = queue
             .take_budget(
                 UNAUTH_WATCH,

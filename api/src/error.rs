@@ -114,6 +114,9 @@ pub enum ApiError {
     /// The database is unreachable: nothing was done.
     #[error("the database is unavailable; retry later")]
     DatabaseUnavailable(#[source] sqlx::Error),
+    /// A console form without the session's CSRF token, or sent from another origin.
+    #[error("this form was not sent from this console page; reload the page and try again")]
+    CsrfFailed,
     /// Anything else. Logged with its cause chain; the client sees only "internal error".
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -133,7 +136,7 @@ impl ApiError {
             | Self::OperatorDisabled
             | Self::OperatorLacksPermission(_) => StatusCode::FORBIDDEN,
             Self::BadSignature | Self::StaleTimestamp => StatusCode::UNAUTHORIZED,
-            Self::WrongAccount => StatusCode::FORBIDDEN,
+            Self::WrongAccount | Self::CsrfFailed => StatusCode::FORBIDDEN,
             Self::MalformedJson | Self::InvalidPath | Self::InvalidQuery | Self::BadRequest => {
                 StatusCode::BAD_REQUEST
             }
@@ -191,6 +194,7 @@ impl ApiError {
         "quota_exceeded",
         "auth_locked_out",
         "unauthenticated_rate_limited",
+        "csrf_failed",
         "internal",
     ];
 
@@ -228,6 +232,7 @@ impl ApiError {
             Self::QuotaExceeded(_) => "quota_exceeded",
             Self::AuthLockedOut(_) => "auth_locked_out",
             Self::UnauthenticatedRateLimited(_) => "unauthenticated_rate_limited",
+            Self::CsrfFailed => "csrf_failed",
             Self::Internal(_) => "internal",
         }
     }

@@ -61,44 +61,49 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = bearer(parts);
-        // Compare hashes in constant time, against every token, whatever matches.
-        let digest = |s: &str| sha2::Sha256::digest(s.as_bytes());
-        let mine = digest(presented);
-        let mut found = None;
-        for (name, token) in state.operators.iter() {
-            if bool::from(subtle::ConstantTimeEq::ct_eq(
-                &mine[..],
-                &digest(token.expose())[..],
-            )) {
-                found = Some(name.clone());
-            }
+        operator_for(state, bearer(parts)).await
+    }
+}
+
+/// The operator whose token is `presented` (the bearer token, or the console's sign-in form),
+/// counted in the auth-failure metric when refused.
+pub async fn operator_for(state: &AppState, presented: &str) -> Result<Operator, ApiError> {
+    // Compare hashes in constant time, against every token, whatever matches.
+    let digest = |s: &str| sha2::Sha256::digest(s.as_bytes());
+    let mine = digest(presented);
+    let mut found = None;
+    for (name, token) in state.operators.iter() {
+        if bool::from(subtle::ConstantTimeEq::ct_eq(
+            &mine[..],
+            &digest(token.expose())[..],
+        )) {
+            found = Some(name.clone());
         }
-        match found {
-            Some(name) => {
-                tracing::Span::current().record("tenant_id", "platform");
-                // Read on every request (no cache): disabling an operator takes effect at once.
-                match leadq_platform::operators::find(&state.pool, &name).await? {
-                    Some(op) if !op.disabled => Ok(Operator(op)),
-                    Some(_) => {
-                        auth_failure("operator_disabled");
-                        Err(ApiError::OperatorDisabled)
-                    }
-                    None => {
-                        auth_failure("operator_not_registered");
-                        Err(ApiError::OperatorNotRegistered)
-                    }
+    }
+    match found {
+        Some(name) => {
+            tracing::Span::current().record("tenant_id", "platform");
+            // Read on every request (no cache): disabling an operator takes effect at once.
+            match leadq_platform::operators::find(&state.pool, &name).await? {
+                Some(op) if !op.disabled => Ok(Operator(op)),
+                Some(_) => {
+                    auth_failure("operator_disabled");
+                    Err(ApiError::OperatorDisabled)
+                }
+                None => {
+                    auth_failure("operator_not_registered");
+                    Err(ApiError::OperatorNotRegistered)
                 }
             }
-            None if leadq_platform::apikey::prefix_of(presented).is_some() => {
-                // A tenant key on an operator route.
-                auth_failure("operator_only");
-                Err(ApiError::OperatorOnly)
-            }
-            None => {
-                auth_failure("invalid");
-                Err(ApiError::InvalidApiKey)
-            }
+        }
+        None if leadq_platform::apikey::prefix_of(presented).is_some() => {
+            // A tenant key on an operator route.
+            auth_failure("operator_only");
+            Err(ApiError::OperatorOnly)
+        }
+        None => {
+            auth_failure("invalid");
+            Err(ApiError::InvalidApiKey)
         }
     }
 }
@@ -117,6 +122,15 @@ pub struct OperatorContext {
 }
 
 impl OperatorContext {
+    /// `op` acting under the current request's correlation id.
+    pub fn of(op: leadq_platform::operators::Operator) -> Self {
+        Self {
+            actor: format!("operator:{}", op.name),
+            correlation_id: current_correlation_id(),
+            permissions: op.permissions,
+        }
+    }
+
     /// The actor and correlation id as the operations of `leadq_jobs` take them.
     pub fn as_actor(&self) -> Actor<'_> {
         Actor {
@@ -141,11 +155,7 @@ impl FromRequestParts<AppState> for OperatorContext {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Operator(op) = Operator::from_request_parts(parts, state).await?;
-        Ok(Self {
-            actor: format!("operator:{}", op.name),
-            correlation_id: current_correlation_id(),
-            permissions: op.permissions,
-        })
+        Ok(Self::of(op))
     }
 }
 
@@ -160,7 +170,8 @@ fn bearer(parts: &Parts) -> &str {
         .unwrap_or("")
 }
 
-fn auth_failure(reason: &'static str) {
+/// Counts a refused credential (`leadq_auth_failures_total{reason}`) and logs it.
+pub(crate) fn auth_failure(reason: &'static str) {
     metrics::counter!(m::AUTH_FAILURES_TOTAL, m::label::REASON => reason).increment(1);
     tracing::warn!(reason, "Refused credentials.");
 }

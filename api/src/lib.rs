@@ -15,13 +15,16 @@
 //! - [`middleware`]: correlation id, request span, HTTP metrics.
 //! - [`rejections`]: paths and queries that do not decode, and every layer's bare error
 //!   status, answered in the standard error body.
+//! - [`console`]: the operator console under `/console` (sign-in, sessions, pages).
 //! - [`edge`]: per-address lockout after failed authentications and the limit on requests
 //!   without credentials (the webhook budget is in `routes::webhooks`).
 //! - [`tls`]: HTTPS on the listener (`LEADQ_API_TLS_*_FILE`), certificate reloaded on SIGHUP.
-//! - [`routes`]: one module per resource (`leads`, `webhooks`, `audit`, `status`, `dlq`);
+//! - [`routes`]: one module per resource (`leads`, `webhooks`, `audit`, `status`, `dlq`,
+//!   `queues`, `jobs`, `tenant`, `security`);
 //!   `/healthz`, `/readyz` and `/metrics` are `leadq_jobs::health::router`, shared with the
 //!   worker.
 
+pub mod console;
 pub mod edge;
 pub mod error;
 pub mod extract;
@@ -84,6 +87,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 .external_url_unchecked("/openapi.json", openapi::to_value(&spec)),
         )
         .merge(health_routes(&state))
+        .merge(console::router())
         .fallback(|| async { error::ApiError::NotFound })
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -96,7 +100,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             state.tenant_labels.clone(),
             middleware::observe,
         ))
-        .layer(SetResponseHeaderLayer::overriding(
+        // Nothing is cached unless a handler says so (the console's static assets).
+        .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ))
@@ -127,7 +132,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 
 /// The API's own routes, each from its handler's `#[utoipa::path]` (see [`openapi`]).
 fn documented_routes(max_body_bytes: usize) -> OpenApiRouter<AppState> {
-    use routes::{audit, dlq, leads, security, status, webhooks};
+    use routes::{audit, dlq, jobs, leads, queues, security, status, tenant, webhooks};
     let limited = |(schemas, paths, method): UtoipaMethodRouter<AppState>, max: usize| {
         (schemas, paths, method.layer(DefaultBodyLimit::max(max)))
     };
@@ -146,6 +151,12 @@ fn documented_routes(max_body_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(dlq::purge))
         .routes(routes!(dlq::show))
         .routes(routes!(audit::list))
+        .routes(routes!(audit::trail))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::control))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::by_message))
+        .routes(routes!(tenant::overview))
 }
 
 /// The published contract, as `/openapi.json` serves it (`leadq openapi` prints it).

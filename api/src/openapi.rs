@@ -47,6 +47,7 @@ pub const OPERATOR: &str = "operator_token";
         (name = "operations", description = "Platform operators (operator token); every call \
                                             is audited."),
         (name = "audit", description = "The tenant's own audit trail."),
+        (name = "status", description = "The tenant's own queues, dead letters and runs."),
         (name = "health", description = "Probes and metrics."),
     )
 )]
@@ -354,7 +355,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 15, "every route of the router and the probes");
+        assert_eq!(operations, 21, "every route of the router and the probes");
         let mut ids: Vec<_> = doc
             .paths
             .paths

@@ -108,7 +108,9 @@ pub async fn standard_bodies(req: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    // JSON is the standard body already; HTML is the console's error page, which carries the
+    // same code and correlation id for a person to read.
     if is_json {
         return res;
     }

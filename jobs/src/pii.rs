@@ -150,6 +150,41 @@ impl Sealer {
     }
 }
 
+/// Field names whose values are personal in any payload: the sealed fields and a person's
+/// names. [`mask_personal`] hides them wherever they appear.
+const PERSONAL_FIELDS: &[&str] = &[
+    field::EMAIL,
+    field::PHONE,
+    field::CONTENT,
+    "name",
+    "first_name",
+    "last_name",
+    "username",
+];
+
+/// What [`mask_personal`] shows instead of a personal value.
+pub const MASK: &str = "••• personal •••";
+
+/// Hides personal data in `value` for display (the console's view of a dead letter): every
+/// value under a personal field name, and every sealed value wherever it is, becomes
+/// [`MASK`]. Nested objects and arrays are walked; structure and other fields are kept.
+pub fn mask_personal(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if PERSONAL_FIELDS.contains(&k.as_str()) && !v.is_null() && !v.is_object() {
+                    *v = serde_json::Value::String(MASK.to_owned());
+                } else {
+                    mask_personal(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_personal),
+        serde_json::Value::String(s) if Sealer::is_sealed(s) => *s = MASK.to_owned(),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +214,22 @@ mod tests {
         tampered.pop();
         tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
         assert_eq!(s.open(a, "email", &tampered), Err(OpenError::Invalid));
+    }
+
+    #[test]
+    fn personal_values_are_masked_for_display() {
+        let mut v = serde_json::json!({
+            "lead": {"name": "Ada", "email": "sealed:v1:k1:abc", "phone": null,
+                     "answers": {"budget": "20000"}, "source": "telegram"},
+            "messages": [{"content": "call me on +44 1234"}, "sealed:v1:k1:xyz"],
+        });
+        super::mask_personal(&mut v);
+        assert_eq!(v["lead"]["name"], super::MASK);
+        assert_eq!(v["lead"]["email"], super::MASK);
+        assert!(v["lead"]["phone"].is_null());
+        assert_eq!(v["lead"]["answers"]["budget"], "20000");
+        assert_eq!(v["lead"]["source"], "telegram");
+        assert_eq!(v["messages"][0]["content"], super::MASK);
+        assert_eq!(v["messages"][1], super::MASK);
     }
 }

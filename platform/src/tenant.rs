@@ -257,6 +257,33 @@ pub async fn authenticate(
     }))
 }
 
+/// The principal of API key `key_id` of `tenant` if the key may still be used (not revoked,
+/// not expired, its tenant active): a session begun with a key ends when the key does.
+pub async fn principal_of_key(
+    pool: &PgPool,
+    tenant: Uuid,
+    key_id: Uuid,
+) -> Result<Option<Principal>, sqlx::Error> {
+    let mut tx = crate::db::begin(pool, crate::db::Scope::Tenant(tenant)).await?;
+    let row: Option<(String, Vec<String>)> = sqlx::query_as(
+        "select t.slug, k.scopes
+           from api_keys k join tenants t on t.id = k.tenant_id
+          where k.id = $1 and k.tenant_id = $2 and k.revoked_at is null
+            and (k.expires_at is null or k.expires_at > now()) and t.status = 'active'",
+    )
+    .bind(key_id)
+    .bind(tenant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row.map(|(tenant_slug, scopes)| Principal {
+        tenant_id: tenant,
+        tenant_slug,
+        key_id,
+        scopes,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -30,6 +30,7 @@ pub(crate) struct Scripts {
     pub(crate) guard_sighting: redis::Script,
     pub(crate) guard_strike: redis::Script,
     pub(crate) guard_budget: redis::Script,
+    pub(crate) locate: redis::Script,
 }
 
 /// A script that rate-limits, with the GCRA of `lua/gcra.lua` before it.
@@ -61,6 +62,7 @@ impl Scripts {
             guard_sighting: redis::Script::new(include_str!("lua/guard_sighting.lua")),
             guard_strike: redis::Script::new(include_str!("lua/guard_strike.lua")),
             guard_budget: gcra(include_str!("lua/guard_budget.lua")),
+            locate: redis::Script::new(include_str!("lua/locate.lua")),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! this module only applies them, atomically, in `lua/admit.lua`. The key tag is spelled once,
 //! in [`crate::keys`](self).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{Timelike, Utc};
@@ -95,34 +96,71 @@ impl Queue {
             .await
     }
 
-    /// A tenant's controls and held jobs in `kind`'s queue.
+    /// A tenant's controls and standing in `kind`'s queue (see [`Queue::tenant_states`]).
     pub async fn tenant_state(&self, kind: &str, tenant: Uuid) -> Result<TenantState, QueueError> {
-        let k = self.keys(kind, self.shard_of(&tenant));
-        type Fields = (Option<String>, Option<u32>, Option<u64>, Option<f64>);
-        let ((paused, cap, running, weight), held): (Fields, u64) = redis::pipe()
-            .cmd("HMGET")
-            .arg(&k.fair)
-            .arg(format!("p:{tenant}"))
-            .arg(format!("c:{tenant}"))
-            .arg(format!("r:{tenant}"))
-            .arg(format!("w:{tenant}"))
-            .cmd("ZLEXCOUNT")
-            .arg(&k.parked)
-            .arg(format!("[{tenant}|"))
-            .arg(format!("({tenant}}}"))
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(TenantState {
-            paused: paused.is_some(),
-            cap,
-            running: if cap.is_some() {
-                running.unwrap_or(0)
-            } else {
-                0
-            },
-            held,
-            weight: weight.unwrap_or(1.0),
-        })
+        self.tenant_states(kind, &[tenant])
+            .await?
+            .pop()
+            .ok_or_else(|| QueueError::Protocol("tenant state missing".into()))
+    }
+
+    /// The controls and standing of each of `tenants` in `kind`'s queue, in order (a tenant
+    /// given twice is answered twice). One pipelined round trip per shard holding some of
+    /// them (a console listing many tenants does not pay one round trip each).
+    pub async fn tenant_states(
+        &self,
+        kind: &str,
+        tenants: &[Uuid],
+    ) -> Result<Vec<TenantState>, QueueError> {
+        let mut by_shard: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, t) in tenants.iter().enumerate() {
+            by_shard.entry(self.shard_of(t)).or_default().push(i);
+        }
+        let mut out: Vec<Option<TenantState>> = vec![None; tenants.len()];
+        for (shard, positions) in by_shard {
+            let k = self.keys(kind, shard);
+            let mut pipe = redis::pipe();
+            for &i in &positions {
+                let tenant = tenants[i];
+                pipe.cmd("HMGET")
+                    .arg(&k.fair)
+                    .arg(format!("p:{tenant}"))
+                    .arg(format!("c:{tenant}"))
+                    .arg(format!("r:{tenant}"))
+                    .arg(format!("w:{tenant}"));
+                // `<tenant>|…` up to (not including) `<tenant>}`: `}` sorts right after `|`.
+                for key in [&k.parked, &k.index] {
+                    pipe.cmd("ZLEXCOUNT")
+                        .arg(key)
+                        .arg(format!("[{tenant}|"))
+                        .arg(format!("({tenant}}}"));
+                }
+            }
+            type Fields = (Option<String>, Option<u32>, Option<u64>, Option<f64>);
+            let replies: Vec<(Fields, u64, u64)> = pipe.query_async(&mut self.conn()).await?;
+            if replies.len() != positions.len() {
+                return Err(QueueError::Protocol("tenant state reply length".into()));
+            }
+            for (i, ((paused, cap, running, weight), held, backlog)) in
+                positions.into_iter().zip(replies)
+            {
+                out[i] = Some(TenantState {
+                    paused: paused.is_some(),
+                    cap,
+                    running: if cap.is_some() {
+                        running.unwrap_or(0)
+                    } else {
+                        0
+                    },
+                    held,
+                    backlog,
+                    weight: weight.unwrap_or(1.0),
+                });
+            }
+        }
+        out.into_iter()
+            .map(|s| s.ok_or_else(|| QueueError::Protocol("tenant state missing".into())))
+            .collect()
     }
 
     /// Runs `lua/tenant.lua`, in bounded slices until nothing more can move.

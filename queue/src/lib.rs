@@ -30,11 +30,15 @@
 //!   lease, settle through [`backend::AckLayer`]); handlers get a [`backend::Job`] and return
 //!   [`JobError`] (transient / permanent / rate-limited). [`upkeep`] keeps leases, heartbeats
 //!   and the reaper going.
-//! - **Read**: [`Queue::counts`], [`Queue::workers`], [`Queue::dead_letters`], [`whereabouts`].
+//! - **Read**: [`Queue::counts`], [`Queue::completions`] (per minute, [`Throughput`]),
+//!   [`Queue::workers`], [`Queue::dead_letters`], [`whereabouts`].
+//! - **Find one job** ([`locate`]): [`Queue::locate`] (by id, across kinds and shards: its
+//!   [`Located`] state) and [`Queue::job_for_message`] (the job a producer's message id became).
 //! - **Dead letters**: [`dlq`] (page, inspect, re-drive, purge).
 //! - **Tenant controls** ([`controls`]): [`Queue::pause_tenant`], [`Queue::resume_tenant`],
-//!   [`Queue::set_tenant_cap`], [`Queue::set_tenant_weight`], [`Queue::tenant_state`], and
-//!   ingest admission [`Queue::admit`].
+//!   [`Queue::set_tenant_cap`], [`Queue::set_tenant_weight`], [`Queue::tenant_state`] and
+//!   [`Queue::tenant_states`] (controls, held and backlog), and ingest admission
+//!   [`Queue::admit`].
 //! - **Dedupe marks** of producers' delivery ids: [`Queue::mark_seen`], [`Queue::unmark_seen`].
 //! - **Erase**: [`Queue::erase_where`] (right to be forgotten).
 //! - **Recurring tasks**: [`schedule`] (leader lease, each firing claimed once).
@@ -43,6 +47,9 @@
 //! - **Edge guards** ([`guard`]): distinct subjects per principal in a sliding window
 //!   ([`Queue::sighting`]), failures with lockout ([`Queue::strike`], [`Queue::locked_out`]),
 //!   and GCRA budgets ([`Queue::take_budget`]), for abuse detection and the API's edge.
+//! - **Expiring records** ([`records`]): [`Queue::record_put`], [`Queue::record_get`] (with an
+//!   optional TTL refresh), [`Queue::record_delete`], for server-side state every API replica
+//!   shares (console sessions, bulk-operation progress).
 //! - **Server cost**: [`probe`] (what Redis itself reports: command stats, memory), for the
 //!   bench and operators.
 //!
@@ -59,8 +66,8 @@
 //!   each run; `settle.rs` the group commit of acknowledgements; `job.rs` the job and observer
 //!   types.
 //! - [`upkeep`]: heartbeats, lease renewal and the reaper, run by every worker process.
-//! - `status.rs`: counts, workers, latest dead letters; [`dlq`], [`whereabouts`],
-//!   `erase.rs`, [`schedule`], [`probe`].
+//! - `status.rs`: counts, completions, workers, latest dead letters; [`dlq`], [`whereabouts`],
+//!   [`locate`], `erase.rs`, [`schedule`], [`probe`], [`records`].
 
 mod ack;
 pub mod alert_state;
@@ -75,7 +82,9 @@ pub mod guard;
 mod job;
 mod keys;
 mod lease;
+pub mod locate;
 pub mod probe;
+pub mod records;
 pub mod schedule;
 mod settle;
 pub mod signing;
@@ -86,9 +95,11 @@ pub mod whereabouts;
 
 pub use controls::{Admission, AdmitLimits};
 pub use error::JobError;
+pub use locate::{JobState, Located};
+pub use status::COMPLETIONS_MAX_MINUTES;
 pub use types::{
     DeadLetter, Enqueued, KindCounts, NewJob, Priority, Settled, TenantControl, TenantState,
-    WorkerInfo, WorkerStatus,
+    Throughput, WorkerInfo, WorkerStatus,
 };
 
 use std::collections::BTreeMap;
@@ -125,8 +136,10 @@ pub enum QueueError {
     /// Redis answered something the scripts never return (a bug, or a foreign key clash).
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
-    /// The job cannot be enqueued as given.
-    #[error("invalid job: {0}")]
+    /// Input the engine refuses: a job that cannot be enqueued as given, a control out of
+    /// range, a cursor that is not one, a record name outside `[A-Za-z0-9_-]`. The caller's
+    /// mistake, not an outage.
+    #[error("invalid input: {0}")]
     Invalid(String),
 }
 

@@ -71,6 +71,7 @@ impl Priority {
 }
 
 /// A tenant's controls and standing in one kind's queue.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TenantState {
     /// Paused: none of its jobs start.
@@ -79,10 +80,30 @@ pub struct TenantState {
     pub cap: Option<u32>,
     /// Its jobs running now (counted only while a cap is set).
     pub running: u64,
-    /// Its ready jobs held back (paused, or waiting for room under the cap).
+    /// Its ready jobs held back (paused, or waiting for room under the cap) whose slots are
+    /// parked. A paused tenant's jobs are parked as their turn comes up, so right after a pause
+    /// (or an enqueue while paused) some may still count in `backlog` only.
     pub held: u64,
+    /// Its jobs waiting to start: ready or held (its entries in the `index`, which holds every
+    /// ready job, parked or not, until a worker takes it). Not counted: running jobs, and
+    /// scheduled ones (retries, rate-limited, future `run_at`) until they are due and promoted.
+    pub backlog: u64,
     /// Its share of the workers relative to other tenants (default 1).
     pub weight: f64,
+}
+
+/// Completions of one kind per minute, summed over its shards (see [`Queue::completions`]).
+///
+/// [`Queue::completions`]: crate::Queue::completions
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Throughput {
+    /// Jobs completed in each of the last `minutes` 60-second windows ending at Redis's clock
+    /// now, oldest first; the last entry is the last 60 s.
+    pub per_minute: Vec<u64>,
+    /// False when completions inside the window may have been trimmed from the `done` set
+    /// (`LEADQ_KEEP_DONE`, `LEADQ_KEEP_DONE_SECS`): the counts are then a lower bound.
+    pub covered: bool,
 }
 
 /// A tenant's standing in one kind's queue, after a control was applied.

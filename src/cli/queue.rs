@@ -1,8 +1,12 @@
-//! `leadq queue tenant`: per-tenant queue controls from the command line (audited).
+//! `leadq queue tenant|tenants|find`: per-tenant queue controls, every tenant's standing, and
+//! finding one job, from the command line (audited). The same operations as the console and
+//! the JSON API (`leadq_jobs::ops::{tenant_queue, lookup}`).
 
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
+use leadq_jobs::ops::deadletters::OpsError;
+use leadq_jobs::ops::lookup;
 use leadq_jobs::ops::tenant_queue::{self, Control};
 use leadq_platform::config::Settings;
 use leadq_platform::telemetry;
@@ -27,6 +31,25 @@ pub(super) enum QueueCommand {
         action: TenantAction,
         /// N for cap, W for weight.
         value: Option<String>,
+    },
+    /// Every tenant's standing per kind (a page of 100 tenants by slug); prints one JSON line
+    /// per tenant and kind {tenant, kind, backlog, held, running, cap, weight, paused}.
+    Tenants {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Tenants after this slug (the last one of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Where one job is now and its runs; prints {job_id, kind, tenant, message_id,
+    /// location{state, …}, attempts, last_error_code, runs}. Exit status 2 if nothing knows it.
+    Find {
+        /// A job id, or a producer's message id (then --tenant is required).
+        id: String,
+        /// The job's tenant (slug).
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -80,18 +103,53 @@ pub(super) fn run(
 }
 
 async fn queue(settings: &Settings, operator: &str, cmd: QueueCommand) -> anyhow::Result<()> {
-    let QueueCommand::Tenant {
-        slug,
-        kind,
-        action,
-        value,
-    } = cmd;
-    let control = control(action, value.as_deref())
-        .map_err(leadq_jobs::ops::deadletters::OpsError::Invalid)?;
     let ctx = OpsContext::connect(settings, operator).await?;
-    let applied =
-        tenant_queue::apply(&ctx.pool, &ctx.queue, ctx.who(), &slug, &kind, control).await?;
-    println!("{}", serde_json::to_string(&applied)?);
+    match cmd {
+        QueueCommand::Tenant {
+            slug,
+            kind,
+            action,
+            value,
+        } => {
+            let control = control(action, value.as_deref()).map_err(OpsError::Invalid)?;
+            let applied =
+                tenant_queue::apply(&ctx.pool, &ctx.queue, ctx.who(), &slug, &kind, control)
+                    .await?;
+            println!("{}", serde_json::to_string(&applied)?);
+        }
+        QueueCommand::Tenants { tenant, after } => {
+            let rows = tenant_queue::overview(
+                &ctx.pool,
+                &ctx.queue,
+                ctx.who(),
+                tenant.as_deref(),
+                after.as_deref(),
+            )
+            .await?;
+            for row in rows {
+                println!("{}", serde_json::to_string(&row)?);
+            }
+        }
+        QueueCommand::Find { id, tenant } => {
+            let query = match (uuid::Uuid::parse_str(&id), tenant) {
+                (Ok(id), tenant) => lookup::Query::Job { id, tenant },
+                (Err(_), Some(tenant)) => lookup::Query::Message {
+                    message_id: id,
+                    tenant,
+                },
+                (Err(_), None) => {
+                    return Err(OpsError::Invalid(
+                        "a message id is unique within its tenant only: add --tenant".into(),
+                    )
+                    .into())
+                }
+            };
+            match lookup::find(&ctx.pool, &ctx.queue, ctx.who(), &query).await? {
+                Some(report) => println!("{}", serde_json::to_string(&report)?),
+                None => return Err(OpsError::Invalid("no such job".into()).into()),
+            }
+        }
+    }
     Ok(())
 }
 

@@ -12,6 +12,8 @@ mod bench;
 mod chaos;
 mod chat_sla;
 mod cluster;
+mod console;
+mod console_api;
 mod crm;
 mod dlq;
 mod edge;

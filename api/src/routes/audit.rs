@@ -1,16 +1,22 @@
-//! `GET /v1/audit`: a tenant reads its own audit trail, newest first, paged by id.
+//! The audit trail, newest first, paged by id (the query is `leadq_jobs::ops::audit_trail`):
+//!
+//! - `GET /v1/audit`: a tenant reads its own (scope `admin`);
+//! - `GET /v1/audit/trail`: an operator reads the platform's events, or one tenant's
+//!   (`?tenant=`; audited), with the chain's last verification (permission `console`). The
+//!   console's audit page is this, rendered.
 
 use axum::extract::State;
-
-use crate::rejections::ApiQuery;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use leadq_jobs::ops::audit_trail::{self, AuditPage, Filter, Trail};
 use leadq_platform::apikey::scope;
-use leadq_platform::db::{self, Scope};
-use serde::{Deserialize, Serialize};
+use leadq_platform::db::Scope;
+use leadq_platform::operators::permission;
+use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::extract::Auth;
+use crate::extract::{Auth, OperatorContext};
+use crate::rejections::ApiQuery;
 use crate::AppState;
 
 /// Paging and filters: `?limit=50&before=<id>&action=lead.erase&subject=lead:<uuid>`.
@@ -29,32 +35,22 @@ pub struct Page {
     before: Option<i64>,
 }
 
-/// One audit entry.
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Entry {
-    id: i64,
-    actor: String,
-    action: String,
-    subject: String,
-    outcome: String,
-    correlation_id: String,
-    #[schema(value_type = Object)]
-    details: sqlx::types::Json<serde_json::Value>,
-    at: DateTime<Utc>,
-    /// The row's chain link in hex: its HMAC once sealed (rows chained before keyed sealing:
-    /// their SHA-256); absent for the few seconds before a sealer links it (`leadq audit
-    /// verify`, docs/audit.md).
-    hash: Option<String>,
-    /// The row's place in its keyed chain, once sealed.
-    seal_seq: Option<i64>,
-}
-
-/// A page of entries.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AuditPage {
-    entries: Vec<Entry>,
-    /// Pass as `before` to get the next (older) page; absent on the last page.
-    next_before: Option<i64>,
+impl Page {
+    /// The filter, or 400 `invalid_query` for a field of the wrong form.
+    fn filter(&self) -> Result<Filter, ApiError> {
+        if !self.action.as_deref().is_none_or(audit_trail::valid_action)
+            || !self.subject.as_deref().is_none_or(audit_trail::valid_name)
+        {
+            return Err(ApiError::InvalidQuery);
+        }
+        Ok(Filter {
+            action: self.action.clone(),
+            subject: self.subject.clone(),
+            before: self.before,
+            limit: self.limit.unwrap_or(50),
+            ..Filter::default()
+        })
+    }
 }
 
 /// `GET /v1/audit`.
@@ -69,39 +65,83 @@ pub async fn list(
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let principal = auth.require(scope::ADMIN)?;
-    let action_ok = |a: &str| {
-        (1..=64).contains(&a.len())
-            && a.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
-    };
-    let subject_ok =
-        |s: &str| (1..=200).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic());
-    if !page.action.as_deref().is_none_or(action_ok)
-        || !page.subject.as_deref().is_none_or(subject_ok)
+    let filter = page.filter()?;
+    Ok(Json(
+        audit_trail::list(&app.pool, Scope::Tenant(principal.tenant_id), &filter).await?,
+    ))
+}
+
+/// The operators' filters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TrailQuery {
+    /// One tenant's trail (slug); without it, the platform's own events.
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
+    pub tenant: Option<String>,
+    /// Only this actor, e.g. `operator:alice`.
+    #[param(pattern = r"^[\x21-\x7e]{1,200}$")]
+    pub actor: Option<String>,
+    /// Only this action, e.g. `queue.tenant.pause`.
+    #[param(pattern = "^[a-z0-9_.]{1,64}$")]
+    pub action: Option<String>,
+    /// At or after (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Before (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// Entries older than this id (a previous page's `next_before`).
+    pub before: Option<i64>,
+    /// Page size, 1-500 (default 50; out-of-range values are clamped).
+    pub limit: Option<i64>,
+}
+
+/// The trail `q` names, as `GET /v1/audit/trail` answers it (the console renders the same).
+pub async fn trail_of(
+    app: &AppState,
+    operator: &OperatorContext,
+    q: &TrailQuery,
+) -> Result<Trail, ApiError> {
+    operator.require(permission::CONSOLE)?;
+    if q.tenant
+        .as_deref()
+        .is_some_and(|t| !leadq_platform::tenant::valid_slug(t))
+        || !q.actor.as_deref().is_none_or(audit_trail::valid_name)
+        || !q.action.as_deref().is_none_or(audit_trail::valid_action)
     {
         return Err(ApiError::InvalidQuery);
     }
-    let limit = page.limit.unwrap_or(50).clamp(1, 500);
-    let entries: Vec<Entry> = sqlx::query_as(
-        "select id, actor, action, subject, outcome, correlation_id, details, at,
-                encode(coalesce(mac, hash), 'hex') as hash, seal_seq
-           from audit_log
-          where tenant_id = $1 and ($2::bigint is null or id < $2)
-            and ($4::text is null or action = $4) and ($5::text is null or subject = $5)
-          order by id desc limit $3",
-    )
-    .bind(principal.tenant_id)
-    .bind(page.before)
-    .bind(limit)
-    .bind(&page.action)
-    .bind(&page.subject)
-    .fetch_all(&mut *db::begin(&app.pool, Scope::Tenant(principal.tenant_id)).await?)
-    .await?;
-    let next_before = (entries.len() as i64 == limit)
-        .then(|| entries.last().map(|e| e.id))
-        .flatten();
-    Ok(Json(AuditPage {
-        entries,
-        next_before,
-    }))
+    let tenant = match &q.tenant {
+        Some(slug) => Some(
+            leadq_jobs::ops::deadletters::tenant_by_slug(&app.pool, slug)
+                .await
+                .map_err(|_| ApiError::NotFound)?,
+        ),
+        None => None,
+    };
+    let filter = Filter {
+        actor: q.actor.clone(),
+        action: q.action.clone(),
+        subject: None,
+        since: q.since,
+        until: q.until,
+        before: q.before,
+        limit: q.limit.unwrap_or(50),
+    };
+    Ok(audit_trail::operator_view(&app.pool, operator.as_actor(), tenant, &filter).await?)
+}
+
+/// `GET /v1/audit/trail`.
+#[utoipa::path(get, path = "/v1/audit/trail", operation_id = "audit_trail", tag = "operations",
+    security(("operator_token" = [])),
+    params(TrailQuery),
+    responses(
+        (status = 200, description = "Entries newest first and the chain's last verification \
+            (permission `console`).", body = Trail),
+        (status = 404, description = "No such tenant.", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn trail(
+    State(app): State<AppState>,
+    operator: OperatorContext,
+    ApiQuery(q): ApiQuery<TrailQuery>,
+) -> Result<Json<Trail>, ApiError> {
+    trail_of(&app, &operator, &q).await.map(Json)
 }

@@ -29,18 +29,18 @@ use leadq_platform::operators::permission;
 pub struct FilterParams {
     /// Tenant slug.
     #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
-    tenant: Option<String>,
+    pub tenant: Option<String>,
     /// Dead-letter reason, e.g. `max_attempts`.
     #[schema(pattern = "^[a-z0-9_]{1,64}$")]
-    reason: Option<String>,
+    pub reason: Option<String>,
     /// Dead for at least this long.
     #[serde(default, deserialize_with = "whole_seconds")]
     #[schema(maximum = 4294967295_u32)]
-    older_than_secs: Option<u32>,
+    pub older_than_secs: Option<u32>,
     /// Dead for at most this long.
     #[serde(default, deserialize_with = "whole_seconds")]
     #[schema(maximum = 4294967295_u32)]
-    newer_than_secs: Option<u32>,
+    pub newer_than_secs: Option<u32>,
 }
 
 /// A number of seconds, also written as a float with nothing after the point (`3600.0`):
@@ -103,20 +103,20 @@ fn valid_reason(reason: &str) -> bool {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Tenant slug.
-    tenant: Option<String>,
+    pub tenant: Option<String>,
     /// Dead-letter reason.
-    reason: Option<String>,
+    pub reason: Option<String>,
     /// Dead for at least this long.
     #[param(maximum = 4294967295_u32)]
-    older_than_secs: Option<u32>,
+    pub older_than_secs: Option<u32>,
     /// Dead for at most this long.
     #[param(maximum = 4294967295_u32)]
-    newer_than_secs: Option<u32>,
+    pub newer_than_secs: Option<u32>,
     /// From a previous page's `next_cursor`.
-    cursor: Option<String>,
+    pub cursor: Option<String>,
     /// Page size, 1-1000 (default 50; values outside are clamped).
     #[param(maximum = 4294967295_u32)]
-    limit: Option<u32>,
+    pub limit: Option<u32>,
 }
 
 impl ListParams {
@@ -134,12 +134,12 @@ impl ListParams {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ActionBody {
     /// These dead letters (instead of a filter).
-    job_ids: Option<Vec<Uuid>>,
+    pub job_ids: Option<Vec<Uuid>>,
     #[serde(flatten)]
-    filter: FilterParams,
+    pub filter: FilterParams,
     /// Confirms a purge without any filter.
     #[serde(default)]
-    all: bool,
+    pub all: bool,
 }
 
 /// The filter of `p`. A tenant named by an operator is a cross-tenant sighting
@@ -199,20 +199,29 @@ pub async fn list(
     ApiPath(kind): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListParams>,
 ) -> Result<Json<Page>, ApiError> {
+    page(&app, &operator, &kind, &q).await.map(Json)
+}
+
+/// One page, as `GET /v1/dlq/{kind}` answers it (the console renders the same).
+pub async fn page(
+    app: &AppState,
+    operator: &OperatorContext,
+    kind: &str,
+    q: &ListParams,
+) -> Result<Page, ApiError> {
     operator.require(permission::DLQ)?;
-    known(&kind)?;
-    let filter = filter_of(&app, &operator, &q.filter()).await?;
+    known(kind)?;
+    let filter = filter_of(app, operator, &q.filter()).await?;
     deadletters::list(
         &app.pool,
         &app.queue,
         operator.as_actor(),
-        &kind,
+        kind,
         &filter,
         q.cursor.as_deref(),
         q.limit.map_or(50, |l| l as usize),
     )
     .await
-    .map(Json)
     .map_err(ApiError::from)
 }
 
@@ -231,12 +240,40 @@ pub async fn show(
     operator: OperatorContext,
     ApiPath((kind, job_id)): ApiPath<(String, Uuid)>,
 ) -> Result<Json<DeadLetter>, ApiError> {
+    one(&app, &operator, &kind, job_id).await.map(Json)
+}
+
+/// One dead letter, scrubbed, as `GET /v1/dlq/{kind}/{job_id}` answers it.
+pub async fn one(
+    app: &AppState,
+    operator: &OperatorContext,
+    kind: &str,
+    job_id: Uuid,
+) -> Result<DeadLetter, ApiError> {
     operator.require(permission::DLQ)?;
-    known(&kind)?;
-    deadletters::show(&app.pool, &app.queue, operator.as_actor(), &kind, job_id)
+    known(kind)?;
+    deadletters::show(&app.pool, &app.queue, operator.as_actor(), kind, job_id)
         .await?
-        .map(Json)
         .ok_or(ApiError::NotFound)
+}
+
+/// The dead letters an action's body names, as the actions (and the console) read it.
+pub async fn selection(
+    app: &AppState,
+    operator: &OperatorContext,
+    kind: &str,
+    body: ActionBody,
+) -> Result<Selection, ApiError> {
+    operator.require(permission::DLQ)?;
+    known(kind)?;
+    check_filter(&body.filter)?;
+    Ok(match body.job_ids {
+        Some(ids) => Selection::Ids(ids),
+        None => Selection::Matching {
+            filter: filter_of(app, operator, &body.filter).await?,
+            all: body.all,
+        },
+    })
 }
 
 async fn act(
@@ -246,16 +283,7 @@ async fn act(
     body: ActionBody,
     action: Action,
 ) -> Result<Json<Outcome>, ApiError> {
-    operator.require(permission::DLQ)?;
-    known(&kind)?;
-    check_filter(&body.filter)?;
-    let selection = match body.job_ids {
-        Some(ids) => Selection::Ids(ids),
-        None => Selection::Matching {
-            filter: filter_of(&app, &operator, &body.filter).await?,
-            all: body.all,
-        },
-    };
+    let selection = selection(&app, &operator, &kind, body).await?;
     deadletters::act(
         &app.pool,
         &app.queue,

@@ -2,7 +2,10 @@
 
 pub mod audit;
 pub mod dlq;
+pub mod jobs;
 pub mod leads;
+pub mod queues;
 pub mod security;
 pub mod status;
+pub mod tenant;
 pub mod webhooks;

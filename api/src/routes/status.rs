@@ -24,6 +24,23 @@ pub struct Status {
     pub workers: Vec<WorkerStatus>,
     /// One entry per job kind.
     pub queues: Vec<KindCounts>,
+    /// Completions per minute over the last [`THROUGHPUT_MINUTES`] minutes, per kind.
+    pub throughput: Vec<KindThroughput>,
+}
+
+/// Minutes of completions `/v1/status` reports.
+pub const THROUGHPUT_MINUTES: u32 = 10;
+
+/// One kind's completions per minute.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KindThroughput {
+    /// The kind.
+    pub kind: String,
+    /// Completions per minute, oldest first; the last is the minute now ending.
+    pub per_minute: Vec<u64>,
+    /// False when completion records were trimmed inside the window (`LEADQ_KEEP_DONE`):
+    /// the counts are then a lower bound.
+    pub covered: bool,
 }
 
 /// `GET /v1/status`: a cross-tenant view, for platform operators only; each view is audited.
@@ -35,6 +52,12 @@ pub async fn get(
     State(app): State<AppState>,
     operator: OperatorContext,
 ) -> Result<Json<Status>, ApiError> {
+    report(&app, &operator).await.map(Json)
+}
+
+/// The status document, as `GET /v1/status` answers it (the console's overview renders the
+/// same); the view is audited as `status.view`.
+pub async fn report(app: &AppState, operator: &OperatorContext) -> Result<Status, ApiError> {
     operator.require(leadq_platform::operators::permission::CONSOLE)?;
     let mut tx = db::begin(&app.pool, Scope::Platform).await?;
     Auditor {
@@ -54,9 +77,23 @@ pub async fn get(
         .workers(&kinds::names())
         .await
         .map_err(ApiError::QueueUnavailable)?;
-    Ok(Json(Status {
+    let mut throughput = Vec::new();
+    for kind in kinds::names() {
+        let t = app
+            .queue
+            .completions(kind, THROUGHPUT_MINUTES)
+            .await
+            .map_err(ApiError::QueueUnavailable)?;
+        throughput.push(KindThroughput {
+            kind: kind.to_owned(),
+            per_minute: t.per_minute,
+            covered: t.covered,
+        });
+    }
+    Ok(Status {
         generated_at: Utc::now(),
         workers,
         queues,
-    }))
+        throughput,
+    })
 }

@@ -49,7 +49,8 @@ pub(crate) fn check_kind(kind: &str) -> Result<(), OpsError> {
 }
 
 /// A dead letter fit to show: the payload scrubbed, the signature left out.
-fn shown(mut d: DeadLetter) -> DeadLetter {
+/// A dead letter as operators and tenants see it: payload scrubbed, signature dropped.
+pub(crate) fn shown(mut d: DeadLetter) -> DeadLetter {
     if let Some(e) = d.envelope.as_mut() {
         leadq_platform::scrub::global().scrub_json(&mut e.payload);
         e.signature = None;
@@ -185,19 +186,16 @@ pub struct Outcome {
     pub finished_at: DateTime<Utc>,
 }
 
-/// Re-drives or purges the selected dead letters of `kind`, calling `progress(done, total)`
-/// after every chunk; audited as `dlq.redrive` / `dlq.purge` with the selection and counts.
-pub async fn act(
-    pool: &PgPool,
+/// The dead letters `selection` names now (what a confirmation states before [`act`]), and
+/// the selection as the audit records it. Refuses an unfiltered purge without `all`.
+pub async fn selected(
     queue: &Queue,
-    who: Actor<'_>,
     kind: &str,
     action: Action,
     selection: &Selection,
-    progress: Progress<'_>,
-) -> Result<Outcome, OpsError> {
+) -> Result<(Vec<Uuid>, serde_json::Value), OpsError> {
     check_kind(kind)?;
-    let (ids, described) = match selection {
+    Ok(match selection {
         Selection::Ids(ids) => (ids.clone(), serde_json::json!({"ids": ids.len()})),
         Selection::Matching { filter, all } => {
             if action == Action::Purge && *filter == Filter::default() && !all {
@@ -210,7 +208,21 @@ pub async fn act(
                 filter_json(filter),
             )
         }
-    };
+    })
+}
+
+/// Re-drives or purges the selected dead letters of `kind`, calling `progress(done, total)`
+/// after every chunk; audited as `dlq.redrive` / `dlq.purge` with the selection and counts.
+pub async fn act(
+    pool: &PgPool,
+    queue: &Queue,
+    who: Actor<'_>,
+    kind: &str,
+    action: Action,
+    selection: &Selection,
+    progress: Progress<'_>,
+) -> Result<Outcome, OpsError> {
+    let (ids, described) = selected(queue, kind, action, selection).await?;
     let done = match action {
         Action::Redrive => queue.redrive(kind, &ids, progress).await?,
         Action::Purge => queue.purge(kind, &ids, progress).await?,

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::ops::deadletters::{check_kind, record, tenant_by_slug, Actor, OpsError};
 use leadq_queue::{Queue, TenantState};
@@ -38,6 +39,7 @@ impl Control {
 }
 
 /// The tenant's state after a control was applied.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct Applied {
     /// Tenant slug.
@@ -99,4 +101,87 @@ pub async fn apply(
         resumed,
         state: queue.tenant_state(kind, tenant).await?,
     })
+}
+
+/// One tenant's standing in one kind's queue, as the console's tenants page and
+/// `GET /v1/queues/tenants` show it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantQueue {
+    /// Tenant slug.
+    pub tenant: String,
+    /// Kind.
+    pub kind: String,
+    /// Its jobs ready to run or held back (not running, not scheduled).
+    pub backlog: u64,
+    /// Of those, held back: paused, or waiting for room under its cap.
+    pub held: u64,
+    /// Its jobs running now (counted only while a cap is set).
+    pub running: u64,
+    /// At most this many of its jobs at once across all workers (absent: no cap).
+    pub cap: Option<u32>,
+    /// Its share of the workers relative to other tenants (default 1).
+    pub weight: f64,
+    /// Paused: none of its jobs start.
+    pub paused: bool,
+}
+
+/// The most tenants one overview shows: the console pages them by slug.
+pub const OVERVIEW_PAGE: i64 = 100;
+
+/// Every kind's controls and backlog for up to [`OVERVIEW_PAGE`] tenants in slug order, after
+/// `after` (a slug; a previous page's last) or only the tenant `only`; audited as
+/// `queue.tenants.view`. One Redis round trip per kind and shard, however many tenants.
+pub async fn overview(
+    pool: &PgPool,
+    queue: &Queue,
+    who: Actor<'_>,
+    only: Option<&str>,
+    after: Option<&str>,
+) -> Result<Vec<TenantQueue>, OpsError> {
+    let tenants: Vec<(Uuid, String)> = sqlx::query_as(
+        "select id, slug from tenants
+          where ($1::text is null or slug = $1) and ($2::text is null or slug > $2)
+          order by slug limit $3",
+    )
+    .bind(only)
+    .bind(after)
+    .bind(OVERVIEW_PAGE)
+    .fetch_all(pool)
+    .await?;
+    if only.is_some() && tenants.is_empty() {
+        return Err(OpsError::Invalid(format!(
+            "no tenant with slug {:?}",
+            only.unwrap_or("")
+        )));
+    }
+    record(
+        pool,
+        who.actor,
+        "queue.tenants.view",
+        only.map_or_else(|| "platform:tenants".to_owned(), |s| format!("tenant:{s}"))
+            .as_str(),
+        who.correlation_id,
+        serde_json::json!({"tenants": tenants.len(), "after": after}),
+    )
+    .await?;
+    let ids: Vec<Uuid> = tenants.iter().map(|(id, _)| *id).collect();
+    let mut rows = Vec::with_capacity(ids.len() * crate::kinds::names().len());
+    for kind in crate::kinds::names() {
+        let states = queue.tenant_states(kind, &ids).await?;
+        for ((_, slug), s) in tenants.iter().zip(states) {
+            rows.push(TenantQueue {
+                tenant: slug.clone(),
+                kind: kind.to_owned(),
+                backlog: s.backlog,
+                held: s.held,
+                running: s.running,
+                cap: s.cap,
+                weight: s.weight,
+                paused: s.paused,
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.tenant, &a.kind).cmp(&(&b.tenant, &b.kind)));
+    Ok(rows)
 }

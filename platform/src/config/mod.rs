@@ -15,11 +15,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod console;
 mod edge;
 mod keys;
 mod oncall;
 mod production;
 mod tls;
+pub use console::ConsoleSettings;
 pub use edge::EdgeSettings;
 pub use oncall::{
     AlertChannelSettings, AlertPolicySettings, CanarySettings, SecurityHealthSettings,
@@ -217,6 +219,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// Abuse detection, per-address limits, the webhook budget and `/metrics` access.
     pub edge: EdgeSettings,
+    /// The operator console's sessions and dashboard links.
+    pub console: ConsoleSettings,
 }
 
 /// Every problem found in the environment, reported together.
@@ -529,6 +533,7 @@ impl Settings {
         let job_runs_keep = Duration::from_secs(job_runs_keep_days.saturating_mul(86_400));
         let oncall = oncall::read(&mut r);
         let edge = edge::read(&mut r);
+        let console = console::read(&mut r);
         let mut kind_settings = BTreeMap::new();
         for d in kinds {
             let up = d.kind.to_ascii_uppercase();
@@ -623,6 +628,7 @@ impl Settings {
             alert_channel: oncall.alert_channel,
             tls: tls.settings,
             edge,
+            console,
         })
     }
 

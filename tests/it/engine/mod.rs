@@ -3,8 +3,10 @@
 //! These tests run our Redis backend under a real apalis worker, with the production layers,
 //! and a handler the test controls. This file is the harness; [`runs`] tests what happens to
 //! one job (retries, dead letters, wake-ups, due bursts, trimming), [`tenants`] how tenants
-//! share the queue (fairness, priorities, pause, caps, shards).
+//! share the queue (fairness, priorities, pause, caps, shards), [`console_reads`] the reads and
+//! records the web console uses (locate a job, tenants' backlog, completions, records).
 
+mod console_reads;
 mod runs;
 mod tenants;
 

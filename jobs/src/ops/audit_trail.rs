@@ -1,0 +1,175 @@
+//! Reading the audit trail: a tenant reads its own (`GET /v1/audit`), operators read the
+//! platform's events or any one tenant's (`GET /v1/audit/trail`, the console's audit page),
+//! with the chain's last verification beside it. One query for both, so a filter means the
+//! same everywhere.
+//!
+//! Rows are visible only in their scope (row-level security): the platform's own events
+//! (operator actions, tenant administration) in the platform scope, a tenant's in its own. An
+//! operator's read of a tenant's trail is itself audited (`audit.view`), as any read of tenant
+//! data by an operator is.
+
+use chrono::{DateTime, Utc};
+use leadq_platform::checks::{self, CheckRecord};
+use leadq_platform::db::{self, Scope};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::ops::deadletters::{record, Actor, OpsError};
+
+/// Which entries: every field narrows; `before` pages (a previous page's `next_before`).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this actor, e.g. `operator:alice` or `key:abcd1234`.
+    pub actor: Option<String>,
+    /// Only this action, e.g. `lead.erase`.
+    pub action: Option<String>,
+    /// Only this subject, e.g. `lead:<uuid>`.
+    pub subject: Option<String>,
+    /// At or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Before.
+    pub until: Option<DateTime<Utc>>,
+    /// Entries older than this id.
+    pub before: Option<i64>,
+    /// Page size, 1-500.
+    pub limit: i64,
+}
+
+/// Whether `a` is an action's form (`a-z`, `0-9`, `_`, `.`; 1-64 bytes).
+pub fn valid_action(a: &str) -> bool {
+    (1..=64).contains(&a.len())
+        && a.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
+/// Whether `s` is an actor's or subject's form (printable ASCII without spaces; 1-200 bytes).
+pub fn valid_name(s: &str) -> bool {
+    (1..=200).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// One audit entry.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Entry {
+    /// Its place in the trail (ids grow).
+    pub id: i64,
+    /// Who: `operator:<name>`, `key:<prefix>`, `worker`, ….
+    pub actor: String,
+    /// What, e.g. `lead.score`.
+    pub action: String,
+    /// On what, e.g. `lead:<uuid>`.
+    pub subject: String,
+    /// `ok`, `denied`, ….
+    pub outcome: String,
+    /// The request or job it belongs to.
+    pub correlation_id: String,
+    /// Action-specific details (never a secret, never personal data).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub details: sqlx::types::Json<serde_json::Value>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The row's chain link in hex: its HMAC once sealed (rows chained before keyed sealing:
+    /// their SHA-256); absent for the few seconds before a sealer links it (`leadq audit
+    /// verify`, docs/audit.md).
+    pub hash: Option<String>,
+    /// The row's place in its keyed chain, once sealed.
+    pub seal_seq: Option<i64>,
+}
+
+/// A page of entries.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Serialize)]
+pub struct AuditPage {
+    /// Newest first.
+    pub entries: Vec<Entry>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// The entries of `scope` matching `f`, newest first.
+pub async fn list(pool: &PgPool, scope: Scope, f: &Filter) -> Result<AuditPage, sqlx::Error> {
+    let tenant = match scope {
+        Scope::Tenant(id) => Some(id),
+        Scope::Platform => None,
+    };
+    let limit = f.limit.clamp(1, 500);
+    // Two spellings, so each uses its index: `(tenant_id, id)` or the platform rows'.
+    let whose = match tenant {
+        Some(_) => "tenant_id = $1",
+        None => "tenant_id is null and $1::uuid is null",
+    };
+    let sql = format!(
+        "select id, actor, action, subject, outcome, correlation_id, details, at,
+                encode(coalesce(mac, hash), 'hex') as hash, seal_seq
+           from audit_log
+          where {whose} and ($2::bigint is null or id < $2)
+            and ($4::text is null or action = $4) and ($5::text is null or subject = $5)
+            and ($6::text is null or actor = $6)
+            and ($7::timestamptz is null or at >= $7) and ($8::timestamptz is null or at < $8)
+          order by id desc limit $3"
+    );
+    let mut tx = db::begin(pool, scope).await?;
+    let entries: Vec<Entry> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(f.before)
+        .bind(limit)
+        .bind(&f.action)
+        .bind(&f.subject)
+        .bind(&f.actor)
+        .bind(f.since)
+        .bind(f.until)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let next_before = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    Ok(AuditPage {
+        entries,
+        next_before,
+    })
+}
+
+/// What operators see: a page of the platform's trail or of one tenant's, and the chain's
+/// last verification.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Serialize)]
+pub struct Trail {
+    /// The entries.
+    #[serde(flatten)]
+    pub page: AuditPage,
+    /// The scheduler's last verification of every chain (`audit_verify`); absent before it
+    /// first ran.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub verification: Option<CheckRecord>,
+}
+
+/// An operator reads the trail of `tenant` (the platform's own events when `None`); a read of
+/// a tenant's trail is audited as `audit.view`.
+pub async fn operator_view(
+    pool: &PgPool,
+    who: Actor<'_>,
+    tenant: Option<Uuid>,
+    f: &Filter,
+) -> Result<Trail, OpsError> {
+    let scope = match tenant {
+        Some(id) => {
+            record(
+                pool,
+                who.actor,
+                "audit.view",
+                &format!("tenant:{id}"),
+                who.correlation_id,
+                serde_json::json!({"tenant_id": id}),
+            )
+            .await?;
+            Scope::Tenant(id)
+        }
+        None => Scope::Platform,
+    };
+    Ok(Trail {
+        page: list(pool, scope, f).await?,
+        verification: checks::last(pool, checks::AUDIT_VERIFY).await?,
+    })
+}
