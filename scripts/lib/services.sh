@@ -20,6 +20,8 @@
 #   ensure_promtool / ensure_jq / ensure_curl / ensure_faketime
 #   ensure_ops_packages         prometheus, prometheus-alertmanager, prometheus-redis-exporter,
 #                               prometheus-postgres-exporter (scripts/ops-test), only when missing
+#   ensure_browser_packages     chromium and chromium-driver (scripts/console-test drives the
+#                               console in headless Chromium through WebDriver), only when missing
 #   services_start PROFILE      PROFILE is dev or test; starts or reuses both servers and sets
 #                               LEADQ_PG_PORT, LEADQ_REDIS_PORT, LEADQ_DATABASE_URL, LEADQ_REDIS_URL
 #   services_stop_started       stops only what THIS shell started (call it from an EXIT trap)
@@ -240,6 +242,22 @@ ensure_ops_packages() {
   local b
   for b in prometheus promtool prometheus-alertmanager amtool prometheus-redis-exporter \
     prometheus-postgres-exporter; do
+    command -v "$b" >/dev/null 2>&1 || svc_die "$b still missing after installing ${missing[*]}"
+  done
+}
+
+# What scripts/console-test drives the operator console with: Debian's Chromium and its
+# matching WebDriver (/usr/bin/chromium, /usr/bin/chromedriver; both from the same source
+# package, so their versions always agree).
+ensure_browser_packages() {
+  local missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  if ((${#missing[@]})); then
+    apt_install "${missing[@]}"
+  fi
+  local b
+  for b in chromium chromedriver; do
     command -v "$b" >/dev/null 2>&1 || svc_die "$b still missing after installing ${missing[*]}"
   done
 }
