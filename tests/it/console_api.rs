@@ -5,8 +5,13 @@
 
 use std::time::Duration;
 
-use leadq_testkit::{sample_lead, spawn_app, wait_for};
+use leadq_testkit::{sample_lead, spawn_app, wait_for, TestApp};
 use serde_json::{json, Value};
+
+/// `GET path` with `token`, as JSON.
+async fn get_json(app: &TestApp, path: &str, token: &str) -> Value {
+    app.get(path, token).await.json().await.unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_read_and_control_tenant_queues_and_find_jobs_through_the_api() {
@@ -58,15 +63,12 @@ async fn operators_read_and_control_tenant_queues_and_find_jobs_through_the_api(
     assert_eq!(row["paused"], true);
 
     // Found by message id: held, in the tenant named.
-    let found: Value = app
-        .get(
-            &format!("/v1/jobs?message_id=held-msg-0&tenant={slug}"),
-            &op,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let found: Value = get_json(
+        &app,
+        &format!("/v1/jobs?message_id=held-msg-0&tenant={slug}"),
+        &op,
+    )
+    .await;
     assert_eq!(found["job_id"], posted[0]["job_id"]);
     assert_eq!(found["location"]["state"], "held");
     assert_eq!(found["tenant"], slug.as_str());
@@ -133,55 +135,29 @@ async fn operators_read_and_control_tenant_queues_and_find_jobs_through_the_api(
     );
 
     // The trail shows the operator's changes and lookups; a tenant's trail read is audited.
-    let trail: Value = app
-        .get(
-            "/v1/audit/trail?actor=operator:oncall&action=queue.tenant.pause",
-            &op,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let trail: Value = get_json(
+        &app,
+        "/v1/audit/trail?actor=operator:oncall&action=queue.tenant.pause",
+        &op,
+    )
+    .await;
     assert_eq!(trail["entries"].as_array().unwrap().len(), 1);
-    let views: Value = app
-        .get("/v1/audit/trail?action=job.view", &op)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let views: Value = get_json(&app, "/v1/audit/trail?action=job.view", &op).await;
     assert!(views["entries"].as_array().unwrap().len() >= 3);
-    let tenant_trail: Value = app
-        .get(
-            &format!("/v1/audit/trail?tenant={slug}&action=lead.score"),
-            &op,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tenant_trail: Value = get_json(
+        &app,
+        &format!("/v1/audit/trail?tenant={slug}&action=lead.score"),
+        &op,
+    )
+    .await;
     assert_eq!(tenant_trail["entries"].as_array().unwrap().len(), 2);
-    let read: Value = app
-        .get("/v1/audit/trail?action=audit.view", &op)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let read: Value = get_json(&app, "/v1/audit/trail?action=audit.view", &op).await;
     assert_eq!(read["entries"].as_array().unwrap().len(), 1);
 
     // The tenant's own overview: its queues and recent runs, never another tenant's.
-    let own: Value = app
-        .get("/v1/tenant/overview", app.key())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let own = get_json(&app, "/v1/tenant/overview", app.key()).await;
     assert_eq!(own["tenant"], slug.as_str());
     assert_eq!(own["runs"].as_array().unwrap().len(), 2);
-    let theirs: Value = app
-        .get("/v1/tenant/overview", other.api_key.expose())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let theirs = get_json(&app, "/v1/tenant/overview", other.api_key.expose()).await;
     assert_eq!(theirs["runs"].as_array().unwrap().len(), 0);
 }
