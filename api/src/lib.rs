@@ -71,6 +71,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Reports principals acting across many tenants (failed authentications by address).
     pub watch: leadq_jobs::abuse::CrossTenantWatch,
+    /// Audits reads of tenant data in batches, off the request's path.
+    pub reads: leadq_platform::audit::reads::ReadAudit,
 }
 
 /// Every route and the middleware stack. HSTS is sent only when clients reach the API over
@@ -187,6 +189,8 @@ pub struct Application {
     max_body_bytes: usize,
     /// `LEADQ_METRICS_ADDR`, bound: `/metrics` alone, apart from the API's own address.
     metrics_listener: Option<TcpListener>,
+    /// Writes the audited reads; finished after the last request.
+    reads_writer: leadq_platform::audit::reads::ReadAuditWriter,
 }
 
 impl Application {
@@ -218,9 +222,11 @@ impl Application {
             settings.metrics_tenant_cap,
             settings.canary.as_ref().map(|c| c.tenant.clone()),
         );
+        let (reads, reads_writer) = leadq_platform::audit::reads::ReadAudit::start(pool.clone());
         Ok(Self {
             listener,
             tls,
+            reads_writer,
             state: AppState {
                 pool,
                 queue,
@@ -231,6 +237,7 @@ impl Application {
                 settings: std::sync::Arc::new(settings.clone()),
                 http: reqwest::Client::new(),
                 watch,
+                reads,
             },
             max_body_bytes: settings.max_body_bytes,
             metrics_listener,
@@ -293,8 +300,17 @@ impl Application {
             }
         };
         refresh.abort();
+        let _ = refresh.await;
         if let Some(m) = metrics_server {
             m.abort();
+        }
+        // Every handle is gone with the router (a console bulk operation still running holds
+        // one until it ends): the audited reads are written before the process stops.
+        if tokio::time::timeout(Duration::from_secs(30), self.reads_writer.close())
+            .await
+            .is_err()
+        {
+            tracing::error!("Gave up waiting for the audited reads to be written.");
         }
         served
     }

@@ -63,20 +63,26 @@ async fn an_edited_audit_row_is_detected_and_the_trail_is_per_tenant() {
         .await
         .unwrap();
     assert_eq!(theirs["entries"].as_array().unwrap().len(), 1);
+    // Paged (each read above is itself audited, `audit.read`, as it arrives: a filter keeps
+    // the pages still).
     let page: Value = app
-        .get("/v1/audit?limit=2", app.key())
+        .get("/v1/audit?limit=1&action=lead.score", app.key())
         .await
         .json()
         .await
         .unwrap();
     let before = page["next_before"].as_i64().unwrap();
     let rest: Value = app
-        .get(&format!("/v1/audit?limit=2&before={before}"), app.key())
+        .get(
+            &format!("/v1/audit?limit=2&action=lead.score&before={before}"),
+            app.key(),
+        )
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(rest["entries"][0]["action"], "tenant.create");
+    assert_eq!(rest["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["entries"][0]["id"], mine["entries"][1]["id"]);
 
     // The application cannot edit or delete audit rows.
     let middle = mine["entries"][1]["id"].as_i64().unwrap();
@@ -386,6 +392,59 @@ async fn the_trail_filters_by_action_and_subject_and_runs_name_their_principal()
     })
     .await;
     assert_eq!(principals, vec![Some(app.key_actor()); 2]);
+    worker.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_trail_is_itself_audited_in_batches_and_the_chain_still_verifies() {
+    let app = spawn_app().await;
+    let worker = app.spawn_worker().await;
+    score_two_leads(&app).await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/audit?limit=5", app.key()).await.status(), 200);
+    }
+    // Written off the request's path: they arrive within a batch or two.
+    let reads: Vec<(String, Value)> =
+        wait_for("three audited reads", Duration::from_secs(10), || async {
+            let rows: Vec<(String, Value)> = sqlx::query_as(
+                "select actor, details from audit_log where action = 'audit.read' order by id",
+            )
+            .fetch_all(&mut *app.own().await)
+            .await
+            .unwrap();
+            (rows.len() == 3).then_some(rows)
+        })
+        .await;
+    assert!(reads.iter().all(|(actor, _)| *actor == app.key_actor()));
+    assert_eq!(
+        reads[0].1["entries"], 3,
+        "the first read saw tenant.create and the two scores"
+    );
+    // Another tenant's trail has none of them.
+    let other = app.other_tenant().await;
+    let theirs: i64 =
+        sqlx::query_scalar("select count(*) from audit_log where action = 'audit.read'")
+            .fetch_one(&mut *app.scoped(other.tenant_id).await)
+            .await
+            .unwrap();
+    assert_eq!(theirs, 0);
+    // The batched rows are sealed into the tenant's chain like any other.
+    let slug = app.tenant.slug.clone();
+    let verified = wait_for(
+        "the chain sealed and verified",
+        Duration::from_secs(20),
+        || async {
+            let (ok, report) = verify(&app, &slug);
+            (ok && report["sealed"].as_u64() == Some(6)).then_some(report)
+        },
+    )
+    .await;
+    assert_eq!(
+        verified["rows"], 6,
+        "tenant.create, two scores, three reads"
+    );
+    assert_eq!(verified["first_broken_id"], Value::Null);
     worker.stop().await;
     app.stop().await;
 }

@@ -285,6 +285,31 @@ async fn a_qualified_lead_is_upserted_once_and_a_207_fails_only_its_own_record()
         .unwrap();
     assert_eq!(version, 1, "an unchanged lead gets no new version");
 
+    // Every upsert is in the lead's audit trail: the CRM's object id, or the code it failed
+    // with; never the person's data.
+    let audited: Vec<(String, String, Value)> = sqlx::query_as(
+        "select a.outcome, l.external_id, a.details from audit_log a
+           join leads l on a.subject = 'lead:' || l.id
+          where a.action = 'crm.upsert' order by a.id",
+    )
+    .fetch_all(&mut *app.own().await)
+    .await
+    .unwrap();
+    let of = |id: &str| audited.iter().filter(|a| a.1 == id).collect::<Vec<_>>();
+    let ada = of("tg-1");
+    assert_eq!(ada.len(), 1, "{audited:?}");
+    assert_eq!(ada[0].0, "ok");
+    assert_eq!(ada[0].2["crm_id"], crm_id.as_str());
+    assert_eq!(ada[0].2["crm"], "hubspot");
+    let bad = of("tg-2");
+    assert_eq!(bad.len(), 1, "{audited:?}");
+    assert_eq!(bad[0].0, "crm_invalid_data");
+    assert!(bad[0].2["crm_id"].is_null());
+    assert!(
+        !format!("{audited:?}").contains("example.com"),
+        "no personal data"
+    );
+
     worker.stop().await;
     app.stop().await;
 }
@@ -399,6 +424,32 @@ async fn rate_limits_auth_failures_and_server_errors_each_take_their_path() {
         assert!(metrics.contains(needle), "{needle} in worker metrics");
     }
     assert!(!metrics.contains("pat-na1-abc"));
+
+    // Failed calls are audited per lead with their code, as the successes are.
+    let outcomes: Vec<(String, String)> = sqlx::query_as(
+        "select l.external_id, a.outcome from audit_log a
+           join leads l on a.subject = 'lead:' || l.id
+          where a.action = 'crm.upsert' and l.external_id in ('tg-11', 'tg-12')
+          order by a.id",
+    )
+    .fetch_all(&mut *app.own().await)
+    .await
+    .unwrap();
+    let of = |lead: &str| {
+        outcomes
+            .iter()
+            .filter(|(l, _)| l == lead)
+            .map(|(_, o)| o.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("tg-11"), ["crm_unavailable", "ok"], "{outcomes:?}");
+    // tg-12 stays wanted after the 401 (later batches try it again; the daily limit then
+    // stops one): its first attempt is the refused one.
+    assert_eq!(
+        of("tg-12").first(),
+        Some(&"crm_unauthorized"),
+        "{outcomes:?}"
+    );
 
     worker.stop().await;
     app.stop().await;

@@ -1,6 +1,7 @@
 //! The audit trail, newest first, paged by id (the query is `leadq_jobs::ops::audit_trail`):
 //!
-//! - `GET /v1/audit`: a tenant reads its own (scope `admin`);
+//! - `GET /v1/audit`: a tenant reads its own (scope `admin`; the read is audited, batched:
+//!   `audit.read`);
 //! - `GET /v1/audit/trail`: an operator reads the platform's events, or one tenant's
 //!   (`?tenant=`; audited), with the chain's last verification (permission `console`). The
 //!   console's audit page is this, rendered.
@@ -10,12 +11,14 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use leadq_jobs::ops::audit_trail::{self, AuditPage, Filter, Trail};
 use leadq_platform::apikey::scope;
+use leadq_platform::audit::reads::Read;
 use leadq_platform::db::Scope;
 use leadq_platform::operators::permission;
 use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::extract::{Auth, OperatorContext};
+use crate::middleware::current_correlation_id;
 use crate::rejections::ApiQuery;
 use crate::AppState;
 
@@ -66,9 +69,22 @@ pub async fn list(
 ) -> Result<Json<AuditPage>, ApiError> {
     let principal = auth.require(scope::ADMIN)?;
     let filter = page.filter()?;
-    Ok(Json(
-        audit_trail::list(&app.pool, Scope::Tenant(principal.tenant_id), &filter).await?,
-    ))
+    let page = audit_trail::list(&app.pool, Scope::Tenant(principal.tenant_id), &filter).await?;
+    // Reading the trail is itself a read of the tenant's data (batched, off this path).
+    app.reads
+        .record(Read {
+            tenant_id: Some(principal.tenant_id),
+            actor: principal.actor(),
+            action: "audit.read",
+            subject: format!("tenant:{}", principal.tenant_id),
+            correlation_id: current_correlation_id(),
+            details: serde_json::json!({
+                "action": filter.action, "subject": filter.subject, "before": filter.before,
+                "entries": page.entries.len(),
+            }),
+        })
+        .await;
+    Ok(Json(page))
 }
 
 /// The operators' filters.

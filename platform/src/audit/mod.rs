@@ -10,8 +10,12 @@
 //! recomputes hashes is still caught). [`verify_chain`] recomputes every link and names the
 //! first row that does not match. Rows from before keyed sealing keep their sha256 links and
 //! are verified as such; the keyed chain continues from the last of them. See docs/audit.md.
+//!
+//! Reads of tenant data change nothing and are audited off the request's path, in batches
+//! ([`reads`]).
 
 pub mod export;
+pub mod reads;
 pub mod seal;
 
 use uuid::Uuid;

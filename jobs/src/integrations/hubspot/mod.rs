@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use apalis_core::task::data::Data;
 use chrono::{DateTime, Utc};
+use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
 use serde::Deserialize;
@@ -230,7 +231,7 @@ pub async fn run(job: Job<SyncInput>, deps: Data<Deps>) -> Result<(), JobError> 
     tx.commit().await?;
     if !claimed.iter().any(|l| l.id == lead_id) {
         // Another live batch holds this lead (or just synced it): look again shortly.
-        release(pool, tenant, meta.job_id, &claimed).await?;
+        release(pool, &meta.auditor(), meta.job_id, &claimed, None).await?;
         return Err(JobError::RateLimited {
             code: "crm_batch_in_flight",
             retry_after: IN_FLIGHT_WAIT,
@@ -269,7 +270,7 @@ pub async fn run(job: Job<SyncInput>, deps: Data<Deps>) -> Result<(), JobError> 
         let sent = match sent {
             Ok(s) => s,
             Err(e) => {
-                release(pool, tenant, meta.job_id, &claimed).await?;
+                release(pool, &meta.auditor(), meta.job_id, &claimed, Some(e.code())).await?;
                 return Err(e);
             }
         };
@@ -280,7 +281,7 @@ pub async fn run(job: Job<SyncInput>, deps: Data<Deps>) -> Result<(), JobError> 
             outcomes.insert(*lead, o);
         }
     }
-    settle(pool, tenant, meta.job_id, &claimed, &outcomes).await?;
+    settle(pool, &meta.auditor(), meta.job_id, &claimed, &outcomes).await?;
     let synced = outcomes
         .values()
         .filter(|o| matches!(o, RowOutcome::Synced { .. }))
@@ -318,15 +319,43 @@ fn static_code(code: &str) -> &'static str {
         .unwrap_or("crm_failed")
 }
 
-/// Hands claimed rows back untouched.
+/// One lead's upsert in the audit trail: its version, the CRM's object id when it took it,
+/// the outcome (`ok` or the code the CRM or the call failed with). No personal data.
+async fn audit_upsert(
+    tx: &mut sqlx::PgConnection,
+    auditor: &Auditor<'_>,
+    job: Uuid,
+    row: &LeadRow,
+    outcome: &str,
+    crm_id: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    auditor
+        .entry("crm.upsert", &format!("lead:{}", row.id))
+        .outcome(outcome)
+        .details(serde_json::json!({
+            "job_id": job, "version": row.wanted_version, "crm": "hubspot", "crm_id": crm_id,
+        }))
+        .record(tx)
+        .await
+}
+
+/// Hands claimed rows back untouched; when a call to the CRM failed (`failed` is its code),
+/// each lead's failed upsert is audited with it.
 async fn release(
     pool: &sqlx::PgPool,
-    tenant: Uuid,
+    auditor: &Auditor<'_>,
     job: Uuid,
     rows: &[LeadRow],
+    failed: Option<&str>,
 ) -> Result<(), JobError> {
+    let tenant = auditor.tenant_id.unwrap_or_default();
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    if let Some(code) = failed {
+        for row in rows {
+            audit_upsert(&mut tx, auditor, job, row, code, None).await?;
+        }
+    }
     sqlx::query(
         "update crm_sync_state set claimed_by = null, claim_until = null
           where tenant_id = $1 and claimed_by = $2 and lead_id = any($3)",
@@ -340,16 +369,24 @@ async fn release(
     Ok(())
 }
 
-/// Writes each claimed row's outcome and drops the claim.
+/// Writes each claimed row's outcome and drops the claim, auditing each lead's upsert
+/// (`crm.upsert`: the CRM's object id, or the code it failed with) in the same transaction.
 async fn settle(
     pool: &sqlx::PgPool,
-    tenant: Uuid,
+    auditor: &Auditor<'_>,
     job: Uuid,
     rows: &[LeadRow],
     outcomes: &HashMap<Uuid, RowOutcome>,
 ) -> Result<(), JobError> {
+    let tenant = auditor.tenant_id.unwrap_or_default();
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     for row in rows {
+        let (outcome, crm_id) = match outcomes.get(&row.id) {
+            Some(RowOutcome::Synced { crm_id }) => ("ok", crm_id.as_deref()),
+            Some(RowOutcome::Failed { code }) | Some(RowOutcome::Retry { code }) => (*code, None),
+            None => ("crm_result_missing", None),
+        };
+        audit_upsert(&mut tx, auditor, job, row, outcome, crm_id).await?;
         let (synced, crm_id, failed, code) = match outcomes.get(&row.id) {
             Some(RowOutcome::Synced { crm_id }) => {
                 (Some(row.wanted_version), crm_id.clone(), None, None)
