@@ -48,6 +48,12 @@ pub const JOBS_ENQUEUED_TOTAL: &str = "leadq_jobs_enqueued_total";
 /// `LEADQ_CROSS_TENANT_THRESHOLD`, counted once per window).
 pub const SECURITY_EVENTS_TOTAL: &str = "leadq_security_events_total";
 
+/// Gauge: differences the last billing reconciliation found between a tenant's signed
+/// baseline (plus the audited changes since) and its live configuration, by `tenant` (bounded:
+/// `LEADQ_METRICS_TENANT_CAP`, the rest `other`) and `kind` (`limits`, a job kind, or
+/// `baseline` for a baseline whose signature does not verify).
+pub const BILLING_DISCREPANCIES: &str = "leadq_billing_discrepancies";
+
 /// Counter: audit rows linked into their chain by a sealer (`leadq_platform::audit::seal`).
 pub const AUDIT_ROWS_SEALED_TOTAL: &str = "leadq_audit_rows_sealed_total";
 

@@ -73,6 +73,8 @@ pub async fn grant_runtime(pool: &PgPool, role: &str) -> Result<Granted, GrantEr
         format!("revoke all on all sequences in schema public from {r}"),
         format!("grant select, insert, update, delete on all tables in schema public to {r}"),
         format!("revoke update, delete on audit_log from {r}"),
+        // Baselines are evidence: written once, never changed (their signature catches more).
+        format!("revoke update, delete on billing_baselines from {r}"),
         // Sealing only: the append-only trigger allows setting these once, on an unsealed row.
         format!("grant update (seal_seq, key_id, mac) on audit_log to {r}"),
         format!("revoke insert, update, delete on _sqlx_migrations from {r}"),

@@ -99,7 +99,7 @@ async fn tenant_id(pool: &sqlx::PgPool, slug: &str) -> anyhow::Result<uuid::Uuid
     id.ok_or_else(|| anyhow::anyhow!("no tenant with slug {slug:?}"))
 }
 
-fn audit_keys(settings: &Settings) -> anyhow::Result<&leadq_platform::keyring::Keyring> {
+pub(super) fn audit_keys(settings: &Settings) -> anyhow::Result<&leadq_platform::keyring::Keyring> {
     settings.audit_keys.as_ref().ok_or_else(|| {
         anyhow::anyhow!(
             "LEADQ_AUDIT_KEYS (or _FILE) is required to seal or verify the audit chains"

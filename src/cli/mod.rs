@@ -27,6 +27,7 @@ use leadq_platform::config::{Needs, Settings};
 
 mod audit;
 mod bench;
+mod billing;
 mod dlq;
 mod doctor;
 mod key;
@@ -102,6 +103,15 @@ enum Command {
         #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
         operator: String,
     },
+    /// Billing reconciliation: signed baselines of limits and entitlements, compared with the
+    /// live configuration and the audited changes since.
+    Billing {
+        #[command(subcommand)]
+        command: billing::BillingCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>`.
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
     /// Audit-trail tools.
     Audit {
         #[command(subcommand)]
@@ -146,6 +156,7 @@ impl Command {
             Command::Migrate
             | Command::Tenant { .. }
             | Command::Audit { .. }
+            | Command::Billing { .. }
             | Command::Operator { .. }
             | Command::Key { .. } => Some(Needs {
                 database: true,
@@ -201,6 +212,9 @@ pub fn main() -> ExitCode {
         }
         (Command::Lead { command, operator }, Some(s)) => lead::run(rt, &s, &operator, command),
         (Command::Audit { command }, Some(s)) => audit::run(rt, &s, command),
+        (Command::Billing { command, operator }, Some(s)) => {
+            billing::run(rt, &s, &operator, command)
+        }
         (Command::Dlq { command, operator }, Some(s)) => dlq::run(rt, &s, &operator, command),
         (Command::Queue { command, operator }, Some(s)) => queue::run(rt, &s, &operator, command),
         (_, None) => exit_code(Err(anyhow::anyhow!(

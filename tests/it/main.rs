@@ -9,6 +9,7 @@ mod api_leads;
 mod audit;
 mod authz_cache;
 mod bench;
+mod billing;
 mod chaos;
 mod chat_sla;
 mod cluster;

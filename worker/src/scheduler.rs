@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use leadq_jobs::ops::{canary, maintenance};
+use leadq_jobs::ops::{billing, canary, maintenance};
 use leadq_platform::config::{CanarySettings, ScheduleSetting, Settings};
 use leadq_platform::metrics as m;
 use leadq_queue::Queue;
@@ -33,6 +33,8 @@ pub struct Scheduler {
     audit_keys: leadq_platform::keyring::Keyring,
     canary: Option<CanarySettings>,
     http: reqwest::Client,
+    /// The `tenant` label of `leadq_billing_discrepancies` (bounded like every per-tenant one).
+    tenant_labels: leadq_jobs::tenant_labels::TenantLabels,
 }
 
 /// Why a recurring task failed.
@@ -42,6 +44,8 @@ enum TaskError {
     Maintenance(#[from] maintenance::MaintenanceError),
     #[error("canary failed: {0}")]
     Canary(#[from] canary::CanaryError),
+    #[error("billing reconciliation failed: {0}")]
+    Billing(#[from] leadq_jobs::ops::deadletters::OpsError),
 }
 
 /// The latest occurrence of `schedule` in `(after, now]`, if any. Bounded: a long gap of a
@@ -69,7 +73,7 @@ impl Scheduler {
     pub fn new(queue: Queue, pool: PgPool, worker_id: &str, settings: &Settings) -> Self {
         Self {
             queue,
-            pool,
+            pool: pool.clone(),
             worker_id: worker_id.to_owned(),
             schedules: settings
                 .schedules
@@ -81,6 +85,11 @@ impl Scheduler {
             audit_keys: settings.audit_keys().clone(),
             canary: settings.canary.clone(),
             http: reqwest::Client::new(),
+            tenant_labels: leadq_jobs::tenant_labels::TenantLabels::new(
+                pool.clone(),
+                settings.metrics_tenant_cap,
+                settings.canary.as_ref().map(|c| c.tenant.clone()),
+            ),
         }
     }
 
@@ -191,6 +200,15 @@ impl Scheduler {
                 maintenance::job_runs_retention(&self.pool, self.job_runs_keep).await?
             }
             "audit_verify" => maintenance::audit_verify(&self.pool, &self.audit_keys).await?,
+            "billing_reconcile" => {
+                let who = leadq_jobs::ops::deadletters::Actor {
+                    actor: "system:billing_reconcile",
+                    correlation_id: "schedule",
+                };
+                let report = billing::reconcile(&self.pool, &self.audit_keys, who, None).await?;
+                billing::publish(&report, &self.tenant_labels).await;
+                report.findings.len() as u64
+            }
             "canary" => match &self.canary {
                 // Not configured: nothing to prove, and nothing recorded (doctor skips it).
                 None => 0,

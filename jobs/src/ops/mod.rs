@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`audit_trail`]: reading the audit trail (tenants their own, operators any), with the
 //!   chain's last verification.
+//! - [`billing`]: billing reconciliation: signed baselines of each tenant's limits and
+//!   entitlements, compared with the live configuration and the audited changes since.
 //! - [`canary`]: the synthetic canary (a lead through the public API, scored) and its gauges.
 //! - [`doctor`]: the release-readiness checklist behind `leadq doctor`.
 //! - [`deadletters`]: list, inspect, re-drive and purge dead letters (API and CLI).
@@ -19,6 +21,7 @@
 //!   `leadq_security_check_ok` gauges, `leadq doctor`).
 
 pub mod audit_trail;
+pub mod billing;
 pub mod canary;
 pub mod deadletters;
 pub mod doctor;

@@ -119,6 +119,9 @@ pub const SCHEDULE_DEFAULTS: &[(&str, &str)] = &[
     ("job_runs_retention", "17 3 * * *"),
     // Recomputes every audit hash chain; the security health checks read its last result.
     ("audit_verify", "23 2 * * *"),
+    // Compares every tenant's limits and entitlements with its signed billing baseline and
+    // the audited changes since (leadq_billing_discrepancies, LeadqBillingDiscrepancy).
+    ("billing_reconcile", "41 * * * *"),
     // Posts a synthetic lead through the public API and waits for its score (when
     // LEADQ_CANARY_* is set; a no-op otherwise).
     ("canary", "* * * * *"),

@@ -1,0 +1,201 @@
+//! Billing reconciliation: a signed baseline of each tenant's limits and entitlements; changes
+//! made the audited way are expected, changes made around them are findings (audited,
+//! published for the alert, listed by `leadq billing reconcile` with exit 1), and an edited
+//! baseline is caught by its signature.
+
+use std::time::Duration;
+
+use leadq_testkit::{spawn_app_with, wait_for, TestApp};
+use serde_json::Value;
+
+/// `leadq billing <args>` as operator `billing-bot`: (exit code, stdout lines as JSON).
+fn billing(app: &TestApp, args: &[&str]) -> (i32, Vec<Value>) {
+    let out = crate::leadq_cmd(app)
+        .arg("billing")
+        .args(args)
+        .env(
+            "LEADQ_AUDIT_KEYS",
+            app.settings.audit_keys().to_spec().expose(),
+        )
+        .env("LEADQ_OPERATOR", "billing-bot")
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out.status.code().unwrap_or(-1), lines)
+}
+
+/// Runs `sql` as the table owner in the test tenant's scope: someone going around the
+/// audited paths.
+async fn as_owner(app: &TestApp, sql: &str) {
+    let owner = leadq_platform::db::connect(
+        &leadq_platform::secret::Secret::new(app.db.owner_url.clone()),
+        1,
+    )
+    .await
+    .unwrap();
+    let mut tx = leadq_platform::db::begin(
+        &owner,
+        leadq_platform::db::Scope::Tenant(app.tenant.tenant_id),
+    )
+    .await
+    .unwrap();
+    sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_outside_the_audited_paths_are_found_and_audited_ones_are_not() {
+    // The reconciliation fires every second here (hourly by default).
+    let app = spawn_app_with(&[("LEADQ_SCHEDULE_BILLING_RECONCILE", "* * * * * *")]).await;
+    app.db.register_operator("billing-bot", &["limits"]).await;
+    let slug = app.tenant.slug.clone();
+    let worker = app.spawn_worker().await;
+
+    // A baseline, then nothing changed: nothing found.
+    let (rc, lines) = billing(
+        &app,
+        &["baseline", "--tenant", &slug, "--reason", "contract 2026"],
+    );
+    assert_eq!(rc, 0, "{lines:?}");
+    assert_eq!(lines[0]["config"]["limits"]["leads_per_day"], 100_000);
+    let (rc, lines) = billing(&app, &["reconcile", "--tenant", &slug]);
+    assert_eq!((rc, lines.len()), (0, 1), "{lines:?}");
+    assert_eq!(lines[0]["findings"], 0);
+
+    // Changed the audited ways (the update_billing_limit job; `tenant set-kind`): expected.
+    let set = crate::leadq_cmd(&app)
+        .args([
+            "tenant",
+            "set-limits",
+            &slug,
+            "--per-second",
+            "7",
+            "--burst",
+            "9",
+        ])
+        .args(["--leads-per-day", "500"])
+        .env(
+            "LEADQ_DATA_KEYS",
+            app.settings.data_keys().to_spec().expose(),
+        )
+        .env("LEADQ_OPERATOR", "billing-bot")
+        .status()
+        .unwrap();
+    assert!(set.success());
+    wait_for("the new limits", Duration::from_secs(20), || async {
+        let l = leadq_jobs::ops::limits::get(&app.db.pool, app.tenant.tenant_id)
+            .await
+            .unwrap();
+        (l.leads_per_day == 500).then_some(())
+    })
+    .await;
+    leadq_platform::tenant::set_kind_mode(
+        &app.db.pool,
+        "operator:billing-bot",
+        &slug,
+        "crm_sync",
+        "shadow",
+    )
+    .await
+    .unwrap();
+    let (rc, lines) = billing(&app, &["reconcile", "--tenant", &slug]);
+    assert_eq!(
+        (rc, lines.len()),
+        (0, 1),
+        "audited changes are expected: {lines:?}"
+    );
+
+    // Changed around them, as the table owner: two findings, exit 1.
+    as_owner(
+        &app,
+        &format!(
+            "update tenant_limits set leads_per_day = 999999 where tenant_id = '{}'",
+            app.tenant.tenant_id
+        ),
+    )
+    .await;
+    as_owner(
+        &app,
+        &format!(
+            "insert into tenant_job_kinds (tenant_id, kind, mode) values ('{}', 'lead_score', 'disabled')",
+            app.tenant.tenant_id
+        ),
+    )
+    .await;
+    let (rc, lines) = billing(&app, &["reconcile", "--tenant", &slug]);
+    assert_eq!(rc, 1, "{lines:?}");
+    let findings: Vec<(&str, &str)> = lines[..lines.len() - 1]
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        findings,
+        [
+            ("limits", "limits_drift"),
+            ("lead_score", "entitlement_drift")
+        ]
+    );
+    assert_eq!(lines[0]["expected"]["leads_per_day"], 500);
+    assert_eq!(lines[0]["actual"]["leads_per_day"], 999_999);
+    assert_eq!(lines[1]["expected"], "enabled");
+
+    // The scheduled reconciliation finds them too: audited, and published for the alert.
+    let metrics = wait_for("the discrepancy gauge", Duration::from_secs(20), || async {
+        let m = app.text(&format!("http://{}/metrics", worker.health)).await;
+        m.contains(&format!(
+            "leadq_billing_discrepancies{{tenant=\"{slug}\",kind=\"limits\"}} 1"
+        ))
+        .then_some(m)
+    })
+    .await;
+    assert!(metrics.contains(&format!(
+        "leadq_billing_discrepancies{{tenant=\"{slug}\",kind=\"lead_score\"}} 1"
+    )));
+    let audited: Vec<(String, String)> =
+        sqlx::query_as("select actor, outcome from audit_log where action = 'billing.discrepancy'")
+            .fetch_all(&mut *app.own().await)
+            .await
+            .unwrap();
+    assert!(audited.contains(&("operator:billing-bot".into(), "limits_drift".into())));
+    assert!(audited.contains(&(
+        "system:billing_reconcile".into(),
+        "entitlement_drift".into()
+    )));
+
+    // A new baseline accepts the live values (with a reason); then an edited baseline is
+    // caught by its signature.
+    let (rc, _) = billing(
+        &app,
+        &["baseline", "--tenant", &slug, "--reason", "agreed uplift"],
+    );
+    assert_eq!(rc, 0);
+    let (rc, lines) = billing(&app, &["reconcile", "--tenant", &slug]);
+    assert_eq!((rc, lines.len()), (0, 1), "{lines:?}");
+    as_owner(
+        &app,
+        "update billing_baselines set config = jsonb_set(config, '{limits,leads_per_day}', '5')
+          where id = (select max(id) from billing_baselines)",
+    )
+    .await;
+    let (rc, lines) = billing(&app, &["reconcile", "--tenant", &slug]);
+    assert_eq!(rc, 1);
+    assert_eq!(
+        (lines[0]["kind"].as_str(), lines[0]["code"].as_str()),
+        (Some("baseline"), Some("baseline_tampered"))
+    );
+
+    // The runtime role cannot rewrite a baseline at all.
+    let refused = sqlx::query("delete from billing_baselines")
+        .execute(&mut *app.own().await)
+        .await;
+    assert!(refused
+        .unwrap_err()
+        .to_string()
+        .contains("permission denied"));
+
+    worker.stop().await;
+    app.stop().await;
+}
