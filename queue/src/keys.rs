@@ -84,6 +84,12 @@ impl Keys {
         }
     }
 
+    /// HASH tenant → jobs newly enqueued on the UTC day `day` (`YYYYMMDD`): what billing
+    /// reconciles against what PostgreSQL recorded (`leadq_jobs::ops::billing`). Kept 8 days.
+    pub(crate) fn usage(&self, day: &str) -> String {
+        format!("{}:usage:{day}", self.tag)
+    }
+
     /// The deduplication key of a message. Scoped by tenant, so one tenant's ids can never
     /// suppress another's.
     pub(crate) fn dedupe(&self, tenant: &uuid::Uuid, message_id: &str) -> String {

@@ -31,7 +31,8 @@
 //!   [`JobError`] (transient / permanent / rate-limited). [`upkeep`] keeps leases, heartbeats
 //!   and the reaper going.
 //! - **Read**: [`Queue::counts`], [`Queue::completions`] (per minute, [`Throughput`]),
-//!   [`Queue::workers`], [`Queue::dead_letters`], [`whereabouts`].
+//!   [`Queue::workers`], [`Queue::dead_letters`], [`whereabouts`]; [`Queue::accepted`] (jobs
+//!   each tenant had accepted per kind and day, for billing).
 //! - **Find one job** ([`locate`]): [`Queue::locate`] (by id, across kinds and shards: its
 //!   [`Located`] state) and [`Queue::job_for_message`] (the job a producer's message id became).
 //! - **Dead letters**: [`dlq`] (page, inspect, re-drive, purge).
@@ -91,6 +92,7 @@ pub mod signing;
 mod status;
 mod types;
 pub mod upkeep;
+mod usage;
 pub mod whereabouts;
 
 pub use controls::{Admission, AdmitLimits};
@@ -115,6 +117,7 @@ use uuid::Uuid;
 
 use crate::envelope::Envelope;
 use crate::signing::Signer;
+use crate::usage::usage_day;
 use conn::Client;
 pub(crate) use conn::{Conn, Scripts};
 pub(crate) use keys::Keys;
@@ -308,7 +311,8 @@ impl Queue {
                     .key(&keys.wake)
                     .key(&keys.fair)
                     .key(&keys.index)
-                    .key(&keys.parked);
+                    .key(&keys.parked)
+                    .key(keys.usage(&usage_day(Utc::now().date_naive())));
                 inv.arg(&ttl).arg(chunk.len());
                 let mut ids = Vec::with_capacity(chunk.len());
                 // One `send <kind>` span per message (OpenTelemetry messaging conventions),

@@ -28,12 +28,17 @@ pub(super) enum BillingCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Compare the live configuration with the baselines and the audited changes since;
-    /// prints one JSON line per finding and a summary; exit 1 on any finding.
+    /// Compare the live configuration with the baselines and the audited changes since, and
+    /// a day's accepted jobs with what was recorded; prints one JSON line per finding and a
+    /// summary; exit 1 on any finding.
     Reconcile {
         /// Only this tenant.
         #[arg(long)]
         tenant: Option<String>,
+        /// The UTC day whose usage is reconciled, e.g. 2026-12-04 (default: yesterday, the
+        /// last complete day).
+        #[arg(long)]
+        day: Option<chrono::NaiveDate>,
     },
 }
 
@@ -59,12 +64,14 @@ pub(super) fn run(
             }
             Ok(())
         })),
-        BillingCommand::Reconcile { tenant } => {
+        BillingCommand::Reconcile { tenant, day } => {
+            let day = day.unwrap_or_else(billing::yesterday);
             let report = runtime.block_on(async {
                 let keys = audit_keys(settings)?;
-                let pool = db::connect(settings.database_url(), 2).await?;
+                let ctx = super::dlq::OpsContext::connect(settings, operator).await?;
                 Ok::<_, anyhow::Error>(
-                    billing::reconcile(&pool, keys, who, tenant.as_deref()).await?,
+                    billing::reconcile(&ctx.pool, &ctx.queue, keys, who, tenant.as_deref(), day)
+                        .await?,
                 )
             });
             match report {
@@ -76,7 +83,8 @@ pub(super) fn run(
                     println!(
                         "{}",
                         serde_json::json!({
-                            "checked": report.checked, "findings": report.findings.len(),
+                            "day": report.day, "checked": report.checked,
+                            "findings": report.findings.len(),
                             "without_baseline": report.without_baseline,
                         })
                     );

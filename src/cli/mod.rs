@@ -137,6 +137,7 @@ impl Command {
             | Command::Lead { .. }
             | Command::Dlq { .. }
             | Command::Queue { .. }
+            | Command::Billing { .. }
             | Command::Tenant {
                 command: tenant::TenantCommand::SetLimits { .. },
                 ..
@@ -156,7 +157,6 @@ impl Command {
             Command::Migrate
             | Command::Tenant { .. }
             | Command::Audit { .. }
-            | Command::Billing { .. }
             | Command::Operator { .. }
             | Command::Key { .. } => Some(Needs {
                 database: true,

@@ -199,3 +199,50 @@ async fn changes_outside_the_audited_paths_are_found_and_audited_ones_are_not() 
     worker.stop().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_accepted_but_never_recorded_is_a_usage_gap() {
+    let app = spawn_app_with(&[]).await;
+    let slug = app.tenant.slug.clone();
+    let today = chrono::Utc::now().date_naive().to_string();
+    let worker = app.spawn_worker().await;
+    for i in 0..3 {
+        let lead = leadq_testkit::sample_lead(&format!("tg-usage-{i}"));
+        assert_eq!(app.post_lead(app.key(), &lead).await.status(), 202);
+    }
+    // A duplicate is not usage.
+    let mut again = leadq_testkit::sample_lead("tg-usage-0");
+    again["message_id"] = serde_json::json!("usage-dup");
+    assert_eq!(app.post_lead(app.key(), &again).await.status(), 202);
+    assert_eq!(app.post_lead(app.key(), &again).await.status(), 202);
+    let recorded = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from job_runs where kind = 'lead_score' and status = 'completed'",
+        )
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap()
+    };
+    wait_for("four runs recorded", Duration::from_secs(20), || async {
+        (recorded().await == 4).then_some(())
+    })
+    .await;
+    let (rc, lines) = billing(&app, &["reconcile", "--tenant", &slug, "--day", &today]);
+    assert_eq!((rc, lines.len()), (0, 1), "{lines:?}");
+    assert_eq!(lines[0]["without_baseline"][0], slug.as_str());
+
+    // One run's record lost (a job acknowledged in Redis, never stored in PostgreSQL).
+    as_owner(
+        &app,
+        "delete from job_runs where job_id = (select job_id from job_runs limit 1)",
+    )
+    .await;
+    let (rc, lines) = billing(&app, &["reconcile", "--tenant", &slug, "--day", &today]);
+    assert_eq!(rc, 1, "{lines:?}");
+    assert_eq!(lines[0]["code"], "usage_gap");
+    assert_eq!(lines[0]["kind"], "lead_score");
+    assert_eq!(lines[0]["expected"]["accepted"], 4);
+    assert_eq!(lines[0]["actual"]["recorded"], 3);
+    worker.stop().await;
+    app.stop().await;
+}

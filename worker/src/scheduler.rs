@@ -205,7 +205,15 @@ impl Scheduler {
                     actor: "system:billing_reconcile",
                     correlation_id: "schedule",
                 };
-                let report = billing::reconcile(&self.pool, &self.audit_keys, who, None).await?;
+                let report = billing::reconcile(
+                    &self.pool,
+                    &self.queue,
+                    &self.audit_keys,
+                    who,
+                    None,
+                    billing::yesterday(),
+                )
+                .await?;
                 billing::publish(&report, &self.tenant_labels).await;
                 report.findings.len() as u64
             }

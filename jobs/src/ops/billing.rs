@@ -14,16 +14,24 @@
 //!   Findings are audited (`billing.discrepancy`) and published as
 //!   `leadq_billing_discrepancies{tenant,kind}` (alert `LeadqBillingDiscrepancy`).
 //!
+//! - **Usage** (the same reconciliation, for one UTC day, by default yesterday): the
+//!   `lead_score` jobs each tenant had accepted that day, as the queue counted them at enqueue
+//!   ([`Queue::accepted`]), against the runs PostgreSQL recorded for jobs enqueued that day
+//!   (`job_runs`) plus the tenant's jobs still waiting. More accepted than recorded and
+//!   waiting is a finding (`usage_gap`): a job acknowledged but never stored. The other way
+//!   round is not (jobs enqueued by a producer that predates the counter, during a rollout).
+//!
 //! A tenant created after the last baseline has none and is reported as such, not as a
 //! finding: baselining is an operator's decision.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use hmac::{Hmac, Mac};
 use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::keyring::Keyring;
+use leadq_queue::Queue;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sqlx::PgPool;
@@ -181,7 +189,7 @@ pub struct Finding {
     pub tenant_id: Uuid,
     /// `limits`, a job kind, or `baseline`.
     pub kind: String,
-    /// `limits_drift`, `entitlement_drift` or `baseline_tampered`.
+    /// `limits_drift`, `entitlement_drift`, `baseline_tampered` or `usage_gap`.
     pub code: &'static str,
     /// What the baseline and the audited changes say.
     pub expected: serde_json::Value,
@@ -192,6 +200,8 @@ pub struct Finding {
 /// What a reconciliation found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The UTC day whose usage was reconciled.
+    pub day: NaiveDate,
     /// Tenants compared with a baseline.
     pub checked: usize,
     /// Tenants without a baseline (created after the last one), by slug.
@@ -210,15 +220,31 @@ struct BaselineRow {
     mac: Vec<u8>,
 }
 
-/// Reconciles every active tenant (or only `only`) against its latest baseline; each finding
-/// is audited in the tenant's trail as `billing.discrepancy` by `who`.
+/// The last complete UTC day: the usage a scheduled reconciliation looks at.
+pub fn yesterday() -> NaiveDate {
+    Utc::now().date_naive() - chrono::TimeDelta::days(1)
+}
+
+/// The kinds whose usage is reconciled: what a tenant is billed for.
+const BILLED_KINDS: &[&str] = &[crate::kinds::LEAD_SCORE];
+
+/// Reconciles every active tenant (or only `only`): its configuration against its latest
+/// baseline, and its usage on `day`; each finding is audited in the tenant's trail as
+/// `billing.discrepancy` by `who`.
 pub async fn reconcile(
     pool: &PgPool,
+    queue: &Queue,
     keys: &Keyring,
     who: Actor<'_>,
     only: Option<&str>,
+    day: NaiveDate,
 ) -> Result<Report, OpsError> {
+    let mut accepted = Vec::new();
+    for kind in BILLED_KINDS {
+        accepted.push((*kind, queue.accepted(kind, day).await?));
+    }
     let mut report = Report {
+        day,
         checked: 0,
         without_baseline: Vec::new(),
         findings: Vec::new(),
@@ -232,12 +258,21 @@ pub async fn reconcile(
         .bind(tenant)
         .fetch_optional(&mut *tx)
         .await?;
+        let mut found = Vec::new();
+        for (kind, counts) in &accepted {
+            let n = counts.get(&tenant).copied().unwrap_or(0);
+            if let Some(f) = usage_gap(&mut tx, queue, (tenant, &slug), kind, day, n).await? {
+                found.push(f);
+            }
+        }
         let Some(base) = base else {
+            tx.commit().await?;
+            audit_findings(pool, who, tenant, &found).await?;
+            report.findings.extend(found);
             report.without_baseline.push(slug);
             continue;
         };
         report.checked += 1;
-        let mut found = Vec::new();
         let genuine = keys.get(&base.kid).is_some_and(|k| {
             let bytes = signed_bytes(
                 tenant,
@@ -268,28 +303,79 @@ pub async fn reconcile(
                 actual: base.config.clone(),
             }),
         }
-        if !found.is_empty() {
-            let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-            let auditor = Auditor {
-                tenant_id: Some(tenant),
-                actor: who.actor,
-                correlation_id: who.correlation_id,
-            };
-            for f in &found {
-                auditor
-                    .entry("billing.discrepancy", &format!("tenant:{tenant}"))
-                    .outcome(f.code)
-                    .details(serde_json::json!({
-                        "kind": f.kind, "expected": f.expected, "actual": f.actual,
-                    }))
-                    .record(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        }
+        audit_findings(pool, who, tenant, &found).await?;
         report.findings.extend(found);
     }
     Ok(report)
+}
+
+/// Audits `found` in the tenant's trail, one `billing.discrepancy` per finding.
+async fn audit_findings(
+    pool: &PgPool,
+    who: Actor<'_>,
+    tenant: Uuid,
+    found: &[Finding],
+) -> Result<(), OpsError> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    let auditor = Auditor {
+        tenant_id: Some(tenant),
+        actor: who.actor,
+        correlation_id: who.correlation_id,
+    };
+    for f in found {
+        auditor
+            .entry("billing.discrepancy", &format!("tenant:{tenant}"))
+            .outcome(f.code)
+            .details(serde_json::json!({
+                "kind": f.kind, "expected": f.expected, "actual": f.actual,
+            }))
+            .record(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A `usage_gap` when `accepted` jobs of `kind` exceed the runs recorded for jobs enqueued on
+/// `day` plus the tenant's jobs still waiting (ready or held) in the queue.
+async fn usage_gap(
+    tx: &mut sqlx::PgConnection,
+    queue: &Queue,
+    (tenant, slug): (Uuid, &str),
+    kind: &str,
+    day: NaiveDate,
+    accepted: u64,
+) -> Result<Option<Finding>, OpsError> {
+    if accepted == 0 {
+        return Ok(None);
+    }
+    let start = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let end = start + chrono::TimeDelta::days(1);
+    // A job enqueued on the day started on it or later: the range keeps this an index read.
+    let recorded: i64 = sqlx::query_scalar(
+        "select count(*) from job_runs
+          where tenant_id = $1 and kind = $2 and last_started_at >= $3
+            and enqueued_at >= $3 and enqueued_at < $4",
+    )
+    .bind(tenant)
+    .bind(kind)
+    .bind(start)
+    .bind(end)
+    .fetch_one(tx)
+    .await?;
+    let waiting = queue.tenant_state(kind, tenant).await?.backlog;
+    let accounted = u64::try_from(recorded).unwrap_or(0) + waiting;
+    Ok((accepted > accounted).then(|| Finding {
+        tenant: slug.to_owned(),
+        tenant_id: tenant,
+        kind: kind.to_owned(),
+        code: "usage_gap",
+        expected: serde_json::json!({"accepted": accepted, "day": day}),
+        actual: serde_json::json!({"recorded": recorded, "waiting": waiting}),
+    }))
 }
 
 /// Publishes `report` as `leadq_billing_discrepancies{tenant,kind}`: the count per label pair,

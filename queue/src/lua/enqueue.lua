@@ -1,7 +1,8 @@
 -- Enqueue a batch of jobs of one kind, with deduplication, in one round trip.
 -- KEYS[1] ready (zset of slots)   KEYS[2] jobs (hash)   KEYS[3] scheduled (zset)
 -- KEYS[4] wake (list)   KEYS[5] fair (hash)   KEYS[6] index   KEYS[7] parked
--- KEYS[7+i] dedupe key of job i
+-- KEYS[8] usage of the day (hash tenant -> jobs newly enqueued; billing reconciles it)
+-- KEYS[8+i] dedupe key of job i
 -- ARGV[1] dedupe ttl (ms)   ARGV[2] n
 -- ARGV[3 + 5*(i-1)] id, then data, run_at (ms since epoch, 0 = now), tenant,
 -- priority (0 high, 1 normal, 2 low)
@@ -19,7 +20,7 @@ for i = 1, n do
   local base = 3 + 5 * (i - 1)
   local id, data, run_at, tenant = ARGV[base], ARGV[base + 1], tonumber(ARGV[base + 2]), ARGV[base + 3]
   local prio = ARGV[base + 4]
-  local dk = KEYS[7 + i]
+  local dk = KEYS[8 + i]
   local fresh = redis.call('SET', dk, id, 'NX', 'PX', ttl)
   if fresh then
     if prio == '1' then
@@ -31,6 +32,9 @@ for i = 1, n do
       redis.call('ZADD', KEYS[3], run_at, id)
     else
       ready[#ready + 1] = { id, tenant, prio }
+    end
+    if redis.call('HINCRBY', KEYS[8], tenant, 1) == 1 then
+      redis.call('EXPIRE', KEYS[8], 691200)
     end
     out[i] = id
   else
