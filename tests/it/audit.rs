@@ -404,6 +404,22 @@ async fn reading_the_trail_is_itself_audited_in_batches_and_the_chain_still_veri
     for _ in 0..3 {
         assert_eq!(app.get("/v1/audit?limit=5", app.key()).await.status(), 200);
     }
+    // Reading a lead is audited too, by its id (a miss reads nothing and is not).
+    assert_eq!(app.get("/v1/leads/tg-1", app.key()).await.status(), 200);
+    assert_eq!(app.get("/v1/leads/tg-none", app.key()).await.status(), 404);
+    let lead_reads = wait_for("the lead read", Duration::from_secs(10), || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "select a.subject, l.external_id from audit_log a
+               join leads l on a.subject = 'lead:' || l.id where a.action = 'lead.read'",
+        )
+        .fetch_all(&mut *app.own().await)
+        .await
+        .unwrap();
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(lead_reads.len(), 1);
+    assert_eq!(lead_reads[0].1, "tg-1");
     // Written off the request's path: they arrive within a batch or two.
     let reads: Vec<(String, Value)> =
         wait_for("three audited reads", Duration::from_secs(10), || async {
@@ -436,13 +452,13 @@ async fn reading_the_trail_is_itself_audited_in_batches_and_the_chain_still_veri
         Duration::from_secs(20),
         || async {
             let (ok, report) = verify(&app, &slug);
-            (ok && report["sealed"].as_u64() == Some(6)).then_some(report)
+            (ok && report["sealed"].as_u64() == Some(7)).then_some(report)
         },
     )
     .await;
     assert_eq!(
-        verified["rows"], 6,
-        "tenant.create, two scores, three reads"
+        verified["rows"], 7,
+        "tenant.create, two scores, three trail reads, one lead read"
     );
     assert_eq!(verified["first_broken_id"], Value::Null);
     worker.stop().await;

@@ -341,5 +341,17 @@ pub async fn get(
     .bind(&external_id)
     .fetch_optional(&mut *db::begin(&app.pool, Scope::Tenant(principal.tenant_id)).await?)
     .await?;
-    lead.map(Json).ok_or(ApiError::NotFound)
+    let lead = lead.ok_or(ApiError::NotFound)?;
+    // A read of personal data: audited (batched, off this path), by id, never the data.
+    app.reads
+        .record(leadq_platform::audit::reads::Read {
+            tenant_id: Some(principal.tenant_id),
+            actor: principal.actor(),
+            action: "lead.read",
+            subject: format!("lead:{}", lead.id),
+            correlation_id: current_correlation_id(),
+            details: serde_json::json!({}),
+        })
+        .await;
+    Ok(Json(lead))
 }
