@@ -15,6 +15,8 @@ pub const UPDATE_BILLING_LIMIT: &str = "update_billing_limit";
 pub const CHATWOOT_EVENT: &str = "chatwoot_event";
 /// Upsert qualified leads into the tenant's CRM.
 pub const CRM_SYNC: &str = "crm_sync";
+/// Delete an erased lead's contact from the tenant's CRM (GDPR delete).
+pub const CRM_ERASE: &str = "crm_erase";
 
 /// Every kind this build knows, with its defaults.
 pub const CATALOGUE: &[KindDefaults] = &[
@@ -43,6 +45,16 @@ pub const CATALOGUE: &[KindDefaults] = &[
         backoff_base: Duration::from_secs(2),
         backoff_max: Duration::from_secs(600),
         // HubSpot calls time out after 12 s; a refresh of the OAuth token may come first.
+        timeout: Duration::from_secs(30),
+    },
+    KindDefaults {
+        kind: CRM_ERASE,
+        // Rare, and HubSpot's burst budget is the tenant's: one or two at a time. An erasure
+        // must get through eventually: many attempts, backoff up to an hour.
+        concurrency: 2,
+        max_attempts: 20,
+        backoff_base: Duration::from_secs(5),
+        backoff_max: Duration::from_secs(3600),
         timeout: Duration::from_secs(30),
     },
     KindDefaults {
@@ -87,6 +99,10 @@ impl<'a> Principal<'a> {
     }
 }
 
+/// The `system:<parent>` of the jobs an erasure enqueues (`crm_erase`): whoever asked for the
+/// erasure was authorized by the API or the CLI; the follow-up acts for the erasure itself.
+pub const ERASURE: &str = "lead_erase";
+
 /// Webhook sources and the kind each may cause.
 pub const WEBHOOK_SOURCES: &[(&str, &str)] =
     &[("chatwoot", CHATWOOT_EVENT), ("telegram", LEAD_SCORE)];
@@ -99,8 +115,9 @@ pub fn accepts(kind: &str, principal: Principal<'_>) -> bool {
         Principal::Operator(_) => operator_only(kind),
         Principal::Webhook(source) => WEBHOOK_SOURCES.contains(&(source, kind)),
         Principal::System(parent) => {
-            kind == CRM_SYNC
-                && (parent == LEAD_SCORE || parent == CHATWOOT_EVENT || parent == "scheduler")
+            (kind == CRM_SYNC
+                && (parent == LEAD_SCORE || parent == CHATWOOT_EVENT || parent == "scheduler"))
+                || (kind == CRM_ERASE && parent == ERASURE)
         }
     }
 }

@@ -89,7 +89,8 @@ async fn erase_removes_the_lead_from_postgres_and_from_pending_jobs() {
     let erased: Value = res.json().await.unwrap();
     assert_eq!(
         erased,
-        serde_json::json!({"lead_deleted": true, "jobs_removed": 2, "jobs_running": 0})
+        serde_json::json!({"lead_deleted": true, "jobs_removed": 2, "jobs_running": 0,
+            "crm": {"status": "not_synced", "job_id": null}})
     );
     assert_eq!(app.get("/v1/leads/tg-1", app.key()).await.status(), 404);
     let left = stored_envelopes(&app).await;

@@ -16,6 +16,7 @@ mod cluster;
 mod console;
 mod console_api;
 mod crm;
+mod crm_erase;
 mod dlq;
 mod edge;
 mod engine;

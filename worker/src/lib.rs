@@ -192,11 +192,13 @@ impl Worker {
         let score = runner(kinds::LEAD_SCORE);
         let chatwoot = runner(kinds::CHATWOOT_EVENT);
         let crm = runner(kinds::CRM_SYNC);
+        let crm_erase = runner(kinds::CRM_ERASE);
         let billing = runner(kinds::UPDATE_BILLING_LIMIT);
         let runners = vec![
             score.clone(),
             chatwoot.clone(),
             crm.clone(),
+            crm_erase.clone(),
             billing.clone(),
         ];
         let upkeep = Upkeep::new(runners.clone());
@@ -256,6 +258,14 @@ impl Worker {
             chatwoot::handler::run
         );
         let monitor = register_kind!(monitor, crm, settings, deps, authz, hubspot::run);
+        let monitor = register_kind!(
+            monitor,
+            crm_erase,
+            settings,
+            deps,
+            authz,
+            hubspot::erase::run
+        );
         let monitor = register_kind!(monitor, billing, settings, deps, authz, limits::run_update);
         let monitor = monitor
             .should_restart(|_, error| {

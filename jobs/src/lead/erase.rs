@@ -1,5 +1,7 @@
-//! The right to be forgotten: a lead erased from PostgreSQL and from every queued job that
-//! names it, with a tombstone so no older job brings it back, audited without personal data.
+//! The right to be forgotten: a lead erased from PostgreSQL and from every queued or
+//! dead-lettered job that names it, with a tombstone so no older job brings it back, and from
+//! the tenant's CRM when it was synced there (a `crm_erase` job: the GDPR delete, with its
+//! retries and its own audit); audited without personal data, with what was erased where.
 
 use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
@@ -16,6 +18,20 @@ pub struct Erased {
     pub jobs_removed: u64,
     /// Jobs running right now; their handler sees the tombstone and writes nothing.
     pub jobs_running: u64,
+    /// The tenant's CRM.
+    pub crm: CrmErasure,
+}
+
+/// What happens to the lead's copy in the tenant's CRM.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CrmErasure {
+    /// `requested`: a `crm_erase` job asks the CRM to delete the contact (GDPR delete, retried
+    /// until it answers; its outcome is audited as `crm.erase`); `not_synced`: the CRM never
+    /// received this lead.
+    pub status: &'static str,
+    /// The `crm_erase` job, when requested.
+    pub job_id: Option<uuid::Uuid>,
 }
 
 impl Erased {
@@ -59,6 +75,15 @@ pub async fn erase(
     .bind(external_id)
     .execute(&mut *tx)
     .await?;
+    // The CRM's id of the contact, read before the lead (and its sync state) is deleted.
+    let crm_id: Option<String> = sqlx::query_scalar(
+        "select s.crm_id from crm_sync_state s join leads l on l.id = s.lead_id
+          where l.tenant_id = $1 and l.external_id = $2 and s.crm_id is not null",
+    )
+    .bind(tenant)
+    .bind(external_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let lead_id: Option<uuid::Uuid> = sqlx::query_scalar(
         "delete from leads where tenant_id = $1 and external_id = $2 returning id",
     )
@@ -67,6 +92,29 @@ pub async fn erase(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
+    let crm = match (lead_id, crm_id) {
+        (Some(lead_id), Some(crm_id)) => {
+            let input = crate::integrations::hubspot::erase::EraseInput { lead_id, crm_id };
+            let envelope = leadq_queue::envelope::Envelope::new(
+                tenant,
+                format!("system:{}", crate::kinds::ERASURE),
+                crate::kinds::CRM_ERASE,
+                serde_json::to_value(&input).unwrap_or_default(),
+            )
+            // One per lead: an erasure run again does not ask twice.
+            .message_id(format!("crm-erase-{lead_id}"))
+            .correlation_id(correlation_id);
+            let job = queue.enqueue_now(envelope).await?;
+            CrmErasure {
+                status: "requested",
+                job_id: Some(job.job_id),
+            }
+        }
+        _ => CrmErasure {
+            status: "not_synced",
+            job_id: None,
+        },
+    };
     // Every kind whose payload names the lead by `external_id`.
     let (mut jobs_removed, mut jobs_running) = (0, 0);
     for kind in [crate::kinds::LEAD_SCORE, crate::kinds::CHATWOOT_EVENT] {
@@ -79,10 +127,21 @@ pub async fn erase(
         jobs_removed += removed;
         jobs_running += running;
     }
+    // Pending syncs of the lead: nothing left to send.
+    if let Some(id) = lead_id {
+        let (removed, _) = queue
+            .erase_where(crate::kinds::CRM_SYNC, |e| {
+                e.tenant_id == tenant
+                    && e.payload.get("lead_id").and_then(|v| v.as_str()) == Some(&id.to_string())
+            })
+            .await?;
+        jobs_removed += removed;
+    }
     let erased = Erased {
         lead_deleted: lead_id.is_some(),
         jobs_removed,
         jobs_running,
+        crm,
     };
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let subject = lead_id.map_or_else(|| "lead:unknown".to_owned(), |id| format!("lead:{id}"));

@@ -27,7 +27,8 @@
 //!    say 429.
 //!
 //! `mod.rs` is the job (claims, batches, outcomes per record); `client.rs` is the HubSpot side
-//! (token, call, answers, pauses).
+//! (token, call, answers, pauses); `erase.rs` is `crm_erase`, an erasure carried into the
+//! CRM.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -42,6 +43,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 mod client;
+pub mod erase;
 
 use crate::integrations::settings::{self, CrmAuth, CrmConnection, IntegrationError};
 use crate::lead::sync::SyncInput;

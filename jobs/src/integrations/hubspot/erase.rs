@@ -1,0 +1,145 @@
+//! `crm_erase`: the right to be forgotten, carried into the tenant's HubSpot. An erasure
+//! (`DELETE /v1/leads/{id}`, `leadq lead erase`) of a lead the CRM holds enqueues one job with
+//! the CRM's object id (never the person's data); this asks HubSpot to delete the contact the
+//! GDPR way — `POST /crm/v3/objects/contacts/gdpr-delete` with `{"objectId": "<id>"}`, which
+//! deletes the record and its associations — and records each answer in the tenant's audit
+//! trail (`crm.erase`).
+//!
+//! Answers: 204 → erased; 404 → already gone (done: nothing of the person is left there);
+//! 429 → retried after HubSpot's window (a daily limit: at the next UTC midnight), no attempt
+//! used; 401/403 → permanent `crm_unauthorized` (dead-lettered, alertable; re-drive once the
+//! tenant's credentials are fixed); 5xx and timeouts → transient, retried with backoff.
+
+use std::time::Duration;
+
+use leadq_queue::backend::Job;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use super::client::{bearer, header_u64, next_utc_midnight, policy_of};
+use super::*;
+
+/// The `crm_erase` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseInput {
+    /// The erased lead's id (its audit subject; the row itself is gone).
+    pub lead_id: Uuid,
+    /// The CRM's object id of the contact, as the last sync recorded it.
+    pub crm_id: String,
+}
+
+/// How HubSpot answered, for the audit trail.
+fn audit_outcome(r: &Result<&'static str, JobError>) -> &'static str {
+    match r {
+        Ok(outcome) => outcome,
+        Err(e) => e.code(),
+    }
+}
+
+/// The `crm_erase` handler.
+pub async fn run(job: Job<EraseInput>, deps: Data<Deps>) -> Result<(), JobError> {
+    let meta = &job.meta;
+    let tenant = meta.tenant_id;
+    let EraseInput { lead_id, crm_id } = &job.payload;
+    let pool = &deps.pool;
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    let conn = settings::crm_connection(&mut tx, &deps.sealer, tenant, false)
+        .await
+        .map_err(|e| match e {
+            settings::IntegrationError::Db(d) => JobError::from(d),
+            other => JobError::permanent("crm_config_unreadable", other),
+        })?
+        .ok_or_else(|| {
+            // The tenant removed its CRM since: nothing leadq can reach holds the contact.
+            JobError::permanent("crm_not_configured", anyhow::anyhow!("no CRM connection"))
+        })?;
+    tx.commit().await?;
+    let answer = delete(&deps, tenant, &conn, crm_id).await;
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    meta.auditor()
+        .entry("crm.erase", &format!("lead:{lead_id}"))
+        .outcome(audit_outcome(&answer))
+        .details(serde_json::json!({
+            "job_id": meta.job_id, "attempt": meta.attempt, "crm": "hubspot", "crm_id": crm_id,
+        }))
+        .record(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let outcome = answer?;
+    tracing::info!(outcome, "Contact erased from the CRM.");
+    Ok(())
+}
+
+/// Asks HubSpot to delete contact `crm_id`: `Ok("ok")`, `Ok("already_gone")`, or why not.
+async fn delete(
+    deps: &Deps,
+    tenant: Uuid,
+    conn: &CrmConnection,
+    crm_id: &str,
+) -> Result<&'static str, JobError> {
+    let token = bearer(deps, tenant, conn).await?;
+    let url = format!("{}/crm/v3/objects/contacts/gdpr-delete", conn.base_url);
+    let span = tracing::info_span!(
+        "POST /crm/v3/objects/contacts/gdpr-delete",
+        otel.kind = "client",
+        http.request.method = "POST"
+    );
+    let started = Instant::now();
+    let res = deps
+        .http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "objectId": crm_id }))
+        .send()
+        .instrument(span)
+        .await;
+    metrics::histogram!(m::CRM_REQUEST_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+    let res = match res {
+        Ok(r) => r,
+        Err(e) => {
+            metrics::counter!(m::CRM_REQUESTS_TOTAL, m::label::STATUS => "error").increment(1);
+            return Err(JobError::transient("crm_unavailable", e.without_url()));
+        }
+    };
+    let status = res.status().as_u16();
+    metrics::counter!(m::CRM_REQUESTS_TOTAL, m::label::STATUS => status.to_string()).increment(1);
+    let headers = res.headers().clone();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    match status {
+        200 | 204 => Ok("ok"),
+        404 => Ok("already_gone"),
+        429 => {
+            let policy = policy_of(&body);
+            metrics::counter!(m::CRM_RATE_LIMITED_TOTAL, m::label::POLICY => policy).increment(1);
+            let wait = if policy == "daily" {
+                (next_utc_midnight(Utc::now()) - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::from_secs(3600))
+            } else {
+                header_u64(&headers, "retry-after")
+                    .map(Duration::from_secs)
+                    .unwrap_or(Duration::from_secs(10))
+            };
+            Err(JobError::RateLimited {
+                code: if policy == "daily" {
+                    "crm_daily_limit"
+                } else {
+                    "crm_rate_limited"
+                },
+                retry_after: wait,
+            })
+        }
+        401 | 403 => Err(JobError::permanent(
+            "crm_unauthorized",
+            anyhow::anyhow!("the CRM answered {status} (credentials refused)"),
+        )),
+        s if s >= 500 => Err(JobError::transient(
+            "crm_unavailable",
+            anyhow::anyhow!("the CRM answered {s}"),
+        )),
+        s => Err(JobError::permanent(
+            "crm_rejected",
+            anyhow::anyhow!("the CRM answered {s} to a GDPR delete"),
+        )),
+    }
+}

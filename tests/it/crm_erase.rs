@@ -1,0 +1,171 @@
+//! Erasure carried into the CRM: erasing a lead HubSpot holds enqueues a `crm_erase` job that
+//! sends HubSpot's GDPR delete (`POST /crm/v3/objects/contacts/gdpr-delete`, `{"objectId"}`),
+//! against a fake HubSpot speaking its real answers: 204 erased, 404 already gone, 429 retried
+//! after the window without using an attempt, 401 dead-lettered `crm_unauthorized`. Every
+//! answer is in the tenant's audit trail (`crm.erase`), never the person's data.
+
+use std::time::Duration;
+
+use leadq_testkit::{wait_for, TestApp};
+use serde_json::{json, Value};
+use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::crm::{app_with_crm, hot_lead, hubspot_accepting, token, wait_synced};
+
+const GDPR_DELETE: &str = "/crm/v3/objects/contacts/gdpr-delete";
+
+/// HubSpot answers the GDPR delete of contact `crm_id` with `answer`, at most `times`.
+async fn answer(server: &MockServer, crm_id: &str, answer: ResponseTemplate, times: u64) {
+    Mock::given(method("POST"))
+        .and(path(GDPR_DELETE))
+        .and(header("authorization", "Bearer pat-na1-erase"))
+        .and(body_partial_json(json!({ "objectId": crm_id })))
+        .respond_with(answer)
+        .up_to_n_times(times)
+        .with_priority(1)
+        .mount(server)
+        .await;
+}
+
+fn error(status: u16, category: &str, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({"status": "error", "message": message,
+        "correlationId": "c-erase", "category": category}))
+}
+
+/// Erases `external_id` through the API; the answer's `crm` part.
+async fn erase(app: &TestApp, external_id: &str) -> Value {
+    let res = app
+        .client
+        .delete(format!("{}/v1/leads/{external_id}", app.address))
+        .bearer_auth(app.key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json::<Value>().await.unwrap()["crm"].clone()
+}
+
+/// The outcomes audited for the CRM erasure of `crm_id`, in order.
+async fn erase_outcomes(app: &TestApp, crm_id: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "select outcome from audit_log where action = 'crm.erase' and details->>'crm_id' = $1
+          order by id",
+    )
+    .bind(crm_id)
+    .fetch_all(&mut *app.own().await)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_lead_is_gdpr_deleted_from_the_crm_whatever_hubspot_answers() {
+    let (server, _) = hubspot_accepting("pat-na1-erase").await;
+    let app = app_with_crm(&server, token("pat-na1-erase")).await;
+    let worker = app.spawn_worker().await;
+    let leads = [
+        ("tg-204", "gone@example.com"),
+        ("tg-404", "already@example.com"),
+        ("tg-429", "later@example.com"),
+        ("tg-401", "refused@example.com"),
+    ];
+    let mut crm_ids = Vec::new();
+    for (id, email) in leads {
+        assert_eq!(
+            app.post_lead(app.key(), &hot_lead(id, email))
+                .await
+                .status(),
+            202
+        );
+        crm_ids.push(wait_synced(&app, id).await);
+    }
+    answer(&server, &crm_ids[0], ResponseTemplate::new(204), 1).await;
+    answer(
+        &server,
+        &crm_ids[1],
+        error(404, "OBJECT_NOT_FOUND", "resource not found"),
+        1,
+    )
+    .await;
+    let limited = ResponseTemplate::new(429)
+        .insert_header("retry-after", "1")
+        .set_body_json(
+            json!({"status": "error", "message": "You have reached your \
+            ten_secondly_rolling limit.", "errorType": "RATE_LIMIT", "correlationId": "c-429",
+            "policyName": "TEN_SECONDLY_ROLLING"}),
+        );
+    answer(&server, &crm_ids[2], limited, 1).await;
+    answer(&server, &crm_ids[2], ResponseTemplate::new(204), 1).await;
+    answer(
+        &server,
+        &crm_ids[3],
+        error(
+            401,
+            "EXPIRED_AUTHENTICATION",
+            "The OAuth token used to make this call expired",
+        ),
+        1,
+    )
+    .await;
+
+    for (id, _) in leads {
+        let crm = erase(&app, id).await;
+        assert_eq!(crm["status"], "requested", "{id}: {crm}");
+        assert!(crm["job_id"].is_string());
+    }
+
+    let done = |outcomes: &'static [&'static str], crm_id: String| {
+        let app = &app;
+        async move {
+            wait_for("the CRM's answers audited", Duration::from_secs(30), || {
+                let crm_id = crm_id.clone();
+                async move {
+                    let got = erase_outcomes(app, &crm_id).await;
+                    (got == outcomes).then_some(())
+                }
+            })
+            .await
+        }
+    };
+    done(&["ok"], crm_ids[0].clone()).await;
+    done(&["already_gone"], crm_ids[1].clone()).await;
+    done(&["crm_rate_limited", "ok"], crm_ids[2].clone()).await;
+    done(&["crm_unauthorized"], crm_ids[3].clone()).await;
+    let c = app.queue.counts("crm_erase").await.unwrap();
+    assert_eq!((c.done, c.dead), (3, 1), "{c:?}");
+
+    // HubSpot got exactly the deletes (by its own ids, never an email), the 429 one twice.
+    let deletes: Vec<Value> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path() == GDPR_DELETE)
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(deletes.len(), 5, "{deletes:?}");
+    assert!(deletes.iter().all(|d| d.get("idProperty").is_none()));
+    let audit: Vec<Value> =
+        sqlx::query_scalar("select details from audit_log where action = 'crm.erase'")
+            .fetch_all(&mut *app.own().await)
+            .await
+            .unwrap();
+    assert!(
+        !format!("{audit:?}").contains("example.com"),
+        "no personal data"
+    );
+
+    // A cold lead is never synced: its erasure asks nothing of the CRM.
+    let cold = json!({"external_id": "tg-cold", "source": "telegram", "name": "Cold"});
+    assert_eq!(app.post_lead(app.key(), &cold).await.status(), 202);
+    wait_for("the cold lead scored", Duration::from_secs(20), || async {
+        (app.get("/v1/leads/tg-cold", app.key()).await.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        erase(&app, "tg-cold").await,
+        json!({"status": "not_synced", "job_id": null})
+    );
+    worker.stop().await;
+    app.stop().await;
+}
