@@ -147,6 +147,17 @@ impl TestDb {
         }
     }
 
+    /// A transaction of the table owner (not leadq's runtime role), scoped to `tenant`:
+    /// someone going around leadq's audited paths, or editing rows behind a trigger.
+    pub async fn owner_tx(&self, tenant: uuid::Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let owner = leadq_platform::db::connect(&Secret::new(self.owner_url.clone()), 1)
+            .await
+            .expect("connect as the owner");
+        leadq_platform::db::begin(&owner, leadq_platform::db::Scope::Tenant(tenant))
+            .await
+            .expect("begin an owner transaction")
+    }
+
     /// Registers the operator `name` with `permissions` (as `leadq operator add` does).
     pub async fn register_operator(&self, name: &str, permissions: &[&str]) {
         let permissions: Vec<String> = permissions.iter().map(|p| (*p).to_owned()).collect();

@@ -100,18 +100,7 @@ async fn an_edited_audit_row_is_detected_and_the_trail_is_per_tenant() {
 
     // Someone with the table owner's powers (not leadq's runtime role: tests/it/roles.rs)
     // edits a row behind the trigger's back...
-    let owner = leadq_platform::db::connect(
-        &leadq_platform::secret::Secret::new(app.db.owner_url.clone()),
-        1,
-    )
-    .await
-    .unwrap();
-    let mut tx = leadq_platform::db::begin(
-        &owner,
-        leadq_platform::db::Scope::Tenant(app.tenant.tenant_id),
-    )
-    .await
-    .unwrap();
+    let mut tx = app.db.owner_tx(app.tenant.tenant_id).await;
     for sql in [
         "alter table audit_log disable trigger audit_log_append_only",
         "update audit_log set outcome = 'tampered' where id = $1",
@@ -133,19 +122,6 @@ async fn an_edited_audit_row_is_detected_and_the_trail_is_per_tenant() {
     let (ok, _) = verify(&app, &b.slug);
     assert!(ok);
     app.stop().await;
-}
-
-/// A transaction of the table owner, scoped to `tenant`, that can edit rows behind the trigger.
-async fn as_owner(app: &TestApp, tenant: uuid::Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let owner = leadq_platform::db::connect(
-        &leadq_platform::secret::Secret::new(app.db.owner_url.clone()),
-        1,
-    )
-    .await
-    .unwrap();
-    leadq_platform::db::begin(&owner, leadq_platform::db::Scope::Tenant(tenant))
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +148,7 @@ async fn a_row_rewritten_with_a_recomputed_unkeyed_chain_is_still_caught() {
 
     // Someone with the owner's powers rewrites the second sealed row and, not having the audit
     // key, recomputes every link from there on as an unkeyed SHA-256 chain.
-    let mut tx = as_owner(&app, app.tenant.tenant_id).await;
+    let mut tx = app.db.owner_tx(app.tenant.tenant_id).await;
     let target: i64 = sqlx::query_scalar("select id from audit_log where seal_seq = 2")
         .fetch_one(&mut *tx)
         .await
@@ -203,13 +179,13 @@ async fn rows_chained_before_keyed_sealing_stay_verifiable_and_the_keyed_chain_c
     let app = spawn_app().await;
     let b = app.other_tenant().await;
     // Two rows as the old trigger chained them (sha256 links), written as the owner.
-    let mut tx = as_owner(&app, b.tenant_id).await;
+    let mut tx = app.db.owner_tx(b.tenant_id).await;
     sqlx::query("delete from audit_log")
         .execute(&mut *tx)
         .await
         .ok();
     drop(tx);
-    let mut tx = as_owner(&app, b.tenant_id).await;
+    let mut tx = app.db.owner_tx(b.tenant_id).await;
     for (i, action) in ["legacy.one", "legacy.two"].iter().enumerate() {
         sqlx::query(
             "insert into audit_log (tenant_id, actor, action, subject, outcome, correlation_id,
@@ -238,7 +214,7 @@ async fn rows_chained_before_keyed_sealing_stay_verifiable_and_the_keyed_chain_c
     );
 
     // An edit of a legacy row is still named.
-    let mut tx = as_owner(&app, b.tenant_id).await;
+    let mut tx = app.db.owner_tx(b.tenant_id).await;
     let legacy: i64 = sqlx::query_scalar("select id from audit_log where action = 'legacy.one'")
         .fetch_one(&mut *tx)
         .await

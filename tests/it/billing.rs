@@ -30,18 +30,7 @@ fn billing(app: &TestApp, args: &[&str]) -> (i32, Vec<Value>) {
 /// Runs `sql` as the table owner in the test tenant's scope: someone going around the
 /// audited paths.
 async fn as_owner(app: &TestApp, sql: &str) {
-    let owner = leadq_platform::db::connect(
-        &leadq_platform::secret::Secret::new(app.db.owner_url.clone()),
-        1,
-    )
-    .await
-    .unwrap();
-    let mut tx = leadq_platform::db::begin(
-        &owner,
-        leadq_platform::db::Scope::Tenant(app.tenant.tenant_id),
-    )
-    .await
-    .unwrap();
+    let mut tx = app.db.owner_tx(app.tenant.tenant_id).await;
     sqlx::query(sql).execute(&mut *tx).await.unwrap();
     tx.commit().await.unwrap();
 }
