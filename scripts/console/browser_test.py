@@ -201,6 +201,8 @@ def make_driver():
                 "--window-size=1366,900", "--disable-gpu", "--no-first-run",
                 "--disable-search-engine-choice-screen", "--lang=en-US"):
         options.add_argument(arg)
+    # The browser's console, read by scenario_csp: a refused inline script or style shows there.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(executable_path=CHROMEDRIVER,
                       log_output=os.path.join(OUT, "chromedriver.log"))
     d = webdriver.Chrome(service=service, options=options)
@@ -733,6 +735,17 @@ def scenario_expiry():
           f"the expired cookie opened /console: HTTP {status}")
 
 
+def scenario_csp():
+    """Every page of the run kept to the Content-Security-Policy: the browser logged no
+    refused script or style, and no script error (htmx would log one if it broke)."""
+    entries = driver.get_log("browser")
+    bad = [e["message"] for e in entries
+           if "Content Security Policy" in e.get("message", "")
+           or (e.get("level") == "SEVERE" and "javascript" in e.get("source", "").lower())]
+    log(f"    {len(entries)} browser console entries, {len(bad)} CSP or script error(s)")
+    check(not bad, "the browser reported: " + "; ".join(bad[:3]))
+
+
 SCENARIOS = [
     ("keyboard: labelled token, Tab order", scenario_keyboard),
     ("wrong token: #login-error, 401, no session", scenario_wrong_token),
@@ -747,6 +760,7 @@ SCENARIOS = [
     ("sign-out: old cookie refused", scenario_logout),
     ("tenant view: own page only, 403 elsewhere", scenario_tenant_view),
     ("idle expiry: back to sign-in with a notice", scenario_expiry),
+    ("CSP: no refused script or style, no script error", scenario_csp),
 ]
 
 
