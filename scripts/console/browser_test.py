@@ -14,7 +14,7 @@ by environment:
                                 database and Redis settings of the API in the environment
   LEADQ_CONSOLE_SHOTS           where the screenshots go (NN-<page>.png)
   LEADQ_CONSOLE_OUT             where chromedriver's log goes
-  LEADQ_CHROMIUM, LEADQ_CHROMEDRIVER   the browser and its driver (Debian's); SE_OFFLINE=true
+  LEADQ_CHROMIUM, LEADQ_CHROMEDRIVER   the browser and its S.driver (Debian's); SE_OFFLINE=true
   LEADQ_CONSOLE_TEST_SMOKE=1    only prove the harness: load /docs, one screenshot, exit
 
 Only the console's DOM contract is relied on (ids, data-* attributes, form names; see
@@ -24,343 +24,41 @@ pages say. One function per scenario; a failed one is reported and the others st
 screenshots written; exits 1 on any failure or skip.
 """
 
-import http.client
-import json
 import os
 import re
-import subprocess
 import sys
 import time
 import traceback
-import urllib.parse
 
-from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.action_chains import ActionChains
-from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
+from selenium.common.exceptions import WebDriverException
 
-BASE = os.environ.get("LEADQ_CONSOLE_BASE", "http://127.0.0.1:8080").rstrip("/")
-SHOTS = os.environ.get("LEADQ_CONSOLE_SHOTS", "target/console-screenshots")
-OUT = os.environ.get("LEADQ_CONSOLE_OUT", "target/console-test")
-CHROMIUM = os.environ.get("LEADQ_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("LEADQ_CHROMEDRIVER", "/usr/bin/chromedriver")
-SMOKE = os.environ.get("LEADQ_CONSOLE_TEST_SMOKE", "") not in ("", "0")
-OP_TOKEN = os.environ.get("LEADQ_CONSOLE_OPERATOR_TOKEN", "")
-TENANT_A = os.environ.get("LEADQ_CONSOLE_TENANT_A", "")
-TENANT_B = os.environ.get("LEADQ_CONSOLE_TENANT_B", "")
-KEY_A = os.environ.get("LEADQ_CONSOLE_KEY_A", "")
-KEY_B = os.environ.get("LEADQ_CONSOLE_KEY_B", "")
-STATUS_KEY_A = os.environ.get("LEADQ_CONSOLE_STATUS_KEY_A", "")
-STATUS_KEY_B = os.environ.get("LEADQ_CONSOLE_STATUS_KEY_B", "")
-LEADQ_BIN = os.environ.get("LEADQ_BIN", "leadq")
-OPERATOR_NAME = "console"
-COOKIE = "leadq_console"
-KIND = "lead_score"
-COUNT_FIELDS = ["pending", "held", "scheduled", "running", "done", "failed", "dead", "retries"]
-JOB_STATES = {"pending", "held", "scheduled", "running", "done", "dead"}
-STAMP = str(int(time.time()))
-
-URL = urllib.parse.urlsplit(BASE)
-driver = None  # the browser, made in main()
-shots = []  # screenshot files written, in order
-ctx = {}  # what one scenario leaves for the next: {"redriven": {...}, "b_leads": [...]}
-session_token = None  # the token the browser's session was opened with (re-sign-in after idle)
-
-
-class Failed(Exception):
-    """A scenario's expectation that did not hold."""
-
-
-class Skipped(Exception):
-    """A scenario that cannot run because an earlier one failed."""
-
-
-def log(msg):
-    print(f"[browser] {msg}", flush=True)
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failed(msg)
-
-
-def wait_until(fn, timeout, what, interval=0.5):
-    """Calls fn until it returns something truthy; returns that. Raises Failed on timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            last = fn()
-        except (StaleElementReferenceException, Failed) as e:
-            last = e
-            value = None
-        else:
-            value = last
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise Failed(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
-
-
-# --- HTTP, the JSON API and the CLI -------------------------------------------------------
-
-
-def request(method, path, token=None, body=None, cookie=None, headers=None):
-    """One request, redirects not followed: (status, headers dict lower-cased, body text)."""
-    conn = http.client.HTTPConnection(URL.hostname, URL.port, timeout=15)
-    h = dict(headers or {})
-    if token:
-        h["Authorization"] = f"Bearer {token}"
-    if cookie:
-        h["Cookie"] = cookie
-    data = None
-    if body is not None:
-        if isinstance(body, (dict, list)):
-            data = json.dumps(body).encode()
-            h.setdefault("Content-Type", "application/json")
-        else:
-            data = body.encode() if isinstance(body, str) else body
-    try:
-        conn.request(method, path, body=data, headers=h)
-        res = conn.getresponse()
-        text = res.read().decode("utf-8", "replace")
-        hdrs = {}
-        for k, v in res.getheaders():
-            k = k.lower()
-            hdrs[k] = f"{hdrs[k]}\n{v}" if k in hdrs else v
-        return res.status, hdrs, text
-    finally:
-        conn.close()
-
-
-def api(method, path, token, body=None, expect=(200,)):
-    status, _, text = request(method, path, token=token, body=body)
-    check(status in expect, f"{method} {path}: HTTP {status}, expected {expect}: {text[:300]}")
-    return json.loads(text) if text else None
-
-
-def v1_status():
-    """GET /v1/status's counts, {kind: {field: n}}."""
-    doc = api("GET", "/v1/status", OP_TOKEN)
-    return {q["kind"]: {f: int(q[f]) for f in COUNT_FIELDS} for q in doc["queues"]}
-
-
-def post_lead(key, external_id, message_id, email=None, phone=None):
-    lead = {
-        "external_id": external_id,
-        "source": "telegram",
-        "name": "Ada Lovelace",
-        "username": "ada",
-        "answers": {"budget": "50k+", "timeline": "this_month", "company_size": "51-200"},
-        "message_id": message_id,
-    }
-    if email:
-        lead["email"] = email
-    if phone:
-        lead["phone"] = phone
-    doc = api("POST", "/v1/leads", key, body=lead, expect=(202,))
-    check(doc.get("job_id") and doc.get("message_id") == message_id, f"POST /v1/leads: {doc}")
-    return doc
-
-
-def dead_letters(slug):
-    """The job ids of the tenant's lead_score dead letters (first page)."""
-    doc = api("GET", f"/v1/dlq/{KIND}?tenant={urllib.parse.quote(slug)}", OP_TOKEN)
-    return {item["job_id"]: item for item in doc["items"]}
-
-
-def cli(*args):
-    res = subprocess.run([LEADQ_BIN, *args], capture_output=True, text=True, timeout=60)
-    if res.returncode != 0:
-        raise Failed(f"leadq {' '.join(args)}: exit {res.returncode}: {res.stderr.strip()[-500:]}")
-    return res.stdout
-
-
-def tenant_state(slug):
-    """`leadq queue tenant <slug> lead_score show`'s state {paused, cap, running, held, ...}."""
-    return json.loads(cli("queue", "tenant", slug, KIND, "show"))["state"]
-
-
-def set_kind(slug, mode):
-    cli("tenant", "set-kind", slug, KIND, mode)
-    log(f"leadq tenant set-kind {slug} {KIND} {mode}; waiting 4 s for the workers' caches")
-    time.sleep(4)
-
-
-# --- the browser --------------------------------------------------------------------------
-
-
-def make_driver():
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1366,900", "--disable-gpu", "--no-first-run",
-                "--disable-search-engine-choice-screen", "--lang=en-US"):
-        options.add_argument(arg)
-    # The browser's console, read by scenario_csp: a refused inline script or style shows there.
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=CHROMEDRIVER,
-                      log_output=os.path.join(OUT, "chromedriver.log"))
-    d = webdriver.Chrome(service=service, options=options)
-    d.set_page_load_timeout(30)
-    return d
-
-
-def shot(page):
-    """A screenshot of what the browser shows now: NN-<page>.png."""
-    name = f"{len(shots) + 1:02d}-{page}.png"
-    path = os.path.join(SHOTS, name)
-    if driver.save_screenshot(path):
-        shots.append(name)
-    return name
-
-
-def path_now():
-    return urllib.parse.urlsplit(driver.current_url).path
-
-
-def query_now():
-    return urllib.parse.parse_qs(urllib.parse.urlsplit(driver.current_url).query)
-
-
-def els(css, within=None):
-    return (within or driver).find_elements(By.CSS_SELECTOR, css)
-
-
-def el(css, within=None):
-    found = els(css, within)
-    check(found, f"no element {css!r} on {driver.current_url}")
-    return found[0]
-
-
-def text_of(css, within=None):
-    return el(css, within).text.strip()
-
-
-def wait_css(css, timeout=15):
-    return wait_until(lambda: els(css) and els(css)[0], timeout, f"{css} on {driver.current_url}",
-                      interval=0.2)
-
-
-def cookie_header():
-    c = driver.get_cookie(COOKIE)
-    check(c and c.get("value"), f"the browser holds no {COOKIE} cookie")
-    return f"{COOKIE}={c['value']}"
-
-
-def sign_in(token, landing):
-    """Signs in through the form; waits for the landing page (a path)."""
-    global session_token
-    driver.get(f"{BASE}/console/login")
-    wait_css("form#login")
-    field = el("input#token")
-    field.clear()
-    field.send_keys(token)
-    el("button#login-button").click()
-    wait_until(lambda: path_now() != "/console/login" or els("#login-error"), 15,
-               "the sign-in to finish")
-    check(not els("#login-error"), f"sign-in refused: {text_of('#login-error') if els('#login-error') else ''}")
-    check(path_now() == landing, f"signed in to {driver.current_url}, expected {landing}")
-    session_token = token
-
-
-def visit(path, frame=None, relogin=True):
-    """Loads a console page. If an operator session idled out meanwhile (the API runs with
-    LEADQ_CONSOLE_IDLE_SECS=20; the API and CLI waits here can be longer), signs in again and
-    says so. `frame`: the #whoami text every signed-in page must show with its navigation and
-    sign-out form."""
-    driver.get(BASE + path)
-    if relogin and path_now() == "/console/login" and not path.startswith("/console/login") \
-            and session_token == OP_TOKEN:
-        log(f"  (session ended while waiting: signing in again for {path})")
-        sign_in(OP_TOKEN, "/console")
-        driver.get(BASE + path)
-    if frame:
-        assert_frame(frame)
-
-
-def assert_frame(whoami):
-    check(els('nav[aria-label="Console"]'), f"no Console navigation on {driver.current_url}")
-    check(text_of("#whoami") == whoami, f"#whoami is {text_of('#whoami')!r}, expected {whoami!r}")
-    check(els("form#logout button#logout-button"), f"no sign-out form on {driver.current_url}")
-
-
-def operator_page(path):
-    visit(path, frame=f"operator:{OPERATOR_NAME}")
-
-
-def ensure_operator_session():
-    global session_token
-    if session_token != OP_TOKEN or driver.get_cookie(COOKIE) is None:
-        driver.delete_all_cookies()
-        sign_in(OP_TOKEN, "/console")
-
-
-def rows_data(row_css, attr, fields):
-    """Every row matching row_css as {"@": its `attr`, field: text of its [data-field]}, read in
-    one round trip (a page of 100 audit entries would otherwise take hundreds)."""
-    return driver.execute_script(
-        """
-        const [css, attr, fields] = arguments;
-        return Array.from(document.querySelectorAll(css)).map(r => {
-          const o = {"@": r.getAttribute(attr)};
-          for (const f of fields) {
-            const c = r.querySelector('[data-field="' + f + '"]');
-            o[f] = c ? c.textContent.trim() : null;
-          }
-          return o;
-        });""", row_css, attr, list(fields))
-
-
-def tenant_row(slug):
-    return el(f'table#tenants tr[data-tenant="{slug}"][data-kind="{KIND}"]')
-
-
-def cell(row, field):
-    return el(f'td[data-field="{field}"]', row).text.strip()
-
-
-def submit_and_confirm(button, page):
-    """Clicks a change's button, checks and screenshots the confirmation page, confirms."""
-    button.click()
-    wait_css("form#confirm")
-    text = text_of("#confirm-text") if els("#confirm-text") else ""
-    count = text_of("#confirm-count") if els("#confirm-count") else None
-    check(els("button#confirm-button") and els("a#cancel"), "the confirmation lacks its buttons")
-    shot(page)
-    log(f"  confirmation: {text!r}" + (f", count {count}" if count is not None else ""))
-    el("button#confirm-button").click()
-    return text, count
-
+from harness import *  # noqa: F401,F403 - the scenarios' vocabulary (see harness.py)
+from harness import S
 
 # --- scenarios ----------------------------------------------------------------------------
 
 
 def scenario_keyboard():
     """The sign-in page: a labelled token field; Tab from the body reaches it, then the button."""
-    driver.delete_all_cookies()
-    driver.get(f"{BASE}/console/login")
+    S.driver.delete_all_cookies()
+    S.driver.get(f"{BASE}/console/login")
     wait_css("form#login")
     shot("login")
     labels = els('label[for="token"]')
     check(len(labels) == 1 and labels[0].text.strip(), "input#token has no <label for=\"token\">")
     check(el("input#token").get_attribute("name") == "token", "input#token is not named token")
     # Focus the body itself (focusable for the moment) so that Tab starts from the top.
-    driver.execute_script(
+    S.driver.execute_script(
         "document.activeElement && document.activeElement.blur();"
         "document.body.setAttribute('tabindex', '-1'); document.body.focus();")
-    active = lambda: driver.switch_to.active_element.get_attribute("id")  # noqa: E731
-    check(driver.execute_script("return document.activeElement === document.body"),
+    active = lambda: S.driver.switch_to.active_element.get_attribute("id")  # noqa: E731
+    check(S.driver.execute_script("return document.activeElement === document.body"),
           "could not put the focus on the body")
-    ActionChains(driver).send_keys(Keys.TAB).perform()
+    ActionChains(S.driver).send_keys(Keys.TAB).perform()
     first = active()
-    ActionChains(driver).send_keys(Keys.TAB).perform()
+    ActionChains(S.driver).send_keys(Keys.TAB).perform()
     second = active()
-    driver.execute_script("document.body.removeAttribute('tabindex')")
+    S.driver.execute_script("document.body.removeAttribute('tabindex')")
     log(f"  Tab, Tab from the body: #{first}, #{second}")
     check(first == "token", f"the first Tab from the body reached #{first}, not #token")
     check(second == "login-button", f"the second Tab reached #{second}, not #login-button")
@@ -368,20 +66,19 @@ def scenario_keyboard():
 
 def scenario_wrong_token():
     """A token nobody holds: #login-error, HTTP 401, no session."""
-    global session_token
-    driver.delete_all_cookies()
-    session_token = None
-    driver.get(f"{BASE}/console/login")
+    S.driver.delete_all_cookies()
+    S.session_token = None
+    S.driver.get(f"{BASE}/console/login")
     wait_css("form#login")
     el("input#token").send_keys(f"not-a-token-{STAMP}")
     el("button#login-button").click()
     wait_css("#login-error")
     shot("login-error")
     check(el("#login-error").get_attribute("role") == "alert", "#login-error is not role=alert")
-    check(path_now() == "/console/login", f"after a wrong token: {driver.current_url}")
-    check(driver.get_cookie(COOKIE) is None, f"a wrong token left a {COOKIE} cookie")
-    driver.get(f"{BASE}/console")
-    check(path_now() == "/console/login", f"/console without a session showed {driver.current_url}")
+    check(path_now() == "/console/login", f"after a wrong token: {S.driver.current_url}")
+    check(S.driver.get_cookie(COOKIE) is None, f"a wrong token left a {COOKIE} cookie")
+    S.driver.get(f"{BASE}/console")
+    check(path_now() == "/console/login", f"/console without a session showed {S.driver.current_url}")
     # The same over HTTP, to see the status: the sign-in form's token and cookie, then a POST.
     status, headers, page = request("GET", "/console/login")
     check(status == 200, f"GET /console/login: HTTP {status}")
@@ -401,10 +98,10 @@ def scenario_wrong_token():
 
 def scenario_operator_sign_in():
     """The operator token signs in to the overview."""
-    driver.delete_all_cookies()
+    S.driver.delete_all_cookies()
     sign_in(OP_TOKEN, "/console")
     assert_frame(f"operator:{OPERATOR_NAME}")
-    cookie = driver.get_cookie(COOKIE)
+    cookie = S.driver.get_cookie(COOKIE)
     check(cookie and cookie.get("httpOnly"), f"the session cookie is not HttpOnly: {cookie}")
     shot("signed-in")
 
@@ -427,7 +124,7 @@ def scenario_pause_tenant():
     check("pause" in text.lower(), f"the confirmation does not say pause: {text!r}")
     wait_css("#notice")
     check(path_now() == "/console/tenants" and query_now().get("tenant") == [TENANT_B],
-          f"after confirming: {driver.current_url}")
+          f"after confirming: {S.driver.current_url}")
     log(f"  notice: {text_of('#notice')!r}")
     row = tenant_row(TENANT_B)
     check(cell(row, "paused") == "yes", f"B's row says paused={cell(row, 'paused')} after the pause")
@@ -440,7 +137,7 @@ def scenario_pause_tenant():
         ext = f"held-{STAMP}-{i}"
         doc = post_lead(KEY_B, ext, f"console-held-{STAMP}-{i}")
         ids.append((ext, doc["job_id"]))
-    ctx["b_leads"] = ids
+    S.ctx["b_leads"] = ids
     state = wait_until(lambda: (lambda s: s if s["held"] >= 3 else None)(tenant_state(TENANT_B)),
                        30, "B's 3 leads to be held")
     log(f"  B's {KIND} state: {state}")
@@ -472,7 +169,7 @@ def scenario_overview():
         if KIND in steady and not wrong:
             log(f"  attempt {attempt}: {len(steady)}/{len(before)} kinds steady and equal; "
                 f"{KIND}: {page[KIND]}")
-            check(page[KIND]["held"] >= 3 or "b_leads" not in ctx,
+            check(page[KIND]["held"] >= 3 or "b_leads" not in S.ctx,
                   f"{KIND} held={page[KIND]['held']}, expected B's 3 held leads")
             shot("overview")
             return
@@ -519,7 +216,7 @@ def scenario_dead_letter():
     el("a.dead-letter-link", row).click()
     wait_css("dl#dead-letter")
     check(path_now() == f"/console/dead-letters/{KIND}/{job_id}",
-          f"the dead letter's link opened {driver.current_url}")
+          f"the dead letter's link opened {S.driver.current_url}")
     reason = text_of('dd[data-field="reason"]')
     payload = text_of("pre#payload")
     shot("dead-letter")
@@ -551,12 +248,12 @@ def scenario_dead_letter():
     check(els("#op-result"), "no #op-result once done")
     shot("operation-done")
     check(job_id not in dead_letters(TENANT_A), f"job {job_id} is still a dead letter")
-    ctx["redriven"] = {"job_id": job_id, "message_id": msg, "external_id": ext}
+    S.ctx["redriven"] = {"job_id": job_id, "message_id": msg, "external_id": ext}
 
 
 def scenario_find_job():
     """The re-driven job, found by its message id and tenant, until it is done."""
-    job = ctx.get("redriven")
+    job = S.ctx.get("redriven")
     if not job:
         raise Skipped("no re-driven job (the dead-letter scenario failed)")
     ensure_operator_session()
@@ -579,7 +276,7 @@ def scenario_find_job():
     seen = []
 
     def done():
-        driver.refresh()
+        S.driver.refresh()
         wait_css("section#job")
         state = field("state")
         check(state in JOB_STATES, f"state {state!r} is none of {sorted(JOB_STATES)}")
@@ -596,7 +293,7 @@ def scenario_find_job():
 
 def scenario_resume_tenant():
     """Tenant B resumed from the tenants page; its 3 held leads run to done."""
-    if "b_leads" not in ctx:
+    if "b_leads" not in S.ctx:
         raise Skipped("B was not paused (the pause scenario failed)")
     ensure_operator_session()
     operator_page(f"/console/tenants?tenant={TENANT_B}")
@@ -614,7 +311,7 @@ def scenario_resume_tenant():
     check(tenant_state(TENANT_B)["paused"] is False, "the CLI still says paused")
 
     def scored():
-        for ext, _ in ctx["b_leads"]:
+        for ext, _ in S.ctx["b_leads"]:
             status, _, text = request("GET", f"/v1/leads/{ext}", token=KEY_B)
             if status != 200 or json.loads(text).get("score") is None:
                 return None
@@ -638,7 +335,7 @@ def scenario_audit():
     shot("audit")
     actions = [(e["action"] or "", e["actor"] or "") for e in entries]
     log(f"  {len(actions)} entries; actions: {sorted({a for a, _ in actions})}")
-    wanted = ["queue.tenant.pause"] + (["dlq.redrive"] if "redriven" in ctx else [])
+    wanted = ["queue.tenant.pause"] + (["dlq.redrive"] if "redriven" in S.ctx else [])
     for action in wanted:
         mine = [a for a in actions if action in a[0] and a[1] == f"operator:{OPERATOR_NAME}"]
         if not mine:
@@ -656,15 +353,14 @@ def scenario_audit():
 
 def scenario_logout():
     """Sign-out: back at the sign-in page; the old cookie opens nothing."""
-    global session_token
     ensure_operator_session()
     operator_page("/console")
     old = cookie_header()
     el("button#logout-button").click()
     wait_until(lambda: path_now() == "/console/login", 15, "the sign-in page after sign-out")
-    session_token = None
+    S.session_token = None
     shot("signed-out")
-    check(driver.get_cookie(COOKIE) is None, "the session cookie survived sign-out")
+    check(S.driver.get_cookie(COOKIE) is None, "the session cookie survived sign-out")
     for path in ("/console", "/console/workers"):
         status, headers, _ = request("GET", path, cookie=old)
         log(f"  GET {path} with the old cookie: HTTP {status} → {headers.get('location')}")
@@ -674,8 +370,7 @@ def scenario_logout():
 
 def scenario_tenant_view():
     """A's status:read key: its own page only; B's page and operator pages are 403."""
-    global session_token
-    driver.delete_all_cookies()
+    S.driver.delete_all_cookies()
     own = f"/console/tenants/{TENANT_A}"
     sign_in(STATUS_KEY_A, own)
     assert_frame(f"tenant:{TENANT_A}")
@@ -692,7 +387,7 @@ def scenario_tenant_view():
     shot("tenant-view")
     cookie = cookie_header()
     visit(f"/console/tenants/{TENANT_B}", relogin=False)
-    check(els("#forbidden"), f"B's page for A's session: no #forbidden ({driver.current_url})")
+    check(els("#forbidden"), f"B's page for A's session: no #forbidden ({S.driver.current_url})")
     shot("forbidden")
     visit("/console/tenants", relogin=False)
     check(els("#forbidden"), "the operators' tenants page for A's session: no #forbidden")
@@ -705,31 +400,30 @@ def scenario_tenant_view():
     visit(own, frame=f"tenant:{TENANT_A}", relogin=False)
     el("button#logout-button").click()
     wait_until(lambda: path_now() == "/console/login", 15, "the sign-in page after sign-out")
-    session_token = None
+    S.session_token = None
     # And B's key lands on B's page.
     sign_in(STATUS_KEY_B, f"/console/tenants/{TENANT_B}")
     assert_frame(f"tenant:{TENANT_B}")
     shot("tenant-view-b")
     el("button#logout-button").click()
     wait_until(lambda: path_now() == "/console/login", 15, "the sign-in page after sign-out")
-    session_token = None
+    S.session_token = None
 
 
 def scenario_expiry():
     """A session idle for 21 s (LEADQ_CONSOLE_IDLE_SECS=20) has ended: sign-in with a notice.
     The browser stays on the overview meanwhile, whose auto-refresh must not renew it."""
-    global session_token
-    driver.delete_all_cookies()
+    S.driver.delete_all_cookies()
     sign_in(OP_TOKEN, "/console")
     old = cookie_header()
     log("  idle for 21 s on the overview")
     time.sleep(21)
     visit("/console", relogin=False)
-    check(path_now() == "/console/login", f"after 21 s idle /console showed {driver.current_url}")
+    check(path_now() == "/console/login", f"after 21 s idle /console showed {S.driver.current_url}")
     wait_css("#login-notice")
     log(f"  notice: {text_of('#login-notice')!r}")
     shot("expired")
-    session_token = None
+    S.session_token = None
     status, headers, _ = request("GET", "/console", cookie=old)
     check(status in (302, 303, 307) and headers.get("location", "").startswith("/console/login"),
           f"the expired cookie opened /console: HTTP {status}")
@@ -738,7 +432,7 @@ def scenario_expiry():
 def scenario_csp():
     """Every page of the run kept to the Content-Security-Policy: the browser logged no
     refused script or style, and no script error (htmx would log one if it broke)."""
-    entries = driver.get_log("browser")
+    entries = S.driver.get_log("browser")
     bad = [e["message"] for e in entries
            if "Content Security Policy" in e.get("message", "")
            or (e.get("level") == "SEVERE" and "javascript" in e.get("source", "").lower())]
@@ -766,16 +460,15 @@ SCENARIOS = [
 
 def smoke():
     """The harness alone: Chromium loads /docs; one screenshot."""
-    driver.get(f"{BASE}/docs")
-    wait_until(lambda: driver.title or els("body *"), 20, "/docs to render")
+    S.driver.get(f"{BASE}/docs")
+    wait_until(lambda: S.driver.title or els("body *"), 20, "/docs to render")
     shot("docs")
-    log(f"/docs: title {driver.title!r}, {len(driver.page_source)} bytes of DOM")
+    log(f"/docs: title {S.driver.title!r}, {len(S.driver.page_source)} bytes of DOM")
     status, _, _ = request("GET", "/console/login")
     log(f"(GET /console/login: HTTP {status}; not a check in smoke mode)")
 
 
 def main():
-    global driver
     missing = [n for n, v in (("LEADQ_CONSOLE_OPERATOR_TOKEN", OP_TOKEN),
                               ("LEADQ_CONSOLE_TENANT_A", TENANT_A),
                               ("LEADQ_CONSOLE_TENANT_B", TENANT_B),
@@ -788,8 +481,8 @@ def main():
         return 2
     os.makedirs(SHOTS, exist_ok=True)
     os.makedirs(OUT, exist_ok=True)
-    driver = make_driver()
-    caps = driver.capabilities
+    S.driver = make_driver()
+    caps = S.driver.capabilities
     log(f"{caps.get('browserName')} {caps.get('browserVersion')} via chromedriver "
         f"{caps.get('chrome', {}).get('chromedriverVersion', '?').split(' ')[0]}; {BASE}")
     results = []
@@ -820,12 +513,12 @@ def main():
                 log(f"    {outcome} ({time.monotonic() - started:.1f}s) {detail}")
                 results.append((name, outcome, detail))
     finally:
-        driver.quit()
+        S.driver.quit()
     print("\nconsole-test scenarios:")
     for name, outcome, detail in results:
         print(f"  {outcome:4}  {name}" + (f"  ({detail.splitlines()[0][:200]})" if detail else ""))
-    print(f"\nscreenshots ({len(shots)}) in {SHOTS}:")
-    for name in shots:
+    print(f"\nscreenshots ({len(S.shots)}) in {SHOTS}:")
+    for name in S.shots:
         print(f"  {name}")
     failed = [r for r in results if r[1] != "PASS"]
     print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed or skipped")
