@@ -46,9 +46,11 @@ pub(super) fn run(
         let queue =
             leadq_queue::Queue::connect(settings.redis_url(), settings.queue.clone(), signer)
                 .await?;
+        let sealer = leadq_jobs::pii::Sealer::new(settings.data_keys().clone());
         let erased = leadq_jobs::lead::erase(
             &pool,
             &queue,
+            &sealer,
             tenant_id,
             &external_id,
             &format!("operator:{operator}"),

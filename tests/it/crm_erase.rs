@@ -155,6 +155,51 @@ async fn an_erased_lead_is_gdpr_deleted_from_the_crm_whatever_hubspot_answers() 
         "no personal data"
     );
 
+    // A lead whose sync was wanted but recorded no id (here: HubSpot refused its record):
+    // erased by e-mail, which travels sealed and never reaches the audit trail.
+    let refused = "invalid-erase@example.com";
+    assert_eq!(
+        app.post_lead(app.key(), &hot_lead("tg-noid", refused))
+            .await
+            .status(),
+        202
+    );
+    wait_for("the refused sync", Duration::from_secs(30), || async {
+        let c = app.queue.counts("crm_sync").await.unwrap();
+        (c.dead >= 1).then_some(())
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path(GDPR_DELETE))
+        .and(body_partial_json(
+            json!({"objectId": refused, "idProperty": "email"}),
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    assert_eq!(erase(&app, "tg-noid").await["status"], "requested");
+    wait_for("the erasure by e-mail", Duration::from_secs(30), || async {
+        let by: Vec<(String, Value)> = sqlx::query_as(
+            "select outcome, details from audit_log where action = 'crm.erase'
+              and details->>'by' = 'email'",
+        )
+        .fetch_all(&mut *app.own().await)
+        .await
+        .unwrap();
+        (by.len() == 1 && by[0].0 == "ok").then_some(())
+    })
+    .await;
+    let queued: Vec<String> = sqlx::query_scalar("select details::text from audit_log")
+        .fetch_all(&mut *app.own().await)
+        .await
+        .unwrap();
+    assert!(
+        !queued.iter().any(|d| d.contains(refused)),
+        "no address audited"
+    );
+
     // A cold lead is never synced: its erasure asks nothing of the CRM.
     let cold = json!({"external_id": "tg-cold", "source": "telegram", "name": "Cold"});
     assert_eq!(app.post_lead(app.key(), &cold).await.status(), 202);

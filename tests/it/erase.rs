@@ -174,8 +174,11 @@ async fn an_erasure_racing_a_job_that_creates_the_lead_leaves_no_lead() {
         .unwrap();
     assert!(created.is_some(), "the job inserts the lead");
     let erasing = tokio::spawn({
-        let (pool, queue) = (app.db.pool.clone(), app.queue.clone());
-        async move { leadq_jobs::lead::erase(&pool, &queue, tenant, "tg-race", "operator:t", "c").await }
+        let (pool, queue, sealer) = (app.db.pool.clone(), app.queue.clone(), app.sealer());
+        async move {
+            leadq_jobs::lead::erase(&pool, &queue, &sealer, tenant, "tg-race", "operator:t", "c")
+                .await
+        }
     });
     // Unguarded, the erasure finds no lead (the insert is not committed) and is done by now.
     tokio::time::sleep(Duration::from_millis(300)).await;

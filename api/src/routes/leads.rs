@@ -273,6 +273,7 @@ pub async fn delete(
     let erased = leadq_jobs::lead::erase(
         &app.pool,
         &app.queue,
+        &app.sealer,
         principal.tenant_id,
         &external_id,
         &principal.actor(),

@@ -26,9 +26,10 @@ pub struct Erased {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CrmErasure {
-    /// `requested`: a `crm_erase` job asks the CRM to delete the contact (GDPR delete, retried
-    /// until it answers; its outcome is audited as `crm.erase`); `not_synced`: the CRM never
-    /// received this lead.
+    /// `requested`: a `crm_erase` job asks the CRM to delete the contact (GDPR delete by the
+    /// CRM's id, or by e-mail while a sync was wanted but recorded no id; retried until it
+    /// answers; each answer audited as `crm.erase`); `not_synced`: no sync of this lead was
+    /// ever wanted, so the CRM never received it.
     pub status: &'static str,
     /// The `crm_erase` job, when requested.
     pub job_id: Option<uuid::Uuid>,
@@ -56,9 +57,11 @@ pub enum EraseError {
 /// tombstone (so no job made before now can recreate it), removes its pending and
 /// dead-lettered jobs from Redis, and audits a pseudonymous record (the lead's uuid, no PII).
 /// Idempotent: running it again is safe and finishes an interrupted erasure.
+#[allow(clippy::too_many_arguments)]
 pub async fn erase(
     pool: &PgPool,
     queue: &leadq_queue::Queue,
+    sealer: &crate::pii::Sealer,
     tenant: uuid::Uuid,
     external_id: &str,
     actor: &str,
@@ -75,10 +78,13 @@ pub async fn erase(
     .bind(external_id)
     .execute(&mut *tx)
     .await?;
-    // The CRM's id of the contact, read before the lead (and its sync state) is deleted.
-    let crm_id: Option<String> = sqlx::query_scalar(
-        "select s.crm_id from crm_sync_state s join leads l on l.id = s.lead_id
-          where l.tenant_id = $1 and l.external_id = $2 and s.crm_id is not null",
+    // How the CRM knows the contact, read before the lead (and its sync state) is deleted:
+    // by its own id once a sync recorded one; by e-mail while a sync was wanted but none
+    // recorded an id (one may be in flight right now, or failed after HubSpot kept the
+    // record).
+    let in_crm: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+        "select s.crm_id, l.email from crm_sync_state s join leads l on l.id = s.lead_id
+          where l.tenant_id = $1 and l.external_id = $2",
     )
     .bind(tenant)
     .bind(external_id)
@@ -92,9 +98,21 @@ pub async fn erase(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    let crm = match (lead_id, crm_id) {
-        (Some(lead_id), Some(crm_id)) => {
-            let input = crate::integrations::hubspot::erase::EraseInput { lead_id, crm_id };
+    let target = match in_crm {
+        Some((Some(crm_id), _)) => Some((Some(crm_id), None)),
+        Some((None, Some(email))) => Some((
+            None,
+            Some(sealer.seal(tenant, crate::pii::field::EMAIL, &email)),
+        )),
+        _ => None,
+    };
+    let crm = match (lead_id, target) {
+        (Some(lead_id), Some((crm_id, email))) => {
+            let input = crate::integrations::hubspot::erase::EraseInput {
+                lead_id,
+                crm_id,
+                email,
+            };
             let envelope = leadq_queue::envelope::Envelope::new(
                 tenant,
                 format!("system:{}", crate::kinds::ERASURE),

@@ -1,9 +1,12 @@
 //! `crm_erase`: the right to be forgotten, carried into the tenant's HubSpot. An erasure
-//! (`DELETE /v1/leads/{id}`, `leadq lead erase`) of a lead the CRM holds enqueues one job with
-//! the CRM's object id (never the person's data); this asks HubSpot to delete the contact the
-//! GDPR way — `POST /crm/v3/objects/contacts/gdpr-delete` with `{"objectId": "<id>"}`, which
-//! deletes the record and its associations — and records each answer in the tenant's audit
-//! trail (`crm.erase`).
+//! (`DELETE /v1/leads/{id}`, `leadq lead erase`) of a lead the CRM may hold enqueues one job;
+//! this asks HubSpot to delete the contact the GDPR way —
+//! `POST /crm/v3/objects/contacts/gdpr-delete` with `{"objectId": "<HubSpot id>"}`, or, when a
+//! sync was wanted but recorded no id (one in flight, or one that failed after HubSpot kept
+//! the record), `{"objectId": "<e-mail>", "idProperty": "email"}` (the e-mail travels sealed;
+//! HubSpot blocks an e-mail it does not find from being recreated) — which deletes the record
+//! and its associations, and records each answer in the tenant's audit trail (`crm.erase`,
+//! with the CRM's id or `by: email`, never the address).
 //!
 //! Answers: 204 → erased; 404 → already gone (done: nothing of the person is left there);
 //! 429 → retried after HubSpot's window (a daily limit: at the next UTC midnight), no attempt
@@ -19,13 +22,18 @@ use tracing::Instrument;
 use super::client::{bearer, header_u64, next_utc_midnight, policy_of};
 use super::*;
 
-/// The `crm_erase` payload.
+/// The `crm_erase` payload: the contact by the CRM's own id, or else by e-mail (sealed, as
+/// personal data always travels).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EraseInput {
     /// The erased lead's id (its audit subject; the row itself is gone).
     pub lead_id: Uuid,
     /// The CRM's object id of the contact, as the last sync recorded it.
-    pub crm_id: String,
+    #[serde(default)]
+    pub crm_id: Option<String>,
+    /// The contact's e-mail, sealed ([`crate::pii`]), when no sync recorded an id.
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 /// How HubSpot answered, for the audit trail.
@@ -40,7 +48,28 @@ fn audit_outcome(r: &Result<&'static str, JobError>) -> &'static str {
 pub async fn run(job: Job<EraseInput>, deps: Data<Deps>) -> Result<(), JobError> {
     let meta = &job.meta;
     let tenant = meta.tenant_id;
-    let EraseInput { lead_id, crm_id } = &job.payload;
+    let EraseInput {
+        lead_id,
+        crm_id,
+        email,
+    } = &job.payload;
+    // HubSpot's GDPR delete by its own id, or by e-mail (which HubSpot then also blocks from
+    // being recreated, should an upsert still be in flight).
+    let body = match (crm_id, email) {
+        (Some(id), _) => serde_json::json!({ "objectId": id }),
+        (None, Some(sealed)) => {
+            let mut email = Some(sealed.clone());
+            deps.sealer
+                .open_in_place(tenant, crate::pii::field::EMAIL, &mut email)?;
+            serde_json::json!({ "objectId": email, "idProperty": "email" })
+        }
+        (None, None) => {
+            return Err(JobError::permanent(
+                "invalid_payload",
+                anyhow::anyhow!("a crm_erase job names neither the CRM's id nor an e-mail"),
+            ))
+        }
+    };
     let pool = &deps.pool;
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let conn = settings::crm_connection(&mut tx, &deps.sealer, tenant, false)
@@ -54,13 +83,14 @@ pub async fn run(job: Job<EraseInput>, deps: Data<Deps>) -> Result<(), JobError>
             JobError::permanent("crm_not_configured", anyhow::anyhow!("no CRM connection"))
         })?;
     tx.commit().await?;
-    let answer = delete(&deps, tenant, &conn, crm_id).await;
+    let answer = delete(&deps, tenant, &conn, body).await;
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     meta.auditor()
         .entry("crm.erase", &format!("lead:{lead_id}"))
         .outcome(audit_outcome(&answer))
         .details(serde_json::json!({
             "job_id": meta.job_id, "attempt": meta.attempt, "crm": "hubspot", "crm_id": crm_id,
+            "by": if crm_id.is_some() { "crm_id" } else { "email" },
         }))
         .record(&mut *tx)
         .await?;
@@ -70,12 +100,12 @@ pub async fn run(job: Job<EraseInput>, deps: Data<Deps>) -> Result<(), JobError>
     Ok(())
 }
 
-/// Asks HubSpot to delete contact `crm_id`: `Ok("ok")`, `Ok("already_gone")`, or why not.
+/// Sends HubSpot's GDPR delete with `body`: `Ok("ok")`, `Ok("already_gone")`, or why not.
 async fn delete(
     deps: &Deps,
     tenant: Uuid,
     conn: &CrmConnection,
-    crm_id: &str,
+    body: Value,
 ) -> Result<&'static str, JobError> {
     let token = bearer(deps, tenant, conn).await?;
     let url = format!("{}/crm/v3/objects/contacts/gdpr-delete", conn.base_url);
@@ -89,7 +119,7 @@ async fn delete(
         .http
         .post(&url)
         .bearer_auth(token)
-        .json(&serde_json::json!({ "objectId": crm_id }))
+        .json(&body)
         .send()
         .instrument(span)
         .await;
