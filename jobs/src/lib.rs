@@ -31,10 +31,14 @@
 //! # Job catalogue
 //! | kind             | payload                    | caused by                          | idempotency |
 //! |------------------|----------------------------|------------------------------------|-------------|
-//! | `lead_score`     | [`lead::LeadInput`]  | API key, Telegram webhook          | merge by `(tenant_id, external_id)`; no new version on replay |
+//! | `lead_score`     | [`lead::LeadPayload`] (v1 [`lead::LeadInput`], v2 [`lead::LeadInputV2`]) | API key, Telegram webhook | merge by `(tenant_id, external_id)`; no new version on replay |
 //! | `chatwoot_event` | [`integrations::chatwoot::EventInput`] | Chatwoot webhook | deduped on delivery and `(account, event, id)`; messages keyed by Chatwoot id |
 //! | `crm_sync`       | [`lead::sync::SyncInput`]  | `lead_score` / `chatwoot_event` handlers | one job per lead version; synced versions are never sent again |
 //! | `update_billing_limit` | [`ops::limits::Limits`] | operators                    | absolute values |
+//!
+//! Every payload type says which envelope versions it reads (`leadq_queue::payload`): all but
+//! `lead_score` read version 1 only; a version a payload does not read is dead-lettered
+//! `unsupported_version`.
 
 pub mod abuse;
 pub mod authz;

@@ -27,12 +27,12 @@ use apalis_core::worker::context::WorkerContext;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use leadq_platform::metrics as m;
-use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 pub use crate::ack::{AckLayer, AckService};
 use crate::envelope::{Envelope, JobMeta};
 pub use crate::job::{Job, JobObserver, JobReport, NoObserver, Rejection};
+pub use crate::payload::{Payload, PayloadError};
 use crate::settle::{owner, redis_backoff, redis_error, redis_settle, settle_with_retry, Settler};
 use crate::{Fetched, Leased, Queue, QueueError, Settle, Settled};
 /// The leases one worker process holds for one kind: job id → (lease owner token, shard).
@@ -279,8 +279,10 @@ impl KindRunner {
 
     /// Turns a leased job into a task, or dead-letters it when it is not a genuine, readable
     /// job of this kind. The signature is checked first: nothing in an unverified envelope is
-    /// acted on.
-    fn decode<P: DeserializeOwned>(&self, leased: Leased) -> Option<Task<Job<P>>> {
+    /// acted on. The payload is read for the envelope's `schema_version` ([`Payload`]): a
+    /// version this build does not read is dead-lettered `unsupported_version`, for re-drive
+    /// once workers that read it are deployed.
+    fn decode<P: Payload>(&self, leased: Leased) -> Option<Task<Job<P>>> {
         let kind = self.kind;
         let parsed = self
             .queue
@@ -297,8 +299,8 @@ impl KindRunner {
                     .id
                     .parse::<Uuid>()
                     .map_err(|e| ("bad_job_id", e.to_string()))?;
-                let payload = serde_json::from_value::<P>(env.payload)
-                    .map_err(|e| ("malformed_payload", e.to_string()))?;
+                let payload = P::from_versioned(env.schema_version, env.payload)
+                    .map_err(|e| (e.reason(), e.to_string()))?;
                 Ok(Job {
                     meta: JobMeta {
                         job_id,
@@ -448,7 +450,7 @@ impl<P> Drop for RedisBackend<P> {
     }
 }
 
-impl<P: DeserializeOwned + Send + 'static> RedisBackend<P> {
+impl<P: Payload + Send + 'static> RedisBackend<P> {
     /// Starts a fetch when none is under way and there is room for a worthwhile batch: the
     /// buffer is empty, or at least half a prefetch of leases is free. So the next jobs are
     /// usually at hand before the buffer runs dry, and a freed slot does not wait for a round
@@ -491,7 +493,7 @@ impl<P: DeserializeOwned + Send + 'static> RedisBackend<P> {
     }
 }
 
-impl<P: DeserializeOwned + Send + 'static> Backend for RedisBackend<P> {
+impl<P: Payload + Send + 'static> Backend for RedisBackend<P> {
     type Task = Task<Job<P>>;
     type Error = QueueError;
 

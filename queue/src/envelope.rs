@@ -2,7 +2,9 @@
 //!
 //! Producers of any version and workers of any version share queues during a rolling deploy,
 //! so the envelope only ever *gains* optional fields: never rename, never remove, never
-//! `deny_unknown_fields`. `schema_version` says which fields the producer knew about.
+//! `deny_unknown_fields`. `schema_version` says which fields the producer knew about, and
+//! which version of the kind's payload it wrote: the worker reads the payload for that version
+//! ([`crate::payload`]), and dead-letters one it does not read as `unsupported_version`.
 
 use std::collections::BTreeMap;
 
@@ -10,14 +12,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The envelope version this build writes.
+/// The envelope version this build writes by default, and the version of every payload that
+/// never changed. A producer sets a later one ([`Envelope::schema_version`]) only for content
+/// the earlier one cannot carry (README, "Payload versions").
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// A job as it sits in Redis.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Envelope {
-    /// Envelope format version (see [`SCHEMA_VERSION`]).
+    /// Envelope and payload format version (see [`SCHEMA_VERSION`]); a worker dead-letters a
+    /// version its kind does not read as `unsupported_version`.
     pub schema_version: u32,
     /// Producer-chosen unique id of the message; enqueueing the same id twice (per tenant and
     /// kind, within the dedupe TTL) enqueues one job.
@@ -73,6 +78,13 @@ impl Envelope {
     /// Sets the message id: the producer's idempotency key (see [`Envelope::message_id`]).
     pub fn message_id(mut self, id: impl Into<String>) -> Self {
         self.message_id = id.into();
+        self
+    }
+
+    /// Sets the version the payload is written in (its kind's payload type must read it, see
+    /// [`crate::payload::Payload`]).
+    pub fn schema_version(mut self, version: u32) -> Self {
+        self.schema_version = version;
         self
     }
 

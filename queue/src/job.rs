@@ -58,7 +58,8 @@ pub struct Rejection {
     pub job_id: String,
     /// The queue it came from.
     pub kind: &'static str,
-    /// Why: `bad_signature`, `malformed_envelope`, `wrong_kind`, …
+    /// Why: `bad_signature`, `malformed_envelope`, `wrong_kind`, `malformed_payload`,
+    /// `unsupported_version`, …
     pub reason: &'static str,
     /// The tenant the envelope claims, when it could be read. Unverified: never act on it.
     pub claimed_tenant: Option<Uuid>,

@@ -27,9 +27,10 @@
 //! - **Enqueue**: [`Queue::enqueue`] / [`Queue::enqueue_now`] a signed [`envelope::Envelope`]
 //!   as a [`NewJob`] (priority, `run_at`); [`Enqueued`] says whether it was a duplicate.
 //! - **Run**: [`backend::KindRunner`] and [`backend::RedisBackend`] (the apalis backend: fetch,
-//!   lease, settle through [`backend::AckLayer`]); handlers get a [`backend::Job`] and return
-//!   [`JobError`] (transient / permanent / rate-limited). [`upkeep`] keeps leases, heartbeats
-//!   and the reaper going.
+//!   lease, settle through [`backend::AckLayer`]); handlers get a [`backend::Job`] whose
+//!   payload type says which envelope versions it reads ([`payload::Payload`]; unknown ones
+//!   are dead-lettered `unsupported_version`) and return [`JobError`] (transient / permanent /
+//!   rate-limited). [`upkeep`] keeps leases, heartbeats and the reaper going.
 //! - **Read**: [`Queue::counts`], [`Queue::completions`] (per minute, [`Throughput`]),
 //!   [`Queue::workers`], [`Queue::dead_letters`], [`whereabouts`]; [`Queue::accepted`] (jobs
 //!   each tenant had accepted per kind and day, for billing).
@@ -57,7 +58,7 @@
 //! # Layout
 //! - `lib.rs`: [`Queue`], its connection and settings, the enqueue path and dedupe marks.
 //! - [`envelope`], [`signing`], [`error`]: the signed message every job travels in, and
-//!   [`JobError`].
+//!   [`JobError`]; [`payload`]: which envelope versions a payload type reads.
 //! - `keys.rs`: key names; one hash tag per queue shard, one per tenant's admission.
 //! - `conn.rs`: the standalone-or-Cluster connection and the Lua scripts (`lua/*.lua`).
 //! - `types.rs`: the values the API takes and returns.
@@ -84,6 +85,7 @@ mod job;
 mod keys;
 mod lease;
 pub mod locate;
+pub mod payload;
 pub mod probe;
 pub mod records;
 pub mod schedule;

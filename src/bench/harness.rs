@@ -27,6 +27,8 @@ pub(super) struct Payload {
     pad: String,
 }
 
+leadq_queue::v1_payload!(Payload);
+
 fn payload(seq: u64, t_enq: f64, bytes: usize) -> serde_json::Value {
     let base = serde_json::to_string(&json!({"seq": seq, "t_enq": t_enq, "pad": ""}))
         .map(|s| s.len())

@@ -28,6 +28,7 @@ mod observability;
 mod oncall;
 mod openapi;
 mod operators;
+mod payload_versions;
 mod process;
 mod roles;
 mod schedule;

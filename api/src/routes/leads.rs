@@ -1,4 +1,10 @@
 //! `POST /v1/leads` (enqueue a `lead_score` job) and `GET /v1/leads/{external_id}`.
+//!
+//! Payload versions (README, "Payload versions"): a body version 1 of the `lead_score` payload
+//! can carry is enqueued as version 1, byte for byte as before; only a body with content
+//! version 1 cannot carry (a yes/no answer, a `consent` block) is enqueued as version 2. So
+//! this producer needs workers that read version 2 only for the bodies that use it, and
+//! workers are deployed first.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +15,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use leadq_jobs::kinds;
-use leadq_jobs::lead::{FieldError, LeadInput};
+use leadq_jobs::lead::{Answer, Consent, FieldError, LeadInputV2};
 use leadq_jobs::ops::limits::Admission;
 use leadq_platform::apikey::scope;
 use leadq_platform::db::{self, Scope};
@@ -30,7 +36,8 @@ use crate::AppState;
     "external_id": "tg-1001", "source": "telegram", "name": "Ada Lovelace",
     "username": "ada", "phone": "+44 20 7946 0000", "email": "ada@example.com",
     "answers": {"budget": 20000, "timeline": "this quarter", "decision_maker": true},
-    "campaign": "spring-webinar", "message_id": "bot-msg-1001"
+    "campaign": "spring-webinar", "message_id": "bot-msg-1001",
+    "consent": {"marketing": true, "given_at": "2026-03-01T12:00:00Z", "text_version": "2026-01"}
 }))]
 pub struct CreateLead {
     /// The producer's id of the lead (unique per tenant): 1-128 printable ASCII characters,
@@ -52,11 +59,11 @@ pub struct CreateLead {
     /// An e-mail address.
     #[schema(format = Email, max_length = 254)]
     email: Option<String>,
-    /// Answers may be strings or numbers (`"budget": 20000`); they are stored as strings. At
-    /// most 50, named in at most 64 characters.
+    /// Answers may be strings, numbers (`"budget": 20000`) or yes/no (`true`); they are
+    /// stored as strings (`"20000"`, `"true"`). At most 50, named in at most 64 characters.
     #[serde(default)]
     #[schema(schema_with = answers_schema)]
-    answers: BTreeMap<String, AnswerValue>,
+    answers: BTreeMap<String, Answer>,
     /// The campaign that brought the lead (the first one recorded is kept); no control
     /// characters.
     #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,64}$")]
@@ -64,6 +71,10 @@ pub struct CreateLead {
     /// Producer's message id; the same id within the dedupe window enqueues one job.
     #[schema(pattern = r"^[\x21-\x7e]{1,128}$")]
     message_id: Option<String>,
+    /// The person's consent, recorded as audit evidence with the lead (never personal data).
+    /// Checked field by field here, so a bad one is a 422 with a field code.
+    #[schema(schema_with = consent_schema)]
+    consent: Option<serde_json::Value>,
 }
 
 /// `answers` as the contract states it: at most 50, named in 1-64 characters; each a string
@@ -95,26 +106,40 @@ fn answers_schema() -> utoipa::openapi::Object {
         .build()
 }
 
-/// A questionnaire answer.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum AnswerValue {
-    /// Text, at most 2,000 characters.
-    Text(String),
-    /// A number.
-    Number(serde_json::Number),
-    /// A yes/no answer.
-    Flag(bool),
-}
-
-impl AnswerValue {
-    fn into_string(self) -> String {
-        match self {
-            Self::Text(s) => s,
-            Self::Number(n) => n.to_string(),
-            Self::Flag(b) => b.to_string(),
-        }
-    }
+/// `consent` as the contract states it: what the person agreed to, when, under which text.
+fn consent_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "marketing",
+            ObjectBuilder::new()
+                .schema_type(Type::Boolean)
+                .description(Some("They agreed to marketing messages.")),
+        )
+        .required("marketing")
+        .property(
+            "given_at",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .description(Some("When they agreed (RFC 3339).")),
+        )
+        .required("given_at")
+        .property(
+            "text_version",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(64))
+                .pattern(Some(r"^[^\x00-\x1f\x7f-\x9f]{1,64}$"))
+                .description(Some("The version of the consent text they saw.")),
+        )
+        .description(Some(
+            "Consent evidence, recorded in the tenant's audit trail (`lead.consent`) when the \
+             lead is scored.",
+        ))
+        .build()
 }
 
 /// The answer to an accepted lead.
@@ -151,6 +176,9 @@ async fn rate_limited(app: &AppState, tenant: Uuid, scope: &'static str) {
 }
 
 /// `POST /v1/leads`.
+///
+/// Enqueued as a `lead_score` job: a body with a yes/no answer or `consent` travels as payload
+/// version 2, any other as version 1.
 #[utoipa::path(post, path = "/v1/leads", operation_id = "create_lead", tag = "leads",
     security(("api_key" = [])),
     request_body(content = CreateLead, description = "A lead as the Telegram bot collects it \
@@ -171,27 +199,33 @@ pub async fn create(
     let mut errs = Vec::new();
     let external_id = required(&mut errs, "external_id", body.external_id);
     let source = required(&mut errs, "source", body.source);
-    let lead = LeadInput {
+    let (consent, consent_errs) = match body.consent.as_ref().map(Consent::parse) {
+        None => (None, Vec::new()),
+        Some(Ok(c)) => (Some(c), Vec::new()),
+        Some(Err(e)) => (None, e),
+    };
+    // Version 2 only for what version 1 cannot carry (see the module docs).
+    let v2 = consent.is_some() || body.answers.values().any(Answer::is_flag);
+    let lead = LeadInputV2 {
         external_id,
         source,
         name: body.name,
         username: body.username,
         phone: body.phone,
         email: body.email,
-        answers: body
-            .answers
-            .into_iter()
-            .map(|(k, v)| (k, v.into_string()))
-            .collect(),
+        answers: body.answers,
         campaign: body.campaign,
         next_answer: None,
+        consent,
     };
+    // Validated in the shape the worker validates: version 1's (typed answers as text).
     // `required` already reported the missing ones; skip their duplicate "required".
-    for e in lead.validate() {
+    for e in lead.clone().into_v1().0.validate() {
         if !errs.iter().any(|x| x.field == e.field) {
             errs.push(e);
         }
     }
+    errs.extend(consent_errs);
     if let Some(id) = &body.message_id {
         if !envelope::valid_id(id) {
             errs.push(FieldError {
@@ -227,14 +261,22 @@ pub async fn create(
     let tenant = principal.tenant_id;
     app.sealer
         .seal_contact(tenant, &mut lead.email, &mut lead.phone);
-    let payload =
-        serde_json::to_value(&lead).map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
+    let (version, payload) = if v2 {
+        (2, serde_json::to_value(&lead))
+    } else {
+        (
+            envelope::SCHEMA_VERSION,
+            serde_json::to_value(lead.into_v1().0),
+        )
+    };
+    let payload = payload.map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
     let envelope = Envelope::new(
         principal.tenant_id,
         principal.actor(),
         kinds::LEAD_SCORE,
         payload,
     )
+    .schema_version(version)
     .message_id(message_id)
     .correlation_id(current_correlation_id());
     let e = app
@@ -242,7 +284,8 @@ pub async fn create(
         .enqueue_now(envelope)
         .await
         .map_err(ApiError::QueueUnavailable)?;
-    tracing::info!(job_id = %e.job_id, duplicate = e.duplicate, "Lead accepted.");
+    tracing::info!(job_id = %e.job_id, duplicate = e.duplicate, schema_version = version,
+        "Lead accepted.");
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {

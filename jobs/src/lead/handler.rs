@@ -1,30 +1,40 @@
 //! The `lead_score` job: open the sealed contact fields, validate again, apply the change
 //! through the lead store, audit it, and ask for a CRM sync when the store says so. Idempotent:
 //! the lead is keyed by `(tenant_id, external_id)` and a replayed change makes no new version.
+//!
+//! It reads payload versions 1 and 2 ([`LeadPayload`]; any other is dead-lettered
+//! `unsupported_version` before it gets here). Version 2 is normalized to the version 1 shape
+//! first, so both take the same path; the consent a version 2 job carries is recorded in the
+//! same transaction as the change, as a `lead.consent` audit entry (what was agreed to and
+//! when, the job id; no personal data), so the evidence is tamper-evident. Like the change, it
+//! is not recorded in shadow mode or for a lead erased after the job was made. A run repeated
+//! after a lost acknowledgement may record it twice, under the same `job_id`.
 
 use apalis_core::task::data::Data;
 use leadq_platform::db::{self, Scope};
 use leadq_queue::backend::Job;
 use leadq_queue::error::JobError;
 
-use crate::lead::{store, sync, LeadInput};
+use crate::lead::{store, sync, Consent, LeadPayload};
 use crate::pii::field;
 use crate::Deps;
 
 /// The `lead_score` handler.
-pub async fn run(job: Job<LeadInput>, deps: Data<Deps>) -> Result<(), JobError> {
+pub async fn run(job: Job<LeadPayload>, deps: Data<Deps>) -> Result<(), JobError> {
     let meta = &job.meta;
     let pool = &deps.pool;
     // The tenant and the principal were checked by the authorization layer
     // (`crate::authz`) before this runs.
     // Personal data travels sealed; open it for this tenant only.
-    let mut lead = job.payload;
+    let (mut lead, consent) = job.payload.into_v1();
     deps.sealer
         .open_in_place(meta.tenant_id, field::EMAIL, &mut lead.email)?;
     deps.sealer
         .open_in_place(meta.tenant_id, field::PHONE, &mut lead.phone)?;
     // The queue is not a trust boundary: validate again.
-    if let Some(first) = lead.validate().first() {
+    let mut errs = lead.validate();
+    errs.extend(consent.iter().flat_map(Consent::validate));
+    if let Some(first) = errs.first() {
         return Err(JobError::permanent(
             "invalid_payload",
             anyhow::anyhow!("invalid field {} ({})", first.field, first.code),
@@ -57,6 +67,16 @@ pub async fn run(job: Job<LeadInput>, deps: Data<Deps>) -> Result<(), JobError> 
                 "job_id": meta.job_id, "attempt": meta.attempt,
                 "version": applied.version,
                 "score": applied.score.score, "tier": applied.score.tier,
+            }))
+            .record(&mut *tx)
+            .await?;
+    }
+    if let Some(c) = &consent {
+        meta.auditor()
+            .entry("lead.consent", &format!("lead:{}", applied.lead_id))
+            .details(serde_json::json!({
+                "marketing": c.marketing, "given_at": c.given_at,
+                "text_version": c.text_version, "job_id": meta.job_id,
             }))
             .record(&mut *tx)
             .await?;

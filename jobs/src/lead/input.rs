@@ -1,13 +1,13 @@
-//! A lead change as producers send it: the `lead_score` payload and the change every other
-//! lead-changing job makes, and its validation (the API answers 422 with these field codes;
+//! A lead change as producers send it: the `lead_score` payload of version 1 (what version 2
+//! normalizes to, `input_v2.rs`) and the change every other lead-changing job makes, and its validation (the API answers 422 with these field codes;
 //! handlers validate again, since the queue is not a trust boundary).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// A lead as a producer sends it. Also the `lead_score` payload, where `email` and `phone` are
-/// sealed ([`crate::pii`]).
+/// A lead as a producer sends it. Also the `lead_score` payload of version 1, where `email` and
+/// `phone` are sealed ([`crate::pii`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LeadInput {
     /// The producer's id of the lead (e.g. `tg-<telegram user id>`), unique per tenant.

@@ -7,6 +7,9 @@
 //!
 //! # Layout
 //! - [`LeadInput`] / [`FieldError`] (`input.rs`): the change as producers send it, validated.
+//! - [`LeadPayload`] / [`LeadInputV2`] / [`Consent`] (`input_v2.rs`): the `lead_score` payload
+//!   versions workers read (1, and 2 with typed answers and consent), normalized to
+//!   [`LeadInput`].
 //! - [`store`]: merge a change, score it, version it, keep the score history, want a CRM sync.
 //! - [`scoring`]: the explainable rules, per-tenant weights and thresholds, tiers.
 //! - [`handler`]: the `lead_score` job.
@@ -16,9 +19,11 @@
 mod erase;
 pub mod handler;
 mod input;
+mod input_v2;
 pub mod scoring;
 pub mod store;
 pub mod sync;
 
 pub use erase::{erase, EraseError, Erased};
 pub use input::{FieldError, LeadInput};
+pub use input_v2::{Answer, Consent, LeadInputV2, LeadPayload};

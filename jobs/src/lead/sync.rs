@@ -20,6 +20,9 @@ pub struct SyncInput {
     pub version: i64,
 }
 
+// One version so far (`leadq_queue::payload`).
+leadq_queue::v1_payload!(SyncInput);
+
 /// Enqueues the `crm_sync` job for `version` of a lead, on behalf of the handler running
 /// `meta`'s job. The message id is per lead version: asking twice enqueues once.
 pub async fn request(

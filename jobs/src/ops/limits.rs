@@ -24,6 +24,9 @@ pub struct Limits {
     pub leads_per_day: i32,
 }
 
+// One version so far (`leadq_queue::payload`).
+leadq_queue::v1_payload!(Limits);
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

@@ -72,6 +72,9 @@ pub struct EventInput {
     pub change: Change,
 }
 
+// One version so far (`leadq_queue::payload`).
+leadq_queue::v1_payload!(EventInput);
+
 /// Seals the personal data of a normalised event for the queue.
 pub fn seal(input: &mut EventInput, tenant: Uuid, sealer: &crate::pii::Sealer) {
     sealer.seal_contact(tenant, &mut input.contact.email, &mut input.contact.phone);

@@ -36,6 +36,9 @@ pub struct EraseInput {
     pub email: Option<String>,
 }
 
+// One version so far (`leadq_queue::payload`).
+leadq_queue::v1_payload!(EraseInput);
+
 /// How HubSpot answered, for the audit trail.
 fn audit_outcome(r: &Result<&'static str, JobError>) -> &'static str {
     match r {
