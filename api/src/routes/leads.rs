@@ -108,9 +108,10 @@ fn answers_schema() -> utoipa::openapi::Object {
 
 /// `consent` as the contract states it: what the person agreed to, when, under which text.
 fn consent_schema() -> utoipa::openapi::Object {
-    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
     ObjectBuilder::new()
-        .schema_type(Type::Object)
+        // `null` is no consent block, as an absent one is.
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
         .property(
             "marketing",
             ObjectBuilder::new()
@@ -129,7 +130,8 @@ fn consent_schema() -> utoipa::openapi::Object {
         .property(
             "text_version",
             ObjectBuilder::new()
-                .schema_type(Type::String)
+                // Optional: `null` is the same as absent.
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
                 .min_length(Some(1))
                 .max_length(Some(64))
                 .pattern(Some(r"^[^\x00-\x1f\x7f-\x9f]{1,64}$"))
