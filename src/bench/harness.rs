@@ -109,6 +109,7 @@ fn queue_settings(a: &BenchArgs, r: Retention) -> QueueSettings {
         max_lease_expiries: 3,
         shutdown_timeout: Duration::from_secs(10),
         kinds,
+        worker_kinds: vec![KIND],
         dedupe_ttl: Duration::from_secs(r.dedupe_ttl_secs),
         keep_done: r.keep_done,
         keep_done_for: Duration::from_secs(r.keep_done_secs),

@@ -50,7 +50,8 @@ pub struct Cli {
 enum Command {
     /// Serve the HTTP API on LEADQ_API_ADDR.
     Api,
-    /// Run the workers of every job kind; health and metrics on LEADQ_WORKER_ADDR.
+    /// Run the workers of the kinds in LEADQ_WORKER_KINDS (default: every kind); health and
+    /// metrics on LEADQ_WORKER_ADDR.
     Worker,
     /// Apply pending database migrations.
     Migrate,

@@ -27,7 +27,7 @@ pub(super) fn api(runtime: &Runtime, settings: &Settings) -> ExitCode {
     exit_code(result)
 }
 
-/// `leadq worker`: runs the workers of every job kind.
+/// `leadq worker`: runs the workers of the kinds in `LEADQ_WORKER_KINDS` (default: all).
 pub(super) fn worker(runtime: &Runtime, settings: Settings) -> ExitCode {
     let result = {
         let _guard = telemetry::init(&settings, "leadq-worker", leadq_notify::layer(&settings));

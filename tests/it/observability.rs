@@ -72,6 +72,64 @@ async fn status_shows_the_live_worker_heartbeat_and_the_queue_counts() {
     app.stop().await;
 }
 
+/// `LEADQ_WORKER_KINDS`: a deployment per kind. A worker given only `chatwoot_event` never
+/// takes a lead; one given `lead_score` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_only_the_kinds_it_is_given() {
+    let app = spawn_app().await;
+    let only = |kind: &'static str| {
+        let mut settings = app.settings.clone();
+        settings.queue.worker_kinds = vec![kind];
+        leadq_testkit::TestWorker::spawn(settings)
+    };
+    let chat = only("chatwoot_event").await;
+    let res = app.post_lead(app.key(), &sample_lead("tg-kinds")).await;
+    assert_eq!(res.status(), 202);
+    let lead_queue = |s: &Value| {
+        s["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["kind"] == "lead_score")
+            .cloned()
+            .unwrap()
+    };
+    // The chat worker is fetching (it woke on the enqueue like any worker would) and still
+    // leaves the lead alone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s: Value = app
+        .get("/v1/status", app.operator_token())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        s["workers"][0]["kinds"],
+        serde_json::json!(["chatwoot_event"])
+    );
+    let q = lead_queue(&s);
+    assert_eq!(
+        (q["pending"].as_u64(), q["done"].as_u64()),
+        (Some(1), Some(0)),
+        "{q}"
+    );
+
+    let score = only("lead_score").await;
+    wait_for("the lead scored", Duration::from_secs(20), || async {
+        let s: Value = app
+            .get("/v1/status", app.operator_token())
+            .await
+            .json()
+            .await
+            .unwrap();
+        (lead_queue(&s)["done"] == 1).then_some(())
+    })
+    .await;
+    chat.stop().await;
+    score.stop().await;
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_answer_on_both_processes() {
     let app = spawn_app().await;

@@ -46,6 +46,7 @@ fn settings(prefix: &str) -> QueueSettings {
         max_lease_expiries: MAX_EXPIRIES,
         shutdown_timeout: Duration::from_secs(2),
         kinds,
+        worker_kinds: vec![KIND],
         dedupe_ttl: Duration::from_secs(600),
         keep_done: 1000,
         keep_done_for: Duration::from_secs(3600),

@@ -98,6 +98,15 @@ macro_rules! register_kind {
     }};
 }
 
+/// The kinds this worker has a handler for (each registered in `run_until_stopped`).
+const HANDLED: [&str; 5] = [
+    kinds::LEAD_SCORE,
+    kinds::CHATWOOT_EVENT,
+    kinds::CRM_SYNC,
+    kinds::CRM_ERASE,
+    kinds::UPDATE_BILLING_LIMIT,
+];
+
 /// A panic in a handler is a transient failure with code `panic`.
 fn on_panic(p: &Box<dyn std::any::Any + Send>) -> JobError {
     let msg = p
@@ -111,10 +120,19 @@ fn on_panic(p: &Box<dyn std::any::Any + Send>) -> JobError {
 impl Worker {
     /// Connects to PostgreSQL and Redis and binds the health server (port 0 picks one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let unhandled: Vec<_> = (settings.queue.worker_kinds.iter())
+            .filter(|kind| !HANDLED.contains(kind))
+            .collect();
+        anyhow::ensure!(
+            unhandled.is_empty(),
+            "this worker has no handler for {unhandled:?}"
+        );
         // A connection for every job that may run at once, and a few for the scheduler, the
         // run recorder and the health probe: fewer, and stalled jobs starve `/readyz` and
         // `leadq_dependency_up` (PostgreSQL would look down while it is only busy).
-        let concurrency: usize = settings.queue.kinds.values().map(|k| k.concurrency).sum();
+        let concurrency: usize = (settings.queue.worker_kinds.iter())
+            .map(|kind| settings.queue.kinds[kind].concurrency)
+            .sum();
         let pool_size = u32::try_from(concurrency + 4).unwrap_or(u32::MAX).max(10);
         let (pool, queue) = leadq_jobs::connect_stores(&settings, pool_size).await?;
         let listener = TcpListener::bind(settings.worker_addr)
@@ -175,6 +193,10 @@ impl Worker {
         leadq_platform::metrics::register_event_series();
         for kind in kinds::names() {
             leadq_platform::metrics::register_job_series(kind);
+        }
+        // Each kind's retry policy is published by the workers that run it, so a deployment
+        // per kind does not overwrite another's settings.
+        for kind in &settings.queue.worker_kinds {
             queue
                 .publish_policy(kind)
                 .await
@@ -189,18 +211,14 @@ impl Worker {
                 observer.clone(),
             )
         };
-        let score = runner(kinds::LEAD_SCORE);
-        let chatwoot = runner(kinds::CHATWOOT_EVENT);
-        let crm = runner(kinds::CRM_SYNC);
-        let crm_erase = runner(kinds::CRM_ERASE);
-        let billing = runner(kinds::UPDATE_BILLING_LIMIT);
-        let runners = vec![
-            score.clone(),
-            chatwoot.clone(),
-            crm.clone(),
-            crm_erase.clone(),
-            billing.clone(),
-        ];
+        // Only the kinds this process was given (LEADQ_WORKER_KINDS; every kind by default).
+        let runners: Vec<KindRunner> = settings
+            .queue
+            .worker_kinds
+            .iter()
+            .map(|kind| runner(kind))
+            .collect();
+        let runner_of = |kind: &str| runners.iter().find(|r| r.kind() == kind).cloned();
         let upkeep = Upkeep::new(runners.clone());
         upkeep.beat().await;
 
@@ -238,7 +256,7 @@ impl Worker {
                 tracing::error!(error = %error, "Health server failed.");
             }
         });
-        tracing::info!(worker_id = %worker_id, kinds = ?kinds::names(), "Worker started.");
+        tracing::info!(worker_id = %worker_id, kinds = ?settings.queue.worker_kinds, "Worker started.");
 
         let deps = Deps {
             pool: pool.clone(),
@@ -247,26 +265,22 @@ impl Worker {
             http: hubspot::http_client(),
             tenants,
         };
-        let monitor = Monitor::new();
-        let monitor = register_kind!(monitor, score, settings, deps, authz, lead::handler::run);
-        let monitor = register_kind!(
-            monitor,
-            chatwoot,
-            settings,
-            deps,
-            authz,
-            chatwoot::handler::run
-        );
-        let monitor = register_kind!(monitor, crm, settings, deps, authz, hubspot::run);
-        let monitor = register_kind!(
-            monitor,
-            crm_erase,
-            settings,
-            deps,
-            authz,
-            hubspot::erase::run
-        );
-        let monitor = register_kind!(monitor, billing, settings, deps, authz, limits::run_update);
+        let mut monitor = Monitor::new();
+        if let Some(r) = runner_of(kinds::LEAD_SCORE) {
+            monitor = register_kind!(monitor, r, settings, deps, authz, lead::handler::run);
+        }
+        if let Some(r) = runner_of(kinds::CHATWOOT_EVENT) {
+            monitor = register_kind!(monitor, r, settings, deps, authz, chatwoot::handler::run);
+        }
+        if let Some(r) = runner_of(kinds::CRM_SYNC) {
+            monitor = register_kind!(monitor, r, settings, deps, authz, hubspot::run);
+        }
+        if let Some(r) = runner_of(kinds::CRM_ERASE) {
+            monitor = register_kind!(monitor, r, settings, deps, authz, hubspot::erase::run);
+        }
+        if let Some(r) = runner_of(kinds::UPDATE_BILLING_LIMIT) {
+            monitor = register_kind!(monitor, r, settings, deps, authz, limits::run_update);
+        }
         let monitor = monitor
             .should_restart(|_, error| {
                 tracing::error!(error = %error, "A worker stopped with an error; restarting it.");
@@ -311,5 +325,17 @@ impl Worker {
         let _ = health_task.await;
         tracing::info!(worker_id = %worker_id, "Worker stopped.");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_kind_of_the_catalogue_has_a_handler() {
+        let mut handled = super::HANDLED.to_vec();
+        let mut catalogue = leadq_jobs::kinds::names();
+        handled.sort_unstable();
+        catalogue.sort_unstable();
+        assert_eq!(handled, catalogue);
     }
 }

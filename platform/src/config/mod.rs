@@ -89,6 +89,9 @@ pub struct QueueSettings {
     pub shutdown_timeout: Duration,
     /// Per-kind settings, keyed by kind.
     pub kinds: BTreeMap<&'static str, KindSettings>,
+    /// The kinds a worker process runs (`LEADQ_WORKER_KINDS`, a comma-separated list; every
+    /// kind when unset), so each kind can be deployed and scaled on its own.
+    pub worker_kinds: Vec<&'static str>,
     /// How long a `message_id` is remembered for deduplication at enqueue.
     pub dedupe_ttl: Duration,
     /// Completed job ids kept for inspection (the count cap of the `done` set).
@@ -268,6 +271,34 @@ impl Reader<'_> {
             .get(name)
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
+    }
+
+    /// `LEADQ_WORKER_KINDS`: known kinds only, at least one, each once; every kind if unset.
+    fn worker_kinds(&mut self, kinds: &[KindDefaults]) -> Vec<&'static str> {
+        let all = || kinds.iter().map(|d| d.kind).collect::<Vec<_>>();
+        let vars = self.vars; // borrowed apart from `self`, which records problems below
+        let Some(list) = vars
+            .get("LEADQ_WORKER_KINDS")
+            .filter(|s| !s.trim().is_empty())
+        else {
+            return all();
+        };
+        let mut chosen = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match kinds.iter().find(|d| d.kind == name) {
+                Some(d) if !chosen.contains(&d.kind) => chosen.push(d.kind),
+                Some(_) => {}
+                None => self.problems.push(format!(
+                    "LEADQ_WORKER_KINDS names an unknown kind {name:?} (known: {})",
+                    all().join(", ")
+                )),
+            }
+        }
+        if chosen.is_empty() {
+            self.problems
+                .push("LEADQ_WORKER_KINDS names no kind; unset it to run every kind".into());
+        }
+        chosen
     }
 
     fn secret(&mut self, name: &str, required: bool) -> Option<Secret> {
@@ -569,6 +600,7 @@ impl Settings {
             }
             kind_settings.insert(d.kind, s);
         }
+        let worker_kinds = r.worker_kinds(kinds);
 
         if environment == "production" {
             r.problems.extend(production::problems(
@@ -616,6 +648,7 @@ impl Settings {
                 max_lease_expiries,
                 shutdown_timeout,
                 kinds: kind_settings,
+                worker_kinds,
                 dedupe_ttl,
                 keep_done,
                 keep_done_for,
@@ -763,6 +796,42 @@ mod tests {
         assert_eq!(s.worker_addr.to_string(), WORKER_ADDR_DEFAULT);
         let k = &s.queue.kinds["lead_score"];
         assert_eq!((k.max_attempts, k.concurrency), (3, 8));
+        assert_eq!(
+            s.queue.worker_kinds,
+            ["lead_score"],
+            "every kind when unset"
+        );
+    }
+
+    #[test]
+    fn a_worker_runs_the_kinds_it_is_given_and_only_known_ones() {
+        let two = [
+            KINDS[0],
+            KindDefaults {
+                kind: "crm_sync",
+                ..KINDS[0]
+            },
+        ];
+        let load = |list: &str| {
+            Settings::load(
+                &vars(&[
+                    ("DATABASE_URL", "postgres://a/b"),
+                    ("REDIS_URL", "redis://127.0.0.1/"),
+                    ("LEADQ_WORKER_KINDS", list),
+                ]),
+                ALL,
+                &two,
+            )
+        };
+        let s = load(" crm_sync ,crm_sync").unwrap();
+        assert_eq!(s.queue.worker_kinds, ["crm_sync"]);
+        let err = load("crm_sync,lead_scor").unwrap_err().to_string();
+        assert!(
+            err.contains("unknown kind \"lead_scor\" (known: lead_score, crm_sync)"),
+            "{err}"
+        );
+        let err = load(" , ").unwrap_err().to_string();
+        assert!(err.contains("names no kind"), "{err}");
     }
 
     #[test]

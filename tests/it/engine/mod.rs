@@ -81,6 +81,7 @@ fn settings(prefix: &str, max_attempts: u32, base_ms: u64) -> QueueSettings {
         max_lease_expiries: 2,
         shutdown_timeout: Duration::from_secs(5),
         kinds,
+        worker_kinds: vec![KIND],
         dedupe_ttl: Duration::from_secs(600),
         keep_done: 100,
         keep_done_for: Duration::from_secs(3600),
