@@ -17,6 +17,7 @@
 //! - `audit`: `audit verify`.
 //! - `dlq`: `dlq list|show|redrive|purge`.
 //! - `queue`: `queue tenant <slug> <kind> show|pause|resume|cap|uncap|weight`.
+//! - `config`: `config check api|worker|migrate` (the settings, validated, nothing connected).
 //! - `bench`: the runtime and logs of `bench` (the benchmark itself is [`crate::bench`]).
 
 use std::process::ExitCode;
@@ -28,6 +29,7 @@ use leadq_platform::config::{Needs, Settings};
 mod audit;
 mod bench;
 mod billing;
+mod config;
 mod dlq;
 mod doctor;
 mod key;
@@ -118,6 +120,11 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
     /// Queue benchmark (docs/bench-protocol.md); prints one JSON line.
     Bench(crate::bench::BenchArgs),
     /// Release-readiness checklist; exit 1 when any check fails.
@@ -132,7 +139,9 @@ impl Command {
     fn needs(&self) -> Option<Needs> {
         match self {
             // Doctor reads its own settings: an invalid one is a failed check in its report.
-            Command::Bench(_) | Command::Doctor(_) | Command::Openapi => None,
+            Command::Bench(_) | Command::Doctor(_) | Command::Openapi | Command::Config { .. } => {
+                None
+            }
             Command::Api
             | Command::Worker
             | Command::Lead { .. }
@@ -203,6 +212,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         (Command::Doctor(args), _) => doctor::run(rt, args),
+        (Command::Config { command }, _) => config::run(command),
         (Command::Api, Some(s)) => serve::api(rt, &s),
         (Command::Worker, Some(s)) => serve::worker(rt, s),
         (Command::Migrate, Some(s)) => migrate::run(rt, &s),

@@ -13,6 +13,7 @@ mod billing;
 mod chaos;
 mod chat_sla;
 mod cluster;
+mod config_check;
 mod console;
 mod console_api;
 mod crm;

@@ -18,6 +18,7 @@ use std::time::Duration;
 mod console;
 mod edge;
 mod keys;
+mod kinds;
 mod oncall;
 mod production;
 mod tls;
@@ -271,34 +272,6 @@ impl Reader<'_> {
             .get(name)
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
-    }
-
-    /// `LEADQ_WORKER_KINDS`: known kinds only, at least one, each once; every kind if unset.
-    fn worker_kinds(&mut self, kinds: &[KindDefaults]) -> Vec<&'static str> {
-        let all = || kinds.iter().map(|d| d.kind).collect::<Vec<_>>();
-        let vars = self.vars; // borrowed apart from `self`, which records problems below
-        let Some(list) = vars
-            .get("LEADQ_WORKER_KINDS")
-            .filter(|s| !s.trim().is_empty())
-        else {
-            return all();
-        };
-        let mut chosen = Vec::new();
-        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match kinds.iter().find(|d| d.kind == name) {
-                Some(d) if !chosen.contains(&d.kind) => chosen.push(d.kind),
-                Some(_) => {}
-                None => self.problems.push(format!(
-                    "LEADQ_WORKER_KINDS names an unknown kind {name:?} (known: {})",
-                    all().join(", ")
-                )),
-            }
-        }
-        if chosen.is_empty() {
-            self.problems
-                .push("LEADQ_WORKER_KINDS names no kind; unset it to run every kind".into());
-        }
-        chosen
     }
 
     fn secret(&mut self, name: &str, required: bool) -> Option<Secret> {
@@ -568,39 +541,7 @@ impl Settings {
         let oncall = oncall::read(&mut r);
         let edge = edge::read(&mut r);
         let console = console::read(&mut r);
-        let mut kind_settings = BTreeMap::new();
-        for d in kinds {
-            let up = d.kind.to_ascii_uppercase();
-            let s = KindSettings {
-                concurrency: r.positive(
-                    &format!("LEADQ_{up}_CONCURRENCY"),
-                    d.concurrency,
-                    "a whole number",
-                ),
-                max_attempts: r.positive(
-                    &format!("LEADQ_{up}_MAX_ATTEMPTS"),
-                    d.max_attempts,
-                    "a whole number",
-                ),
-                backoff_base: r.millis(&format!("LEADQ_{up}_BACKOFF_BASE_MS"), d.backoff_base),
-                backoff_max: r.millis(&format!("LEADQ_{up}_BACKOFF_MAX_MS"), d.backoff_max),
-                timeout: r.millis(&format!("LEADQ_{up}_TIMEOUT_MS"), d.timeout),
-            };
-            if s.backoff_max < s.backoff_base {
-                r.problems.push(format!(
-                    "LEADQ_{up}_BACKOFF_MAX_MS must not be less than LEADQ_{up}_BACKOFF_BASE_MS"
-                ));
-            }
-            if s.timeout >= lease * 20 {
-                // Leases are renewed while a job runs, so a long timeout is fine; this only
-                // guards against a typo of several orders of magnitude.
-                r.problems.push(format!(
-                    "LEADQ_{up}_TIMEOUT_MS is more than 20 leases (LEADQ_LEASE_MS); check the units"
-                ));
-            }
-            kind_settings.insert(d.kind, s);
-        }
-        let worker_kinds = r.worker_kinds(kinds);
+        let (kind_settings, worker_kinds) = kinds::read(&mut r, kinds, lease);
 
         if environment == "production" {
             r.problems.extend(production::problems(
@@ -684,10 +625,10 @@ impl Settings {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const KINDS: &[KindDefaults] = &[KindDefaults {
+    pub(super) const KINDS: &[KindDefaults] = &[KindDefaults {
         kind: "lead_score",
         concurrency: 8,
         max_attempts: 5,
@@ -695,13 +636,13 @@ mod tests {
         backoff_max: Duration::from_secs(60),
         timeout: Duration::from_secs(30),
     }];
-    const ALL: Needs = Needs {
+    pub(super) const ALL: Needs = Needs {
         database: true,
         redis: true,
         keys: false,
     };
 
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pub(super) fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -801,37 +742,6 @@ mod tests {
             ["lead_score"],
             "every kind when unset"
         );
-    }
-
-    #[test]
-    fn a_worker_runs_the_kinds_it_is_given_and_only_known_ones() {
-        let two = [
-            KINDS[0],
-            KindDefaults {
-                kind: "crm_sync",
-                ..KINDS[0]
-            },
-        ];
-        let load = |list: &str| {
-            Settings::load(
-                &vars(&[
-                    ("DATABASE_URL", "postgres://a/b"),
-                    ("REDIS_URL", "redis://127.0.0.1/"),
-                    ("LEADQ_WORKER_KINDS", list),
-                ]),
-                ALL,
-                &two,
-            )
-        };
-        let s = load(" crm_sync ,crm_sync").unwrap();
-        assert_eq!(s.queue.worker_kinds, ["crm_sync"]);
-        let err = load("crm_sync,lead_scor").unwrap_err().to_string();
-        assert!(
-            err.contains("unknown kind \"lead_scor\" (known: lead_score, crm_sync)"),
-            "{err}"
-        );
-        let err = load(" , ").unwrap_err().to_string();
-        assert!(err.contains("names no kind"), "{err}");
     }
 
     #[test]
