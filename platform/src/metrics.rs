@@ -54,6 +54,11 @@ pub const SECURITY_EVENTS_TOTAL: &str = "leadq_security_events_total";
 /// `baseline` for a baseline whose signature does not verify).
 pub const BILLING_DISCREPANCIES: &str = "leadq_billing_discrepancies";
 
+/// Counter: jobs scored both ways for a tenant with candidate scoring rules, by `kind` and
+/// `outcome`: `agree` (same tier), `disagree`, or `shadow_only` (the kind runs in shadow mode:
+/// no live outcome). `leadq shadow report` has the detail per tenant.
+pub const SHADOW_COMPARISONS_TOTAL: &str = "leadq_shadow_comparisons_total";
+
 /// Counter: audit rows linked into their chain by a sealer (`leadq_platform::audit::seal`).
 pub const AUDIT_ROWS_SEALED_TOTAL: &str = "leadq_audit_rows_sealed_total";
 

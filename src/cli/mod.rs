@@ -18,6 +18,7 @@
 //! - `dlq`: `dlq list|show|redrive|purge`.
 //! - `queue`: `queue tenant <slug> <kind> show|pause|resume|cap|uncap|weight`.
 //! - `config`: `config check api|worker|migrate` (the settings, validated, nothing connected).
+//! - `shadow`: `shadow rules|clear|report` (candidate scoring rules compared with the live).
 //! - `bench`: the runtime and logs of `bench` (the benchmark itself is [`crate::bench`]).
 
 use std::process::ExitCode;
@@ -38,6 +39,7 @@ mod migrate;
 mod operator;
 mod queue;
 mod serve;
+mod shadow;
 mod tenant;
 
 /// leadq: multi-tenant job-queue platform for lead qualification, CRM sync and chat events.
@@ -120,6 +122,14 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Shadow comparison: candidate scoring rules run beside a tenant's live ones (audited).
+    Shadow {
+        #[command(subcommand)]
+        command: shadow::ShadowCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>`.
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -168,6 +178,7 @@ impl Command {
             | Command::Tenant { .. }
             | Command::Audit { .. }
             | Command::Operator { .. }
+            | Command::Shadow { .. }
             | Command::Key { .. } => Some(Needs {
                 database: true,
                 redis: false,
@@ -226,6 +237,7 @@ pub fn main() -> ExitCode {
         (Command::Billing { command, operator }, Some(s)) => {
             billing::run(rt, &s, &operator, command)
         }
+        (Command::Shadow { command, operator }, Some(s)) => shadow::run(rt, &s, &operator, command),
         (Command::Dlq { command, operator }, Some(s)) => dlq::run(rt, &s, &operator, command),
         (Command::Queue { command, operator }, Some(s)) => queue::run(rt, &s, &operator, command),
         (_, None) => exit_code(Err(anyhow::anyhow!(

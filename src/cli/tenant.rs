@@ -94,7 +94,7 @@ pub(super) struct TenantUpdateArgs {
     warm_threshold: Option<u8>,
 }
 
-fn parse_weight(s: &str) -> Result<(String, u8), String> {
+pub(super) fn parse_weight(s: &str) -> Result<(String, u8), String> {
     let (rule, points) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not RULE=POINTS"))?;

@@ -36,6 +36,7 @@ mod schedule;
 mod secrets;
 mod security;
 mod sentry;
+mod shadow;
 mod tenant_context;
 mod tls;
 mod tracing;

@@ -15,7 +15,7 @@ use leadq_platform::db::{self, Scope};
 use leadq_queue::backend::Job;
 use leadq_queue::error::JobError;
 
-use crate::lead::{store, sync, Consent, LeadPayload};
+use crate::lead::{shadow, store, sync, Consent, LeadPayload};
 use crate::pii::field;
 use crate::Deps;
 
@@ -49,6 +49,15 @@ pub async fn run(job: Job<LeadPayload>, deps: Data<Deps>) -> Result<(), JobError
             .details(serde_json::json!({"would_score": s.score, "would_tier": s.tier}))
             .record(&mut *tx)
             .await?;
+        shadow::record(
+            &mut tx,
+            meta,
+            crate::kinds::LEAD_SCORE,
+            &format!("job:{}", meta.job_id),
+            None,
+            &s,
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(
             score = s.score,
@@ -70,6 +79,18 @@ pub async fn run(job: Job<LeadPayload>, deps: Data<Deps>) -> Result<(), JobError
             }))
             .record(&mut *tx)
             .await?;
+    }
+    if let (true, Some(candidate)) = (applied.changed, &applied.candidate) {
+        let subject = format!("lead:{}", applied.lead_id);
+        shadow::record(
+            &mut tx,
+            meta,
+            crate::kinds::LEAD_SCORE,
+            &subject,
+            Some(&applied.score),
+            candidate,
+        )
+        .await?;
     }
     if let Some(c) = &consent {
         meta.auditor()

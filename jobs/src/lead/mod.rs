@@ -13,6 +13,7 @@
 //! - [`store`]: merge a change, score it, version it, keep the score history, want a CRM sync.
 //! - [`scoring`]: the explainable rules, per-tenant weights and thresholds, tiers.
 //! - [`handler`]: the `lead_score` job.
+//! - [`shadow`]: candidate scoring rules run beside the live ones; the comparison report.
 //! - [`sync`]: the CRM sync request a changed lead may need (the `crm_sync` payload).
 //! - [`erase`] / [`Erased`] (`erase.rs`): the right to be forgotten.
 
@@ -21,6 +22,7 @@ pub mod handler;
 mod input;
 mod input_v2;
 pub mod scoring;
+pub mod shadow;
 pub mod store;
 pub mod sync;
 

@@ -167,21 +167,45 @@ impl Rules {
 
     /// The tenant's rules, or the defaults when it set none.
     pub async fn load(conn: &mut sqlx::PgConnection, tenant: Uuid) -> Result<Self, sqlx::Error> {
-        type Row = (sqlx::types::Json<BTreeMap<String, u8>>, i32, i32);
-        let row: Option<Row> = sqlx::query_as(
-            "select weights, hot_threshold, warm_threshold from scoring_rules where tenant_id = $1",
+        Ok(Self::load_with_candidate(conn, tenant).await?.0)
+    }
+
+    /// The tenant's live rules and its candidate rules, if any (`crate::lead::shadow`), in one
+    /// round trip: the candidate costs a tenant without one nothing.
+    pub async fn load_with_candidate(
+        conn: &mut sqlx::PgConnection,
+        tenant: Uuid,
+    ) -> Result<(Self, Option<Self>), sqlx::Error> {
+        type Weights = sqlx::types::Json<BTreeMap<String, u8>>;
+        type Row = (
+            Option<Weights>,
+            Option<i32>,
+            Option<i32>,
+            Option<Weights>,
+            Option<i32>,
+            Option<i32>,
+        );
+        let (w, hot, warm, cw, chot, cwarm): Row = sqlx::query_as(
+            "select r.weights, r.hot_threshold, r.warm_threshold,
+                    c.weights, c.hot_threshold, c.warm_threshold
+               from (select $1::uuid as tenant_id) t
+               left join scoring_rules r on r.tenant_id = t.tenant_id
+               left join scoring_rules_candidate c on c.tenant_id = t.tenant_id",
         )
         .bind(tenant)
-        .fetch_optional(conn)
+        .fetch_one(conn)
         .await?;
-        Ok(match row {
+        let rules = |w: Option<Weights>, hot: Option<i32>, warm: Option<i32>| Rules {
+            weights: w.map(|w| w.0).unwrap_or_else(|| Rules::default().weights),
+            hot_threshold: hot.and_then(|h| u8::try_from(h).ok()).unwrap_or(70),
+            warm_threshold: warm.and_then(|w| u8::try_from(w).ok()).unwrap_or(40),
+        };
+        let live = match w {
             None => Rules::default(),
-            Some((w, hot, warm)) => Rules {
-                weights: w.0,
-                hot_threshold: u8::try_from(hot).unwrap_or(70),
-                warm_threshold: u8::try_from(warm).unwrap_or(40),
-            },
-        })
+            w => rules(w, hot, warm),
+        };
+        let candidate = cw.map(|cw| rules(Some(cw), chot, cwarm));
+        Ok((live, candidate))
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Applied {
     pub score: Score,
     /// A CRM sync is wanted up to this version: enqueue `crm_sync` (see [`crate::integrations::hubspot`]).
     pub sync: Option<i64>,
+    /// The score the tenant's candidate rules give the same version, when it has candidate
+    /// rules (shadow comparison, [`crate::lead::shadow`]).
+    pub candidate: Option<Score>,
 }
 
 /// Holds the lead `external_id` of `tenant` until the transaction ends: a job's write and an
@@ -295,7 +298,7 @@ pub async fn apply_to_existing(
     .await?;
     let mut lead = stored.clone();
     merge(&mut lead, input);
-    let s = score_of(conn, tenant, &lead).await?;
+    let (s, candidate) = score_of(conn, tenant, &lead).await?;
     lead.score = Some(i32::from(s.score));
     lead.tier = Some(s.tier.as_str().to_owned());
     lead.reasons = sqlx::types::Json(s.reasons.clone());
@@ -353,6 +356,7 @@ pub async fn apply_to_existing(
         changed,
         score: s,
         sync,
+        candidate,
     })
 }
 
@@ -414,27 +418,29 @@ pub async fn preview(
         qualified_at: None,
     });
     merge(&mut lead, input);
-    score_of(conn, tenant, &lead).await
+    Ok(score_of(conn, tenant, &lead).await?.0)
 }
 
-/// The score of `lead` as it stands, with its chat messages and the tenant's rules.
+/// The score of `lead` as it stands, with its chat messages and the tenant's rules; and with
+/// its candidate rules, when it has any.
 async fn score_of(
     conn: &mut PgConnection,
     tenant: Uuid,
     lead: &Stored,
-) -> Result<Score, sqlx::Error> {
+) -> Result<(Score, Option<Score>), sqlx::Error> {
     let inbound: i64 = sqlx::query_scalar("select count(*) from lead_messages where lead_id = $1")
         .bind(lead.id)
         .fetch_one(&mut *conn)
         .await?;
-    let rules = Rules::load(conn, tenant).await?;
-    Ok(scoring::score(
-        Facts {
-            answers: &lead.answers.0,
-            reachable: lead.email.is_some() || lead.phone.is_some(),
-            inbound_messages: inbound,
-        },
-        &rules,
+    let (rules, candidate) = Rules::load_with_candidate(conn, tenant).await?;
+    let facts = Facts {
+        answers: &lead.answers.0,
+        reachable: lead.email.is_some() || lead.phone.is_some(),
+        inbound_messages: inbound,
+    };
+    Ok((
+        scoring::score(facts, &rules),
+        candidate.map(|c| scoring::score(facts, &c)),
     ))
 }
 

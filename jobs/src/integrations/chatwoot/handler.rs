@@ -9,7 +9,7 @@ use leadq_queue::backend::Job;
 use leadq_queue::error::JobError;
 
 use super::{Change, EventInput};
-use crate::lead::{store, sync, LeadInput};
+use crate::lead::{shadow, store, sync, LeadInput};
 use crate::pii::field;
 use crate::Deps;
 
@@ -120,6 +120,18 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         }))
         .record(&mut *tx)
         .await?;
+    if let (true, Some(candidate)) = (applied.changed, &applied.candidate) {
+        let subject = format!("lead:{lead_id}");
+        shadow::record(
+            &mut tx,
+            meta,
+            crate::kinds::CHATWOOT_EVENT,
+            &subject,
+            Some(&applied.score),
+            candidate,
+        )
+        .await?;
+    }
     tx.commit().await?;
     if let Some(waited) = waited {
         metrics::histogram!(m::CHAT_FIRST_REPLY_SECONDS).record(waited.as_secs_f64());
