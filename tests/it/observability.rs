@@ -96,13 +96,12 @@ async fn a_worker_runs_only_the_kinds_it_is_given() {
     };
     // The chat worker is fetching (it woke on the enqueue like any worker would) and still
     // leaves the lead alone.
+    let status = || async {
+        let res = app.get("/v1/status", app.operator_token()).await;
+        res.json::<Value>().await.unwrap()
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let s: Value = app
-        .get("/v1/status", app.operator_token())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let s = status().await;
     assert_eq!(
         s["workers"][0]["kinds"],
         serde_json::json!(["chatwoot_event"])
@@ -116,13 +115,7 @@ async fn a_worker_runs_only_the_kinds_it_is_given() {
 
     let score = only("lead_score").await;
     wait_for("the lead scored", Duration::from_secs(20), || async {
-        let s: Value = app
-            .get("/v1/status", app.operator_token())
-            .await
-            .json()
-            .await
-            .unwrap();
-        (lead_queue(&s)["done"] == 1).then_some(())
+        (lead_queue(&status().await)["done"] == 1).then_some(())
     })
     .await;
     chat.stop().await;

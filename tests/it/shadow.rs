@@ -61,6 +61,16 @@ async fn candidate_rules_are_compared_with_the_live_ones_on_every_new_version() 
         }
     };
 
+    let set_mode = |mode: &'static str| {
+        let (pool, slug) = (&app.db.pool, &slug);
+        async move {
+            let by = "operator:test";
+            leadq_platform::tenant::set_kind_mode(pool, by, slug, "lead_score", mode)
+                .await
+                .unwrap();
+        }
+    };
+
     // Refused input names the problem; nothing is stored.
     let (rc, _) = shadow(
         &app,
@@ -121,29 +131,13 @@ async fn candidate_rules_are_compared_with_the_live_ones_on_every_new_version() 
     assert_eq!(r["shadow_only"], 0);
 
     // A kind in shadow mode has only a would-be outcome.
-    leadq_platform::tenant::set_kind_mode(
-        &app.db.pool,
-        "operator:test",
-        &slug,
-        "lead_score",
-        "shadow",
-    )
-    .await
-    .unwrap();
+    set_mode("shadow").await;
     post(sample_lead("tg-shadow")).await;
     let r = report_when(&app, "shadow_only", 1).await;
     assert_eq!(r["compared"], 3);
 
     // Cleared: comparisons stop, the recorded ones stay; both changes are audited.
-    leadq_platform::tenant::set_kind_mode(
-        &app.db.pool,
-        "operator:test",
-        &slug,
-        "lead_score",
-        "enabled",
-    )
-    .await
-    .unwrap();
+    set_mode("enabled").await;
     let (rc, cleared) = shadow(&app, &["clear", &slug]);
     assert_eq!((rc, &cleared["cleared"]), (0, &json!(true)));
     post(sample_lead("tg-after")).await;
