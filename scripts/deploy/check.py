@@ -349,10 +349,12 @@ def check_config(where, objs, leadq, problems):
                     problems.add(at, (r.stderr or r.stdout).strip())
                 elif role == "worker":
                     groups[obj["metadata"]["name"]] = env.get("LEADQ_WORKER_KINDS", "")
-                    everything = {k: v for k, v in env.items() if k != "LEADQ_WORKER_KINDS"}
-                    out = subprocess.run([leadq, "config", "check", "worker"], env=everything,
-                                         capture_output=True, text=True).stdout
-                    catalogue = re.search(r"worker of (\S+)", out).group(1).split(",")
+                    if catalogue is None:  # every kind: the same environment, kinds unset
+                        everything = {k: v for k, v in env.items() if k != "LEADQ_WORKER_KINDS"}
+                        out = subprocess.run([leadq, "config", "check", "worker"],
+                                             env=everything, capture_output=True,
+                                             text=True).stdout
+                        catalogue = re.search(r"worker of (\S+)", out).group(1).split(",")
     if not groups or catalogue is None:
         problems.add(where, "no worker Deployment whose configuration loads")
         return
