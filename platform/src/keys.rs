@@ -118,9 +118,7 @@ pub struct KeyInfo {
 }
 
 async fn tenant_id(pool: &PgPool, slug: &str) -> Result<Uuid, KeyError> {
-    sqlx::query_scalar("select id from tenants where slug = $1")
-        .bind(slug)
-        .fetch_optional(pool)
+    crate::tenant::id_by_slug(pool, slug)
         .await?
         .ok_or_else(|| KeyError::UnknownTenant(slug.to_owned()))
 }

@@ -114,6 +114,14 @@ pub async fn create(pool: &PgPool, slug: &str, actor: &str) -> Result<CreatedTen
     })
 }
 
+/// The id of the tenant `slug`, as operators name tenants; `None` when there is none.
+pub async fn id_by_slug(pool: &PgPool, slug: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("select id from tenants where slug = $1")
+        .bind(slug)
+        .fetch_optional(pool)
+        .await
+}
+
 /// Sets how the tenant `slug` runs job `kind`: `enabled`, `shadow` (run without side effects,
 /// record the would-be outcome) or `disabled` (refused as unauthorized). Audited.
 pub async fn set_kind_mode(
@@ -123,9 +131,7 @@ pub async fn set_kind_mode(
     kind: &str,
     mode: &str,
 ) -> Result<Uuid, TenantError> {
-    let tenant_id: Uuid = sqlx::query_scalar("select id from tenants where slug = $1")
-        .bind(slug)
-        .fetch_optional(pool)
+    let tenant_id = id_by_slug(pool, slug)
         .await?
         .ok_or_else(|| TenantError::Unknown(slug.to_owned()))?;
     let mut tx = crate::db::begin(pool, crate::db::Scope::Tenant(tenant_id)).await?;

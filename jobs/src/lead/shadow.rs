@@ -79,9 +79,7 @@ pub async fn record(
 }
 
 async fn tenant_id(pool: &PgPool, slug: &str) -> Result<Uuid, ShadowError> {
-    sqlx::query_scalar("select id from tenants where slug = $1")
-        .bind(slug)
-        .fetch_optional(pool)
+    leadq_platform::tenant::id_by_slug(pool, slug)
         .await?
         .ok_or_else(|| ShadowError::UnknownTenant(slug.to_owned()))
 }

@@ -30,9 +30,7 @@ pub enum OpsError {
 
 /// A tenant given by slug, as operators name them.
 pub async fn tenant_by_slug(pool: &PgPool, slug: &str) -> Result<Uuid, OpsError> {
-    sqlx::query_scalar("select id from tenants where slug = $1")
-        .bind(slug)
-        .fetch_optional(pool)
+    leadq_platform::tenant::id_by_slug(pool, slug)
         .await?
         .ok_or_else(|| OpsError::Invalid(format!("no tenant with slug {slug:?}")))
 }
