@@ -199,9 +199,10 @@ class Inhibition:
     not reach Telegram, and at least one such consequence must have fired (else nothing was
     shown). Reads the inhibit rules from the configuration Alertmanager runs."""
 
-    def __init__(self, sources, wait_for_one=30):
+    def __init__(self, sources, wait_for_one=30, grace=30):
         self.sources = sources
         self.wait_for_one = wait_for_one
+        self.grace = grace
         self.seen = {}
         self.cause_at = None
 
@@ -223,17 +224,25 @@ class Inhibition:
         """Whether the fault may be healed: consequences were seen inhibited, and every one
         Prometheus fires now has reached Alertmanager and been seen inhibited there too (a
         consequence that starts firing a moment after the first must not be cut off by the
-        heal before Alertmanager hears of it); or the time to wait is up."""
-        timed_out = (self.cause_at is not None
-                     and time.time() > self.cause_at + self.wait_for_one)
-        if timed_out:
-            return True
-        if not self.seen:
+        heal before Alertmanager hears of it); or the time to wait is up.
+
+        The wait ends at `wait_for_one` seconds after the cause only if no consequence is
+        firing unseen: a burn-rate alert whose long window tips over just then (how soon
+        depends on the traffic earlier faults left in it) gets up to `grace` seconds more to
+        reach Alertmanager, instead of being healed away in the second it fired and then
+        reported as never inhibited."""
+        if self.cause_at is None:
             return False
         pat = self.targets(st)
         firing = [n for n, state in st.monitor.active().items()
                   if state == "firing" and re.fullmatch(pat, n or "")]
-        return all(n in self.seen for n in firing)
+        unseen = [n for n in firing if n not in self.seen]
+        waited = time.time() - self.cause_at
+        if waited > self.wait_for_one + self.grace:
+            return True
+        if unseen:
+            return False
+        return bool(self.seen) or waited > self.wait_for_one
 
     def after(self, st, t0, t_heal):
         pat = self.targets(st)
