@@ -254,6 +254,14 @@ class Inhibition:
         fired = sorted(n for n in set(st.monitor.prom) | {e[2] for e in st.monitor.events}
                        if re.fullmatch(pat, n or "")
                        and (st.monitor.first("prom", n, "firing", start) or t_heal + 1) <= t_heal)
+        # One that began firing in the moment between the last readiness check and the heal
+        # is still sent to Alertmanager while the cause is active there (it resolves only
+        # after the healed service is scraped again): keep watching until the cause is gone.
+        deadline = time.time() + 10
+        while (time.time() < deadline and any(n not in self.seen for n in fired)
+               and any(st.monitor.state("am", s) == "active" for s in self.sources)):
+            self.during(st, t0)
+            time.sleep(0.25)
         for m in st.telegram.delivered(start):
             if m["t"] > t_heal:
                 continue
