@@ -141,6 +141,7 @@ fn documented_routes(max_body_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(leads::create))
         .routes(routes!(leads::get, leads::delete))
+        .routes(routes!(leads::erase_by_contact))
         .routes(limited(
             routes!(webhooks::chatwoot),
             leadq_jobs::integrations::chatwoot::MAX_BODY_BYTES,
@@ -230,7 +231,7 @@ impl Application {
             state: AppState {
                 pool,
                 queue,
-                sealer: leadq_jobs::pii::Sealer::new(settings.data_keys().clone()),
+                sealer: leadq_jobs::pii::Sealer::from_settings(settings),
                 operators: std::sync::Arc::new(settings.operator_tokens.clone()),
                 webhook_tenants: Default::default(),
                 tenant_labels,

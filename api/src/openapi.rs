@@ -355,7 +355,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 21, "every route of the router and the probes");
+        assert_eq!(operations, 22, "every route of the router and the probes");
         let mut ids: Vec<_> = doc
             .paths
             .paths

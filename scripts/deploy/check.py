@@ -280,6 +280,7 @@ def generated_secret(key):
         "migration-database-url": f"postgres://leadq_owner:{pw}@postgres.internal:5432/leadq",
         "redis-url": f"rediss://:{pw}@redis.internal:6379/",
         "signing-keys": keyring, "data-keys": keyring, "audit-keys": keyring,
+        "pii-index-keys": keyring,
         "operator-tokens": "oncall:" + secrets.token_hex(24),
         "token": secrets.token_hex(24), "metrics-token": secrets.token_hex(24),
         "sentry-dsn": "https://0123456789abcdef@o1.ingest.sentry.io/1",

@@ -89,6 +89,7 @@ class Stack:
             "signing key": base64.b64encode(secrets.token_bytes(32)).decode(),
             "data key": base64.b64encode(secrets.token_bytes(32)).decode(),
             "audit key": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "pii index key": base64.b64encode(secrets.token_bytes(32)).decode(),
             "operator token": secrets.token_urlsafe(24),
             "metrics token": secrets.token_urlsafe(32),
         }
@@ -97,6 +98,7 @@ class Stack:
         for name, content in (("signing-keys", "ops1:" + self.secrets["signing key"]),
                               ("data-keys", "ops1:" + self.secrets["data key"]),
                               ("audit-keys", "ops1:" + self.secrets["audit key"]),
+                              ("pii-index-keys", "ops1:" + self.secrets["pii index key"]),
                               ("operator-tokens", "ops:" + self.secrets["operator token"]),
                               ("hubspot-token", self.secrets["hubspot token"]),
                               ("chatwoot-secret", self.secrets["chatwoot webhook secret"]),
@@ -135,6 +137,7 @@ class Stack:
             "LEADQ_SIGNING_KEYS_FILE": self.files["signing-keys"],
             "LEADQ_DATA_KEYS_FILE": self.files["data-keys"],
             "LEADQ_AUDIT_KEYS_FILE": self.files["audit-keys"],
+            "LEADQ_PII_INDEX_KEYS_FILE": self.files["pii-index-keys"],
             "LEADQ_OPERATOR_TOKENS_FILE": self.files["operator-tokens"],
             # /metrics answers only with this token; Prometheus reads it from the same file.
             "LEADQ_METRICS_TOKEN_FILE": self.files["metrics-token"],

@@ -183,7 +183,7 @@ async fn create_tenants(
                 chatwoot_secret: Some(Secret::new(secret.clone())),
                 ..Default::default()
             };
-            let sealer = leadq_jobs::pii::Sealer::new(settings.data_keys().clone());
+            let sealer = leadq_jobs::pii::Sealer::from_settings(settings);
             integrations::update(pool, &sealer, &slug, &update, "operator:bench").await?;
             Some((account, secret))
         } else {

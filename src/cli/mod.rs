@@ -152,9 +152,13 @@ impl Command {
             Command::Bench(_) | Command::Doctor(_) | Command::Openapi | Command::Config { .. } => {
                 None
             }
+            Command::Lead { command, .. } => Some(Needs {
+                database: true,
+                redis: command.needs_redis(),
+                keys: true,
+            }),
             Command::Api
             | Command::Worker
-            | Command::Lead { .. }
             | Command::Dlq { .. }
             | Command::Queue { .. }
             | Command::Billing { .. }

@@ -294,7 +294,7 @@ fn update(
     };
     let res = runtime.block_on(async {
         let pool = db::connect(settings.database_url(), 2).await?;
-        let sealer = leadq_jobs::pii::Sealer::new(settings.data_keys().clone());
+        let sealer = leadq_jobs::pii::Sealer::from_settings(settings);
         Ok::<_, anyhow::Error>(
             settings::update(
                 &pool,

@@ -205,6 +205,10 @@ pub fn settings(db_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Settings 
             Keyring::random("audit").to_spec().expose().to_owned(),
         ),
         (
+            "LEADQ_PII_INDEX_KEYS",
+            Keyring::random("index").to_spec().expose().to_owned(),
+        ),
+        (
             "LEADQ_OPERATOR_TOKENS",
             format!("{TEST_OPERATOR}:{}", uuid::Uuid::new_v4().simple()),
         ),
@@ -314,7 +318,7 @@ pub async fn spawn_app_in(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
 impl TestApp {
     /// Seals and opens personal data with the app's data keys.
     pub fn sealer(&self) -> leadq_jobs::pii::Sealer {
-        leadq_jobs::pii::Sealer::new(self.settings.data_keys().clone())
+        leadq_jobs::pii::Sealer::from_settings(&self.settings)
     }
 
     /// Applies an integration update to the test tenant (as `leadq tenant update` does).

@@ -44,6 +44,18 @@ async fn an_agents_first_reply_is_measured_once_from_the_contacts_message() {
         (answered(&app).await.len() == 1).then_some(())
     })
     .await;
+    // Its text is stored sealed for the tenant (leadq_jobs::pii::at_rest).
+    let content: String = sqlx::query_scalar("select content from lead_messages")
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap();
+    assert!(content.starts_with("sealed:v1:"), "{content}");
+    assert_eq!(
+        app.sealer()
+            .open(app.tenant.tenant_id, "content", &content)
+            .unwrap(),
+        "Hello <team> & thanks, we need a CRM"
+    );
 
     assert_eq!(
         post_chatwoot(&app, &reply_body(902, 90), "d-902")

@@ -26,6 +26,7 @@ fn a_valid_worker_configuration_names_its_kinds_without_connecting() {
             ("LEADQ_SIGNING_KEYS", KEYRING),
             ("LEADQ_DATA_KEYS", KEYRING),
             ("LEADQ_AUDIT_KEYS", KEYRING),
+            ("LEADQ_PII_INDEX_KEYS", KEYRING),
             ("LEADQ_WORKER_KINDS", "crm_sync,crm_erase"),
         ],
     );

@@ -30,6 +30,7 @@ mod oncall;
 mod openapi;
 mod operators;
 mod payload_versions;
+mod pii_at_rest;
 mod process;
 mod roles;
 mod schedule;
@@ -46,9 +47,14 @@ mod worker_faults;
 /// The real `leadq` binary, with the environment of `app`: its database, Redis key space and
 /// keys, quiet logs. Tests add the subcommand and anything else they need.
 pub(crate) fn leadq_cmd(app: &leadq_testkit::TestApp) -> std::process::Command {
+    leadq_cmd_at(env!("CARGO_BIN_EXE_leadq"), app)
+}
+
+/// [`leadq_cmd`] for the `leadq` binary at `bin` (another release's, in `rollback`).
+pub(crate) fn leadq_cmd_at(bin: &str, app: &leadq_testkit::TestApp) -> std::process::Command {
     #[allow(clippy::disallowed_methods)]
     let redis = std::env::var("REDIS_URL").expect("REDIS_URL (run through scripts/test)");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_leadq"));
+    let mut cmd = std::process::Command::new(bin);
     cmd.env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("DATABASE_URL", &app.db.url)
@@ -65,6 +71,10 @@ pub(crate) fn leadq_cmd(app: &leadq_testkit::TestApp) -> std::process::Command {
         .env(
             "LEADQ_AUDIT_KEYS",
             app.settings.audit_keys().to_spec().expose(),
+        )
+        .env(
+            "LEADQ_PII_INDEX_KEYS",
+            app.settings.pii_index_keys().to_spec().expose(),
         )
         .env("LEADQ_LOG", "error");
     cmd

@@ -74,6 +74,6 @@ async fn the_contract_is_served_with_its_ui_and_every_operation_answers_a_docume
             checked += 1;
         }
     }
-    assert_eq!(checked, 21);
+    assert_eq!(checked, 22);
     app.stop().await;
 }

@@ -47,7 +47,15 @@ async fn stored(
     .bind(external_id)
     .fetch_one(&mut *app.own().await)
     .await
-    .map(|(a, s, t, e)| (a.0, s, t, e))
+    // The email is stored sealed (leadq_jobs::pii::at_rest): compared opened.
+    .map(|(a, s, t, e)| {
+        let e = e.map(|e| {
+            app.sealer()
+                .open(app.tenant.tenant_id, "email", &e)
+                .unwrap()
+        });
+        (a.0, s, t, e)
+    })
     .unwrap()
 }
 

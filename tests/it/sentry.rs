@@ -52,7 +52,7 @@ async fn an_api_error_and_a_job_error_each_carry_their_own_tags() {
     let lost = app.other_tenant().await;
     leadq_jobs::integrations::settings::update(
         &app.db.pool,
-        &leadq_jobs::pii::Sealer::new(Keyring::random("gone")),
+        &leadq_jobs::pii::Sealer::new(Keyring::random("gone"), Keyring::random("gone")),
         &lost.slug,
         &TenantUpdate {
             chatwoot_account_id: Some(7),

@@ -402,6 +402,11 @@ async fn each_chatwoot_event_drives_its_lead_change() {
     .fetch_one(&mut *app.own().await)
     .await
     .unwrap();
+    let content = content.map(|c| {
+        app.sealer()
+            .open(app.tenant.tenant_id, "content", &c)
+            .unwrap()
+    });
     assert_eq!(
         (n, content.as_deref()),
         (1, Some("Hello <team> & thanks, we need a CRM"))

@@ -244,7 +244,7 @@ impl Worker {
 
         let deps = Deps {
             pool: pool.clone(),
-            sealer: leadq_jobs::pii::Sealer::new(settings.data_keys().clone()),
+            sealer: leadq_jobs::pii::Sealer::from_settings(&settings),
             queue: queue.clone(),
             http: hubspot::http_client(),
             tenants,

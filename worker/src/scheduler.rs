@@ -32,6 +32,8 @@ pub struct Scheduler {
     /// Verifies the audit chains' keyed links (`audit_verify`).
     audit_keys: leadq_platform::keyring::Keyring,
     canary: Option<CanarySettings>,
+    /// Re-seals and re-indexes personal data under the current keys (`pii_reseal`).
+    sealer: leadq_jobs::pii::Sealer,
     http: reqwest::Client,
     /// The `tenant` label of `leadq_billing_discrepancies` (bounded like every per-tenant one).
     tenant_labels: leadq_jobs::tenant_labels::TenantLabels,
@@ -46,6 +48,8 @@ enum TaskError {
     Canary(#[from] canary::CanaryError),
     #[error("billing reconciliation failed: {0}")]
     Billing(#[from] leadq_jobs::ops::deadletters::OpsError),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
 }
 
 /// The latest occurrence of `schedule` in `(after, now]`, if any. Bounded: a long gap of a
@@ -84,6 +88,7 @@ impl Scheduler {
             job_runs_keep: settings.job_runs_keep,
             audit_keys: settings.audit_keys().clone(),
             canary: settings.canary.clone(),
+            sealer: leadq_jobs::pii::Sealer::from_settings(settings),
             http: reqwest::Client::new(),
             tenant_labels: leadq_jobs::tenant_labels::TenantLabels::new(
                 pool.clone(),
@@ -216,6 +221,24 @@ impl Scheduler {
                 .await?;
                 billing::publish(&report, &self.tenant_labels).await;
                 report.findings.len() as u64
+            }
+            "pii_reseal" => {
+                let r = leadq_jobs::pii::at_rest::reseal(
+                    &self.pool,
+                    &self.sealer,
+                    leadq_jobs::pii::at_rest::DEFAULT_BATCH,
+                    "system:pii_reseal",
+                )
+                .await?;
+                if r.unreadable > 0 {
+                    // Keep the old keys: these rows were sealed under one no longer configured.
+                    tracing::warn!(
+                        unreadable = r.unreadable,
+                        "Personal data that does not open \
+                        was left as it is; restore the key it was sealed under."
+                    );
+                }
+                r.leads + r.messages
             }
             "canary" => match &self.canary {
                 // Not configured: nothing to prove, and nothing recorded (doctor skips it).

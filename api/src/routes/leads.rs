@@ -361,6 +361,25 @@ pub struct LeadView {
     updated_at: DateTime<Utc>,
 }
 
+impl LeadView {
+    fn open(
+        &mut self,
+        sealer: &leadq_jobs::pii::Sealer,
+        tenant: Uuid,
+    ) -> Result<(), leadq_jobs::pii::at_rest::Unreadable> {
+        use leadq_jobs::pii::{at_rest::open_stored, field};
+        for (f, v) in [
+            (field::NAME, &mut self.name),
+            (field::USERNAME, &mut self.username),
+            (field::PHONE, &mut self.phone),
+            (field::EMAIL, &mut self.email),
+        ] {
+            *v = open_stored(sealer, tenant, f, v.take())?;
+        }
+        Ok(())
+    }
+}
+
 /// `GET /v1/leads/{external_id}`: the caller's tenant only; another tenant's lead is a 404.
 #[utoipa::path(get, path = "/v1/leads/{external_id}", operation_id = "get_lead", tag = "leads",
     security(("api_key" = [])),
@@ -387,7 +406,11 @@ pub async fn get(
     .bind(&external_id)
     .fetch_optional(&mut *db::begin(&app.pool, Scope::Tenant(principal.tenant_id)).await?)
     .await?;
-    let lead = lead.ok_or(ApiError::NotFound)?;
+    let mut lead = lead.ok_or(ApiError::NotFound)?;
+    // Stored sealed (leadq_jobs::pii::at_rest): opened for the tenant's own authorized read.
+    // A value that does not open is a fault of ours (a dropped key), logged, never shown.
+    lead.open(&app.sealer, principal.tenant_id)
+        .map_err(|e| ApiError::Internal(e.into()))?;
     // A read of personal data: audited (batched, off this path), by id, never the data.
     app.reads
         .record(leadq_platform::audit::reads::Read {
@@ -400,4 +423,89 @@ pub async fn get(
         })
         .await;
     Ok(Json(lead))
+}
+
+/// `POST /v1/erasures`: a person known by an email address or a phone number (exactly one).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ada@example.com"}))]
+pub struct EraseByContact {
+    /// The person's e-mail address.
+    #[schema(format = Email, max_length = 254)]
+    email: Option<String>,
+    /// The person's phone number: 7-15 digits, with spaces, `+`, `-`, `(`, `)` or `.`.
+    #[schema(pattern = r"^[ +\-().]*([0-9][ +\-().]*){7,15}$")]
+    phone: Option<String>,
+}
+
+impl EraseByContact {
+    /// The field and value to erase by, or what is wrong with the body.
+    fn target(self) -> Result<(leadq_jobs::lead::ContactField, String), ApiError> {
+        use leadq_jobs::lead::{plausible_email, plausible_phone, ContactField};
+        let invalid = |field: &str, code| {
+            ApiError::Validation(vec![FieldError {
+                field: field.into(),
+                code,
+            }])
+        };
+        let trimmed = |v: Option<String>| v.map(|v| v.trim().to_owned());
+        match (trimmed(self.email), trimmed(self.phone)) {
+            (Some(e), None) if e.len() <= 254 && plausible_email(&e) => {
+                Ok((ContactField::Email, e))
+            }
+            (Some(_), None) => Err(invalid("email", "invalid_format")),
+            (None, Some(p)) if plausible_phone(&p) => Ok((ContactField::Phone, p)),
+            (None, Some(_)) => Err(invalid("phone", "invalid_format")),
+            (Some(_), Some(_)) => Err(invalid("phone", "one_of_email_or_phone")),
+            (None, None) => Err(invalid("email", "required")),
+        }
+    }
+}
+
+/// `POST /v1/erasures`: right to be forgotten for a person known only by an email address or
+/// a phone number: every lead of the caller's tenant with it (blind index) is erased as
+/// `DELETE /v1/leads/{external_id}` erases one, and queued jobs still carrying it are removed
+/// (see [`leadq_jobs::lead::erase_by_contact`]). 404 when the tenant holds nothing with it.
+#[utoipa::path(post, path = "/v1/erasures", operation_id = "erase_by_contact", tag = "leads",
+    security(("api_key" = [])),
+    request_body(content = EraseByContact, description = "Exactly one of `email` or `phone` \
+        (scope `leads:write`)."),
+    responses(
+        (status = 200, description = "Erased; each lead found and what was removed where.",
+         body = leadq_jobs::lead::ErasedByContact),
+        (status = 404, description = "The tenant holds nothing with this email or phone.",
+         body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body too large.", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not `application/json`.",
+         body = crate::openapi::ErrorBody),
+        (status = 422, description = "Neither or both of `email` and `phone`, or one that is \
+            not an email address or phone number.", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn erase_by_contact(
+    State(app): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<EraseByContact>,
+) -> Result<Json<leadq_jobs::lead::ErasedByContact>, ApiError> {
+    let principal = auth.require(scope::LEADS_WRITE)?;
+    let (by, value) = body.target()?;
+    let erased = leadq_jobs::lead::erase_by_contact(
+        &app.pool,
+        &app.queue,
+        &app.sealer,
+        principal.tenant_id,
+        by,
+        &value,
+        &principal.actor(),
+        &current_correlation_id(),
+    )
+    .await
+    .map_err(|e| match e {
+        leadq_jobs::lead::EraseError::Queue(q) => ApiError::QueueUnavailable(q),
+        leadq_jobs::lead::EraseError::Db(d) => d.into(),
+    })?;
+    if erased.found_anything() {
+        Ok(Json(erased))
+    } else {
+        Err(ApiError::NotFound)
+    }
 }

@@ -100,6 +100,11 @@ pub async fn erase(
     tx.commit().await?;
     let target = match in_crm {
         Some((Some(crm_id), _)) => Some((Some(crm_id), None)),
+        // Stored sealed under the same tenant and field as the job carries it; a row not yet
+        // converted holds it in clear.
+        Some((None, Some(email))) if crate::pii::Sealer::is_sealed(&email) => {
+            Some((None, Some(email)))
+        }
         Some((None, Some(email))) => Some((
             None,
             Some(sealer.seal(tenant, crate::pii::field::EMAIL, &email)),

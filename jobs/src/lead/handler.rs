@@ -43,7 +43,7 @@ pub async fn run(job: Job<LeadPayload>, deps: Data<Deps>) -> Result<(), JobError
     let mut tx = db::begin(pool, Scope::Tenant(meta.tenant_id)).await?;
     if meta.shadow {
         // Shadow mode: record what would have happened, change nothing else.
-        let s = store::preview(&mut tx, meta.tenant_id, &lead).await?;
+        let s = store::preview(&mut tx, &deps.sealer, meta.tenant_id, &lead).await?;
         meta.auditor()
             .entry("lead.score_shadow", &format!("job:{}", meta.job_id))
             .details(serde_json::json!({"would_score": s.score, "would_tier": s.tier}))
@@ -65,7 +65,7 @@ pub async fn run(job: Job<LeadPayload>, deps: Data<Deps>) -> Result<(), JobError
         );
         return Ok(());
     }
-    let Some(applied) = store::apply(&mut tx, meta, &lead).await? else {
+    let Some(applied) = store::apply(&mut tx, &deps.sealer, meta, &lead).await? else {
         tracing::info!("Skipping a job for a lead erased after the job was made.");
         return Ok(());
     };

@@ -60,7 +60,8 @@ fn check_len(errs: &mut Vec<FieldError>, field: &str, v: &str, max: usize) {
     }
 }
 
-fn plausible_email(e: &str) -> bool {
+/// Whether `e` looks like an email address (what a lead's `email` must be).
+pub fn plausible_email(e: &str) -> bool {
     let Some((local, domain)) = e.split_once('@') else {
         return false;
     };
@@ -72,7 +73,8 @@ fn plausible_email(e: &str) -> bool {
         && !domain.contains('@')
 }
 
-fn plausible_phone(p: &str) -> bool {
+/// Whether `p` looks like a phone number: 7-15 digits with separators.
+pub fn plausible_phone(p: &str) -> bool {
     let digits = p.chars().filter(|c| c.is_ascii_digit()).count();
     (7..=15).contains(&digits)
         && p.chars()

@@ -16,8 +16,13 @@
 //! - [`shadow`]: candidate scoring rules run beside the live ones; the comparison report.
 //! - [`sync`]: the CRM sync request a changed lead may need (the `crm_sync` payload).
 //! - [`erase`] / [`Erased`] (`erase.rs`): the right to be forgotten.
+//! - [`export`]: a tenant's leads as CSV with personal fields replaced by tokens.
+//! - [`erase_by_contact`] (`erase_contact.rs`): the same for a person known only by an email
+//!   or a phone number (blind index).
 
 mod erase;
+mod erase_contact;
+pub mod export;
 pub mod handler;
 mod input;
 mod input_v2;
@@ -27,5 +32,6 @@ pub mod store;
 pub mod sync;
 
 pub use erase::{erase, EraseError, Erased};
-pub use input::{FieldError, LeadInput};
+pub use erase_contact::{erase_by_contact, ContactField, ErasedByContact, ErasedLead};
+pub use input::{plausible_email, plausible_phone, FieldError, LeadInput};
 pub use input_v2::{Answer, Consent, LeadInputV2, LeadPayload};

@@ -14,6 +14,9 @@
 //!    connection gets a `crm_sync_state` row wanting this version; [`Applied::sync`] tells the
 //!    caller to enqueue `crm_sync` for it after commit, with a message id per lead version, so
 //!    each version is synced once.
+//!
+//! The contact fields are stored sealed with their blind index ([`crate::pii::at_rest`]): the
+//! store opens them to merge a change and seals them again when it writes a new version.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +26,31 @@ use uuid::Uuid;
 
 use crate::lead::scoring::{self, Facts, Rules, Score};
 use crate::lead::LeadInput;
+use crate::pii::at_rest::{open_stored, Unreadable};
+use crate::pii::{field, Sealer};
 use leadq_queue::envelope::JobMeta;
+use leadq_queue::JobError;
+
+/// Why the store could not apply a change.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// A stored personal field does not open (its key was dropped, or the row was altered).
+    #[error(transparent)]
+    Unreadable(#[from] Unreadable),
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Db(e) => e.into(),
+            // No retry opens it: dead-letter it, where an operator sees the code.
+            StoreError::Unreadable(e) => JobError::permanent("sealed_data_unreadable", e),
+        }
+    }
+}
 
 /// What [`apply`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +124,17 @@ struct Stored {
     reasons: sqlx::types::Json<Vec<scoring::Reason>>,
     version: i64,
     qualified_at: Option<DateTime<Utc>>,
+}
+
+impl Stored {
+    /// The row as read, with its personal fields opened.
+    fn opened(mut self, sealer: &Sealer, tenant: Uuid) -> Result<Self, Unreadable> {
+        self.name = open_stored(sealer, tenant, field::NAME, self.name)?;
+        self.username = open_stored(sealer, tenant, field::USERNAME, self.username)?;
+        self.phone = open_stored(sealer, tenant, field::PHONE, self.phone)?;
+        self.email = open_stored(sealer, tenant, field::EMAIL, self.email)?;
+        Ok(self)
+    }
 }
 
 /// Merges `input` into `lead` (see the module docs).
@@ -174,16 +212,17 @@ pub async fn ensure(
 /// was erased after the job was made; nothing was written.
 pub async fn apply(
     conn: &mut PgConnection,
+    sealer: &Sealer,
     meta: &JobMeta,
     input: &LeadInput,
-) -> Result<Option<Applied>, sqlx::Error> {
+) -> Result<Option<Applied>, StoreError> {
     if ensure(conn, meta, &input.external_id, &input.source)
         .await?
         .is_none()
     {
         return Ok(None);
     }
-    apply_to_existing(conn, meta, input).await.map(Some)
+    apply_to_existing(conn, sealer, meta, input).await.map(Some)
 }
 
 /// A message of the lead's conversation, as an integration received it.
@@ -201,10 +240,11 @@ pub struct Message<'a> {
     pub sent_at: DateTime<Utc>,
 }
 
-/// Attaches an incoming message to the lead (it counts towards the lead's score); a message
-/// already stored is left as it is.
+/// Attaches an incoming message to the lead (it counts towards the lead's score), its text
+/// sealed; a message already stored is left as it is.
 pub async fn add_message(
     conn: &mut PgConnection,
+    sealer: &Sealer,
     tenant: Uuid,
     lead_id: Uuid,
     m: &Message<'_>,
@@ -220,7 +260,7 @@ pub async fn add_message(
     .bind(m.source)
     .bind(m.source_id)
     .bind(m.conversation_id)
-    .bind(m.content)
+    .bind(m.content.map(|c| sealer.seal(tenant, field::CONTENT, c)))
     .bind(m.sent_at)
     .execute(conn)
     .await?;
@@ -283,9 +323,10 @@ pub async fn set_conversation(
 /// [`apply`] for a lead the caller has just [`ensure`]d in this transaction.
 pub async fn apply_to_existing(
     conn: &mut PgConnection,
+    sealer: &Sealer,
     meta: &JobMeta,
     input: &LeadInput,
-) -> Result<Applied, sqlx::Error> {
+) -> Result<Applied, StoreError> {
     let tenant = meta.tenant_id;
     let stored: Stored = sqlx::query_as(
         "select id, source, name, username, phone, email, answers, campaign, score, tier, reasons,
@@ -296,6 +337,7 @@ pub async fn apply_to_existing(
     .bind(&input.external_id)
     .fetch_one(&mut *conn)
     .await?;
+    let stored = stored.opened(sealer, tenant)?;
     let mut lead = stored.clone();
     merge(&mut lead, input);
     let (s, candidate) = score_of(conn, tenant, &lead).await?;
@@ -308,19 +350,26 @@ pub async fn apply_to_existing(
         if s.tier == scoring::Tier::Hot && lead.qualified_at.is_none() {
             lead.qualified_at = Some(Utc::now());
         }
+        let c = sealer.seal_for_rest(
+            tenant,
+            lead.name.as_deref(),
+            lead.username.as_deref(),
+            lead.phone.as_deref(),
+            lead.email.as_deref(),
+        );
         sqlx::query(
             "update leads set name = $3, username = $4, phone = $5, email = $6, answers = $7,
                     campaign = $8, score = $9, tier = $10, reasons = $11, version = $12,
                     qualified_at = $13, scored_at = now(), last_message_id = $14,
-                    updated_at = now()
+                    updated_at = now(), phone_index = $15, email_index = $16
               where tenant_id = $1 and id = $2",
         )
         .bind(tenant)
         .bind(lead.id)
-        .bind(&lead.name)
-        .bind(&lead.username)
-        .bind(&lead.phone)
-        .bind(&lead.email)
+        .bind(&c.name)
+        .bind(&c.username)
+        .bind(&c.phone)
+        .bind(&c.email)
         .bind(&lead.answers)
         .bind(&lead.campaign)
         .bind(lead.score)
@@ -329,6 +378,8 @@ pub async fn apply_to_existing(
         .bind(lead.version)
         .bind(lead.qualified_at)
         .bind(&meta.message_id)
+        .bind(&c.phone_index)
+        .bind(&c.email_index)
         .execute(&mut *conn)
         .await?;
         sqlx::query(
@@ -390,9 +441,10 @@ async fn want_sync(
 /// Scores what `input` would make of its lead without writing anything (shadow mode).
 pub async fn preview(
     conn: &mut PgConnection,
+    sealer: &Sealer,
     tenant: Uuid,
     input: &LeadInput,
-) -> Result<Score, sqlx::Error> {
+) -> Result<Score, StoreError> {
     let stored: Option<Stored> = sqlx::query_as(
         "select id, source, name, username, phone, email, answers, campaign, score, tier, reasons,
                 version, qualified_at
@@ -402,6 +454,7 @@ pub async fn preview(
     .bind(&input.external_id)
     .fetch_optional(&mut *conn)
     .await?;
+    let stored = stored.map(|s| s.opened(sealer, tenant)).transpose()?;
     let mut lead = stored.unwrap_or(Stored {
         id: Uuid::nil(),
         source: input.source.clone(),

@@ -224,21 +224,28 @@ async fn redis(settings: &Settings) -> Vec<Check> {
 }
 
 fn keys(settings: &Settings) -> Check {
-    match (&settings.signing_keys, &settings.data_keys) {
-        (Some(s), Some(d)) => check(
+    match (
+        &settings.signing_keys,
+        &settings.data_keys,
+        &settings.pii_index_keys,
+    ) {
+        (Some(s), Some(d), Some(i)) => check(
             "keys",
             Status::Pass,
             format!(
-                "signing: {} key(s), current {}; data: {} key(s), current {}",
+                "signing: {} key(s), current {}; data: {} key(s), current {}; pii index: {} \
+                 key(s), current {}",
                 s.kids().count(),
                 s.current().kid,
                 d.kids().count(),
-                d.current().kid
+                d.current().kid,
+                i.kids().count(),
+                i.current().kid
             ),
         ),
         _ => fail(
             "keys",
-            "LEADQ_SIGNING_KEYS and LEADQ_DATA_KEYS must both be set",
+            "LEADQ_SIGNING_KEYS, LEADQ_DATA_KEYS and LEADQ_PII_INDEX_KEYS must all be set",
         ),
     }
 }

@@ -39,8 +39,8 @@ pub struct Needs {
     pub database: bool,
     /// `REDIS_URL` is required.
     pub redis: bool,
-    /// `LEADQ_SIGNING_KEYS` and `LEADQ_DATA_KEYS` are required (every process that enqueues
-    /// or runs jobs).
+    /// The keyrings (`LEADQ_SIGNING_KEYS`, `LEADQ_DATA_KEYS`, `LEADQ_AUDIT_KEYS`,
+    /// `LEADQ_PII_INDEX_KEYS`) are required (every process that enqueues or runs jobs).
     pub keys: bool,
 }
 
@@ -126,6 +126,9 @@ pub const SCHEDULE_DEFAULTS: &[(&str, &str)] = &[
     // Compares every tenant's limits and entitlements with its signed billing baseline and
     // the audited changes since (leadq_billing_discrepancies, LeadqBillingDiscrepancy).
     ("billing_reconcile", "41 * * * *"),
+    // Converts personal data written before sealing at rest, re-seals what an older data key
+    // sealed and re-indexes under a newer index key (leadq_jobs::pii::at_rest).
+    ("pii_reseal", "53 * * * *"),
     // Posts a synthetic lead through the public API and waits for its score (when
     // LEADQ_CANARY_* is set; a no-op otherwise).
     ("canary", "* * * * *"),
@@ -190,6 +193,9 @@ pub struct Settings {
     /// Keys the audit chain's links are HMACs under (`LEADQ_AUDIT_KEYS`), never stored in the
     /// database.
     pub audit_keys: Option<Keyring>,
+    /// Keys of the blind index over sealed emails and phones, and of export tokens
+    /// (`LEADQ_PII_INDEX_KEYS`; the first indexes, all find).
+    pub pii_index_keys: Option<Keyring>,
     /// Operator (platform on-call) bearer tokens, by operator name, for cross-tenant views.
     pub operator_tokens: Vec<(String, Secret)>,
     /// Deployment environment name, reported to Sentry.
@@ -418,6 +424,7 @@ impl Settings {
             signing: signing_keys,
             data: data_keys,
             audit: audit_keys,
+            pii_index: pii_index_keys,
         } = keys::read(&mut r, needs.keys);
         let operator_tokens = match r.secret("LEADQ_OPERATOR_TOKENS", false) {
             None => Vec::new(),
@@ -549,6 +556,7 @@ impl Settings {
                     ("LEADQ_SIGNING_KEYS", signing_keys.as_ref()),
                     ("LEADQ_DATA_KEYS", data_keys.as_ref()),
                     ("LEADQ_AUDIT_KEYS", audit_keys.as_ref()),
+                    ("LEADQ_PII_INDEX_KEYS", pii_index_keys.as_ref()),
                 ],
                 &operator_tokens,
                 &[
@@ -574,6 +582,7 @@ impl Settings {
             signing_keys,
             data_keys,
             audit_keys,
+            pii_index_keys,
             operator_tokens,
             environment,
             api_addr,

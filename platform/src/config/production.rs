@@ -15,13 +15,15 @@ use crate::keyring::Keyring;
 use crate::secret::Secret;
 
 /// SHA-256 of the key bytes of the development keys in `docker-compose.yml`.
-const DEV_KEYS: [&str; 3] = [
+const DEV_KEYS: [&str; 4] = [
     // LEADQ_SIGNING_KEYS compose-dev
     "dc5cc39e153a2ce7f5e57eff3d98495c9087f995265c496dc5f668afd2ece1d1",
     // LEADQ_DATA_KEYS compose-dev
     "7db796cb97c6fab0d18f7b1d8b84a796928cbb93e8cf01071423a566df78c186",
     // LEADQ_AUDIT_KEYS compose-dev
     "7ab9c2e06359cc6e6ae5d48bdb3735a10968af1831265a32941ee5253de3cd46",
+    // LEADQ_PII_INDEX_KEYS compose-dev
+    "59274f7c8a31bec3ba506467b92bd88313610d0af697524245e629f50b860bdb",
 ];
 
 /// SHA-256 of the database passwords the compose file, `scripts/dev` and the docs use
@@ -118,7 +120,7 @@ mod tests {
             assert!(published(&DEV_KEYS, &bytes), "{line}: fingerprint missing");
             keys += 1;
         }
-        assert_eq!(keys, 3, "the compose file's three development keys");
+        assert_eq!(keys, 4, "the compose file's four development keys");
         for line in compose.lines().filter(|l| l.contains("postgres://")) {
             let url = line.split_whitespace().last().unwrap();
             let p = url_password(url).unwrap();

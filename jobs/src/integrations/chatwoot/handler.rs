@@ -79,7 +79,7 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
                 content: content.as_deref(),
                 sent_at: ev.occurred_at,
             };
-            store::add_message(&mut tx, meta.tenant_id, lead_id, &message).await?;
+            store::add_message(&mut tx, &deps.sealer, meta.tenant_id, lead_id, &message).await?;
         }
         Change::Conversation {
             conversation_id,
@@ -111,7 +111,7 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         Change::Contact => {}
     }
     // Conversation events carry the contact too; its fields are merged like any change.
-    let applied = store::apply_to_existing(&mut tx, meta, &lead).await?;
+    let applied = store::apply_to_existing(&mut tx, &deps.sealer, meta, &lead).await?;
     meta.auditor()
         .entry("chatwoot.event", &format!("lead:{lead_id}"))
         .details(serde_json::json!({

@@ -90,6 +90,23 @@ struct LeadRow {
     wanted_version: i64,
 }
 
+impl LeadRow {
+    /// The row with its personal fields opened.
+    fn opened(
+        &self,
+        sealer: &crate::pii::Sealer,
+        tenant: Uuid,
+    ) -> Result<Self, crate::pii::at_rest::Unreadable> {
+        use crate::pii::{at_rest::open_stored, field};
+        Ok(Self {
+            name: open_stored(sealer, tenant, field::NAME, self.name.clone())?,
+            email: open_stored(sealer, tenant, field::EMAIL, self.email.clone())?,
+            phone: open_stored(sealer, tenant, field::PHONE, self.phone.clone())?,
+            ..self.clone()
+        })
+    }
+}
+
 /// How one claimed row ended.
 #[derive(Debug, Clone, PartialEq)]
 enum RowOutcome {
@@ -243,7 +260,18 @@ pub async fn run(job: Job<SyncInput>, deps: Data<Deps>) -> Result<(), JobError> 
     let mut outcomes: HashMap<Uuid, RowOutcome> = HashMap::new();
     let mut inputs = Vec::new();
     let mut by_id: HashMap<String, Uuid> = HashMap::new();
-    for lead in &claimed {
+    for sealed in &claimed {
+        // Stored sealed (crate::pii::at_rest); opened for this call only.
+        let Ok(lead) = sealed.opened(&deps.sealer, tenant) else {
+            outcomes.insert(
+                sealed.id,
+                RowOutcome::Failed {
+                    code: "sealed_data_unreadable",
+                },
+            );
+            continue;
+        };
+        let lead = &lead;
         match properties(lead, &conn.id_property) {
             Ok((id, props)) => {
                 if by_id.contains_key(&id) {
@@ -313,6 +341,7 @@ fn static_code(code: &str) -> &'static str {
         "crm_missing_email",
         "crm_rejected",
         "crm_invalid_data",
+        "sealed_data_unreadable",
     ];
     KNOWN
         .iter()

@@ -1,7 +1,9 @@
-//! Personal data in queued payloads, sealed so Redis never holds it in clear.
+//! Personal data, sealed so neither Redis nor PostgreSQL holds it in clear.
 //!
-//! Phone numbers and email addresses are sealed by the producer before a job is enqueued and
-//! opened by the handler that needs them. Sealing is ChaCha20-Poly1305 (AEAD) with a random
+//! In queued payloads, phone numbers and email addresses are sealed by the producer before a
+//! job is enqueued and opened by the handler that needs them. At rest, a lead's contact fields
+//! and its messages' text are stored sealed the same way ([`at_rest`]), with a keyed blind
+//! index ([`index`]) so a lead can still be found by its email or phone. Sealing is ChaCha20-Poly1305 (AEAD) with a random
 //! nonce, under the current key of `LEADQ_DATA_KEYS` (the first key seals, every key opens:
 //! the same rotation rule as signing keys). The tenant id and the field name are the
 //! associated data, so a sealed value moved into another tenant's message, or into another
@@ -15,6 +17,12 @@ use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use leadq_platform::keyring::Keyring;
 use uuid::Uuid;
 
+pub mod at_rest;
+pub mod index;
+pub mod mask;
+
+pub use mask::{mask_email, mask_personal, mask_phone, MASK};
+
 const PREFIX: &str = "sealed:v1:";
 
 /// The field names personal data is sealed under. They are part of each seal's associated
@@ -24,6 +32,10 @@ pub mod field {
     pub const EMAIL: &str = "email";
     /// A contact's phone number.
     pub const PHONE: &str = "phone";
+    /// A contact's name.
+    pub const NAME: &str = "name";
+    /// A contact's handle (the Telegram username).
+    pub const USERNAME: &str = "username";
     /// The text of a conversation message.
     pub const CONTENT: &str = "content";
 }
@@ -42,10 +54,11 @@ pub enum OpenError {
     Invalid,
 }
 
-/// Seals and opens personal data.
+/// Seals and opens personal data, and computes its blind index and export tokens.
 #[derive(Debug, Clone)]
 pub struct Sealer {
     keys: Keyring,
+    index: Keyring,
 }
 
 fn aad(tenant: Uuid, field: &str) -> Vec<u8> {
@@ -53,9 +66,30 @@ fn aad(tenant: Uuid, field: &str) -> Vec<u8> {
 }
 
 impl Sealer {
-    /// A sealer over `keys`.
-    pub fn new(keys: Keyring) -> Self {
-        Self { keys }
+    /// A sealer over the data keys `keys`, with the blind index under `index`.
+    pub fn new(keys: Keyring, index: Keyring) -> Self {
+        Self { keys, index }
+    }
+
+    /// The sealer of a process whose settings were loaded with keys.
+    pub fn from_settings(settings: &leadq_platform::config::Settings) -> Self {
+        Self::new(
+            settings.data_keys().clone(),
+            settings.pii_index_keys().clone(),
+        )
+    }
+
+    /// The id of the data key new seals are made under.
+    pub fn current_kid(&self) -> &str {
+        &self.keys.current().kid
+    }
+
+    /// The id of the key a sealed value was made under (`None` when not sealed).
+    pub fn kid_of(sealed: &str) -> Option<&str> {
+        sealed
+            .strip_prefix(PREFIX)?
+            .split_once(':')
+            .map(|(kid, _)| kid)
     }
 
     /// Seals `plain` for `tenant`'s `field`.
@@ -150,48 +184,13 @@ impl Sealer {
     }
 }
 
-/// Field names whose values are personal in any payload: the sealed fields and a person's
-/// names. [`mask_personal`] hides them wherever they appear.
-const PERSONAL_FIELDS: &[&str] = &[
-    field::EMAIL,
-    field::PHONE,
-    field::CONTENT,
-    "name",
-    "first_name",
-    "last_name",
-    "username",
-];
-
-/// What [`mask_personal`] shows instead of a personal value.
-pub const MASK: &str = "••• personal •••";
-
-/// Hides personal data in `value` for display (the console's view of a dead letter): every
-/// value under a personal field name, and every sealed value wherever it is, becomes
-/// [`MASK`]. Nested objects and arrays are walked; structure and other fields are kept.
-pub fn mask_personal(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                if PERSONAL_FIELDS.contains(&k.as_str()) && !v.is_null() && !v.is_object() {
-                    *v = serde_json::Value::String(MASK.to_owned());
-                } else {
-                    mask_personal(v);
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_personal),
-        serde_json::Value::String(s) if Sealer::is_sealed(s) => *s = MASK.to_owned(),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_sealed_value_opens_only_for_its_tenant_and_field() {
-        let s = Sealer::new(Keyring::random("d1"));
+        let s = Sealer::new(Keyring::random("d1"), Keyring::random("i1"));
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let sealed = s.seal(a, "email", "ada@example.com");
         assert!(Sealer::is_sealed(&sealed));
@@ -204,7 +203,7 @@ mod tests {
             s.seal(a, "email", "ada@example.com"),
             "random nonce"
         );
-        let other = Sealer::new(Keyring::random("d2"));
+        let other = Sealer::new(Keyring::random("d2"), Keyring::random("i1"));
         assert_eq!(other.open(a, "email", &sealed), Err(OpenError::UnknownKey));
         assert_eq!(
             s.open(a, "email", "ada@example.com"),
@@ -214,22 +213,5 @@ mod tests {
         tampered.pop();
         tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
         assert_eq!(s.open(a, "email", &tampered), Err(OpenError::Invalid));
-    }
-
-    #[test]
-    fn personal_values_are_masked_for_display() {
-        let mut v = serde_json::json!({
-            "lead": {"name": "Ada", "email": "sealed:v1:k1:abc", "phone": null,
-                     "answers": {"budget": "20000"}, "source": "telegram"},
-            "messages": [{"content": "call me on +44 1234"}, "sealed:v1:k1:xyz"],
-        });
-        super::mask_personal(&mut v);
-        assert_eq!(v["lead"]["name"], super::MASK);
-        assert_eq!(v["lead"]["email"], super::MASK);
-        assert!(v["lead"]["phone"].is_null());
-        assert_eq!(v["lead"]["answers"]["budget"], "20000");
-        assert_eq!(v["lead"]["source"], "telegram");
-        assert_eq!(v["messages"][0]["content"], super::MASK);
-        assert_eq!(v["messages"][1], super::MASK);
     }
 }
