@@ -33,6 +33,7 @@ mod payload_versions;
 mod pii_at_rest;
 mod process;
 mod roles;
+mod rollback;
 mod schedule;
 mod secrets;
 mod security;
