@@ -253,6 +253,17 @@ impl From<OpsError> for ApiError {
     }
 }
 
+impl From<leadq_jobs::lead::EraseError> for ApiError {
+    /// An erasure's failure: Redis down after the database part committed is a 503 (the
+    /// erasure is idempotent: the client runs it again).
+    fn from(e: leadq_jobs::lead::EraseError) -> Self {
+        match e {
+            leadq_jobs::lead::EraseError::Queue(q) => ApiError::QueueUnavailable(q),
+            leadq_jobs::lead::EraseError::Db(d) => d.into(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if leadq_platform::db::is_unavailable(&e) {

@@ -51,6 +51,27 @@ pub(crate) fn leadq_cmd(app: &leadq_testkit::TestApp) -> std::process::Command {
     leadq_cmd_at(env!("CARGO_BIN_EXE_leadq"), app)
 }
 
+/// Runs `leadq <args>` with [`leadq_cmd`]'s environment plus `env`, asserts it succeeded, and
+/// returns its output.
+pub(crate) fn leadq_ok(
+    app: &leadq_testkit::TestApp,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let out = leadq_cmd(app)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run leadq");
+    assert!(
+        out.status.success(),
+        "leadq {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// [`leadq_cmd`] for the `leadq` binary at `bin` (another release's, in `rollback`).
 pub(crate) fn leadq_cmd_at(bin: &str, app: &leadq_testkit::TestApp) -> std::process::Command {
     #[allow(clippy::disallowed_methods)]

@@ -159,7 +159,6 @@ async fn insert_legacy(app: &TestApp, n: usize) {
 }
 
 fn reseal(app: &TestApp, env: &[(&str, &str)]) -> (bool, Value) {
-    #[allow(clippy::disallowed_methods)]
     let out = crate::leadq_cmd(app)
         .args(["lead", "reseal", "--batch", "2"])
         .envs(env.iter().copied())
@@ -400,21 +399,11 @@ async fn a_person_is_erased_by_email_or_phone_wherever_the_value_is() {
     assert_eq!(app.get("/v1/leads/tg-4", app.key()).await.status(), 200);
 
     // The operator CLI, by phone in another spelling.
-    #[allow(clippy::disallowed_methods)]
-    let out = crate::leadq_cmd(&app)
-        .args([
-            "lead",
-            "erase",
-            &app.tenant.slug,
-            "--phone",
-            "+447700900004",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let slug = app.tenant.slug.as_str();
+    let out = crate::leadq_ok(
+        &app,
+        &["lead", "erase", slug, "--phone", "+447700900004"],
+        &[],
     );
     let erased: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(erased["leads"][0]["external_id"], "tg-4");
@@ -463,24 +452,10 @@ async fn an_export_replaces_personal_fields_with_stable_tokens() {
     scored(&app, 3).await;
     worker.stop().await;
 
+    let slug = app.tenant.slug.as_str();
     let export = || {
-        #[allow(clippy::disallowed_methods)]
-        let out = crate::leadq_cmd(&app)
-            .args([
-                "lead",
-                "export",
-                "--tenant",
-                &app.tenant.slug,
-                "--format",
-                "csv",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args = ["lead", "export", "--tenant", slug, "--format", "csv"];
+        let out = crate::leadq_ok(&app, &args, &[]);
         let summary: Value = serde_json::from_slice(&out.stderr).unwrap();
         assert_eq!(summary, json!({"rows": 3, "unreadable": 0}));
         String::from_utf8(out.stdout).unwrap()

@@ -90,16 +90,7 @@ async fn a_previous_release_worker_runs_what_this_release_enqueues() {
     assert!(lead["score"].as_i64().is_some_and(|s| s > 0), "{lead}");
 
     // Rolled forward again: the conversion seals what the previous release wrote in clear.
-    #[allow(clippy::disallowed_methods)]
-    let out = crate::leadq_cmd(&app)
-        .args(["lead", "reseal"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::leadq_ok(&app, &["lead", "reseal"], &[]);
     let clear: i64 = sqlx::query_scalar(
         "select count(*) from leads where not starts_with(email, 'sealed:v1:')
             or not starts_with(phone, 'sealed:v1:')",

@@ -324,11 +324,7 @@ pub async fn delete(
         &principal.actor(),
         &current_correlation_id(),
     )
-    .await
-    .map_err(|e| match e {
-        leadq_jobs::lead::EraseError::Queue(q) => ApiError::QueueUnavailable(q),
-        leadq_jobs::lead::EraseError::Db(d) => d.into(),
-    })?;
+    .await?;
     if erased.found_anything() {
         Ok(Json(erased))
     } else {
@@ -498,11 +494,7 @@ pub async fn erase_by_contact(
         &principal.actor(),
         &current_correlation_id(),
     )
-    .await
-    .map_err(|e| match e {
-        leadq_jobs::lead::EraseError::Queue(q) => ApiError::QueueUnavailable(q),
-        leadq_jobs::lead::EraseError::Db(d) => d.into(),
-    })?;
+    .await?;
     if erased.found_anything() {
         Ok(Json(erased))
     } else {
