@@ -247,6 +247,46 @@ struct Posted {
     http_ms: Vec<f64>,
     accepted: usize,
     refused: usize,
+    read_ms: Vec<f64>,
+    reads_found: usize,
+    reads_missed: usize,
+}
+
+/// Reads back `reads` leads of tenant `t` posted well before lead `i` (see
+/// `--reads-per-lead`); each read's time and whether it found the lead go into `posted`.
+#[allow(clippy::too_many_arguments)]
+async fn read_back(
+    client: &reqwest::Client,
+    api: &str,
+    t: &Tenant,
+    tenants: usize,
+    run: &str,
+    i: usize,
+    lag: usize,
+    reads: usize,
+    posted: &Mutex<Posted>,
+) {
+    for r in 0..reads {
+        // Leads of this tenant are i, i - T, i - 2T, …; go back at least `lag` of them.
+        let Some(j) = i.checked_sub((lag + r) * tenants) else {
+            return;
+        };
+        let started = Instant::now();
+        let found = client
+            .get(format!("{api}/v1/leads/e2e-{run}-{j}"))
+            .bearer_auth(t.created.api_key.expose())
+            .send()
+            .await
+            .is_ok_and(|res| res.status().is_success());
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut p = posted.lock().expect("no panic while held");
+        p.read_ms.push(ms);
+        if found {
+            p.reads_found += 1;
+        } else {
+            p.reads_missed += 1;
+        }
+    }
 }
 
 async fn post_all(
@@ -260,6 +300,7 @@ async fn post_all(
     let posted = Arc::new(Mutex::new(Posted::default()));
     let deadline = Instant::now() + Duration::from_secs_f64(a.duration);
     let limit = a.leads;
+    let (reads, lag) = (a.reads_per_lead, 4 * a.c.max(1));
     let mut tasks = Vec::new();
     for _ in 0..a.c.max(1) {
         let (client, api, tenants, run) = (
@@ -286,12 +327,18 @@ async fn post_all(
                     .await
                     .is_ok_and(|r| r.status().is_success());
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
-                let mut p = posted.lock().expect("no panic while held");
-                p.http_ms.push(ms);
-                if ok {
-                    p.accepted += 1;
-                } else {
-                    p.refused += 1;
+                {
+                    let mut p = posted.lock().expect("no panic while held");
+                    p.http_ms.push(ms);
+                    if ok {
+                        p.accepted += 1;
+                    } else {
+                        p.refused += 1;
+                    }
+                }
+                if reads > 0 && t.chatwoot.is_none() {
+                    let n = tenants.len();
+                    read_back(&client, &api, t, n, &run, i, lag, reads, &posted).await;
                 }
             }
         }));
@@ -447,6 +494,8 @@ pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::R
     );
     drop(stack);
     let per = |x: f64| round_to(x / posted.accepted.max(1) as f64, 1);
+    let (reads_found, reads_missed) = (posted.reads_found, posted.reads_missed);
+    let read = summarize(posted.read_ms);
     let http = summarize(posted.http_ms);
     let e2e = summarize(lat);
     let o = out.as_object_mut().expect("the base line is an object");
@@ -463,6 +512,11 @@ pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::R
         ),
         ("scored_per_s", json!(round_to(done as f64 / span_s, 1))),
         ("http_ms", json!({"p50": http["p50"], "p99": http["p99"]})),
+        ("reads_per_lead", json!(a.reads_per_lead)),
+        ("reads_found", json!(reads_found)),
+        ("reads_missed", json!(reads_missed)),
+        ("read_ms", json!({"p50": read["p50"], "p99": read["p99"]})),
+        ("reads_audited", json!(!cfg!(feature = "unaudited-reads"))),
         ("e2e_ms", json!({"p50": e2e["p50"], "p99": e2e["p99"]})),
         ("tx_per_lead", json!(per((tx1 - tx0) as f64))),
         ("wal_bytes_per_lead", json!(per(wal))),

@@ -550,6 +550,13 @@ impl Settings {
         let console = console::read(&mut r);
         let (kind_settings, worker_kinds) = kinds::read(&mut r, kinds, lease);
 
+        if environment == "production" && cfg!(feature = "unaudited-reads") {
+            r.problems.push(
+                "this binary was built with the `unaudited-reads` feature (benchmarks only: \
+                 tenant reads are not audited) and cannot run with LEADQ_ENVIRONMENT=production"
+                    .into(),
+            );
+        }
         if environment == "production" {
             r.problems.extend(production::problems(
                 &[
