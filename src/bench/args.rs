@@ -157,10 +157,10 @@ pub struct BenchArgs {
     /// E2e: what is posted.
     #[arg(long, value_enum, default_value = "lead")]
     pub(super) source: Source,
-    /// E2e (leads): after each lead it posts, a client reads this many of its tenant's leads
-    /// back (`GET /v1/leads/{id}`, each an audited read of personal data), chosen among those
-    /// posted at least `4 × C` leads earlier, so mostly stored by then (a miss is a 404, not
-    /// a read). With and without read auditing: docs/bench.md.
+    /// E2e (leads): after each lead it posts, a client reads this many leads back
+    /// (`GET /v1/leads/{id}`, each an audited read of personal data), from a reader tenant
+    /// whose 256 leads are stored before the timed run. With and without read auditing:
+    /// docs/bench.md.
     #[arg(long = "reads-per-lead", default_value_t = 0)]
     pub(super) reads_per_lead: usize,
     /// E2e: post exactly this many (else post for `--duration` seconds).

@@ -252,29 +252,75 @@ struct Posted {
     reads_missed: usize,
 }
 
-/// Reads back `reads` leads of tenant `t` posted well before lead `i` (see
-/// `--reads-per-lead`); each read's time and whether it found the lead go into `posted`.
-#[allow(clippy::too_many_arguments)]
+/// How many leads the reader tenant holds for `--reads-per-lead`.
+const READ_SET: usize = 256;
+
+/// The tenant whose leads the clients read back (`--reads-per-lead`): its own, so the timed
+/// tenants' completions count only what they posted; its [`READ_SET`] leads are posted and
+/// scored before the timed run, so every read finds its lead (a miss is not an audited read).
+struct Reader {
+    tenant: Tenant,
+    run: String,
+}
+
+async fn prepare_reader(
+    pool: &PgPool,
+    client: &reqwest::Client,
+    api: &str,
+    run: &str,
+    timeout: Duration,
+) -> anyhow::Result<Reader> {
+    let created = tenant::create(pool, &format!("e2e-{run}-reader"), "e2e bench reads").await?;
+    unlimit(pool, created.tenant_id).await?;
+    let reader = Reader {
+        tenant: Tenant {
+            created,
+            chatwoot: None,
+        },
+        run: format!("{run}r"),
+    };
+    for k in 0..READ_SET {
+        let res = request(client, api, &reader.tenant, &reader.run, k)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            res.status().is_success(),
+            "reader lead {k}: {}",
+            res.status()
+        );
+    }
+    let deadline = Instant::now() + timeout;
+    let tenants = std::slice::from_ref(&reader.tenant);
+    while completions(pool, tenants, leadq_jobs::kinds::LEAD_SCORE)
+        .await?
+        .0
+        < READ_SET
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the reader's leads were not scored in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(reader)
+}
+
+/// Reads `reads` of the reader's leads (`GET /v1/leads/{id}`, each an audited read) after
+/// lead `i` was posted; each read's time and whether it found the lead go into `posted`.
 async fn read_back(
     client: &reqwest::Client,
     api: &str,
-    t: &Tenant,
-    tenants: usize,
-    run: &str,
+    reader: &Reader,
     i: usize,
-    lag: usize,
     reads: usize,
     posted: &Mutex<Posted>,
 ) {
     for r in 0..reads {
-        // Leads of this tenant are i, i - T, i - 2T, …; go back at least `lag` of them.
-        let Some(j) = i.checked_sub((lag + r) * tenants) else {
-            return;
-        };
+        let k = (i * reads + r) % READ_SET;
         let started = Instant::now();
         let found = client
-            .get(format!("{api}/v1/leads/e2e-{run}-{j}"))
-            .bearer_auth(t.created.api_key.expose())
+            .get(format!("{api}/v1/leads/e2e-{}-{k}", reader.run))
+            .bearer_auth(reader.tenant.created.api_key.expose())
             .send()
             .await
             .is_ok_and(|res| res.status().is_success());
@@ -293,6 +339,7 @@ async fn post_all(
     client: &reqwest::Client,
     api: &str,
     tenants: Arc<Vec<Tenant>>,
+    reader: Option<Arc<Reader>>,
     a: &BenchArgs,
     run: &str,
 ) -> Posted {
@@ -300,7 +347,7 @@ async fn post_all(
     let posted = Arc::new(Mutex::new(Posted::default()));
     let deadline = Instant::now() + Duration::from_secs_f64(a.duration);
     let limit = a.leads;
-    let (reads, lag) = (a.reads_per_lead, 4 * a.c.max(1));
+    let reads = a.reads_per_lead;
     let mut tasks = Vec::new();
     for _ in 0..a.c.max(1) {
         let (client, api, tenants, run) = (
@@ -309,7 +356,7 @@ async fn post_all(
             tenants.clone(),
             run.to_owned(),
         );
-        let (next, posted) = (next.clone(), posted.clone());
+        let (next, posted, reader) = (next.clone(), posted.clone(), reader.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -336,9 +383,8 @@ async fn post_all(
                         p.refused += 1;
                     }
                 }
-                if reads > 0 && t.chatwoot.is_none() {
-                    let n = tenants.len();
-                    read_back(&client, &api, t, n, &run, i, lag, reads, &posted).await;
+                if let Some(reader) = &reader {
+                    read_back(&client, &api, reader, i, reads, &posted).await;
                 }
             }
         }));
@@ -458,9 +504,16 @@ pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::R
         Source::Lead => leadq_jobs::kinds::LEAD_SCORE,
         Source::Chatwoot => leadq_jobs::kinds::CHATWOOT_EVENT,
     };
+    let timeout = Duration::from_secs(a.timeout_s);
+    let reader = match (a.reads_per_lead, a.source) {
+        (1.., Source::Lead) => Some(Arc::new(
+            prepare_reader(&pool, &client, &api, &run, timeout).await?,
+        )),
+        _ => None,
+    };
     let (tx0, wal0) = pg_counters(&pool).await?;
     let started = Instant::now();
-    let posted = post_all(&client, &api, tenants.clone(), a, &run).await;
+    let posted = post_all(&client, &api, tenants.clone(), reader, a, &run).await;
     let ingest_s = started.elapsed().as_secs_f64();
     // Wait for every accepted job to complete (or the timeout).
     let deadline = Instant::now() + Duration::from_secs(a.timeout_s);
