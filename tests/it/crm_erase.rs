@@ -214,3 +214,69 @@ async fn an_erased_lead_is_gdpr_deleted_from_the_crm_whatever_hubspot_answers() 
     worker.stop().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_in_all_four_stores_is_erased_from_each_and_the_answer_says_where() {
+    let (server, _) = hubspot_accepting("pat-na1-erase").await;
+    let app = app_with_crm(&server, token("pat-na1-erase")).await;
+    // The CRM: the lead synced to HubSpot.
+    let worker = app.spawn_worker().await;
+    assert_eq!(
+        app.post_lead(app.key(), &hot_lead("tg-all", "all@example.com"))
+            .await
+            .status(),
+        202
+    );
+    let crm_id = wait_synced(&app, "tg-all").await;
+    // A dead letter: a job of the lead that fails for good (its e-mail is not sealed).
+    let bad = json!({"external_id": "tg-all", "source": "telegram", "email": "all@example.com"});
+    let job = leadq_testkit::lead_job(
+        app.tenant.tenant_id,
+        &app.key_actor(),
+        "m-bad",
+        "c-bad",
+        bad,
+    );
+    app.queue.enqueue(vec![job]).await.unwrap();
+    wait_for("the dead letter", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().dead == 1).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    // A queued job: an update of the lead, with no worker running.
+    let mut update = hot_lead("tg-all", "all@example.com");
+    update["answers"]["need"] = json!("call me tomorrow");
+    assert_eq!(app.post_lead(app.key(), &update).await.status(), 202);
+    assert_eq!(app.queue.counts("lead_score").await.unwrap().pending, 1);
+    answer(&server, &crm_id, ResponseTemplate::new(204), 1).await;
+
+    let res = app
+        .client
+        .delete(format!("{}/v1/leads/tg-all", app.address))
+        .bearer_auth(app.key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let report: Value = res.json().await.unwrap();
+    eprintln!("erase report: {report}");
+    assert_eq!(report["lead_deleted"], true, "PostgreSQL: {report}");
+    assert_eq!(
+        report["jobs_removed"], 2,
+        "the queued job and the dead letter: {report}"
+    );
+    assert_eq!(report["jobs_running"], 0);
+    assert_eq!(report["crm"]["status"], "requested", "{report}");
+    let counts = app.queue.counts("lead_score").await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (0, 0));
+    assert_eq!(app.get("/v1/leads/tg-all", app.key()).await.status(), 404);
+
+    // The CRM erasure runs: HubSpot deletes the contact, the answer is audited.
+    let worker = app.spawn_worker().await;
+    wait_for("the CRM erasure", Duration::from_secs(30), || async {
+        (erase_outcomes(&app, &crm_id).await == ["ok"]).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    app.stop().await;
+}
