@@ -84,14 +84,6 @@ impl Sealer {
         &self.keys.current().kid
     }
 
-    /// The id of the key a sealed value was made under (`None` when not sealed).
-    pub fn kid_of(sealed: &str) -> Option<&str> {
-        sealed
-            .strip_prefix(PREFIX)?
-            .split_once(':')
-            .map(|(kid, _)| kid)
-    }
-
     /// Seals `plain` for `tenant`'s `field`.
     pub fn seal(&self, tenant: Uuid, field: &str, plain: &str) -> String {
         let key = self.keys.current();
