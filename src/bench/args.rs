@@ -34,6 +34,16 @@ pub enum Source {
     Chatwoot,
 }
 
+/// Who sends the jobs that arrive during `--mode fair`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Arrivals {
+    /// Tenant B sends them all: one tenant's share against a burst.
+    One,
+    /// Each comes from a tenant never seen before: a new tenant's first job.
+    New,
+}
+
 /// Drain phases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -152,8 +162,13 @@ pub struct BenchArgs {
     #[arg(long = "dedupe-ttl-secs")]
     pub(super) dedupe_ttl_secs: Option<u64>,
     /// E2e: tenants the load is spread over (created by the bench, each with its own key).
+    /// Fair: tenants in all, B included: the backlog is spread over the other T − 1 (at
+    /// least one, tenant A).
     #[arg(long, default_value_t = 1)]
     pub(super) tenants: usize,
+    /// Fair: who sends the jobs that arrive while the backlog drains.
+    #[arg(long, value_enum, default_value = "one")]
+    pub(super) arrivals: Arrivals,
     /// E2e: what is posted.
     #[arg(long, value_enum, default_value = "lead")]
     pub(super) source: Source,

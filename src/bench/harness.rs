@@ -37,10 +37,29 @@ fn payload(seq: u64, t_enq: f64, bytes: usize) -> serde_json::Value {
 }
 
 /// Tenant B of the fair mode (tenant A, and every other mode, use the nil tenant).
-pub(super) const TENANT_B: uuid::Uuid = uuid::Uuid::from_u128(0xb);
+pub(super) const TENANT_B: uuid::Uuid = uuid::Uuid::from_u128(0xb << 64);
+
+/// The `i`-th newcomer of `--arrivals new`: a tenant of its own, counted with B.
+pub(super) fn newcomer(i: usize) -> uuid::Uuid {
+    uuid::Uuid::from_u128((0xb << 64) + 1 + i as u128)
+}
+
+/// Tenant B or a newcomer: the arrivals whose latency fair mode reports.
+pub(super) fn is_arrival(tenant: uuid::Uuid) -> bool {
+    tenant.as_u128() >> 64 == 0xb
+}
 
 pub(super) fn envelope(run: &str, seq: u64, t_enq: f64, bytes: usize) -> NewJob {
     tenant_envelope(uuid::Uuid::nil(), run, seq, t_enq, bytes)
+}
+
+/// The `k`-th of the tenants a backlog is spread over: the first is the nil tenant every
+/// other mode uses, so one busy tenant is the same run as before.
+pub(super) fn busy_tenant(k: usize) -> uuid::Uuid {
+    match k {
+        0 => uuid::Uuid::nil(),
+        k => uuid::Uuid::from_u128(0x1_0000_0000 + k as u128),
+    }
 }
 
 pub(super) fn tenant_envelope(
@@ -139,13 +158,28 @@ pub(super) async fn enqueue_range(
     run: &str,
     range: std::ops::Range<usize>,
 ) -> anyhow::Result<f64> {
+    enqueue_spread(a, queue, run, range, 1).await
+}
+
+/// [`enqueue_range`] with job `seq` going to [`busy_tenant`]`(seq % tenants)`.
+pub(super) async fn enqueue_spread(
+    a: &BenchArgs,
+    queue: &Queue,
+    run: &str,
+    range: std::ops::Range<usize>,
+    tenants: usize,
+) -> anyhow::Result<f64> {
+    let tenants = tenants.max(1);
     let t0 = now_ms();
     let mut start = range.start;
     while start < range.end {
         let end = (start + a.chunk.max(1)).min(range.end);
         let t_enq = now_ms();
         let jobs = (start..end)
-            .map(|i| envelope(run, i as u64, t_enq, a.payload_bytes))
+            .map(|i| {
+                let tenant = busy_tenant(i % tenants);
+                tenant_envelope(tenant, run, i as u64, t_enq, a.payload_bytes)
+            })
             .collect();
         queue.enqueue(jobs).await?;
         start = end;
@@ -156,9 +190,10 @@ pub(super) async fn enqueue_range(
 pub(super) async fn enqueue_bulk(
     a: &BenchArgs,
     queue: &Queue,
+    tenants: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let run = uuid::Uuid::now_v7().to_string();
-    let secs = enqueue_range(a, queue, &run, 0..a.n).await?;
+    let secs = enqueue_spread(a, queue, &run, 0..a.n, tenants).await?;
     Ok(
         json!({"enqueued": a.n, "chunk": a.chunk, "enqueue_s": r3(secs),
               "enqueue_jobs_per_s": (a.n as f64 / secs).round()}),

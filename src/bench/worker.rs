@@ -23,7 +23,7 @@ use leadq_queue::{Queue, Settled};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::harness::{Payload, TENANT_B};
+use super::harness::{is_arrival, Payload};
 use super::timer::PreciseTimer;
 use super::{now_ms, r3, BenchArgs, Mode, SleepTimer, KIND};
 
@@ -47,7 +47,7 @@ pub(super) struct Tally {
     lat: Vec<f64>,
     /// How long the handler of each measured completed job took, in ms.
     handler_ms: Vec<f64>,
-    /// Latencies of tenant B's jobs (fair mode).
+    /// Latencies of the jobs that arrived during the drain (fair mode).
     pub(super) lat_b: Vec<f64>,
     pub(super) completed: usize,
     failed: usize,
@@ -90,7 +90,7 @@ impl JobObserver for BenchObserver {
                     .push(report.duration.as_secs_f64() * 1000.0);
                 if let Some(t_enq) = t_enq {
                     tally.lat.push(t - t_enq);
-                    if report.meta.tenant_id == TENANT_B {
+                    if is_arrival(report.meta.tenant_id) {
                         tally.lat_b.push(t - t_enq);
                     }
                 }

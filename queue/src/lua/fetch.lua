@@ -25,7 +25,14 @@ local READY, JOBS = KEYS[1], KEYS[2]
 local n = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+-- The earliest scheduled job says whether any is due, and is next_due when none is: one read
+-- where an empty or not-yet-due scheduled set would otherwise cost two.
+local head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+local due = {}
+if head[2] and tonumber(head[2]) <= now then
+  due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+  head = nil -- the promotion below changes it
+end
 -- Drained: every due job was promoted, and the ready set came up empty (set below).
 local drained = false
 if #due > 0 then
@@ -34,6 +41,7 @@ if #due > 0 then
 end
 
 local ids = {}        -- jobs to lease, in order
+local lone = {}       -- index entries taken this round, one per tenant: removed at its end
 local tenant_of = {}  -- the tenant of each of `ids`, by position
 local capped = {}     -- job id -> its tenant, for jobs of tenants with a concurrency cap
 local running = {}    -- capped tenant -> jobs of it chosen by this call so far
@@ -68,8 +76,14 @@ local function take(tenant, slots, tags, st)
   if allowed == 0 then return {} end
   local best = redis.call('ZRANGEBYLEX', INDEX_KEY, '[' .. tenant .. '|', '(' .. tenant .. '}',
     'LIMIT', 0, allowed)
-  -- They are the first of the tenant's range: removed as one range, not member by member.
-  if #best > 0 then redis.call('ZREMRANGEBYLEX', INDEX_KEY, '[' .. best[1], '[' .. best[#best]) end
+  -- They are the first of the tenant's range: removed as one range, not member by member; a
+  -- tenant's lone entry waits for the round's one ZREM of every such entry (with many tenants
+  -- holding ready work, most fetched slots are their tenant's only one in the batch).
+  if #best > 1 then
+    redis.call('ZREMRANGEBYLEX', INDEX_KEY, '[' .. best[1], '[' .. best[#best])
+  elseif #best == 1 then
+    lone[#lone + 1] = best[1]
+  end
   local chosen = {}
   local same = #best == allowed
   for i, m in ipairs(best) do
@@ -157,6 +171,10 @@ for _ = 1, 4 do
       at_tenant[p[j]] = tenant
     end
   end
+  if #lone > 0 then
+    redis.call('ZREM', INDEX_KEY, unpack(lone))
+    lone = {}
+  end
   for i = 1, #fields do
     if at[i] then
       ids[#ids + 1] = at[i]
@@ -172,8 +190,8 @@ local function outlook(empty)
   if drained and ARGV[5] == '1' then redis.call('DEL', KEYS[9]) end
   local next_due = -1
   if drained or empty then
-    local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-    next_due = tonumber(first[2]) or -1
+    if not head then head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES') end
+    next_due = tonumber(head[2]) or -1
   end
   return next_due, drained and 1 or 0
 end

@@ -64,6 +64,61 @@ async fn a_tenant_flooding_the_queue_does_not_starve_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tenants_first_job_runs_next_while_many_tenants_hold_ready_work() {
+    // 300 tenants hold three jobs each: one round of the queue is 300 jobs.
+    let q = queue(settings(&queue_prefix(), 3, 100)).await;
+    let busy: Vec<uuid::Uuid> = (0..300).map(|_| uuid::Uuid::new_v4()).collect();
+    let jobs = (0..3)
+        .flat_map(|round| {
+            let busy = &busy;
+            (0..busy.len()).map(move |k| tenant_job(busy[k], round * 1000 + k))
+        })
+        .collect();
+    q.enqueue(jobs).await.unwrap();
+    let newcomer = uuid::Uuid::new_v4();
+    let order: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    let (seen, producer) = (order.clone(), q.clone());
+    let handler: Handler = Arc::new(move |job| {
+        let n = {
+            let mut o = seen.lock().unwrap();
+            o.push(job.meta.tenant_id);
+            o.len()
+        };
+        let producer = producer.clone();
+        async move {
+            // Halfway through the second round, a tenant with nothing queued sends a job.
+            if n == 450 {
+                producer
+                    .enqueue(vec![tenant_job(newcomer, 5000)])
+                    .await
+                    .unwrap();
+            }
+            Ok(())
+        }
+        .boxed()
+    });
+    let w = start(&q, handler, Recorder::default());
+    wait_for("every job", Duration::from_secs(30), || async {
+        (order.lock().unwrap().len() == 901).then_some(())
+    })
+    .await;
+    w.stop().await;
+    let pos = order
+        .lock()
+        .unwrap()
+        .iter()
+        .position(|t| *t == newcomer)
+        .unwrap();
+    // Tagged at the virtual clock it would queue behind the ~150 second jobs of this round
+    // that were ready before it (and sort before it: older ids); with the new tenant's head
+    // start it goes with the next fetch, behind at most the jobs in flight (concurrency 20).
+    assert!(
+        (450..450 + 45).contains(&pos),
+        "the new tenant's job started at position {pos} (sent at 450)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priorities_reorder_a_tenants_own_jobs_without_taking_a_larger_share() {
     let q = queue(settings(&queue_prefix(), 3, 100)).await;
     let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
