@@ -8,8 +8,10 @@
 //! HTTP latency the clients saw; enqueue→done latency and jobs completed per second from
 //! `job_runs` (server clocks, `finished_at - enqueued_at`); PostgreSQL transactions and WAL
 //! bytes per job (`pg_stat_database`, `pg_current_wal_lsn` deltas: the whole server, so run it
-//! on a quiet one); the peak RSS of the processes it started; and whether every lead was stored
-//! exactly once and the audit chains verify. `ok` is all of those.
+//! on a quiet one); the peak RSS of the processes it started; CPU ms per lead of each of them,
+//! of the bench, and of the rest of the machine (`cpu_ms_per_lead`: PostgreSQL and Redis are
+//! most of `rest`); and whether every lead was stored exactly once and the audit chains verify.
+//! `ok` is all of those.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use super::args::Source;
+use super::cpu;
 use super::worker::summarize;
 use super::{round_to, BenchArgs};
 
@@ -511,7 +514,12 @@ pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::R
         )),
         _ => None,
     };
+    let pids: Vec<(&'static str, Option<u32>)> = match &stack {
+        Some(s) => s.children.iter().map(|(r, c)| (*r, c.id())).collect(),
+        None => Vec::new(),
+    };
     let (tx0, wal0) = pg_counters(&pool).await?;
+    let cpu0 = cpu::read(&pids);
     let started = Instant::now();
     let posted = post_all(&client, &api, tenants.clone(), reader, a, &run).await;
     let ingest_s = started.elapsed().as_secs_f64();
@@ -524,6 +532,7 @@ pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::R
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    let cpu1 = cpu::read(&pids);
     // Other sessions' statistics reach pg_stat_database within a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (tx1, wal1) = pg_counters(&pool).await?;
@@ -573,6 +582,7 @@ pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::R
         ("e2e_ms", json!({"p50": e2e["p50"], "p99": e2e["p99"]})),
         ("tx_per_lead", json!(per((tx1 - tx0) as f64))),
         ("wal_bytes_per_lead", json!(per(wal))),
+        ("cpu_ms_per_lead", cpu::usage(&cpu0, &cpu1, posted.accepted)),
         ("api_rss_mb", json!(api_rss)),
         ("worker_rss_mb", json!(worker_rss)),
         ("phases_ms", json!(phases)),

@@ -34,6 +34,7 @@ use serde_json::json;
 
 mod args;
 mod cost;
+mod cpu;
 mod drain;
 mod e2e;
 mod fair;

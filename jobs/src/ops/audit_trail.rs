@@ -89,16 +89,8 @@ pub struct AuditPage {
 
 /// The entries of `scope` matching `f`, newest first.
 pub async fn list(pool: &PgPool, scope: Scope, f: &Filter) -> Result<AuditPage, sqlx::Error> {
-    let tenant = match scope {
-        Scope::Tenant(id) => Some(id),
-        Scope::Platform => None,
-    };
     let limit = f.limit.clamp(1, 500);
-    // Two spellings, so each uses its index: `(tenant_id, id)` or the platform rows'.
-    let whose = match tenant {
-        Some(_) => "tenant_id = $1",
-        None => "tenant_id is null and $1::uuid is null",
-    };
+    let (whose, tenant) = leadq_platform::audit::own_rows(scope);
     let sql = format!(
         "select id, actor, action, subject, outcome, correlation_id, details, at,
                 encode(coalesce(mac, hash), 'hex') as hash, seal_seq

@@ -20,6 +20,22 @@ pub mod seal;
 
 use uuid::Uuid;
 
+use crate::db::Scope;
+
+/// `scope`'s own rows as a condition on `tenant_id` (placeholder `$1`, bound with the returned
+/// id), for reads of one chain. Row-level security already hides every other chain's rows, but
+/// its predicate (`coalesce(tenant_id::text, 'platform') = leadq_scope()`, or'ed with the
+/// sealer's) matches no index: without this condition such a read scans every chain's rows,
+/// and a pass over all chains (verification, the heartbeat check) costs chains × rows. Two
+/// spellings, so each uses its index: `(tenant_id, …)`, or the platform rows' (`tenant_id is
+/// null`).
+pub fn own_rows(scope: Scope) -> (&'static str, Option<Uuid>) {
+    match scope {
+        Scope::Tenant(t) => ("tenant_id = $1", Some(t)),
+        Scope::Platform => ("tenant_id is null and $1::uuid is null", None),
+    }
+}
+
 /// One audit entry.
 #[derive(Debug)]
 pub struct AuditEntry<'a> {
@@ -194,11 +210,12 @@ fn check_sealed(rows: &[Row], mut prev: Vec<u8>, keys: &crate::keyring::Keyring)
 /// the link (or the sequence) of the row after it. Also counts rows left unsealed too long.
 pub async fn verify_chain(
     pool: &sqlx::PgPool,
-    scope: crate::db::Scope,
+    scope: Scope,
     keys: &crate::keyring::Keyring,
 ) -> Result<ChainReport, sqlx::Error> {
     let mut tx = crate::db::begin(pool, scope).await?;
-    let rows: Vec<Row> = sqlx::query_as(
+    let (own, tenant) = own_rows(scope);
+    let rows: Vec<Row> = sqlx::query_as(&format!(
         "select id, prev_hash, hash,
                 audit_row_hash(prev_hash, tenant_id, actor, action, subject, outcome,
                                correlation_id, details, at) as expected_legacy,
@@ -206,9 +223,10 @@ pub async fn verify_chain(
                 audit_canonical(tenant_id, actor, action, subject, outcome, correlation_id,
                                 details, at) as canonical,
                 (hash is null and mac is null
-                 and at < now() - make_interval(secs => $1)) as overdue
-           from audit_log order by id",
-    )
+                 and at < now() - make_interval(secs => $2)) as overdue
+           from audit_log where {own} order by id"
+    ))
+    .bind(tenant)
     .bind(UNSEALED_GRACE.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
@@ -216,8 +234,8 @@ pub async fn verify_chain(
     let first_broken_id = legacy_broken.or_else(|| check_sealed(&rows, tail, keys));
     Ok(ChainReport {
         scope: match scope {
-            crate::db::Scope::Tenant(t) => format!("tenant:{t}"),
-            crate::db::Scope::Platform => "platform".into(),
+            Scope::Tenant(t) => format!("tenant:{t}"),
+            Scope::Platform => "platform".into(),
         },
         rows: rows.len() as u64,
         sealed: rows.iter().filter(|r| r.seal_seq.is_some()).count() as u64,
@@ -227,12 +245,12 @@ pub async fn verify_chain(
 }
 
 /// The scopes of every chain: each tenant's (by slug), then the platform's.
-async fn all_scopes(pool: &sqlx::PgPool) -> Result<Vec<crate::db::Scope>, sqlx::Error> {
+async fn all_scopes(pool: &sqlx::PgPool) -> Result<Vec<Scope>, sqlx::Error> {
     let tenants: Vec<uuid::Uuid> = sqlx::query_scalar("select id from tenants order by slug")
         .fetch_all(pool)
         .await?;
-    let mut scopes: Vec<_> = tenants.into_iter().map(crate::db::Scope::Tenant).collect();
-    scopes.push(crate::db::Scope::Platform);
+    let mut scopes: Vec<_> = tenants.into_iter().map(Scope::Tenant).collect();
+    scopes.push(Scope::Platform);
     Ok(scopes)
 }
 
@@ -275,17 +293,21 @@ pub async fn verify_all(
 }
 
 /// When the newest audit row of any chain was written: the audit trail's heartbeat. Rows are
-/// readable only inside their own scope (row-level security), so every scope is asked.
+/// readable only inside their own scope (row-level security), so every scope is asked: one
+/// read of the `(tenant_id, at)` index each.
 pub async fn newest_entry(
     pool: &sqlx::PgPool,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
     let mut newest = None;
     for scope in all_scopes(pool).await? {
         let mut tx = crate::db::begin(pool, scope).await?;
-        let at: Option<chrono::DateTime<chrono::Utc>> =
-            sqlx::query_scalar("select max(at) from audit_log")
-                .fetch_one(&mut *tx)
-                .await?;
+        let (own, tenant) = own_rows(scope);
+        let at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(&format!(
+            "select at from audit_log where {own} order by at desc limit 1"
+        ))
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
         newest = newest.max(at);
     }
     Ok(newest)

@@ -92,9 +92,12 @@ pub async fn seal_batch(
     let (mut seq, mut prev) = match tail {
         Some(t) => t,
         None => {
-            let legacy: Option<Vec<u8>> = sqlx::query_scalar(
-                "select hash from audit_log where hash is not null order by id desc limit 1",
-            )
+            let (own, tenant) = super::own_rows(scope);
+            let legacy: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+                "select hash from audit_log where {own} and hash is not null
+                  order by id desc limit 1"
+            ))
+            .bind(tenant)
             .fetch_optional(&mut *tx)
             .await?;
             (0, legacy.unwrap_or_default())
