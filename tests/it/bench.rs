@@ -83,6 +83,34 @@ fn a_no_op_drain_on_the_multi_thread_runtime_completes_every_job_and_reports_red
     assert!(f(&v, &["redis", "work", "cmds_per_job"]) > 0.0, "{v}");
 }
 
+#[test]
+fn fair_mode_spreads_the_backlog_over_many_tenants_and_times_each_new_tenants_job() {
+    let v = bench(&[
+        "--mode",
+        "fair",
+        "--n",
+        "300",
+        "--c",
+        "10",
+        "--rate",
+        "200",
+        "--duration",
+        "0.5",
+        "--tenants",
+        "50",
+        "--arrivals",
+        "new",
+    ]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["tenants"], 50, "{v}");
+    assert_eq!(v["arrivals"], "new", "{v}");
+    // The backlog and the 100 arrivals all ran, and each arrival's wait was measured.
+    assert_eq!(f(&v, &["completed"]), 400.0, "{v}");
+    assert_eq!(f(&v, &["b_lat_ms", "count"]), 100.0, "{v}");
+    assert!(f(&v, &["b_first_ms"]) > 0.0, "{v}");
+    assert!(f(&v, &["redis", "work", "cmds_per_job"]) > 0.0, "{v}");
+}
+
 /// `leadq bench --mode e2e`, tiny, for both sources: the real API and worker (started by the
 /// bench on the test's database and queues), leads and signed Chatwoot messages posted over
 /// HTTP, every one stored once and the audit chains intact. No timing is asserted.
@@ -140,6 +168,14 @@ async fn the_e2e_mode_runs_the_real_path_and_checks_what_it_stored() {
             assert!(phases[phase].as_f64().is_some(), "{phase}: {line}");
         }
         assert!(phases["run"].as_f64().unwrap() > 0.0, "{line}");
+        // CPU read from /proc for the processes it started: they did work for these leads.
+        let cpu = &line["cpu_ms_per_lead"];
+        for part in ["api", "worker", "bench", "machine"] {
+            assert!(
+                cpu[part].as_f64().is_some_and(|ms| ms > 0.0),
+                "{part}: {line}"
+            );
+        }
     }
     app.stop().await;
 }
