@@ -168,14 +168,16 @@ async fn the_e2e_mode_runs_the_real_path_and_checks_what_it_stored() {
             assert!(phases[phase].as_f64().is_some(), "{phase}: {line}");
         }
         assert!(phases["run"].as_f64().unwrap() > 0.0, "{line}");
-        // CPU read from /proc for the processes it started: they did work for these leads.
+        // CPU read from /proc for each process it started, itself and the machine (in 10 ms
+        // ticks: 30 leads may cost a process less than one, so only the machine must show).
         let cpu = &line["cpu_ms_per_lead"];
-        for part in ["api", "worker", "bench", "machine"] {
+        for part in ["api", "worker", "bench"] {
             assert!(
-                cpu[part].as_f64().is_some_and(|ms| ms > 0.0),
+                cpu[part].as_f64().is_some_and(|ms| ms >= 0.0),
                 "{part}: {line}"
             );
         }
+        assert!(cpu["machine"].as_f64().is_some_and(|ms| ms > 0.0), "{line}");
     }
     app.stop().await;
 }
