@@ -456,26 +456,19 @@ async fn stored_once(
     let mut stored = 0i64;
     for t in tenants {
         let mut tx = db::begin(pool, Scope::Tenant(t.created.tenant_id)).await?;
-        let (n, distinct): (i64, i64) = match source {
+        let sql = match source {
             Source::Lead => {
-                sqlx::query_as(
-                    "select count(*), count(distinct external_id) from leads
-                      where tenant_id = $1",
-                )
-                .bind(t.created.tenant_id)
-                .fetch_one(&mut *tx)
-                .await?
+                "select count(*), count(distinct external_id) from leads where tenant_id = $1"
             }
             Source::Chatwoot => {
-                sqlx::query_as(
-                    "select count(*), count(distinct source_id) from lead_messages
-                      where tenant_id = $1",
-                )
-                .bind(t.created.tenant_id)
-                .fetch_one(&mut *tx)
-                .await?
+                "select count(*), count(distinct source_id) from lead_messages
+                  where tenant_id = $1"
             }
         };
+        let (n, distinct): (i64, i64) = sqlx::query_as(sql)
+            .bind(t.created.tenant_id)
+            .fetch_one(&mut *tx)
+            .await?;
         if n != distinct {
             return Ok(false);
         }

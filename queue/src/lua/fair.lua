@@ -33,7 +33,8 @@ local fair_v
 local fair_f = {}
 local fair_w = {}
 local fair_dirty = {}
--- How far ahead of V a new tenant's first job goes (a power of two: exact in a double).
+-- How far ahead of V a new tenant's first job goes (a power of two: exact in a double); never
+-- more than half the tenant's step 1/weight, so its next job is tagged after V again.
 local FAIR_HEAD_START = 1 / 1024
 
 local function fair_clock()
@@ -61,7 +62,11 @@ local function fair_tag(tenant)
     fair_w[tenant] = w
   end
   local s = fair_clock()
-  if fair_f[tenant] > s then s = fair_f[tenant] else s = s - FAIR_HEAD_START end
+  if fair_f[tenant] > s then
+    s = fair_f[tenant]
+  else
+    s = s - math.min(FAIR_HEAD_START, 0.5 / fair_w[tenant])
+  end
   fair_f[tenant] = s + 1 / fair_w[tenant]
   fair_dirty[tenant] = true
   return s
