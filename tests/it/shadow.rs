@@ -122,8 +122,14 @@ async fn candidate_rules_are_compared_with_the_live_ones_on_every_new_version() 
         "same weights, same scores: {r}"
     );
 
-    // A replay makes no new version, so no new comparison; a real change does.
+    // A replay makes no new version, so no new comparison; a real change does. (The change is
+    // sent once the replay has run: run together, the change could commit first, and the
+    // replay would then be a change back, a version of its own.)
     post(sample_lead("tg-hot")).await;
+    wait_for("the replay to run", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().done == 3).then_some(())
+    })
+    .await;
     let mut changed = sample_lead("tg-hot");
     changed["answers"]["budget"] = json!("under_5k");
     post(changed).await;
