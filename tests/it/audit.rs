@@ -292,6 +292,73 @@ async fn two_sealers_racing_over_concurrent_writers_leave_one_gap_free_chain() {
     app.stop().await;
 }
 
+/// Writes `n` audit rows of the test tenant, each in its own transaction.
+async fn write_rows(app: &TestApp, n: usize, action: &str) {
+    let auditor = leadq_platform::audit::Auditor {
+        tenant_id: Some(app.tenant.tenant_id),
+        actor: "cli",
+        correlation_id: "tail",
+    };
+    for i in 0..n {
+        let mut tx = app.own().await;
+        auditor
+            .entry(action, &i.to_string())
+            .record(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sealer_starts_from_its_recorded_tail_only_when_the_rows_agree() {
+    let app = spawn_app().await;
+    let keys = app.settings.audit_keys().clone();
+    let seal = || leadq_platform::audit::seal::seal_all(&app.db.pool, &keys);
+    let tail = || async {
+        let mut tx = app.own().await;
+        let t: (i64, Vec<u8>) =
+            sqlx::query_as("select seal_seq, mac from audit_chain_tails where chain = $1")
+                .bind(app.tenant.tenant_id.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        t
+    };
+    write_rows(&app, 5, "tail.first").await;
+    seal().await.unwrap();
+    let rows: i64 = sqlx::query_scalar("select count(*) from audit_log where seal_seq is not null")
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap();
+    let (seq, mac) = tail().await;
+    assert_eq!(seq, rows, "the batch recorded where the chain ends");
+    let last: Vec<u8> = sqlx::query_scalar("select mac from audit_log where seal_seq = $1")
+        .bind(seq)
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap();
+    assert_eq!(mac, last);
+
+    // A record that lags (as an older release's sealer leaves it) or names another link is
+    // not trusted: the next batch continues from the rows, one gap-free chain.
+    for edit in [
+        "update audit_chain_tails set seal_seq = seal_seq - 3",
+        "update audit_chain_tails set mac = '\\x00'",
+    ] {
+        let mut tx = app.own().await;
+        sqlx::query(edit).execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        write_rows(&app, 3, "tail.more").await;
+        seal().await.unwrap();
+    }
+    let (ok, report) = verify(&app, &app.tenant.slug);
+    assert!(ok, "{report}");
+    assert_eq!(report["sealed"], report["rows"], "{report}");
+    assert_eq!(tail().await.0, report["sealed"].as_i64().unwrap());
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_export_writes_signed_lines_in_chain_order_that_a_consumer_can_check() {
     let app = spawn_app().await;

@@ -7,13 +7,15 @@
 //! chain, one short transaction per batch of up to [`BATCH`] rows:
 //!
 //! 1. take the chain's advisory lock (sealers of one chain queue here, writers never do);
-//! 2. read the chain's tail: the last sealed row's `(seal_seq, mac)`, or, before the first
+//! 2. read the chain's tail: the last sealed row's `(seal_seq, mac)` (as the last batch
+//!    recorded it in `audit_chain_tails`, checked against the rows), or, before the first
 //!    seal, the last legacy sha256 link (rows chained before keyed sealing existed);
 //! 3. read the unsealed rows whose inserting transaction finished before any transaction
 //!    still running began (`xid < pg_snapshot_xmin(pg_current_snapshot())`), by id: a row whose
 //!    transaction is still open is left for a later pass, so it is never skipped over;
 //! 4. `mac = HMAC-SHA256(key, prev_mac ‖ seal_seq ‖ audit_canonical(row))`, `seal_seq`
-//!    counting on from the tail, written with one `UPDATE … FROM unnest(…)`.
+//!    counting on from the tail, written with one `UPDATE … FROM unnest(…)`, and the new tail
+//!    recorded.
 //!
 //! Failure cases (docs/audit.md): a sealer that dies mid-batch rolls back its transaction and
 //! the next pass seals the same rows; two sealers of one chain serialise on the lock and the
@@ -83,26 +85,7 @@ pub async fn seal_batch(
         .bind(lock_name(scope))
         .execute(&mut *tx)
         .await?;
-    let tail: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "select seal_seq, mac from audit_log where seal_seq is not null
-          order by seal_seq desc limit 1",
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (mut seq, mut prev) = match tail {
-        Some(t) => t,
-        None => {
-            let (own, tenant) = super::own_rows(scope);
-            let legacy: Option<Vec<u8>> = sqlx::query_scalar(&format!(
-                "select hash from audit_log where {own} and hash is not null
-                  order by id desc limit 1"
-            ))
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
-            .await?;
-            (0, legacy.unwrap_or_default())
-        }
-    };
+    let (mut seq, mut prev) = tail(&mut tx, scope).await?;
     let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
         "select id, audit_canonical(tenant_id, actor, action, subject, outcome,
                                     correlation_id, details, at)
@@ -137,8 +120,57 @@ pub async fn seal_batch(
     .bind(&key.kid)
     .execute(&mut *tx)
     .await?;
+    sqlx::query(
+        "insert into audit_chain_tails (chain, seal_seq, mac) values ($1, $2, $3)
+         on conflict (chain) do update set seal_seq = excluded.seal_seq, mac = excluded.mac",
+    )
+    .bind(scope_name(scope))
+    .bind(seq)
+    .bind(&prev)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(rows.len())
+}
+
+/// Where `scope`'s chain ends: the last sealed row's `(seal_seq, mac)`, or `(0, the last legacy
+/// sha256 link)` before its first seal. The tail the last batch recorded
+/// (`audit_chain_tails`) is used when the rows agree: the row it names carries that link and
+/// no row follows it (two exact reads of `audit_log_seal_seq`). Otherwise — no record yet, or
+/// one an older release's sealer left behind — the chain's rows are searched.
+async fn tail(conn: &mut sqlx::PgConnection, scope: Scope) -> Result<(i64, Vec<u8>), sqlx::Error> {
+    let kept: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("select seal_seq, mac from audit_chain_tails where chain = $1")
+            .bind(scope_name(scope))
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((seq, mac)) = kept {
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("select seal_seq, mac from audit_log where seal_seq in ($1, $1 + 1)")
+                .bind(seq)
+                .fetch_all(&mut *conn)
+                .await?;
+        if rows.len() == 1 && rows[0].0 == seq && rows[0].1 == mac {
+            return Ok((seq, mac));
+        }
+    }
+    let found: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "select seal_seq, mac from audit_log where seal_seq is not null
+          order by seal_seq desc limit 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(t) = found {
+        return Ok(t);
+    }
+    let (own, tenant) = super::own_rows(scope);
+    let legacy: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+        "select hash from audit_log where {own} and hash is not null order by id desc limit 1"
+    ))
+    .bind(tenant)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok((0, legacy.unwrap_or_default()))
 }
 
 /// Seals everything committed so far, chain by chain; returns the rows sealed.
