@@ -5,6 +5,8 @@
 //! `/proc` reports in clock ticks of `USER_HZ`, which Linux fixes at 100 for user space on
 //! every architecture it exposes `/proc/<pid>/stat` on.
 
+use super::r3;
+
 const USER_HZ: f64 = 100.0;
 
 /// User + system CPU seconds of process `pid` so far (`None` when it cannot be read).
@@ -56,7 +58,7 @@ pub(super) fn read(children: &[(&'static str, Option<u32>)]) -> Reading {
 /// CPU ms per item between two readings: each child's, the bench's, the rest of the machine's
 /// (PostgreSQL, Redis, anything else running), the machine's, and how busy the machine was.
 pub(super) fn usage(before: &Reading, after: &Reading, items: usize) -> serde_json::Value {
-    let per = |s: f64| (s * 1000.0 / items.max(1) as f64 * 1000.0).round() / 1000.0;
+    let per = |s: f64| r3(s * 1000.0 / items.max(1) as f64);
     let mut out = serde_json::Map::new();
     let mut known = 0.0;
     for ((role, a), (_, b)) in before.children.iter().zip(&after.children) {
@@ -73,8 +75,10 @@ pub(super) fn usage(before: &Reading, after: &Reading, items: usize) -> serde_js
         out.insert("rest".into(), per((b1 - b0) - known).into());
         out.insert("machine".into(), per(b1 - b0).into());
         if t1 > t0 {
-            let busy = ((b1 - b0) / (t1 - t0) * 1000.0).round() / 1000.0;
-            out.insert("machine_busy_share".into(), busy.into());
+            out.insert(
+                "machine_busy_share".into(),
+                r3((b1 - b0) / (t1 - t0)).into(),
+            );
         }
     }
     out.into()

@@ -546,8 +546,8 @@ pub(super) async fn run(a: &BenchArgs, out: &mut serde_json::Value) -> anyhow::R
     while completed(&pool, &tenants, kind).await? < posted.accepted && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (done, lat, span_s) = completions(&pool, &tenants, kind).await?;
     let cpu1 = cpu::read(&pids);
+    let (done, lat, span_s) = completions(&pool, &tenants, kind).await?;
     // Other sessions' statistics reach pg_stat_database within a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (tx1, wal1) = pg_counters(&pool).await?;
