@@ -5,7 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use leadq_platform::metrics as m;
 use leadq_platform::telemetry;
-use leadq_platform::tenant::{self, AuthFailure, Principal};
+use leadq_platform::tenant::{AuthFailure, Principal};
 use sha2::Digest;
 
 use crate::error::ApiError;
@@ -34,7 +34,7 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let presented = bearer(parts);
-        let (reason, error) = match tenant::authenticate(&state.pool, presented).await? {
+        let (reason, error) = match state.keys.authenticate(&state.pool, presented).await? {
             Ok(principal) => {
                 telemetry::tag_tenant(principal.tenant_id, Some(&principal.tenant_slug));
                 return Ok(Auth(principal));

@@ -61,6 +61,10 @@ pub struct AppState {
     pub sealer: leadq_jobs::pii::Sealer,
     /// Operator tokens by name (`LEADQ_OPERATOR_TOKENS`).
     pub operators: std::sync::Arc<Vec<(String, leadq_platform::secret::Secret)>>,
+    /// API keys that authenticated recently.
+    pub keys: leadq_platform::principals::KeyCache,
+    /// Tenants' ingest limits, read recently.
+    pub limits: leadq_jobs::ops::limits::LimitsCache,
     /// Webhook settings of recently seen tenants.
     pub webhook_tenants: routes::webhooks::TenantCache,
     /// The `tenant` label of per-tenant metrics (rate limits).
@@ -233,6 +237,8 @@ impl Application {
                 queue,
                 sealer: leadq_jobs::pii::Sealer::from_settings(settings),
                 operators: std::sync::Arc::new(settings.operator_tokens.clone()),
+                keys: Default::default(),
+                limits: Default::default(),
                 webhook_tenants: Default::default(),
                 tenant_labels,
                 settings: std::sync::Arc::new(settings.clone()),
@@ -267,6 +273,14 @@ impl Application {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(addr = %self.addr(), scheme, "API listening.");
         let refresh = tokio::spawn(routes::security::refresh_forever(self.state.clone()));
+        // Cached keys and limits are dropped the moment they change.
+        let changes = tokio::spawn({
+            let (keys, limits) = (self.state.keys.clone(), self.state.limits.clone());
+            leadq_platform::changes::follow(self.state.pool.clone(), move |change| {
+                keys.drop_changed(change);
+                limits.drop_changed(change);
+            })
+        });
         let metrics_server = self.metrics_listener.map(|listener| {
             let app: Router = leadq_jobs::health::metrics_router(
                 self.state.pool.clone(),
@@ -302,6 +316,8 @@ impl Application {
         };
         refresh.abort();
         let _ = refresh.await;
+        changes.abort();
+        let _ = changes.await;
         if let Some(m) = metrics_server {
             m.abort();
         }

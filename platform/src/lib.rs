@@ -24,6 +24,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod changes;
 pub mod checks;
 pub mod config;
 pub mod db;
@@ -31,6 +32,7 @@ pub mod keyring;
 pub mod keys;
 pub mod metrics;
 pub mod operators;
+pub mod principals;
 pub mod roles;
 pub mod scrub;
 pub mod secret;

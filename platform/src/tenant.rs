@@ -168,6 +168,8 @@ pub struct Principal {
     pub key_id: Uuid,
     /// Granted scopes.
     pub scopes: Vec<String>,
+    /// When the key expires, if it does.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -260,6 +262,7 @@ pub async fn authenticate(
         tenant_slug: row.slug,
         key_id: row.id,
         scopes: row.scopes,
+        expires_at: row.expires_at,
     }))
 }
 
@@ -271,8 +274,8 @@ pub async fn principal_of_key(
     key_id: Uuid,
 ) -> Result<Option<Principal>, sqlx::Error> {
     let mut tx = crate::db::begin(pool, crate::db::Scope::Tenant(tenant)).await?;
-    let row: Option<(String, Vec<String>)> = sqlx::query_as(
-        "select t.slug, k.scopes
+    let row: Option<(String, Vec<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "select t.slug, k.scopes, k.expires_at
            from api_keys k join tenants t on t.id = k.tenant_id
           where k.id = $1 and k.tenant_id = $2 and k.revoked_at is null
             and (k.expires_at is null or k.expires_at > now()) and t.status = 'active'",
@@ -282,11 +285,12 @@ pub async fn principal_of_key(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(row.map(|(tenant_slug, scopes)| Principal {
+    Ok(row.map(|(tenant_slug, scopes, expires_at)| Principal {
         tenant_id: tenant,
         tenant_slug,
         key_id,
         scopes,
+        expires_at,
     }))
 }
 

@@ -87,14 +87,19 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         }
     }
 
-    /// Drops every entry `stale` picks; returns how many.
+    /// Drops every entry `stale` picks by its key; returns how many.
     pub fn forget(&self, stale: impl Fn(&K) -> bool) -> usize {
+        self.forget_entries(|k, _| stale(k))
+    }
+
+    /// Drops every entry `stale` picks by its key and value; returns how many.
+    pub fn forget_entries(&self, stale: impl Fn(&K, &V) -> bool) -> usize {
         let Ok(mut map) = self.entries.write() else {
             return 0;
         };
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let before = map.len();
-        map.retain(|k, _| !stale(k));
+        map.retain(|k, (_, v)| !stale(k, v));
         before - map.len()
     }
 

@@ -149,3 +149,79 @@ async fn a_queued_job_of_a_key_revoked_after_its_tenant_was_cached_is_dead_lette
     worker.stop().await;
     app.stop().await;
 }
+
+/// The API's cache of authenticated keys (`leadq_platform::principals`): the same bound as the
+/// worker's, from the request's side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apis_key_cache_refuses_a_revoked_key_once_notified_and_after_its_ttl_at_worst() {
+    use leadq_platform::principals::KeyCache;
+    use leadq_platform::tenant::AuthFailure;
+    let app = spawn_app().await;
+    let pool = &app.db.pool;
+    let other = app.other_tenant().await;
+
+    // No follower: a kept key is used until its TTL, and not a moment longer.
+    let short = KeyCache::with_ttl(Duration::from_millis(300));
+    assert!(short.authenticate(pool, app.key()).await.unwrap().is_ok());
+    assert!(short
+        .authenticate(pool, "lq_000000000000_nope")
+        .await
+        .unwrap()
+        .is_err());
+    assert_eq!(short.len(), 1, "only the key that authenticated is kept");
+    let mut tx = app.scoped(other.tenant_id).await;
+    sqlx::query("update api_keys set revoked_at = now() where id = $1")
+        .bind(other.key_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        short
+            .authenticate(pool, other.api_key.expose())
+            .await
+            .unwrap()
+            .err(),
+        Some(AuthFailure::Revoked),
+        "a refused key is never kept"
+    );
+    revoke(&app).await;
+    assert!(short.authenticate(pool, app.key()).await.unwrap().is_ok());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        short.authenticate(pool, app.key()).await.unwrap().err(),
+        Some(AuthFailure::Revoked)
+    );
+
+    app.stop().await;
+
+    // Followed, with a TTL far longer than the test: only the notification can drop the key.
+    let app = spawn_app().await;
+    let pool = &app.db.pool;
+    let long = KeyCache::with_ttl(Duration::from_secs(3600));
+    let follower = tokio::spawn({
+        let keys = long.clone();
+        leadq_platform::changes::follow(pool.clone(), move |c| keys.drop_changed(c))
+    });
+    wait_for("the listener", Duration::from_secs(20), || async {
+        assert!(long.authenticate(pool, app.key()).await.unwrap().is_ok());
+        let sql = "update tenants set status = status where id = $1";
+        change(&app, app.tenant.tenant_id, sql, app.tenant.tenant_id).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        long.is_empty().then_some(())
+    })
+    .await;
+    wait_for("the key kept", Duration::from_secs(10), || async {
+        assert!(long.authenticate(pool, app.key()).await.unwrap().is_ok());
+        (long.len() == 1).then_some(())
+    })
+    .await;
+    revoke(&app).await;
+    let refused = wait_for("the revocation", Duration::from_secs(10), || async {
+        long.authenticate(pool, app.key()).await.unwrap().err()
+    })
+    .await;
+    assert_eq!(refused, AuthFailure::Revoked);
+    follower.abort();
+    app.stop().await;
+}

@@ -140,3 +140,65 @@ async fn leadq_refuses_to_run_as_the_owner_and_migrate_regrants_the_runtime_role
     owner.close().await;
     app.stop().await;
 }
+
+/// The SQLSTATE of `sql` run in `tx`, which must fail.
+async fn code_of(tx: &mut sqlx::PgConnection, sql: &str, tenant: uuid::Uuid) -> String {
+    let err = sqlx::query(sql)
+        .bind(tenant)
+        .execute(tx)
+        .await
+        .expect_err(&format!("ran: {sql}"));
+    err.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_job_tables_refuse_a_tenant_that_does_not_exist_and_no_tenant_can_be_deleted() {
+    // The per-job tables check their tenant with a trigger instead of a foreign key (no lock on
+    // the tenant's row, migrations/*_tenant_refs_without_row_locks.sql): the rule holds as
+    // before, with the foreign key's SQLSTATE, because a tenant can never go away.
+    let app = spawn_app().await;
+    let ghost = uuid::Uuid::new_v4();
+    for sql in [
+        "insert into leads (tenant_id, external_id, source) values ($1, 'x', 'telegram')",
+        "insert into audit_log (tenant_id, actor, action, subject, outcome, correlation_id, details)
+         values ($1, 'cli', 'x', 'x', 'ok', 'cli', '{}')",
+        "insert into job_runs (job_id, tenant_id, kind, message_id, correlation_id, status,
+                               attempts, enqueued_at, first_started_at, last_started_at)
+         values (gen_random_uuid(), $1, 'lead_score', 'm', 'c', 'running', 1, now(), now(), now())",
+    ] {
+        let mut tx = app.scoped(ghost).await;
+        assert_eq!(code_of(&mut tx, sql, ghost).await, "23503", "{sql}");
+    }
+    // Moving a row to a tenant that does not exist is refused the same way (as the owner,
+    // whom row-level security would not stop either).
+    let mut tx = app.own().await;
+    sqlx::query("insert into leads (tenant_id, external_id, source) values ($1, 'y', 'telegram')")
+        .bind(app.tenant.tenant_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut owner = app.db.owner_tx(app.tenant.tenant_id).await;
+    let moved = "update leads set tenant_id = $1 where external_id = 'y'";
+    assert_eq!(code_of(&mut owner, moved, ghost).await, "23503");
+    drop(owner);
+    // A real tenant's rows are written as before; a tenant is never deleted, by anyone.
+    let mut owner = app.db.owner_tx(app.tenant.tenant_id).await;
+    let delete = "delete from tenants where id = $1";
+    assert_eq!(
+        code_of(&mut owner, delete, app.tenant.tenant_id).await,
+        "23001"
+    );
+    drop(owner);
+    let mut owner = app.db.owner_tx(app.tenant.tenant_id).await;
+    let truncate = "truncate tenants cascade";
+    let err = sqlx::query(truncate)
+        .execute(&mut *owner)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("never deleted"), "{err}");
+    app.stop().await;
+}

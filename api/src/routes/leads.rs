@@ -240,7 +240,7 @@ pub async fn create(
         return Err(ApiError::Validation(errs));
     }
     // Admission after validation: a malformed request costs no quota.
-    let limits = leadq_jobs::ops::limits::get(&app.pool, principal.tenant_id).await?;
+    let limits = app.limits.get(&app.pool, principal.tenant_id).await?;
     match leadq_jobs::ops::limits::admit(&app.queue, principal.tenant_id, &limits)
         .await
         .map_err(ApiError::QueueUnavailable)?

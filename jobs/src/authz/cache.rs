@@ -17,8 +17,8 @@
 
 use std::time::Duration;
 
+use leadq_platform::changes::{self, Change};
 use leadq_platform::ttl::{Reading, TtlCache};
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -26,8 +26,6 @@ use super::Facts;
 
 /// How long an answer is used at most.
 pub const TTL: Duration = Duration::from_secs(2);
-/// The `NOTIFY` channel of the invalidation triggers.
-pub const CHANNEL: &str = "leadq_authz";
 /// Answers kept at most (tenants × kinds × principals in use within [`TTL`]).
 const MAX_ENTRIES: usize = 50_000;
 
@@ -77,12 +75,15 @@ impl AuthzCache {
 
     /// Drops what a change notified with `payload` (a tenant id, or `*`) may have made stale.
     pub fn invalidate(&self, payload: &str) {
-        match payload.parse::<Uuid>() {
-            Ok(tenant) => {
+        self.drop_changed(Change::of(payload));
+    }
+
+    fn drop_changed(&self, change: Change) {
+        match change {
+            Change::Tenant(tenant) => {
                 self.facts.forget(|(t, _, _)| *t == tenant);
             }
-            // `*`, or anything unexpected: everything.
-            Err(_) => self.facts.clear(),
+            Change::Everything => self.facts.clear(),
         }
     }
 
@@ -96,40 +97,8 @@ impl AuthzCache {
         self.facts.is_empty()
     }
 
-    /// Listens for invalidations until the task is dropped; reconnects after a lost
-    /// connection, clearing the cache (notifications may have been missed meanwhile).
+    /// Listens for invalidations until the task is dropped ([`changes::follow`]).
     pub async fn follow(self, pool: PgPool) {
-        loop {
-            match PgListener::connect_with(&pool).await {
-                Ok(mut listener) => match listener.listen(CHANNEL).await {
-                    Ok(()) => {
-                        self.facts.clear();
-                        tracing::debug!("Following authorization changes.");
-                        self.drain(&mut listener).await;
-                    }
-                    Err(error) => tracing::warn!(error = %error,
-                        "Could not listen for authorization changes; answers expire after the TTL."),
-                },
-                Err(error) => tracing::warn!(error = %error,
-                    "Could not connect to listen for authorization changes; answers expire after the TTL."),
-            }
-            self.facts.clear();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
-    async fn drain(&self, listener: &mut PgListener) {
-        loop {
-            match listener.try_recv().await {
-                Ok(Some(n)) => self.invalidate(n.payload()),
-                // The connection was lost and is being re-established: changes may have been
-                // missed.
-                Ok(None) => self.facts.clear(),
-                Err(error) => {
-                    tracing::warn!(error = %error, "Lost the authorization change listener.");
-                    return;
-                }
-            }
-        }
+        changes::follow(pool, move |change| self.drop_changed(change)).await;
     }
 }

@@ -176,6 +176,17 @@ impl Rules {
         conn: &mut sqlx::PgConnection,
         tenant: Uuid,
     ) -> Result<(Self, Option<Self>), sqlx::Error> {
+        let (live, candidate, _) = Self::load_for_lead(conn, tenant, None).await?;
+        Ok((live, candidate))
+    }
+
+    /// [`Rules::load_with_candidate`] and the number of messages `lead` received (0 for
+    /// `None`): everything scoring a stored lead reads, in one round trip.
+    pub async fn load_for_lead(
+        conn: &mut sqlx::PgConnection,
+        tenant: Uuid,
+        lead: Option<Uuid>,
+    ) -> Result<(Self, Option<Self>, i64), sqlx::Error> {
         type Weights = sqlx::types::Json<BTreeMap<String, u8>>;
         type Row = (
             Option<Weights>,
@@ -184,15 +195,19 @@ impl Rules {
             Option<Weights>,
             Option<i32>,
             Option<i32>,
+            i64,
         );
-        let (w, hot, warm, cw, chot, cwarm): Row = sqlx::query_as(
+        let (w, hot, warm, cw, chot, cwarm, inbound): Row = sqlx::query_as(
             "select r.weights, r.hot_threshold, r.warm_threshold,
-                    c.weights, c.hot_threshold, c.warm_threshold
+                    c.weights, c.hot_threshold, c.warm_threshold,
+                    (select count(*) from lead_messages m
+                      where m.tenant_id = t.tenant_id and m.lead_id = $2)
                from (select $1::uuid as tenant_id) t
                left join scoring_rules r on r.tenant_id = t.tenant_id
                left join scoring_rules_candidate c on c.tenant_id = t.tenant_id",
         )
         .bind(tenant)
+        .bind(lead)
         .fetch_one(conn)
         .await?;
         let rules = |w: Option<Weights>, hot: Option<i32>, warm: Option<i32>| Rules {
@@ -205,7 +220,7 @@ impl Rules {
             w => rules(w, hot, warm),
         };
         let candidate = cw.map(|cw| rules(Some(cw), chot, cwarm));
-        Ok((live, candidate))
+        Ok((live, candidate, inbound))
     }
 }
 

@@ -88,26 +88,6 @@ pub async fn hold_lead(
     Ok(())
 }
 
-/// Whether `external_id` of `tenant` was erased after `made_at` (the job predates the
-/// erasure and must not write the lead back). Holds the lead first ([`hold_lead`]), so the
-/// answer stays true until the caller's transaction ends.
-pub async fn erased_since(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    external_id: &str,
-    made_at: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    hold_lead(&mut *conn, tenant, external_id).await?;
-    let erased_at: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "select erased_at from erasures where tenant_id = $1 and external_id = $2",
-    )
-    .bind(tenant)
-    .bind(external_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(erased_at.is_some_and(|at| made_at <= at))
-}
-
 /// The stored state of a lead that versions follow.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 struct Stored {
@@ -165,46 +145,92 @@ fn merge(lead: &mut Stored, input: &LeadInput) {
     }
 }
 
-/// Makes sure the lead row exists (version 0, unscored) and returns its id; `None` when the
-/// lead was erased after `meta`'s job was made.
+/// The columns of [`Stored`], for the statements that read or return a lead.
+const STORED: &str = "id, source, name, username, phone, email, answers, campaign, score, tier, \
+                      reasons, version, qualified_at";
+
+/// A lead held for the caller's transaction: its row as read after [`hold_lead`], locked
+/// `for update`. [`ensure`] returns it and [`apply_to`] changes it; what a handler does in
+/// between (a message, the conversation's state) changes none of the columns it holds.
+#[derive(Debug)]
+pub struct Held {
+    stored: Stored,
+}
+
+impl Held {
+    /// The lead's id.
+    pub fn id(&self) -> Uuid {
+        self.stored.id
+    }
+}
+
+/// A lead's row with the time its `external_id` was last erased, if ever.
+#[derive(sqlx::FromRow)]
+struct Found {
+    #[sqlx(flatten)]
+    stored: Stored,
+    erased_at: Option<DateTime<Utc>>,
+}
+
+/// Reads and locks the lead, with its last erasure, in one statement.
+async fn find(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    external_id: &str,
+) -> Result<Option<Found>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {STORED},
+                (select erased_at from erasures e
+                  where e.tenant_id = l.tenant_id and e.external_id = l.external_id) as erased_at
+           from leads l where tenant_id = $1 and external_id = $2 for update"
+    ))
+    .bind(tenant)
+    .bind(external_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Holds the lead ([`hold_lead`]) and returns it, created (version 0, unscored) when it does
+/// not exist yet; `None` when it was erased after `meta`'s job was made. Three statements for
+/// a new lead, two for one that exists: the lock, then the lead with its erasure (a new
+/// statement, so it sees what committed while the lock was awaited), then the insert.
 pub async fn ensure(
     conn: &mut PgConnection,
     meta: &JobMeta,
     external_id: &str,
     source: &str,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    if erased_since(conn, meta.tenant_id, external_id, meta.timestamp).await? {
-        return Ok(None);
+) -> Result<Option<Held>, sqlx::Error> {
+    let tenant = meta.tenant_id;
+    hold_lead(&mut *conn, tenant, external_id).await?;
+    let live = |found: Found| {
+        let erased = found.erased_at.is_some_and(|at| meta.timestamp <= at);
+        (!erased).then_some(Held {
+            stored: found.stored,
+        })
+    };
+    if let Some(found) = find(&mut *conn, tenant, external_id).await? {
+        return Ok(live(found));
     }
-    // No write when the lead exists (the common case): an upsert would rewrite the row.
-    let find = "select id from leads where tenant_id = $1 and external_id = $2";
-    let found: Option<Uuid> = sqlx::query_scalar(find)
-        .bind(meta.tenant_id)
-        .bind(external_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if found.is_some() {
-        return Ok(found);
-    }
-    let created: Option<Uuid> = sqlx::query_scalar(
-        "insert into leads (tenant_id, external_id, source) values ($1, $2, $3)
-         on conflict (tenant_id, external_id) do nothing returning id",
-    )
-    .bind(meta.tenant_id)
+    // An erasure deletes the row, so a missing lead may be an erased one: the insert checks.
+    let created: Option<Stored> = sqlx::query_as(&format!(
+        "insert into leads (tenant_id, external_id, source)
+         select $1, $2, $3
+          where not exists (select 1 from erasures
+                             where tenant_id = $1 and external_id = $2 and erased_at >= $4)
+         on conflict (tenant_id, external_id) do nothing
+         returning {STORED}"
+    ))
+    .bind(tenant)
     .bind(external_id)
     .bind(source)
+    .bind(meta.timestamp)
     .fetch_optional(&mut *conn)
     .await?;
     match created {
-        Some(id) => Ok(Some(id)),
-        // Another job created it meanwhile; a new statement sees its commit.
-        None => Ok(Some(
-            sqlx::query_scalar(find)
-                .bind(meta.tenant_id)
-                .bind(external_id)
-                .fetch_one(&mut *conn)
-                .await?,
-        )),
+        Some(stored) => Ok(Some(Held { stored })),
+        // Erased after the job was made, or created meanwhile by a writer that does not hold
+        // the lead; a new statement tells which.
+        None => Ok(find(conn, tenant, external_id).await?.and_then(live)),
     }
 }
 
@@ -216,13 +242,10 @@ pub async fn apply(
     meta: &JobMeta,
     input: &LeadInput,
 ) -> Result<Option<Applied>, StoreError> {
-    if ensure(conn, meta, &input.external_id, &input.source)
-        .await?
-        .is_none()
-    {
+    let Some(held) = ensure(conn, meta, &input.external_id, &input.source).await? else {
         return Ok(None);
-    }
-    apply_to_existing(conn, sealer, meta, input).await.map(Some)
+    };
+    apply_to(conn, sealer, meta, input, held).await.map(Some)
 }
 
 /// A message of the lead's conversation, as an integration received it.
@@ -320,23 +343,16 @@ pub async fn set_conversation(
     Ok(())
 }
 
-/// [`apply`] for a lead the caller has just [`ensure`]d in this transaction.
-pub async fn apply_to_existing(
+/// [`apply`] for a lead the caller has [`ensure`]d in this transaction.
+pub async fn apply_to(
     conn: &mut PgConnection,
     sealer: &Sealer,
     meta: &JobMeta,
     input: &LeadInput,
+    held: Held,
 ) -> Result<Applied, StoreError> {
     let tenant = meta.tenant_id;
-    let stored: Stored = sqlx::query_as(
-        "select id, source, name, username, phone, email, answers, campaign, score, tier, reasons,
-                version, qualified_at
-           from leads where tenant_id = $1 and external_id = $2 for update",
-    )
-    .bind(tenant)
-    .bind(&input.external_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    let stored = held.stored;
     let stored = stored.opened(sealer, tenant)?;
     let mut lead = stored.clone();
     merge(&mut lead, input);
@@ -357,12 +373,17 @@ pub async fn apply_to_existing(
             lead.phone.as_deref(),
             lead.email.as_deref(),
         );
+        // The new version and its history row, in one statement.
         sqlx::query(
-            "update leads set name = $3, username = $4, phone = $5, email = $6, answers = $7,
-                    campaign = $8, score = $9, tier = $10, reasons = $11, version = $12,
-                    qualified_at = $13, scored_at = now(), last_message_id = $14,
-                    updated_at = now(), phone_index = $15, email_index = $16
-              where tenant_id = $1 and id = $2",
+            "with changed as (
+                 update leads set name = $3, username = $4, phone = $5, email = $6, answers = $7,
+                        campaign = $8, score = $9, tier = $10, reasons = $11, version = $12,
+                        qualified_at = $13, scored_at = now(), last_message_id = $14,
+                        updated_at = now(), phone_index = $15, email_index = $16
+                  where tenant_id = $1 and id = $2
+                 returning tenant_id, id)
+             insert into lead_scores (tenant_id, lead_id, version, score, tier, reasons, message_id)
+             select tenant_id, id, $12, $9, $10, $11, $14 from changed",
         )
         .bind(tenant)
         .bind(lead.id)
@@ -380,19 +401,6 @@ pub async fn apply_to_existing(
         .bind(&meta.message_id)
         .bind(&c.phone_index)
         .bind(&c.email_index)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "insert into lead_scores (tenant_id, lead_id, version, score, tier, reasons, message_id)
-             values ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(tenant)
-        .bind(lead.id)
-        .bind(lead.version)
-        .bind(i32::from(s.score))
-        .bind(s.tier.as_str())
-        .bind(sqlx::types::Json(&s.reasons))
-        .bind(&meta.message_id)
         .execute(&mut *conn)
         .await?;
     }
@@ -445,11 +453,9 @@ pub async fn preview(
     tenant: Uuid,
     input: &LeadInput,
 ) -> Result<Score, StoreError> {
-    let stored: Option<Stored> = sqlx::query_as(
-        "select id, source, name, username, phone, email, answers, campaign, score, tier, reasons,
-                version, qualified_at
-           from leads where tenant_id = $1 and external_id = $2",
-    )
+    let stored: Option<Stored> = sqlx::query_as(&format!(
+        "select {STORED} from leads where tenant_id = $1 and external_id = $2"
+    ))
     .bind(tenant)
     .bind(&input.external_id)
     .fetch_optional(&mut *conn)
@@ -475,17 +481,15 @@ pub async fn preview(
 }
 
 /// The score of `lead` as it stands, with its chat messages and the tenant's rules; and with
-/// its candidate rules, when it has any.
+/// its candidate rules, when it has any. One statement ([`Rules::load_for_lead`]).
 async fn score_of(
     conn: &mut PgConnection,
     tenant: Uuid,
     lead: &Stored,
 ) -> Result<(Score, Option<Score>), sqlx::Error> {
-    let inbound: i64 = sqlx::query_scalar("select count(*) from lead_messages where lead_id = $1")
-        .bind(lead.id)
-        .fetch_one(&mut *conn)
-        .await?;
-    let (rules, candidate) = Rules::load_with_candidate(conn, tenant).await?;
+    // A lead not stored yet (a preview of a new one) has the nil id, and no messages.
+    let id = (!lead.id.is_nil()).then_some(lead.id);
+    let (rules, candidate, inbound) = Rules::load_for_lead(conn, tenant, id).await?;
     let facts = Facts {
         answers: &lead.answers.0,
         reachable: lead.email.is_some() || lead.phone.is_some(),

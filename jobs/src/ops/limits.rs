@@ -3,8 +3,14 @@
 //!
 //! Limits live in PostgreSQL (`tenant_limits`, defaults when absent) and change only through
 //! the `update_billing_limit` job, which travels the queue like any other: signed, authorized
-//! (operator principals only), audited.
+//! (operator principals only), audited. The API reads them for every lead it admits, from a
+//! [`LimitsCache`]: a change applies from the next request after its notification
+//! (`leadq_platform::changes`), at the latest [`CACHE_TTL`] after it commits.
 
+use std::time::Duration;
+
+use leadq_platform::changes::Change;
+use leadq_platform::ttl::TtlCache;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -61,6 +67,39 @@ pub async fn get(pool: &PgPool, tenant: Uuid) -> Result<Limits, sqlx::Error> {
     .fetch_optional(&mut *tx)
     .await?;
     Ok(row.unwrap_or_default())
+}
+
+/// How long the API uses a tenant's limits without reading them again.
+pub const CACHE_TTL: Duration = Duration::from_secs(2);
+/// Tenants whose limits are kept at most.
+const CACHE_MAX: usize = 10_000;
+
+/// The tenants' limits as the API last read them. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct LimitsCache(TtlCache<Uuid, Limits>);
+
+impl Default for LimitsCache {
+    fn default() -> Self {
+        Self(TtlCache::new(CACHE_TTL, CACHE_MAX))
+    }
+}
+
+impl LimitsCache {
+    /// [`get`], answered from the cache when read within [`CACHE_TTL`] and not changed since.
+    pub async fn get(&self, pool: &PgPool, tenant: Uuid) -> Result<Limits, sqlx::Error> {
+        if let Some(l) = self.0.get(&tenant) {
+            return Ok(l);
+        }
+        let reading = self.0.reading();
+        let limits = get(pool, tenant).await?;
+        self.0.insert(tenant, limits, reading);
+        Ok(limits)
+    }
+
+    /// Drops what `change` may have made stale.
+    pub fn drop_changed(&self, change: Change) {
+        self.0.forget(|t| change.concerns(*t));
+    }
 }
 
 impl Limits {

@@ -60,10 +60,11 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         tx.commit().await?;
         return Ok(());
     }
-    let Some(lead_id) = store::ensure(&mut tx, meta, &lead.external_id, &lead.source).await? else {
+    let Some(held) = store::ensure(&mut tx, meta, &lead.external_id, &lead.source).await? else {
         tracing::info!("Skipping an event for a lead erased after the event was received.");
         return Ok(());
     };
+    let lead_id = held.id();
     // How long the contact waited for the agent's first reply, when this event is that reply.
     let mut waited = None;
     match &ev.change {
@@ -111,7 +112,7 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         Change::Contact => {}
     }
     // Conversation events carry the contact too; its fields are merged like any change.
-    let applied = store::apply_to_existing(&mut tx, &deps.sealer, meta, &lead).await?;
+    let applied = store::apply_to(&mut tx, &deps.sealer, meta, &lead, held).await?;
     meta.auditor()
         .entry("chatwoot.event", &format!("lead:{lead_id}"))
         .details(serde_json::json!({
