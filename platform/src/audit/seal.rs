@@ -109,11 +109,15 @@ pub async fn seal_batch(
         seqs.push(seq);
         macs.push(prev.clone());
     }
+    // Planned for each batch (an unnamed statement), never from a cached generic plan: one
+    // chosen while the table was small (a fresh database) joined by scanning all of it, and
+    // kept for the connection's life, a batch cost a second at 30,000 rows (docs/bench.md).
     sqlx::query(
         "update audit_log a set seal_seq = u.seq, key_id = $4, mac = u.mac
            from unnest($1::bigint[], $2::bigint[], $3::bytea[]) as u(id, seq, mac)
           where a.id = u.id",
     )
+    .persistent(false)
     .bind(&ids)
     .bind(&seqs)
     .bind(&macs)
