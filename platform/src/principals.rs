@@ -70,12 +70,7 @@ impl KeyCache {
 
     /// Drops what `change` may have made stale.
     pub fn drop_changed(&self, change: Change) {
-        match change {
-            Change::Tenant(_) => {
-                self.0.forget_entries(|_, p| change.concerns(p.tenant_id));
-            }
-            Change::Everything => self.0.clear(),
-        }
+        self.0.forget_entries(|_, p| change.concerns(p.tenant_id));
     }
 
     /// Keys kept now.

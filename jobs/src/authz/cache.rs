@@ -79,12 +79,7 @@ impl AuthzCache {
     }
 
     fn drop_changed(&self, change: Change) {
-        match change {
-            Change::Tenant(tenant) => {
-                self.facts.forget(|(t, _, _)| *t == tenant);
-            }
-            Change::Everything => self.facts.clear(),
-        }
+        self.facts.forget(|(t, _, _)| change.concerns(*t));
     }
 
     /// Answers kept now.
