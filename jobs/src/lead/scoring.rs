@@ -187,40 +187,67 @@ impl Rules {
         tenant: Uuid,
         lead: Option<Uuid>,
     ) -> Result<(Self, Option<Self>, i64), sqlx::Error> {
-        type Weights = sqlx::types::Json<BTreeMap<String, u8>>;
-        type Row = (
-            Option<Weights>,
-            Option<i32>,
-            Option<i32>,
-            Option<Weights>,
-            Option<i32>,
-            Option<i32>,
-            i64,
-        );
-        let (w, hot, warm, cw, chot, cwarm, inbound): Row = sqlx::query_as(
-            "select r.weights, r.hot_threshold, r.warm_threshold,
-                    c.weights, c.hot_threshold, c.warm_threshold,
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            rules: RulesRow,
+            inbound: i64,
+        }
+        let row: Row = sqlx::query_as(&format!(
+            "select {RULES_COLUMNS},
                     (select count(*) from lead_messages m
-                      where m.tenant_id = t.tenant_id and m.lead_id = $2)
-               from (select $1::uuid as tenant_id) t
-               left join scoring_rules r on r.tenant_id = t.tenant_id
-               left join scoring_rules_candidate c on c.tenant_id = t.tenant_id",
-        )
+                      where m.tenant_id = t.tenant_id and m.lead_id = $2) as inbound
+               from (select $1::uuid as tenant_id) t {RULES_JOINS}"
+        ))
         .bind(tenant)
         .bind(lead)
         .fetch_one(conn)
         .await?;
-        let rules = |w: Option<Weights>, hot: Option<i32>, warm: Option<i32>| Rules {
-            weights: w.map(|w| w.0).unwrap_or_else(|| Rules::default().weights),
+        let (live, candidate) = row.rules.rules();
+        Ok((live, candidate, row.inbound))
+    }
+}
+
+/// The columns a statement selects to get a tenant's live and candidate rules
+/// ([`RulesRow`]), joined by [`RULES_JOINS`] to a row `t` that has the `tenant_id`: so the
+/// lead store reads them in the statement that reads the lead.
+pub(crate) const RULES_COLUMNS: &str = "r.weights as live_weights, r.hot_threshold as live_hot, \
+     r.warm_threshold as live_warm, c.weights as candidate_weights, \
+     c.hot_threshold as candidate_hot, c.warm_threshold as candidate_warm";
+
+/// See [`RULES_COLUMNS`].
+pub(crate) const RULES_JOINS: &str = "left join scoring_rules r on r.tenant_id = t.tenant_id \
+     left join scoring_rules_candidate c on c.tenant_id = t.tenant_id";
+
+type Weights = sqlx::types::Json<BTreeMap<String, u8>>;
+
+/// A tenant's rules as [`RULES_COLUMNS`] reads them (`None` where it set none).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct RulesRow {
+    live_weights: Option<Weights>,
+    live_hot: Option<i32>,
+    live_warm: Option<i32>,
+    candidate_weights: Option<Weights>,
+    candidate_hot: Option<i32>,
+    candidate_warm: Option<i32>,
+}
+
+impl RulesRow {
+    /// The live rules (the defaults when the tenant set none) and the candidate rules, if any.
+    pub(crate) fn rules(self) -> (Rules, Option<Rules>) {
+        let rules = |w: Weights, hot: Option<i32>, warm: Option<i32>| Rules {
+            weights: w.0,
             hot_threshold: hot.and_then(|h| u8::try_from(h).ok()).unwrap_or(70),
             warm_threshold: warm.and_then(|w| u8::try_from(w).ok()).unwrap_or(40),
         };
-        let live = match w {
+        let live = match self.live_weights {
             None => Rules::default(),
-            w => rules(w, hot, warm),
+            Some(w) => rules(w, self.live_hot, self.live_warm),
         };
-        let candidate = cw.map(|cw| rules(Some(cw), chot, cwarm));
-        Ok((live, candidate, inbound))
+        let candidate = self
+            .candidate_weights
+            .map(|w| rules(w, self.candidate_hot, self.candidate_warm));
+        (live, candidate)
     }
 }
 

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::lead::scoring::{self, Facts, Rules, Score};
+use crate::lead::scoring::{self, Facts, Rules, RulesRow, Score, RULES_COLUMNS, RULES_JOINS};
 use crate::lead::LeadInput;
 use crate::pii::at_rest::{open_stored, Unreadable};
 use crate::pii::{field, Sealer};
@@ -150,11 +150,19 @@ const STORED: &str = "id, source, name, username, phone, email, answers, campaig
                       reasons, version, qualified_at";
 
 /// A lead held for the caller's transaction: its row as read after [`hold_lead`], locked
-/// `for update`. [`ensure`] returns it and [`apply_to`] changes it; what a handler does in
-/// between (a message, the conversation's state) changes none of the columns it holds.
+/// `for update`, with what scoring it needs (the tenant's rules, the messages it received).
+/// [`ensure`] and [`apply`] read it in one statement; [`apply_to`] changes it. What a handler
+/// does in between changes none of the columns it holds but the message count, which
+/// [`add_message`] keeps up to date.
 #[derive(Debug)]
 pub struct Held {
     stored: Stored,
+    /// Not in the table yet ([`apply`] of a new lead): [`apply_to`] inserts it with its first
+    /// version, in one statement instead of an insert and an update.
+    new: bool,
+    inbound: i64,
+    rules: Rules,
+    candidate: Option<Rules>,
 }
 
 impl Held {
@@ -164,36 +172,100 @@ impl Held {
     }
 }
 
-/// A lead's row with the time its `external_id` was last erased, if ever.
-#[derive(sqlx::FromRow)]
+/// A lead's row (if it exists) with the time its `external_id` was last erased, if ever, the
+/// messages it received and the tenant's scoring rules.
 struct Found {
-    #[sqlx(flatten)]
-    stored: Stored,
+    stored: Option<Stored>,
     erased_at: Option<DateTime<Utc>>,
+    inbound: i64,
+    rules: RulesRow,
 }
 
-/// Reads and locks the lead, with its last erasure, in one statement.
-async fn find(
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Found {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let exists = row.try_get::<Option<Uuid>, _>("id")?.is_some();
+        Ok(Self {
+            stored: exists.then(|| Stored::from_row(row)).transpose()?,
+            erased_at: row.try_get("erased_at")?,
+            inbound: row.try_get("inbound")?,
+            rules: RulesRow::from_row(row)?,
+        })
+    }
+}
+
+impl Found {
+    /// Whether the lead was erased after `meta`'s job was made: such a job writes nothing.
+    fn erased_for(&self, meta: &JobMeta) -> bool {
+        self.erased_at.is_some_and(|at| meta.timestamp <= at)
+    }
+
+    fn held(self, stored: Stored, new: bool) -> Held {
+        let (rules, candidate) = self.rules.rules();
+        Held {
+            stored,
+            new,
+            inbound: self.inbound,
+            rules,
+            candidate,
+        }
+    }
+}
+
+/// Holds the lead ([`hold_lead`]) and reads it locked `for update`, with its last erasure, its
+/// message count and the tenant's rules; a row of nulls for the lead when it does not exist.
+/// The read is a statement of its own, after the lock, so it sees what committed while the
+/// lock was awaited: the lead another job created or changed, an erasure. (Merging the two
+/// into one round trip, a PL/pgSQL function that locks then reads, was measured and saved no
+/// CPU: docs/bench.md.)
+async fn hold_and_find(
     conn: &mut PgConnection,
     tenant: Uuid,
     external_id: &str,
-) -> Result<Option<Found>, sqlx::Error> {
+) -> Result<Found, sqlx::Error> {
+    hold_lead(&mut *conn, tenant, external_id).await?;
     sqlx::query_as(&format!(
-        "select {STORED},
+        "select l.*,
                 (select erased_at from erasures e
-                  where e.tenant_id = l.tenant_id and e.external_id = l.external_id) as erased_at
-           from leads l where tenant_id = $1 and external_id = $2 for update"
+                  where e.tenant_id = t.tenant_id and e.external_id = t.external_id) as erased_at,
+                (select count(*) from lead_messages m
+                  where m.tenant_id = t.tenant_id and m.lead_id = l.id) as inbound,
+                {RULES_COLUMNS}
+           from (select $1::uuid as tenant_id, $2::text as external_id) t
+           left join lateral (select {STORED} from leads
+                               where tenant_id = t.tenant_id and external_id = t.external_id
+                                 for update) l on true
+           {RULES_JOINS}"
     ))
     .bind(tenant)
     .bind(external_id)
-    .fetch_optional(conn)
+    .fetch_one(conn)
     .await
 }
 
+/// A lead not stored yet: version 0, unscored.
+fn blank(id: Uuid, source: &str) -> Stored {
+    Stored {
+        id,
+        source: source.to_owned(),
+        name: None,
+        username: None,
+        phone: None,
+        email: None,
+        answers: sqlx::types::Json(BTreeMap::new()),
+        campaign: None,
+        score: None,
+        tier: None,
+        reasons: sqlx::types::Json(Vec::new()),
+        version: 0,
+        qualified_at: None,
+    }
+}
+
 /// Holds the lead ([`hold_lead`]) and returns it, created (version 0, unscored) when it does
-/// not exist yet; `None` when it was erased after `meta`'s job was made. Three statements for
-/// a new lead, two for one that exists: the lock, then the lead with its erasure (a new
-/// statement, so it sees what committed while the lock was awaited), then the insert.
+/// not exist yet, so that what the handler attaches to it (a message) can name it; `None` when
+/// it was erased after `meta`'s job was made. Two statements for a lead that exists
+/// ([`hold_and_find`]); a third, the insert, for a new one.
 pub async fn ensure(
     conn: &mut PgConnection,
     meta: &JobMeta,
@@ -201,49 +273,53 @@ pub async fn ensure(
     source: &str,
 ) -> Result<Option<Held>, sqlx::Error> {
     let tenant = meta.tenant_id;
-    hold_lead(&mut *conn, tenant, external_id).await?;
-    let live = |found: Found| {
-        let erased = found.erased_at.is_some_and(|at| meta.timestamp <= at);
-        (!erased).then_some(Held {
-            stored: found.stored,
-        })
-    };
-    if let Some(found) = find(&mut *conn, tenant, external_id).await? {
-        return Ok(live(found));
+    let mut found = hold_and_find(&mut *conn, tenant, external_id).await?;
+    if found.erased_for(meta) {
+        return Ok(None);
     }
-    // An erasure deletes the row, so a missing lead may be an erased one: the insert checks.
+    if let Some(stored) = found.stored.take() {
+        return Ok(Some(found.held(stored, false)));
+    }
     let created: Option<Stored> = sqlx::query_as(&format!(
-        "insert into leads (tenant_id, external_id, source)
-         select $1, $2, $3
-          where not exists (select 1 from erasures
-                             where tenant_id = $1 and external_id = $2 and erased_at >= $4)
+        "insert into leads (tenant_id, external_id, source) values ($1, $2, $3)
          on conflict (tenant_id, external_id) do nothing
          returning {STORED}"
     ))
     .bind(tenant)
     .bind(external_id)
     .bind(source)
-    .bind(meta.timestamp)
     .fetch_optional(&mut *conn)
     .await?;
     match created {
-        Some(stored) => Ok(Some(Held { stored })),
-        // Erased after the job was made, or created meanwhile by a writer that does not hold
-        // the lead; a new statement tells which.
-        None => Ok(find(conn, tenant, external_id).await?.and_then(live)),
+        Some(stored) => Ok(Some(found.held(stored, false))),
+        // Created meanwhile by a writer that does not hold the lead; read it again.
+        None => {
+            let mut again = hold_and_find(conn, tenant, external_id).await?;
+            let stored = again.stored.take().filter(|_| !again.erased_for(meta));
+            Ok(stored.map(|stored| again.held(stored, false)))
+        }
     }
 }
 
 /// Applies `input` to its lead for `meta`'s tenant (see the module docs). `None`: the lead
-/// was erased after the job was made; nothing was written.
+/// was erased after the job was made; nothing was written. Besides the audit row the caller
+/// writes, three statements: the lock and the read ([`hold_and_find`]), and the new version
+/// with its history row and CRM wish ([`write_version`]; an insert of the whole row for a new
+/// lead).
 pub async fn apply(
     conn: &mut PgConnection,
     sealer: &Sealer,
     meta: &JobMeta,
     input: &LeadInput,
 ) -> Result<Option<Applied>, StoreError> {
-    let Some(held) = ensure(conn, meta, &input.external_id, &input.source).await? else {
+    let tenant = meta.tenant_id;
+    let mut found = hold_and_find(&mut *conn, tenant, &input.external_id).await?;
+    if found.erased_for(meta) {
         return Ok(None);
+    }
+    let held = match found.stored.take() {
+        Some(stored) => found.held(stored, false),
+        None => found.held(blank(Uuid::new_v4(), &input.source), true),
     };
     apply_to(conn, sealer, meta, input, held).await.map(Some)
 }
@@ -263,23 +339,23 @@ pub struct Message<'a> {
     pub sent_at: DateTime<Utc>,
 }
 
-/// Attaches an incoming message to the lead (it counts towards the lead's score), its text
-/// sealed; a message already stored is left as it is.
+/// Attaches an incoming message to the held lead (it counts towards the lead's score), its
+/// text sealed; a message already stored is left as it is.
 pub async fn add_message(
     conn: &mut PgConnection,
     sealer: &Sealer,
     tenant: Uuid,
-    lead_id: Uuid,
+    held: &mut Held,
     m: &Message<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let added = sqlx::query(
         "insert into lead_messages
              (tenant_id, lead_id, source, source_id, conversation_id, content, sent_at)
          values ($1, $2, $3, $4, $5, $6, $7)
          on conflict (tenant_id, source, source_id) do nothing",
     )
     .bind(tenant)
-    .bind(lead_id)
+    .bind(held.id())
     .bind(m.source)
     .bind(m.source_id)
     .bind(m.conversation_id)
@@ -287,6 +363,7 @@ pub async fn add_message(
     .bind(m.sent_at)
     .execute(conn)
     .await?;
+    held.inbound += i64::try_from(added.rows_affected()).unwrap_or(0);
     Ok(())
 }
 
@@ -352,39 +429,86 @@ pub async fn apply_to(
     held: Held,
 ) -> Result<Applied, StoreError> {
     let tenant = meta.tenant_id;
-    let stored = held.stored;
-    let stored = stored.opened(sealer, tenant)?;
+    let stored = held.stored.opened(sealer, tenant)?;
     let mut lead = stored.clone();
     merge(&mut lead, input);
-    let (s, candidate) = score_of(conn, tenant, &lead).await?;
+    let facts = Facts {
+        answers: &lead.answers.0,
+        reachable: lead.email.is_some() || lead.phone.is_some(),
+        inbound_messages: held.inbound,
+    };
+    let s = scoring::score(facts, &held.rules);
+    let candidate = held.candidate.map(|c| scoring::score(facts, &c));
     lead.score = Some(i32::from(s.score));
     lead.tier = Some(s.tier.as_str().to_owned());
     lead.reasons = sqlx::types::Json(s.reasons.clone());
-    let changed = lead != stored;
-    if changed {
+    // A new lead is always a change: it had no score.
+    let changed = held.new || lead != stored;
+    let sync = if changed {
         lead.version = stored.version + 1;
         if s.tier == scoring::Tier::Hot && lead.qualified_at.is_none() {
             lead.qualified_at = Some(Utc::now());
         }
-        let c = sealer.seal_for_rest(
-            tenant,
-            lead.name.as_deref(),
-            lead.username.as_deref(),
-            lead.phone.as_deref(),
-            lead.email.as_deref(),
-        );
-        // The new version and its history row, in one statement.
-        sqlx::query(
-            "with changed as (
-                 update leads set name = $3, username = $4, phone = $5, email = $6, answers = $7,
-                        campaign = $8, score = $9, tier = $10, reasons = $11, version = $12,
-                        qualified_at = $13, scored_at = now(), last_message_id = $14,
-                        updated_at = now(), phone_index = $15, email_index = $16
-                  where tenant_id = $1 and id = $2
-                 returning tenant_id, id)
-             insert into lead_scores (tenant_id, lead_id, version, score, tier, reasons, message_id)
-             select tenant_id, id, $12, $9, $10, $11, $14 from changed",
-        )
+        let insert_as = held.new.then_some(input.external_id.as_str());
+        write_version(conn, sealer, meta, &lead, insert_as).await?
+    } else if lead.qualified_at.is_some() {
+        want_sync(conn, tenant, lead.id, lead.version).await?
+    } else {
+        None
+    };
+    Ok(Applied {
+        lead_id: lead.id,
+        version: lead.version,
+        changed,
+        score: s,
+        sync,
+        candidate,
+    })
+}
+
+/// Writes `lead`'s new version, in one statement: the lead (inserted whole under
+/// `insert_as`, its `external_id`, when it is new; else updated), its `lead_scores` history row and, when it is qualified, the CRM's wish for it
+/// ([`want_sync`]). Returns the version a `crm_sync` job should exist for, if any.
+async fn write_version(
+    conn: &mut PgConnection,
+    sealer: &Sealer,
+    meta: &JobMeta,
+    lead: &Stored,
+    insert_as: Option<&str>,
+) -> Result<Option<i64>, sqlx::Error> {
+    let tenant = meta.tenant_id;
+    let c = sealer.seal_for_rest(
+        tenant,
+        lead.name.as_deref(),
+        lead.username.as_deref(),
+        lead.phone.as_deref(),
+        lead.email.as_deref(),
+    );
+    let head = if insert_as.is_some() {
+        "insert into leads (tenant_id, id, name, username, phone, email, answers, campaign, score,
+                            tier, reasons, version, qualified_at, scored_at, last_message_id,
+                            phone_index, email_index, external_id, source)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now(), $14, $15, $16,
+                 $18, $19)
+         returning tenant_id, id"
+    } else {
+        "update leads set name = $3, username = $4, phone = $5, email = $6, answers = $7,
+                campaign = $8, score = $9, tier = $10, reasons = $11, version = $12,
+                qualified_at = $13, scored_at = now(), last_message_id = $14,
+                updated_at = now(), phone_index = $15, email_index = $16
+          where tenant_id = $1 and id = $2
+         returning tenant_id, id"
+    };
+    let wish = want_sync_sql("select tenant_id, id, $12 from changed where $17::boolean");
+    let query = format!(
+        "with changed as ({head}),
+              history as (insert into lead_scores
+                              (tenant_id, lead_id, version, score, tier, reasons, message_id)
+                          select tenant_id, id, $12, $9, $10, $11, $14 from changed),
+              wish as ({wish})
+         select wanted_version, synced_version from wish"
+    );
+    let query = sqlx::query_as(&query)
         .bind(tenant)
         .bind(lead.id)
         .bind(&c.name)
@@ -401,22 +525,34 @@ pub async fn apply_to(
         .bind(&meta.message_id)
         .bind(&c.phone_index)
         .bind(&c.email_index)
-        .execute(&mut *conn)
-        .await?;
-    }
-    let sync = if lead.qualified_at.is_some() {
-        want_sync(conn, tenant, lead.id, lead.version).await?
-    } else {
-        None
+        .bind(lead.qualified_at.is_some());
+    let query = match insert_as {
+        Some(external_id) => query.bind(external_id).bind(&lead.source),
+        None => query,
     };
-    Ok(Applied {
-        lead_id: lead.id,
-        version: lead.version,
-        changed,
-        score: s,
-        sync,
-        candidate,
-    })
+    let wanted: Option<(i64, i64)> = query.fetch_optional(conn).await?;
+    Ok(unsynced(wanted))
+}
+
+/// The upsert that records the CRM's wish for a lead version, for the rows `rows` selects
+/// (`tenant_id, lead_id, version`): only when the tenant has a CRM connection, and never
+/// lowering a wish already recorded. Returns `wanted_version, synced_version`.
+fn want_sync_sql(rows: &str) -> String {
+    format!(
+        "insert into crm_sync_state (tenant_id, lead_id, wanted_version)
+         select * from ({rows}) as w
+          where exists (select 1 from crm_connections where tenant_id = $1)
+         on conflict (lead_id) do update
+            set wanted_version = greatest(crm_sync_state.wanted_version, excluded.wanted_version),
+                updated_at = case when excluded.wanted_version > crm_sync_state.wanted_version
+                                  then now() else crm_sync_state.updated_at end
+         returning wanted_version, synced_version"
+    )
+}
+
+/// The version a `crm_sync` job should exist for: the wanted one, while it is not synced.
+fn unsynced(wanted: Option<(i64, i64)>) -> Option<i64> {
+    wanted.and_then(|(w, s)| (s < w).then_some(w))
 }
 
 /// Records that the CRM should get `version` of the lead (when the tenant has a CRM), and
@@ -429,21 +565,14 @@ async fn want_sync(
     lead_id: Uuid,
     version: i64,
 ) -> Result<Option<i64>, sqlx::Error> {
-    let wanted: Option<(i64, i64)> = sqlx::query_as(
-        "insert into crm_sync_state (tenant_id, lead_id, wanted_version)
-         select $1, $2, $3 where exists (select 1 from crm_connections where tenant_id = $1)
-         on conflict (lead_id) do update
-            set wanted_version = greatest(crm_sync_state.wanted_version, excluded.wanted_version),
-                updated_at = case when excluded.wanted_version > crm_sync_state.wanted_version
-                                  then now() else crm_sync_state.updated_at end
-         returning wanted_version, synced_version",
-    )
-    .bind(tenant)
-    .bind(lead_id)
-    .bind(version)
-    .fetch_optional(conn)
-    .await?;
-    Ok(wanted.and_then(|(w, s)| (s < w).then_some(w)))
+    let wanted: Option<(i64, i64)> =
+        sqlx::query_as(&want_sync_sql("select $1::uuid, $2::uuid, $3::bigint"))
+            .bind(tenant)
+            .bind(lead_id)
+            .bind(version)
+            .fetch_optional(conn)
+            .await?;
+    Ok(unsynced(wanted))
 }
 
 /// Scores what `input` would make of its lead without writing anything (shadow mode).
@@ -461,21 +590,7 @@ pub async fn preview(
     .fetch_optional(&mut *conn)
     .await?;
     let stored = stored.map(|s| s.opened(sealer, tenant)).transpose()?;
-    let mut lead = stored.unwrap_or(Stored {
-        id: Uuid::nil(),
-        source: input.source.clone(),
-        name: None,
-        username: None,
-        phone: None,
-        email: None,
-        answers: sqlx::types::Json(BTreeMap::new()),
-        campaign: None,
-        score: None,
-        tier: None,
-        reasons: sqlx::types::Json(Vec::new()),
-        version: 0,
-        qualified_at: None,
-    });
+    let mut lead = stored.unwrap_or_else(|| blank(Uuid::nil(), &input.source));
     merge(&mut lead, input);
     Ok(score_of(conn, tenant, &lead).await?.0)
 }

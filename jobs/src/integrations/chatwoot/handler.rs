@@ -60,7 +60,8 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         tx.commit().await?;
         return Ok(());
     }
-    let Some(held) = store::ensure(&mut tx, meta, &lead.external_id, &lead.source).await? else {
+    let Some(mut held) = store::ensure(&mut tx, meta, &lead.external_id, &lead.source).await?
+    else {
         tracing::info!("Skipping an event for a lead erased after the event was received.");
         return Ok(());
     };
@@ -80,7 +81,7 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
                 content: content.as_deref(),
                 sent_at: ev.occurred_at,
             };
-            store::add_message(&mut tx, &deps.sealer, meta.tenant_id, lead_id, &message).await?;
+            store::add_message(&mut tx, &deps.sealer, meta.tenant_id, &mut held, &message).await?;
         }
         Change::Conversation {
             conversation_id,

@@ -1,0 +1,177 @@
+//! The lead store under concurrency: a job that waits for the lead's lock reads what the
+//! holder committed — the lead it created, the version it wrote, the erasure it recorded
+//! (`store::hold_and_find` reads the lead in a statement of its own, after the lock).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use leadq_jobs::lead::{store, LeadInput};
+use leadq_queue::envelope::JobMeta;
+use leadq_testkit::{spawn_app, TestApp};
+
+fn meta(app: &TestApp, message_id: &str) -> JobMeta {
+    JobMeta {
+        job_id: uuid::Uuid::new_v4(),
+        attempt: 1,
+        schema_version: 1,
+        message_id: message_id.into(),
+        tenant_id: app.tenant.tenant_id,
+        user_id: app.key_actor(),
+        action: "lead_score".into(),
+        timestamp: chrono::Utc::now(),
+        correlation_id: format!("c-{message_id}"),
+        trace_context: Default::default(),
+        shadow: false,
+    }
+}
+
+fn answer(external_id: &str, question: &str, value: &str) -> LeadInput {
+    LeadInput {
+        external_id: external_id.into(),
+        source: "telegram".into(),
+        name: None,
+        username: None,
+        phone: None,
+        email: None,
+        answers: BTreeMap::from([(question.into(), value.into())]),
+        campaign: None,
+        next_answer: None,
+    }
+}
+
+/// Starts `input`'s job in a transaction of its own and returns it still running: it waits
+/// for the lead's lock, which the caller holds.
+fn waiting_job(
+    app: &TestApp,
+    input: LeadInput,
+    meta: JobMeta,
+) -> tokio::task::JoinHandle<Option<store::Applied>> {
+    let (pool, sealer) = (app.db.pool.clone(), app.sealer());
+    tokio::spawn(async move {
+        let mut tx =
+            leadq_platform::db::begin(&pool, leadq_platform::db::Scope::Tenant(meta.tenant_id))
+                .await
+                .unwrap();
+        let applied = store::apply(&mut tx, &sealer, &meta, &input).await.unwrap();
+        tx.commit().await.unwrap();
+        applied
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waiting_for_the_lead_builds_on_what_the_holder_created_and_wrote() {
+    let app = spawn_app().await;
+    let sealer = app.sealer();
+    // The holder creates the lead; a second job of the same lead waits for it.
+    let mut holder = app.own().await;
+    let first = store::apply(
+        &mut holder,
+        &sealer,
+        &meta(&app, "m1"),
+        &answer("tg-w", "budget", "50k+"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(first.version, 1);
+    let waiter = waiting_job(
+        &app,
+        answer("tg-w", "timeline", "this month"),
+        meta(&app, "m2"),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the second job waits for the lead");
+    holder.commit().await.unwrap();
+    // Created while it waited: it finds the lead (no second insert) and writes version 2.
+    let second = waiter.await.unwrap().expect("not erased");
+    assert_eq!((second.lead_id, second.version), (first.lead_id, 2));
+
+    // The same with a lead that exists: the holder writes version 3, the waiter version 4.
+    let mut holder = app.own().await;
+    let third = store::apply(
+        &mut holder,
+        &sealer,
+        &meta(&app, "m3"),
+        &answer("tg-w", "need", "crm"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(third.version, 3);
+    let waiter = waiting_job(
+        &app,
+        answer("tg-w", "company_size", "50-200"),
+        meta(&app, "m4"),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the fourth job waits for the lead");
+    holder.commit().await.unwrap();
+    assert_eq!(waiter.await.unwrap().expect("not erased").version, 4);
+
+    // Nothing was lost: one lead with every answer, one history row per version.
+    let mut tx = app.own().await;
+    let (leads, answers): (i64, serde_json::Value) = sqlx::query_as(
+        "select count(*), max(answers::text)::jsonb from leads where external_id = 'tg-w'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(leads, 1);
+    for q in ["budget", "timeline", "need", "company_size"] {
+        assert!(answers.get(q).is_some(), "{q} kept: {answers}");
+    }
+    let versions: Vec<i64> =
+        sqlx::query_scalar("select version from lead_scores where lead_id = $1 order by version")
+            .bind(first.lead_id)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_made_before_an_erasure_that_commits_while_it_waits_writes_nothing() {
+    let app = spawn_app().await;
+    let tenant = app.tenant.tenant_id;
+    let sealer = app.sealer();
+    let mut tx = app.own().await;
+    store::apply(
+        &mut tx,
+        &sealer,
+        &meta(&app, "e1"),
+        &answer("tg-e", "budget", "50k+"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    tx.commit().await.unwrap();
+    // A job made now, then an erasure that holds the lead while the job waits.
+    let job = meta(&app, "e2");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut erasing = app.own().await;
+    store::hold_lead(&mut erasing, tenant, "tg-e")
+        .await
+        .unwrap();
+    sqlx::query("insert into erasures (tenant_id, external_id) values ($1, 'tg-e')")
+        .bind(tenant)
+        .execute(&mut *erasing)
+        .await
+        .unwrap();
+    sqlx::query("delete from leads where tenant_id = $1 and external_id = 'tg-e'")
+        .bind(tenant)
+        .execute(&mut *erasing)
+        .await
+        .unwrap();
+    let waiter = waiting_job(&app, answer("tg-e", "timeline", "this month"), job);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the job waits for the erasure");
+    erasing.commit().await.unwrap();
+    assert_eq!(waiter.await.unwrap(), None, "the job skips the erased lead");
+    let left: i64 = sqlx::query_scalar("select count(*) from leads where external_id = 'tg-e'")
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the erased lead did not come back");
+    app.stop().await;
+}
