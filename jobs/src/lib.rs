@@ -76,6 +76,8 @@ pub struct Deps {
     pub pool: sqlx::PgPool,
     /// Opens the personal data sealed in payloads.
     pub sealer: pii::Sealer,
+    /// Writes `lead_score` changes in batches ([`lead::group`]).
+    pub group: lead::group::GroupCommit,
     /// Enqueues follow-up jobs (`crm_sync`).
     pub queue: leadq_queue::Queue,
     /// Calls the CRM ([`integrations::hubspot::http_client`]).

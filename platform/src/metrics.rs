@@ -59,6 +59,15 @@ pub const BILLING_DISCREPANCIES: &str = "leadq_billing_discrepancies";
 /// no live outcome). `leadq shadow report` has the detail per tenant.
 pub const SHADOW_COMPARISONS_TOTAL: &str = "leadq_shadow_comparisons_total";
 
+/// Counter: group commits of `lead_score` jobs (`leadq_jobs::lead::group`), by `outcome`:
+/// `together` (the batch was written in one transaction) or `one_by_one` (it failed and its
+/// jobs ran alone, each with its own outcome: look for the warning logged with the error).
+/// [`LEAD_GROUP_COMMIT_JOBS_TOTAL`] over this is the mean batch size.
+pub const LEAD_GROUP_COMMITS_TOTAL: &str = "leadq_lead_group_commits_total";
+
+/// Counter: `lead_score` jobs written by group commits, by the same `outcome`.
+pub const LEAD_GROUP_COMMIT_JOBS_TOTAL: &str = "leadq_lead_group_commit_jobs_total";
+
 /// Counter: audit rows linked into their chain by a sealer (`leadq_platform::audit::seal`).
 pub const AUDIT_ROWS_SEALED_TOTAL: &str = "leadq_audit_rows_sealed_total";
 
@@ -410,6 +419,14 @@ pub fn register_webhook_series() {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        LEAD_GROUP_COMMITS_TOTAL,
+        "Group commits of lead_score jobs (two or more jobs), by outcome."
+    );
+    metrics::describe_counter!(
+        LEAD_GROUP_COMMIT_JOBS_TOTAL,
+        "lead_score jobs written by group commits, by outcome."
+    );
     metrics::describe_counter!(
         WEBHOOK_REQUESTS_TOTAL,
         "Webhook deliveries, by source and outcome."

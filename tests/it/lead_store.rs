@@ -175,3 +175,164 @@ async fn a_job_made_before_an_erasure_that_commits_while_it_waits_writes_nothing
     assert_eq!(left, 0, "the erased lead did not come back");
     app.stop().await;
 }
+
+/// Forty jobs of one tenant at once through the group commit: each gets the outcome it would
+/// have had alone — new leads at version 1, five changes of one lead as five versions with
+/// every answer kept, jobs made before their lead's erasure skipped — and they were written in
+/// fewer transactions than jobs (their audit rows share transaction ids).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_ready_together_are_committed_together_with_the_outcome_each_would_have_alone() {
+    let app = spawn_app().await;
+    let group = leadq_jobs::lead::group::GroupCommit::new(app.db.pool.clone(), app.sealer());
+    // Jobs for "tg-gone" were made a minute ago; the lead is erased now.
+    let mut old = meta(&app, "gone");
+    old.timestamp -= chrono::Duration::minutes(1);
+    leadq_jobs::lead::erase(
+        &app.db.pool,
+        &app.queue,
+        &app.sealer(),
+        app.tenant.tenant_id,
+        "tg-gone",
+        "operator:t",
+        "c",
+    )
+    .await
+    .unwrap();
+    let questions = ["budget", "timeline", "need", "company_size", "contact"];
+    let mut jobs = Vec::new();
+    for i in 0..30 {
+        jobs.push((
+            meta(&app, &format!("n{i}")),
+            answer(&format!("tg-n{i}"), "budget", "50k+"),
+        ));
+    }
+    for (i, q) in questions.iter().enumerate() {
+        jobs.push((meta(&app, &format!("s{i}")), answer("tg-same", q, "yes")));
+    }
+    for i in 0..5 {
+        let mut m = old.clone();
+        m.message_id = format!("g{i}");
+        jobs.push((m, answer("tg-gone", "budget", "50k+")));
+    }
+    let tasks: Vec<_> = jobs
+        .into_iter()
+        .map(|(m, input)| {
+            let group = group.clone();
+            tokio::spawn(async move { group.apply(m, input, None).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap().expect("every job succeeds"));
+    }
+    for (i, o) in outcomes[..30].iter().enumerate() {
+        let a = o.as_ref().unwrap_or_else(|| panic!("job {i} applied"));
+        assert_eq!((a.version, a.changed), (1, true), "job {i}");
+    }
+    let mut same: Vec<i64> = outcomes[30..35]
+        .iter()
+        .map(|o| o.as_ref().unwrap().version)
+        .collect();
+    same.sort_unstable();
+    assert_eq!(
+        same,
+        [1, 2, 3, 4, 5],
+        "each change of one lead is a version"
+    );
+    assert!(
+        outcomes[35..].iter().all(Option::is_none),
+        "erased: skipped"
+    );
+
+    let mut tx = app.own().await;
+    let answers: serde_json::Value =
+        sqlx::query_scalar("select answers from leads where external_id = 'tg-same'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    for q in questions {
+        assert_eq!(answers[q], "yes", "{answers}");
+    }
+    let (leads, scores): (i64, i64) =
+        sqlx::query_as("select (select count(*) from leads), (select count(*) from lead_scores)")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!((leads, scores), (31, 35), "no lead for the erased one");
+    let (rows, transactions): (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct xid) from audit_log where action = 'lead.score'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(rows, 35, "one audit row per version");
+    assert!(
+        transactions < rows,
+        "{rows} versions in {transactions} transactions: no group commit"
+    );
+    tx.commit().await.unwrap();
+    let verified = leadq_platform::audit::verify_all(&app.db.pool, app.settings.audit_keys())
+        .await
+        .unwrap();
+    assert!(leadq_platform::audit::summary(&verified).0);
+    app.stop().await;
+}
+
+/// A job that cannot be applied (its stored lead no longer opens) fails the batch it is in;
+/// the batch's jobs then run one by one: that job gets its own permanent error, the others
+/// are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_job_in_a_group_commit_fails_alone() {
+    use leadq_jobs::pii::{field, Sealer};
+    let app = spawn_app().await;
+    let sealer = app.sealer();
+    let mut tx = app.own().await;
+    store::apply(
+        &mut tx,
+        &sealer,
+        &meta(&app, "b0"),
+        &answer("tg-bad", "budget", "50k+"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let gone = Sealer::new(
+        leadq_platform::keyring::Keyring::random("gone"),
+        leadq_platform::keyring::Keyring::random("gone"),
+    );
+    sqlx::query("update leads set email = $1 where external_id = 'tg-bad'")
+        .bind(gone.seal(app.tenant.tenant_id, field::EMAIL, "x@example.com"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let group = leadq_jobs::lead::group::GroupCommit::new(app.db.pool.clone(), sealer);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let id = if i == 5 {
+            "tg-bad".to_owned()
+        } else {
+            format!("tg-ok{i}")
+        };
+        let (group, m) = (group.clone(), meta(&app, &format!("b{}", i + 1)));
+        tasks.push(tokio::spawn(async move {
+            group.apply(m, answer(&id, "timeline", "now"), None).await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let outcome = t.await.unwrap();
+        if i == 5 {
+            let e = outcome.expect_err("the unreadable lead fails");
+            assert_eq!(e.code(), "sealed_data_unreadable", "{e:?}");
+        } else {
+            assert_eq!(outcome.expect("the others are written").unwrap().version, 1);
+        }
+    }
+    let written: i64 =
+        sqlx::query_scalar("select count(*) from leads where external_id like 'tg-ok%'")
+            .fetch_one(&mut *app.own().await)
+            .await
+            .unwrap();
+    assert_eq!(written, 11);
+    app.stop().await;
+}

@@ -242,9 +242,11 @@ impl Worker {
         });
         tracing::info!(worker_id = %worker_id, kinds = ?settings.queue.worker_kinds, "Worker started.");
 
+        let sealer = leadq_jobs::pii::Sealer::from_settings(&settings);
         let deps = Deps {
             pool: pool.clone(),
-            sealer: leadq_jobs::pii::Sealer::from_settings(&settings),
+            group: lead::group::GroupCommit::new(pool.clone(), sealer.clone()),
+            sealer,
             queue: queue.clone(),
             http: hubspot::http_client(),
             tenants,

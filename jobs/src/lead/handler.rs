@@ -13,9 +13,11 @@
 use apalis_core::task::data::Data;
 use leadq_platform::db::{self, Scope};
 use leadq_queue::backend::Job;
+use leadq_queue::envelope::JobMeta;
 use leadq_queue::error::JobError;
 
-use crate::lead::{shadow, store, sync, Consent, LeadPayload};
+use crate::lead::store::Applied;
+use crate::lead::{shadow, store, sync, Consent, LeadInput, LeadPayload};
 use crate::pii::field;
 use crate::Deps;
 
@@ -40,9 +42,9 @@ pub async fn run(job: Job<LeadPayload>, deps: Data<Deps>) -> Result<(), JobError
             anyhow::anyhow!("invalid field {} ({})", first.field, first.code),
         ));
     }
-    let mut tx = db::begin(pool, Scope::Tenant(meta.tenant_id)).await?;
     if meta.shadow {
         // Shadow mode: record what would have happened, change nothing else.
+        let mut tx = db::begin(pool, Scope::Tenant(meta.tenant_id)).await?;
         let s = store::preview(&mut tx, &deps.sealer, meta.tenant_id, &lead).await?;
         meta.auditor()
             .entry("lead.score_shadow", &format!("job:{}", meta.job_id))
@@ -65,18 +67,44 @@ pub async fn run(job: Job<LeadPayload>, deps: Data<Deps>) -> Result<(), JobError
         );
         return Ok(());
     }
-    let Some(applied) = store::apply(&mut tx, &deps.sealer, meta, &lead).await? else {
+    // With the tenant's other ready jobs, in one transaction (`crate::lead::group`).
+    let applied = deps.group.apply(meta.clone(), lead, consent).await?;
+    let Some(applied) = applied else {
         tracing::info!("Skipping a job for a lead erased after the job was made.");
         return Ok(());
     };
-    if applied.changed {
+    if let Some(version) = applied.sync {
+        sync::request(&deps.queue, meta, applied.lead_id, version).await?;
+    }
+    tracing::info!(
+        score = applied.score.score,
+        tier = applied.score.tier.as_str(),
+        version = applied.version,
+        changed = applied.changed,
+        "Lead scored."
+    );
+    Ok(())
+}
+
+/// The change of one job in a transaction of its own: the lead store's [`store::apply`], the
+/// job's audit rows ([`audit_entries`]) and the shadow comparison, committed together. What a
+/// group commit ([`crate::lead::group`]) does for many jobs at once, and what it falls back
+/// to. `None`: the lead was erased after the job was made; nothing was written.
+pub(super) async fn alone(
+    pool: &sqlx::PgPool,
+    sealer: &crate::pii::Sealer,
+    meta: &JobMeta,
+    lead: &LeadInput,
+    consent: Option<&Consent>,
+) -> Result<Option<Applied>, JobError> {
+    let mut tx = db::begin(pool, Scope::Tenant(meta.tenant_id)).await?;
+    let Some(applied) = store::apply(&mut tx, sealer, meta, lead).await? else {
+        return Ok(None);
+    };
+    for (action, subject, details) in audit_entries(meta, &applied, consent) {
         meta.auditor()
-            .entry("lead.score", &format!("lead:{}", applied.lead_id))
-            .details(serde_json::json!({
-                "job_id": meta.job_id, "attempt": meta.attempt,
-                "version": applied.version,
-                "score": applied.score.score, "tier": applied.score.tier,
-            }))
+            .entry(action, &subject)
+            .details(details)
             .record(&mut *tx)
             .await?;
     }
@@ -92,26 +120,40 @@ pub async fn run(job: Job<LeadPayload>, deps: Data<Deps>) -> Result<(), JobError
         )
         .await?;
     }
-    if let Some(c) = &consent {
-        meta.auditor()
-            .entry("lead.consent", &format!("lead:{}", applied.lead_id))
-            .details(serde_json::json!({
+    tx.commit().await?;
+    Ok(Some(applied))
+}
+
+/// What a `lead_score` job records in the audit trail, as `(action, subject, details)`: the new
+/// version (`lead.score`) when the change made one, and the consent the job carries
+/// (`lead.consent`), if any.
+pub(super) fn audit_entries(
+    meta: &JobMeta,
+    applied: &Applied,
+    consent: Option<&Consent>,
+) -> Vec<(&'static str, String, serde_json::Value)> {
+    let subject = format!("lead:{}", applied.lead_id);
+    let mut entries = Vec::new();
+    if applied.changed {
+        entries.push((
+            "lead.score",
+            subject.clone(),
+            serde_json::json!({
+                "job_id": meta.job_id, "attempt": meta.attempt,
+                "version": applied.version,
+                "score": applied.score.score, "tier": applied.score.tier,
+            }),
+        ));
+    }
+    if let Some(c) = consent {
+        entries.push((
+            "lead.consent",
+            subject,
+            serde_json::json!({
                 "marketing": c.marketing, "given_at": c.given_at,
                 "text_version": c.text_version, "job_id": meta.job_id,
-            }))
-            .record(&mut *tx)
-            .await?;
+            }),
+        ));
     }
-    tx.commit().await?;
-    if let Some(version) = applied.sync {
-        sync::request(&deps.queue, meta, applied.lead_id, version).await?;
-    }
-    tracing::info!(
-        score = applied.score.score,
-        tier = applied.score.tier.as_str(),
-        version = applied.version,
-        changed = applied.changed,
-        "Lead scored."
-    );
-    Ok(())
+    entries
 }

@@ -13,6 +13,8 @@
 //! - [`store`]: merge a change, score it, version it, keep the score history, want a CRM sync.
 //! - [`scoring`]: the explainable rules, per-tenant weights and thresholds, tiers.
 //! - [`handler`]: the `lead_score` job.
+//! - [`group`]: group commit: the `lead_score` jobs of a tenant that are ready together,
+//!   written in one transaction.
 //! - [`shadow`]: candidate scoring rules run beside the live ones; the comparison report.
 //! - [`sync`]: the CRM sync request a changed lead may need (the `crm_sync` payload).
 //! - [`erase`] / [`Erased`] (`erase.rs`): the right to be forgotten.
@@ -23,6 +25,7 @@
 mod erase;
 mod erase_contact;
 pub mod export;
+pub mod group;
 pub mod handler;
 mod input;
 mod input_v2;

@@ -90,20 +90,20 @@ pub async fn hold_lead(
 
 /// The stored state of a lead that versions follow.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-struct Stored {
-    id: Uuid,
-    source: String,
-    name: Option<String>,
-    username: Option<String>,
-    phone: Option<String>,
-    email: Option<String>,
-    answers: sqlx::types::Json<BTreeMap<String, String>>,
-    campaign: Option<String>,
-    score: Option<i32>,
-    tier: Option<String>,
-    reasons: sqlx::types::Json<Vec<scoring::Reason>>,
-    version: i64,
-    qualified_at: Option<DateTime<Utc>>,
+pub(super) struct Stored {
+    pub(super) id: Uuid,
+    pub(super) source: String,
+    pub(super) name: Option<String>,
+    pub(super) username: Option<String>,
+    pub(super) phone: Option<String>,
+    pub(super) email: Option<String>,
+    pub(super) answers: sqlx::types::Json<BTreeMap<String, String>>,
+    pub(super) campaign: Option<String>,
+    pub(super) score: Option<i32>,
+    pub(super) tier: Option<String>,
+    pub(super) reasons: sqlx::types::Json<Vec<scoring::Reason>>,
+    pub(super) version: i64,
+    pub(super) qualified_at: Option<DateTime<Utc>>,
 }
 
 impl Stored {
@@ -146,7 +146,8 @@ fn merge(lead: &mut Stored, input: &LeadInput) {
 }
 
 /// The columns of [`Stored`], for the statements that read or return a lead.
-const STORED: &str = "id, source, name, username, phone, email, answers, campaign, score, tier, \
+pub(super) const STORED: &str =
+    "id, source, name, username, phone, email, answers, campaign, score, tier, \
                       reasons, version, qualified_at";
 
 /// A lead held for the caller's transaction: its row as read after [`hold_lead`], locked
@@ -174,8 +175,8 @@ impl Held {
 
 /// A lead's row (if it exists) with the time its `external_id` was last erased, if ever, the
 /// messages it received and the tenant's scoring rules.
-struct Found {
-    stored: Option<Stored>,
+pub(super) struct Found {
+    pub(super) stored: Option<Stored>,
     erased_at: Option<DateTime<Utc>>,
     inbound: i64,
     rules: RulesRow,
@@ -196,11 +197,11 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Found {
 
 impl Found {
     /// Whether the lead was erased after `meta`'s job was made: such a job writes nothing.
-    fn erased_for(&self, meta: &JobMeta) -> bool {
+    pub(super) fn erased_for(&self, meta: &JobMeta) -> bool {
         self.erased_at.is_some_and(|at| meta.timestamp <= at)
     }
 
-    fn held(self, stored: Stored, new: bool) -> Held {
+    pub(super) fn held(self, stored: Stored, new: bool) -> Held {
         let (rules, candidate) = self.rules.rules();
         Held {
             stored,
@@ -244,7 +245,7 @@ async fn hold_and_find(
 }
 
 /// A lead not stored yet: version 0, unscored.
-fn blank(id: Uuid, source: &str) -> Stored {
+pub(super) fn blank(id: Uuid, source: &str) -> Stored {
     Stored {
         id,
         source: source.to_owned(),
@@ -428,8 +429,63 @@ pub async fn apply_to(
     input: &LeadInput,
     held: Held,
 ) -> Result<Applied, StoreError> {
-    let tenant = meta.tenant_id;
-    let stored = held.stored.opened(sealer, tenant)?;
+    let p = plan(sealer, meta, input, held)?;
+    let sync = if p.changed {
+        let insert_as = p.new.then_some(input.external_id.as_str());
+        write_version(conn, sealer, meta, &p.lead, insert_as).await?
+    } else if p.lead.qualified_at.is_some() {
+        want_sync(conn, meta.tenant_id, p.lead.id, p.lead.version).await?
+    } else {
+        None
+    };
+    Ok(p.applied(sync))
+}
+
+/// A change merged and scored in memory: what [`apply_to`] (or a group commit,
+/// [`crate::lead::group`]) writes.
+pub(super) struct Planned {
+    /// The lead after the change, in clear; its next version when `changed`.
+    pub(super) lead: Stored,
+    /// Not stored yet: the write inserts it.
+    pub(super) new: bool,
+    pub(super) changed: bool,
+    pub(super) score: Score,
+    pub(super) candidate: Option<Score>,
+}
+
+impl Planned {
+    /// What the change did, before it is written (no CRM wish known yet).
+    pub(super) fn view(&self) -> Applied {
+        Applied {
+            lead_id: self.lead.id,
+            version: self.lead.version,
+            changed: self.changed,
+            score: self.score.clone(),
+            sync: None,
+            candidate: self.candidate.clone(),
+        }
+    }
+
+    pub(super) fn applied(self, sync: Option<i64>) -> Applied {
+        Applied {
+            lead_id: self.lead.id,
+            version: self.lead.version,
+            changed: self.changed,
+            score: self.score,
+            sync,
+            candidate: self.candidate,
+        }
+    }
+}
+
+/// Merges `input` into the held lead and scores it (the module docs' steps 2-4), without I/O.
+pub(super) fn plan(
+    sealer: &Sealer,
+    meta: &JobMeta,
+    input: &LeadInput,
+    held: Held,
+) -> Result<Planned, Unreadable> {
+    let stored = held.stored.opened(sealer, meta.tenant_id)?;
     let mut lead = stored.clone();
     merge(&mut lead, input);
     let facts = Facts {
@@ -437,38 +493,31 @@ pub async fn apply_to(
         reachable: lead.email.is_some() || lead.phone.is_some(),
         inbound_messages: held.inbound,
     };
-    let s = scoring::score(facts, &held.rules);
+    let score = scoring::score(facts, &held.rules);
     let candidate = held.candidate.map(|c| scoring::score(facts, &c));
-    lead.score = Some(i32::from(s.score));
-    lead.tier = Some(s.tier.as_str().to_owned());
-    lead.reasons = sqlx::types::Json(s.reasons.clone());
+    lead.score = Some(i32::from(score.score));
+    lead.tier = Some(score.tier.as_str().to_owned());
+    lead.reasons = sqlx::types::Json(score.reasons.clone());
     // A new lead is always a change: it had no score.
     let changed = held.new || lead != stored;
-    let sync = if changed {
+    if changed {
         lead.version = stored.version + 1;
-        if s.tier == scoring::Tier::Hot && lead.qualified_at.is_none() {
+        if score.tier == scoring::Tier::Hot && lead.qualified_at.is_none() {
             lead.qualified_at = Some(Utc::now());
         }
-        let insert_as = held.new.then_some(input.external_id.as_str());
-        write_version(conn, sealer, meta, &lead, insert_as).await?
-    } else if lead.qualified_at.is_some() {
-        want_sync(conn, tenant, lead.id, lead.version).await?
-    } else {
-        None
-    };
-    Ok(Applied {
-        lead_id: lead.id,
-        version: lead.version,
+    }
+    Ok(Planned {
+        lead,
+        new: held.new,
         changed,
-        score: s,
-        sync,
+        score,
         candidate,
     })
 }
 
 /// Writes `lead`'s new version, in one statement: the lead (inserted whole under
-/// `insert_as`, its `external_id`, when it is new; else updated), its `lead_scores` history row and, when it is qualified, the CRM's wish for it
-/// ([`want_sync`]). Returns the version a `crm_sync` job should exist for, if any.
+/// `insert_as`, its `external_id`, when it is new; else updated), its `lead_scores` history
+/// row and, when it is qualified, the CRM's wish for it ([`want_sync`]). Returns the version a `crm_sync` job should exist for, if any.
 async fn write_version(
     conn: &mut PgConnection,
     sealer: &Sealer,
@@ -536,8 +585,8 @@ async fn write_version(
 
 /// The upsert that records the CRM's wish for a lead version, for the rows `rows` selects
 /// (`tenant_id, lead_id, version`): only when the tenant has a CRM connection, and never
-/// lowering a wish already recorded. Returns `wanted_version, synced_version`.
-fn want_sync_sql(rows: &str) -> String {
+/// lowering a wish already recorded. Returns `lead_id, wanted_version, synced_version`.
+pub(super) fn want_sync_sql(rows: &str) -> String {
     format!(
         "insert into crm_sync_state (tenant_id, lead_id, wanted_version)
          select * from ({rows}) as w
@@ -546,12 +595,12 @@ fn want_sync_sql(rows: &str) -> String {
             set wanted_version = greatest(crm_sync_state.wanted_version, excluded.wanted_version),
                 updated_at = case when excluded.wanted_version > crm_sync_state.wanted_version
                                   then now() else crm_sync_state.updated_at end
-         returning wanted_version, synced_version"
+         returning lead_id, wanted_version, synced_version"
     )
 }
 
 /// The version a `crm_sync` job should exist for: the wanted one, while it is not synced.
-fn unsynced(wanted: Option<(i64, i64)>) -> Option<i64> {
+pub(super) fn unsynced(wanted: Option<(i64, i64)>) -> Option<i64> {
     wanted.and_then(|(w, s)| (s < w).then_some(w))
 }
 
@@ -565,14 +614,14 @@ async fn want_sync(
     lead_id: Uuid,
     version: i64,
 ) -> Result<Option<i64>, sqlx::Error> {
-    let wanted: Option<(i64, i64)> =
+    let wanted: Option<(Uuid, i64, i64)> =
         sqlx::query_as(&want_sync_sql("select $1::uuid, $2::uuid, $3::bigint"))
             .bind(tenant)
             .bind(lead_id)
             .bind(version)
             .fetch_optional(conn)
             .await?;
-    Ok(unsynced(wanted))
+    Ok(unsynced(wanted.map(|(_, wanted, synced)| (wanted, synced))))
 }
 
 /// Scores what `input` would make of its lead without writing anything (shadow mode).

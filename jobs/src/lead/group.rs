@@ -1,0 +1,492 @@
+//! Group commit of `lead_score` jobs: the jobs of one tenant that are ready at the same moment
+//! are written in one transaction, with one statement per step for all of them.
+//!
+//! Why: a job alone costs six statements and a commit, and on the real lead path PostgreSQL
+//! spent most of its time starting statements (plan set-up, row-level security, the per-row
+//! triggers) rather than writing rows (docs/bench.md, "Group commit"). A batch of `k` jobs
+//! costs five round trips in all: begin, the leads' locks, their rows, one write, commit.
+//!
+//! How: no extra task and no timer. A job queues its change in its tenant's lane and then
+//! either gets its answer or becomes a leader (at most [`LEADERS_PER_TENANT`] at a time per
+//! tenant): a leader takes what is queued — up to [`MAX_BATCH`] jobs, one per lead (a second
+//! change of a lead waits for the next batch, so it sees the first) — commits it and answers
+//! each job. Jobs that arrive while a batch commits form the next one, so batches grow with
+//! load and a lone job waits for nobody.
+//!
+//! The rules are the lead store's ([`store::plan`]); the order of the leads' locks is the
+//! order of their `external_id`s, so two batches never wait on each other in a cycle. If the
+//! batch fails for any reason, every job in it runs alone ([`super::handler::alone`]), each
+//! with its own transaction and its own outcome: one bad job never fails the others, and
+//! nothing is half-written (the batch's transaction is rolled back).
+//!
+//! A job whose leader is cancelled (its own timeout) while committing gets a transient error
+//! (`group_commit_lost`) and is retried; the batch's transaction rolled back, so the retry
+//! writes it once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use leadq_platform::db::{self, Scope};
+use leadq_queue::envelope::JobMeta;
+use leadq_queue::JobError;
+use sqlx::{PgPool, Row};
+use tokio::sync::{oneshot, Semaphore};
+use uuid::Uuid;
+
+use crate::lead::handler::{alone, audit_entries};
+use crate::lead::store::{self, Applied, Found, Planned, StoreError, STORED};
+use crate::lead::{shadow, Consent, LeadInput};
+use crate::pii::Sealer;
+
+/// Jobs written in one batch at most.
+pub const MAX_BATCH: usize = 64;
+
+/// Batches of one tenant committing at the same time at most.
+pub const LEADERS_PER_TENANT: usize = 2;
+
+/// Writes `lead_score` changes in batches (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct GroupCommit {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    sealer: Sealer,
+    lanes: Mutex<HashMap<Uuid, Arc<Lane>>>,
+}
+
+/// One tenant's queued changes and its leaders' permits.
+struct Lane {
+    queue: Mutex<VecDeque<Request>>,
+    leaders: Semaphore,
+}
+
+/// One job's change and where its outcome goes.
+struct Request {
+    meta: JobMeta,
+    input: LeadInput,
+    consent: Option<Consent>,
+    reply: oneshot::Sender<Result<Option<Applied>, JobError>>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
+    }
+}
+
+impl GroupCommit {
+    /// Group commit over `pool`, opening and sealing personal fields with `sealer`.
+    pub fn new(pool: PgPool, sealer: Sealer) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                sealer,
+                lanes: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Applies `input` (and records `consent`) for `meta`'s job, in a batch with the tenant's
+    /// other ready jobs: what [`alone`] does, with the same outcome. `None`: the lead was
+    /// erased after the job was made; nothing was written.
+    pub async fn apply(
+        &self,
+        meta: JobMeta,
+        input: LeadInput,
+        consent: Option<Consent>,
+    ) -> Result<Option<Applied>, JobError> {
+        let tenant = meta.tenant_id;
+        let lane = self.lane(tenant);
+        let (reply, mut answer) = oneshot::channel();
+        lane.queue.lock().expect("lane lock").push_back(Request {
+            meta,
+            input,
+            consent,
+            reply,
+        });
+        let lost = |_| {
+            Err(JobError::transient(
+                "group_commit_lost",
+                anyhow::anyhow!("the batch holding this job stopped before it answered"),
+            ))
+        };
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut answer => return outcome.unwrap_or_else(lost),
+                permit = lane.leaders.acquire() => {
+                    let _permit = permit.expect("the semaphore is never closed");
+                    let batch = take(&lane.queue, MAX_BATCH);
+                    if batch.is_empty() {
+                        // Another leader holds this job's change: wait for its answer.
+                        return answer.await.unwrap_or_else(lost);
+                    }
+                    self.inner.commit(tenant, batch).await;
+                }
+            }
+        }
+    }
+
+    fn lane(&self, tenant: Uuid) -> Arc<Lane> {
+        let mut lanes = self.inner.lanes.lock().expect("lanes lock");
+        lanes
+            .entry(tenant)
+            .or_insert_with(|| {
+                Arc::new(Lane {
+                    queue: Mutex::new(VecDeque::new()),
+                    leaders: Semaphore::new(LEADERS_PER_TENANT),
+                })
+            })
+            .clone()
+    }
+}
+
+/// Takes up to `max` queued requests, one per lead, sorted by `external_id` (the lock order);
+/// the others stay queued, in order.
+fn take(queue: &Mutex<VecDeque<Request>>, max: usize) -> Vec<Request> {
+    let mut queue = queue.lock().expect("lane lock");
+    let mut taken: Vec<Request> = Vec::new();
+    let mut left = VecDeque::new();
+    while let Some(r) = queue.pop_front() {
+        let dup = taken
+            .iter()
+            .any(|t| t.input.external_id == r.input.external_id);
+        if taken.len() < max && !dup {
+            taken.push(r);
+        } else {
+            left.push_back(r);
+        }
+    }
+    *queue = left;
+    taken.sort_by(|a, b| a.input.external_id.cmp(&b.input.external_id));
+    taken
+}
+
+impl Inner {
+    /// Commits `batch` together, or each job alone if that fails; answers every job.
+    async fn commit(&self, tenant: Uuid, batch: Vec<Request>) {
+        let outcome = if batch.len() == 1 {
+            Err(None)
+        } else {
+            self.together(tenant, &batch).await.map_err(Some)
+        };
+        let jobs = batch.len() as u64;
+        let count = |outcome: &'static str| {
+            use leadq_platform::metrics::{
+                label, LEAD_GROUP_COMMITS_TOTAL as C, LEAD_GROUP_COMMIT_JOBS_TOTAL as J,
+            };
+            metrics::counter!(C, label::OUTCOME => outcome).increment(1);
+            metrics::counter!(J, label::OUTCOME => outcome).increment(jobs);
+        };
+        match outcome {
+            Ok(applied) => {
+                count("together");
+                for (r, a) in batch.into_iter().zip(applied) {
+                    let _ = r.reply.send(Ok(a));
+                }
+            }
+            Err(error) => {
+                if let Some(error) = error {
+                    count("one_by_one");
+                    tracing::warn!(error = %error, jobs = batch.len(),
+                        "A group commit failed; its jobs run one by one.");
+                }
+                for r in batch {
+                    let a = alone(
+                        &self.pool,
+                        &self.sealer,
+                        &r.meta,
+                        &r.input,
+                        r.consent.as_ref(),
+                    )
+                    .await;
+                    let _ = r.reply.send(a);
+                }
+            }
+        }
+    }
+
+    /// The batch in one transaction: lock the leads, read them, plan each change, write all
+    /// of them with their history, CRM wishes and audit rows in one statement, commit.
+    async fn together(
+        &self,
+        tenant: Uuid,
+        batch: &[Request],
+    ) -> Result<Vec<Option<Applied>>, JobError> {
+        let ids: Vec<&str> = batch.iter().map(|r| r.input.external_id.as_str()).collect();
+        let mut tx = db::begin(&self.pool, Scope::Tenant(tenant)).await?;
+        sqlx::query(
+            "select pg_advisory_xact_lock(hashtext($1::text), hashtext(x))
+               from unnest($2::text[]) as x",
+        )
+        .bind(tenant)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        let found = read_all(&mut tx, tenant, &ids).await?;
+        let mut plans: Vec<Option<Planned>> = Vec::with_capacity(batch.len());
+        for (r, mut f) in batch.iter().zip(found) {
+            if f.erased_for(&r.meta) {
+                plans.push(None);
+                continue;
+            }
+            let held = match f.stored.take() {
+                Some(stored) => f.held(stored, false),
+                None => f.held(store::blank(Uuid::new_v4(), &r.input.source), true),
+            };
+            let p = store::plan(&self.sealer, &r.meta, &r.input, held).map_err(StoreError::from)?;
+            plans.push(Some(p));
+        }
+        let wishes = write_all(&mut tx, &self.sealer, tenant, batch, &plans).await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (r, p) in batch.iter().zip(plans) {
+            let Some(p) = p else {
+                out.push(None);
+                continue;
+            };
+            let sync = wishes.get(&p.lead.id).copied().flatten();
+            let applied = p.applied(sync);
+            if let (true, Some(candidate)) = (applied.changed, &applied.candidate) {
+                let subject = format!("lead:{}", applied.lead_id);
+                shadow::record(
+                    &mut tx,
+                    &r.meta,
+                    crate::kinds::LEAD_SCORE,
+                    &subject,
+                    Some(&applied.score),
+                    candidate,
+                )
+                .await?;
+            }
+            out.push(Some(applied));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// The leads of `ids` (distinct), locked `for update`, in `ids`' order, each with its erasure,
+/// its message count and the tenant's rules ([`store::Found`]); after their locks, in a
+/// statement of its own.
+async fn read_all(
+    conn: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    ids: &[&str],
+) -> Result<Vec<Found>, sqlx::Error> {
+    use crate::lead::scoring::{RULES_COLUMNS, RULES_JOINS};
+    use sqlx::FromRow;
+    let rows = sqlx::query(&format!(
+        "select l.*,
+                (select erased_at from erasures e
+                  where e.tenant_id = t.tenant_id and e.external_id = u.external_id) as erased_at,
+                (select count(*) from lead_messages m
+                  where m.tenant_id = t.tenant_id and m.lead_id = l.id) as inbound,
+                {RULES_COLUMNS}
+           from (select $1::uuid as tenant_id) t
+          cross join unnest($2::text[]) with ordinality as u(external_id, i)
+           left join lateral (select {STORED} from leads
+                               where tenant_id = t.tenant_id and external_id = u.external_id
+                                 for update) l on true
+           {RULES_JOINS}
+          order by u.i"
+    ))
+    .bind(tenant)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(Found::from_row).collect()
+}
+
+/// Writes every changed lead of the batch (new ones inserted whole, others updated), its
+/// `lead_scores` row, the CRM wishes of qualified leads and the jobs' audit rows: one
+/// statement. Returns each wished lead's unsynced version ([`store::unsynced`]).
+async fn write_all(
+    conn: &mut sqlx::PgConnection,
+    sealer: &Sealer,
+    tenant: Uuid,
+    batch: &[Request],
+    plans: &[Option<Planned>],
+) -> Result<HashMap<Uuid, Option<i64>>, JobError> {
+    let mut v = Columns::default();
+    let mut wish: (Vec<Uuid>, Vec<i64>) = Default::default();
+    let mut audit = AuditColumns::default();
+    for (r, p) in batch.iter().zip(plans) {
+        let Some(p) = p else { continue };
+        if p.changed {
+            v.push(sealer, tenant, r, p);
+        }
+        if p.lead.qualified_at.is_some() {
+            wish.0.push(p.lead.id);
+            wish.1.push(p.lead.version);
+        }
+        let applied = p.view();
+        for (action, subject, details) in audit_entries(&r.meta, &applied, r.consent.as_ref()) {
+            audit.actor.push(r.meta.user_id.clone());
+            audit.action.push(action.to_owned());
+            audit.subject.push(subject);
+            audit.correlation_id.push(r.meta.correlation_id.clone());
+            audit.details.push(details);
+        }
+    }
+    let wish_sql = store::want_sync_sql(
+        "select $1::uuid, w.id, w.version from unnest($20::uuid[], $21::int8[]) as w(id, version)",
+    );
+    let sql = format!(
+        "with v as (
+             select * from unnest($2::uuid[], $3::bool[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::text[],
+                                  $12::int4[], $13::text[], $14::jsonb[], $15::int8[],
+                                  $16::timestamptz[], $17::text[], $18::text[], $19::text[])
+                 as v(id, new, external_id, source, name, username, phone, email, answers,
+                      campaign, score, tier, reasons, version, qualified_at, message_id,
+                      phone_index, email_index)),
+         inserted as (
+             insert into leads (tenant_id, id, external_id, source, name, username, phone, email,
+                                answers, campaign, score, tier, reasons, version, qualified_at,
+                                scored_at, last_message_id, phone_index, email_index)
+             select $1, id, external_id, source, name, username, phone, email, answers, campaign,
+                    score, tier, reasons, version, qualified_at, now(), message_id, phone_index,
+                    email_index
+               from v where new
+             returning id),
+         updated as (
+             update leads l set name = v.name, username = v.username, phone = v.phone,
+                    email = v.email, answers = v.answers, campaign = v.campaign, score = v.score,
+                    tier = v.tier, reasons = v.reasons, version = v.version,
+                    qualified_at = v.qualified_at, scored_at = now(),
+                    last_message_id = v.message_id, updated_at = now(),
+                    phone_index = v.phone_index, email_index = v.email_index
+               from v where not v.new and l.tenant_id = $1 and l.id = v.id
+             returning l.id),
+         history as (
+             insert into lead_scores (tenant_id, lead_id, version, score, tier, reasons, message_id)
+             select $1, id, version, score, tier, reasons, message_id from v),
+         wish as ({wish_sql}),
+         audited as (
+             insert into audit_log (tenant_id, actor, action, subject, outcome, correlation_id,
+                                    details)
+             select $1, a.actor, a.action, a.subject, 'ok', a.correlation_id, a.details
+               from unnest($22::text[], $23::text[], $24::text[], $25::text[], $26::jsonb[])
+                 as a(actor, action, subject, correlation_id, details))
+         select n.written, w.lead_id, w.wanted_version, w.synced_version
+           from (select (select count(*) from inserted) + (select count(*) from updated)
+                     as written) n
+           left join wish w on true"
+    );
+    let changed = v.id.len();
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(&v.id)
+        .bind(&v.new)
+        .bind(&v.external_id)
+        .bind(&v.source)
+        .bind(&v.name)
+        .bind(&v.username)
+        .bind(&v.phone)
+        .bind(&v.email)
+        .bind(&v.answers)
+        .bind(&v.campaign)
+        .bind(&v.score)
+        .bind(&v.tier)
+        .bind(&v.reasons)
+        .bind(&v.version)
+        .bind(&v.qualified_at)
+        .bind(&v.message_id)
+        .bind(&v.phone_index)
+        .bind(&v.email_index)
+        .bind(&wish.0)
+        .bind(&wish.1)
+        .bind(&audit.actor)
+        .bind(&audit.action)
+        .bind(&audit.subject)
+        .bind(&audit.correlation_id)
+        .bind(&audit.details)
+        .fetch_all(conn)
+        .await?;
+    let mut wishes = HashMap::new();
+    for row in &rows {
+        let written: i64 = row.try_get("written")?;
+        if usize::try_from(written).ok() != Some(changed) {
+            // A lead held for update vanished: never expected; the jobs run alone instead.
+            return Err(JobError::transient(
+                "group_commit_mismatch",
+                anyhow::anyhow!("wrote {written} of {changed} lead versions"),
+            ));
+        }
+        let lead: Option<Uuid> = row.try_get("lead_id")?;
+        if let Some(lead) = lead {
+            let wanted: i64 = row.try_get("wanted_version")?;
+            let synced: i64 = row.try_get("synced_version")?;
+            wishes.insert(lead, store::unsynced(Some((wanted, synced))));
+        }
+    }
+    Ok(wishes)
+}
+
+/// The batch's new lead versions, column by column (`unnest` reads them back as rows).
+#[derive(Default)]
+struct Columns {
+    id: Vec<Uuid>,
+    new: Vec<bool>,
+    external_id: Vec<Option<String>>,
+    source: Vec<String>,
+    name: Vec<Option<String>>,
+    username: Vec<Option<String>>,
+    phone: Vec<Option<String>>,
+    email: Vec<Option<String>>,
+    answers: Vec<serde_json::Value>,
+    campaign: Vec<Option<String>>,
+    score: Vec<Option<i32>>,
+    tier: Vec<Option<String>>,
+    reasons: Vec<serde_json::Value>,
+    version: Vec<i64>,
+    qualified_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    message_id: Vec<String>,
+    phone_index: Vec<Option<String>>,
+    email_index: Vec<Option<String>>,
+}
+
+impl Columns {
+    /// Adds `p`'s new version, its personal fields sealed for rest.
+    fn push(&mut self, sealer: &Sealer, tenant: Uuid, r: &Request, p: &Planned) {
+        let l = &p.lead;
+        let c = sealer.seal_for_rest(
+            tenant,
+            l.name.as_deref(),
+            l.username.as_deref(),
+            l.phone.as_deref(),
+            l.email.as_deref(),
+        );
+        self.id.push(l.id);
+        self.new.push(p.new);
+        self.external_id
+            .push(p.new.then(|| r.input.external_id.clone()));
+        self.source.push(l.source.clone());
+        self.name.push(c.name);
+        self.username.push(c.username);
+        self.phone.push(c.phone);
+        self.email.push(c.email);
+        self.answers.push(serde_json::json!(l.answers.0));
+        self.campaign.push(l.campaign.clone());
+        self.score.push(l.score);
+        self.tier.push(l.tier.clone());
+        self.reasons.push(serde_json::json!(l.reasons.0));
+        self.version.push(l.version);
+        self.qualified_at.push(l.qualified_at);
+        self.message_id.push(r.meta.message_id.clone());
+        self.phone_index.push(c.phone_index);
+        self.email_index.push(c.email_index);
+    }
+}
+
+/// The batch's audit rows, column by column.
+#[derive(Default)]
+struct AuditColumns {
+    actor: Vec<String>,
+    action: Vec<String>,
+    subject: Vec<String>,
+    correlation_id: Vec<String>,
+    details: Vec<serde_json::Value>,
+}
