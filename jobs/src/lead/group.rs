@@ -144,12 +144,16 @@ impl GroupCommit {
 }
 
 /// Takes up to `max` queued requests, one per lead, sorted by `external_id` (the lock order);
-/// the others stay queued, in order.
+/// the others stay queued, in order, and those whose job stopped waiting are dropped.
 fn take(queue: &Mutex<VecDeque<Request>>, max: usize) -> Vec<Request> {
     let mut queue = queue.lock().expect("lane lock");
     let mut taken: Vec<Request> = Vec::new();
     let mut left = VecDeque::new();
     while let Some(r) = queue.pop_front() {
+        if r.reply.is_closed() {
+            // Its job gave up waiting (its timeout) and will run again: nothing to write now.
+            continue;
+        }
         let dup = taken
             .iter()
             .any(|t| t.input.external_id == r.input.external_id);
