@@ -1,25 +1,20 @@
-//! Group commit of `lead_score` jobs: the jobs that are ready at the same moment are written in
-//! one transaction, with one statement per step for all of a tenant's jobs in it.
+//! Group commit of `lead_score` jobs: the jobs of one tenant that are ready at the same moment
+//! are written in one transaction, with one statement per step for all of them.
 //!
 //! Why: a job alone costs six statements and a commit, and on the real lead path PostgreSQL
 //! spent most of its time starting statements (plan set-up, row-level security, the per-row
-//! triggers) rather than writing rows (docs/bench.md, "The real lead path: six statements a
-//! job…"). A batch costs a begin and a commit, and three statements per tenant in it: the
-//! leads' locks (which also switch the transaction's row-level-security scope to the tenant),
-//! their rows, one write.
+//! triggers) rather than writing rows (docs/bench.md, "Group commit"). A batch of `k` jobs
+//! costs five round trips in all: begin, the leads' locks, their rows, one write, commit.
 //!
-//! How: no extra task and no timer. A job queues its change and then either gets its answer or
-//! becomes a leader (at most [`LEADERS`] at a time): a leader takes what is queued — up to
-//! [`MAX_BATCH`] jobs, one per lead (a second change of a lead waits for the next batch, so it
-//! sees the first) — commits it and answers each job. Jobs that arrive while a batch commits
-//! form the next one, so batches grow with load and a lone job waits for nobody.
-//!
-//! Tenant isolation holds inside a batch as in a job: each tenant's statements run under its
-//! own scope, so a row of one tenant can be neither read nor written while another's is set
-//! (row-level security's `with check` refuses the write, and the batch falls back).
+//! How: no extra task and no timer. A job queues its change in its tenant's lane and then
+//! either gets its answer or becomes a leader (at most [`LEADERS_PER_TENANT`] at a time per
+//! tenant): a leader takes what is queued — up to [`MAX_BATCH`] jobs, one per lead (a second
+//! change of a lead waits for the next batch, so it sees the first) — commits it and answers
+//! each job. Jobs that arrive while a batch commits form the next one, so batches grow with
+//! load and a lone job waits for nobody.
 //!
 //! The rules are the lead store's ([`store::plan`]); the order of the leads' locks is the
-//! order of their `(tenant, external_id)`, so two batches never wait on each other in a cycle. If the
+//! order of their `external_id`s, so two batches never wait on each other in a cycle. If the
 //! batch fails for any reason, every job in it runs alone ([`super::handler::alone`]), each
 //! with its own transaction and its own outcome: one bad job never fails the others, and
 //! nothing is half-written (the batch's transaction is rolled back).
@@ -46,8 +41,8 @@ use crate::pii::Sealer;
 /// Jobs written in one batch at most.
 pub const MAX_BATCH: usize = 64;
 
-/// Batches committing at the same time at most.
-pub const LEADERS: usize = 2;
+/// Batches of one tenant committing at the same time at most.
+pub const LEADERS_PER_TENANT: usize = 2;
 
 /// Writes `lead_score` changes in batches (see the module docs). Cheap to clone.
 #[derive(Clone)]
@@ -58,9 +53,12 @@ pub struct GroupCommit {
 struct Inner {
     pool: PgPool,
     sealer: Sealer,
-    /// The changes waiting for a batch.
+    lanes: Mutex<HashMap<Uuid, Arc<Lane>>>,
+}
+
+/// One tenant's queued changes and its leaders' permits.
+struct Lane {
     queue: Mutex<VecDeque<Request>>,
-    /// The leaders' permits.
     leaders: Semaphore,
 }
 
@@ -85,14 +83,13 @@ impl GroupCommit {
             inner: Arc::new(Inner {
                 pool,
                 sealer,
-                queue: Mutex::new(VecDeque::new()),
-                leaders: Semaphore::new(LEADERS),
+                lanes: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// Applies `input` (and records `consent`) for `meta`'s job, in a batch with the other
-    /// ready jobs: what [`alone`] does, with the same outcome. `None`: the lead was
+    /// Applies `input` (and records `consent`) for `meta`'s job, in a batch with the tenant's
+    /// other ready jobs: what [`alone`] does, with the same outcome. `None`: the lead was
     /// erased after the job was made; nothing was written.
     pub async fn apply(
         &self,
@@ -100,9 +97,10 @@ impl GroupCommit {
         input: LeadInput,
         consent: Option<Consent>,
     ) -> Result<Option<Applied>, JobError> {
-        let inner = &self.inner;
+        let tenant = meta.tenant_id;
+        let lane = self.lane(tenant);
         let (reply, mut answer) = oneshot::channel();
-        inner.queue.lock().expect("queue lock").push_back(Request {
+        lane.queue.lock().expect("lane lock").push_back(Request {
             meta,
             input,
             consent,
@@ -118,25 +116,37 @@ impl GroupCommit {
             tokio::select! {
                 biased;
                 outcome = &mut answer => return outcome.unwrap_or_else(lost),
-                permit = inner.leaders.acquire() => {
+                permit = lane.leaders.acquire() => {
                     let _permit = permit.expect("the semaphore is never closed");
-                    let batch = take(&inner.queue, MAX_BATCH);
+                    let batch = take(&lane.queue, MAX_BATCH);
                     if batch.is_empty() {
                         // Another leader holds this job's change: wait for its answer.
                         return answer.await.unwrap_or_else(lost);
                     }
-                    inner.commit(batch).await;
+                    self.inner.commit(tenant, batch).await;
                 }
             }
         }
     }
+
+    fn lane(&self, tenant: Uuid) -> Arc<Lane> {
+        let mut lanes = self.inner.lanes.lock().expect("lanes lock");
+        lanes
+            .entry(tenant)
+            .or_insert_with(|| {
+                Arc::new(Lane {
+                    queue: Mutex::new(VecDeque::new()),
+                    leaders: Semaphore::new(LEADERS_PER_TENANT),
+                })
+            })
+            .clone()
+    }
 }
 
-/// Takes up to `max` queued requests, one per lead, sorted by `(tenant, external_id)` (the lock
-/// order);
+/// Takes up to `max` queued requests, one per lead, sorted by `external_id` (the lock order);
 /// the others stay queued, in order, and those whose job stopped waiting are dropped.
 fn take(queue: &Mutex<VecDeque<Request>>, max: usize) -> Vec<Request> {
-    let mut queue = queue.lock().expect("queue lock");
+    let mut queue = queue.lock().expect("lane lock");
     let mut taken: Vec<Request> = Vec::new();
     let mut left = VecDeque::new();
     while let Some(r) = queue.pop_front() {
@@ -144,9 +154,9 @@ fn take(queue: &Mutex<VecDeque<Request>>, max: usize) -> Vec<Request> {
             // Its job gave up waiting (its timeout) and will run again: nothing to write now.
             continue;
         }
-        let dup = taken.iter().any(|t| {
-            t.meta.tenant_id == r.meta.tenant_id && t.input.external_id == r.input.external_id
-        });
+        let dup = taken
+            .iter()
+            .any(|t| t.input.external_id == r.input.external_id);
         if taken.len() < max && !dup {
             taken.push(r);
         } else {
@@ -154,19 +164,17 @@ fn take(queue: &Mutex<VecDeque<Request>>, max: usize) -> Vec<Request> {
         }
     }
     *queue = left;
-    taken.sort_by(|a, b| {
-        (a.meta.tenant_id, &a.input.external_id).cmp(&(b.meta.tenant_id, &b.input.external_id))
-    });
+    taken.sort_by(|a, b| a.input.external_id.cmp(&b.input.external_id));
     taken
 }
 
 impl Inner {
     /// Commits `batch` together, or each job alone if that fails; answers every job.
-    async fn commit(&self, batch: Vec<Request>) {
+    async fn commit(&self, tenant: Uuid, batch: Vec<Request>) {
         let outcome = if batch.len() == 1 {
             Err(None)
         } else {
-            self.together(&batch).await.map_err(Some)
+            self.together(tenant, &batch).await.map_err(Some)
         };
         let jobs = batch.len() as u64;
         let count = |outcome: &'static str| {
@@ -204,42 +212,26 @@ impl Inner {
         }
     }
 
-    /// The batch in one transaction, tenant by tenant ([`Inner::tenant_part`]).
-    async fn together(&self, batch: &[Request]) -> Result<Vec<Option<Applied>>, JobError> {
-        let first = batch[0].meta.tenant_id;
-        let mut tx = db::begin(&self.pool, Scope::Tenant(first)).await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for part in batch.chunk_by(|a, b| a.meta.tenant_id == b.meta.tenant_id) {
-            out.extend(self.tenant_part(&mut tx, part).await?);
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    /// One tenant's jobs of a batch: switch the scope to the tenant and lock its leads, read
-    /// them, plan each change, write them all with their history, CRM wishes and audit rows in
-    /// one statement, record the shadow comparisons.
-    async fn tenant_part(
+    /// The batch in one transaction: lock the leads, read them, plan each change, write all
+    /// of them with their history, CRM wishes and audit rows in one statement, commit.
+    async fn together(
         &self,
-        tx: &mut sqlx::PgConnection,
-        part: &[Request],
+        tenant: Uuid,
+        batch: &[Request],
     ) -> Result<Vec<Option<Applied>>, JobError> {
-        let tenant = part[0].meta.tenant_id;
-        let ids: Vec<&str> = part.iter().map(|r| r.input.external_id.as_str()).collect();
-        // The scope is the transaction's until set again (`set_config(…, true)`); the value is a
-        // UUID, never caller text.
+        let ids: Vec<&str> = batch.iter().map(|r| r.input.external_id.as_str()).collect();
+        let mut tx = db::begin(&self.pool, Scope::Tenant(tenant)).await?;
         sqlx::query(
-            "select set_config('leadq.tenant_id', $1::text, true),
-                    pg_advisory_xact_lock(hashtext($1::text), hashtext(x))
+            "select pg_advisory_xact_lock(hashtext($1::text), hashtext(x))
                from unnest($2::text[]) as x",
         )
         .bind(tenant)
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
-        let found = read_all(&mut *tx, tenant, &ids).await?;
-        let mut plans: Vec<Option<Planned>> = Vec::with_capacity(part.len());
-        for (r, mut f) in part.iter().zip(found) {
+        let found = read_all(&mut tx, tenant, &ids).await?;
+        let mut plans: Vec<Option<Planned>> = Vec::with_capacity(batch.len());
+        for (r, mut f) in batch.iter().zip(found) {
             if f.erased_for(&r.meta) {
                 plans.push(None);
                 continue;
@@ -251,9 +243,9 @@ impl Inner {
             let p = store::plan(&self.sealer, &r.meta, &r.input, held).map_err(StoreError::from)?;
             plans.push(Some(p));
         }
-        let wishes = write_all(&mut *tx, &self.sealer, tenant, part, &plans).await?;
-        let mut out = Vec::with_capacity(part.len());
-        for (r, p) in part.iter().zip(plans) {
+        let wishes = write_all(&mut tx, &self.sealer, tenant, batch, &plans).await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (r, p) in batch.iter().zip(plans) {
             let Some(p) = p else {
                 out.push(None);
                 continue;
@@ -263,7 +255,7 @@ impl Inner {
             if let (true, Some(candidate)) = (applied.changed, &applied.candidate) {
                 let subject = format!("lead:{}", applied.lead_id);
                 shadow::record(
-                    &mut *tx,
+                    &mut tx,
                     &r.meta,
                     crate::kinds::LEAD_SCORE,
                     &subject,
@@ -274,6 +266,7 @@ impl Inner {
             }
             out.push(Some(applied));
         }
+        tx.commit().await?;
         Ok(out)
     }
 }

@@ -13,7 +13,7 @@
 //! - [`store`]: merge a change, score it, version it, keep the score history, want a CRM sync.
 //! - [`scoring`]: the explainable rules, per-tenant weights and thresholds, tiers.
 //! - [`handler`]: the `lead_score` job.
-//! - [`group`]: group commit: the `lead_score` jobs that are ready together (of any tenants),
+//! - [`group`]: group commit: the `lead_score` jobs of a tenant that are ready together,
 //!   written in one transaction.
 //! - [`shadow`]: candidate scoring rules run beside the live ones; the comparison report.
 //! - [`sync`]: the CRM sync request a changed lead may need (the `crm_sync` payload).
