@@ -86,15 +86,22 @@ pub async fn seal_batch(
         .execute(&mut *tx)
         .await?;
     let (mut seq, mut prev) = tail(&mut tx, scope).await?;
+    // Each read names its chain as the indexes do (`audit_log_unsealed`, `audit_log_seal_seq`:
+    // `coalesce(tenant_id::text, 'platform')`), not only through row-level security, whose
+    // predicate no index serves: left to it, a chain's read scanned every chain's unsealed rows,
+    // so with many chains sealing slowed as it fell behind (docs/bench.md).
+    let chain = scope_name(scope);
     let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
         "select id, audit_canonical(tenant_id, actor, action, subject, outcome,
                                     correlation_id, details, at)
            from audit_log
-          where hash is null and mac is null
+          where coalesce(tenant_id::text, 'platform') = $2
+            and hash is null and mac is null
             and xid < pg_snapshot_xmin(pg_current_snapshot())
           order by id limit $1",
     )
     .bind(BATCH)
+    .bind(&chain)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
@@ -149,19 +156,24 @@ async fn tail(conn: &mut sqlx::PgConnection, scope: Scope) -> Result<(i64, Vec<u
             .fetch_optional(&mut *conn)
             .await?;
     if let Some((seq, mac)) = kept {
-        let rows: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("select seal_seq, mac from audit_log where seal_seq in ($1, $1 + 1)")
-                .bind(seq)
-                .fetch_all(&mut *conn)
-                .await?;
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "select seal_seq, mac from audit_log
+              where coalesce(tenant_id::text, 'platform') = $2 and seal_seq in ($1, $1 + 1)",
+        )
+        .bind(seq)
+        .bind(scope_name(scope))
+        .fetch_all(&mut *conn)
+        .await?;
         if rows.len() == 1 && rows[0].0 == seq && rows[0].1 == mac {
             return Ok((seq, mac));
         }
     }
     let found: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "select seal_seq, mac from audit_log where seal_seq is not null
-          order by seal_seq desc limit 1",
+        "select seal_seq, mac from audit_log
+          where coalesce(tenant_id::text, 'platform') = $1 and seal_seq is not null
+          order by coalesce(tenant_id::text, 'platform') desc, seal_seq desc limit 1",
     )
+    .bind(scope_name(scope))
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(t) = found {
