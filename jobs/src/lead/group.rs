@@ -34,7 +34,7 @@ use tokio::sync::{oneshot, Semaphore};
 use uuid::Uuid;
 
 use crate::lead::handler::{alone, audit_entries};
-use crate::lead::store::{self, Applied, Found, Planned, StoreError, STORED};
+use crate::lead::store::{self, Applied, Planned, StoreError};
 use crate::lead::{shadow, Consent, LeadInput};
 use crate::pii::Sealer;
 
@@ -229,7 +229,7 @@ impl Inner {
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
-        let found = read_all(&mut tx, tenant, &ids).await?;
+        let found = store::read_held(&mut tx, tenant, &ids).await?;
         let mut plans: Vec<Option<Planned>> = Vec::with_capacity(batch.len());
         for (r, mut f) in batch.iter().zip(found) {
             if f.erased_for(&r.meta) {
@@ -269,38 +269,6 @@ impl Inner {
         tx.commit().await?;
         Ok(out)
     }
-}
-
-/// The leads of `ids` (distinct), locked `for update`, in `ids`' order, each with its erasure,
-/// its message count and the tenant's rules ([`store::Found`]); after their locks, in a
-/// statement of its own.
-async fn read_all(
-    conn: &mut sqlx::PgConnection,
-    tenant: Uuid,
-    ids: &[&str],
-) -> Result<Vec<Found>, sqlx::Error> {
-    use crate::lead::scoring::{RULES_COLUMNS, RULES_JOINS};
-    use sqlx::FromRow;
-    let rows = sqlx::query(&format!(
-        "select l.*,
-                (select erased_at from erasures e
-                  where e.tenant_id = t.tenant_id and e.external_id = u.external_id) as erased_at,
-                (select count(*) from lead_messages m
-                  where m.tenant_id = t.tenant_id and m.lead_id = l.id) as inbound,
-                {RULES_COLUMNS}
-           from (select $1::uuid as tenant_id) t
-          cross join unnest($2::text[]) with ordinality as u(external_id, i)
-           left join lateral (select {STORED} from leads
-                               where tenant_id = t.tenant_id and external_id = u.external_id
-                                 for update) l on true
-           {RULES_JOINS}
-          order by u.i"
-    ))
-    .bind(tenant)
-    .bind(ids)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(Found::from_row).collect()
 }
 
 /// Writes every changed lead of the batch (new ones inserted whole, others updated), its

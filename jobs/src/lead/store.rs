@@ -213,35 +213,50 @@ impl Found {
     }
 }
 
-/// Holds the lead ([`hold_lead`]) and reads it locked `for update`, with its last erasure, its
-/// message count and the tenant's rules; a row of nulls for the lead when it does not exist.
-/// The read is a statement of its own, after the lock, so it sees what committed while the
-/// lock was awaited: the lead another job created or changed, an erasure. (Merging the two
-/// into one round trip, a PL/pgSQL function that locks then reads, was measured and saved no
-/// CPU: docs/bench.md.)
+/// Holds the lead ([`hold_lead`]) and reads it ([`read_held`]). The read is a statement of its
+/// own, after the lock, so it sees what committed while the lock was awaited: the lead another
+/// job created or changed, an erasure. (Merging the two into one round trip, a PL/pgSQL
+/// function that locks then reads, was measured and saved no CPU: docs/bench.md.)
 async fn hold_and_find(
     conn: &mut PgConnection,
     tenant: Uuid,
     external_id: &str,
 ) -> Result<Found, sqlx::Error> {
     hold_lead(&mut *conn, tenant, external_id).await?;
-    sqlx::query_as(&format!(
+    let mut found = read_held(conn, tenant, &[external_id]).await?;
+    found.pop().ok_or(sqlx::Error::RowNotFound)
+}
+
+/// The leads `ids` (distinct) of `tenant`, held by the caller, each locked `for update` with its
+/// last erasure, its message count and the tenant's rules, in `ids`' order; a row of nulls for
+/// a lead that does not exist. One statement for one lead ([`hold_and_find`]) or a group
+/// commit's many ([`crate::lead::group`]).
+pub(super) async fn read_held(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    ids: &[&str],
+) -> Result<Vec<Found>, sqlx::Error> {
+    use sqlx::FromRow;
+    let rows = sqlx::query(&format!(
         "select l.*,
                 (select erased_at from erasures e
-                  where e.tenant_id = t.tenant_id and e.external_id = t.external_id) as erased_at,
+                  where e.tenant_id = t.tenant_id and e.external_id = u.external_id) as erased_at,
                 (select count(*) from lead_messages m
                   where m.tenant_id = t.tenant_id and m.lead_id = l.id) as inbound,
                 {RULES_COLUMNS}
-           from (select $1::uuid as tenant_id, $2::text as external_id) t
+           from (select $1::uuid as tenant_id) t
+          cross join unnest($2::text[]) with ordinality as u(external_id, i)
            left join lateral (select {STORED} from leads
-                               where tenant_id = t.tenant_id and external_id = t.external_id
+                               where tenant_id = t.tenant_id and external_id = u.external_id
                                  for update) l on true
-           {RULES_JOINS}"
+           {RULES_JOINS}
+          order by u.i"
     ))
     .bind(tenant)
-    .bind(external_id)
-    .fetch_one(conn)
-    .await
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(Found::from_row).collect()
 }
 
 /// A lead not stored yet: version 0, unscored.
