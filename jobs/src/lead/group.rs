@@ -3,8 +3,9 @@
 //!
 //! Why: a job alone costs six statements and a commit, and on the real lead path PostgreSQL
 //! spent most of its time starting statements (plan set-up, row-level security, the per-row
-//! triggers) rather than writing rows (docs/bench.md, "Group commit"). A batch of `k` jobs
-//! costs five round trips in all: begin, the leads' locks, their rows, one write, commit.
+//! triggers) rather than writing rows (docs/bench.md, "The real lead path: six statements a
+//! job, then a tenant's ready jobs in one transaction"). A batch of `k` jobs costs five round
+//! trips in all: begin, the leads' locks, their rows, one write, commit.
 //!
 //! How: no extra task and no timer. A job queues its change in its tenant's lane and then
 //! either gets its answer or becomes a leader (at most [`LEADERS_PER_TENANT`] at a time per
