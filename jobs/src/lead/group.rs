@@ -331,7 +331,7 @@ async fn write_all(
                     qualified_at = v.qualified_at, scored_at = now(),
                     last_message_id = v.message_id, updated_at = now(),
                     phone_index = v.phone_index, email_index = v.email_index
-               from v where not v.new and l.tenant_id = $1 and l.id = v.id
+               from v where not v.new and l.tenant_id = $1 and l.id = any($2) and l.id = v.id
              returning l.id),
          history as (
              insert into lead_scores (tenant_id, lead_id, version, score, tier, reasons, message_id)
