@@ -86,22 +86,24 @@ pub async fn seal_batch(
         .execute(&mut *tx)
         .await?;
     let (mut seq, mut prev) = tail(&mut tx, scope).await?;
-    // Each read names its chain as the indexes do (`audit_log_unsealed`, `audit_log_seal_seq`:
-    // `coalesce(tenant_id::text, 'platform')`), not only through row-level security, whose
-    // predicate no index serves: left to it, a chain's read scanned every chain's unsealed rows,
-    // so with many chains sealing slowed as it fell behind (docs/bench.md).
-    let chain = scope_name(scope);
-    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+    // Each read names its chain by `tenant_id` (`own_rows`), as the indexes it needs are keyed
+    // (`audit_log_unsealed_by_tenant`, `audit_log_seal_seq_by_tenant`), not only through
+    // row-level security, whose predicate no index serves. A condition on
+    // `tenant_id::text` would not do either: it is not leakproof, so under row-level security
+    // it cannot be an index condition, and each read scanned the index of every chain
+    // (docs/bench.md).
+    let (own, tenant) = super::own_rows(scope);
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
         "select id, audit_canonical(tenant_id, actor, action, subject, outcome,
                                     correlation_id, details, at)
            from audit_log
-          where coalesce(tenant_id::text, 'platform') = $2
+          where {own}
             and hash is null and mac is null
             and xid < pg_snapshot_xmin(pg_current_snapshot())
-          order by id limit $1",
-    )
+          order by id limit $2"
+    ))
+    .bind(tenant)
     .bind(BATCH)
-    .bind(&chain)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
@@ -160,31 +162,30 @@ async fn tail(conn: &mut sqlx::PgConnection, scope: Scope) -> Result<(i64, Vec<u
             .bind(scope_name(scope))
             .fetch_optional(&mut *conn)
             .await?;
+    let (own, tenant) = super::own_rows(scope);
     if let Some((seq, mac)) = kept {
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "select seal_seq, mac from audit_log
-              where coalesce(tenant_id::text, 'platform') = $2 and seal_seq in ($1, $1 + 1)",
-        )
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
+            "select seal_seq, mac from audit_log where {own} and seal_seq in ($2, $2 + 1)"
+        ))
+        .bind(tenant)
         .bind(seq)
-        .bind(scope_name(scope))
         .fetch_all(&mut *conn)
         .await?;
         if rows.len() == 1 && rows[0].0 == seq && rows[0].1 == mac {
             return Ok((seq, mac));
         }
     }
-    let found: Option<(i64, Vec<u8>)> = sqlx::query_as(
+    let found: Option<(i64, Vec<u8>)> = sqlx::query_as(&format!(
         "select seal_seq, mac from audit_log
-          where coalesce(tenant_id::text, 'platform') = $1 and seal_seq is not null
-          order by coalesce(tenant_id::text, 'platform') desc, seal_seq desc limit 1",
-    )
-    .bind(scope_name(scope))
+          where {own} and seal_seq is not null
+          order by tenant_id desc, seal_seq desc limit 1"
+    ))
+    .bind(tenant)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(t) = found {
         return Ok(t);
     }
-    let (own, tenant) = super::own_rows(scope);
     let legacy: Option<Vec<u8>> = sqlx::query_scalar(&format!(
         "select hash from audit_log where {own} and hash is not null order by id desc limit 1"
     ))
