@@ -12,7 +12,8 @@
 //! tenant): a leader takes what is queued — up to [`MAX_BATCH`] jobs, one per lead (a second
 //! change of a lead waits for the next batch, so it sees the first) — commits it and answers
 //! each job. Jobs that arrive while a batch commits form the next one, so batches grow with
-//! load and a lone job waits for nobody.
+//! load and a lone job waits for nobody. At most [`MAX_WRITERS`] batches of all tenants commit
+//! at once: a leader waits for a free one before it takes its batch.
 //!
 //! The rules are the lead store's ([`store::plan`]); the order of the leads' locks is the
 //! order of their `external_id`s, so two batches never wait on each other in a cycle. If the
@@ -45,6 +46,12 @@ pub const MAX_BATCH: usize = 64;
 /// Batches of one tenant committing at the same time at most.
 pub const LEADERS_PER_TENANT: usize = 2;
 
+/// Batches of all tenants committing at the same time at most: the PostgreSQL connections
+/// `lead_score` jobs hold, however many run at once. More jobs in flight then make larger
+/// batches, not more connections (a worker running 64 jobs of 50 tenants opened 90 and
+/// exhausted a `max_connections = 100` server; docs/bench.md).
+pub const MAX_WRITERS: usize = 16;
+
 /// Writes `lead_score` changes in batches (see the module docs). Cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommit {
@@ -55,6 +62,8 @@ struct Inner {
     pool: PgPool,
     sealer: Sealer,
     lanes: Mutex<HashMap<Uuid, Arc<Lane>>>,
+    /// [`MAX_WRITERS`] permits; a leader holds one while its batch commits.
+    writers: Semaphore,
 }
 
 /// One tenant's queued changes and its leaders' permits.
@@ -85,6 +94,7 @@ impl GroupCommit {
                 pool,
                 sealer,
                 lanes: Mutex::new(HashMap::new()),
+                writers: Semaphore::new(MAX_WRITERS),
             }),
         }
     }
@@ -119,6 +129,9 @@ impl GroupCommit {
                 outcome = &mut answer => return outcome.unwrap_or_else(lost),
                 permit = lane.leaders.acquire() => {
                     let _permit = permit.expect("the semaphore is never closed");
+                    // The batch is taken once a connection is free, so it holds everything
+                    // that queued while the leader waited.
+                    let _writer = (self.inner.writers.acquire().await).expect("the semaphore is never closed");
                     let batch = take(&lane.queue, MAX_BATCH);
                     if batch.is_empty() {
                         // Another leader holds this job's change: wait for its answer.
