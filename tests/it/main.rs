@@ -35,6 +35,7 @@ mod pii_at_rest;
 mod process;
 mod roles;
 mod rollback;
+mod runlog;
 mod schedule;
 mod secrets;
 mod security;

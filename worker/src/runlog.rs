@@ -5,8 +5,9 @@
 //! transactions; and waiting for them, even group-committed, held the run's concurrency slot
 //! for 43 % of its time (docs/bench.md, "Where a run's time goes"). So a run hands its rows to
 //! one writer task per process and goes on; the writer takes everything waiting, commits it
-//! in one transaction (one upsert per tenant, each under its own tenant's row-level-security
-//! scope), and takes the next batch. Idle, that is one transaction per write with no timer;
+//! in one transaction (one upsert for every tenant's rows, under the scope `run-recorder`,
+//! which row-level security lets write `job_runs` and nothing else; a job named twice in a
+//! batch takes a second upsert), and takes the next batch. Idle, that is one transaction per write with no timer;
 //! under load a batch grows to what arrived during the previous commit (at most
 //! [`MAX_BATCH`]).
 //!
@@ -27,7 +28,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use leadq_platform::db::{self, Scope};
 use leadq_queue::envelope::JobMeta;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -161,47 +161,42 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Item>) {
     }
 }
 
-/// Writes `rows` in one transaction: per tenant, in arrival order, one upsert per round (a
-/// round never names a job twice, which one `insert … on conflict` statement cannot do).
+/// The row-level-security scope the writer commits under: `job_runs` rows of every tenant
+/// (migration `20261219000300`), nothing else.
+const SCOPE: &str = "run-recorder";
+
+/// Writes `rows` in one transaction, in arrival order, one upsert per round (a round never
+/// names a job twice, which one `insert … on conflict` statement cannot do).
 async fn commit(pool: &PgPool, rows: &[&RunRow]) -> Result<(), sqlx::Error> {
-    let mut tx = db::begin(pool, Scope::Platform).await?;
-    for (tenant, round) in rounds(rows) {
-        sqlx::query("select set_config('leadq.tenant_id', $1, true)")
-            .bind(tenant.to_string())
-            .execute(&mut *tx)
-            .await?;
-        upsert(&mut tx, tenant, &round).await?;
+    let mut tx = pool
+        .begin_with(format!(
+            "begin; select set_config('leadq.tenant_id', '{SCOPE}', true)"
+        ))
+        .await?;
+    for round in rounds(rows) {
+        upsert(&mut tx, &round).await?;
     }
     tx.commit().await
 }
 
-/// Splits `rows` into (tenant, rows) groups, keeping each job's writes in arrival order and
-/// never naming one job twice in a group.
-fn rounds<'a>(rows: &[&'a RunRow]) -> Vec<(Uuid, Vec<&'a RunRow>)> {
-    let mut out: Vec<(Uuid, Vec<&RunRow>)> = Vec::new();
+/// Splits `rows` into rounds, keeping each job's writes in arrival order and never naming one
+/// job twice in a round: a row goes to the round after the last one that names its job.
+fn rounds<'a>(rows: &[&'a RunRow]) -> Vec<Vec<&'a RunRow>> {
+    let mut out: Vec<Vec<&RunRow>> = Vec::new();
+    let mut next: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
     for row in rows {
-        // The last group of this tenant after any group that already names this job.
-        let after = out
-            .iter()
-            .rposition(|(_, group)| group.iter().any(|r| r.job_id == row.job_id))
-            .map_or(0, |i| i + 1);
-        match out
-            .iter_mut()
-            .skip(after)
-            .find(|(tenant, _)| *tenant == row.tenant_id)
-        {
-            Some((_, group)) => group.push(row),
-            None => out.push((row.tenant_id, vec![row])),
+        let round = next.get(&row.job_id).copied().unwrap_or(0);
+        if round == out.len() {
+            out.push(Vec::new());
         }
+        out[round].push(row);
+        next.insert(row.job_id, round + 1);
     }
     out
 }
 
-async fn upsert(
-    tx: &mut sqlx::PgConnection,
-    tenant: Uuid,
-    rows: &[&RunRow],
-) -> Result<(), sqlx::Error> {
+async fn upsert(tx: &mut sqlx::PgConnection, rows: &[&RunRow]) -> Result<(), sqlx::Error> {
+    let tenants: Vec<Uuid> = rows.iter().map(|r| r.tenant_id).collect();
     let job_ids: Vec<Uuid> = rows.iter().map(|r| r.job_id).collect();
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
     let message_ids: Vec<&str> = rows.iter().map(|r| r.message_id.as_str()).collect();
@@ -219,13 +214,14 @@ async fn upsert(
         "insert into job_runs (job_id, tenant_id, kind, message_id, correlation_id, status,
                                attempts, enqueued_at, first_started_at, last_started_at,
                                finished_at, duration_ms, last_error_code, user_id)
-         select r.job_id, $1, r.kind, r.message_id, r.correlation_id, r.status, r.attempts,
+         select r.job_id, r.tenant_id, r.kind, r.message_id, r.correlation_id, r.status, r.attempts,
                 r.enqueued_at, now(), now(), case when r.finished then now() end,
                 r.duration_ms, r.error_code, r.user_id
-           from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[],
-                       $8::timestamptz[], $9::int8[], $10::text[], $11::bool[], $12::text[])
-                as r(job_id, kind, message_id, correlation_id, status, attempts, enqueued_at,
-                     duration_ms, error_code, finished, user_id)
+           from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::int4[], $8::timestamptz[], $9::int8[], $10::text[], $11::bool[],
+                       $12::text[])
+                as r(tenant_id, job_id, kind, message_id, correlation_id, status, attempts,
+                     enqueued_at, duration_ms, error_code, finished, user_id)
          on conflict (job_id) do update set
              status = excluded.status,
              user_id = excluded.user_id,
@@ -239,7 +235,7 @@ async fn upsert(
              last_error_code = coalesce(excluded.last_error_code, job_runs.last_error_code),
              updated_at = now()",
     )
-    .bind(tenant)
+    .bind(tenants)
     .bind(job_ids)
     .bind(kinds)
     .bind(message_ids)
@@ -277,18 +273,19 @@ mod tests {
         }
     }
 
-    fn shape(rounds: &[(Uuid, Vec<&RunRow>)]) -> Vec<(u128, Vec<(u128, &'static str)>)> {
+    fn shape(rounds: &[Vec<&RunRow>]) -> Vec<Vec<(u128, u128, &'static str)>> {
         rounds
             .iter()
-            .map(|(t, g)| {
-                let jobs = g.iter().map(|r| (r.job_id.as_u128(), r.status)).collect();
-                (t.as_u128(), jobs)
+            .map(|g| {
+                (g.iter())
+                    .map(|r| (r.tenant_id.as_u128(), r.job_id.as_u128(), r.status))
+                    .collect()
             })
             .collect()
     }
 
     #[test]
-    fn one_group_per_tenant_when_no_job_repeats() {
+    fn one_round_for_every_tenant_when_no_job_repeats() {
         let rows = [
             row(1, 10, "running"),
             row(2, 20, "running"),
@@ -297,19 +294,21 @@ mod tests {
         let refs: Vec<&RunRow> = rows.iter().collect();
         assert_eq!(
             shape(&rounds(&refs)),
-            vec![
-                (1, vec![(10, "running"), (11, "running")]),
-                (2, vec![(20, "running")]),
-            ]
+            vec![vec![
+                (1, 10, "running"),
+                (2, 20, "running"),
+                (1, 11, "running")
+            ]]
         );
     }
 
     #[test]
-    fn a_repeated_job_goes_to_a_later_group_in_order() {
+    fn a_repeated_job_goes_to_a_later_round_in_order() {
         let rows = [
             row(1, 10, "retrying"),
-            row(1, 11, "running"),
+            row(2, 11, "running"),
             row(1, 10, "running"),
+            row(2, 11, "completed"),
             row(1, 10, "completed"),
             row(1, 12, "running"),
         ];
@@ -317,9 +316,9 @@ mod tests {
         assert_eq!(
             shape(&rounds(&refs)),
             vec![
-                (1, vec![(10, "retrying"), (11, "running"), (12, "running")]),
-                (1, vec![(10, "running")]),
-                (1, vec![(10, "completed")]),
+                vec![(1, 10, "retrying"), (2, 11, "running"), (1, 12, "running")],
+                vec![(1, 10, "running"), (2, 11, "completed")],
+                vec![(1, 10, "completed")],
             ]
         );
     }
