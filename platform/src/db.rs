@@ -90,6 +90,23 @@ pub async fn begin(
         Scope::Tenant(id) => id.hyphenated().to_string(),
         Scope::Platform => "platform".to_owned(),
     };
+    begin_as(pool, &value).await
+}
+
+/// Opens a transaction under a worker-wide scope that a policy names and that sees one table
+/// across tenants: `audit-sealer` (unsealed `audit_log` rows, read only) or `run-recorder`
+/// (`job_runs`). Never a caller's text: the value is spelled into the query (see [`begin`]).
+pub async fn begin_service(
+    pool: &PgPool,
+    scope: &'static str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    begin_as(pool, scope).await
+}
+
+async fn begin_as(
+    pool: &PgPool,
+    value: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     pool.begin_with(format!(
         "begin; select set_config('leadq.tenant_id', '{value}', true)"
     ))

@@ -58,9 +58,7 @@ async fn one_batch_records_every_tenants_runs_and_each_tenant_sees_only_its_own(
         vec![(theirs.job_id, "dead".into(), Some("boom".into()))]
     );
     // The recorder's scope reaches `job_runs` and no other tenant-owned table.
-    let mut tx = app.db.pool.begin().await.unwrap();
-    sqlx::query("select set_config('leadq.tenant_id', 'run-recorder', true)")
-        .execute(&mut *tx)
+    let mut tx = leadq_platform::db::begin_service(&app.db.pool, "run-recorder")
         .await
         .unwrap();
     let keys: i64 = sqlx::query_scalar("select count(*) from api_keys")

@@ -7,9 +7,9 @@
 //! one writer task per process and goes on; the writer takes everything waiting, commits it
 //! in one transaction (one upsert for every tenant's rows, under the scope `run-recorder`,
 //! which row-level security lets write `job_runs` and nothing else; a job named twice in a
-//! batch takes a second upsert), and takes the next batch. Idle, that is one transaction per write with no timer;
-//! under load a batch grows to what arrived during the previous commit (at most
-//! [`MAX_BATCH`]).
+//! batch takes a second upsert), and takes the next batch. Idle, that is one transaction per
+//! write with no timer; under load a batch grows to what arrived during the previous commit
+//! (at most [`MAX_BATCH`]).
 //!
 //! What it changes, and why that is safe:
 //! - **Order.** The writer is one FIFO, so a job's start is always written before its outcome,
@@ -28,6 +28,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use leadq_platform::db;
 use leadq_queue::envelope::JobMeta;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -168,11 +169,7 @@ const SCOPE: &str = "run-recorder";
 /// Writes `rows` in one transaction, in arrival order, one upsert per round (a round never
 /// names a job twice, which one `insert … on conflict` statement cannot do).
 async fn commit(pool: &PgPool, rows: &[&RunRow]) -> Result<(), sqlx::Error> {
-    let mut tx = pool
-        .begin_with(format!(
-            "begin; select set_config('leadq.tenant_id', '{SCOPE}', true)"
-        ))
-        .await?;
+    let mut tx = db::begin_service(pool, SCOPE).await?;
     for round in rounds(rows) {
         upsert(&mut tx, &round).await?;
     }

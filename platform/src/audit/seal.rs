@@ -58,10 +58,7 @@ pub fn link(key: &[u8; 32], prev: &[u8], seq: i64, canonical: &[u8]) -> Vec<u8> 
 
 /// The chains that have rows to seal (the sealer scope sees only unsealed rows).
 pub async fn pending_scopes(pool: &sqlx::PgPool) -> Result<Vec<Scope>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("select set_config('leadq.tenant_id', 'audit-sealer', true)")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = db::begin_service(pool, "audit-sealer").await?;
     let names: Vec<Option<uuid::Uuid>> = sqlx::query_scalar(
         "select distinct tenant_id from audit_log where hash is null and mac is null",
     )
