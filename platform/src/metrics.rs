@@ -311,8 +311,18 @@ const SECONDS_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the process-wide Prometheus recorder (once; later calls return the same handle)
-/// and registers the help text of every metric.
+/// How often the recorder's histogram samples are folded into their buckets when nobody
+/// scrapes (the exporter's own default when it runs its HTTP listener).
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the same handle),
+/// registers the help text of every metric and starts its upkeep.
+///
+/// Why the upkeep: a histogram keeps every sample it is given (8 bytes each) until they are
+/// folded into its buckets, which happens at a scrape or an upkeep. We render `/metrics`
+/// ourselves (`build_recorder`), so without upkeep a process nobody scrapes — Prometheus
+/// down, or a worker without a scrape job — grows without bound: half a megabyte a second
+/// at 2,500 leads/s (docs/bench.md, "Worker memory").
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
@@ -324,9 +334,26 @@ pub fn install() -> PrometheusHandle {
             // Fails only if another recorder was installed first, which we never do.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// A thread of its own (not a task), so the upkeep runs whatever runtime the process has, or
+/// none; it sleeps between rounds and lives as long as the process.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .stack_size(64 * 1024)
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        // Metrics still work; only an unscraped process's histograms keep their samples.
+        tracing::warn!(error = %e, "Could not start the metrics upkeep thread.");
+    }
 }
 
 /// Refreshes the process gauges at scrape time: the standard `process_*` set of the Prometheus
