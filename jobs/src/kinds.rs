@@ -23,10 +23,11 @@ pub const CATALOGUE: &[KindDefaults] = &[
     KindDefaults {
         kind: LEAD_SCORE,
         // Group-committed (`lead::group`): jobs in flight make batches, and the batches, not
-        // the jobs, hold connections (`group::MAX_WRITERS`). At 16 one worker scored one
-        // tenant's leads at ~1,600/s, waiting on its slots with a core idle; at 64, ~2,400/s
-        // (docs/bench.md).
-        concurrency: 64,
+        // the jobs, hold connections ([`db_connections`]). At 16 one worker scored one
+        // tenant's leads at ~1,600/s, waiting on its slots with a core idle; at 64, ~2,400/s.
+        // 50 tenants' leads: ~820/s with 64 (about one job a tenant: batches of one), ~1,650/s
+        // with 256, the two cores then busy (docs/bench.md).
+        concurrency: 256,
         max_attempts: 5,
         backoff_base: Duration::from_secs(1),
         backoff_max: Duration::from_secs(300),
@@ -70,6 +71,23 @@ pub const CATALOGUE: &[KindDefaults] = &[
         timeout: Duration::from_secs(30),
     },
 ];
+
+/// The PostgreSQL connections `concurrency` jobs of `kind` hold at most at once: one a job,
+/// except `lead_score`, whose writes go through the group commit's [`MAX_WRITERS`] batches and
+/// whose only other reads are the authorization lookups a cold cache misses (brief, and
+/// queued for a connection when more miss at once: [`LEAD_SCORE_READERS`]).
+///
+/// [`MAX_WRITERS`]: crate::lead::group::MAX_WRITERS
+pub fn db_connections(kind: &str, concurrency: usize) -> usize {
+    match kind {
+        LEAD_SCORE => concurrency.min(crate::lead::group::MAX_WRITERS + LEAD_SCORE_READERS),
+        _ => concurrency,
+    }
+}
+
+/// Connections for `lead_score`'s reads beside its writers: the authorization lookups of a
+/// cold cache, a shadow-mode job's transaction, a failed batch's jobs rerun alone.
+const LEAD_SCORE_READERS: usize = 8;
 
 /// Who caused a job: the parsed form of [`leadq_queue::envelope::Envelope::user_id`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +216,18 @@ mod tests {
             "nobody",
         ] {
             assert_eq!(Principal::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn lead_scores_connections_stop_growing_at_its_writers_and_readers() {
+        let cap = crate::lead::group::MAX_WRITERS + LEAD_SCORE_READERS;
+        assert_eq!(db_connections(LEAD_SCORE, 4), 4);
+        assert_eq!(db_connections(LEAD_SCORE, 256), cap);
+        assert_eq!(db_connections(LEAD_SCORE, 10_000), cap);
+        // Every other kind's job holds a connection while it runs.
+        for kind in [CHATWOOT_EVENT, CRM_SYNC, CRM_ERASE, UPDATE_BILLING_LIMIT] {
+            assert_eq!(db_connections(kind, 300), 300, "{kind}");
         }
     }
 }

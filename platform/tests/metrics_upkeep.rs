@@ -52,7 +52,10 @@ fn an_unscraped_process_lets_go_of_its_histogram_samples() {
     // 400,000 samples: 3.2 MB of raw values, held until an upkeep or a scrape.
     record(400_000);
     let held = live() - before;
-    assert!(held > 3_000_000, "the samples should be held first: {held} bytes");
+    assert!(
+        held > 3_000_000,
+        "the samples should be held first: {held} bytes"
+    );
     // Nobody renders the metrics here. Within two upkeep periods the samples must be gone.
     // (Freed memory is reclaimed as other threads record: a few samples a round let the
     // recorder's epoch-based reclamation run.)

@@ -111,13 +111,17 @@ fn on_panic(p: &Box<dyn std::any::Any + Send>) -> JobError {
 impl Worker {
     /// Connects to PostgreSQL and Redis and binds the health server (port 0 picks one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        // A connection for every job that may run at once, and a few for the scheduler, the
+        // A connection for every job that may hold one at once (`kinds::db_connections`:
+        // `lead_score`'s jobs share their group commit's), and a few for the scheduler, the
         // run recorder and the health probe: fewer, and stalled jobs starve `/readyz` and
-        // `leadq_dependency_up` (PostgreSQL would look down while it is only busy).
-        let concurrency: usize = (settings.queue.worker_kinds.iter())
-            .map(|kind| settings.queue.kinds[kind].concurrency)
+        // `leadq_dependency_up` (PostgreSQL would look down while it is only busy). More, and
+        // a worker running many jobs exhausts the server's `max_connections`.
+        let connections: usize = (settings.queue.worker_kinds.iter())
+            .map(|kind| {
+                leadq_jobs::kinds::db_connections(kind, settings.queue.kinds[kind].concurrency)
+            })
             .sum();
-        let pool_size = u32::try_from(concurrency + 4).unwrap_or(u32::MAX).max(10);
+        let pool_size = u32::try_from(connections + 4).unwrap_or(u32::MAX).max(10);
         let (pool, queue) = leadq_jobs::connect_stores(&settings, pool_size).await?;
         let listener = TcpListener::bind(settings.worker_addr)
             .await
