@@ -82,10 +82,17 @@ async fn keys_are_scoped_listed_rotated_with_overlap_revoked_and_audited() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(
-        status_with(&app, &reader).await,
-        (401, "api_key_expired".into())
-    );
+    // The API's cached answer learns of the change from its notification, which arrives a
+    // moment after the commit (the stated bound: at the latest one TTL after the read).
+    let deadline = std::time::Instant::now()
+        + leadq_platform::principals::TTL
+        + std::time::Duration::from_secs(1);
+    let mut seen = status_with(&app, &reader).await;
+    while seen.0 != 401 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        seen = status_with(&app, &reader).await;
+    }
+    assert_eq!(seen, (401, "api_key_expired".into()));
 
     // Revocation is immediate.
     let successor_id = {
