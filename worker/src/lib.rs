@@ -223,7 +223,7 @@ impl Worker {
         let sealer_task = tokio::spawn(leadq_platform::audit::seal::seal_forever(
             pool.clone(),
             settings.audit_keys().clone(),
-            std::time::Duration::from_millis(200),
+            leadq_platform::audit::seal::SEAL_EVERY,
             stopped(stop_rx.clone()),
         ));
         // Authorization answers, shared by every kind, dropped when PostgreSQL says they
