@@ -57,8 +57,8 @@ fn an_unscraped_process_lets_go_of_its_histogram_samples() {
         "the samples should be held first: {held} bytes"
     );
     // Nobody renders the metrics here. Within two upkeep periods the samples must be gone.
-    // (Freed memory is reclaimed as other threads record: a few samples a round let the
-    // recorder's epoch-based reclamation run.)
+    // (The upkeep thread frees the samples through epoch-based reclamation, which runs as
+    // threads record: this one records a few samples a round to let it.)
     let deadline = Instant::now() + metrics::UPKEEP_EVERY * 2 + Duration::from_secs(2);
     let mut left = held;
     while Instant::now() < deadline {
