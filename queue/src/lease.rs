@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use leadq_platform::metrics as m;
 
-use crate::{value_i64, value_str, Queue, QueueError, Settled, PROMOTE_SLICE};
+use crate::{value_i64, value_str, Queue, QueueError, Settled, FETCH_MAX, PROMOTE_SLICE};
 
 /// How a leased job is to be settled.
 #[derive(Debug, Clone)]
@@ -58,7 +58,8 @@ impl Queue {
         Ok(())
     }
 
-    /// Leases up to `n` jobs of `kind` for `worker` from `shard`.
+    /// Leases up to `n` jobs of `kind` for `worker` from `shard`, and never more than
+    /// [`FETCH_MAX`] in one call.
     pub(crate) async fn fetch(
         &self,
         kind: &str,
@@ -83,7 +84,7 @@ impl Queue {
             .key(&k.parked)
             .key(k.suspect(worker))
             .key(&k.wake)
-            .arg(n)
+            .arg(n.min(FETCH_MAX))
             .arg(self.inner.cfg.lease.as_millis() as u64)
             .arg(worker)
             .arg(PROMOTE_SLICE)

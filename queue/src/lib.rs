@@ -152,6 +152,11 @@ pub enum QueueError {
 pub const ENQUEUE_CHUNK: usize = 1000;
 /// How many due scheduled jobs one fetch promotes at most.
 const PROMOTE_SLICE: usize = 1000;
+/// How many jobs one fetch script call leases at most, whatever the worker asks for. A worker
+/// running 256 `lead_score` jobs asks for 384 at start (its concurrency and a prefetch of
+/// half); one script leasing them all would hold Redis, and every producer's enqueue, for
+/// milliseconds. Bounded, the worker asks again at once (its buffer refills while it has room).
+pub const FETCH_MAX: usize = 128;
 /// How many expired leases or due jobs one reap call handles at most.
 const REAP_SLICE: usize = 1000;
 

@@ -132,7 +132,18 @@ async fn start_registered(queue: &Queue, handler: Handler, observer: Recorder) -
 
 /// A worker process of its own id (several of them stand for several worker hosts).
 fn start_as(id: &str, queue: &Queue, handler: Handler, observer: Recorder) -> Running {
-    let runner = KindRunner::new(queue.clone(), KIND, id, 20, Arc::new(observer));
+    start_with(id, queue, handler, observer, 20)
+}
+
+/// A worker of its own id running up to `concurrency` jobs at once.
+fn start_with(
+    id: &str,
+    queue: &Queue,
+    handler: Handler,
+    observer: Recorder,
+    concurrency: usize,
+) -> Running {
+    let runner = KindRunner::new(queue.clone(), KIND, id, concurrency, Arc::new(observer));
     let upkeep = Upkeep::new(vec![runner.clone()]);
     let restarts = Arc::new(Mutex::new(0));
     let seen = restarts.clone();
@@ -151,7 +162,7 @@ fn start_as(id: &str, queue: &Queue, handler: Handler, observer: Recorder) -> Ru
                 WorkerBuilder::new(format!("test#{n}"))
                     .backend(r.backend())
                     .data(handler.clone())
-                    .concurrency(20)
+                    .concurrency(concurrency)
                     .layer(CatchPanicLayer::with_panic_handler(
                         |_: &Box<dyn std::any::Any + Send>| {
                             JobError::transient("panic", anyhow::anyhow!("panicked"))

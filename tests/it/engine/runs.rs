@@ -157,6 +157,54 @@ async fn an_idle_worker_waits_for_a_wake_up_instead_of_fetching_from_an_empty_qu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_room_for_hundreds_of_jobs_leases_them_in_bounded_fetches() {
+    let prefix = queue_prefix();
+    let q = queue(settings(&prefix, 3, 100)).await;
+    let n = 3 * leadq_queue::FETCH_MAX + 10;
+    q.enqueue((0..n).map(|i| job(i, None)).collect())
+        .await
+        .unwrap();
+    // Every job holds its slot until the test lets go, so no lease is given back meanwhile.
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let held = hold.clone();
+    let handler: Handler = Arc::new(move |_job| {
+        let held = held.clone();
+        async move {
+            while held.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(())
+        }
+        .boxed()
+    });
+    let tap = CommandTap::start(vec![
+        "\"evalsha\"".into(),
+        format!("{{{prefix}:{KIND}}}:suspect:"),
+    ])
+    .await;
+    // Room for every job at once: it asks for its concurrency and a prefetch in one go.
+    let w = start_with("w-test", &q, handler, Recorder::default(), n + 10);
+    wait_for("every job leased", Duration::from_secs(8), || async {
+        (q.counts(KIND).await.unwrap().running == n as u64).then_some(())
+    })
+    .await;
+    let fetches = tap.stop().await;
+    hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for("every job done", Duration::from_secs(20), || async {
+        (q.counts(KIND).await.unwrap().done == n as u64).then_some(())
+    })
+    .await;
+    w.stop().await;
+    // One script call may hold Redis only so long: the jobs came in slices of FETCH_MAX.
+    let least = n.div_ceil(leadq_queue::FETCH_MAX);
+    assert!(
+        fetches >= least,
+        "{n} jobs leased in {fetches} fetches; at most {} a fetch needs {least}",
+        leadq_queue::FETCH_MAX
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_jobs_due_at_once_drain_without_the_worker_dying() {
     let q = queue(settings(&queue_prefix(), 3, 100)).await;
     // 10,000 ready now, and 10,000 scheduled to fall due at the same instant: far above the
