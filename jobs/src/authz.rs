@@ -119,23 +119,25 @@ pub async fn authorize(
     if !kinds::accepts(&meta.action, principal) {
         return Ok(Err(Denied::UnknownPrincipal));
     }
-    let cached = cache.and_then(|c| c.get(meta.tenant_id, &meta.action, &meta.user_id));
-    let facts = match cached {
-        Some(facts) => facts,
-        None => {
-            let reading = cache.map(AuthzCache::reading);
-            let facts = read_facts(pool, meta, principal).await?;
-            if let (Some(c), Some(r)) = (cache, reading) {
-                c.insert(
-                    meta.tenant_id,
-                    &meta.action,
-                    &meta.user_id,
-                    facts.clone(),
-                    r,
-                );
+    let (tenant, kind, user) = (meta.tenant_id, meta.action.as_str(), meta.user_id.as_str());
+    let facts = match cache {
+        None => read_facts(pool, meta, principal).await?,
+        Some(c) => match c.get(tenant, kind, user) {
+            Some(facts) => facts,
+            None => {
+                let _turn = c.turn(tenant, kind, user).await;
+                // The job before this one in the turn may have read and kept it.
+                match c.get(tenant, kind, user) {
+                    Some(facts) => facts,
+                    None => {
+                        let reading = c.reading();
+                        let facts = read_facts(pool, meta, principal).await?;
+                        c.insert(tenant, kind, user, facts.clone(), reading);
+                        facts
+                    }
+                }
             }
-            facts
-        }
+        },
     };
     let facts = facts.map(|f| f.at(meta.timestamp));
     Ok(decide(&meta.action, &meta.user_id, facts.as_ref()))

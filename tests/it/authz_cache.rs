@@ -225,3 +225,61 @@ async fn the_apis_key_cache_refuses_a_revoked_key_once_notified_and_after_its_tt
     follower.abort();
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_that_miss_the_same_answer_at_once_read_it_once() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let cache = AuthzCache::with_ttl(Duration::from_secs(3600));
+    // The owner holds a table of the lookup still: every read that reaches PostgreSQL waits
+    // on the lock, where it is counted.
+    let mut owner = sqlx::PgConnection::connect(&app.db.owner_url)
+        .await
+        .unwrap();
+    let mut looking = sqlx::PgConnection::connect(&app.db.owner_url)
+        .await
+        .unwrap();
+    let mut tx = owner.begin().await.unwrap();
+    sqlx::query("lock table operators in access exclusive mode")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let waiting = "select count(*) from pg_locks \
+                   where relation = 'operators'::regclass and not granted";
+    // Sixteen jobs of one tenant and key start together on a cold cache (the pool has ten
+    // connections: without turns, ten reads would wait on the lock).
+    let asks = futures::future::join_all((0..16).map(|_| check(&app, &cache)));
+    let watch = async {
+        let began = std::time::Instant::now();
+        loop {
+            let n: i64 = sqlx::query_scalar(waiting)
+                .fetch_one(&mut looking)
+                .await
+                .unwrap();
+            if n > 0 {
+                break;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "no lookup reached the lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Time for the others to pile up behind it, if they were going to.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n: i64 = sqlx::query_scalar(waiting)
+            .fetch_one(&mut looking)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        n
+    };
+    let (answers, reads) = tokio::join!(asks, watch);
+    assert_eq!(reads, 1, "lookups of one answer waiting at once");
+    assert!(
+        answers.iter().all(|a| *a == Ok(Mode::Enabled)),
+        "{answers:?}"
+    );
+    assert_eq!(cache.len(), 1);
+    app.stop().await;
+}

@@ -14,8 +14,18 @@
 //! listening connection broke, PostgreSQL restarted), the cache is cleared when the listener
 //! reconnects, and in every case no answer is used for longer than [`TTL`] after it was read.
 //! A read that raced a notification is not kept (see [`leadq_platform::ttl`]).
+//!
+//! An answer that is missing is read once, not once per job that asks: the jobs that miss
+//! the same key take turns ([`AuthzCache::turn`]), and those after the first find it kept.
+//! A worker runs 256 `lead_score` jobs at once; without turns, every answer that expired
+//! (they all do, [`TTL`] after they were read) was read again by every job of its tenant in
+//! flight, each on a connection of the pool the jobs' writes need.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{Mutex, MutexGuard};
 
 use leadq_platform::changes::{self, Change};
 use leadq_platform::ttl::{Reading, TtlCache};
@@ -29,6 +39,10 @@ pub const TTL: Duration = Duration::from_secs(2);
 /// Answers kept at most (tenants × kinds × principals in use within [`TTL`]).
 const MAX_ENTRIES: usize = 50_000;
 
+/// Locks the lookups take turns on (a key's turn is the lock its hash picks): enough that
+/// unrelated keys rarely share one.
+const TURNS: usize = 64;
+
 /// (tenant, kind, principal).
 type Key = (Uuid, String, String);
 
@@ -36,6 +50,7 @@ type Key = (Uuid, String, String);
 #[derive(Debug, Clone)]
 pub struct AuthzCache {
     facts: TtlCache<Key, Option<Facts>>,
+    turns: Arc<[Mutex<()>]>,
 }
 
 impl Default for AuthzCache {
@@ -49,7 +64,23 @@ impl AuthzCache {
     pub fn with_ttl(ttl: Duration) -> Self {
         Self {
             facts: TtlCache::new(ttl, MAX_ENTRIES),
+            turns: (0..TURNS).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// Waits for the turn to look up this key: held while one job reads and keeps the
+    /// answer, so the others look in the cache again when they get it.
+    pub(super) async fn turn(
+        &self,
+        tenant: Uuid,
+        kind: &str,
+        principal: &str,
+    ) -> MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        (tenant, kind, principal).hash(&mut h);
+        self.turns[(h.finish() % TURNS as u64) as usize]
+            .lock()
+            .await
     }
 
     pub(super) fn get(&self, tenant: Uuid, kind: &str, principal: &str) -> Option<Option<Facts>> {
