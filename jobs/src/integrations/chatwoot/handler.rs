@@ -50,8 +50,7 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
             }
         }
     }
-    // The lead store's statements, on generic plans (see `db::begin_generic`).
-    let mut tx = db::begin_generic(&deps.pool, Scope::Tenant(meta.tenant_id)).await?;
+    let mut tx = db::begin(&deps.pool, Scope::Tenant(meta.tenant_id)).await?;
     if meta.shadow {
         meta.auditor()
             .entry("chatwoot.event_shadow", &format!("job:{}", meta.job_id))
