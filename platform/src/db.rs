@@ -86,36 +86,12 @@ pub async fn begin(
     // value is spelled into the text, which is safe only because it is a UUID or a constant
     // (never caller text). Should the setting fail, the transaction is aborted and every
     // statement after it fails: nothing runs unscoped.
-    begin_as(pool, &scope_value(scope), "").await
-}
-
-/// The value of `leadq.tenant_id` for `scope`: a UUID or a constant, never caller text.
-fn scope_value(scope: Scope) -> String {
-    match scope {
+    let value = match scope {
         Scope::Tenant(id) => id.hyphenated().to_string(),
         Scope::Platform => "platform".to_owned(),
-    }
+    };
+    begin_as(pool, &value).await
 }
-
-/// [`begin`], for a transaction whose statements are the same few every time with other
-/// values (the lead store's): they run on their generic plans (`plan_cache_mode =
-/// force_generic_plan`, transaction-local), planned once per connection, not once per run.
-///
-/// Why: under row-level security PostgreSQL keeps choosing a custom plan for such a statement
-/// (its generic plan never looks cheaper on its guesses), so it plans it again on every run,
-/// however often it ran. The lead read of a batch took 0.45 ms to plan and 0.08 ms to run:
-/// 5 s of the server's CPU in a 30-second, 39,000-lead run (docs/bench.md). The plans are the
-/// same index probes either way. Not for statements whose best plan depends on the values
-/// (a range, a pattern, an array of unknown size that a plan should size to).
-pub async fn begin_generic(
-    pool: &PgPool,
-    scope: Scope,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    begin_as(pool, &scope_value(scope), GENERIC_PLANS).await
-}
-
-/// The setting [`begin_generic`] adds to the transaction's first statement.
-const GENERIC_PLANS: &str = ", set_config('plan_cache_mode', 'force_generic_plan', true)";
 
 /// Opens a transaction under a worker-wide scope that a policy names and that sees one table
 /// across tenants: `audit-sealer` (unsealed `audit_log` rows, read only) or `run-recorder`
@@ -124,17 +100,15 @@ pub async fn begin_service(
     pool: &PgPool,
     scope: &'static str,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    begin_as(pool, scope, "").await
+    begin_as(pool, scope).await
 }
 
-/// `BEGIN` and the scope (and `more`, further settings of the select) in one simple query.
 async fn begin_as(
     pool: &PgPool,
     value: &str,
-    more: &str,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     pool.begin_with(format!(
-        "begin; select set_config('leadq.tenant_id', '{value}', true){more}"
+        "begin; select set_config('leadq.tenant_id', '{value}', true)"
     ))
     .await
 }

@@ -48,11 +48,10 @@ fn waiting_job(
 ) -> tokio::task::JoinHandle<Option<store::Applied>> {
     let (pool, sealer) = (app.db.pool.clone(), app.sealer());
     tokio::spawn(async move {
-        let scope = leadq_platform::db::Scope::Tenant(meta.tenant_id);
-        // As the `lead_score` handler opens it.
-        let mut tx = leadq_platform::db::begin_generic(&pool, scope)
-            .await
-            .unwrap();
+        let mut tx =
+            leadq_platform::db::begin(&pool, leadq_platform::db::Scope::Tenant(meta.tenant_id))
+                .await
+                .unwrap();
         let applied = store::apply(&mut tx, &sealer, &meta, &input).await.unwrap();
         tx.commit().await.unwrap();
         applied
@@ -335,33 +334,5 @@ async fn one_bad_job_in_a_group_commit_fails_alone() {
             .await
             .unwrap();
     assert_eq!(written, 11);
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lead_store_transaction_runs_generic_plans_in_its_tenants_scope_and_leaves_nothing_behind(
-) {
-    use leadq_platform::db::{self, Scope};
-    let app = spawn_app().await;
-    // One connection, so the transaction after it runs on the same one.
-    let secret = leadq_platform::secret::Secret::new(app.db.url.clone());
-    let pool = db::connect(&secret, 1).await.unwrap();
-    let settings = "select current_setting('plan_cache_mode'), \
-                    current_setting('leadq.tenant_id')";
-    let mut tx = db::begin_generic(&pool, Scope::Tenant(app.tenant.tenant_id))
-        .await
-        .unwrap();
-    let (mode, scope): (String, String) =
-        sqlx::query_as(settings).fetch_one(&mut *tx).await.unwrap();
-    assert_eq!(mode, "force_generic_plan");
-    assert_eq!(scope, app.tenant.tenant_id.to_string());
-    tx.commit().await.unwrap();
-    // Both settings were the transaction's own: the connection goes back to the pool plain.
-    let mut tx = db::begin(&pool, Scope::Platform).await.unwrap();
-    let (mode, scope): (String, String) =
-        sqlx::query_as(settings).fetch_one(&mut *tx).await.unwrap();
-    assert_eq!((mode.as_str(), scope.as_str()), ("auto", "platform"));
-    tx.rollback().await.unwrap();
-    pool.close().await;
     app.stop().await;
 }

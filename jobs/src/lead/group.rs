@@ -234,7 +234,7 @@ impl Inner {
         batch: &[Request],
     ) -> Result<Vec<Option<Applied>>, JobError> {
         let ids: Vec<&str> = batch.iter().map(|r| r.input.external_id.as_str()).collect();
-        let mut tx = db::begin_generic(&self.pool, Scope::Tenant(tenant)).await?;
+        let mut tx = db::begin(&self.pool, Scope::Tenant(tenant)).await?;
         sqlx::query(
             "select pg_advisory_xact_lock(hashtext($1::text), hashtext(x))
                from unnest($2::text[]) as x",

@@ -97,7 +97,7 @@ pub(super) async fn alone(
     lead: &LeadInput,
     consent: Option<&Consent>,
 ) -> Result<Option<Applied>, JobError> {
-    let mut tx = db::begin_generic(pool, Scope::Tenant(meta.tenant_id)).await?;
+    let mut tx = db::begin(pool, Scope::Tenant(meta.tenant_id)).await?;
     let Some(applied) = store::apply(&mut tx, sealer, meta, lead).await? else {
         return Ok(None);
     };
