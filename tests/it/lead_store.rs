@@ -336,3 +336,43 @@ async fn one_bad_job_in_a_group_commit_fails_alone() {
     assert_eq!(written, 11);
     app.stop().await;
 }
+
+/// The lead read is planned once per connection, not on every job. PostgreSQL sizes `unnest`
+/// of a bound array by the array's length, so a read of one or two leads always looked cheaper
+/// planned afresh than on the statement's reusable plan, and was planned again on every call:
+/// under row-level security, most of the statement's cost at 50 tenants (docs/bench.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lead_read_runs_on_its_reusable_plan_after_a_few_jobs() {
+    let app = spawn_app().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&app.db.url)
+        .await
+        .unwrap();
+    let sealer = app.sealer();
+    // PostgreSQL plans a statement's first five runs afresh, then weighs its reusable plan.
+    for i in 0..8 {
+        let m = meta(&app, &format!("p{i}"));
+        let mut tx =
+            leadq_platform::db::begin(&pool, leadq_platform::db::Scope::Tenant(m.tenant_id))
+                .await
+                .unwrap();
+        let input = answer(&format!("tg-p{i}"), "budget", "50k+");
+        store::apply(&mut tx, &sealer, &m, &input)
+            .await
+            .unwrap()
+            .expect("applied");
+        tx.commit().await.unwrap();
+    }
+    let (generic, custom): (i64, i64) = sqlx::query_as(
+        "select generic_plans, custom_plans from pg_prepared_statements
+          where statement like 'select l.*,%with ordinality as u(external_id, i)%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the lead read was prepared on this connection");
+    assert!(
+        generic >= 1,
+        "the lead read was planned afresh on all {custom} runs, never on its reusable plan"
+    );
+}
