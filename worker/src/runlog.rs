@@ -1,6 +1,6 @@
 //! `job_runs` written by group commit, off the job's critical path.
 //!
-//! Every run writes its row twice: "running" when it starts, the outcome once the job is
+//! Every run hands over two rows: "running" when it starts, the outcome once the job is
 //! settled in Redis. One transaction per write made these two of a lead's four PostgreSQL
 //! transactions; and waiting for them, even group-committed, held the run's concurrency slot
 //! for 43 % of its time (docs/bench.md, "Where a run's time goes"). So a run hands its rows to
@@ -8,23 +8,30 @@
 //! in one transaction (one upsert for every tenant's rows, under the scope `run-recorder`,
 //! which row-level security lets write `job_runs` and nothing else; a job named twice in a
 //! batch takes a second upsert), and takes the next batch. Idle, that is one transaction per
-//! write with no timer; under load a batch grows to what arrived during the previous commit
-//! (at most [`MAX_BATCH`]).
+//! write; under load a batch grows to what arrived during the previous commit (at most
+//! [`MAX_BATCH`]).
+//!
+//! A start is held back for up to [`START_HOLD`]: most runs end sooner, and their outcome is
+//! then the only write (it carries the run's start, its time less the run's duration). The
+//! upsert was the worker's costliest statement after the lead's own, two row versions a job.
 //!
 //! What it changes, and why that is safe:
-//! - **Order.** The writer is one FIFO, so a job's start is always written before its outcome,
-//!   and a retry's rows after the attempt before.
-//! - **Freshness.** `job_runs` trails Redis by one batch (milliseconds); Redis is the source
-//!   of truth for where a job is (`leadq_queue::whereabouts`), `job_runs` is its history.
+//! - **Order.** The writer is one FIFO, so a job's start is always written before its outcome
+//!   (or not at all), and a retry's rows after the attempt before.
+//! - **Freshness.** `job_runs` trails Redis by one batch (milliseconds), a start by at most
+//!   [`START_HOLD`] more; Redis is the source of truth for where a job is
+//!   (`leadq_queue::whereabouts`), `job_runs` is its history. Its times are the worker's clock
+//!   when the run started and ended, not the commit's.
 //! - **Back-pressure.** At most [`QUEUE_ROWS`] rows wait; beyond that a run waits for room, so
 //!   a PostgreSQL outage slows the workers instead of growing memory.
 //! - **Shutdown and crashes.** The worker calls [`RunLog::flush`] after its last job, so a
-//!   graceful stop loses nothing. A killed process loses the rows still waiting (at most one
-//!   batch in flight plus what queued behind it); `job_runs_reconcile` sets rows left
-//!   `running` to what Redis knows, and a run whose rows were all lost is still in Redis and
-//!   in the audit trail.
+//!   graceful stop loses nothing (held starts included). A killed process loses the rows still
+//!   waiting (at most one batch in flight, what queued behind it, and the starts held);
+//!   `job_runs_reconcile` sets rows left `running` to what Redis knows, and a run whose rows
+//!   were all lost is still in Redis and in the audit trail.
 //! - **Failure.** A failed batch is logged with its size (best effort, as before).
 
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,12 +39,15 @@ use leadq_platform::db;
 use leadq_queue::envelope::JobMeta;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// The most rows one transaction writes.
 pub const MAX_BATCH: usize = 512;
 /// The most rows waiting for the writer before runs wait for room.
 pub const QUEUE_ROWS: usize = 65_536;
+/// How long a run's start waits for its outcome before it is written on its own.
+pub const START_HOLD: Duration = Duration::from_secs(1);
 
 /// One write of a run's row.
 #[derive(Debug, Clone)]
@@ -54,7 +64,7 @@ pub struct RunRow {
     pub correlation_id: String,
     /// The principal the run acted for (the envelope's `user_id`).
     pub user_id: String,
-    /// `running` (a start: `last_started_at` becomes now), `retrying`, `completed` or `dead`.
+    /// `running` (a start), `retrying`, `completed` or `dead`.
     pub status: &'static str,
     /// The attempt.
     pub attempts: i32,
@@ -64,8 +74,10 @@ pub struct RunRow {
     pub duration_ms: Option<i64>,
     /// The failed run's error code (outcomes only).
     pub error_code: Option<&'static str>,
-    /// The run is over for good (`completed` or `dead`): `finished_at` becomes now.
+    /// The run is over for good (`completed` or `dead`): `finished_at` becomes [`RunRow::at`].
     pub finished: bool,
+    /// When the run started (a start) or ended (an outcome), by the worker's clock.
+    pub at: DateTime<Utc>,
 }
 
 impl RunRow {
@@ -97,7 +109,15 @@ impl RunRow {
                 .then(|| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
             error_code,
             finished,
+            at: Utc::now(),
         }
+    }
+
+    /// When the run started: [`RunRow::at`] for a start, less the run's duration for an
+    /// outcome.
+    fn started_at(&self) -> DateTime<Utc> {
+        let ran = chrono::Duration::milliseconds(self.duration_ms.unwrap_or(0));
+        self.at - ran
     }
 }
 
@@ -140,25 +160,95 @@ impl RunLog {
 
 async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Item>) {
     let mut batch: Vec<Item> = Vec::new();
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let rows: Vec<&RunRow> = batch
-            .iter()
-            .filter_map(|i| match i {
-                Item::Row(r) => Some(r),
-                Item::Flush(_) => None,
-            })
-            .collect();
+    let mut held = Held::default();
+    loop {
+        let open = match held.next_due() {
+            Some(due) => tokio::select! {
+                n = rx.recv_many(&mut batch, MAX_BATCH) => n > 0,
+                () = tokio::time::sleep_until(due) => true,
+            },
+            None => rx.recv_many(&mut batch, MAX_BATCH).await > 0,
+        };
+        let mut rows: Vec<RunRow> = Vec::new();
+        let mut flushed = Vec::new();
+        for item in batch.drain(..) {
+            match item {
+                Item::Row(row) if row.status == "running" => held.hold(row),
+                Item::Row(row) => {
+                    held.forget(row.job_id);
+                    rows.push(row);
+                }
+                Item::Flush(done) => {
+                    rows.extend(held.take_all());
+                    flushed.push(done);
+                }
+            }
+        }
+        if open {
+            rows.extend(held.take_due(Instant::now()));
+        } else {
+            rows.extend(held.take_all());
+        }
         if !rows.is_empty() {
-            if let Err(error) = commit(&pool, &rows).await {
+            let refs: Vec<&RunRow> = rows.iter().collect();
+            if let Err(error) = commit(&pool, &refs).await {
                 tracing::warn!(error = %error, rows = rows.len(),
                     "Could not record a batch of job runs.");
             }
         }
-        for item in batch.drain(..) {
-            if let Item::Flush(done) = item {
-                let _ = done.send(());
+        for done in flushed {
+            let _ = done.send(());
+        }
+        if !open {
+            return;
+        }
+    }
+}
+
+/// Starts waiting for their outcome, oldest first ([`START_HOLD`]).
+#[derive(Default)]
+struct Held {
+    rows: HashMap<Uuid, (Instant, RunRow)>,
+    order: VecDeque<(Instant, Uuid)>,
+}
+
+impl Held {
+    fn hold(&mut self, row: RunRow) {
+        let due = Instant::now() + START_HOLD;
+        self.order.push_back((due, row.job_id));
+        self.rows.insert(row.job_id, (due, row));
+    }
+
+    /// `job`'s outcome came: its start, if still held, is not written.
+    fn forget(&mut self, job: Uuid) {
+        self.rows.remove(&job);
+    }
+
+    fn next_due(&mut self) -> Option<Instant> {
+        while let Some(&(due, job)) = self.order.front() {
+            if self.rows.get(&job).is_some_and(|(d, _)| *d == due) {
+                return Some(due);
+            }
+            self.order.pop_front();
+        }
+        None
+    }
+
+    fn take_due(&mut self, now: Instant) -> Vec<RunRow> {
+        let mut out = Vec::new();
+        while self.next_due().is_some_and(|due| due <= now) {
+            if let Some((_, job)) = self.order.pop_front() {
+                out.extend(self.rows.remove(&job).map(|(_, row)| row));
             }
         }
+        out
+    }
+
+    fn take_all(&mut self) -> Vec<RunRow> {
+        self.order.clear();
+        let mut rows: Vec<(Instant, RunRow)> = self.rows.drain().map(|(_, r)| r).collect();
+        rows.sort_by_key(|(due, _)| *due);
+        rows.into_iter().map(|(_, row)| row).collect()
     }
 }
 
@@ -205,26 +295,27 @@ async fn upsert(tx: &mut sqlx::PgConnection, rows: &[&RunRow]) -> Result<(), sql
     let durations: Vec<Option<i64>> = rows.iter().map(|r| r.duration_ms).collect();
     let codes: Vec<Option<&str>> = rows.iter().map(|r| r.error_code).collect();
     let finished: Vec<bool> = rows.iter().map(|r| r.finished).collect();
-    // A start (`running`) moves `last_started_at` and leaves the last outcome's duration and
-    // finish time; an outcome sets them. The first write of a job inserts its row.
+    let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.at).collect();
+    let started: Vec<DateTime<Utc>> = rows.iter().map(|r| r.started_at()).collect();
+    // Every row moves `last_started_at` to its run's start; a start leaves the last outcome's
+    // duration and finish time, an outcome sets them. The first write of a job inserts its row.
     sqlx::query(
         "insert into job_runs (job_id, tenant_id, kind, message_id, correlation_id, status,
                                attempts, enqueued_at, first_started_at, last_started_at,
                                finished_at, duration_ms, last_error_code, user_id)
          select r.job_id, r.tenant_id, r.kind, r.message_id, r.correlation_id, r.status, r.attempts,
-                r.enqueued_at, now(), now(), case when r.finished then now() end,
+                r.enqueued_at, r.started_at, r.started_at, case when r.finished then r.at end,
                 r.duration_ms, r.error_code, r.user_id
            from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::int4[], $8::timestamptz[], $9::int8[], $10::text[], $11::bool[],
-                       $12::text[])
+                       $12::text[], $13::timestamptz[], $14::timestamptz[])
                 as r(tenant_id, job_id, kind, message_id, correlation_id, status, attempts,
-                     enqueued_at, duration_ms, error_code, finished, user_id)
+                     enqueued_at, duration_ms, error_code, finished, user_id, at, started_at)
          on conflict (job_id) do update set
              status = excluded.status,
              user_id = excluded.user_id,
              attempts = excluded.attempts,
-             last_started_at = case when excluded.status = 'running' then now()
-                                    else job_runs.last_started_at end,
+             last_started_at = excluded.last_started_at,
              duration_ms = case when excluded.status = 'running' then job_runs.duration_ms
                                 else excluded.duration_ms end,
              finished_at = case when excluded.status = 'running' then job_runs.finished_at
@@ -244,6 +335,8 @@ async fn upsert(tx: &mut sqlx::PgConnection, rows: &[&RunRow]) -> Result<(), sql
     .bind(codes)
     .bind(finished)
     .bind(user_ids)
+    .bind(at)
+    .bind(started)
     .execute(tx)
     .await?;
     Ok(())
@@ -267,6 +360,7 @@ mod tests {
             duration_ms: None,
             error_code: None,
             finished: false,
+            at: Utc::now(),
         }
     }
 
