@@ -172,6 +172,20 @@ async fn the_per_job_tables_refuse_a_tenant_that_does_not_exist_and_no_tenant_ca
         let mut tx = app.scoped(ghost).await;
         assert_eq!(code_of(&mut tx, sql, ghost).await, "23503", "{sql}");
     }
+    // The check reads every row of a statement: one bad row among good ones fails it all, as
+    // in the run recorder's batches of every tenant's runs.
+    let mut tx = leadq_platform::db::begin_service(&app.db.pool, "run-recorder")
+        .await
+        .unwrap();
+    let batch = format!(
+        "insert into job_runs (job_id, tenant_id, kind, message_id, correlation_id, status,
+                               attempts, enqueued_at, first_started_at, last_started_at)
+         select gen_random_uuid(), t, 'lead_score', 'm', 'c', 'running', 1, now(), now(), now()
+           from unnest(array['{}'::uuid, $1, '{}'::uuid]) as t",
+        app.tenant.tenant_id, app.tenant.tenant_id
+    );
+    assert_eq!(code_of(&mut tx, &batch, ghost).await, "23503");
+    drop(tx);
     // Moving a row to a tenant that does not exist is refused the same way (as the owner,
     // whom row-level security would not stop either).
     let mut tx = app.own().await;
