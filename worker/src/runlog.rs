@@ -175,7 +175,7 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Item>) {
             match item {
                 Item::Row(row) if row.status == "running" => held.hold(row),
                 Item::Row(row) => {
-                    held.forget(row.job_id);
+                    held.forget(&row);
                     rows.push(row);
                 }
                 Item::Flush(done) => {
@@ -219,9 +219,17 @@ impl Held {
         self.rows.insert(row.job_id, (due, row));
     }
 
-    /// `job`'s outcome came: its start, if still held, is not written.
-    fn forget(&mut self, job: Uuid) {
-        self.rows.remove(&job);
+    /// `outcome` came: its run's start, if still held, is not written. A held start of
+    /// another attempt (the retry's start handed over before this outcome) stays.
+    fn forget(&mut self, outcome: &RunRow) {
+        let job = outcome.job_id;
+        if self
+            .rows
+            .get(&job)
+            .is_some_and(|(_, start)| start.attempts == outcome.attempts)
+        {
+            self.rows.remove(&job);
+        }
     }
 
     fn next_due(&mut self) -> Option<Instant> {
@@ -373,6 +381,29 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    #[test]
+    fn an_outcome_drops_its_own_attempts_start_only() {
+        let mut held = Held::default();
+        let mut retry = row(1, 10, "running");
+        retry.attempts = 2;
+        held.hold(retry.clone());
+        held.hold(row(1, 11, "running"));
+        // The first attempt's outcome, handed over after the retry's start: the start stays.
+        held.forget(&row(1, 10, "retrying"));
+        held.forget(&row(1, 11, "completed"));
+        let left = held.take_all();
+        assert_eq!(
+            left.iter()
+                .map(|r| (r.job_id.as_u128(), r.attempts))
+                .collect::<Vec<_>>(),
+            [(10, 2)]
+        );
+        held.hold(retry.clone());
+        retry.status = "completed";
+        held.forget(&retry);
+        assert!(held.take_all().is_empty());
     }
 
     #[test]
