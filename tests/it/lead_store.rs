@@ -344,11 +344,9 @@ async fn one_bad_job_in_a_group_commit_fails_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lead_read_runs_on_its_reusable_plan_after_a_few_jobs() {
     let app = spawn_app().await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&app.db.url)
-        .await
-        .unwrap();
+    // One connection, so every run and the look at its prepared statements share it.
+    let secret = leadq_platform::secret::Secret::new(app.db.url.clone());
+    let pool = leadq_platform::db::connect(&secret, 1).await.unwrap();
     let sealer = app.sealer();
     // PostgreSQL plans a statement's first five runs afresh, then weighs its reusable plan.
     for i in 0..8 {
@@ -375,4 +373,6 @@ async fn the_lead_read_runs_on_its_reusable_plan_after_a_few_jobs() {
         generic >= 1,
         "the lead read was planned afresh on all {custom} runs, never on its reusable plan"
     );
+    pool.close().await;
+    app.stop().await;
 }
