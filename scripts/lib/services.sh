@@ -189,6 +189,31 @@ pg_bindir() {
   fi
 }
 
+# pg_drop_database URL NAME: drops database NAME (if it exists) over URL, a URL of another
+# database on the same server, as a role allowed to drop NAME. Returns non-zero, with
+# PostgreSQL's last error on stderr, if NAME is still there after three tries.
+#
+# Plain DROP DATABASE first: it stops any autovacuum worker in NAME itself and waits for it.
+# WITH (FORCE) only then, for sessions left behind (a killed test's pool): on PostgreSQL 15
+# FORCE checks its right to end every process in NAME first, and an autovacuum worker belongs
+# to no role, so a role that is not superuser gets "must be a member of the role whose process
+# is being terminated" whenever autovacuum happens to be there. That failed a CI run once
+# (scripts/test dropping the previous suite's ~300 databases just after a restart, when
+# autovacuum visits them); 3 of 30 freshly written databases refused FORCE alone on this VM.
+pg_drop_database() {
+  local url="$1" name="$2" psql out try
+  psql="$(pg_bindir)/psql"
+  [[ -x "$psql" ]] || psql=psql
+  for try in 1 2 3; do
+    out="$("$psql" -X -q "$url" -c "drop database if exists \"$name\"" 2>&1)" && return 0
+    out="$("$psql" -X -q "$url" -c "drop database if exists \"$name\" with (force)" 2>&1)" &&
+      return 0
+    ((try == 3)) || sleep 1
+  done
+  printf '%s\n' "$out" >&2
+  return 1
+}
+
 ensure_redis_installed() {
   if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
     return 0

@@ -186,10 +186,20 @@ class Stack:
         user, pw, host, port, db = m.groups()
         psql = os.path.join(self.pg_bindir, "psql") if self.pg_bindir else "psql"
         env = dict(os.environ, PGPASSWORD=pw)
-        for sql in ("drop database if exists %s with (force)" % db,
-                    "create database %s owner %s" % (db, user)):
-            subprocess.run([psql, "-X", "-q", "-h", host, "-p", port, "-U", user, "-d",
-                            "postgres", "-c", sql], env=env, check=True)
+        def run(sql, check=True):
+            return subprocess.run([psql, "-X", "-q", "-h", host, "-p", port, "-U", user, "-d",
+                                   "postgres", "-c", sql], env=env, check=check,
+                                  capture_output=not check)
+        # As scripts/lib/services.sh's pg_drop_database: plain DROP first (it stops an
+        # autovacuum worker in the database itself); FORCE, which PostgreSQL 15 refuses a
+        # non-superuser while autovacuum is there, only for sessions left behind.
+        for attempt in range(3):
+            if any(run(sql, check=False).returncode == 0 for sql in (
+                    "drop database if exists %s" % db,
+                    "drop database if exists %s with (force)" % db)):
+                break
+            time.sleep(1)
+        run("create database %s owner %s" % (db, user))
         rm = re.match(r"redis://([^:/]+):(\d+)", self.redis_url)
         subprocess.run(["redis-cli", "-h", rm.group(1), "-p", rm.group(2), "FLUSHALL"],
                        check=True, capture_output=True)
