@@ -376,3 +376,61 @@ async fn the_lead_read_runs_on_its_reusable_plan_after_a_few_jobs() {
     pool.close().await;
     app.stop().await;
 }
+
+/// A group commit updates the leads it holds where they lie (their `ctid`), not by a search
+/// whose plan depends on the table's statistics. The statement's reusable plan is made after
+/// five runs; made while the tenant had a few leads, the search by `id` became a scan of all
+/// the tenant's leads in every batch after, however many the tenant came to have (docs/bench.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_commit_updates_its_leads_without_reading_the_tenants_others() {
+    let app = spawn_app().await;
+    // One connection: the reusable plan is per connection, and so are the counters' flushes.
+    let secret = leadq_platform::secret::Secret::new(app.db.url.clone());
+    let pool = leadq_platform::db::connect(&secret, 1).await.unwrap();
+    let group = leadq_jobs::lead::group::GroupCommit::new(pool.clone(), app.sealer());
+    for i in 0..8 {
+        let m = meta(&app, &format!("f{i}"));
+        let input = answer(&format!("tg-f{i}"), "budget", "50k+");
+        group.apply(m, input, None).await.unwrap().expect("applied");
+    }
+    // The tenant grows (no ANALYZE runs in between: the plan made above is kept).
+    let mut tx = app.db.owner_tx(app.tenant.tenant_id).await;
+    sqlx::query(
+        "insert into leads (tenant_id, external_id, source)
+         select $1, 'tg-bulk-' || i, 'telegram' from generate_series(1, 3000) as i",
+    )
+    .bind(app.tenant.tenant_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // Rows of `leads` read by scans, as this connection's counters show them once flushed.
+    let read = || async {
+        sqlx::query("select pg_stat_force_next_flush()")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+               from pg_stat_user_tables where relname = 'leads'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        n
+    };
+    let before = read().await;
+    for i in 0..3 {
+        let m = meta(&app, &format!("u{i}"));
+        let input = answer(&format!("tg-f{i}"), "timeline", "now");
+        let applied = group.apply(m, input, None).await.unwrap().expect("applied");
+        assert_eq!(applied.version, 2);
+    }
+    let rows = read().await - before;
+    assert!(
+        rows <= 30,
+        "three updates of one lead each read {rows} rows of leads: the tenant's 3,008 scanned"
+    );
+    pool.close().await;
+    app.stop().await;
+}

@@ -292,6 +292,15 @@ impl Inner {
 /// Writes every changed lead of the batch (new ones inserted whole, others updated), its
 /// `lead_scores` row, the CRM wishes of qualified leads and the jobs' audit rows: one
 /// statement. Returns each wished lead's unsynced version ([`store::unsynced`]).
+///
+/// Every lead goes through one `insert … on conflict (tenant_id, external_id) do update`: an
+/// existing lead is found by a probe of its primary key, whatever the table's statistics say.
+/// An `update … from` the batch left that to the planner, and the statement's reusable plan,
+/// made while a tenant had a few leads, went on scanning all of them in every batch as the
+/// tenant grew (a quarter of the statement's time at `--tenants 50`: docs/bench.md). The
+/// update applies only to the row the batch read and locked (`l.id = excluded.id`): a lead it
+/// found missing but that exists now is neither overwritten nor counted, and the count's
+/// mismatch sends the jobs one by one.
 async fn write_all(
     conn: &mut sqlx::PgConnection,
     sealer: &Sealer,
@@ -321,34 +330,35 @@ async fn write_all(
         }
     }
     let wish_sql = store::want_sync_sql(
-        "select $1::uuid, w.id, w.version from unnest($20::uuid[], $21::int8[]) as w(id, version)",
+        "select $1::uuid, w.id, w.version from unnest($19::uuid[], $20::int8[]) as w(id, version)",
     );
     let sql = format!(
         "with v as (
-             select * from unnest($2::uuid[], $3::bool[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::text[],
-                                  $12::int4[], $13::text[], $14::jsonb[], $15::int8[],
-                                  $16::timestamptz[], $17::text[], $18::text[], $19::text[])
-                 as v(id, new, external_id, source, name, username, phone, email, answers,
-                      campaign, score, tier, reasons, version, qualified_at, message_id,
-                      phone_index, email_index)),
-         inserted as (
-             insert into leads (tenant_id, id, external_id, source, name, username, phone, email,
-                                answers, campaign, score, tier, reasons, version, qualified_at,
-                                scored_at, last_message_id, phone_index, email_index)
+             select * from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::int4[],
+                                  $12::text[], $13::jsonb[], $14::int8[], $15::timestamptz[],
+                                  $16::text[], $17::text[], $18::text[])
+                 as v(id, external_id, source, name, username, phone, email, answers, campaign,
+                      score, tier, reasons, version, qualified_at, message_id, phone_index,
+                      email_index)),
+         written as (
+             insert into leads as l (tenant_id, id, external_id, source, name, username, phone,
+                                     email, answers, campaign, score, tier, reasons, version,
+                                     qualified_at, scored_at, last_message_id, phone_index,
+                                     email_index)
              select $1, id, external_id, source, name, username, phone, email, answers, campaign,
                     score, tier, reasons, version, qualified_at, now(), message_id, phone_index,
                     email_index
-               from v where new
-             returning id),
-         updated as (
-             update leads l set name = v.name, username = v.username, phone = v.phone,
-                    email = v.email, answers = v.answers, campaign = v.campaign, score = v.score,
-                    tier = v.tier, reasons = v.reasons, version = v.version,
-                    qualified_at = v.qualified_at, scored_at = now(),
-                    last_message_id = v.message_id, updated_at = now(),
-                    phone_index = v.phone_index, email_index = v.email_index
-               from v where not v.new and l.tenant_id = $1 and l.id = any($2) and l.id = v.id
+               from v
+             on conflict (tenant_id, external_id) do update
+                set name = excluded.name, username = excluded.username, phone = excluded.phone,
+                    email = excluded.email, answers = excluded.answers,
+                    campaign = excluded.campaign, score = excluded.score, tier = excluded.tier,
+                    reasons = excluded.reasons, version = excluded.version,
+                    qualified_at = excluded.qualified_at, scored_at = excluded.scored_at,
+                    last_message_id = excluded.last_message_id, updated_at = now(),
+                    phone_index = excluded.phone_index, email_index = excluded.email_index
+              where l.id = excluded.id
              returning l.id),
          history as (
              insert into lead_scores (tenant_id, lead_id, version, score, tier, reasons, message_id)
@@ -358,18 +368,16 @@ async fn write_all(
              insert into audit_log (tenant_id, actor, action, subject, outcome, correlation_id,
                                     details)
              select $1, a.actor, a.action, a.subject, 'ok', a.correlation_id, a.details
-               from unnest($22::text[], $23::text[], $24::text[], $25::text[], $26::jsonb[])
+               from unnest($21::text[], $22::text[], $23::text[], $24::text[], $25::jsonb[])
                  as a(actor, action, subject, correlation_id, details))
          select n.written, w.lead_id, w.wanted_version, w.synced_version
-           from (select (select count(*) from inserted) + (select count(*) from updated)
-                     as written) n
+           from (select count(*) as written from written) n
            left join wish w on true"
     );
     let changed = v.id.len();
     let rows = sqlx::query(&sql)
         .bind(tenant)
         .bind(&v.id)
-        .bind(&v.new)
         .bind(&v.external_id)
         .bind(&v.source)
         .bind(&v.name)
@@ -419,8 +427,7 @@ async fn write_all(
 #[derive(Default)]
 struct Columns {
     id: Vec<Uuid>,
-    new: Vec<bool>,
-    external_id: Vec<Option<String>>,
+    external_id: Vec<String>,
     source: Vec<String>,
     name: Vec<Option<String>>,
     username: Vec<Option<String>>,
@@ -450,9 +457,7 @@ impl Columns {
             l.email.as_deref(),
         );
         self.id.push(l.id);
-        self.new.push(p.new);
-        self.external_id
-            .push(p.new.then(|| r.input.external_id.clone()));
+        self.external_id.push(r.input.external_id.clone());
         self.source.push(l.source.clone());
         self.name.push(c.name);
         self.username.push(c.username);
