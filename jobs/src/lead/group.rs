@@ -299,8 +299,9 @@ impl Inner {
 /// made while a tenant had a few leads, went on scanning all of them in every batch as the
 /// tenant grew (a quarter of the statement's time at `--tenants 50`: docs/bench.md). The
 /// update applies only to the row the batch read and locked (`l.id = excluded.id`): a lead it
-/// found missing but that exists now is neither overwritten nor counted, and the count's
-/// mismatch sends the jobs one by one.
+/// found missing but that exists now is not overwritten, and the batch fails (the lead is not
+/// counted, and its history row names no lead), so its jobs run one by one, as the unique
+/// violation of a plain insert made them.
 async fn write_all(
     conn: &mut sqlx::PgConnection,
     sealer: &Sealer,
