@@ -193,7 +193,7 @@ class Stack:
         # As scripts/lib/services.sh's pg_drop_database: plain DROP first (it stops an
         # autovacuum worker in the database itself); FORCE, which PostgreSQL 15 refuses a
         # non-superuser while autovacuum is there, only for sessions left behind.
-        for attempt in range(3):
+        for _ in range(3):
             if any(run(sql, check=False).returncode == 0 for sql in (
                     "drop database if exists %s" % db,
                     "drop database if exists %s with (force)" % db)):

@@ -25,6 +25,13 @@ fn meta(app: &TestApp, message_id: &str) -> JobMeta {
     }
 }
 
+/// A pool of one connection to the app's database, as the runtime role: what a test of
+/// per-connection state (prepared statements, their plans) needs.
+async fn one_connection(app: &TestApp) -> sqlx::PgPool {
+    let secret = leadq_platform::secret::Secret::new(app.db.url.clone());
+    leadq_platform::db::connect(&secret, 1).await.unwrap()
+}
+
 fn answer(external_id: &str, question: &str, value: &str) -> LeadInput {
     LeadInput {
         external_id: external_id.into(),
@@ -345,8 +352,7 @@ async fn one_bad_job_in_a_group_commit_fails_alone() {
 async fn the_lead_read_runs_on_its_reusable_plan_after_a_few_jobs() {
     let app = spawn_app().await;
     // One connection, so every run and the look at its prepared statements share it.
-    let secret = leadq_platform::secret::Secret::new(app.db.url.clone());
-    let pool = leadq_platform::db::connect(&secret, 1).await.unwrap();
+    let pool = one_connection(&app).await;
     let sealer = app.sealer();
     // PostgreSQL plans a statement's first five runs afresh, then weighs its reusable plan.
     for i in 0..8 {
@@ -377,16 +383,16 @@ async fn the_lead_read_runs_on_its_reusable_plan_after_a_few_jobs() {
     app.stop().await;
 }
 
-/// A group commit updates the leads it holds where they lie (their `ctid`), not by a search
-/// whose plan depends on the table's statistics. The statement's reusable plan is made after
-/// five runs; made while the tenant had a few leads, the search by `id` became a scan of all
-/// the tenant's leads in every batch after, however many the tenant came to have (docs/bench.md).
+/// A group commit finds each lead it updates by its primary key (`on conflict`), not by a
+/// search whose plan depends on the table's statistics. The statement's reusable plan is made
+/// after five runs; made while the tenant had a few leads, the search by `id` became a scan of
+/// all the tenant's leads in every batch after, however many the tenant came to have
+/// (docs/bench.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_commit_updates_its_leads_without_reading_the_tenants_others() {
     let app = spawn_app().await;
     // One connection: the reusable plan is per connection, and so are the counters' flushes.
-    let secret = leadq_platform::secret::Secret::new(app.db.url.clone());
-    let pool = leadq_platform::db::connect(&secret, 1).await.unwrap();
+    let pool = one_connection(&app).await;
     let group = leadq_jobs::lead::group::GroupCommit::new(pool.clone(), app.sealer());
     for i in 0..8 {
         let m = meta(&app, &format!("f{i}"));
