@@ -384,6 +384,7 @@ async fn rate_limits_auth_failures_and_server_errors_each_take_their_path() {
     // 429 DAILY: the tenant's syncing pauses until the limit resets; nobody hammers HubSpot,
     // and the job waits (scheduled) instead of failing.
     once(rate_limited("DAILY")).mount(&server).await;
+    let asked = chrono::Utc::now();
     app.post_lead(app.key(), &hot_lead("tg-13", "daily@example.com"))
         .await;
     let paused: chrono::DateTime<chrono::Utc> =
@@ -396,7 +397,13 @@ async fn rate_limits_auth_failures_and_server_errors_each_take_their_path() {
             .unwrap()
         })
         .await;
-    assert!(paused > chrono::Utc::now() + chrono::TimeDelta::minutes(1));
+    // The next midnight after the moment the worker saw the 429, which lies between `asked`
+    // and now (a bound that holds in the last minute of a UTC day too).
+    let seen = chrono::Utc::now();
+    assert!(
+        paused > asked && paused <= seen + chrono::TimeDelta::days(1),
+        "{paused} is not the next UTC midnight after a moment in {asked}..{seen}"
+    );
     assert_eq!(
         paused.time(),
         chrono::NaiveTime::MIN,

@@ -12,8 +12,15 @@
 FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[5], KEYS[6], KEYS[7]
 local ttl = ARGV[1]
 local n = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The server's clock, read only when a job has a run_at (most have none: one call saved).
+local now
+local function clock()
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now
+end
 local ready = {}
 local out = {}
 for i = 1, n do
@@ -28,7 +35,7 @@ for i = 1, n do
     else
       redis.call('HSET', KEYS[2], id, data, id .. ':t', tenant, id .. ':p', prio)
     end
-    if run_at > now then
+    if run_at > 0 and run_at > clock() then
       redis.call('ZADD', KEYS[3], run_at, id)
     else
       ready[#ready + 1] = { id, tenant, prio }
