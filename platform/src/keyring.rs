@@ -24,10 +24,11 @@ impl std::fmt::Debug for NamedKey {
     }
 }
 
-/// A parsed keyring: at least one key, the first current.
+/// A parsed keyring: at least one key, the first current. Shared, not copied, by its clones
+/// (every request's state holds a few).
 #[derive(Debug, Clone)]
 pub struct Keyring {
-    keys: Vec<NamedKey>,
+    keys: std::sync::Arc<[NamedKey]>,
 }
 
 impl Keyring {
@@ -73,26 +74,28 @@ impl Keyring {
         if keys.is_empty() {
             return Err("no keys".into());
         }
-        Ok(Self { keys })
+        Ok(Self { keys: keys.into() })
     }
 
     /// A keyring of one given key.
     pub fn single(kid: &str, key: [u8; 32]) -> Self {
         Self {
-            keys: vec![NamedKey {
+            keys: [NamedKey {
                 kid: kid.to_owned(),
                 key,
-            }],
+            }]
+            .into(),
         }
     }
 
     /// A keyring of one fresh random key (tests).
     pub fn random(kid: &str) -> Self {
         Self {
-            keys: vec![NamedKey {
+            keys: [NamedKey {
                 kid: kid.to_owned(),
                 key: rand::random(),
-            }],
+            }]
+            .into(),
         }
     }
 
