@@ -61,7 +61,7 @@ pub struct GroupCommit {
 struct Inner {
     pool: PgPool,
     sealer: Sealer,
-    lanes: Mutex<HashMap<Uuid, Arc<Lane>>>,
+    lanes: Mutex<Lanes>,
     /// [`MAX_WRITERS`] permits; a leader holds one while its batch commits.
     writers: Semaphore,
 }
@@ -93,7 +93,7 @@ impl GroupCommit {
             inner: Arc::new(Inner {
                 pool,
                 sealer,
-                lanes: Mutex::new(HashMap::new()),
+                lanes: Mutex::new(Lanes::default()),
                 writers: Semaphore::new(MAX_WRITERS),
             }),
         }
@@ -144,16 +144,48 @@ impl GroupCommit {
     }
 
     fn lane(&self, tenant: Uuid) -> Arc<Lane> {
-        let mut lanes = self.inner.lanes.lock().expect("lanes lock");
-        lanes
-            .entry(tenant)
-            .or_insert_with(|| {
-                Arc::new(Lane {
-                    queue: Mutex::new(VecDeque::new()),
-                    leaders: Semaphore::new(LEADERS_PER_TENANT),
-                })
-            })
-            .clone()
+        self.inner.lanes.lock().expect("lanes lock").get(tenant)
+    }
+}
+
+/// Lanes kept before idle ones are dropped: a worker sees every tenant sooner or later, and a
+/// lane nobody uses is a tenant's worth of memory held for the process's life.
+const LANES_KEPT: usize = 1024;
+
+/// The lanes by tenant. A lane held only by this map is idle: every job that queued in it,
+/// and every leader of it, holds it until the job has its answer (a job that gave up leaves
+/// only its closed request, which [`take`] would drop anyway). Idle lanes are dropped when the
+/// map reaches `prune_at`, which then doubles past the lanes in use, so a scan happens once per
+/// as many new lanes as it kept: amortized constant time per job.
+struct Lanes {
+    by_tenant: HashMap<Uuid, Arc<Lane>>,
+    prune_at: usize,
+}
+
+impl Default for Lanes {
+    fn default() -> Self {
+        Self {
+            by_tenant: HashMap::new(),
+            prune_at: LANES_KEPT,
+        }
+    }
+}
+
+impl Lanes {
+    fn get(&mut self, tenant: Uuid) -> Arc<Lane> {
+        if let Some(lane) = self.by_tenant.get(&tenant) {
+            return lane.clone();
+        }
+        if self.by_tenant.len() >= self.prune_at {
+            self.by_tenant.retain(|_, lane| Arc::strong_count(lane) > 1);
+            self.prune_at = (2 * self.by_tenant.len()).max(LANES_KEPT);
+        }
+        let lane = Arc::new(Lane {
+            queue: Mutex::new(VecDeque::new()),
+            leaders: Semaphore::new(LEADERS_PER_TENANT),
+        });
+        self.by_tenant.insert(tenant, lane.clone());
+        lane
     }
 }
 
@@ -485,4 +517,47 @@ struct AuditColumns {
     subject: Vec<String>,
     correlation_id: Vec<String>,
     details: Vec<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_lanes_are_dropped_and_lanes_in_use_are_kept() {
+        let mut lanes = Lanes::default();
+        let busy = Uuid::new_v4();
+        let held = lanes.get(busy);
+        for _ in 0..10 * LANES_KEPT {
+            drop(lanes.get(Uuid::new_v4()));
+            assert!(
+                lanes.by_tenant.len() <= LANES_KEPT + 1,
+                "{}",
+                lanes.by_tenant.len()
+            );
+        }
+        // The lane a job holds survived every pruning: its queue and leaders are the same.
+        assert!(Arc::ptr_eq(&held, &lanes.get(busy)));
+        // Lanes all in use are never dropped: the map grows past them, and prunes again once
+        // it has doubled.
+        let in_use: Vec<(Uuid, Arc<Lane>)> = (0..3 * LANES_KEPT)
+            .map(|_| {
+                let t = Uuid::new_v4();
+                (t, lanes.get(t))
+            })
+            .collect();
+        for (t, lane) in &in_use {
+            assert!(Arc::ptr_eq(lane, &lanes.get(*t)));
+        }
+        drop(in_use);
+        for _ in 0..4 * LANES_KEPT {
+            drop(lanes.get(Uuid::new_v4()));
+        }
+        assert!(
+            lanes.by_tenant.len() <= LANES_KEPT + 1,
+            "{}",
+            lanes.by_tenant.len()
+        );
+        assert!(Arc::ptr_eq(&held, &lanes.get(busy)));
+    }
 }
