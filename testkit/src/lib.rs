@@ -416,6 +416,31 @@ impl TestApp {
         self.scoped(self.tenant.tenant_id).await
     }
 
+    /// `(message_id, status)` of the test tenant's `job_runs` rows that `filter` selects (`$1`
+    /// is `arg`), once `settled` accepts them (waits up to 20 s). `job_runs` is written off the
+    /// job's path (worker/src/runlog.rs): a run's outcome may land a moment after its ack.
+    pub async fn settled_runs(
+        &self,
+        filter: &str,
+        arg: &str,
+        settled: impl Fn(&[(String, String)]) -> bool,
+    ) -> Vec<(String, String)> {
+        let query = format!("select message_id, status from job_runs where {filter}");
+        wait_for(
+            &format!("job_runs where {filter}"),
+            Duration::from_secs(20),
+            || async {
+                let runs: Vec<(String, String)> = sqlx::query_as(&query)
+                    .bind(arg)
+                    .fetch_all(&mut *self.own().await)
+                    .await
+                    .expect("read job_runs");
+                settled(&runs).then_some(runs)
+            },
+        )
+        .await
+    }
+
     /// A transaction acting for the platform (audit rows no tenant owns).
     pub async fn platform(&self) -> sqlx::Transaction<'static, sqlx::Postgres> {
         leadq_platform::db::begin(&self.db.pool, leadq_platform::db::Scope::Platform)

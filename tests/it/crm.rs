@@ -566,25 +566,12 @@ async fn a_lost_crm_sync_is_asked_for_again_by_the_reconcile_schedule() {
     wait_synced(&app, "tg-lost").await;
     let sent = upserts(&server).await;
     assert_eq!(sent.len(), 1, "{sent:?}");
-    // `job_runs` is written off the job's path (worker/src/runlog.rs): the sync's outcome may
-    // land a moment after the sync itself. Wait for it, then check it.
+    // The sync's run, once its outcome is recorded (`settled_runs` waits for it).
     let reconciled = |by: &[(String, String)]| {
         by.iter()
             .any(|(m, s)| m.starts_with("crm_reconcile:") && s == "completed")
     };
-    let by: Vec<(String, String)> = wait_for(
-        "the sync's run in job_runs",
-        Duration::from_secs(20),
-        || async {
-            let by: Vec<(String, String)> =
-                sqlx::query_as("select message_id, status from job_runs where kind = 'crm_sync'")
-                    .fetch_all(&mut *app.own().await)
-                    .await
-                    .unwrap();
-            reconciled(&by).then_some(by)
-        },
-    )
-    .await;
+    let by = app.settled_runs("kind = $1", "crm_sync", reconciled).await;
     assert!(reconciled(&by), "{by:?}");
     worker.stop().await;
     app.stop().await;

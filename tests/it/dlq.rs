@@ -129,23 +129,12 @@ async fn dead_letters_are_listed_redriven_and_purged_by_operators_only() {
         || async { (app.queue.counts("lead_score").await.unwrap().done == 3).then_some(()) },
     )
     .await;
-    // `job_runs` is written off the job's path (worker/src/runlog.rs): the re-driven run's
-    // outcome may land a moment after its ack. Wait for it to replace the dead letter's row.
-    let runs: Vec<(String, String)> = wait_for(
-        "the re-driven run's outcome in job_runs",
-        Duration::from_secs(20),
-        || async {
-            let runs: Vec<(String, String)> =
-                sqlx::query_as("select message_id, status from job_runs where job_id = $1::uuid")
-                    .bind(&job_id)
-                    .fetch_all(&mut *app.own().await)
-                    .await
-                    .unwrap();
-            let settled = runs.iter().all(|(_, s)| s != "dead" && s != "running");
-            settled.then_some(runs)
-        },
-    )
-    .await;
+    // The re-driven run's outcome, once it has replaced the dead letter's row.
+    let runs = app
+        .settled_runs("job_id = $1::uuid", &job_id, |runs| {
+            runs.iter().all(|(_, s)| s != "dead" && s != "running")
+        })
+        .await;
     assert_eq!(runs, vec![(message_id, "completed".to_owned())]);
 
     // A purge needs a filter (or --all); B's go by tenant, through the CLI.
