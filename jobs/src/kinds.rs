@@ -35,7 +35,11 @@ pub const CATALOGUE: &[KindDefaults] = &[
     },
     KindDefaults {
         kind: CHATWOOT_EVENT,
-        concurrency: 16,
+        // Its messages are group-committed like `lead_score` (`lead::group`): jobs in flight
+        // make batches. One tenant's messages: ~720/s with 16, ~1,100/s with 64, ~1,700/s
+        // with 256 (docs/bench.md); its other events hold a connection each
+        // ([`db_connections`]).
+        concurrency: 256,
         max_attempts: 8,
         backoff_base: Duration::from_secs(1),
         backoff_max: Duration::from_secs(300),
@@ -73,14 +77,18 @@ pub const CATALOGUE: &[KindDefaults] = &[
 ];
 
 /// The PostgreSQL connections `concurrency` jobs of `kind` hold at most at once: one a job,
-/// except `lead_score`, whose writes go through the group commit's [`MAX_WRITERS`] batches and
-/// whose only other reads are the authorization lookups a cold cache misses (brief, and
-/// queued for a connection when more miss at once: [`LEAD_SCORE_READERS`]).
+/// except the group-committed kinds. `lead_score`'s writes go through the group commit's
+/// [`MAX_WRITERS`] batches, and its only other reads are the authorization lookups a cold
+/// cache misses (brief, and queued for a connection when more miss at once:
+/// [`LEAD_SCORE_READERS`]). `chatwoot_event`'s messages go through the same batches; its
+/// other events run alone ([`CHATWOOT_EVENT_ALONE`]).
 ///
 /// [`MAX_WRITERS`]: crate::lead::group::MAX_WRITERS
 pub fn db_connections(kind: &str, concurrency: usize) -> usize {
+    use crate::lead::group::MAX_WRITERS;
     match kind {
-        LEAD_SCORE => concurrency.min(crate::lead::group::MAX_WRITERS + LEAD_SCORE_READERS),
+        LEAD_SCORE => concurrency.min(MAX_WRITERS + LEAD_SCORE_READERS),
+        CHATWOOT_EVENT => concurrency.min(MAX_WRITERS + CHATWOOT_EVENT_ALONE),
         _ => concurrency,
     }
 }
@@ -88,6 +96,12 @@ pub fn db_connections(kind: &str, concurrency: usize) -> usize {
 /// Connections for `lead_score`'s reads beside its writers: the authorization lookups of a
 /// cold cache, a shadow-mode job's transaction, a failed batch's jobs rerun alone.
 const LEAD_SCORE_READERS: usize = 8;
+
+/// Connections for `chatwoot_event`'s jobs beside its writers: conversation states, agents'
+/// replies, contact changes, shadow-mode jobs and a failed batch's messages each hold one
+/// while they run (a few milliseconds); more at once queue for one (the pool's acquire
+/// timeout is seconds).
+const CHATWOOT_EVENT_ALONE: usize = 16;
 
 /// Who caused a job: the parsed form of [`leadq_queue::envelope::Envelope::user_id`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,13 +234,18 @@ mod tests {
     }
 
     #[test]
-    fn lead_scores_connections_stop_growing_at_its_writers_and_readers() {
-        let cap = crate::lead::group::MAX_WRITERS + LEAD_SCORE_READERS;
-        assert_eq!(db_connections(LEAD_SCORE, 4), 4);
-        assert_eq!(db_connections(LEAD_SCORE, 256), cap);
-        assert_eq!(db_connections(LEAD_SCORE, 10_000), cap);
+    fn group_committed_kinds_connections_stop_growing_at_their_writers_and_others() {
+        let writers = crate::lead::group::MAX_WRITERS;
+        for (kind, cap) in [
+            (LEAD_SCORE, writers + LEAD_SCORE_READERS),
+            (CHATWOOT_EVENT, writers + CHATWOOT_EVENT_ALONE),
+        ] {
+            assert_eq!(db_connections(kind, 4), 4, "{kind}");
+            assert_eq!(db_connections(kind, 256), cap, "{kind}");
+            assert_eq!(db_connections(kind, 10_000), cap, "{kind}");
+        }
         // Every other kind's job holds a connection while it runs.
-        for kind in [CHATWOOT_EVENT, CRM_SYNC, CRM_ERASE, UPDATE_BILLING_LIMIT] {
+        for kind in [CRM_SYNC, CRM_ERASE, UPDATE_BILLING_LIMIT] {
             assert_eq!(db_connections(kind, 300), 300, "{kind}");
         }
     }

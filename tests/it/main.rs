@@ -24,6 +24,7 @@ mod engine;
 mod erase;
 mod hostile;
 mod keys;
+mod lead_messages;
 mod lead_store;
 mod limits;
 mod observability;

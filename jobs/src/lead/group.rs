@@ -1,11 +1,15 @@
-//! Group commit of `lead_score` jobs: the jobs of one tenant that are ready at the same moment
-//! are written in one transaction, with one statement per step for all of them.
+//! Group commit of lead changes: the `lead_score` jobs and Chatwoot messages of one tenant that
+//! are ready at the same moment are written in one transaction, with one statement per step
+//! for all of them.
 //!
 //! Why: a job alone costs six statements and a commit, and on the real lead path PostgreSQL
 //! spent most of its time starting statements (plan set-up, row-level security, the per-row
 //! triggers) rather than writing rows (docs/bench.md, "The real lead path: six statements a
 //! job, then a tenant's ready jobs in one transaction"). A batch of `k` jobs costs five round
-//! trips in all: begin, the leads' locks, their rows, one write, commit.
+//! trips in all: begin, the leads' locks, their rows, one write, commit. A Chatwoot message
+//! alone took seven ("Chatwoot events: seven statements a job"): its message is one more
+//! `insert` in the same write ([`Attached`]), and whether it was stored already comes with its
+//! lead's read.
 //!
 //! How: no extra task and no timer. A job queues its change in its tenant's lane and then
 //! either gets its answer or becomes a leader (at most [`LEADERS_PER_TENANT`] at a time per
@@ -35,10 +39,10 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{oneshot, Semaphore};
 use uuid::Uuid;
 
-use crate::lead::handler::{alone, audit_entries};
+use crate::lead::handler::alone;
 use crate::lead::store::{self, Applied, Planned, StoreError};
-use crate::lead::{shadow, Consent, LeadInput};
-use crate::pii::Sealer;
+use crate::lead::{shadow, Attached, LeadInput};
+use crate::pii::{field, Sealer};
 
 /// Jobs written in one batch at most.
 pub const MAX_BATCH: usize = 64;
@@ -76,7 +80,7 @@ struct Lane {
 struct Request {
     meta: JobMeta,
     input: LeadInput,
-    consent: Option<Consent>,
+    attached: Attached,
     reply: oneshot::Sender<Result<Option<Applied>, JobError>>,
 }
 
@@ -99,14 +103,14 @@ impl GroupCommit {
         }
     }
 
-    /// Applies `input` (and records `consent`) for `meta`'s job, in a batch with the tenant's
-    /// other ready jobs: what [`alone`] does, with the same outcome. `None`: the lead was
-    /// erased after the job was made; nothing was written.
+    /// Applies `input` (and records what is `attached`) for `meta`'s job, in a batch with the
+    /// tenant's other ready jobs: what [`alone`] does, with the same outcome. `None`: the lead
+    /// was erased after the job was made; nothing was written.
     pub async fn apply(
         &self,
         meta: JobMeta,
         input: LeadInput,
-        consent: Option<Consent>,
+        attached: Attached,
     ) -> Result<Option<Applied>, JobError> {
         let tenant = meta.tenant_id;
         let lane = self.lane(tenant);
@@ -114,7 +118,7 @@ impl GroupCommit {
         lane.queue.lock().expect("lane lock").push_back(Request {
             meta,
             input,
-            consent,
+            attached,
             reply,
         });
         let lost = |_| {
@@ -248,14 +252,7 @@ impl Inner {
                         "A group commit failed; its jobs run one by one.");
                 }
                 for r in batch {
-                    let a = alone(
-                        &self.pool,
-                        &self.sealer,
-                        &r.meta,
-                        &r.input,
-                        r.consent.as_ref(),
-                    )
-                    .await;
+                    let a = alone(&self.pool, &self.sealer, &r.meta, &r.input, &r.attached).await;
                     let _ = r.reply.send(a);
                 }
             }
@@ -279,13 +276,25 @@ impl Inner {
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
-        let found = store::read_held(&mut tx, tenant, &ids).await?;
+        let messages: Vec<Option<(&str, &str)>> = batch
+            .iter()
+            .map(|r| {
+                r.attached
+                    .message()
+                    .map(|m| (m.source, m.source_id.as_str()))
+            })
+            .collect();
+        let found = store::read_held(&mut tx, tenant, &ids, &messages).await?;
         let mut plans: Vec<Option<Planned>> = Vec::with_capacity(batch.len());
+        // Per job: its message is new and is written with the batch.
+        let mut new_messages: Vec<bool> = Vec::with_capacity(batch.len());
         for (r, mut f) in batch.iter().zip(found) {
             if f.erased_for(&r.meta) {
                 plans.push(None);
+                new_messages.push(false);
                 continue;
             }
+            new_messages.push(r.attached.message().is_some() && f.count_message());
             let held = match f.stored.take() {
                 Some(stored) => f.held(stored, false),
                 None => f.held(store::blank(Uuid::new_v4(), &r.input.source), true),
@@ -293,7 +302,7 @@ impl Inner {
             let p = store::plan(&self.sealer, &r.meta, &r.input, held).map_err(StoreError::from)?;
             plans.push(Some(p));
         }
-        let wishes = write_all(&mut tx, &self.sealer, tenant, batch, &plans).await?;
+        let wishes = write_all(&mut tx, &self.sealer, tenant, batch, &plans, &new_messages).await?;
         let mut out = Vec::with_capacity(batch.len());
         for (r, p) in batch.iter().zip(plans) {
             let Some(p) = p else {
@@ -307,7 +316,7 @@ impl Inner {
                 shadow::record(
                     &mut tx,
                     &r.meta,
-                    crate::kinds::LEAD_SCORE,
+                    r.attached.kind(),
                     &subject,
                     Some(&applied.score),
                     candidate,
@@ -322,8 +331,8 @@ impl Inner {
 }
 
 /// Writes every changed lead of the batch (new ones inserted whole, others updated), its
-/// `lead_scores` row, the CRM wishes of qualified leads and the jobs' audit rows: one
-/// statement. Returns each wished lead's unsynced version ([`store::unsynced`]).
+/// `lead_scores` row, the CRM wishes of qualified leads, the jobs' new messages
+/// (`new_messages`, by position) and their audit rows: one statement. Returns each wished lead's unsynced version ([`store::unsynced`]).
 ///
 /// Every lead goes through one `insert … on conflict (tenant_id, external_id) do update`: an
 /// existing lead is found by a probe of its primary key, whatever the table's statistics say.
@@ -340,21 +349,26 @@ async fn write_all(
     tenant: Uuid,
     batch: &[Request],
     plans: &[Option<Planned>],
+    new_messages: &[bool],
 ) -> Result<HashMap<Uuid, Option<i64>>, JobError> {
     let mut v = Columns::default();
     let mut wish: (Vec<Uuid>, Vec<i64>) = Default::default();
     let mut audit = AuditColumns::default();
-    for (r, p) in batch.iter().zip(plans) {
+    let mut messages = MessageColumns::default();
+    for ((r, p), new_message) in batch.iter().zip(plans).zip(new_messages) {
         let Some(p) = p else { continue };
         if p.changed {
             v.push(sealer, tenant, r, p);
+        }
+        if let (true, Some(m)) = (*new_message, r.attached.message()) {
+            messages.push(sealer, tenant, p.lead.id, m);
         }
         if p.lead.qualified_at.is_some() {
             wish.0.push(p.lead.id);
             wish.1.push(p.lead.version);
         }
         let applied = p.view();
-        for (action, subject, details) in audit_entries(&r.meta, &applied, r.consent.as_ref()) {
+        for (action, subject, details) in r.attached.audit_entries(&r.meta, &applied) {
             audit.actor.push(r.meta.user_id.clone());
             audit.action.push(action.to_owned());
             audit.subject.push(subject);
@@ -402,7 +416,15 @@ async fn write_all(
                                     details)
              select $1, a.actor, a.action, a.subject, 'ok', a.correlation_id, a.details
                from unnest($21::text[], $22::text[], $23::text[], $24::text[], $25::jsonb[])
-                 as a(actor, action, subject, correlation_id, details))
+                 as a(actor, action, subject, correlation_id, details)),
+         messages as (
+             insert into lead_messages (tenant_id, lead_id, source, source_id, conversation_id,
+                                        content, sent_at)
+             select $1, m.lead_id, m.source, m.source_id, m.conversation_id, m.content, m.sent_at
+               from unnest($26::uuid[], $27::text[], $28::text[], $29::int8[], $30::text[],
+                           $31::timestamptz[])
+                 as m(lead_id, source, source_id, conversation_id, content, sent_at)
+             on conflict (tenant_id, source, source_id) do nothing)
          select n.written, w.lead_id, w.wanted_version, w.synced_version
            from (select count(*) as written from written) n
            left join wish w on true"
@@ -434,6 +456,12 @@ async fn write_all(
         .bind(&audit.subject)
         .bind(&audit.correlation_id)
         .bind(&audit.details)
+        .bind(&messages.lead_id)
+        .bind(&messages.source)
+        .bind(&messages.source_id)
+        .bind(&messages.conversation_id)
+        .bind(&messages.content)
+        .bind(&messages.sent_at)
         .fetch_all(conn)
         .await?;
     let mut wishes = HashMap::new();
@@ -506,6 +534,32 @@ impl Columns {
         self.message_id.push(r.meta.message_id.clone());
         self.phone_index.push(c.phone_index);
         self.email_index.push(c.email_index);
+    }
+}
+
+/// The batch's new messages, column by column, their text sealed.
+#[derive(Default)]
+struct MessageColumns {
+    lead_id: Vec<Uuid>,
+    source: Vec<&'static str>,
+    source_id: Vec<String>,
+    conversation_id: Vec<Option<i64>>,
+    content: Vec<Option<String>>,
+    sent_at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl MessageColumns {
+    fn push(&mut self, sealer: &Sealer, tenant: Uuid, lead_id: Uuid, m: &crate::lead::Inbound) {
+        self.lead_id.push(lead_id);
+        self.source.push(m.source);
+        self.source_id.push(m.source_id.clone());
+        self.conversation_id.push(m.conversation_id);
+        self.content.push(
+            m.content
+                .as_deref()
+                .map(|c| sealer.seal(tenant, field::CONTENT, c)),
+        );
+        self.sent_at.push(m.sent_at);
     }
 }
 

@@ -17,7 +17,7 @@ use leadq_queue::envelope::JobMeta;
 use leadq_queue::error::JobError;
 
 use crate::lead::store::Applied;
-use crate::lead::{shadow, store, sync, Consent, LeadInput, LeadPayload};
+use crate::lead::{shadow, store, sync, Attached, Consent, LeadInput, LeadPayload};
 use crate::pii::field;
 use crate::Deps;
 
@@ -68,7 +68,10 @@ pub async fn run(job: Job<LeadPayload>, deps: Data<Deps>) -> Result<(), JobError
         return Ok(());
     }
     // With the tenant's other ready jobs, in one transaction (`crate::lead::group`).
-    let applied = deps.group.apply(meta.clone(), lead, consent).await?;
+    let applied = deps
+        .group
+        .apply(meta.clone(), lead, Attached::Score(consent))
+        .await?;
     let Some(applied) = applied else {
         tracing::info!("Skipping a job for a lead erased after the job was made.");
         return Ok(());
@@ -86,22 +89,34 @@ pub async fn run(job: Job<LeadPayload>, deps: Data<Deps>) -> Result<(), JobError
     Ok(())
 }
 
-/// The change of one job in a transaction of its own: the lead store's [`store::apply`], the
-/// job's audit rows ([`audit_entries`]) and the shadow comparison, committed together. What a
-/// group commit ([`crate::lead::group`]) does for many jobs at once, and what it falls back
-/// to. `None`: the lead was erased after the job was made; nothing was written.
+/// The change of one job in a transaction of its own: the lead store's [`store::apply`] (or,
+/// with a message, [`store::ensure`], [`store::add_message`] and [`store::apply_to`]), the
+/// job's audit rows ([`Attached::audit_entries`]) and the shadow comparison, committed
+/// together. What a group commit ([`crate::lead::group`]) does for many jobs at once, and what
+/// it falls back to. `None`: the lead was erased after the job was made; nothing was written.
 pub(super) async fn alone(
     pool: &sqlx::PgPool,
     sealer: &crate::pii::Sealer,
     meta: &JobMeta,
     lead: &LeadInput,
-    consent: Option<&Consent>,
+    attached: &Attached,
 ) -> Result<Option<Applied>, JobError> {
     let mut tx = db::begin(pool, Scope::Tenant(meta.tenant_id)).await?;
-    let Some(applied) = store::apply(&mut tx, sealer, meta, lead).await? else {
+    let applied = match attached.message() {
+        None => store::apply(&mut tx, sealer, meta, lead).await?,
+        Some(m) => match store::ensure(&mut tx, meta, &lead.external_id, &lead.source).await? {
+            None => None,
+            Some(mut held) => {
+                store::add_message(&mut tx, sealer, meta.tenant_id, &mut held, &m.message())
+                    .await?;
+                Some(store::apply_to(&mut tx, sealer, meta, lead, held).await?)
+            }
+        },
+    };
+    let Some(applied) = applied else {
         return Ok(None);
     };
-    for (action, subject, details) in audit_entries(meta, &applied, consent) {
+    for (action, subject, details) in attached.audit_entries(meta, &applied) {
         meta.auditor()
             .entry(action, &subject)
             .details(details)
@@ -113,7 +128,7 @@ pub(super) async fn alone(
         shadow::record(
             &mut tx,
             meta,
-            crate::kinds::LEAD_SCORE,
+            attached.kind(),
             &subject,
             Some(&applied.score),
             candidate,
@@ -122,38 +137,4 @@ pub(super) async fn alone(
     }
     tx.commit().await?;
     Ok(Some(applied))
-}
-
-/// What a `lead_score` job records in the audit trail, as `(action, subject, details)`: the new
-/// version (`lead.score`) when the change made one, and the consent the job carries
-/// (`lead.consent`), if any.
-pub(super) fn audit_entries(
-    meta: &JobMeta,
-    applied: &Applied,
-    consent: Option<&Consent>,
-) -> Vec<(&'static str, String, serde_json::Value)> {
-    let subject = format!("lead:{}", applied.lead_id);
-    let mut entries = Vec::new();
-    if applied.changed {
-        entries.push((
-            "lead.score",
-            subject.clone(),
-            serde_json::json!({
-                "job_id": meta.job_id, "attempt": meta.attempt,
-                "version": applied.version,
-                "score": applied.score.score, "tier": applied.score.tier,
-            }),
-        ));
-    }
-    if let Some(c) = consent {
-        entries.push((
-            "lead.consent",
-            subject,
-            serde_json::json!({
-                "marketing": c.marketing, "given_at": c.given_at,
-                "text_version": c.text_version, "job_id": meta.job_id,
-            }),
-        ));
-    }
-    entries
 }

@@ -10,11 +10,13 @@
 //! - [`LeadPayload`] / [`LeadInputV2`] / [`Consent`] (`input_v2.rs`): the `lead_score` payload
 //!   versions workers read (1, and 2 with typed answers and consent), normalized to
 //!   [`LeadInput`].
+//! - [`Attached`] / [`Inbound`] (`attached.rs`): what a job records with its change besides the
+//!   lead's fields (a consent, an incoming message), and the audit entries that follow.
 //! - [`store`]: merge a change, score it, version it, keep the score history, want a CRM sync.
 //! - [`scoring`]: the explainable rules, per-tenant weights and thresholds, tiers.
 //! - [`handler`]: the `lead_score` job.
-//! - [`group`]: group commit: the `lead_score` jobs of a tenant that are ready together,
-//!   written in one transaction.
+//! - [`group`]: group commit: the lead changes of a tenant that are ready together
+//!   (`lead_score` jobs, Chatwoot messages), written in one transaction.
 //! - [`shadow`]: candidate scoring rules run beside the live ones; the comparison report.
 //! - [`sync`]: the CRM sync request a changed lead may need (the `crm_sync` payload).
 //! - [`erase`] / [`Erased`] (`erase.rs`): the right to be forgotten.
@@ -22,6 +24,7 @@
 //! - [`erase_by_contact`] (`erase_contact.rs`): the same for a person known only by an email
 //!   or a phone number (blind index).
 
+mod attached;
 mod erase;
 mod erase_contact;
 pub mod export;
@@ -34,6 +37,7 @@ pub mod shadow;
 pub mod store;
 pub mod sync;
 
+pub use attached::{event_entry, Attached, Inbound};
 pub use erase::{erase, EraseError, Erased};
 pub use erase_contact::{erase_by_contact, ContactField, ErasedByContact, ErasedLead};
 pub use input::{plausible_email, plausible_phone, FieldError, LeadInput};

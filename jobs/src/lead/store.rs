@@ -179,6 +179,8 @@ pub(super) struct Found {
     pub(super) stored: Option<Stored>,
     erased_at: Option<DateTime<Utc>>,
     inbound: i64,
+    /// The message the job attaches is stored already ([`read_held`]'s `messages`).
+    message_stored: bool,
     rules: RulesRow,
 }
 
@@ -190,6 +192,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Found {
             stored: exists.then(|| Stored::from_row(row)).transpose()?,
             erased_at: row.try_get("erased_at")?,
             inbound: row.try_get("inbound")?,
+            message_stored: row.try_get("message_stored")?,
             rules: RulesRow::from_row(row)?,
         })
     }
@@ -199,6 +202,17 @@ impl Found {
     /// Whether the lead was erased after `meta`'s job was made: such a job writes nothing.
     pub(super) fn erased_for(&self, meta: &JobMeta) -> bool {
         self.erased_at.is_some_and(|at| meta.timestamp <= at)
+    }
+
+    /// The job attaches an incoming message: counts it towards the lead's messages when it is
+    /// not stored yet, and says whether it is to be written. What [`add_message`] does for a
+    /// held lead, for a group commit that writes the message with the lead's version.
+    pub(super) fn count_message(&mut self) -> bool {
+        if self.message_stored {
+            return false;
+        }
+        self.inbound += 1;
+        true
     }
 
     pub(super) fn held(self, stored: Stored, new: bool) -> Held {
@@ -223,14 +237,16 @@ async fn hold_and_find(
     external_id: &str,
 ) -> Result<Found, sqlx::Error> {
     hold_lead(&mut *conn, tenant, external_id).await?;
-    let mut found = read_held(conn, tenant, &[external_id]).await?;
+    let mut found = read_held(conn, tenant, &[external_id], &[]).await?;
     found.pop().ok_or(sqlx::Error::RowNotFound)
 }
 
 /// The leads `ids` (distinct) of `tenant`, held by the caller, each locked `for update` with its
 /// last erasure, its message count and the tenant's rules, in `ids`' order; a row of nulls for
 /// a lead that does not exist. One statement for one lead ([`hold_and_find`]) or a group
-/// commit's many ([`crate::lead::group`]).
+/// commit's many ([`crate::lead::group`]). `messages`, by position (shorter than `ids`: none
+/// for the rest), are the `(source, source_id)` of the incoming message each job attaches:
+/// whether it is stored already comes with the lead ([`Found::count_message`]).
 ///
 /// The ids are unnested from `(select $2)`, not from `$2`: PostgreSQL sizes `unnest` of a
 /// bound array by its length (one or two leads) and of anything else at ten rows, so with `$2`
@@ -241,17 +257,24 @@ pub(super) async fn read_held(
     conn: &mut PgConnection,
     tenant: Uuid,
     ids: &[&str],
+    messages: &[Option<(&str, &str)>],
 ) -> Result<Vec<Found>, sqlx::Error> {
     use sqlx::FromRow;
+    let sources: Vec<Option<&str>> = messages.iter().map(|m| m.map(|m| m.0)).collect();
+    let source_ids: Vec<Option<&str>> = messages.iter().map(|m| m.map(|m| m.1)).collect();
     let rows = sqlx::query(&format!(
         "select l.*,
                 (select erased_at from erasures e
                   where e.tenant_id = t.tenant_id and e.external_id = u.external_id) as erased_at,
                 (select count(*) from lead_messages m
                   where m.tenant_id = t.tenant_id and m.lead_id = l.id) as inbound,
+                exists (select from lead_messages m
+                         where m.tenant_id = t.tenant_id and m.source = u.source
+                           and m.source_id = u.source_id) as message_stored,
                 {RULES_COLUMNS}
            from (select $1::uuid as tenant_id) t
-          cross join unnest((select $2::text[])) with ordinality as u(external_id, i)
+          cross join unnest((select $2::text[]), (select $3::text[]), (select $4::text[]))
+                with ordinality as u(external_id, source, source_id, i)
            left join lateral (select {STORED} from leads
                                where tenant_id = t.tenant_id and external_id = u.external_id
                                  for update) l on true
@@ -260,6 +283,8 @@ pub(super) async fn read_held(
     ))
     .bind(tenant)
     .bind(ids)
+    .bind(&sources)
+    .bind(&source_ids)
     .fetch_all(conn)
     .await?;
     rows.iter().map(Found::from_row).collect()

@@ -1,17 +1,30 @@
 //! The `chatwoot_event` job: open the sealed fields, validate the contact as a lead change,
 //! store an incoming message or the conversation state, merge the contact through the lead
 //! store, audit it, and ask for a CRM sync when the store says so.
+//!
+//! An incoming message (most events) goes through the lead group commit
+//! ([`crate::lead::group`]) with the tenant's other ready lead changes: one transaction for
+//! many, the message written in the same statement as the lead's version. Conversation
+//! states, agents' replies and contact changes take a transaction of their own here.
 
 use apalis_core::task::data::Data;
 use leadq_platform::db::{self, Scope};
 use leadq_platform::metrics as m;
 use leadq_queue::backend::Job;
+use leadq_queue::envelope::JobMeta;
 use leadq_queue::error::JobError;
 
 use super::{Change, EventInput};
-use crate::lead::{shadow, store, sync, LeadInput};
+use crate::lead::store::Applied;
+use crate::lead::{event_entry, shadow, store, sync, Attached, Inbound, LeadInput};
 use crate::pii::field;
 use crate::Deps;
+
+/// The integration's name on the messages it attaches (`lead_messages.source`).
+const SOURCE: &str = "chatwoot";
+
+/// The audit action of an applied event.
+const AUDIT_ACTION: &str = "chatwoot.event";
 
 /// The `chatwoot_event` handler.
 pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError> {
@@ -28,7 +41,7 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
     // fields Chatwoot holds but that we cannot use (a malformed phone) are dropped, not fatal.
     let mut lead = LeadInput {
         external_id: ev.external_id.clone(),
-        source: "chatwoot".into(),
+        source: SOURCE.into(),
         name: ev.contact.name.clone(),
         username: None,
         phone: ev.contact.phone.clone(),
@@ -50,8 +63,8 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
             }
         }
     }
-    let mut tx = db::begin(&deps.pool, Scope::Tenant(meta.tenant_id)).await?;
     if meta.shadow {
+        let mut tx = db::begin(&deps.pool, Scope::Tenant(meta.tenant_id)).await?;
         meta.auditor()
             .entry("chatwoot.event_shadow", &format!("job:{}", meta.job_id))
             .details(serde_json::json!({"event": ev.event}))
@@ -60,29 +73,64 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         tx.commit().await?;
         return Ok(());
     }
-    let Some(mut held) = store::ensure(&mut tx, meta, &lead.external_id, &lead.source).await?
-    else {
-        tracing::info!("Skipping an event for a lead erased after the event was received.");
-        return Ok(());
-    };
-    let lead_id = held.id();
-    // How long the contact waited for the agent's first reply, when this event is that reply.
-    let mut waited = None;
-    match &ev.change {
+    let (applied, waited) = match ev.change {
         Change::Message {
             message_id,
             conversation_id,
             content,
         } => {
-            let message = store::Message {
-                source: "chatwoot",
-                source_id: &message_id.to_string(),
-                conversation_id: *conversation_id,
-                content: content.as_deref(),
+            let inbound = Inbound {
+                kind: crate::kinds::CHATWOOT_EVENT,
+                action: AUDIT_ACTION,
+                event: ev.event.clone(),
+                source: SOURCE,
+                source_id: message_id.to_string(),
+                conversation_id,
+                content,
                 sent_at: ev.occurred_at,
             };
-            store::add_message(&mut tx, &deps.sealer, meta.tenant_id, &mut held, &message).await?;
+            let applied = deps
+                .group
+                .apply(meta.clone(), lead, Attached::Message(inbound))
+                .await?;
+            (applied, None)
         }
+        change => apply_alone(&deps, meta, &ev.event, ev.occurred_at, &change, &lead).await?,
+    };
+    let Some(applied) = applied else {
+        tracing::info!("Skipping an event for a lead erased after the event was received.");
+        return Ok(());
+    };
+    if let Some(waited) = waited {
+        metrics::histogram!(m::CHAT_FIRST_REPLY_SECONDS).record(waited.as_secs_f64());
+    }
+    if let Some(version) = applied.sync {
+        sync::request(&deps.queue, meta, applied.lead_id, version).await?;
+    }
+    tracing::info!(event = %ev.event, version = applied.version, "Chatwoot event applied.");
+    Ok(())
+}
+
+/// A conversation state, an agent's reply or a contact change, in a transaction of its own:
+/// the lead held (created when new), the change stored, the contact merged, the event
+/// audited. Returns what the store did (`None`: the lead was erased after the event was
+/// received; nothing was written) and, for the agent's first reply, how long the contact
+/// waited for it.
+async fn apply_alone(
+    deps: &Deps,
+    meta: &JobMeta,
+    event: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    change: &Change,
+    lead: &LeadInput,
+) -> Result<(Option<Applied>, Option<std::time::Duration>), JobError> {
+    let mut tx = db::begin(&deps.pool, Scope::Tenant(meta.tenant_id)).await?;
+    let Some(held) = store::ensure(&mut tx, meta, &lead.external_id, &lead.source).await? else {
+        return Ok((None, None));
+    };
+    let lead_id = held.id();
+    let mut waited = None;
+    match change {
         Change::Conversation {
             conversation_id,
             status,
@@ -93,33 +141,26 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
                 lead_id,
                 *conversation_id,
                 status,
-                ev.occurred_at,
+                at,
             )
             .await?;
         }
         Change::Reply {
             conversation_id, ..
         } => {
-            waited = store::answer_messages(
-                &mut tx,
-                meta.tenant_id,
-                lead_id,
-                *conversation_id,
-                ev.occurred_at,
-            )
-            .await?
-            .map(|since| (ev.occurred_at - since).to_std().unwrap_or_default());
+            waited = store::answer_messages(&mut tx, meta.tenant_id, lead_id, *conversation_id, at)
+                .await?
+                .map(|since| (at - since).to_std().unwrap_or_default());
         }
-        Change::Contact => {}
+        // Messages go through the group commit ([`run`]); a contact change is only the merge.
+        Change::Message { .. } | Change::Contact => {}
     }
     // Conversation events carry the contact too; its fields are merged like any change.
-    let applied = store::apply_to(&mut tx, &deps.sealer, meta, &lead, held).await?;
+    let applied = store::apply_to(&mut tx, &deps.sealer, meta, lead, held).await?;
+    let (action, subject, details) = event_entry(AUDIT_ACTION, event, meta, &applied);
     meta.auditor()
-        .entry("chatwoot.event", &format!("lead:{lead_id}"))
-        .details(serde_json::json!({
-            "event": ev.event, "job_id": meta.job_id,
-            "version": applied.version, "score": applied.score.score,
-        }))
+        .entry(action, &subject)
+        .details(details)
         .record(&mut *tx)
         .await?;
     if let (true, Some(candidate)) = (applied.changed, &applied.candidate) {
@@ -135,12 +176,5 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         .await?;
     }
     tx.commit().await?;
-    if let Some(waited) = waited {
-        metrics::histogram!(m::CHAT_FIRST_REPLY_SECONDS).record(waited.as_secs_f64());
-    }
-    if let Some(version) = applied.sync {
-        sync::request(&deps.queue, meta, applied.lead_id, version).await?;
-    }
-    tracing::info!(event = %ev.event, version = applied.version, "Chatwoot event applied.");
-    Ok(())
+    Ok((Some(applied), waited))
 }

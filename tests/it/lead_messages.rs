@@ -1,0 +1,185 @@
+//! Chatwoot messages through the lead group commit: each message is stored once, counts
+//! towards its lead's score once, and is audited with its event, as it was in a transaction
+//! of its own; and a message whose batch fails is never half-written.
+
+use leadq_jobs::lead::group::GroupCommit;
+use leadq_jobs::lead::{Attached, Inbound, LeadInput};
+use leadq_queue::envelope::JobMeta;
+use leadq_testkit::{spawn_app, TestApp};
+
+fn meta(app: &TestApp, message_id: &str) -> JobMeta {
+    JobMeta {
+        job_id: uuid::Uuid::new_v4(),
+        attempt: 1,
+        schema_version: 1,
+        message_id: message_id.into(),
+        tenant_id: app.tenant.tenant_id,
+        user_id: "webhook:chatwoot".into(),
+        action: "chatwoot_event".into(),
+        timestamp: chrono::Utc::now(),
+        correlation_id: format!("c-{message_id}"),
+        trace_context: Default::default(),
+        shadow: false,
+    }
+}
+
+/// Chatwoot message `id` from contact `contact`, as its `chatwoot_event` job hands it over.
+fn message(contact: &str, id: i64) -> (LeadInput, Attached) {
+    let input = LeadInput {
+        external_id: contact.into(),
+        source: "chatwoot".into(),
+        name: Some("Ada Lovelace".into()),
+        username: None,
+        phone: None,
+        email: None,
+        answers: Default::default(),
+        campaign: None,
+        next_answer: None,
+    };
+    let inbound = Inbound {
+        kind: "chatwoot_event",
+        action: "chatwoot.event",
+        event: "message_created".into(),
+        source: "chatwoot",
+        source_id: id.to_string(),
+        conversation_id: Some(7),
+        content: Some(format!("hello {id}")),
+        sent_at: chrono::Utc::now(),
+    };
+    (input, Attached::Message(inbound))
+}
+
+/// Runs every `(contact, message id)` through `group` at once; returns each job's outcome.
+async fn run_all(
+    app: &TestApp,
+    group: &GroupCommit,
+    jobs: &[(String, i64)],
+) -> Vec<Result<Option<leadq_jobs::lead::store::Applied>, leadq_queue::JobError>> {
+    let tasks: Vec<_> = jobs
+        .iter()
+        .map(|(contact, id)| {
+            let (group, m) = (group.clone(), meta(app, &format!("m{id}-{contact}")));
+            let (input, attached) = message(contact, *id);
+            tokio::spawn(async move { group.apply(m, input, attached).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Twenty new contacts' first messages, three messages of one contact, and two messages of
+/// another of which the first arrives twice, all at once: every job applied, each message
+/// stored once (sealed), counted once in its lead's score (`3 or more messages` for three,
+/// `wrote in chat` for two: a replay counted again would make it three), one `chatwoot.event`
+/// audit row per job, written in fewer transactions than jobs, and the trail verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_ready_together_are_committed_together_and_each_counted_once() {
+    let app = spawn_app().await;
+    let group = GroupCommit::new(app.db.pool.clone(), app.sealer());
+    let mut jobs: Vec<(String, i64)> = (0..20).map(|i| (format!("cw-n{i}"), 1000 + i)).collect();
+    jobs.extend([2000, 2001, 2002].map(|id| ("cw-three".to_owned(), id)));
+    jobs.extend([3000, 3001, 3000].map(|id| ("cw-replay".to_owned(), id)));
+    for (i, outcome) in run_all(&app, &group, &jobs).await.into_iter().enumerate() {
+        let applied = outcome.unwrap_or_else(|e| panic!("job {i} failed: {e:?}"));
+        assert!(applied.is_some(), "job {i} applied");
+    }
+
+    let mut tx = app.own().await;
+    let counts: Vec<(String, i64, String)> = sqlx::query_as(
+        "select l.external_id, count(m.source_id), l.reasons::text
+           from leads l left join lead_messages m on m.lead_id = l.id
+          group by l.external_id, l.reasons::text order by l.external_id",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(counts.len(), 22, "one lead per contact: {counts:?}");
+    for (contact, messages, reasons) in &counts {
+        let (want, reason) = match contact.as_str() {
+            "cw-three" => (3, "3 or more messages in chat"),
+            "cw-replay" => (2, "wrote in chat"),
+            _ => (1, "wrote in chat"),
+        };
+        assert_eq!(*messages, want, "{contact}'s messages");
+        assert!(reasons.contains(reason), "{contact} scored {reasons}");
+    }
+    let content: String = sqlx::query_scalar(
+        "select content from lead_messages where source = 'chatwoot' and source_id = '2001'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(
+        app.sealer()
+            .open(
+                app.tenant.tenant_id,
+                leadq_jobs::pii::field::CONTENT,
+                &content
+            )
+            .unwrap(),
+        "hello 2001",
+        "the text is stored sealed"
+    );
+    let (rows, transactions): (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct xid) from audit_log where action = 'chatwoot.event'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(rows, 26, "one audit row per job, the replay's too");
+    assert!(
+        transactions < rows,
+        "{rows} events in {transactions} transactions: no group commit"
+    );
+    tx.commit().await.unwrap();
+    let verified = leadq_platform::audit::verify_all(&app.db.pool, app.settings.audit_keys())
+        .await
+        .unwrap();
+    assert!(leadq_platform::audit::summary(&verified).0);
+    app.stop().await;
+}
+
+/// A message for a lead whose stored contact no longer opens fails its batch and then its run
+/// alone (`sealed_data_unreadable`), and leaves nothing behind: no message, no audit row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_lead_cannot_be_read_is_not_half_written() {
+    use leadq_jobs::pii::{field, Sealer};
+    let app = spawn_app().await;
+    let group = GroupCommit::new(app.db.pool.clone(), app.sealer());
+    let first = run_all(&app, &group, &[("cw-bad".to_owned(), 1)]).await;
+    assert!(
+        first[0].as_ref().unwrap().is_some(),
+        "the first message is applied"
+    );
+    let gone = Sealer::new(
+        leadq_platform::keyring::Keyring::random("gone"),
+        leadq_platform::keyring::Keyring::random("gone"),
+    );
+    let mut tx = app.own().await;
+    sqlx::query("update leads set name = $1 where external_id = 'cw-bad'")
+        .bind(gone.seal(app.tenant.tenant_id, field::NAME, "Ada"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let second = run_all(&app, &group, &[("cw-bad".to_owned(), 2)]).await;
+    let e = second[0].as_ref().expect_err("the unreadable lead fails");
+    assert_eq!(e.code(), "sealed_data_unreadable", "{e:?}");
+    let (messages, audited): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from lead_messages),
+                (select count(*) from audit_log where action = 'chatwoot.event')",
+    )
+    .fetch_one(&mut *app.own().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        (messages, audited),
+        (1, 1),
+        "only the first message and its audit row"
+    );
+    app.stop().await;
+}
