@@ -424,12 +424,14 @@ async fn write_all(
                from unnest($26::uuid[], $27::text[], $28::text[], $29::int8[], $30::text[],
                            $31::timestamptz[])
                  as m(lead_id, source, source_id, conversation_id, content, sent_at)
-             on conflict (tenant_id, source, source_id) do nothing)
-         select n.written, w.lead_id, w.wanted_version, w.synced_version
-           from (select count(*) as written from written) n
+             on conflict (tenant_id, source, source_id) do nothing
+             returning 1)
+         select n.written, n.messages, w.lead_id, w.wanted_version, w.synced_version
+           from (select (select count(*) from written) as written,
+                        (select count(*) from messages) as messages) n
            left join wish w on true"
     );
-    let changed = v.id.len();
+    let (changed, new) = (v.id.len(), messages.lead_id.len());
     let rows = sqlx::query(&sql)
         .bind(tenant)
         .bind(&v.id)
@@ -467,6 +469,16 @@ async fn write_all(
     let mut wishes = HashMap::new();
     for row in &rows {
         let written: i64 = row.try_get("written")?;
+        let stored: i64 = row.try_get("messages")?;
+        if usize::try_from(stored).ok() != Some(new) {
+            // A message the lead read found missing was stored meanwhile (under another lead:
+            // never expected); counted in this lead's score, it would be wrong. The jobs run
+            // alone instead, where a message stored already is not counted.
+            return Err(JobError::transient(
+                "group_commit_mismatch",
+                anyhow::anyhow!("stored {stored} of {new} new messages"),
+            ));
+        }
         if usize::try_from(written).ok() != Some(changed) {
             // A lead held for update vanished: never expected; the jobs run alone instead.
             return Err(JobError::transient(
