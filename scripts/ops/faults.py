@@ -262,6 +262,14 @@ class Inhibition:
                and any(st.monitor.state("am", s) == "active" for s in self.sources)):
             self.during(st, t0)
             time.sleep(0.25)
+        # The monitor polls Alertmanager all along; `during` looks only while the fault waits.
+        # A consequence that reached Alertmanager after the last look before the heal, and was
+        # inhibited there until the cause resolved, is seen in the monitor's record.
+        for n in fired:
+            if n not in self.seen:
+                by = [b for b in st.monitor.inhibited_since(n, start) if b in self.sources]
+                if by:
+                    self.seen[n] = by
         for m in st.telegram.delivered(start):
             if m["t"] > t_heal:
                 continue

@@ -49,6 +49,7 @@ class Monitor:
         self.inhibited = {}   # name -> [fingerprints] now
         self.events = []      # (t, "prom"|"am", name, state or None)
         self.inhibited_seen = {}  # name -> first time AM showed it inhibited
+        self.inhibit_log = []     # (t, name, inhibiting fingerprints) at every poll
         self.fingerprints = {}    # AM fingerprint -> alertname (for inhibitedBy)
         self.prom_alerts = []     # Prometheus's alerts now (labels, state)
         self.label_log = []       # (t, labels) of every Prometheus alert seen firing
@@ -98,6 +99,8 @@ class Monitor:
                 self.inhibited = inh
                 for name in inh:
                     self.inhibited_seen.setdefault(name, now)
+                    self.inhibit_log.append((now, name, tuple(inh[name])))
+                del self.inhibit_log[:-20000]
             self.ok = p is not None and a is not None
 
     def _diff(self, now, src, old, new):
@@ -151,6 +154,13 @@ class Monitor:
         """Label sets of `name`'s instances seen firing since `since`."""
         with self.lock:
             return [lb for t, lb in self.label_log if t >= since and lb.get("alertname") == name]
+
+    def inhibited_since(self, name, since):
+        """Names of the alerts that inhibited `name` at any poll since `since`: what a check
+        sampling `inhibited_by` now and then can miss between two of its looks."""
+        with self.lock:
+            return sorted({self.fingerprints.get(f, f) for t, n, fps in self.inhibit_log
+                           if n == name and t >= since for f in fps})
 
     def inhibited_by(self, name):
         """Names of the alerts inhibiting `name` now."""

@@ -321,6 +321,27 @@ impl TestApp {
         leadq_jobs::pii::Sealer::from_settings(&self.settings)
     }
 
+    /// Replaces the test tenant's lead `external_id`'s `email` with a value sealed under a key
+    /// this app does not hold (kid `gone`): the stored lead no longer opens, as after a key
+    /// was dropped or the row altered.
+    pub async fn seal_email_under_lost_key(&self, external_id: &str) {
+        use leadq_platform::keyring::Keyring;
+        let gone = leadq_jobs::pii::Sealer::new(Keyring::random("gone"), Keyring::random("gone"));
+        let sealed = gone.seal(
+            self.tenant.tenant_id,
+            leadq_jobs::pii::field::EMAIL,
+            "x@example.com",
+        );
+        let mut tx = self.own().await;
+        sqlx::query("update leads set email = $1 where external_id = $2")
+            .bind(sealed)
+            .bind(external_id)
+            .execute(&mut *tx)
+            .await
+            .expect("update the lead");
+        tx.commit().await.expect("commit");
+    }
+
     /// Applies an integration update to the test tenant (as `leadq tenant update` does).
     pub async fn configure(&self, update: &leadq_jobs::integrations::settings::TenantUpdate) {
         leadq_jobs::integrations::settings::update(

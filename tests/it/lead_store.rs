@@ -266,23 +266,29 @@ async fn jobs_ready_together_are_committed_together_with_the_outcome_each_would_
             .await
             .unwrap();
     assert_eq!((leads, scores), (31, 35), "no lead for the erased one");
-    let (rows, transactions): (i64, i64) = sqlx::query_as(
-        "select count(*), count(distinct xid) from audit_log where action = 'lead.score'",
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    assert_eq!(rows, 35, "one audit row per version");
+    tx.commit().await.unwrap();
+    assert_grouped_and_verified(&app, "lead.score", 35).await;
+    app.stop().await;
+}
+
+/// The audit trail holds `rows` rows of `action` (one a job or version), written in fewer
+/// transactions than rows (a group commit), and the whole trail verifies.
+pub(crate) async fn assert_grouped_and_verified(app: &TestApp, action: &str, rows: i64) {
+    let (found, transactions): (i64, i64) =
+        sqlx::query_as("select count(*), count(distinct xid) from audit_log where action = $1")
+            .bind(action)
+            .fetch_one(&mut *app.own().await)
+            .await
+            .unwrap();
+    assert_eq!(found, rows, "{action} audit rows");
     assert!(
         transactions < rows,
-        "{rows} versions in {transactions} transactions: no group commit"
+        "{rows} {action} rows in {transactions} transactions: no group commit"
     );
-    tx.commit().await.unwrap();
     let verified = leadq_platform::audit::verify_all(&app.db.pool, app.settings.audit_keys())
         .await
         .unwrap();
     assert!(leadq_platform::audit::summary(&verified).0);
-    app.stop().await;
 }
 
 /// A job that cannot be applied (its stored lead no longer opens) fails the batch it is in;
@@ -290,7 +296,6 @@ async fn jobs_ready_together_are_committed_together_with_the_outcome_each_would_
 /// are written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bad_job_in_a_group_commit_fails_alone() {
-    use leadq_jobs::pii::{field, Sealer};
     let app = spawn_app().await;
     let sealer = app.sealer();
     let mut tx = app.own().await;
@@ -303,16 +308,8 @@ async fn one_bad_job_in_a_group_commit_fails_alone() {
     .await
     .unwrap()
     .unwrap();
-    let gone = Sealer::new(
-        leadq_platform::keyring::Keyring::random("gone"),
-        leadq_platform::keyring::Keyring::random("gone"),
-    );
-    sqlx::query("update leads set email = $1 where external_id = 'tg-bad'")
-        .bind(gone.seal(app.tenant.tenant_id, field::EMAIL, "x@example.com"))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
     tx.commit().await.unwrap();
+    app.seal_email_under_lost_key("tg-bad").await;
     let group = leadq_jobs::lead::group::GroupCommit::new(app.db.pool.clone(), sealer);
     let mut tasks = Vec::new();
     for i in 0..12 {

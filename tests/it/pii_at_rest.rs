@@ -291,14 +291,7 @@ async fn clear_rows_are_converted_in_batches_and_resealed_after_a_key_rotation()
     );
 
     // A row sealed under a key no longer configured is left as it is and reported (exit 1).
-    let gone = Sealer::new(Keyring::random("gone"), Keyring::random("gone"));
-    let mut tx = app.own().await;
-    sqlx::query("update leads set email = $1 where external_id = 'old-0'")
-        .bind(gone.seal(app.tenant.tenant_id, field::EMAIL, "x@example.com"))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    app.seal_email_under_lost_key("old-0").await;
     let rotated = [
         ("LEADQ_DATA_KEYS", data.as_str()),
         ("LEADQ_PII_INDEX_KEYS", index.as_str()),
