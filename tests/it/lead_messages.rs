@@ -8,19 +8,7 @@ use leadq_queue::envelope::JobMeta;
 use leadq_testkit::{spawn_app, TestApp};
 
 fn meta(app: &TestApp, message_id: &str) -> JobMeta {
-    JobMeta {
-        job_id: uuid::Uuid::new_v4(),
-        attempt: 1,
-        schema_version: 1,
-        message_id: message_id.into(),
-        tenant_id: app.tenant.tenant_id,
-        user_id: "webhook:chatwoot".into(),
-        action: "chatwoot_event".into(),
-        timestamp: chrono::Utc::now(),
-        correlation_id: format!("c-{message_id}"),
-        trace_context: Default::default(),
-        shadow: false,
-    }
+    crate::lead_store::job_meta(app, message_id, "webhook:chatwoot", "chatwoot_event")
 }
 
 /// Chatwoot message `id` from contact `contact`, as its `chatwoot_event` job hands it over.

@@ -10,14 +10,19 @@ use leadq_queue::envelope::JobMeta;
 use leadq_testkit::{spawn_app, TestApp};
 
 fn meta(app: &TestApp, message_id: &str) -> JobMeta {
+    job_meta(app, message_id, &app.key_actor(), "lead_score")
+}
+
+/// A first attempt's job of the test tenant, made now by `user_id` for `action`.
+pub(crate) fn job_meta(app: &TestApp, message_id: &str, user_id: &str, action: &str) -> JobMeta {
     JobMeta {
         job_id: uuid::Uuid::new_v4(),
         attempt: 1,
         schema_version: 1,
         message_id: message_id.into(),
         tenant_id: app.tenant.tenant_id,
-        user_id: app.key_actor(),
-        action: "lead_score".into(),
+        user_id: user_id.into(),
+        action: action.into(),
         timestamp: chrono::Utc::now(),
         correlation_id: format!("c-{message_id}"),
         trace_context: Default::default(),
