@@ -214,11 +214,9 @@ class Inhibition:
         if self.cause_at is None and any(mon.state("am", s) == "active" for s in self.sources):
             self.cause_at = time.time()
         pat = self.targets(st)
-        for name in list(mon.active()) + list(mon.am):
+        for name, by in mon.inhibitions_since(t0).items():
             if re.fullmatch(pat, name or ""):
-                by = mon.inhibited_by(name)
-                if by:
-                    self.seen.setdefault(name, by)
+                self.seen.setdefault(name, by)
 
     def done(self, st):
         """Whether the fault may be healed: consequences were seen inhibited, and every one
@@ -262,14 +260,9 @@ class Inhibition:
                and any(st.monitor.state("am", s) == "active" for s in self.sources)):
             self.during(st, t0)
             time.sleep(0.25)
-        # The monitor polls Alertmanager all along; `during` looks only while the fault waits.
-        # A consequence that reached Alertmanager after the last look before the heal, and was
-        # inhibited there until the cause resolved, is seen in the monitor's record.
-        for n in fired:
-            if n not in self.seen:
-                by = [b for b in st.monitor.inhibited_since(n, start) if b in self.sources]
-                if by:
-                    self.seen[n] = by
+        # What Alertmanager inhibited after the fault's last look and before the cause
+        # resolved (the monitor polls all along).
+        self.during(st, t0)
         for m in st.telegram.delivered(start):
             if m["t"] > t_heal:
                 continue

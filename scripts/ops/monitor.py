@@ -46,9 +46,7 @@ class Monitor:
         self.lock = threading.Lock()
         self.prom = {}        # name -> state now
         self.am = {}          # name -> state now
-        self.inhibited = {}   # name -> [fingerprints] now
         self.events = []      # (t, "prom"|"am", name, state or None)
-        self.inhibited_seen = {}  # name -> first time AM showed it inhibited
         self.inhibit_log = []     # (t, name, inhibiting fingerprints) at every poll
         self.fingerprints = {}    # AM fingerprint -> alertname (for inhibitedBy)
         self.prom_alerts = []     # Prometheus's alerts now (labels, state)
@@ -96,9 +94,7 @@ class Monitor:
                     self.fingerprints[al.get("fingerprint")] = al["labels"].get("alertname")
                 self._diff(now, "am", self.am, new)
                 self.am = new
-                self.inhibited = inh
                 for name in inh:
-                    self.inhibited_seen.setdefault(name, now)
                     self.inhibit_log.append((now, name, tuple(inh[name])))
                 del self.inhibit_log[:-20000]
             self.ok = p is not None and a is not None
@@ -155,17 +151,16 @@ class Monitor:
         with self.lock:
             return [lb for t, lb in self.label_log if t >= since and lb.get("alertname") == name]
 
-    def inhibited_since(self, name, since):
-        """Names of the alerts that inhibited `name` at any poll since `since`: what a check
-        sampling `inhibited_by` now and then can miss between two of its looks."""
+    def inhibitions_since(self, since):
+        """Each alert Alertmanager showed inhibited at any poll since `since`, with the names
+        of the alerts that inhibited it: a check that looks only now and then would miss an
+        inhibition that began and ended between two of its looks."""
+        out = {}
         with self.lock:
-            return sorted({self.fingerprints.get(f, f) for t, n, fps in self.inhibit_log
-                           if n == name and t >= since for f in fps})
-
-    def inhibited_by(self, name):
-        """Names of the alerts inhibiting `name` now."""
-        with self.lock:
-            return sorted({self.fingerprints.get(f, f) for f in self.inhibited.get(name, [])})
+            for t, name, fps in self.inhibit_log:
+                if t >= since:
+                    out.setdefault(name, set()).update(self.fingerprints.get(f, f) for f in fps)
+        return {name: sorted(by) for name, by in out.items()}
 
 
 def _epoch(text):
