@@ -311,18 +311,7 @@ impl Inner {
             };
             let sync = wishes.get(&p.lead.id).copied().flatten();
             let applied = p.applied(sync);
-            if let (true, Some(candidate)) = (applied.changed, &applied.candidate) {
-                let subject = format!("lead:{}", applied.lead_id);
-                shadow::record(
-                    &mut tx,
-                    &r.meta,
-                    r.attached.kind(),
-                    &subject,
-                    Some(&applied.score),
-                    candidate,
-                )
-                .await?;
-            }
+            shadow::record_applied(&mut tx, &r.meta, r.attached.kind(), &applied).await?;
             out.push(Some(applied));
         }
         tx.commit().await?;

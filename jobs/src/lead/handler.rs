@@ -116,25 +116,30 @@ pub(super) async fn alone(
     let Some(applied) = applied else {
         return Ok(None);
     };
-    for (action, subject, details) in attached.audit_entries(meta, &applied) {
+    let entries = attached.audit_entries(meta, &applied);
+    record_applied(&mut tx, meta, attached.kind(), entries, &applied).await?;
+    tx.commit().await?;
+    Ok(Some(applied))
+}
+
+/// What follows a change the lead store made for one job, in the job's transaction: the job's
+/// audit entries, as `(action, subject, details)`, and the shadow comparison
+/// ([`shadow::record_applied`], filed under `kind`). For the paths that write one job's change
+/// on their own ([`alone`], a Chatwoot event that is not a message); a group commit writes its
+/// audit rows in its one statement.
+pub async fn record_applied(
+    conn: &mut sqlx::PgConnection,
+    meta: &JobMeta,
+    kind: &'static str,
+    entries: Vec<(&'static str, String, serde_json::Value)>,
+    applied: &Applied,
+) -> Result<(), sqlx::Error> {
+    for (action, subject, details) in entries {
         meta.auditor()
             .entry(action, &subject)
             .details(details)
-            .record(&mut *tx)
+            .record(&mut *conn)
             .await?;
     }
-    if let (true, Some(candidate)) = (applied.changed, &applied.candidate) {
-        let subject = format!("lead:{}", applied.lead_id);
-        shadow::record(
-            &mut tx,
-            meta,
-            attached.kind(),
-            &subject,
-            Some(&applied.score),
-            candidate,
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(Some(applied))
+    shadow::record_applied(conn, meta, kind, applied).await
 }

@@ -44,6 +44,23 @@ fn outcome(s: &Score) -> serde_json::Value {
     serde_json::json!({ "score": s.score, "tier": s.tier.as_str() })
 }
 
+/// Records the comparison for a change the lead store made (a job of `kind`), in its
+/// transaction: only when it made a new version and the tenant has candidate rules
+/// (`applied.candidate`), else nothing. The one rule every path that writes a lead version
+/// follows (the group commit, a job alone, a Chatwoot event alone).
+pub async fn record_applied(
+    conn: &mut PgConnection,
+    meta: &JobMeta,
+    kind: &'static str,
+    applied: &crate::lead::store::Applied,
+) -> Result<(), sqlx::Error> {
+    let (true, Some(candidate)) = (applied.changed, &applied.candidate) else {
+        return Ok(());
+    };
+    let subject = format!("lead:{}", applied.lead_id);
+    record(conn, meta, kind, &subject, Some(&applied.score), candidate).await
+}
+
 /// Records one job's outcomes (a job of `kind`), live (`None` in shadow mode) and shadow, in its transaction.
 pub async fn record(
     conn: &mut PgConnection,

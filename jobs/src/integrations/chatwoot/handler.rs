@@ -15,8 +15,9 @@ use leadq_queue::envelope::JobMeta;
 use leadq_queue::error::JobError;
 
 use super::{Change, EventInput};
+use crate::lead::handler::record_applied;
 use crate::lead::store::Applied;
-use crate::lead::{event_entry, shadow, store, sync, Attached, Inbound, LeadInput};
+use crate::lead::{event_entry, store, sync, Attached, Inbound, LeadInput};
 use crate::pii::field;
 use crate::Deps;
 
@@ -157,24 +158,15 @@ async fn apply_alone(
     }
     // Conversation events carry the contact too; its fields are merged like any change.
     let applied = store::apply_to(&mut tx, &deps.sealer, meta, lead, held).await?;
-    let (action, subject, details) = event_entry(AUDIT_ACTION, event, meta, &applied);
-    meta.auditor()
-        .entry(action, &subject)
-        .details(details)
-        .record(&mut *tx)
-        .await?;
-    if let (true, Some(candidate)) = (applied.changed, &applied.candidate) {
-        let subject = format!("lead:{lead_id}");
-        shadow::record(
-            &mut tx,
-            meta,
-            crate::kinds::CHATWOOT_EVENT,
-            &subject,
-            Some(&applied.score),
-            candidate,
-        )
-        .await?;
-    }
+    let entries = vec![event_entry(AUDIT_ACTION, event, meta, &applied)];
+    record_applied(
+        &mut tx,
+        meta,
+        crate::kinds::CHATWOOT_EVENT,
+        entries,
+        &applied,
+    )
+    .await?;
     tx.commit().await?;
     Ok((Some(applied), waited))
 }
