@@ -311,6 +311,73 @@ async fn write_rows(app: &TestApp, n: usize, action: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sealer_finds_every_chain_with_rows_to_seal_and_none_once_sealed() {
+    use leadq_platform::audit::seal;
+    use leadq_platform::db::Scope;
+    let app = spawn_app().await;
+    let keys = app.settings.audit_keys().clone();
+    let b = app.other_tenant().await;
+    let c = app.other_tenant().await;
+    // Rows of three tenants and of the platform's own chain, each in its own transaction.
+    for tenant in [
+        Some(app.tenant.tenant_id),
+        Some(b.tenant_id),
+        None,
+        Some(c.tenant_id),
+    ] {
+        for i in 0..3 {
+            let auditor = leadq_platform::audit::Auditor {
+                tenant_id: tenant,
+                actor: "cli",
+                correlation_id: "chains",
+            };
+            let scope = tenant.map_or(Scope::Platform, Scope::Tenant);
+            let mut tx = leadq_platform::db::begin(&app.db.pool, scope)
+                .await
+                .unwrap();
+            auditor
+                .entry("chains.write", &i.to_string())
+                .record(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+    let key = |s: &Scope| match s {
+        Scope::Tenant(t) => t.to_string(),
+        Scope::Platform => "platform".to_owned(),
+    };
+    let mut want: Vec<String> = [app.tenant.tenant_id, b.tenant_id, c.tenant_id]
+        .iter()
+        .map(|t| t.to_string())
+        .chain(["platform".to_owned()])
+        .collect();
+    want.sort();
+    let mut found: Vec<String> = seal::pending_scopes(&app.db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(key)
+        .collect();
+    found.sort();
+    assert_eq!(found, want, "each chain with unsealed rows, once");
+    // Sealed (a pass seals only what every running transaction can see: retried), none left.
+    wait_for("every chain sealed", Duration::from_secs(30), || async {
+        seal::seal_all(&app.db.pool, &keys).await.unwrap();
+        let left = seal::pending_scopes(&app.db.pool).await.unwrap();
+        left.is_empty().then_some(())
+    })
+    .await;
+    for tenant in [&app.tenant.slug, &b.slug, &c.slug] {
+        let (ok, report) = verify(&app, tenant);
+        assert!(ok, "{report}");
+        assert!(report["rows"].as_i64() >= Some(3), "{report}");
+        assert_eq!(report["sealed"], report["rows"], "{report}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sealer_starts_from_its_recorded_tail_only_when_the_rows_agree() {
     let app = spawn_app().await;
     let keys = app.settings.audit_keys().clone();

@@ -64,10 +64,30 @@ pub fn link(key: &[u8; 32], prev: &[u8], seq: i64, canonical: &[u8]) -> Vec<u8> 
 }
 
 /// The chains that have rows to seal (the sealer scope sees only unsealed rows).
+///
+/// One index probe a chain (a "skip scan" written as a recursive query: each step asks for the
+/// first unsealed row of a tenant after the last one found), plus one for the platform's
+/// chain, instead of `select distinct`, which read every unsealed row: each pass paid for the
+/// whole backlog, so a sealer that fell behind (after an outage of PostgreSQL, say) slowed
+/// itself further. With 200,000 rows unsealed over 50 chains, 387 ms against 19–50 ms
+/// (docs/bench.md, "The sealer's chain lookup").
 pub async fn pending_scopes(pool: &sqlx::PgPool) -> Result<Vec<Scope>, sqlx::Error> {
     let mut tx = db::begin_service(pool, "audit-sealer").await?;
     let names: Vec<Option<uuid::Uuid>> = sqlx::query_scalar(
-        "select distinct tenant_id from audit_log where hash is null and mac is null",
+        "with recursive chains(tenant_id) as (
+             (select tenant_id from audit_log
+               where hash is null and mac is null and tenant_id is not null
+               order by tenant_id limit 1)
+           union all
+             select (select a.tenant_id from audit_log a
+                      where a.hash is null and a.mac is null and a.tenant_id > c.tenant_id
+                      order by a.tenant_id limit 1)
+               from chains c
+              where c.tenant_id is not null)
+         select tenant_id from chains where tenant_id is not null
+         union all
+         select null where exists (select 1 from audit_log
+                                    where tenant_id is null and hash is null and mac is null)",
     )
     .fetch_all(&mut *tx)
     .await?;
