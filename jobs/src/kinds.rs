@@ -98,7 +98,7 @@ pub fn db_connections(kind: &str, concurrency: usize) -> usize {
 const LEAD_SCORE_READERS: usize = 8;
 
 /// Connections for `chatwoot_event`'s jobs beside its writers: conversation states, agents'
-/// replies, contact changes, shadow-mode jobs and a failed batch's messages each hold one
+/// replies, shadow-mode jobs and a failed batch's jobs each hold one
 /// while they run (a few milliseconds); more at once queue for one (the pool's acquire
 /// timeout is seconds).
 const CHATWOOT_EVENT_ALONE: usize = 16;

@@ -1,6 +1,7 @@
-//! Chatwoot messages through the lead group commit: each message is stored once, counts
-//! towards its lead's score once, and is audited with its event, as it was in a transaction
-//! of its own; and a message whose batch fails is never half-written.
+//! Chatwoot messages and contact changes through the lead group commit: each message is
+//! stored once, counts towards its lead's score once, and is audited with its event, as it
+//! was in a transaction of its own; a message whose batch fails is never half-written; contact
+//! changes are audited each, with nothing stored besides the lead.
 
 use leadq_jobs::lead::group::GroupCommit;
 use leadq_jobs::lead::{Attached, Inbound, LeadInput};
@@ -145,5 +146,51 @@ async fn a_message_whose_lead_cannot_be_read_is_not_half_written() {
         (1, 1),
         "only the first message and its audit row"
     );
+    app.stop().await;
+}
+
+/// Contact changes (Chatwoot's `contact_created`, `contact_updated`) go through the group
+/// commit as [`Attached::Event`]: each applied, each audited once under its event, nothing
+/// stored besides the lead, and the jobs ready together written in fewer transactions than
+/// jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_changes_ready_together_are_committed_together_and_audited_each() {
+    let app = spawn_app().await;
+    let group = GroupCommit::new(app.db.pool.clone(), app.sealer());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (group, m) = (group.clone(), meta(&app, &format!("c{i}")));
+            let (mut input, _) = message(&format!("cw-c{i}"), i);
+            input.email = Some(format!("c{i}@example.com"));
+            let event = leadq_jobs::lead::Event {
+                kind: "chatwoot_event",
+                action: "chatwoot.event",
+                event: "contact_updated".into(),
+            };
+            tokio::spawn(async move { group.apply(m, input, Attached::Event(event)).await })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let applied = t
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("job {i}: {e:?}"));
+        let applied = applied.expect("applied");
+        assert!(
+            applied.changed && applied.version == 1,
+            "job {i}: {applied:?}"
+        );
+    }
+    let (leads, messages, events): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from leads where email is not null),
+                (select count(*) from lead_messages),
+                (select count(*) from audit_log
+                  where action = 'chatwoot.event' and details->>'event' = 'contact_updated')",
+    )
+    .fetch_one(&mut *app.own().await)
+    .await
+    .unwrap();
+    assert_eq!((leads, messages, events), (20, 0, 20));
+    crate::lead_store::assert_grouped_and_verified(&app, "chatwoot.event", 20).await;
     app.stop().await;
 }

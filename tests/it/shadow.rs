@@ -182,56 +182,73 @@ async fn candidate_rules_are_compared_with_the_live_ones_on_every_new_version() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chatwoot_events_are_compared_under_their_kind_in_a_batch_and_alone() {
-    // Every path that writes a lead version records the comparison: a contact change in its
-    // own transaction (`chatwoot::handler::apply_alone`), a message through the group commit.
-    use crate::webhooks::{configured_app, message_body, post_chatwoot, ACCOUNT};
+    // Every path that writes a lead version records the comparison: a conversation event in
+    // its own transaction (`chatwoot::handler::apply_alone`), a contact change and a message
+    // through the group commit.
+    use crate::webhooks::{
+        configured_app, conversation_body, message_body, post_chatwoot, ACCOUNT,
+    };
     let app = configured_app().await;
     let slug = app.tenant.slug.clone();
     let (rc, set) = shadow(&app, &["rules", &slug, "--hot-threshold", "100"]);
     assert_eq!(rc, 0, "{set}");
     let worker = app.spawn_worker().await;
-    let comparisons = |n: i64| {
+    let comparisons = |n: usize| {
         let app = &app;
         async move {
             wait_for(
-                &format!("{n} chatwoot_event comparisons"),
+                &format!("{n} comparisons"),
                 Duration::from_secs(20),
                 || async {
                     let mut tx = tenant_tx(app).await;
-                    let rows: Vec<(String, String)> = sqlx::query_as(
-                        "select kind, subject from shadow_comparisons order by job_id",
-                    )
-                    .fetch_all(&mut *tx)
-                    .await
-                    .unwrap();
-                    (rows.len() as i64 == n).then_some(rows)
+                    let rows: Vec<(String, String)> =
+                        sqlx::query_as("select kind, subject from shadow_comparisons")
+                            .fetch_all(&mut *tx)
+                            .await
+                            .unwrap();
+                    (rows.len() == n).then_some(rows)
                 },
             )
             .await
         }
     };
+    // The lead is created by a conversation event (alone), then changed by a contact event
+    // (its phone) and a message (a batch each).
+    let conversation = conversation_body("conversation_created", "open", 1_781_690_400.5);
+    assert_eq!(
+        post_chatwoot(&app, &conversation, "v-1").await.status(),
+        200
+    );
+    comparisons(1).await;
     let contact = serde_json::to_vec(&json!({"account": {"id": ACCOUNT, "name": "Acme"},
         "additional_attributes": {}, "avatar": "", "custom_attributes": {},
         "email": "ada@example.com", "id": 42, "identifier": null, "name": "Ada Lovelace",
-        "phone_number": null, "thumbnail": "", "blocked": false, "event": "contact_created"}))
+        "phone_number": "+447700900123", "thumbnail": "", "blocked": false,
+        "event": "contact_updated"}))
     .unwrap();
     assert_eq!(post_chatwoot(&app, &contact, "c-1").await.status(), 200);
-    let alone = comparisons(1).await;
+    comparisons(2).await;
     let message = message_body(ACCOUNT, 901, false, "incoming");
     assert_eq!(post_chatwoot(&app, &message, "m-1").await.status(), 200);
-    let both = comparisons(2).await;
+    let all = comparisons(3).await;
     let mut tx = tenant_tx(&app).await;
     let lead: uuid::Uuid = sqlx::query_scalar("select id from leads where external_id = 'cw-7-42'")
         .fetch_one(&mut *tx)
         .await
         .unwrap();
     let subject = format!("lead:{lead}");
-    assert_eq!(alone, [("chatwoot_event".to_owned(), subject.clone())]);
     assert!(
-        both.iter()
+        all.iter()
             .all(|(k, s)| k == "chatwoot_event" && *s == subject),
-        "{both:?}"
+        "{all:?}"
     );
+    let versions: i64 = sqlx::query_scalar("select version from leads where id = $1")
+        .bind(lead)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(versions, 3, "one version for each event");
+    drop(tx);
     worker.stop().await;
     app.stop().await;
 }

@@ -106,7 +106,7 @@ pub(crate) fn message_body(
     raw.into_bytes()
 }
 
-fn conversation_body(event: &str, status: &str, updated_at: f64) -> Vec<u8> {
+pub(crate) fn conversation_body(event: &str, status: &str, updated_at: f64) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "additional_attributes": {}, "can_reply": true, "channel": "Channel::Api",
         "id": 3, "inbox_id": 1, "messages": [], "labels": [],

@@ -1,5 +1,6 @@
 //! What a job records with its lead change, besides the lead's fields: the consent a
-//! `lead_score` job carries, or the incoming message of a Chatwoot `message_created` event.
+//! `lead_score` job carries, the incoming message of a Chatwoot `message_created` event, or
+//! the audit entry of an integration's event that changes only the contact.
 //!
 //! Why a type of its own: both kinds of job go through the group commit ([`super::group`]),
 //! which writes each job's extras in the same statement as the leads, and through
@@ -21,6 +22,21 @@ pub enum Attached {
     /// An integration's incoming message: stored once per source id (it counts towards the
     /// lead's score), audited under the integration's action.
     Message(Inbound),
+    /// An integration's event that brings only the contact's fields (Chatwoot's
+    /// `contact_created`, `contact_updated`): nothing stored besides the lead; one audit entry
+    /// under the integration's action, whether or not the lead changed.
+    Event(Event),
+}
+
+/// An integration's event as its audit entry names it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The job's kind (shadow comparisons are filed under it).
+    pub kind: &'static str,
+    /// The audit entry's action (`chatwoot.event`).
+    pub action: &'static str,
+    /// The integration's event name, recorded in the audit entry.
+    pub event: String,
 }
 
 /// An incoming message as a job hands it to the lead store, owned (it waits in a group
@@ -64,13 +80,14 @@ impl Attached {
         match self {
             Attached::Score(_) => crate::kinds::LEAD_SCORE,
             Attached::Message(m) => m.kind,
+            Attached::Event(e) => e.kind,
         }
     }
 
     /// The message to store with the change, if any.
     pub(super) fn message(&self) -> Option<&Inbound> {
         match self {
-            Attached::Score(_) => None,
+            Attached::Score(_) | Attached::Event(_) => None,
             Attached::Message(m) => Some(m),
         }
     }
@@ -79,7 +96,8 @@ impl Attached {
     ///
     /// A `lead_score` job: the new version (`lead.score`) when the change made one, and the
     /// consent it carries (`lead.consent`), if any. A message: one entry whether or not the
-    /// lead changed (the message is stored either way), with the event, version and score.
+    /// lead changed (the message is stored either way), with the event, version and score; an
+    /// event the same.
     pub(super) fn audit_entries(
         &self,
         meta: &JobMeta,
@@ -112,6 +130,7 @@ impl Attached {
                 }
             }
             Attached::Message(m) => entries.push(event_entry(m.action, &m.event, meta, applied)),
+            Attached::Event(e) => entries.push(event_entry(e.action, &e.event, meta, applied)),
         }
         entries
     }

@@ -1,6 +1,6 @@
-//! Group commit of lead changes: the `lead_score` jobs and Chatwoot messages of one tenant that
-//! are ready at the same moment are written in one transaction, with one statement per step
-//! for all of them.
+//! Group commit of lead changes: the `lead_score` jobs and Chatwoot messages and contact
+//! changes of one tenant that are ready at the same moment are written in one transaction,
+//! with one statement per step for all of them.
 //!
 //! Why: a job alone costs six statements and a commit, and on the real lead path PostgreSQL
 //! spent most of its time starting statements (plan set-up, row-level security, the per-row

@@ -10,8 +10,9 @@
 //! - [`LeadPayload`] / [`LeadInputV2`] / [`Consent`] (`input_v2.rs`): the `lead_score` payload
 //!   versions workers read (1, and 2 with typed answers and consent), normalized to
 //!   [`LeadInput`].
-//! - [`Attached`] / [`Inbound`] (`attached.rs`): what a job records with its change besides the
-//!   lead's fields (a consent, an incoming message), and the audit entries that follow.
+//! - [`Attached`] / [`Inbound`] / [`Event`] (`attached.rs`): what a job records with its
+//!   change besides the lead's fields (a consent, an incoming message, an integration's
+//!   event), and the audit entries that follow.
 //! - [`store`]: merge a change, score it, version it, keep the score history, want a CRM sync.
 //! - [`scoring`]: the explainable rules, per-tenant weights and thresholds, tiers.
 //! - [`handler`]: the `lead_score` job.
@@ -37,7 +38,7 @@ pub mod shadow;
 pub mod store;
 pub mod sync;
 
-pub use attached::{event_entry, Attached, Inbound};
+pub use attached::{event_entry, Attached, Event, Inbound};
 pub use erase::{erase, EraseError, Erased};
 pub use erase_contact::{erase_by_contact, ContactField, ErasedByContact, ErasedLead};
 pub use input::{plausible_email, plausible_phone, FieldError, LeadInput};

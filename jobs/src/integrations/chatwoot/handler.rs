@@ -2,10 +2,11 @@
 //! store an incoming message or the conversation state, merge the contact through the lead
 //! store, audit it, and ask for a CRM sync when the store says so.
 //!
-//! An incoming message (most events) goes through the lead group commit
+//! An incoming message (most events) and a contact change go through the lead group commit
 //! ([`crate::lead::group`]) with the tenant's other ready lead changes: one transaction for
 //! many, the message written in the same statement as the lead's version. Conversation
-//! states, agents' replies and contact changes take a transaction of their own here.
+//! states and agents' replies, which write rows of their own (the conversation's state, the
+//! reply that ends a wait), take a transaction of their own here.
 
 use apalis_core::task::data::Data;
 use leadq_platform::db::{self, Scope};
@@ -17,7 +18,7 @@ use leadq_queue::error::JobError;
 use super::{Change, EventInput};
 use crate::lead::handler::record_applied;
 use crate::lead::store::Applied;
-use crate::lead::{event_entry, store, sync, Attached, Inbound, LeadInput};
+use crate::lead::{event_entry, store, sync, Attached, Event, Inbound, LeadInput};
 use crate::pii::field;
 use crate::Deps;
 
@@ -96,6 +97,18 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
                 .await?;
             (applied, None)
         }
+        Change::Contact => {
+            let event = Event {
+                kind: crate::kinds::CHATWOOT_EVENT,
+                action: AUDIT_ACTION,
+                event: ev.event.clone(),
+            };
+            let applied = deps
+                .group
+                .apply(meta.clone(), lead, Attached::Event(event))
+                .await?;
+            (applied, None)
+        }
         change => apply_alone(&deps, meta, &ev.event, ev.occurred_at, &change, &lead).await?,
     };
     let Some(applied) = applied else {
@@ -112,7 +125,7 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
     Ok(())
 }
 
-/// A conversation state, an agent's reply or a contact change, in a transaction of its own:
+/// A conversation state or an agent's reply, in a transaction of its own:
 /// the lead held (created when new), the change stored, the contact merged, the event
 /// audited. Returns what the store did (`None`: the lead was erased after the event was
 /// received; nothing was written) and, for the agent's first reply, how long the contact
@@ -153,7 +166,7 @@ async fn apply_alone(
                 .await?
                 .map(|since| (at - since).to_std().unwrap_or_default());
         }
-        // Messages go through the group commit ([`run`]); a contact change is only the merge.
+        // Messages and contact changes go through the group commit ([`run`]).
         Change::Message { .. } | Change::Contact => {}
     }
     // Conversation events carry the contact too; its fields are merged like any change.
