@@ -32,44 +32,20 @@ begin
 end;
 $$;
 
-drop trigger tenant_must_exist on leads;
-create trigger tenant_must_exist before update of tenant_id on leads
-    for each row execute function leadq_tenant_must_exist();
-create trigger tenants_inserted_must_exist after insert on leads
-    referencing new table as inserted
-    for each statement execute function leadq_inserted_tenants_must_exist();
-
-drop trigger tenant_must_exist on lead_scores;
-create trigger tenant_must_exist before update of tenant_id on lead_scores
-    for each row execute function leadq_tenant_must_exist();
-create trigger tenants_inserted_must_exist after insert on lead_scores
-    referencing new table as inserted
-    for each statement execute function leadq_inserted_tenants_must_exist();
-
-drop trigger tenant_must_exist on lead_messages;
-create trigger tenant_must_exist before update of tenant_id on lead_messages
-    for each row execute function leadq_tenant_must_exist();
-create trigger tenants_inserted_must_exist after insert on lead_messages
-    referencing new table as inserted
-    for each statement execute function leadq_inserted_tenants_must_exist();
-
-drop trigger tenant_must_exist on crm_sync_state;
-create trigger tenant_must_exist before update of tenant_id on crm_sync_state
-    for each row execute function leadq_tenant_must_exist();
-create trigger tenants_inserted_must_exist after insert on crm_sync_state
-    referencing new table as inserted
-    for each statement execute function leadq_inserted_tenants_must_exist();
-
-drop trigger tenant_must_exist on audit_log;
-create trigger tenant_must_exist before update of tenant_id on audit_log
-    for each row execute function leadq_tenant_must_exist();
-create trigger tenants_inserted_must_exist after insert on audit_log
-    referencing new table as inserted
-    for each statement execute function leadq_inserted_tenants_must_exist();
-
-drop trigger tenant_must_exist on job_runs;
-create trigger tenant_must_exist before update of tenant_id on job_runs
-    for each row execute function leadq_tenant_must_exist();
-create trigger tenants_inserted_must_exist after insert on job_runs
-    referencing new table as inserted
-    for each statement execute function leadq_inserted_tenants_must_exist();
+-- For each per-job table: the insert check per statement, the row trigger for updates only.
+do $$
+declare
+    t text;
+begin
+    foreach t in array array['leads', 'lead_scores', 'lead_messages', 'crm_sync_state',
+                             'audit_log', 'job_runs'] loop
+        execute format('drop trigger tenant_must_exist on %I', t);
+        execute format('create trigger tenant_must_exist before update of tenant_id on %I
+                            for each row execute function leadq_tenant_must_exist()', t);
+        execute format('create trigger tenants_inserted_must_exist after insert on %I
+                            referencing new table as inserted
+                            for each statement execute function leadq_inserted_tenants_must_exist()',
+                       t);
+    end loop;
+end;
+$$;
