@@ -125,8 +125,8 @@ pub(super) async fn alone(
 /// What follows a change the lead store made for one job, in the job's transaction: the job's
 /// audit entries, as `(action, subject, details)`, and the shadow comparison
 /// ([`shadow::record_applied`], filed under `kind`). For the paths that write one job's change
-/// on their own ([`alone`], a Chatwoot event that is not a message); a group commit writes its
-/// audit rows in its one statement.
+/// on their own ([`alone`], a Chatwoot conversation state or agent's reply); a group commit
+/// writes its audit rows in its one statement.
 pub async fn record_applied(
     conn: &mut sqlx::PgConnection,
     meta: &JobMeta,
