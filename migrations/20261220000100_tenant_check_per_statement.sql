@@ -10,7 +10,10 @@
 -- An insert now checks the rows it inserted as a set, after the statement, from its transition
 -- table: one call and one anti-join a statement, whatever its rows. The error is the same (the
 -- foreign key's SQLSTATE 23503, naming a missing tenant and the table) and fails the whole
--- statement, as before. A change of `tenant_id` keeps the row trigger (no statement of leadq
+-- statement, as before; raised after the statement's rows, so a statement that also breaks
+-- another rule (row-level security, a unique key) reports that one first. Rows an upsert
+-- does not insert (`on conflict`) are not checked: they keep the tenant they were inserted
+-- with, checked then. A change of `tenant_id` keeps the row trigger (no statement of leadq
 -- changes it; transition tables cannot be limited to `update of tenant_id`, and the sealer's
 -- updates of `audit_log` must not pay for a check of every row they touch).
 create function leadq_inserted_tenants_must_exist() returns trigger
@@ -31,6 +34,10 @@ begin
     return null;
 end;
 $$;
+
+-- Dropping and creating a trigger locks its table until this migration commits: better to fail
+-- (and be run again) than to hold every job's writes behind a long transaction.
+set local lock_timeout = '10s';
 
 -- For each per-job table: the insert check per statement, the row trigger for updates only.
 do $$

@@ -80,8 +80,8 @@ pub const CATALOGUE: &[KindDefaults] = &[
 /// except the group-committed kinds. `lead_score`'s writes go through the group commit's
 /// [`MAX_WRITERS`] batches, and its only other reads are the authorization lookups a cold
 /// cache misses (brief, and queued for a connection when more miss at once:
-/// [`LEAD_SCORE_READERS`]). `chatwoot_event`'s messages go through the same batches; its
-/// other events run alone ([`CHATWOOT_EVENT_ALONE`]).
+/// [`LEAD_SCORE_READERS`]). `chatwoot_event`'s messages and contact changes go through the same
+/// batches; its conversation states and agents' replies run alone ([`CHATWOOT_EVENT_ALONE`]).
 ///
 /// [`MAX_WRITERS`]: crate::lead::group::MAX_WRITERS
 pub fn db_connections(kind: &str, concurrency: usize) -> usize {

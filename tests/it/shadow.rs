@@ -184,7 +184,8 @@ async fn candidate_rules_are_compared_with_the_live_ones_on_every_new_version() 
 async fn chatwoot_events_are_compared_under_their_kind_in_a_batch_and_alone() {
     // Every path that writes a lead version records the comparison: a conversation event in
     // its own transaction (`chatwoot::handler::apply_alone`), a contact change and a message
-    // through the group commit.
+    // through the group commit (that they take it: `lead_messages::contact_changes_…` and
+    // `webhooks::a_thousand_concurrent_…`).
     use crate::webhooks::{
         configured_app, conversation_body, message_body, post_chatwoot, ACCOUNT,
     };

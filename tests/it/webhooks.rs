@@ -675,6 +675,9 @@ async fn a_thousand_concurrent_signed_chatwoot_webhooks_are_all_accepted_and_run
         .await
         .unwrap();
     assert_eq!(leads, N);
+    // Contact changes go through the lead group commit: one audit row each, in fewer
+    // transactions than events (each took a transaction of its own before).
+    crate::lead_store::assert_grouped_and_verified(&app, "chatwoot.event", N).await;
     // A measurement for the record, not an assertion (timing belongs in benchmarks).
     println!(
         "webhook load: {N} sent concurrently, {accepted} accepted, {leads} jobs ran; \

@@ -2,8 +2,8 @@
 //! `lead_score` job carries, the incoming message of a Chatwoot `message_created` event, or
 //! the audit entry of an integration's event that changes only the contact.
 //!
-//! Why a type of its own: both kinds of job go through the group commit ([`super::group`]),
-//! which writes each job's extras in the same statement as the leads, and through
+//! Why a type of its own: all three go through the group commit ([`super::group`]), which
+//! writes each job's extras in the same statement as the leads, and through
 //! [`super::handler::alone`] when a batch fails. What differs between them — the rows besides
 //! the lead version, the audit entries, the kind a shadow comparison is filed under — is
 //! spelled here once, for both paths.
