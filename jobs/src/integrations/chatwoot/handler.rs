@@ -75,41 +75,32 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         tx.commit().await?;
         return Ok(());
     }
-    let (applied, waited) = match ev.change {
+    // Messages and contact changes join the tenant's group commit; the rest run alone.
+    let attached = match ev.change {
         Change::Message {
             message_id,
             conversation_id,
             content,
-        } => {
-            let inbound = Inbound {
-                kind: crate::kinds::CHATWOOT_EVENT,
-                action: AUDIT_ACTION,
-                event: ev.event.clone(),
-                source: SOURCE,
-                source_id: message_id.to_string(),
-                conversation_id,
-                content,
-                sent_at: ev.occurred_at,
-            };
-            let applied = deps
-                .group
-                .apply(meta.clone(), lead, Attached::Message(inbound))
-                .await?;
-            (applied, None)
-        }
-        Change::Contact => {
-            let event = Event {
-                kind: crate::kinds::CHATWOOT_EVENT,
-                action: AUDIT_ACTION,
-                event: ev.event.clone(),
-            };
-            let applied = deps
-                .group
-                .apply(meta.clone(), lead, Attached::Event(event))
-                .await?;
-            (applied, None)
-        }
-        change => apply_alone(&deps, meta, &ev.event, ev.occurred_at, &change, &lead).await?,
+        } => Ok(Attached::Message(Inbound {
+            kind: crate::kinds::CHATWOOT_EVENT,
+            action: AUDIT_ACTION,
+            event: ev.event.clone(),
+            source: SOURCE,
+            source_id: message_id.to_string(),
+            conversation_id,
+            content,
+            sent_at: ev.occurred_at,
+        })),
+        Change::Contact => Ok(Attached::Event(Event {
+            kind: crate::kinds::CHATWOOT_EVENT,
+            action: AUDIT_ACTION,
+            event: ev.event.clone(),
+        })),
+        change => Err(change),
+    };
+    let (applied, waited) = match attached {
+        Ok(attached) => (deps.group.apply(meta.clone(), lead, attached).await?, None),
+        Err(change) => apply_alone(&deps, meta, &ev.event, ev.occurred_at, &change, &lead).await?,
     };
     let Some(applied) = applied else {
         tracing::info!("Skipping an event for a lead erased after the event was received.");
