@@ -215,7 +215,9 @@ class Inhibition:
             self.cause_at = time.time()
         pat = self.targets(st)
         for name, by in mon.inhibitions_since(t0).items():
-            if re.fullmatch(pat, name or ""):
+            # Inhibited by this fault's cause, not by whatever else fired meanwhile.
+            by = [b for b in by if b in self.sources]
+            if by and re.fullmatch(pat, name or ""):
                 self.seen.setdefault(name, by)
 
     def done(self, st):
