@@ -38,6 +38,19 @@ fn message(contact: &str, id: i64) -> (LeadInput, Attached) {
     (input, Attached::Message(inbound))
 }
 
+/// Chatwoot's `contact_updated` for contact `contact` (its `i`th), as its `chatwoot_event` job
+/// hands it over: a new email, audited under the event, nothing stored besides the lead.
+fn contact_change(contact: &str, i: i64) -> (LeadInput, Attached) {
+    let (mut input, _) = message(contact, i);
+    input.email = Some(format!("{contact}@example.com"));
+    let event = leadq_jobs::lead::Event {
+        kind: "chatwoot_event",
+        action: "chatwoot.event",
+        event: "contact_updated".into(),
+    };
+    (input, Attached::Event(event))
+}
+
 /// Runs every `(contact, message id)` through `group` at once; returns each job's outcome.
 async fn run_all(
     app: &TestApp,
@@ -160,14 +173,8 @@ async fn contact_changes_ready_together_are_committed_together_and_audited_each(
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let (group, m) = (group.clone(), meta(&app, &format!("c{i}")));
-            let (mut input, _) = message(&format!("cw-c{i}"), i);
-            input.email = Some(format!("c{i}@example.com"));
-            let event = leadq_jobs::lead::Event {
-                kind: "chatwoot_event",
-                action: "chatwoot.event",
-                event: "contact_updated".into(),
-            };
-            tokio::spawn(async move { group.apply(m, input, Attached::Event(event)).await })
+            let (input, attached) = contact_change(&format!("cw-c{i}"), i);
+            tokio::spawn(async move { group.apply(m, input, attached).await })
         })
         .collect();
     for (i, t) in tasks.into_iter().enumerate() {
@@ -192,5 +199,64 @@ async fn contact_changes_ready_together_are_committed_together_and_audited_each(
     .unwrap();
     assert_eq!((leads, messages, events), (20, 0, 20));
     crate::lead_store::assert_grouped_and_verified(&app, "chatwoot.event", 20).await;
+    app.stop().await;
+}
+
+/// A contact change whose lead no longer opens fails the batch it is in; the batch's jobs then
+/// run one by one ([`leadq_jobs::lead::handler::alone`]): that change gets its own permanent
+/// error and no audit row, every other change is applied and audited once, and the trail
+/// verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_change_that_cannot_be_applied_fails_alone_and_the_others_are_audited_once() {
+    let app = spawn_app().await;
+    let group = GroupCommit::new(app.db.pool.clone(), app.sealer());
+    let (input, attached) = contact_change("cw-bad", 0);
+    group
+        .apply(meta(&app, "c-first"), input, attached)
+        .await
+        .expect("the first change is applied")
+        .expect("applied");
+    app.seal_email_under_lost_key("cw-bad").await;
+
+    let tasks: Vec<_> = (1..=12)
+        .map(|i| {
+            let contact = if i == 6 {
+                "cw-bad".to_owned()
+            } else {
+                format!("cw-ok{i}")
+            };
+            let (group, m) = (group.clone(), meta(&app, &format!("c{i}")));
+            let (input, attached) = contact_change(&contact, i);
+            tokio::spawn(async move { group.apply(m, input, attached).await })
+        })
+        .collect();
+    for (i, t) in (1..).zip(tasks) {
+        let outcome = t.await.unwrap();
+        if i == 6 {
+            let e = outcome.expect_err("the unreadable lead fails");
+            assert_eq!(e.code(), "sealed_data_unreadable", "{e:?}");
+        } else {
+            let applied = outcome
+                .unwrap_or_else(|e| panic!("job {i}: {e:?}"))
+                .expect("applied");
+            assert_eq!(applied.version, 1, "job {i}: {applied:?}");
+        }
+    }
+    let (applied, audited, audited_bad): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from leads where external_id like 'cw-ok%'),
+                (select count(*) from audit_log
+                  where action = 'chatwoot.event' and details->>'event' = 'contact_updated'),
+                (select count(*) from audit_log a join leads l on a.subject = 'lead:' || l.id
+                  where l.external_id = 'cw-bad')",
+    )
+    .fetch_one(&mut *app.own().await)
+    .await
+    .unwrap();
+    // Eleven changes and the first one, each audited once; the failed change not at all.
+    assert_eq!((applied, audited, audited_bad), (11, 12, 1));
+    let verified = leadq_platform::audit::verify_all(&app.db.pool, app.settings.audit_keys())
+        .await
+        .unwrap();
+    assert!(leadq_platform::audit::summary(&verified).0);
     app.stop().await;
 }
