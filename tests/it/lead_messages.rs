@@ -26,9 +26,7 @@ fn message(contact: &str, id: i64) -> (LeadInput, Attached) {
         next_answer: None,
     };
     let inbound = Inbound {
-        kind: "chatwoot_event",
-        action: "chatwoot.event",
-        event: "message_created".into(),
+        event: chatwoot_event("message_created"),
         source: "chatwoot",
         source_id: id.to_string(),
         conversation_id: Some(7),
@@ -43,12 +41,16 @@ fn message(contact: &str, id: i64) -> (LeadInput, Attached) {
 fn contact_change(contact: &str, i: i64) -> (LeadInput, Attached) {
     let (mut input, _) = message(contact, i);
     input.email = Some(format!("{contact}@example.com"));
-    let event = leadq_jobs::lead::Event {
+    (input, Attached::Event(chatwoot_event("contact_updated")))
+}
+
+/// Chatwoot's event `name`, as a `chatwoot_event` job's audit entry names it.
+fn chatwoot_event(name: &str) -> leadq_jobs::lead::Event {
+    leadq_jobs::lead::Event {
         kind: "chatwoot_event",
         action: "chatwoot.event",
-        event: "contact_updated".into(),
-    };
-    (input, Attached::Event(event))
+        event: name.into(),
+    }
 }
 
 /// Runs every `(contact, message id)` through `group` at once; returns each job's outcome.

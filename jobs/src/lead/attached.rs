@@ -43,12 +43,8 @@ pub struct Event {
 /// commit's queue), its text in clear: the store seals it when it writes it.
 #[derive(Debug, Clone)]
 pub struct Inbound {
-    /// The job's kind (shadow comparisons are filed under it).
-    pub kind: &'static str,
-    /// The audit entry's action (`chatwoot.event`).
-    pub action: &'static str,
-    /// The integration's event name, recorded in the audit entry.
-    pub event: String,
+    /// The event that brought it, as its audit entry names it.
+    pub event: Event,
     /// The integration it came from (`chatwoot`).
     pub source: &'static str,
     /// Its id there; a message is stored once per `(tenant, source, source_id)`.
@@ -79,8 +75,7 @@ impl Attached {
     pub(super) fn kind(&self) -> &'static str {
         match self {
             Attached::Score(_) => crate::kinds::LEAD_SCORE,
-            Attached::Message(m) => m.kind,
-            Attached::Event(e) => e.kind,
+            Attached::Message(Inbound { event, .. }) | Attached::Event(event) => event.kind,
         }
     }
 
@@ -129,8 +124,9 @@ impl Attached {
                     ));
                 }
             }
-            Attached::Message(m) => entries.push(event_entry(m.action, &m.event, meta, applied)),
-            Attached::Event(e) => entries.push(event_entry(e.action, &e.event, meta, applied)),
+            Attached::Message(Inbound { event, .. }) | Attached::Event(event) => {
+                entries.push(event_entry(event.action, &event.event, meta, applied))
+            }
         }
         entries
     }

@@ -76,26 +76,25 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
         return Ok(());
     }
     // Messages and contact changes join the tenant's group commit; the rest run alone.
+    let event = Event {
+        kind: crate::kinds::CHATWOOT_EVENT,
+        action: AUDIT_ACTION,
+        event: ev.event.clone(),
+    };
     let attached = match ev.change {
         Change::Message {
             message_id,
             conversation_id,
             content,
         } => Ok(Attached::Message(Inbound {
-            kind: crate::kinds::CHATWOOT_EVENT,
-            action: AUDIT_ACTION,
-            event: ev.event.clone(),
+            event,
             source: SOURCE,
             source_id: message_id.to_string(),
             conversation_id,
             content,
             sent_at: ev.occurred_at,
         })),
-        Change::Contact => Ok(Attached::Event(Event {
-            kind: crate::kinds::CHATWOOT_EVENT,
-            action: AUDIT_ACTION,
-            event: ev.event.clone(),
-        })),
+        Change::Contact => Ok(Attached::Event(event)),
         change => Err(change),
     };
     let (applied, waited) = match attached {
