@@ -35,14 +35,14 @@ use std::sync::{Arc, Mutex};
 use leadq_platform::db::{self, Scope};
 use leadq_queue::envelope::JobMeta;
 use leadq_queue::JobError;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tokio::sync::{oneshot, Semaphore};
 use uuid::Uuid;
 
 use crate::lead::handler::alone;
 use crate::lead::store::{self, Applied, Planned, StoreError};
-use crate::lead::{shadow, Attached, LeadInput};
-use crate::pii::{field, Sealer};
+use crate::lead::{shadow, write, Attached, LeadInput};
+use crate::pii::Sealer;
 
 /// Jobs written in one batch at most.
 pub const MAX_BATCH: usize = 64;
@@ -319,19 +319,9 @@ impl Inner {
     }
 }
 
-/// Writes every changed lead of the batch (new ones inserted whole, others updated), its
-/// `lead_scores` row, the CRM wishes of qualified leads, the jobs' new messages
-/// (`new_messages`, by position) and their audit rows: one statement. Returns each wished lead's unsynced version ([`store::unsynced`]).
-///
-/// Every lead goes through one `insert … on conflict (tenant_id, external_id) do update`: an
-/// existing lead is found by a probe of its primary key, whatever the table's statistics say.
-/// An `update … from` the batch left that to the planner, and the statement's reusable plan,
-/// made while a tenant had a few leads, went on scanning all of them in every batch as the
-/// tenant grew (a quarter of the statement's time at `--tenants 50`: docs/bench.md). The
-/// update applies only to the row the batch read and locked (`l.id = excluded.id`): a lead it
-/// found missing but that exists now is not overwritten, and the batch fails (the lead is not
-/// counted, and its history row names no lead), so its jobs run one by one, as the unique
-/// violation of a plain insert made them.
+/// Writes every changed lead of the batch with its history row, the CRM wishes of qualified
+/// leads, the jobs' new messages (`new_messages`, by position) and their audit rows: one
+/// statement ([`write`]). Returns each wished lead's unsynced version.
 async fn write_all(
     conn: &mut sqlx::PgConnection,
     sealer: &Sealer,
@@ -339,239 +329,27 @@ async fn write_all(
     batch: &[Request],
     plans: &[Option<Planned>],
     new_messages: &[bool],
-) -> Result<HashMap<Uuid, Option<i64>>, JobError> {
-    let mut v = Columns::default();
-    let mut wish: (Vec<Uuid>, Vec<i64>) = Default::default();
-    let mut audit = AuditColumns::default();
-    let mut messages = MessageColumns::default();
+) -> Result<HashMap<Uuid, Option<i64>>, StoreError> {
+    let mut rows = write::Rows::default();
     for ((r, p), new_message) in batch.iter().zip(plans).zip(new_messages) {
         let Some(p) = p else { continue };
         if p.changed {
-            v.push(sealer, tenant, r, p);
+            let (external_id, message_id) = (&r.input.external_id, &r.meta.message_id);
+            rows.version(sealer, tenant, external_id, message_id, &p.lead);
         }
         if let (true, Some(m)) = (*new_message, r.attached.message()) {
-            messages.push(sealer, tenant, p.lead.id, m);
+            rows.message(sealer, tenant, p.lead.id, m);
         }
         if p.lead.qualified_at.is_some() {
-            wish.0.push(p.lead.id);
-            wish.1.push(p.lead.version);
+            rows.wish(p.lead.id, p.lead.version);
         }
         let applied = p.view();
         for (action, subject, details) in r.attached.audit_entries(&r.meta, &applied) {
-            audit.actor.push(r.meta.user_id.clone());
-            audit.action.push(action.to_owned());
-            audit.subject.push(subject);
-            audit.correlation_id.push(r.meta.correlation_id.clone());
-            audit.details.push(details);
+            let (actor, correlation_id) = (r.meta.user_id.clone(), r.meta.correlation_id.clone());
+            rows.audit(actor, action, subject, correlation_id, details);
         }
     }
-    let wish_sql = store::want_sync_sql(
-        "select $1::uuid, w.id, w.version from unnest($19::uuid[], $20::int8[]) as w(id, version)",
-    );
-    let sql = format!(
-        "with v as (
-             select * from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::int4[],
-                                  $12::text[], $13::jsonb[], $14::int8[], $15::timestamptz[],
-                                  $16::text[], $17::text[], $18::text[])
-                 as v(id, external_id, source, name, username, phone, email, answers, campaign,
-                      score, tier, reasons, version, qualified_at, message_id, phone_index,
-                      email_index)),
-         written as (
-             insert into leads as l (tenant_id, id, external_id, source, name, username, phone,
-                                     email, answers, campaign, score, tier, reasons, version,
-                                     qualified_at, scored_at, last_message_id, phone_index,
-                                     email_index)
-             select $1, id, external_id, source, name, username, phone, email, answers, campaign,
-                    score, tier, reasons, version, qualified_at, now(), message_id, phone_index,
-                    email_index
-               from v
-             on conflict (tenant_id, external_id) do update
-                set name = excluded.name, username = excluded.username, phone = excluded.phone,
-                    email = excluded.email, answers = excluded.answers,
-                    campaign = excluded.campaign, score = excluded.score, tier = excluded.tier,
-                    reasons = excluded.reasons, version = excluded.version,
-                    qualified_at = excluded.qualified_at, scored_at = excluded.scored_at,
-                    last_message_id = excluded.last_message_id, updated_at = now(),
-                    phone_index = excluded.phone_index, email_index = excluded.email_index
-              where l.id = excluded.id
-             returning l.id),
-         history as (
-             insert into lead_scores (tenant_id, lead_id, version, score, tier, reasons, message_id)
-             select $1, id, version, score, tier, reasons, message_id from v),
-         wish as ({wish_sql}),
-         audited as (
-             insert into audit_log (tenant_id, actor, action, subject, outcome, correlation_id,
-                                    details)
-             select $1, a.actor, a.action, a.subject, 'ok', a.correlation_id, a.details
-               from unnest($21::text[], $22::text[], $23::text[], $24::text[], $25::jsonb[])
-                 as a(actor, action, subject, correlation_id, details)),
-         messages as (
-             insert into lead_messages (tenant_id, lead_id, source, source_id, conversation_id,
-                                        content, sent_at)
-             select $1, m.lead_id, m.source, m.source_id, m.conversation_id, m.content, m.sent_at
-               from unnest($26::uuid[], $27::text[], $28::text[], $29::int8[], $30::text[],
-                           $31::timestamptz[])
-                 as m(lead_id, source, source_id, conversation_id, content, sent_at)
-             on conflict (tenant_id, source, source_id) do nothing
-             returning 1)
-         select n.written, n.messages, w.lead_id, w.wanted_version, w.synced_version
-           from (select (select count(*) from written) as written,
-                        (select count(*) from messages) as messages) n
-           left join wish w on true"
-    );
-    let (changed, new) = (v.id.len(), messages.lead_id.len());
-    let rows = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(&v.id)
-        .bind(&v.external_id)
-        .bind(&v.source)
-        .bind(&v.name)
-        .bind(&v.username)
-        .bind(&v.phone)
-        .bind(&v.email)
-        .bind(&v.answers)
-        .bind(&v.campaign)
-        .bind(&v.score)
-        .bind(&v.tier)
-        .bind(&v.reasons)
-        .bind(&v.version)
-        .bind(&v.qualified_at)
-        .bind(&v.message_id)
-        .bind(&v.phone_index)
-        .bind(&v.email_index)
-        .bind(&wish.0)
-        .bind(&wish.1)
-        .bind(&audit.actor)
-        .bind(&audit.action)
-        .bind(&audit.subject)
-        .bind(&audit.correlation_id)
-        .bind(&audit.details)
-        .bind(&messages.lead_id)
-        .bind(&messages.source)
-        .bind(&messages.source_id)
-        .bind(&messages.conversation_id)
-        .bind(&messages.content)
-        .bind(&messages.sent_at)
-        .fetch_all(conn)
-        .await?;
-    let mut wishes = HashMap::new();
-    for row in &rows {
-        let written: i64 = row.try_get("written")?;
-        let stored: i64 = row.try_get("messages")?;
-        if usize::try_from(stored).ok() != Some(new) {
-            // A message the lead read found missing was stored meanwhile (under another lead:
-            // never expected); counted in this lead's score, it would be wrong. The jobs run
-            // alone instead, where a message stored already is not counted.
-            return Err(JobError::transient(
-                "group_commit_mismatch",
-                anyhow::anyhow!("stored {stored} of {new} new messages"),
-            ));
-        }
-        if usize::try_from(written).ok() != Some(changed) {
-            // A lead held for update vanished: never expected; the jobs run alone instead.
-            return Err(JobError::transient(
-                "group_commit_mismatch",
-                anyhow::anyhow!("wrote {written} of {changed} lead versions"),
-            ));
-        }
-        let lead: Option<Uuid> = row.try_get("lead_id")?;
-        if let Some(lead) = lead {
-            let wanted: i64 = row.try_get("wanted_version")?;
-            let synced: i64 = row.try_get("synced_version")?;
-            wishes.insert(lead, store::unsynced(Some((wanted, synced))));
-        }
-    }
-    Ok(wishes)
-}
-
-/// The batch's new lead versions, column by column (`unnest` reads them back as rows).
-#[derive(Default)]
-struct Columns {
-    id: Vec<Uuid>,
-    external_id: Vec<String>,
-    source: Vec<String>,
-    name: Vec<Option<String>>,
-    username: Vec<Option<String>>,
-    phone: Vec<Option<String>>,
-    email: Vec<Option<String>>,
-    answers: Vec<serde_json::Value>,
-    campaign: Vec<Option<String>>,
-    score: Vec<Option<i32>>,
-    tier: Vec<Option<String>>,
-    reasons: Vec<serde_json::Value>,
-    version: Vec<i64>,
-    qualified_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
-    message_id: Vec<String>,
-    phone_index: Vec<Option<String>>,
-    email_index: Vec<Option<String>>,
-}
-
-impl Columns {
-    /// Adds `p`'s new version, its personal fields sealed for rest.
-    fn push(&mut self, sealer: &Sealer, tenant: Uuid, r: &Request, p: &Planned) {
-        let l = &p.lead;
-        let c = sealer.seal_for_rest(
-            tenant,
-            l.name.as_deref(),
-            l.username.as_deref(),
-            l.phone.as_deref(),
-            l.email.as_deref(),
-        );
-        self.id.push(l.id);
-        self.external_id.push(r.input.external_id.clone());
-        self.source.push(l.source.clone());
-        self.name.push(c.name);
-        self.username.push(c.username);
-        self.phone.push(c.phone);
-        self.email.push(c.email);
-        self.answers.push(serde_json::json!(l.answers.0));
-        self.campaign.push(l.campaign.clone());
-        self.score.push(l.score);
-        self.tier.push(l.tier.clone());
-        self.reasons.push(serde_json::json!(l.reasons.0));
-        self.version.push(l.version);
-        self.qualified_at.push(l.qualified_at);
-        self.message_id.push(r.meta.message_id.clone());
-        self.phone_index.push(c.phone_index);
-        self.email_index.push(c.email_index);
-    }
-}
-
-/// The batch's new messages, column by column, their text sealed.
-#[derive(Default)]
-struct MessageColumns {
-    lead_id: Vec<Uuid>,
-    source: Vec<&'static str>,
-    source_id: Vec<String>,
-    conversation_id: Vec<Option<i64>>,
-    content: Vec<Option<String>>,
-    sent_at: Vec<chrono::DateTime<chrono::Utc>>,
-}
-
-impl MessageColumns {
-    fn push(&mut self, sealer: &Sealer, tenant: Uuid, lead_id: Uuid, m: &crate::lead::Inbound) {
-        self.lead_id.push(lead_id);
-        self.source.push(m.source);
-        self.source_id.push(m.source_id.clone());
-        self.conversation_id.push(m.conversation_id);
-        self.content.push(
-            m.content
-                .as_deref()
-                .map(|c| sealer.seal(tenant, field::CONTENT, c)),
-        );
-        self.sent_at.push(m.sent_at);
-    }
-}
-
-/// The batch's audit rows, column by column.
-#[derive(Default)]
-struct AuditColumns {
-    actor: Vec<String>,
-    action: Vec<String>,
-    subject: Vec<String>,
-    correlation_id: Vec<String>,
-    details: Vec<serde_json::Value>,
+    write::write(conn, tenant, &rows).await
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub mod scoring;
 pub mod shadow;
 pub mod store;
 pub mod sync;
+mod write;
 
 pub use attached::{event_entry, Attached, Event, Inbound};
 pub use erase::{erase, EraseError, Erased};

@@ -25,7 +25,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::lead::scoring::{self, Facts, Rules, RulesRow, Score, RULES_COLUMNS, RULES_JOINS};
-use crate::lead::LeadInput;
+use crate::lead::{write, LeadInput};
 use crate::pii::at_rest::{open_stored, Unreadable};
 use crate::pii::{field, Sealer};
 use leadq_queue::envelope::JobMeta;
@@ -40,6 +40,11 @@ pub enum StoreError {
     /// A stored personal field does not open (its key was dropped, or the row was altered).
     #[error(transparent)]
     Unreadable(#[from] Unreadable),
+    /// The write found the leads other than their read: a lead held for update vanished, or
+    /// one read as missing was created meanwhile by a writer that does not hold it. Never
+    /// expected; the transaction must be rolled back, and a retry reads them again.
+    #[error("lead write mismatch: {0}")]
+    Mismatch(String),
 }
 
 impl From<StoreError> for JobError {
@@ -48,6 +53,7 @@ impl From<StoreError> for JobError {
             StoreError::Db(e) => e.into(),
             // No retry opens it: dead-letter it, where an operator sees the code.
             StoreError::Unreadable(e) => JobError::permanent("sealed_data_unreadable", e),
+            StoreError::Mismatch(_) => JobError::transient("lead_write_mismatch", e),
         }
     }
 }
@@ -351,8 +357,8 @@ pub async fn ensure(
 /// Applies `input` to its lead for `meta`'s tenant (see the module docs). `None`: the lead
 /// was erased after the job was made; nothing was written. Besides the audit row the caller
 /// writes, three statements: the lock and the read ([`hold_and_find`]), and the new version
-/// with its history row and CRM wish ([`write_version`]; an insert of the whole row for a new
-/// lead).
+/// with its history row and CRM wish (the statement a group commit writes a batch with:
+/// [`write`]).
 pub async fn apply(
     conn: &mut PgConnection,
     sealer: &Sealer,
@@ -476,13 +482,20 @@ pub async fn apply_to(
     held: Held,
 ) -> Result<Applied, StoreError> {
     let p = plan(sealer, meta, input, held)?;
-    let sync = if p.changed {
-        let insert_as = p.new.then_some(input.external_id.as_str());
-        write_version(conn, sealer, meta, &p.lead, insert_as).await?
-    } else if p.lead.qualified_at.is_some() {
-        want_sync(conn, meta.tenant_id, p.lead.id, p.lead.version).await?
-    } else {
+    let tenant = meta.tenant_id;
+    let mut rows = write::Rows::default();
+    if p.changed {
+        let (external_id, message_id) = (&input.external_id, &meta.message_id);
+        rows.version(sealer, tenant, external_id, message_id, &p.lead);
+    }
+    if p.lead.qualified_at.is_some() {
+        rows.wish(p.lead.id, p.lead.version);
+    }
+    let sync = if rows.is_empty() {
         None
+    } else {
+        let wishes = write::write(conn, tenant, &rows).await?;
+        wishes.get(&p.lead.id).copied().flatten()
     };
     Ok(p.applied(sync))
 }
@@ -492,8 +505,6 @@ pub async fn apply_to(
 pub(super) struct Planned {
     /// The lead after the change, in clear; its next version when `changed`.
     pub(super) lead: Stored,
-    /// Not stored yet: the write inserts it.
-    pub(super) new: bool,
     pub(super) changed: bool,
     pub(super) score: Score,
     pub(super) candidate: Option<Score>,
@@ -554,120 +565,10 @@ pub(super) fn plan(
     }
     Ok(Planned {
         lead,
-        new: held.new,
         changed,
         score,
         candidate,
     })
-}
-
-/// Writes `lead`'s new version, in one statement: the lead (inserted whole under
-/// `insert_as`, its `external_id`, when it is new; else updated), its `lead_scores` history
-/// row and, when it is qualified, the CRM's wish for it ([`want_sync`]). Returns the version a `crm_sync` job should exist for, if any.
-async fn write_version(
-    conn: &mut PgConnection,
-    sealer: &Sealer,
-    meta: &JobMeta,
-    lead: &Stored,
-    insert_as: Option<&str>,
-) -> Result<Option<i64>, sqlx::Error> {
-    let tenant = meta.tenant_id;
-    let c = sealer.seal_for_rest(
-        tenant,
-        lead.name.as_deref(),
-        lead.username.as_deref(),
-        lead.phone.as_deref(),
-        lead.email.as_deref(),
-    );
-    let head = if insert_as.is_some() {
-        "insert into leads (tenant_id, id, name, username, phone, email, answers, campaign, score,
-                            tier, reasons, version, qualified_at, scored_at, last_message_id,
-                            phone_index, email_index, external_id, source)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now(), $14, $15, $16,
-                 $18, $19)
-         returning tenant_id, id"
-    } else {
-        "update leads set name = $3, username = $4, phone = $5, email = $6, answers = $7,
-                campaign = $8, score = $9, tier = $10, reasons = $11, version = $12,
-                qualified_at = $13, scored_at = now(), last_message_id = $14,
-                updated_at = now(), phone_index = $15, email_index = $16
-          where tenant_id = $1 and id = $2
-         returning tenant_id, id"
-    };
-    let wish = want_sync_sql("select tenant_id, id, $12 from changed where $17::boolean");
-    let query = format!(
-        "with changed as ({head}),
-              history as (insert into lead_scores
-                              (tenant_id, lead_id, version, score, tier, reasons, message_id)
-                          select tenant_id, id, $12, $9, $10, $11, $14 from changed),
-              wish as ({wish})
-         select wanted_version, synced_version from wish"
-    );
-    let query = sqlx::query_as(&query)
-        .bind(tenant)
-        .bind(lead.id)
-        .bind(&c.name)
-        .bind(&c.username)
-        .bind(&c.phone)
-        .bind(&c.email)
-        .bind(&lead.answers)
-        .bind(&lead.campaign)
-        .bind(lead.score)
-        .bind(&lead.tier)
-        .bind(&lead.reasons)
-        .bind(lead.version)
-        .bind(lead.qualified_at)
-        .bind(&meta.message_id)
-        .bind(&c.phone_index)
-        .bind(&c.email_index)
-        .bind(lead.qualified_at.is_some());
-    let query = match insert_as {
-        Some(external_id) => query.bind(external_id).bind(&lead.source),
-        None => query,
-    };
-    let wanted: Option<(i64, i64)> = query.fetch_optional(conn).await?;
-    Ok(unsynced(wanted))
-}
-
-/// The upsert that records the CRM's wish for a lead version, for the rows `rows` selects
-/// (`tenant_id, lead_id, version`): only when the tenant has a CRM connection, and never
-/// lowering a wish already recorded. Returns `lead_id, wanted_version, synced_version`.
-pub(super) fn want_sync_sql(rows: &str) -> String {
-    format!(
-        "insert into crm_sync_state (tenant_id, lead_id, wanted_version)
-         select * from ({rows}) as w
-          where exists (select 1 from crm_connections where tenant_id = $1)
-         on conflict (lead_id) do update
-            set wanted_version = greatest(crm_sync_state.wanted_version, excluded.wanted_version),
-                updated_at = case when excluded.wanted_version > crm_sync_state.wanted_version
-                                  then now() else crm_sync_state.updated_at end
-         returning lead_id, wanted_version, synced_version"
-    )
-}
-
-/// The version a `crm_sync` job should exist for: the wanted one, while it is not synced.
-pub(super) fn unsynced(wanted: Option<(i64, i64)>) -> Option<i64> {
-    wanted.and_then(|(w, s)| (s < w).then_some(w))
-}
-
-/// Records that the CRM should get `version` of the lead (when the tenant has a CRM), and
-/// returns the version a `crm_sync` job should exist for, if one is still unsynced. Called
-/// again on a replay, it returns the same version, so a job lost between commit and enqueue
-/// is enqueued by the replay.
-async fn want_sync(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    lead_id: Uuid,
-    version: i64,
-) -> Result<Option<i64>, sqlx::Error> {
-    let wanted: Option<(Uuid, i64, i64)> =
-        sqlx::query_as(&want_sync_sql("select $1::uuid, $2::uuid, $3::bigint"))
-            .bind(tenant)
-            .bind(lead_id)
-            .bind(version)
-            .fetch_optional(conn)
-            .await?;
-    Ok(unsynced(wanted.map(|(_, wanted, synced)| (wanted, synced))))
 }
 
 /// Scores what `input` would make of its lead without writing anything (shadow mode).
