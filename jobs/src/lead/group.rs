@@ -340,7 +340,7 @@ async fn write_all(
         if let (true, Some(m)) = (*new_message, r.attached.message()) {
             rows.message(sealer, tenant, p.lead.id, m);
         }
-        if p.lead.qualified_at.is_some() {
+        if p.wished() {
             rows.wish(p.lead.id, p.lead.version);
         }
         let applied = p.view();

@@ -167,6 +167,9 @@ pub struct Held {
     /// Not in the table yet ([`apply`] of a new lead): [`apply_to`] inserts it with its first
     /// version, in one statement instead of an insert and an update.
     new: bool,
+    /// The tenant has a CRM connection, as read with the lead: a qualified lead's version is
+    /// then wished for ([`write::Rows::wish`]).
+    crm: bool,
     inbound: i64,
     rules: Rules,
     candidate: Option<Rules>,
@@ -187,6 +190,8 @@ pub(super) struct Found {
     inbound: i64,
     /// The message the job attaches is stored already ([`read_held`]'s `messages`).
     message_stored: bool,
+    /// The tenant has a CRM connection (its qualified leads' versions are wished for).
+    crm: bool,
     rules: RulesRow,
 }
 
@@ -199,6 +204,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Found {
             erased_at: row.try_get("erased_at")?,
             inbound: row.try_get("inbound")?,
             message_stored: row.try_get("message_stored")?,
+            crm: row.try_get("crm")?,
             rules: RulesRow::from_row(row)?,
         })
     }
@@ -226,6 +232,7 @@ impl Found {
         Held {
             stored,
             new,
+            crm: self.crm,
             inbound: self.inbound,
             rules,
             candidate,
@@ -277,6 +284,7 @@ pub(super) async fn read_held(
                 exists (select from lead_messages m
                          where m.tenant_id = t.tenant_id and m.source = u.source
                            and m.source_id = u.source_id) as message_stored,
+                exists (select from crm_connections k where k.tenant_id = $1) as crm,
                 {RULES_COLUMNS}
            from (select $1::uuid as tenant_id) t
           cross join unnest((select $2::text[]), (select $3::text[]), (select $4::text[]))
@@ -488,7 +496,7 @@ pub async fn apply_to(
         let (external_id, message_id) = (&input.external_id, &meta.message_id);
         rows.version(sealer, tenant, external_id, message_id, &p.lead);
     }
-    if p.lead.qualified_at.is_some() {
+    if p.wished() {
         rows.wish(p.lead.id, p.lead.version);
     }
     let sync = if rows.is_empty() {
@@ -508,9 +516,17 @@ pub(super) struct Planned {
     pub(super) changed: bool,
     pub(super) score: Score,
     pub(super) candidate: Option<Score>,
+    /// The tenant has a CRM connection ([`Held`]).
+    crm: bool,
 }
 
 impl Planned {
+    /// The CRM should get the lead's version: it is qualified and the tenant has a CRM
+    /// connection (the write checks the connection again, in its own snapshot).
+    pub(super) fn wished(&self) -> bool {
+        self.crm && self.lead.qualified_at.is_some()
+    }
+
     /// What the change did, before it is written (no CRM wish known yet).
     pub(super) fn view(&self) -> Applied {
         Applied {
@@ -568,6 +584,7 @@ pub(super) fn plan(
         changed,
         score,
         candidate,
+        crm: held.crm,
     })
 }
 

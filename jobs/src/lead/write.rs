@@ -5,7 +5,8 @@
 //! Why one: the group commit ([`super::group`]) writes a batch of jobs with it, and a job alone
 //! ([`super::store::apply_to`]) its one version (its message and audit rows it writes itself,
 //! row by row, so it passes none). The lead's columns, its history row and the rule of the
-//! CRM's wish are spelled here once for both, and both run the same prepared statement.
+//! CRM's wish are spelled here once for both, and both run the same statement, less the
+//! inserts it has nothing for ([`Parts`]).
 //!
 //! Every lead goes through one `insert … on conflict (tenant_id, external_id) do update`: an
 //! existing lead is found by a probe of its primary key, whatever the table's statistics say.
@@ -17,7 +18,7 @@
 //! ([`StoreError::Mismatch`]: the lead is not counted, and its history row names no lead).
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -51,8 +52,8 @@ impl Rows {
             .push(sealer, tenant, external_id, message_id, lead);
     }
 
-    /// Asks for `version` of the qualified lead `lead_id` to reach the CRM (when the tenant has
-    /// a CRM connection; a wish already higher stays).
+    /// Asks for `version` of the qualified lead `lead_id` to reach the CRM, for a tenant read to
+    /// have a CRM connection (the statement checks it again; a wish already higher stays).
     pub(super) fn wish(&mut self, lead_id: Uuid, version: i64) {
         self.wishes.0.push(lead_id);
         self.wishes.1.push(version);
@@ -89,13 +90,86 @@ impl Rows {
     }
 }
 
-/// The statement (see the module docs); formatted once.
-static SQL: LazyLock<String> = LazyLock::new(|| {
-    let wish_sql = want_sync_sql(
-        "select $1::uuid, w.id, w.version from unnest($19::uuid[], $20::int8[]) as w(id, version)",
-    );
-    format!(
-        "with v as (
+/// The parts a statement leaves out when it has nothing for them: each is an `insert` that
+/// costs its node's set-up and its table's statement trigger even when it inserts no row,
+/// about a third of a one-lead write's own cost together (docs/bench.md, "A write without the
+/// inserts it has nothing for"). A `lead_score` job has no message, a job alone no audit row,
+/// a tenant without a CRM connection no wish.
+#[derive(Clone, Copy)]
+struct Parts {
+    wish: bool,
+    audit: bool,
+    messages: bool,
+}
+
+impl Parts {
+    fn of(rows: &Rows) -> Self {
+        Self {
+            wish: !rows.wishes.0.is_empty(),
+            audit: !rows.audit.actor.is_empty(),
+            messages: !rows.messages.lead_id.is_empty(),
+        }
+    }
+
+    /// The statement with these parts (see the module docs), formatted once per combination.
+    fn sql(self) -> &'static str {
+        static SQL: [OnceLock<String>; 8] = [const { OnceLock::new() }; 8];
+        let i =
+            usize::from(self.wish) | usize::from(self.audit) << 1 | usize::from(self.messages) << 2;
+        SQL[i].get_or_init(|| self.format())
+    }
+
+    fn format(self) -> String {
+        let wish = if self.wish {
+            let rows = "select $1::uuid, w.id, w.version \
+                        from unnest($19::uuid[], $20::int8[]) as w(id, version)";
+            format!(",\n wish as ({})", want_sync_sql(rows))
+        } else {
+            String::new()
+        };
+        let audited = if self.audit {
+            ",
+         audited as (
+             insert into audit_log (tenant_id, actor, action, subject, outcome, correlation_id,
+                                    details)
+             select $1, a.actor, a.action, a.subject, 'ok', a.correlation_id, a.details
+               from unnest($21::text[], $22::text[], $23::text[], $24::text[], $25::jsonb[])
+                 as a(actor, action, subject, correlation_id, details))"
+        } else {
+            ""
+        };
+        let messages = if self.messages {
+            ",
+         messages as (
+             insert into lead_messages (tenant_id, lead_id, source, source_id, conversation_id,
+                                        content, sent_at)
+             select $1, m.lead_id, m.source, m.source_id, m.conversation_id, m.content, m.sent_at
+               from unnest($26::uuid[], $27::text[], $28::text[], $29::int8[], $30::text[],
+                           $31::timestamptz[])
+                 as m(lead_id, source, source_id, conversation_id, content, sent_at)
+             on conflict (tenant_id, source, source_id) do nothing
+             returning 1)"
+        } else {
+            ""
+        };
+        let counted = if self.messages {
+            "(select count(*) from messages)"
+        } else {
+            "0::int8"
+        };
+        let (wished, joined) = if self.wish {
+            (
+                "w.lead_id, w.wanted_version, w.synced_version",
+                "left join wish w on true",
+            )
+        } else {
+            (
+                "null::uuid as lead_id, null::int8 as wanted_version, null::int8 as synced_version",
+                "",
+            )
+        };
+        format!(
+            "with v as (
              select * from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                                   $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::int4[],
                                   $12::text[], $13::jsonb[], $14::int8[], $15::timestamptz[],
@@ -124,29 +198,13 @@ static SQL: LazyLock<String> = LazyLock::new(|| {
              returning l.id),
          history as (
              insert into lead_scores (tenant_id, lead_id, version, score, tier, reasons, message_id)
-             select $1, id, version, score, tier, reasons, message_id from v),
-         wish as ({wish_sql}),
-         audited as (
-             insert into audit_log (tenant_id, actor, action, subject, outcome, correlation_id,
-                                    details)
-             select $1, a.actor, a.action, a.subject, 'ok', a.correlation_id, a.details
-               from unnest($21::text[], $22::text[], $23::text[], $24::text[], $25::jsonb[])
-                 as a(actor, action, subject, correlation_id, details)),
-         messages as (
-             insert into lead_messages (tenant_id, lead_id, source, source_id, conversation_id,
-                                        content, sent_at)
-             select $1, m.lead_id, m.source, m.source_id, m.conversation_id, m.content, m.sent_at
-               from unnest($26::uuid[], $27::text[], $28::text[], $29::int8[], $30::text[],
-                           $31::timestamptz[])
-                 as m(lead_id, source, source_id, conversation_id, content, sent_at)
-             on conflict (tenant_id, source, source_id) do nothing
-             returning 1)
-         select n.written, n.messages, w.lead_id, w.wanted_version, w.synced_version
-           from (select (select count(*) from written) as written,
-                        (select count(*) from messages) as messages) n
-           left join wish w on true"
-    )
-});
+             select $1, id, version, score, tier, reasons, message_id from v){wish}{audited}{messages}
+         select n.written, n.messages, {wished}
+           from (select (select count(*) from written) as written, {counted} as messages) n
+           {joined}"
+        )
+    }
+}
 
 /// Writes `rows` for `tenant` in one statement. Returns each wished lead's unsynced version
 /// ([`unsynced`]). Fails with [`StoreError::Mismatch`] when fewer leads or messages were
@@ -158,7 +216,7 @@ pub(super) async fn write(
 ) -> Result<HashMap<Uuid, Option<i64>>, StoreError> {
     let (v, messages, audit) = (&rows.versions, &rows.messages, &rows.audit);
     let (changed, new) = (v.id.len(), messages.lead_id.len());
-    let found = sqlx::query(&SQL)
+    let found = sqlx::query(Parts::of(rows).sql())
         .bind(tenant)
         .bind(&v.id)
         .bind(&v.external_id)
