@@ -95,11 +95,20 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
             sent_at: ev.occurred_at,
         })),
         Change::Contact => Ok(Attached::Event(event)),
-        change => Err(change),
+        Change::Conversation {
+            conversation_id,
+            status,
+        } => Err(Alone::Conversation {
+            conversation_id,
+            status,
+        }),
+        Change::Reply {
+            conversation_id, ..
+        } => Err(Alone::Reply { conversation_id }),
     };
     let (applied, waited) = match attached {
         Ok(attached) => (deps.group.apply(meta.clone(), lead, attached).await?, None),
-        Err(change) => apply_alone(&deps, meta, &ev.event, ev.occurred_at, &change, &lead).await?,
+        Err(alone) => apply_alone(&deps, meta, &ev.event, ev.occurred_at, &alone, &lead).await?,
     };
     let Some(applied) = applied else {
         tracing::info!("Skipping an event for a lead erased after the event was received.");
@@ -115,6 +124,17 @@ pub async fn run(job: Job<EventInput>, deps: Data<Deps>) -> Result<(), JobError>
     Ok(())
 }
 
+/// The changes that write rows of their own and so run alone ([`apply_alone`]).
+enum Alone {
+    /// The conversation's state.
+    Conversation {
+        conversation_id: i64,
+        status: String,
+    },
+    /// An agent's reply: the end of the contact's wait.
+    Reply { conversation_id: i64 },
+}
+
 /// A conversation state or an agent's reply, in a transaction of its own:
 /// the lead held (created when new), the change stored, the contact merged, the event
 /// audited. Returns what the store did (`None`: the lead was erased after the event was
@@ -125,7 +145,7 @@ async fn apply_alone(
     meta: &JobMeta,
     event: &str,
     at: chrono::DateTime<chrono::Utc>,
-    change: &Change,
+    change: &Alone,
     lead: &LeadInput,
 ) -> Result<(Option<Applied>, Option<std::time::Duration>), JobError> {
     let mut tx = db::begin(&deps.pool, Scope::Tenant(meta.tenant_id)).await?;
@@ -135,7 +155,7 @@ async fn apply_alone(
     let lead_id = held.id();
     let mut waited = None;
     match change {
-        Change::Conversation {
+        Alone::Conversation {
             conversation_id,
             status,
         } => {
@@ -149,15 +169,11 @@ async fn apply_alone(
             )
             .await?;
         }
-        Change::Reply {
-            conversation_id, ..
-        } => {
+        Alone::Reply { conversation_id } => {
             waited = store::answer_messages(&mut tx, meta.tenant_id, lead_id, *conversation_id, at)
                 .await?
                 .map(|since| (at - since).to_std().unwrap_or_default());
         }
-        // Messages and contact changes go through the group commit ([`run`]).
-        Change::Message { .. } | Change::Contact => {}
     }
     // Conversation events carry the contact too; its fields are merged like any change.
     let applied = store::apply_to(&mut tx, &deps.sealer, meta, lead, held).await?;
