@@ -50,9 +50,24 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
-/// What every handler can reach.
+/// What every handler can reach ([`Shared`]), behind one `Arc`: axum clones the state for
+/// every extractor and middleware of a request, and cloning a dozen fields, each with its own
+/// reference count, then dropping them was 2 % of the API's CPU on the lead path
+/// (`perf record`, docs/bench.md).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The API's shared parts (see [`AppState`]).
+#[derive(Debug)]
+pub struct Shared {
     /// PostgreSQL.
     pub pool: PgPool,
     /// The queues.
@@ -232,7 +247,7 @@ impl Application {
             listener,
             tls,
             reads_writer,
-            state: AppState {
+            state: AppState(std::sync::Arc::new(Shared {
                 pool,
                 queue,
                 sealer: leadq_jobs::pii::Sealer::from_settings(settings),
@@ -245,7 +260,7 @@ impl Application {
                 http: reqwest::Client::new(),
                 watch,
                 reads,
-            },
+            })),
             max_body_bytes: settings.max_body_bytes,
             metrics_listener,
         })
