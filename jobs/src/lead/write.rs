@@ -120,12 +120,23 @@ impl Parts {
     }
 
     fn format(self) -> String {
+        // The CRM's wish for each qualified lead's version: only while the tenant has a CRM
+        // connection (checked again here, in the statement's snapshot), never lowering a wish
+        // already recorded.
         let wish = if self.wish {
-            let rows = "select $1::uuid, w.id, w.version \
-                        from unnest($19::uuid[], $20::int8[]) as w(id, version)";
-            format!(",\n wish as ({})", want_sync_sql(rows))
+            ",
+         wish as (
+             insert into crm_sync_state (tenant_id, lead_id, wanted_version)
+             select $1, w.id, w.version from unnest($19::uuid[], $20::int8[]) as w(id, version)
+              where exists (select 1 from crm_connections where tenant_id = $1)
+             on conflict (lead_id) do update
+                set wanted_version = greatest(crm_sync_state.wanted_version,
+                                              excluded.wanted_version),
+                    updated_at = case when excluded.wanted_version > crm_sync_state.wanted_version
+                                      then now() else crm_sync_state.updated_at end
+             returning lead_id, wanted_version, synced_version)"
         } else {
-            String::new()
+            ""
         };
         let audited = if self.audit {
             ",
@@ -271,31 +282,15 @@ pub(super) async fn write(
         if let Some(lead) = lead {
             let wanted: i64 = row.try_get("wanted_version")?;
             let synced: i64 = row.try_get("synced_version")?;
-            wishes.insert(lead, unsynced(Some((wanted, synced))));
+            wishes.insert(lead, unsynced(wanted, synced));
         }
     }
     Ok(wishes)
 }
 
-/// The upsert that records the CRM's wish for a lead version, for the rows `rows` selects
-/// (`tenant_id, lead_id, version`): only when the tenant has a CRM connection, and never
-/// lowering a wish already recorded. Returns `lead_id, wanted_version, synced_version`.
-fn want_sync_sql(rows: &str) -> String {
-    format!(
-        "insert into crm_sync_state (tenant_id, lead_id, wanted_version)
-         select * from ({rows}) as w
-          where exists (select 1 from crm_connections where tenant_id = $1)
-         on conflict (lead_id) do update
-            set wanted_version = greatest(crm_sync_state.wanted_version, excluded.wanted_version),
-                updated_at = case when excluded.wanted_version > crm_sync_state.wanted_version
-                                  then now() else crm_sync_state.updated_at end
-         returning lead_id, wanted_version, synced_version"
-    )
-}
-
 /// The version a `crm_sync` job should exist for: the wanted one, while it is not synced.
-pub(super) fn unsynced(wanted: Option<(i64, i64)>) -> Option<i64> {
-    wanted.and_then(|(w, s)| (s < w).then_some(w))
+fn unsynced(wanted: i64, synced: i64) -> Option<i64> {
+    (synced < wanted).then_some(wanted)
 }
 
 /// New lead versions, column by column.
