@@ -53,7 +53,7 @@ use utoipa_axum::routes;
 /// What every handler can reach ([`Shared`]), behind one `Arc`: axum clones the state for
 /// every extractor and middleware of a request, and cloning a dozen fields, each with its own
 /// reference count, then dropping them was 2 % of the API's CPU on the lead path
-/// (`perf record`, docs/bench.md).
+/// (`perf record`, docs/bench/processes.md).
 #[derive(Debug, Clone)]
 pub struct AppState(std::sync::Arc<Shared>);
 

@@ -26,7 +26,7 @@ pub const CATALOGUE: &[KindDefaults] = &[
         // the jobs, hold connections ([`db_connections`]). At 16 one worker scored one
         // tenant's leads at ~1,600/s, waiting on its slots with a core idle; at 64, ~2,400/s.
         // 50 tenants' leads: ~820/s with 64 (about one job a tenant: batches of one), ~1,650/s
-        // with 256, the two cores then busy (docs/bench.md).
+        // with 256, the two cores then busy (docs/bench/processes.md).
         concurrency: 256,
         max_attempts: 5,
         backoff_base: Duration::from_secs(1),
@@ -37,7 +37,7 @@ pub const CATALOGUE: &[KindDefaults] = &[
         kind: CHATWOOT_EVENT,
         // Its messages are group-committed like `lead_score` (`lead::group`): jobs in flight
         // make batches. One tenant's messages: ~720/s with 16, ~1,100/s with 64, ~1,700/s
-        // with 256 (docs/bench.md); its other events hold a connection each
+        // with 256 (docs/bench/processes.md); its other events hold a connection each
         // ([`db_connections`]).
         concurrency: 256,
         max_attempts: 8,

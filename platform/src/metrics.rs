@@ -322,7 +322,7 @@ pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// folded into its buckets, which happens at a scrape or an upkeep. We render `/metrics`
 /// ourselves (`build_recorder`), so without upkeep a process nobody scrapes — Prometheus
 /// down, or a worker without a scrape job — grows without bound: half a megabyte a second
-/// at 2,500 leads/s (docs/bench.md, "Worker memory").
+/// at 2,500 leads/s (docs/bench/processes.md, "Worker memory").
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {

@@ -2,7 +2,7 @@
 //!
 //! Every request authenticates its key: a PostgreSQL transaction of four statements for a fact
 //! that changes a few times a year, a fifth of what an accepted lead cost PostgreSQL
-//! (docs/bench.md). The API keeps each key that authenticated, by the SHA-256 of the presented
+//! (docs/bench/lead-path.md). The API keeps each key that authenticated, by the SHA-256 of the presented
 //! key (never the key itself), for [`TTL`]. Only successes are kept: a refused key is looked up
 //! again every time, so a key created a moment ago works at once and a stream of wrong keys
 //! fills nothing.

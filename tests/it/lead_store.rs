@@ -351,7 +351,7 @@ async fn one_bad_job_in_a_group_commit_fails_alone() {
 /// The lead read is planned once per connection, not on every job. PostgreSQL sizes `unnest`
 /// of a bound array by the array's length, so a read of one or two leads always looked cheaper
 /// planned afresh than on the statement's reusable plan, and was planned again on every call:
-/// under row-level security, most of the statement's cost at 50 tenants (docs/bench.md).
+/// under row-level security, most of the statement's cost at 50 tenants (docs/bench/plans.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lead_read_runs_on_its_reusable_plan_after_a_few_jobs() {
     let app = spawn_app().await;
@@ -391,7 +391,7 @@ async fn the_lead_read_runs_on_its_reusable_plan_after_a_few_jobs() {
 /// search whose plan depends on the table's statistics. The statement's reusable plan is made
 /// after five runs; made while the tenant had a few leads, the search by `id` became a scan of
 /// all the tenant's leads in every batch after, however many the tenant came to have
-/// (docs/bench.md).
+/// (docs/bench/plans.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_commit_updates_its_leads_without_reading_the_tenants_others() {
     let app = spawn_app().await;

@@ -3,7 +3,7 @@
 //! Every run hands over two rows: "running" when it starts, the outcome once the job is
 //! settled in Redis. One transaction per write made these two of a lead's four PostgreSQL
 //! transactions; and waiting for them, even group-committed, held the run's concurrency slot
-//! for 43 % of its time (docs/bench.md, "Where a run's time goes"). So a run hands its rows to
+//! for 43 % of its time (docs/bench/lead-path.md, "Where a run's time goes"). So a run hands its rows to
 //! one writer task per process and goes on; the writer takes everything waiting, commits it
 //! in one transaction (one upsert for every tenant's rows, under the scope `run-recorder`,
 //! which row-level security lets write `job_runs` and nothing else; a job named twice in a

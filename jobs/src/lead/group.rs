@@ -4,7 +4,7 @@
 //!
 //! Why: a job alone costs six statements and a commit, and on the real lead path PostgreSQL
 //! spent most of its time starting statements (plan set-up, row-level security, the per-row
-//! triggers) rather than writing rows (docs/bench.md, "The real lead path: six statements a
+//! triggers) rather than writing rows (docs/bench/lead-path.md, "The real lead path: six statements a
 //! job, then a tenant's ready jobs in one transaction"). A batch of `k` jobs costs five round
 //! trips in all: begin, the leads' locks, their rows, one write, commit. A Chatwoot message
 //! alone took seven ("Chatwoot events: seven statements a job"): its message is one more
@@ -53,7 +53,7 @@ pub const LEADERS_PER_TENANT: usize = 2;
 /// Batches of all tenants committing at the same time at most: the PostgreSQL connections
 /// `lead_score` jobs hold, however many run at once. More jobs in flight then make larger
 /// batches, not more connections (a worker running 64 jobs of 50 tenants opened 90 and
-/// exhausted a `max_connections = 100` server; docs/bench.md).
+/// exhausted a `max_connections = 100` server; docs/bench/plans.md).
 pub const MAX_WRITERS: usize = 16;
 
 /// Writes `lead_score` changes in batches (see the module docs). Cheap to clone.

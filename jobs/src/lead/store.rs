@@ -243,7 +243,7 @@ impl Found {
 /// Holds the lead ([`hold_lead`]) and reads it ([`read_held`]). The read is a statement of its
 /// own, after the lock, so it sees what committed while the lock was awaited: the lead another
 /// job created or changed, an erasure. (Merging the two into one round trip, a PL/pgSQL
-/// function that locks then reads, was measured and saved no CPU: docs/bench.md.)
+/// function that locks then reads, was measured and saved no CPU: docs/bench/lead-path.md.)
 async fn hold_and_find(
     conn: &mut PgConnection,
     tenant: Uuid,

@@ -12,7 +12,7 @@
 //! existing lead is found by a probe of its primary key, whatever the table's statistics say.
 //! An `update … from` the batch left that to the planner, and the statement's reusable plan,
 //! made while a tenant had a few leads, went on scanning all of them in every batch as the
-//! tenant grew (a quarter of the statement's time at `--tenants 50`: docs/bench.md). The
+//! tenant grew (a quarter of the statement's time at `--tenants 50`: docs/bench/plans.md). The
 //! update applies only to the row the caller read and locked (`l.id = excluded.id`): a lead it
 //! found missing but that exists now is not overwritten, and the write fails
 //! ([`StoreError::Mismatch`]: the lead is not counted, and its history row names no lead).
@@ -92,7 +92,7 @@ impl Rows {
 
 /// The parts a statement leaves out when it has nothing for them: each is an `insert` that
 /// costs its node's set-up and its table's statement trigger even when it inserts no row,
-/// about a third of a one-lead write's own cost together (docs/bench.md, "A write without the
+/// about a third of a one-lead write's own cost together (docs/bench/lead-path.md, "A write without the
 /// inserts it has nothing for"). A `lead_score` job has no message, a job alone no audit row,
 /// a tenant without a CRM connection no wish.
 #[derive(Clone, Copy)]

@@ -35,7 +35,7 @@ pub const BATCH: i64 = 2_000;
 /// How often a worker's sealer makes a pass. A pass costs each chain with rows to seal one
 /// short transaction of about six statements, however few rows it seals: every 200 ms, fifty
 /// tenants' chains took 250 sealing transactions a second, and fifty tenants' leads were
-/// scored ~9 % slower than at one pass a second (docs/bench.md, "The sealer's pace"). A second
+/// scored ~9 % slower than at one pass a second (docs/bench/audit-chain.md, "The sealer's pace"). A second
 /// is still "seconds after its commit" (docs/audit.md); the verifier's overdue bound is minutes.
 pub const SEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -70,7 +70,7 @@ pub fn link(key: &[u8; 32], prev: &[u8], seq: i64, canonical: &[u8]) -> Vec<u8> 
 /// chain, instead of `select distinct`, which read every unsealed row: each pass paid for the
 /// whole backlog, so a sealer that fell behind (after an outage of PostgreSQL, say) slowed
 /// itself further. With 200,000 rows unsealed over 50 chains, 387 ms against 19–50 ms
-/// (docs/bench.md, "The sealer's chain lookup").
+/// (docs/bench/audit-chain.md, "The sealer's chain lookup").
 pub async fn pending_scopes(pool: &sqlx::PgPool) -> Result<Vec<Scope>, sqlx::Error> {
     let mut tx = db::begin_service(pool, "audit-sealer").await?;
     let names: Vec<Option<uuid::Uuid>> = sqlx::query_scalar(
@@ -146,7 +146,7 @@ pub async fn seal_batch(
     // links by a hash join, never a nested loop. The planner cannot count the rows row-level
     // security lets through (it guesses 0.5 % per policy clause, so "one row" of any table
     // under 100,000), and with that guess it scanned the whole table once and the batch once
-    // per row: 2.9 s for 1,014 rows at 15,000 (docs/bench.md). `set local` ends with this
+    // per row: 2.9 s for 1,014 rows at 15,000 (docs/bench/plans.md). `set local` ends with this
     // transaction, and nothing after the update joins.
     sqlx::query("set local enable_nestloop = off")
         .execute(&mut *tx)
