@@ -31,8 +31,8 @@ for i = 2, #ARGV do
 end
 if #back > 0 then
   fair_add(KEYS[4], back)
-  if redis.call('LLEN', KEYS[5]) < 8 then
-    redis.call('LPUSH', KEYS[5], '1')
+  if redis.call('LPUSH', KEYS[5], '1') > 8 then
+    redis.call('LTRIM', KEYS[5], 0, 7)
   end
 end
 return done

@@ -50,8 +50,7 @@ for i = 1, n do
 end
 if #ready > 0 then
   fair_add(KEYS[1], ready)
-  if redis.call('LLEN', KEYS[4]) < 8 then
-    redis.call('LPUSH', KEYS[4], '1')
-  end
+  -- At most 8 wake-ups wait (one command, the trim only when it overflows).
+  if redis.call('LPUSH', KEYS[4], '1') > 8 then redis.call('LTRIM', KEYS[4], 0, 7) end
 end
 return out

@@ -26,7 +26,6 @@ end
 fair_add(KEYS[3], back)
 fair_ended(KEYS[3], ended)
 if released > 0 then
-  redis.call('LPUSH', KEYS[4], '1')
-  redis.call('LTRIM', KEYS[4], 0, 7)
+  if redis.call('LPUSH', KEYS[4], '1') > 8 then redis.call('LTRIM', KEYS[4], 0, 7) end
 end
 return released

@@ -157,6 +157,37 @@ async fn an_idle_worker_waits_for_a_wake_up_instead_of_fetching_from_an_empty_qu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_ups_nobody_takes_are_kept_to_eight_and_a_worker_started_later_runs_every_job() {
+    let prefix = queue_prefix();
+    let q = queue(settings(&prefix, 3, 100)).await;
+    // Twenty enqueues with no worker waiting: each pushes a wake-up.
+    for i in 0..20 {
+        q.enqueue(vec![job(i, None)]).await.unwrap();
+    }
+    #[allow(clippy::disallowed_methods)]
+    let url = std::env::var("REDIS_URL").unwrap();
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let waiting: u64 = redis::cmd("LLEN")
+        .arg(format!("{{{prefix}:{KIND}}}:wake"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(waiting, 8, "wake-ups left waiting");
+    let handler: Handler = Arc::new(|_job| async { Ok(()) }.boxed());
+    let rec = Recorder::default();
+    let w = start_registered(&q, handler, rec.clone()).await;
+    wait_for("all twenty done", Duration::from_secs(10), || async {
+        (q.counts(KIND).await.unwrap().done == 20).then_some(())
+    })
+    .await;
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_with_room_for_hundreds_of_jobs_leases_them_in_bounded_fetches() {
     let prefix = queue_prefix();
     let q = queue(settings(&prefix, 3, 100)).await;
