@@ -262,3 +262,69 @@ async fn a_contact_change_that_cannot_be_applied_fails_alone_and_the_others_are_
     assert!(leadq_platform::audit::summary(&verified).0);
     app.stop().await;
 }
+
+/// The lead read finds whether a message is stored, and counts a lead's messages, through that
+/// message's and that lead's own index entries, however many messages the tenant holds. Its
+/// reusable plan is made after five runs; made while the tenant had a few messages, it once
+/// read all of them for every batch (a hash of the tenant's messages for the one, a bitmap of
+/// them for the other): 36 ms a read with 80,000 messages (docs/bench/plans.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lead_read_looks_up_messages_without_reading_the_tenants_others() {
+    let app = spawn_app().await;
+    // One connection: the reusable plan is per connection, and so are the counters' flushes.
+    let pool = crate::lead_store::one_connection(&app).await;
+    let group = GroupCommit::new(pool.clone(), app.sealer());
+    for i in 0..8 {
+        let (input, attached) = message(&format!("cw-g{i}"), 100 + i);
+        group
+            .apply(meta(&app, &format!("g{i}")), input, attached)
+            .await
+            .unwrap()
+            .expect("applied");
+    }
+    // The tenant grows (no ANALYZE runs in between: the plan made above is kept).
+    let mut tx = app.db.owner_tx(app.tenant.tenant_id).await;
+    sqlx::query(
+        "insert into lead_messages (tenant_id, lead_id, source, source_id, sent_at)
+         select $1, l.id, 'chatwoot', 'bulk-' || i, now()
+           from leads l, generate_series(1, 3000) as i
+          where l.tenant_id = $1 and l.external_id = 'cw-g0'",
+    )
+    .bind(app.tenant.tenant_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // Rows of `lead_messages` read by scans, as this connection's counters show them.
+    let read = || async {
+        sqlx::query("select pg_stat_force_next_flush()")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+               from pg_stat_user_tables where relname = 'lead_messages'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        n
+    };
+    let before = read().await;
+    for i in 1..4 {
+        let (input, attached) = message(&format!("cw-g{i}"), 200 + i);
+        group
+            .apply(meta(&app, &format!("h{i}")), input, attached)
+            .await
+            .unwrap()
+            .expect("applied");
+    }
+    let rows = read().await - before;
+    assert!(
+        rows <= 30,
+        "three messages of leads with one stored message each read {rows} rows of \
+         lead_messages: the tenant's 3,000 others were scanned"
+    );
+    pool.close().await;
+    app.stop().await;
+}

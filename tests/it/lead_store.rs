@@ -32,7 +32,7 @@ pub(crate) fn job_meta(app: &TestApp, message_id: &str, user_id: &str, action: &
 
 /// A pool of one connection to the app's database, as the runtime role: what a test of
 /// per-connection state (prepared statements, their plans) needs.
-async fn one_connection(app: &TestApp) -> sqlx::PgPool {
+pub(crate) async fn one_connection(app: &TestApp) -> sqlx::PgPool {
     let secret = leadq_platform::secret::Secret::new(app.db.url.clone());
     leadq_platform::db::connect(&secret, 1).await.unwrap()
 }
