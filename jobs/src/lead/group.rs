@@ -53,8 +53,12 @@ pub const LEADERS_PER_TENANT: usize = 2;
 /// Batches of all tenants committing at the same time at most: the PostgreSQL connections
 /// `lead_score` jobs hold, however many run at once. More jobs in flight then make larger
 /// batches, not more connections (a worker running 64 jobs of 50 tenants opened 90 and
-/// exhausted a `max_connections = 100` server; docs/bench/plans.md).
-pub const MAX_WRITERS: usize = 16;
+/// exhausted a `max_connections = 100` server; docs/bench/plans.md). Eight, not sixteen: a
+/// tenant whose leader waits for a writer gathers a larger batch meanwhile, and a batch's
+/// statements cost PostgreSQL about the same for three leads as for one. With fifty tenants
+/// busy, eight writers scored a fifth more leads a second than sixteen, at the same latency
+/// (docs/bench/lead-path.md, "Eight writers"); four fell behind what the producers posted.
+pub const MAX_WRITERS: usize = 8;
 
 /// Writes `lead_score` changes in batches (see the module docs). Cheap to clone.
 #[derive(Clone)]
