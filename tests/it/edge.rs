@@ -116,13 +116,7 @@ async fn webhook_deliveries_over_budget_are_accepted_at_low_priority_and_counted
     let series = "leadq_webhook_over_budget_total{source=\"chatwoot\"}";
     let before = counter(&app.text(&metrics_url).await, series);
     let mut priorities = Vec::new();
-    #[allow(clippy::disallowed_methods)]
-    let url = std::env::var("REDIS_URL").unwrap();
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = crate::redis_conn().await;
     for i in 0..5 {
         let body = message_body(ACCOUNT, 9000 + i, false, "incoming");
         let res = post_chatwoot(&app, &body, &format!("d-{i}")).await;

@@ -295,22 +295,7 @@ async fn the_lead_read_looks_up_messages_without_reading_the_tenants_others() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    // Rows of `lead_messages` read by scans, as this connection's counters show them.
-    let read = || async {
-        sqlx::query("select pg_stat_force_next_flush()")
-            .execute(&pool)
-            .await
-            .unwrap();
-        let n: i64 = sqlx::query_scalar(
-            "select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-               from pg_stat_user_tables where relname = 'lead_messages'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        n
-    };
-    let before = read().await;
+    let before = crate::lead_store::rows_read(&pool, "lead_messages").await;
     for i in 1..4 {
         let (input, attached) = message(&format!("cw-g{i}"), 200 + i);
         group
@@ -319,7 +304,7 @@ async fn the_lead_read_looks_up_messages_without_reading_the_tenants_others() {
             .unwrap()
             .expect("applied");
     }
-    let rows = read().await - before;
+    let rows = crate::lead_store::rows_read(&pool, "lead_messages").await - before;
     assert!(
         rows <= 30,
         "three messages of leads with one stored message each read {rows} rows of \

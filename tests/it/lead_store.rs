@@ -30,6 +30,23 @@ pub(crate) fn job_meta(app: &TestApp, message_id: &str, user_id: &str, action: &
     }
 }
 
+/// Rows of `table` read by scans so far, as the counters of `pool`'s connection show them once
+/// flushed: what a test of a statement's plan (does it read the tenant's other rows?) counts.
+pub(crate) async fn rows_read(pool: &sqlx::PgPool, table: &str) -> i64 {
+    sqlx::query("select pg_stat_force_next_flush()")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+           from pg_stat_user_tables where relname = $1",
+    )
+    .bind(table)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// A pool of one connection to the app's database, as the runtime role: what a test of
 /// per-connection state (prepared statements, their plans) needs.
 pub(crate) async fn one_connection(app: &TestApp) -> sqlx::PgPool {
@@ -418,22 +435,7 @@ async fn a_group_commit_updates_its_leads_without_reading_the_tenants_others() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    // Rows of `leads` read by scans, as this connection's counters show them once flushed.
-    let read = || async {
-        sqlx::query("select pg_stat_force_next_flush()")
-            .execute(&pool)
-            .await
-            .unwrap();
-        let n: i64 = sqlx::query_scalar(
-            "select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-               from pg_stat_user_tables where relname = 'leads'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        n
-    };
-    let before = read().await;
+    let before = rows_read(&pool, "leads").await;
     for i in 0..3 {
         let m = meta(&app, &format!("u{i}"));
         let input = answer(&format!("tg-f{i}"), "timeline", "now");
@@ -444,7 +446,7 @@ async fn a_group_commit_updates_its_leads_without_reading_the_tenants_others() {
             .expect("applied");
         assert_eq!(applied.version, 2);
     }
-    let rows = read().await - before;
+    let rows = rows_read(&pool, "leads").await - before;
     assert!(
         rows <= 30,
         "three updates of one lead each read {rows} rows of leads: the tenant's 3,008 scanned"

@@ -48,6 +48,17 @@ mod tracing;
 mod webhooks;
 mod worker_faults;
 
+/// A connection to the tests' Redis (`REDIS_URL`), for looking at what the queue holds.
+pub(crate) async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    #[allow(clippy::disallowed_methods)]
+    let url = std::env::var("REDIS_URL").unwrap();
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 /// The real `leadq` binary, with the environment of `app`: its database, Redis key space and
 /// keys, quiet logs. Tests add the subcommand and anything else they need.
 pub(crate) fn leadq_cmd(app: &leadq_testkit::TestApp) -> std::process::Command {

@@ -193,13 +193,7 @@ async fn a_forged_trace_context_in_redis_is_dead_lettered_as_bad_signature() {
     let app = leadq_testkit::spawn_app().await;
     post_traced(&app, "tg-trace-3", "ada@example.com").await;
     // Before any worker runs it, someone with Redis access points the job at another trace.
-    #[allow(clippy::disallowed_methods)]
-    let url = std::env::var("REDIS_URL").unwrap();
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = crate::redis_conn().await;
     let key = format!("{{{}:lead_score}}:jobs", app.settings.queue.prefix);
     let jobs: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(&key)

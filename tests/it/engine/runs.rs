@@ -164,13 +164,7 @@ async fn wake_ups_nobody_takes_are_kept_to_eight_and_a_worker_started_later_runs
     for i in 0..20 {
         q.enqueue(vec![job(i, None)]).await.unwrap();
     }
-    #[allow(clippy::disallowed_methods)]
-    let url = std::env::var("REDIS_URL").unwrap();
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = crate::redis_conn().await;
     let waiting: u64 = redis::cmd("LLEN")
         .arg(format!("{{{prefix}:{KIND}}}:wake"))
         .query_async(&mut conn)
@@ -319,13 +313,7 @@ async fn completed_jobs_and_dead_letters_are_trimmed_by_age_with_their_data() {
         (c.done == 5 && c.dead == 1).then_some(())
     })
     .await;
-    #[allow(clippy::disallowed_methods)]
-    let url = std::env::var("REDIS_URL").unwrap();
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = crate::redis_conn().await;
     let key = |name: &str| format!("{{{prefix}:{KIND}}}:{name}");
     let kept: u64 = redis::cmd("ZCARD")
         .arg(key("done"))
