@@ -56,8 +56,8 @@ pub const LEADERS_PER_TENANT: usize = 2;
 /// exhausted a `max_connections = 100` server; docs/bench/plans.md). Eight, not sixteen: a
 /// tenant whose leader waits for a writer gathers a larger batch meanwhile, and a batch's
 /// statements cost PostgreSQL about the same for three leads as for one. With fifty tenants
-/// busy, eight writers scored a fifth more leads a second than sixteen, at the same latency
-/// (docs/bench/lead-path.md, "Eight writers"); four fell behind what the producers posted.
+/// busy, eight writers scored a tenth to a fifth more leads a second than sixteen, at the
+/// same latency (docs/bench/lead-path.md, "Eight writers"); four fell behind the producers.
 pub const MAX_WRITERS: usize = 8;
 
 /// Writes `lead_score` changes in batches (see the module docs). Cheap to clone.
