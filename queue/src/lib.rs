@@ -159,6 +159,10 @@ const PROMOTE_SLICE: usize = 1000;
 pub const FETCH_MAX: usize = 128;
 /// How many expired leases or due jobs one reap call handles at most.
 const REAP_SLICE: usize = 1000;
+/// Most wake-ups a wake list keeps: pushed with nobody waiting, they pile up no further, and a
+/// worker started later still finds enough to fetch until it drains. The scripts keep the same
+/// bound (`WAKE_KEPT` in `lua/fair.lua`).
+const WAKE_KEPT: isize = 8;
 
 struct Inner {
     signer: Signer,
@@ -378,13 +382,14 @@ impl Queue {
             .collect()
     }
 
-    /// Wakes `kind`'s idle workers (they block on shard 0's wake list).
+    /// Wakes `kind`'s idle workers (they block on shard 0's wake list), keeping at most
+    /// [`WAKE_KEPT`] wake-ups waiting.
     pub(crate) async fn wake(&self, kind: &str) -> Result<(), QueueError> {
         let wake = self.keys(kind, 0).wake;
         let _: () = redis::pipe()
             .lpush(&wake, 1)
             .ignore()
-            .ltrim(&wake, 0, 7)
+            .ltrim(&wake, 0, WAKE_KEPT - 1)
             .ignore()
             .query_async(&mut self.conn())
             .await?;

@@ -151,7 +151,7 @@ fair_add(KEYS[9], released)
 -- A wake-up for jobs back on the ready set, and for retries and snoozes: a worker that drained
 -- the queue waits for one before it fetches again, and learns from that fetch when they are due.
 if fair_ended(KEYS[9], ended) + #released + retried + snoozed > 0 then
-  if redis.call('LPUSH', KEYS[10], '1') > 8 then redis.call('LTRIM', KEYS[10], 0, 7) end
+  fair_wake(KEYS[10])
   out[#out + 1] = 'woke'
 end
 -- The `done` set is trimmed (by count and age) by the reaper, once a second.

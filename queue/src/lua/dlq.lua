@@ -31,8 +31,6 @@ for i = 2, #ARGV do
 end
 if #back > 0 then
   fair_add(KEYS[4], back)
-  if redis.call('LPUSH', KEYS[5], '1') > 8 then
-    redis.call('LTRIM', KEYS[5], 0, 7)
-  end
+  fair_wake(KEYS[5])
 end
 return done

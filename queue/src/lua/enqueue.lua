@@ -50,7 +50,6 @@ for i = 1, n do
 end
 if #ready > 0 then
   fair_add(KEYS[1], ready)
-  -- At most 8 wake-ups wait (one command, the trim only when it overflows).
-  if redis.call('LPUSH', KEYS[4], '1') > 8 then redis.call('LTRIM', KEYS[4], 0, 7) end
+  fair_wake(KEYS[4])
 end
 return out

@@ -85,6 +85,17 @@ local function fair_save()
   fair_dirty = {}
 end
 
+-- Wakes the workers waiting on `wake_key` (a list they `BLPOP`): one push, and a trim only when
+-- the push made the list longer than WAKE_KEPT. Wake-ups nobody takes (no worker waiting) pile
+-- up no further than that; a worker started later finds enough to fetch until it drains.
+-- (`Queue::wake` in lib.rs keeps the same bound for the wake-ups it sends from Rust.)
+local WAKE_KEPT = 8
+local function fair_wake(wake_key)
+  if redis.call('LPUSH', wake_key, '1') > WAKE_KEPT then
+    redis.call('LTRIM', wake_key, 0, WAKE_KEPT - 1)
+  end
+end
+
 local function fair_member(tenant, prio, id)
   return (tenant or '') .. '|' .. (prio or '1') .. '|' .. id
 end

@@ -71,7 +71,7 @@ end
 if recovered > 0 then redis.call('HINCRBY', KEYS[6], 'recovered', recovered) end
 local woke = 0
 if recovered + #due + unparked > 0 then
-  if redis.call('LPUSH', KEYS[7], '1') > 8 then redis.call('LTRIM', KEYS[7], 0, 7) end
+  fair_wake(KEYS[7])
   woke = 1
 end
 return { recovered, poisoned, #due, #old, woke }

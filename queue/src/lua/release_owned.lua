@@ -26,6 +26,6 @@ end
 fair_add(KEYS[3], back)
 fair_ended(KEYS[3], ended)
 if released > 0 then
-  if redis.call('LPUSH', KEYS[4], '1') > 8 then redis.call('LTRIM', KEYS[4], 0, 7) end
+  fair_wake(KEYS[4])
 end
 return released

@@ -26,7 +26,7 @@ local function release(n)
   redis.call('ZREM', PARKED_KEY, unpack(members))
   redis.call('ZADD', KEYS[1], unpack(zargs))
   fair_save()
-  if redis.call('LPUSH', KEYS[4], '1') > 8 then redis.call('LTRIM', KEYS[4], 0, 7) end
+  fair_wake(KEYS[4])
   return #members
 end
 
