@@ -576,3 +576,105 @@ async fn a_lost_crm_sync_is_asked_for_again_by_the_reconcile_schedule() {
     worker.stop().await;
     app.stop().await;
 }
+
+/// Adds `n` pending CRM rows to the test tenant (leads `<prefix>-<i>`, version 1 wanted).
+async fn pending_rows(app: &TestApp, prefix: &str, n: i32) -> Vec<uuid::Uuid> {
+    let tenant = app.tenant.tenant_id;
+    let mut tx = app.db.owner_tx(tenant).await;
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "insert into leads (tenant_id, external_id, source)
+         select $1, $2 || '-' || i, 'telegram' from generate_series(1, $3) as i
+         returning id",
+    )
+    .bind(tenant)
+    .bind(prefix)
+    .bind(n)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into crm_sync_state (tenant_id, lead_id, wanted_version)
+         select $1, id, 1 from unnest($2::uuid[]) as id",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_reads_its_batch_not_the_tenants_backlog() {
+    use leadq_jobs::integrations::hubspot::claim;
+    use leadq_platform::db::{self, Scope};
+    let app = leadq_testkit::spawn_app().await;
+    let tenant = app.tenant.tenant_id;
+    // One connection: a reusable plan is per connection, and so are the counters' flushes.
+    let pool = crate::lead_store::one_connection(&app).await;
+    let by = uuid::Uuid::new_v4();
+    // Claims while the tenant has a few pending rows make the plan (rolled back: nothing held).
+    let few = pending_rows(&app, "few", 8).await;
+    for lead in &few {
+        let mut tx = db::begin(&pool, Scope::Tenant(tenant)).await.unwrap();
+        let got = claim(&mut tx, tenant, *lead, 10, by).await.unwrap();
+        assert_eq!(got.len(), 8);
+        tx.rollback().await.unwrap();
+    }
+    // A backlog builds up, as after a HubSpot outage, and autovacuum's ANALYZE sees it (which
+    // also drops the connection's kept plan). With statistics that still say "a few rows", any
+    // plan sorts what little it expects; with these, the claim reads about its batch, where the
+    // statement that ordered by "is it the job's own lead" read every pending row whatever
+    // the statistics (3,018 rows here, before the failed rows were added).
+    let backlog = pending_rows(&app, "backlog", 3000).await;
+    // And leads that failed for good a day ago (HubSpot refused their data): they wait for a
+    // new version, older than any pending row, and a claim must not read through them either.
+    let failed = pending_rows(&app, "failed", 2000).await;
+    let mut tx = app.db.owner_tx(tenant).await;
+    sqlx::query(
+        "update crm_sync_state set failed_version = 1, failure_code = 'crm_invalid_data',
+                updated_at = now() - interval '1 day'
+          where lead_id = any($1)",
+    )
+    .bind(&failed)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("analyze crm_sync_state")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let lead = backlog[2500];
+    let before = crate::lead_store::rows_read(&pool, "crm_sync_state").await;
+    let mut tx = db::begin(&pool, Scope::Tenant(tenant)).await.unwrap();
+    let got = claim(&mut tx, tenant, lead, 10, by).await.unwrap();
+    tx.commit().await.unwrap();
+    let rows = crate::lead_store::rows_read(&pool, "crm_sync_state").await - before;
+    let ids: Vec<uuid::Uuid> = got.iter().map(|l| l.id()).collect();
+    assert_eq!(ids.len(), 10, "{ids:?}");
+    assert!(
+        ids.contains(&lead),
+        "the job's own lead was not claimed: {ids:?}"
+    );
+    assert!(
+        rows <= 40,
+        "a claim of 10 read {rows} rows of crm_sync_state: the tenant's 3,008 pending rows, \
+         or its 2,000 failed ones, were read"
+    );
+    // The rest are the oldest pending rows, and a second claim takes the next ones, not these.
+    assert!(
+        few.iter().filter(|id| ids.contains(id)).count() == 8,
+        "{ids:?}"
+    );
+    let mut tx = db::begin(&pool, Scope::Tenant(tenant)).await.unwrap();
+    let own = *backlog.iter().find(|id| !ids.contains(id)).unwrap();
+    let next = claim(&mut tx, tenant, own, 10, by).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(next.iter().all(|l| !ids.contains(&l.id())), "claimed twice");
+    assert_eq!(next.len(), 10);
+    assert!(next.iter().any(|l| l.id() == own));
+    pool.close().await;
+    app.stop().await;
+}

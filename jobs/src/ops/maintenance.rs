@@ -68,17 +68,20 @@ pub async fn crm_reconcile(
     let mut jobs = Vec::new();
     for tenant in tenants(pool).await? {
         let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+        // The tenant named as well as scoped: only that (leakproof) condition reaches the
+        // index ahead of row-level security's policy (`leadq_platform::audit::own_rows`).
         let stale: Option<(Uuid, i64)> = sqlx::query_as(
             "select lead_id, wanted_version
                from crm_sync_state
-              where synced_version < wanted_version
-                and failed_version is distinct from wanted_version
+              where tenant_id = $2 and synced_version < wanted_version
+                and (failed_version is null or failed_version < wanted_version)
                 and updated_at < now() - make_interval(secs => $1)
                 and (claim_until is null or claim_until < now())
               order by updated_at
               limit 1",
         )
         .bind(STALE_AFTER.as_secs_f64())
+        .bind(tenant)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;

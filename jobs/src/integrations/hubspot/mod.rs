@@ -26,9 +26,9 @@
 //!    window seen in `X-HubSpot-RateLimit-Remaining` pauses the tenant before HubSpot has to
 //!    say 429.
 //!
-//! `mod.rs` is the job (claims, batches, outcomes per record); `client.rs` is the HubSpot side
-//! (token, call, answers, pauses); `erase.rs` is `crm_erase`, an erasure carried into the
-//! CRM.
+//! `mod.rs` is the job (batches, outcomes per record); `claim.rs` takes a batch's rows;
+//! `client.rs` is the HubSpot side (token, call, answers, pauses); `erase.rs` is `crm_erase`,
+//! an erasure carried into the CRM.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -42,19 +42,21 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+mod claim;
 mod client;
 pub mod erase;
 
 use crate::integrations::settings::{self, CrmAuth, CrmConnection, IntegrationError};
 use crate::lead::sync::SyncInput;
 use crate::Deps;
+pub use claim::{claim, LeadRow};
 use client::send;
 use leadq_queue::backend::Job;
 use leadq_queue::error::JobError;
 
 /// How long a batch claim lasts: longer than a call can take, so only a dead worker's claim
 /// expires.
-const CLAIM: Duration = Duration::from_secs(120);
+pub(crate) const CLAIM: Duration = Duration::from_secs(120);
 /// An OAuth token is refreshed when it has less than this left.
 const REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 /// Wait before looking again at a row another batch holds.
@@ -76,35 +78,6 @@ struct State {
     synced_version: i64,
     failed_version: Option<i64>,
     failure_code: Option<String>,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct LeadRow {
-    id: Uuid,
-    external_id: String,
-    name: Option<String>,
-    email: Option<String>,
-    phone: Option<String>,
-    score: Option<i32>,
-    tier: Option<String>,
-    wanted_version: i64,
-}
-
-impl LeadRow {
-    /// The row with its personal fields opened.
-    fn opened(
-        &self,
-        sealer: &crate::pii::Sealer,
-        tenant: Uuid,
-    ) -> Result<Self, crate::pii::at_rest::Unreadable> {
-        use crate::pii::{at_rest::open_stored, field};
-        Ok(Self {
-            name: open_stored(sealer, tenant, field::NAME, self.name.clone())?,
-            email: open_stored(sealer, tenant, field::EMAIL, self.email.clone())?,
-            phone: open_stored(sealer, tenant, field::PHONE, self.phone.clone())?,
-            ..self.clone()
-        })
-    }
 }
 
 /// How one claimed row ended.
@@ -221,32 +194,7 @@ pub async fn run(job: Job<SyncInput>, deps: Data<Deps>) -> Result<(), JobError> 
             retry_after: (until - Utc::now()).to_std().unwrap_or(IN_FLIGHT_WAIT),
         });
     }
-    let claimed: Vec<LeadRow> = sqlx::query_as(
-        "with picked as (
-             select lead_id from crm_sync_state
-              where tenant_id = $1 and synced_version < wanted_version
-                and (failed_version is null or failed_version < wanted_version)
-                and (claim_until is null or claim_until < now())
-              order by (lead_id = $2) desc, updated_at
-              limit $3
-              for update skip locked),
-         claimed as (
-             update crm_sync_state s
-                set claimed_by = $4, claim_until = now() + make_interval(secs => $5),
-                    attempts = attempts + 1
-               from picked where s.lead_id = picked.lead_id
-             returning s.lead_id, s.wanted_version)
-         select l.id, l.external_id, l.name, l.email, l.phone, l.score, l.tier,
-                c.wanted_version
-           from claimed c join leads l on l.id = c.lead_id",
-    )
-    .bind(tenant)
-    .bind(lead_id)
-    .bind(conn.batch_size)
-    .bind(meta.job_id)
-    .bind(CLAIM.as_secs_f64())
-    .fetch_all(&mut *tx)
-    .await?;
+    let claimed = claim(&mut tx, tenant, lead_id, conn.batch_size, meta.job_id).await?;
     tx.commit().await?;
     if !claimed.iter().any(|l| l.id == lead_id) {
         // Another live batch holds this lead (or just synced it): look again shortly.
