@@ -34,6 +34,7 @@ mod operators;
 mod payload_versions;
 mod pii_at_rest;
 mod process;
+mod read_plans;
 mod roles;
 mod rollback;
 mod runlog;

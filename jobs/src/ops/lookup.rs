@@ -257,17 +257,34 @@ async fn runs_of(
         return Ok((None, Vec::new()));
     }
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let row: Option<(Uuid, String, String)> = sqlx::query_as(
-        "select job_id, kind, message_id from job_runs
-          where tenant_id = $1 and ($2::uuid is null or job_id = $2)
-            and ($3::text is null or message_id = $3)
-          order by last_started_at desc limit 1",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(message_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    // One statement for each way of asking, each naming only what it is given: a statement
+    // with optional conditions (`$2 is null or job_id = $2`) leaves a reusable plan no index
+    // to use, and it read the tenant's every run
+    // (`read_plans::a_jobs_lookup_reads_its_runs_not_the_tenants`).
+    let row: Option<(Uuid, String, String)> = match (id, message_id) {
+        (Some(id), _) => {
+            sqlx::query_as(
+                "select job_id, kind, message_id from job_runs
+                  where tenant_id = $1 and job_id = $2",
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+        (None, Some(message_id)) => {
+            sqlx::query_as(
+                "select job_id, kind, message_id from job_runs
+                  where tenant_id = $1 and message_id = $2
+                  order by last_started_at desc limit 1",
+            )
+            .bind(tenant)
+            .bind(message_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+        (None, None) => None,
+    };
     let Some((job_id, _, _)) = &row else {
         return Ok((None, Vec::new()));
     };
