@@ -182,9 +182,7 @@ async fn personal_data_is_sealed_in_redis_and_opened_by_the_worker() {
     lead["phone"] = json!("+44 20 7946 0958");
     assert_eq!(app.post_lead(app.key(), &lead).await.status(), 202);
 
-    #[allow(clippy::disallowed_methods)]
-    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = crate::redis_conn().await;
     let raw: Vec<String> = redis::cmd("HVALS")
         .arg(format!("{{{}:lead_score}}:jobs", app.settings.queue.prefix))
         .query_async::<Vec<String>>(&mut conn)

@@ -7,9 +7,7 @@ use serde_json::Value;
 
 /// Every envelope still stored in the lead_score queue (pending, scheduled or dead).
 async fn stored_envelopes(app: &TestApp) -> Vec<String> {
-    #[allow(clippy::disallowed_methods)]
-    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = crate::redis_conn().await;
     let tag = format!("{{{}:lead_score}}", app.settings.queue.prefix);
     let mut out = Vec::new();
     for hash in ["jobs", "dead_data"] {

@@ -238,9 +238,7 @@ async fn a_version_a_kind_does_not_read_is_dead_lettered_unsupported_version() {
 
 /// The envelopes waiting in the test tenant's `lead_score` queue, by message id.
 async fn waiting_envelopes(app: &TestApp) -> Vec<Envelope> {
-    #[allow(clippy::disallowed_methods)]
-    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = crate::redis_conn().await;
     let mut envelopes: Vec<Envelope> = redis::cmd("HVALS")
         .arg(format!("{{{}:lead_score}}:jobs", app.settings.queue.prefix))
         .query_async::<Vec<String>>(&mut conn)

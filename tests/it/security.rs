@@ -11,10 +11,7 @@ use serde_json::Value;
 
 /// Writes a job straight into Redis, as an attacker with Redis access would.
 async fn inject(app: &TestApp, raw: &str) -> String {
-    #[allow(clippy::disallowed_methods)]
-    let url = std::env::var("REDIS_URL").unwrap();
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = crate::redis_conn().await;
     let tag = format!("{{{}:lead_score}}", app.settings.queue.prefix);
     let id = uuid::Uuid::now_v7().to_string();
     let _: () = redis::pipe()

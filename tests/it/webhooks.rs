@@ -462,10 +462,7 @@ async fn each_chatwoot_event_drives_its_lead_change() {
 
 /// Every value under the app's queue prefix, as one string.
 async fn redis_dump(app: &TestApp) -> String {
-    #[allow(clippy::disallowed_methods)]
-    let url = std::env::var("REDIS_URL").unwrap();
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = crate::redis_conn().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{{{}:*", app.settings.queue.prefix))
         .query_async(&mut conn)

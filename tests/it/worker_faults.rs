@@ -219,11 +219,7 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_as_poisoned_and
     assert_eq!(crashes, MAX_EXPIRIES + 1, "worker crashes");
     // Jobs whose lease expired with a crashed worker ran again and completed: nothing of them
     // (their lease-expiry counts included) is left in the jobs hash.
-    let mut conn = redis::Client::open(env("REDIS_URL"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = crate::redis_conn().await;
     let left: Vec<String> = redis::cmd("HKEYS")
         .arg(format!("{{{prefix}:{KIND}}}:jobs"))
         .query_async(&mut conn)
@@ -267,11 +263,7 @@ async fn workers_with_clocks_2_s_ahead_and_2_s_behind_never_run_a_job_twice() {
         let _ = c.kill();
         let _ = c.wait();
     }
-    let mut conn = redis::Client::open(env("REDIS_URL"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = crate::redis_conn().await;
     let mut runs = Vec::new();
     for i in 0..n as u64 {
         let r: Option<u64> = redis::cmd("GET")
