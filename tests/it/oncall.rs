@@ -218,6 +218,7 @@ async fn doctor_passes_a_running_platform_and_names_what_is_down() {
         "postgres",
         "postgres_role",
         "migrations",
+        "indexes",
         "redis",
         "keys",
         "audit_chains",
@@ -227,6 +228,45 @@ async fn doctor_passes_a_running_platform_and_names_what_is_down() {
     }
     assert_eq!(status(&report, "canary"), Status::Skip);
     assert_eq!(status(&report, "prometheus"), Status::Skip);
+
+    // An index build that failed half-way, as an interrupted migration's would.
+    let owner = leadq_platform::db::connect(
+        &leadq_platform::secret::Secret::new(app.db.owner_url.clone()),
+        1,
+    )
+    .await
+    .unwrap();
+    let mut tx = app.db.owner_tx(app.tenant.tenant_id).await;
+    sqlx::query(
+        "insert into leads (tenant_id, external_id, source)
+         values ($1, 'doctor-1', 'telegram'), ($1, 'doctor-2', 'telegram')",
+    )
+    .bind(app.tenant.tenant_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::raw_sql("create unique index concurrently doctor_left_invalid on leads (source)")
+        .execute(&owner)
+        .await
+        .expect_err("two leads share a source");
+    let report = doctor::run(&app.settings, &opts, &http).await;
+    assert_eq!(status(&report, "indexes"), Status::Fail);
+    assert_eq!(report.status, Status::Fail);
+    let detail = &report
+        .checks
+        .iter()
+        .find(|c| c.name == "indexes")
+        .unwrap()
+        .detail;
+    assert!(detail.contains("doctor_left_invalid"), "{detail}");
+    sqlx::raw_sql("drop index concurrently doctor_left_invalid")
+        .execute(&owner)
+        .await
+        .unwrap();
+    owner.close().await;
+    let report = doctor::run(&app.settings, &opts, &http).await;
+    assert_eq!(status(&report, "indexes"), Status::Pass);
     worker.stop().await;
 
     // No worker left for any kind.
@@ -242,7 +282,14 @@ async fn doctor_passes_a_running_platform_and_names_what_is_down() {
     ));
     let report = doctor::run(&down, &opts, &http).await;
     assert_eq!(report.status, Status::Fail);
-    for name in ["postgres", "migrations", "redis", "workers", "audit_chains"] {
+    for name in [
+        "postgres",
+        "migrations",
+        "indexes",
+        "redis",
+        "workers",
+        "audit_chains",
+    ] {
         assert_eq!(status(&report, name), Status::Fail, "{name}");
     }
     // Prometheus named but unreachable.

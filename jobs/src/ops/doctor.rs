@@ -3,11 +3,11 @@
 //! on; any failure makes the command exit non-zero, so a deploy pipeline can gate on it.
 //!
 //! The checks go from the ground up: configuration, PostgreSQL (reachable, a role that cannot
-//! bypass row-level security, every migration applied), Redis (reachable, no eviction,
-//! persistence), keys and operator tokens, the audit chains, live workers for every kind, a
-//! recent green canary, and optionally Prometheus (rules loaded, nothing firing) and
-//! Alertmanager (a receiver configured). A dependency that is down fails its own check and
-//! every check that needs it, each saying why.
+//! bypass row-level security, every migration applied, no index left invalid), Redis
+//! (reachable, no eviction, persistence), keys and operator tokens, the audit chains, live
+//! workers for every kind, a recent green canary, and optionally Prometheus (rules loaded,
+//! nothing firing) and Alertmanager (a receiver configured). A dependency that is down fails its
+//! own check and every check that needs it, each saying why.
 
 use std::time::Duration;
 
@@ -86,6 +86,10 @@ pub async fn run(settings: &Settings, opts: &Options, http: &reqwest::Client) ->
     checks.push(match &pool {
         Some(p) => migrations(p).await,
         None => fail("migrations", "not checked: PostgreSQL is unreachable"),
+    });
+    checks.push(match &pool {
+        Some(p) => indexes(p).await,
+        None => fail("indexes", "not checked: PostgreSQL is unreachable"),
     });
     checks.extend(redis(settings).await);
     checks.push(keys(settings));
@@ -176,6 +180,38 @@ async fn migrations(pool: &PgPool) -> Check {
                 pending.join(", ")
             ),
         )
+    }
+}
+
+/// Indexes left invalid. A migration that builds an index `concurrently` (outside a
+/// transaction, so writes go on) leaves it invalid when it is interrupted: PostgreSQL keeps
+/// updating it on every write but no query uses it, and `leadq migrate` fails on it until it is
+/// dropped (migrations/README.md). An index being built right now is invalid too, until its
+/// build ends.
+async fn indexes(pool: &PgPool) -> Check {
+    const NAME: &str = "indexes";
+    let invalid: Result<Vec<String>, _> = sqlx::query_scalar(
+        "select c.relname::text
+           from pg_index i
+           join pg_class c on c.oid = i.indexrelid
+           join pg_namespace n on n.oid = c.relnamespace
+          where not i.indisvalid and n.nspname = current_schema()
+          order by 1",
+    )
+    .fetch_all(pool)
+    .await;
+    match invalid {
+        Err(_) => fail(NAME, "could not read the catalog"),
+        Ok(names) if names.is_empty() => check(NAME, Status::Pass, "every index is valid"),
+        Ok(names) => fail(
+            NAME,
+            format!(
+                "invalid (a `create index concurrently` interrupted, or still running): {}; \
+                 unless a migration is running now, drop each as the migration owner \
+                 (drop index concurrently <name>) and run leadq migrate",
+                names.join(", ")
+            ),
+        ),
     }
 }
 
