@@ -27,7 +27,11 @@ const GROWTH: i32 = 3000;
 /// Adds `n` audit rows to the test tenant's chain, as the table's owner (the rows' content
 /// does not matter to a read's plan).
 async fn audit_rows(app: &TestApp, n: i32) {
-    let tenant = app.tenant.tenant_id;
+    tenant_audit_rows(app, app.tenant.tenant_id, n).await;
+}
+
+/// Adds `n` audit rows to `tenant`'s chain, as the table's owner.
+async fn tenant_audit_rows(app: &TestApp, tenant: uuid::Uuid, n: i32) {
     let mut tx = app.db.owner_tx(tenant).await;
     sqlx::query(
         "insert into audit_log (tenant_id, actor, action, subject, outcome, correlation_id, at)
@@ -118,6 +122,26 @@ async fn the_audit_trails_pages_and_heartbeat_read_what_they_return() {
             assert!(!got.entries.is_empty());
         }
     };
+    // Ten other tenants write 3,000 entries each after the test tenant's last: a page of the
+    // test tenant must not read through them (walking the primary key newest first would).
+    // (The planner prices that walk against reading the tenant's own entries; a tenant holding
+    // a large share of the table may still get it, and then reads at most a few times its own
+    // entries. This tenant holds 30 of 30,030.)
+    let mut others = Vec::new();
+    for _ in 0..10 {
+        others.push(app.other_tenant().await.tenant_id);
+    }
+    let newer = async {
+        for other in &others {
+            tenant_audit_rows(&app, *other, GROWTH).await;
+        }
+    };
+    let rows = rows_after_growth(&app, &pool, "audit_log", newer, || page(None)).await;
+    assert!(
+        rows <= 100,
+        "a page of 20 entries read {rows} rows of audit_log: other tenants' newer entries \
+         were read through"
+    );
     let rows = rows_after_growth(&app, &pool, "audit_log", audit_rows(&app, GROWTH), || {
         page(None)
     })
