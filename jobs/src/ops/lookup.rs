@@ -257,10 +257,11 @@ async fn runs_of(
         return Ok((None, Vec::new()));
     }
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    // One statement for each way of asking, each naming only what it is given: a statement
-    // with optional conditions (`$2 is null or job_id = $2`) leaves a reusable plan no index
-    // to use, and it read the tenant's every run
-    // (`read_plans::a_jobs_lookup_reads_its_runs_not_the_tenants`).
+    // One statement for each way of asking, each naming only what it is given. Optional
+    // conditions (`$2 is null or job_id = $2`) leave a reusable plan, should the plan cache
+    // choose one, no index to use for them: it would read the tenant's every run. Named, any
+    // plan probes the key or `job_runs_tenant_message`
+    // (`read_plans::a_jobs_lookup_reads_its_runs_not_the_tenants` guards it as a tenant grows).
     let row: Option<(Uuid, String, String)> = match (id, message_id) {
         (Some(id), _) => {
             sqlx::query_as(

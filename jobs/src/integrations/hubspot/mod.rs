@@ -56,7 +56,7 @@ use leadq_queue::error::JobError;
 
 /// How long a batch claim lasts: longer than a call can take, so only a dead worker's claim
 /// expires.
-pub(crate) const CLAIM: Duration = Duration::from_secs(120);
+const CLAIM: Duration = Duration::from_secs(120);
 /// An OAuth token is refreshed when it has less than this left.
 const REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 /// Wait before looking again at a row another batch holds.
