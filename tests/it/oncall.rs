@@ -318,3 +318,109 @@ async fn doctor_the_command_reports_a_missing_key_as_json_and_exits_1() {
     assert!(detail.contains("LEADQ_DATA_KEYS"), "{detail}");
     app.stop().await;
 }
+
+/// Transactions the test database has counted so far, once every connection has flushed its
+/// counters (an idle backend flushes them within a second).
+async fn transactions(app: &TestApp) -> i64 {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sqlx::query_scalar(
+        "select xact_commit + xact_rollback from pg_stat_database
+          where datname = current_database()",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_checks_read_many_tenants_in_a_few_transactions_each_in_its_own_scope() {
+    use leadq_jobs::ops::security::{self, Inputs};
+    let app = spawn_app().await;
+    // 700 more tenants (two statements' worth), two of them with something to report.
+    let mut owner = app.db.owner_tx(app.tenant.tenant_id).await;
+    let others: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "insert into tenants (slug) select 'many-' || i from generate_series(1, 700) as i
+         returning id",
+    )
+    .fetch_all(&mut *owner)
+    .await
+    .unwrap();
+    owner.commit().await.unwrap();
+    let (telegram, expiring) = (others[10], others[650]);
+    let mut tx = app.db.owner_tx(telegram).await;
+    sqlx::query(
+        "insert into tenant_integrations (tenant_id, telegram_secret_sha256)
+         values ($1, sha256('token'::bytea))",
+    )
+    .bind(telegram)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = app.db.owner_tx(expiring).await;
+    sqlx::query(
+        "insert into api_keys (tenant_id, prefix, key_hash, scopes, expires_at)
+         select $1, 'expsoon1', sha256('x'::bytea), '{}', now() + interval '3 days'",
+    )
+    .bind(expiring)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // The test tenant: a Chatwoot account without its secret.
+    let mut tx = app.own().await;
+    sqlx::query("insert into tenant_integrations (tenant_id, chatwoot_account_id) values ($1, 7)")
+        .bind(app.tenant.tenant_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let (sealer, http) = (app.sealer(), reqwest::Client::new());
+    let inputs = Inputs {
+        pool: &app.db.pool,
+        sealer: &sealer,
+        settings: &app.settings,
+        http: &http,
+    };
+    let before = transactions(&app).await;
+    let checks = security::run(inputs).await;
+    let used = transactions(&app).await - before;
+    let check = |name: &str| checks.iter().find(|c| c.name == name).unwrap();
+    // Each tenant's facts are its own: the one finding of each check names its tenant only.
+    let chatwoot = check("chatwoot_secrets");
+    assert_eq!(chatwoot.status, Status::Fail, "{}", chatwoot.detail);
+    assert!(
+        chatwoot.detail.contains(&app.tenant.slug) && !chatwoot.detail.contains("many-"),
+        "{}",
+        chatwoot.detail
+    );
+    let telegram = check("telegram_secrets");
+    assert_eq!(telegram.status, Status::Pass);
+    assert!(
+        telegram.detail.starts_with("1 tenant(s)"),
+        "{}",
+        telegram.detail
+    );
+    let keys = check("api_keys_expiring");
+    assert_eq!(keys.status, Status::Warn);
+    let slug: String = sqlx::query_scalar("select slug from tenants where id = $1")
+        .bind(expiring)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        keys.detail.contains(&format!("({slug}: 1)")),
+        "{}",
+        keys.detail
+    );
+    assert!(!keys.detail.contains(&app.tenant.slug), "{}", keys.detail);
+    assert_eq!(check("audit_heartbeat").status, Status::Pass);
+    // A transaction per tenant is hundreds (2,288 here when each tenant's facts and newest
+    // audit entry were read in transactions of their own; 10 now).
+    assert!(
+        used <= 60,
+        "the checks of 701 tenants used {used} transactions"
+    );
+    app.stop().await;
+}

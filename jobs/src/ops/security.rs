@@ -91,21 +91,24 @@ pub struct Inputs<'a> {
 
 /// Runs every check.
 pub async fn run(i: Inputs<'_>) -> Vec<Check> {
-    let tenants = tenants(i.pool).await;
-    let (keys, expiring) = match &tenants {
-        Ok(t) => expiring_keys(i.pool, t).await,
+    let facts = match tenants(i.pool).await {
+        Ok(t) => tenant_facts(i.pool, &t).await,
+        Err(e) => Err(e),
+    };
+    let (keys, expiring) = match &facts {
+        Ok(f) => expiring_keys(f),
         Err(_) => (unreachable("api_keys_expiring"), 0),
     };
     metrics::gauge!(m::API_KEYS_EXPIRING).set(expiring as f64);
     vec![
         audit_heartbeat(i).await,
         audit_verified(i).await,
-        match &tenants {
-            Ok(t) => chatwoot_secrets(i, t).await,
+        match &facts {
+            Ok(f) => chatwoot_secrets(i, f),
             Err(_) => unreachable("chatwoot_secrets"),
         },
-        match &tenants {
-            Ok(t) => telegram_secrets(i, t).await,
+        match &facts {
+            Ok(f) => telegram_secrets(f),
             Err(_) => unreachable("telegram_secrets"),
         },
         keyring_age(
@@ -214,37 +217,75 @@ async fn audit_verified(i: Inputs<'_>) -> Check {
     }
 }
 
-type IntegrationRow = (Option<i64>, Option<String>, Option<Vec<u8>>);
+/// What the checks read of one tenant: its integration secrets as stored and how many of its
+/// live API keys expire soon.
+#[derive(sqlx::FromRow)]
+struct TenantFacts {
+    #[sqlx(rename = "tenant_id")]
+    id: Uuid,
+    #[sqlx(skip)]
+    slug: String,
+    chatwoot_account_id: Option<i64>,
+    chatwoot_secret: Option<String>,
+    telegram_secret_sha256: Option<Vec<u8>>,
+    keys_expiring: i64,
+}
 
-async fn integrations(pool: &PgPool, tenant: Uuid) -> Result<IntegrationRow, sqlx::Error> {
-    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let row: Option<IntegrationRow> = sqlx::query_as(
-        "select chatwoot_account_id, chatwoot_secret, telegram_secret_sha256
-           from tenant_integrations where tenant_id = $1",
-    )
-    .bind(tenant)
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(row.unwrap_or((None, None, None)))
+/// Every tenant's facts, [`leadq_platform::audit::TENANTS_PER_STATEMENT`] tenants a statement:
+/// `leadq_tenant_security_facts` reads each under its own scope (row-level security), so the
+/// checks cost a round trip per few hundred tenants, not several transactions per tenant
+/// (migrations/20261221000300_tenant_facts_in_one_pass.sql).
+async fn tenant_facts(
+    pool: &PgPool,
+    tenants: &[(Uuid, String)],
+) -> Result<Vec<TenantFacts>, sqlx::Error> {
+    let mut out = Vec::with_capacity(tenants.len());
+    for chunk in tenants.chunks(leadq_platform::audit::TENANTS_PER_STATEMENT) {
+        let ids: Vec<Uuid> = chunk.iter().map(|(id, _)| *id).collect();
+        // The function sets each tenant's scope in turn; the transaction runs nothing after it.
+        let mut tx = db::begin(pool, Scope::Platform).await?;
+        let rows: Vec<TenantFacts> = sqlx::query_as(
+            "select tenant_id, chatwoot_account_id, chatwoot_secret, telegram_secret_sha256,
+                    keys_expiring
+               from leadq_tenant_security_facts($1, $2)",
+        )
+        .bind(&ids)
+        .bind(EXPIRY_WARNING)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if rows.len() != chunk.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "{} tenants' facts for {} tenants",
+                rows.len(),
+                chunk.len()
+            )));
+        }
+        for (mut row, (id, slug)) in rows.into_iter().zip(chunk) {
+            if row.id != *id {
+                return Err(sqlx::Error::Protocol("tenant facts out of order".into()));
+            }
+            row.slug = slug.clone();
+            out.push(row);
+        }
+    }
+    Ok(out)
 }
 
 /// Every tenant with a Chatwoot account has a webhook secret, and it opens with today's data
 /// keys (a secret sealed with a key since dropped from the ring rejects every delivery).
-async fn chatwoot_secrets(i: Inputs<'_>, tenants: &[(Uuid, String)]) -> Check {
+fn chatwoot_secrets(i: Inputs<'_>, tenants: &[TenantFacts]) -> Check {
     const NAME: &str = "chatwoot_secrets";
     let (mut enabled, mut bad) = (0, Vec::new());
-    for (id, slug) in tenants {
-        let Ok((account, sealed, _)) = integrations(i.pool, *id).await else {
-            return unreachable(NAME);
-        };
-        if account.is_none() {
+    for t in tenants {
+        if t.chatwoot_account_id.is_none() {
             continue;
         }
         enabled += 1;
-        match sealed {
-            None => bad.push(format!("{slug} (no secret)")),
-            Some(s) if i.sealer.open(*id, field::CHATWOOT_SECRET, &s).is_err() => {
-                bad.push(format!("{slug} (secret unreadable with the data keys)"))
+        match &t.chatwoot_secret {
+            None => bad.push(format!("{} (no secret)", t.slug)),
+            Some(s) if i.sealer.open(t.id, field::CHATWOOT_SECRET, s).is_err() => {
+                bad.push(format!("{} (secret unreadable with the data keys)", t.slug))
             }
             Some(_) => {}
         }
@@ -269,16 +310,13 @@ async fn chatwoot_secrets(i: Inputs<'_>, tenants: &[(Uuid, String)]) -> Check {
 
 /// Telegram is enabled for a tenant by setting its secret token (only its SHA-256 is kept);
 /// a stored digest of the wrong length would accept no delivery.
-async fn telegram_secrets(i: Inputs<'_>, tenants: &[(Uuid, String)]) -> Check {
+fn telegram_secrets(tenants: &[TenantFacts]) -> Check {
     const NAME: &str = "telegram_secrets";
     let (mut enabled, mut bad) = (0, Vec::new());
-    for (id, slug) in tenants {
-        let Ok((_, _, digest)) = integrations(i.pool, *id).await else {
-            return unreachable(NAME);
-        };
-        match digest {
+    for t in tenants {
+        match &t.telegram_secret_sha256 {
             Some(d) if d.len() == 32 => enabled += 1,
-            Some(_) => bad.push(slug.clone()),
+            Some(_) => bad.push(t.slug.clone()),
             None => {}
         }
     }
@@ -344,26 +382,13 @@ fn operator_tokens(settings: &Settings) -> Check {
 }
 
 /// Active API keys expiring within 7 days: (check, count).
-async fn expiring_keys(pool: &PgPool, tenants: &[(Uuid, String)]) -> (Check, usize) {
+fn expiring_keys(tenants: &[TenantFacts]) -> (Check, usize) {
     const NAME: &str = "api_keys_expiring";
-    let mut found = Vec::new();
-    for (id, slug) in tenants {
-        let Ok(mut tx) = db::begin(pool, Scope::Tenant(*id)).await else {
-            return (unreachable(NAME), 0);
-        };
-        let n: Result<i64, _> = sqlx::query_scalar(
-            "select count(*) from api_keys
-              where revoked_at is null and expires_at > now() and expires_at <= now() + $1",
-        )
-        .bind(EXPIRY_WARNING)
-        .fetch_one(&mut *tx)
-        .await;
-        match n {
-            Err(_) => return (unreachable(NAME), 0),
-            Ok(0) => {}
-            Ok(n) => found.push((slug.clone(), n as usize)),
-        }
-    }
+    let found: Vec<(String, usize)> = tenants
+        .iter()
+        .filter(|t| t.keys_expiring > 0)
+        .map(|t| (t.slug.clone(), t.keys_expiring as usize))
+        .collect();
     let total: usize = found.iter().map(|(_, n)| n).sum();
     let check = if total == 0 {
         Check::new(NAME, Status::Pass, "no API key expires within 7 days")
