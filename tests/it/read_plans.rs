@@ -219,3 +219,29 @@ async fn a_jobs_lookup_reads_its_runs_not_the_tenants() {
     pool.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_recent_runs_read_a_page_of_each_kind() {
+    let app = spawn_app().await;
+    let pool = one_connection(&app).await;
+    run_rows(&app, "few", 10).await;
+    let recent = || {
+        let pool = pool.clone();
+        let tenant = app.tenant.tenant_id;
+        async move {
+            let runs = lookup::recent_runs(&pool, tenant, 20).await.unwrap();
+            assert!(!runs.is_empty());
+        }
+    };
+    let rows = rows_after_growth(
+        &app,
+        &pool,
+        "job_runs",
+        run_rows(&app, "many", GROWTH),
+        recent,
+    )
+    .await;
+    assert!(rows <= 100, "20 recent runs read {rows} rows of job_runs");
+    pool.close().await;
+    app.stop().await;
+}
