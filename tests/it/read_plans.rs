@@ -245,3 +245,38 @@ async fn a_tenants_recent_runs_read_a_page_of_each_kind() {
     pool.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reseal_reads_each_lead_about_once() {
+    let app = spawn_app().await;
+    let pool = one_connection(&app).await;
+    let tenant = app.tenant.tenant_id;
+    // 3,000 leads with a name in clear (as before sealing existed): every one is to be sealed.
+    let mut tx = app.db.owner_tx(tenant).await;
+    sqlx::query(
+        "insert into leads (tenant_id, external_id, source, name)
+         select $1, 'clear-' || lpad(i::text, 5, '0'), 'telegram', 'Ada ' || i
+           from generate_series(1, $2) as i",
+    )
+    .bind(tenant)
+    .bind(GROWTH)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    analyze(&app, "leads").await;
+    let before = rows_read(&pool, "leads").await;
+    let report = leadq_jobs::pii::at_rest::reseal(&pool, &app.sealer(), 100, "test")
+        .await
+        .unwrap();
+    let rows = rows_read(&pool, "leads").await - before;
+    assert_eq!(report.leads, GROWTH as u64);
+    // 9,000 rows here (a batch's select and its writes each read their leads); 23,500 when
+    // each batch read and sorted every lead still to do.
+    assert!(
+        rows <= 4 * i64::from(GROWTH),
+        "sealing 3,000 leads 100 at a time read {rows} rows of leads"
+    );
+    pool.close().await;
+    app.stop().await;
+}
