@@ -127,6 +127,21 @@ pub async fn begin_key_lookup(
     Ok(tx)
 }
 
+/// Turns sorts off for the rest of the transaction on `conn`, so that an `ORDER BY … LIMIT`
+/// walks an index in order and stops at its limit. Row-level security's policy is a condition
+/// the planner cannot estimate and guesses at 0.5 % of the rows: to it, walking an index looks
+/// like a walk through most of a tenant's rows for the few that pass, and reading all of them
+/// to sort them looks cheaper — a claim, a page or a sweep's batch then reads everything the
+/// tenant has (docs/bench/plans.md: the CRM claim, the audit page, the recent runs, the reseal
+/// sweep, each with a test in `tests/it/read_plans.rs` or `tests/it/crm.rs`). For a transaction
+/// whose statements are such walks, and nothing that needs a sort.
+pub async fn without_sorts(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("set local enable_sort = off")
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 /// What the connected role is, as far as tenant isolation is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleFacts {

@@ -129,18 +129,9 @@ pub async fn list(pool: &PgPool, scope: Scope, f: &Filter) -> Result<AuditPage, 
         query = query.bind(at);
     }
     let mut tx = db::begin(pool, scope).await?;
-    // Row-level security's guess (0.5 % of the rows pass the policy) makes walking an index in
-    // id order look like reading most of the scope's entries to find a page, and reading them
-    // all to sort them look cheaper; without sorts the walk is taken, and it stops at the page.
-    // Planned for its scope each time: a reusable plan knows no scope's share of the table, and
-    // for one it guessed large it walked the primary key through every other tenant's newer
-    // entries instead (docs/bench/plans.md, "A tenant's audit page").
-    sqlx::query(
-        "select set_config('enable_sort', 'off', true),
-                set_config('plan_cache_mode', 'force_custom_plan', true)",
-    )
-    .execute(&mut *tx)
-    .await?;
+    // The page walks the scope's entries in id order; with sorts allowed it read and sorted all
+    // of them (`db::without_sorts`).
+    db::without_sorts(&mut tx).await?;
     let entries: Vec<Entry> = query.bind(limit).fetch_all(&mut *tx).await?;
     tx.commit().await?;
     let next_before = (entries.len() as i64 == limit)

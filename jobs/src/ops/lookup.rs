@@ -317,13 +317,9 @@ pub async fn recent_runs(
         run: JobRun,
     }
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    // Row-level security's guess (0.5 % of a kind's runs pass the policy) made reading all of
-    // them and sorting look cheaper than walking the index to the page: 3,010 rows for 20
-    // (`read_plans::a_tenants_recent_runs_read_a_page_of_each_kind`). Without sorts the walk is
-    // taken (docs/bench/plans.md, "A tenant's audit page").
-    sqlx::query("set local enable_sort = off")
-        .execute(&mut *tx)
-        .await?;
+    // Each kind's page walks `job_runs_tenant_kind`; with sorts allowed it read and sorted every
+    // run of the kind: 3,010 rows for 20 (`db::without_sorts`).
+    db::without_sorts(&mut tx).await?;
     let mut rows: Vec<Row> = Vec::new();
     for kind in crate::kinds::names() {
         rows.extend(

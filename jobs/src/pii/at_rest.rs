@@ -185,18 +185,6 @@ const STALE_LEADS: &str = "
           or (phone is not null and (not starts_with(phone, $2)
                                      or phone_index is null or not starts_with(phone_index, $3))))";
 
-/// A sweep's batch walks the primary key in order from where the last one stopped. Row-level
-/// security's guess (0.5 % of the rows pass the policy) makes reading every row still to do and
-/// sorting them look cheaper than that walk, which made a sweep quadratic: 23,500 rows read to
-/// seal 3,000 leads 100 at a time (`read_plans::a_reseal_reads_each_lead_about_once`). Without
-/// sorts for the batch's transaction the walk is taken.
-async fn without_sorts(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("set local enable_sort = off")
-        .execute(tx)
-        .await
-        .map(|_| ())
-}
-
 async fn reseal_tenant(
     pool: &PgPool,
     sealer: &Sealer,
@@ -212,7 +200,9 @@ async fn reseal_tenant(
     let mut after = String::new();
     loop {
         let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-        without_sorts(&mut tx).await?;
+        // Each batch walks the primary key from where the last stopped; with sorts allowed it
+        // read and sorted every row still to do (`db::without_sorts`).
+        db::without_sorts(&mut tx).await?;
         let rows: Vec<LeadRow> = sqlx::query_as(&format!(
             "select external_id, name, username, phone, email {STALE_LEADS}
                and external_id > $4 order by external_id limit $5 for update skip locked"
@@ -311,7 +301,9 @@ async fn reseal_messages(
     let mut after: (String, String) = (String::new(), String::new());
     loop {
         let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-        without_sorts(&mut tx).await?;
+        // Each batch walks the primary key from where the last stopped; with sorts allowed it
+        // read and sorted every row still to do (`db::without_sorts`).
+        db::without_sorts(&mut tx).await?;
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "select source, source_id, content from lead_messages
               where tenant_id = $1 and content is not null and not starts_with(content, $2)

@@ -59,13 +59,9 @@ pub async fn claim(
     batch_size: i64,
     by: Uuid,
 ) -> Result<Vec<LeadRow>, sqlx::Error> {
-    // Under row-level security the planner guesses 0.5 % of the rows for the policy's clause,
-    // so a backlog of thousands looks like a dozen, and reading them all to sort them looks
-    // cheaper than walking the index in order to the batch's room. Without sorts it walks it
-    // (docs/bench/plans.md, "Plans that do not lean on row-level security's guesses").
-    sqlx::query("set local enable_sort = off")
-        .execute(&mut *tx)
-        .await?;
+    // The others walk `crm_sync_claimable` to the batch's room; with sorts allowed the backlog
+    // was read and sorted, on disk at 50,000 rows (`db::without_sorts`).
+    leadq_platform::db::without_sorts(&mut *tx).await?;
     sqlx::query_as(
         // The own row by its key, the others by the pending index (`crm_sync_pending`:
         // tenant, then oldest change) up to the batch's room: neither reads the rows it does not
