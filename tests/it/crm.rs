@@ -577,11 +577,22 @@ async fn a_lost_crm_sync_is_asked_for_again_by_the_reconcile_schedule() {
     app.stop().await;
 }
 
-/// Adds `n` pending CRM rows to the test tenant (leads `<prefix>-<i>`, version 1 wanted);
-/// `failed`: failed for good at that version a day ago. (Inserted as they are, never updated:
-/// an update would read the table on the owner's connection, whose counters may reach the
-/// statistics at any moment and be counted as the claim's reads.)
-async fn pending_rows(app: &TestApp, prefix: &str, n: i32, failed: bool) -> Vec<uuid::Uuid> {
+/// How old a pending CRM row of [`pending_rows`] is.
+#[derive(Clone, Copy, PartialEq)]
+enum Pending {
+    /// Wanted just now.
+    Fresh,
+    /// Wanted 20 minutes ago and never touched since: lost, for the reconcile schedule.
+    Stale,
+    /// Failed for good at the wanted version a day ago (HubSpot refused its data).
+    Failed,
+}
+
+/// Adds `n` pending CRM rows to the test tenant (leads `<prefix>-<i>`, version 1 wanted), as
+/// old as `age` says. (Inserted as they are, never updated: an update would read the table on
+/// the owner's connection, whose counters may reach the statistics at any moment and be
+/// counted as the claim's reads.)
+async fn pending_rows(app: &TestApp, prefix: &str, n: i32, age: Pending) -> Vec<uuid::Uuid> {
     let tenant = app.tenant.tenant_id;
     let mut tx = app.db.owner_tx(tenant).await;
     let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
@@ -595,21 +606,67 @@ async fn pending_rows(app: &TestApp, prefix: &str, n: i32, failed: bool) -> Vec<
     .fetch_all(&mut *tx)
     .await
     .unwrap();
+    let (failed, secs_ago) = match age {
+        Pending::Fresh => (false, 0.0),
+        Pending::Stale => (false, 1200.0),
+        Pending::Failed => (true, 86400.0),
+    };
     sqlx::query(
         "insert into crm_sync_state (tenant_id, lead_id, wanted_version, failed_version,
                                      failure_code, updated_at)
          select $1, id, 1, case when $3 then 1 end, case when $3 then 'crm_invalid_data' end,
-                case when $3 then now() - interval '1 day' else now() end
+                now() - make_interval(secs => $4)
            from unnest($2::uuid[]) as id",
     )
     .bind(tenant)
     .bind(&ids)
     .bind(failed)
+    .bind(secs_ago)
     .execute(&mut *tx)
     .await
     .unwrap();
     tx.commit().await.unwrap();
     ids
+}
+
+/// Refreshes the table's statistics, as autovacuum's `ANALYZE` would once a backlog built up
+/// (which also drops the plans connections kept).
+async fn analyze_crm_rows(app: &TestApp) {
+    let mut tx = app.db.owner_tx(app.tenant.tenant_id).await;
+    sqlx::query("analyze crm_sync_state")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// The reconcile schedule asks, for every tenant on every firing, for the oldest wanted sync
+/// nobody touched for ten minutes. After a HubSpot outage that is a tenant's whole backlog, and
+/// the read must still take its one row, not read and sort the backlog to find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconcile_reads_a_tenants_oldest_lost_sync_not_its_backlog() {
+    use leadq_jobs::ops::maintenance::crm_reconcile;
+    let app = leadq_testkit::spawn_app().await;
+    // One connection: a reusable plan is per connection, and so are the counters' flushes.
+    let pool = crate::lead_store::one_connection(&app).await;
+    // Firings while the tenant has a few lost syncs make the plan.
+    pending_rows(&app, "few", 8, Pending::Stale).await;
+    for firing in 1..=6 {
+        assert_eq!(crm_reconcile(&pool, &app.queue, firing).await.unwrap(), 1);
+    }
+    pending_rows(&app, "backlog", 3000, Pending::Stale).await;
+    pending_rows(&app, "failed", 2000, Pending::Failed).await;
+    analyze_crm_rows(&app).await;
+    let before = crate::lead_store::rows_read(&pool, "crm_sync_state").await;
+    assert_eq!(crm_reconcile(&pool, &app.queue, 7).await.unwrap(), 1);
+    let rows = crate::lead_store::rows_read(&pool, "crm_sync_state").await - before;
+    assert!(
+        rows <= 20,
+        "the reconcile read {rows} rows of crm_sync_state for one: the tenant's 3,008 lost \
+         syncs, or its 2,000 failed ones, were read"
+    );
+    pool.close().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,7 +679,7 @@ async fn a_claim_reads_its_batch_not_the_tenants_backlog() {
     let pool = crate::lead_store::one_connection(&app).await;
     let by = uuid::Uuid::new_v4();
     // Claims while the tenant has a few pending rows make the plan (rolled back: nothing held).
-    let few = pending_rows(&app, "few", 8, false).await;
+    let few = pending_rows(&app, "few", 8, Pending::Fresh).await;
     for lead in &few {
         let mut tx = db::begin(&pool, Scope::Tenant(tenant)).await.unwrap();
         let got = claim(&mut tx, tenant, *lead, 10, by).await.unwrap();
@@ -634,16 +691,11 @@ async fn a_claim_reads_its_batch_not_the_tenants_backlog() {
     // plan sorts what little it expects; with these, the claim reads about its batch, where the
     // statement that ordered by "is it the job's own lead" read every pending row whatever
     // the statistics (3,018 rows here, before the failed rows were added).
-    let backlog = pending_rows(&app, "backlog", 3000, false).await;
+    let backlog = pending_rows(&app, "backlog", 3000, Pending::Fresh).await;
     // And leads that failed for good a day ago (HubSpot refused their data): they wait for a
     // new version, older than any pending row, and a claim must not read through them either.
-    pending_rows(&app, "failed", 2000, true).await;
-    let mut tx = app.db.owner_tx(tenant).await;
-    sqlx::query("analyze crm_sync_state")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    pending_rows(&app, "failed", 2000, Pending::Failed).await;
+    analyze_crm_rows(&app).await;
     let lead = backlog[2500];
     let before = crate::lead_store::rows_read(&pool, "crm_sync_state").await;
     let mut tx = db::begin(&pool, Scope::Tenant(tenant)).await.unwrap();
