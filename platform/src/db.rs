@@ -266,7 +266,7 @@ pub fn unstorable_path(v: &serde_json::Value) -> Option<String> {
             serde_json::Value::Object(map) => map.iter().any(|(k, item)| {
                 let len = path.len();
                 path.push('/');
-                path.push_str(&k.replace('\0', "\\u0000"));
+                push_key(path, k);
                 let bad = k.contains('\0') || walk(item, path);
                 if !bad {
                     path.truncate(len);
@@ -276,8 +276,33 @@ pub fn unstorable_path(v: &serde_json::Value) -> Option<String> {
             _ => false,
         }
     }
+    // A key in the path, NUL spelled out, at most KEY_SHOWN characters of it: the path says
+    // where, and is echoed in the error body, so it never carries a long key back whole.
+    fn push_key(path: &mut String, k: &str) {
+        const KEY_SHOWN: usize = 64;
+        let mut chars = k.chars();
+        for c in chars.by_ref().take(KEY_SHOWN) {
+            if c == '\0' {
+                path.push_str("\\u0000");
+            } else {
+                path.push(c);
+            }
+        }
+        if chars.next().is_some() {
+            path.push('…');
+        }
+    }
     let mut path = String::new();
     walk(v, &mut path).then(|| if path.is_empty() { "/".into() } else { path })
+}
+
+/// Whether `t` is a time the edge takes: years 1 to 9999, RFC 3339's four digits. chrono parses
+/// signed and longer years too (`-5000-01-01T00:00:00Z`, `+60000-…`), which `timestamptz`
+/// refuses below 4713 BC and above 294276 AD; a filter or a payload with such a time is refused
+/// where it arrives (a 4xx), never met as the database's error in a handler or a retried job.
+pub fn storable_time(t: &chrono::DateTime<chrono::Utc>) -> bool {
+    use chrono::Datelike;
+    (1..=9999).contains(&t.year())
 }
 
 #[cfg(test)]
@@ -291,8 +316,27 @@ mod unstorable_tests {
         assert_eq!(super::unstorable_path(&v).as_deref(), Some("/a/1/b"));
         let k: serde_json::Value = serde_json::from_str(r#"{"k\u0000": 1}"#).unwrap();
         assert!(super::unstorable_path(&k).is_some());
+        // A long key is named by its first 64 characters.
+        let long = format!("{{\"{}\": \"a\\u0000\"}}", "k".repeat(5000));
+        let v: serde_json::Value = serde_json::from_str(&long).unwrap();
+        assert_eq!(
+            super::unstorable_path(&v),
+            Some(format!("/{}…", "k".repeat(64)))
+        );
         // An escaped backslash followed by "u0000" is text, not NUL.
         let t: serde_json::Value = serde_json::from_str(r#"{"a": "\\u0000"}"#).unwrap();
         assert_eq!(super::unstorable_path(&t), None);
+    }
+
+    #[test]
+    fn times_outside_four_digit_years_are_not_storable() {
+        use chrono::{DateTime, Utc};
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert!(super::storable_time(&at("2026-12-07T10:00:00Z")));
+        assert!(super::storable_time(&at("0001-01-01T00:00:00Z")));
+        assert!(super::storable_time(&at("9999-12-31T23:59:59Z")));
+        assert!(!super::storable_time(&at("-5000-01-01T00:00:00Z")));
+        assert!(!super::storable_time(&at("+60000-01-01T00:00:00Z")));
+        assert!(!super::storable_time(&DateTime::<Utc>::MIN_UTC));
     }
 }

@@ -51,6 +51,12 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// Whether `c` has a cursor's form (what [`Page::next_cursor`] holds), so a caller can refuse
+/// one before it does anything else.
+pub fn valid_cursor(c: &str) -> bool {
+    parse_cursor(c).is_ok()
+}
+
 /// A cursor: the position after the last item returned (`<dead_at ms>:<job id>`).
 fn parse_cursor(c: &str) -> Result<(i64, String), QueueError> {
     let (ms, id) = c

@@ -91,6 +91,13 @@ pub(super) fn run(
                 .await?;
                 let by = match (external_id, email, phone) {
                     (Some(id), ..) => {
+                        // The form every stored lead's id has (the API refuses others too).
+                        if !leadq_queue::envelope::valid_id(&id) {
+                            anyhow::bail!(
+                                "no lead can have this external id: 1-128 printable ASCII \
+                                 characters, no spaces"
+                            );
+                        }
                         let erased = leadq_jobs::lead::erase(
                             &pool, &queue, &sealer, tenant_id, &id, &actor, "cli",
                         )

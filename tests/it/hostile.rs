@@ -170,3 +170,145 @@ async fn a_signed_chatwoot_body_with_mistyped_fields_is_refused_never_coerced() 
     assert_eq!(app.queue.counts("chatwoot_event").await.unwrap().pending, 1);
     app.stop().await;
 }
+
+/// Inputs that parse, but as values PostgreSQL cannot store or no lead can have: refused at the
+/// edge in the standard body, with nothing written (no tombstone, no audit entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_times_and_impossible_ids_are_refused_before_anything_is_written() {
+    let app = spawn_app().await;
+    let audit_entries = || async {
+        let mut tx = app.own().await;
+        let n: i64 = sqlx::query_scalar("select count(*) from audit_log")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let e: i64 = sqlx::query_scalar("select count(*) from erasures")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        (n, e)
+    };
+    let before = audit_entries().await;
+    // An erasure of an id no lead can have: too long for the tombstone's index (random, so
+    // that PostgreSQL cannot compress it under the index's 2,704 bytes: a 500 before), or not
+    // of a lead id's form at all.
+    let long: String = (0..100)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    for id in [long.as_str(), "two%20words", "%E2%80%AE"] {
+        let res = app
+            .client
+            .delete(format!("{}/v1/leads/{id}", app.address))
+            .bearer_auth(app.key())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            standard(res).await,
+            (400, "invalid_path".into()),
+            "{id:.40}"
+        );
+    }
+    assert_eq!(audit_entries().await, before, "an erasure was recorded");
+    // Audit filters with times timestamptz cannot hold (chrono parses signed years), for the
+    // platform's trail and a tenant's (whose read would be audited first).
+    let op = app.operator_token().to_owned();
+    for q in [
+        "since=-5000-01-01T00:00:00Z".to_owned(),
+        "until=%2B60000-01-01T00:00:00Z".to_owned(),
+        format!("tenant={}&since=-5000-01-01T00:00:00Z", app.tenant.slug),
+    ] {
+        let res = app
+            .client
+            .get(format!("{}/v1/audit/trail?{q}", app.address))
+            .bearer_auth(&op)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(standard(res).await, (400, "invalid_query".into()), "{q}");
+    }
+    let res = app
+        .client
+        .get(format!(
+            "{}/v1/audit/trail?since=2026-01-01T00:00:00Z",
+            app.address
+        ))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // A dead-letter page's cursor that no page gave: the query's fault, not the body's.
+    let res = app
+        .client
+        .get(format!(
+            "{}/v1/dlq/lead_score?cursor=not-a-cursor",
+            app.address
+        ))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(standard(res).await, (400, "invalid_query".into()));
+    // A NUL under a long key is named by the key's beginning, never echoed whole.
+    let key = "k".repeat(10_000);
+    let body = format!(
+        r#"{{"external_id": "tg-k", "source": "telegram", "answers": {{"{key}": "a\u0000b"}}}}"#
+    );
+    let res = app
+        .post_raw(
+            "/v1/leads",
+            &[("authorization", format!("Bearer {}", app.key()))],
+            body.into_bytes(),
+        )
+        .await;
+    let text = res.text().await.unwrap();
+    assert!(text.contains("unsupported_character"), "{text:.300}");
+    assert!(text.len() < 1000, "{} bytes: the key came back", text.len());
+    app.stop().await;
+}
+
+/// A signed Chatwoot message whose `created_at` no chat has (before 1970, or beyond year 5000)
+/// is taken as sent when it arrived, and stored: not enqueued to fail in the database and be
+/// retried to a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatwoot_time_postgresql_cannot_store_is_taken_as_the_deliverys() {
+    let app = configured_app().await;
+    let worker = app.spawn_worker().await;
+    for (i, at) in [-300_000_000_000_i64, 8_000_000_000_000]
+        .into_iter()
+        .enumerate()
+    {
+        let mut v: Value = serde_json::from_slice(&crate::webhooks::message_body(
+            ACCOUNT,
+            7000 + i as i64,
+            false,
+            "incoming",
+        ))
+        .unwrap();
+        v["created_at"] = at.into();
+        let res = post_chatwoot(&app, &serde_json::to_vec(&v).unwrap(), &format!("t-{i}")).await;
+        assert_eq!(res.status(), 200);
+    }
+    let sent: Vec<chrono::DateTime<chrono::Utc>> = leadq_testkit::wait_for(
+        "both messages stored",
+        std::time::Duration::from_secs(20),
+        || async {
+            let mut tx = app.own().await;
+            let at: Vec<chrono::DateTime<chrono::Utc>> =
+                sqlx::query_scalar("select sent_at from lead_messages where source = 'chatwoot'")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .unwrap();
+            (at.len() == 2).then_some(at)
+        },
+    )
+    .await;
+    let now = chrono::Utc::now();
+    for at in sent {
+        assert!((now - at).num_seconds().abs() < 120, "{at}");
+    }
+    assert_eq!(app.queue.counts("chatwoot_event").await.unwrap().failed, 0);
+    worker.stop().await;
+    app.stop().await;
+}

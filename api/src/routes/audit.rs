@@ -100,9 +100,9 @@ pub struct TrailQuery {
     /// Only this action, e.g. `queue.tenant.pause`.
     #[param(pattern = "^[a-z0-9_.]{1,64}$")]
     pub action: Option<String>,
-    /// At or after (RFC 3339).
+    /// At or after (RFC 3339, years 1-9999).
     pub since: Option<DateTime<Utc>>,
-    /// Before (RFC 3339).
+    /// Before (RFC 3339, years 1-9999).
     pub until: Option<DateTime<Utc>>,
     /// Entries older than this id (a previous page's `next_before`).
     pub before: Option<i64>,
@@ -122,6 +122,10 @@ pub async fn trail_of(
         .is_some_and(|t| !leadq_platform::tenant::valid_slug(t))
         || !q.actor.as_deref().is_none_or(audit_trail::valid_name)
         || !q.action.as_deref().is_none_or(audit_trail::valid_action)
+        || ![q.since, q.until]
+            .iter()
+            .flatten()
+            .all(leadq_platform::db::storable_time)
     {
         return Err(ApiError::InvalidQuery);
     }

@@ -211,6 +211,14 @@ pub async fn page(
 ) -> Result<Page, ApiError> {
     operator.require(permission::DLQ)?;
     known(kind)?;
+    // A cursor that is not a page's `next_cursor` is a malformed query, refused before the
+    // listing is audited.
+    if q.cursor
+        .as_deref()
+        .is_some_and(|c| !leadq_queue::dlq::valid_cursor(c))
+    {
+        return Err(ApiError::InvalidQuery);
+    }
     let filter = filter_of(app, operator, &q.filter()).await?;
     deadletters::list(
         &app.pool,

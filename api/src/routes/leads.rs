@@ -306,6 +306,8 @@ pub async fn create(
     responses(
         (status = 200, description = "Erased; what was removed where.",
          body = leadq_jobs::lead::Erased),
+        (status = 400, description = "The id is not of the form a lead's can be (`invalid_path`: \
+            1-128 printable ASCII characters).", body = crate::openapi::ErrorBody),
         (status = 404, description = "The tenant has nothing under this id.",
          body = crate::openapi::ErrorBody),
     ))]
@@ -315,6 +317,12 @@ pub async fn delete(
     ApiPath(external_id): ApiPath<String>,
 ) -> Result<Json<leadq_jobs::lead::Erased>, ApiError> {
     let principal = auth.require(scope::LEADS_WRITE)?;
+    // An id no lead can have (the form `POST` requires) is refused before anything is written:
+    // the erasure would record a tombstone and an audit entry for it, and an id too long for
+    // the tombstone's index would fail in the database.
+    if !envelope::valid_id(&external_id) {
+        return Err(ApiError::InvalidPath);
+    }
     let erased = leadq_jobs::lead::erase(
         &app.pool,
         &app.queue,

@@ -122,7 +122,11 @@ async fn tenant_of(app: &AppState, slug: &str) -> Result<Arc<WebhookTenant>, Api
             let t = Arc::new(
                 settings::webhook_tenant(&app.pool, &app.sealer, slug)
                     .await
-                    .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?
+                    .map_err(|e| match e {
+                        // A database that is down is a 503 the sender retries, not a 500.
+                        settings::IntegrationError::Db(e) => ApiError::from(e),
+                        other => ApiError::Internal(anyhow::Error::new(other)),
+                    })?
                     .ok_or(ApiError::NotFound)?,
             );
             // A tenant with no webhook configured is not kept: configuring one takes effect

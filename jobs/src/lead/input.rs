@@ -148,7 +148,14 @@ impl LeadInput {
                 });
             }
             check_len(&mut errs, "answers", k, 64);
-            check_len(&mut errs, &format!("answers.{k}"), v, 2000);
+            // The field names its answer only by a key of the allowed length: an error body
+            // never echoes a long key back.
+            let field = if k.chars().count() <= 64 {
+                format!("answers.{k}")
+            } else {
+                "answers".to_owned()
+            };
+            check_len(&mut errs, &field, v, 2000);
         }
         if let Some(c) = &self.campaign {
             // Characters, as documented (the contract's maxLength counts characters too).
@@ -205,5 +212,25 @@ mod tests {
             ]
         );
         assert!(lead(&[], Some("a@b.co")).validate().is_empty());
+    }
+
+    #[test]
+    fn an_answers_field_names_a_long_key_by_the_map_only() {
+        let long_key = "k".repeat(1000);
+        let long_value = "v".repeat(2001);
+        let l = lead(&[(&long_key, &long_value), ("budget", &long_value)], None);
+        let got: Vec<_> = l
+            .validate()
+            .iter()
+            .map(|e| (e.field.clone(), e.code))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("answers.budget".to_owned(), "too_long"),
+                ("answers".to_owned(), "too_long"),
+                ("answers".to_owned(), "too_long"),
+            ]
+        );
     }
 }

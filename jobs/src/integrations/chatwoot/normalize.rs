@@ -112,23 +112,31 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
-/// A time in any of Chatwoot's three encodings: ISO-8601 string, integer or float Unix seconds.
+/// A time in any of Chatwoot's three encodings: ISO-8601 string, integer or float Unix seconds;
+/// `None` outside 1970 to about 5138 ([`MAX_UNIX_SECS`]), as for a field that is not a time, so
+/// a time PostgreSQL cannot store never reaches a job (it would fail there, retried to a dead
+/// letter) and a far-future one never skews reply times.
 pub fn time(v: &Value) -> Option<DateTime<Utc>> {
     match v {
         Value::String(s) => DateTime::parse_from_rfc3339(s)
             .ok()
             .map(|t| t.with_timezone(&Utc))
+            .filter(|t| (0..MAX_UNIX_SECS).contains(&t.timestamp()))
             .or_else(|| s.trim().parse::<f64>().ok().and_then(float_time)),
         Value::Number(n) => n
             .as_i64()
+            .filter(|s| (0..MAX_UNIX_SECS).contains(s))
             .and_then(|s| Utc.timestamp_opt(s, 0).single())
             .or_else(|| n.as_f64().and_then(float_time)),
         _ => None,
     }
 }
 
+/// Unix seconds a time of Chatwoot's must stay under (year 5138).
+const MAX_UNIX_SECS: i64 = 100_000_000_000;
+
 fn float_time(secs: f64) -> Option<DateTime<Utc>> {
-    if !secs.is_finite() || !(0.0..1e11).contains(&secs) {
+    if !secs.is_finite() || !(0.0..MAX_UNIX_SECS as f64).contains(&secs) {
         return None;
     }
     let whole = secs.floor();
@@ -413,6 +421,13 @@ mod tests {
         assert_eq!(float.timestamp_subsec_micros(), 123_456);
         assert_eq!(time(&json!(null)), None);
         assert_eq!(time(&json!("yesterday")), None);
+        // Times PostgreSQL cannot store, or no chat has: as if absent (the delivery's time).
+        assert_eq!(time(&json!(-300_000_000_000_i64)), None);
+        assert_eq!(time(&json!(8_000_000_000_000_i64)), None);
+        assert_eq!(time(&json!(i64::MIN)), None);
+        assert_eq!(time(&json!(-1)), None);
+        assert_eq!(time(&json!(1e300)), None);
+        assert_eq!(time(&json!("9999-12-31T23:59:59Z")), None);
     }
 
     fn message(private: bool, message_type: Value) -> Vec<u8> {

@@ -45,7 +45,8 @@ pub fn verify(
     mac.verify_slice(&expected)
         .map_err(|_| Rejected::BadSignature)?;
     let ts: i64 = ts.trim().parse().map_err(|_| Rejected::BadSignature)?;
-    if (now.timestamp() - ts).abs() > REPLAY_WINDOW_SECS {
+    // `abs_diff`: a timestamp near i64's ends must not overflow (a panic in a debug build).
+    if now.timestamp().abs_diff(ts) > REPLAY_WINDOW_SECS.unsigned_abs() {
         return Err(Rejected::Stale);
     }
     Ok(())
@@ -131,6 +132,15 @@ mod tests {
                 verify(SECRET, Some(&t.to_string()), Some(&sig), body, now()),
                 Err(Rejected::Stale),
                 "{skew}"
+            );
+        }
+        // Signed timestamps at i64's ends are stale, not an overflow.
+        for t in [i64::MIN, i64::MAX] {
+            let sig = sign(SECRET, t, body);
+            assert_eq!(
+                verify(SECRET, Some(&t.to_string()), Some(&sig), body, now()),
+                Err(Rejected::Stale),
+                "{t}"
             );
         }
         let t = ts - 299;
