@@ -54,7 +54,21 @@ pub(crate) fn start(
     sentry: u16,
     log: &std::path::Path,
 ) -> Child {
+    start_with(app, role, addr_var, port, sentry, log, &[])
+}
+
+/// [`start`], with more environment.
+pub(crate) fn start_with(
+    app: &TestApp,
+    role: &str,
+    addr_var: &str,
+    port: u16,
+    sentry: u16,
+    log: &std::path::Path,
+    env: &[(&str, String)],
+) -> Child {
     crate::leadq_cmd(app)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .arg(role)
         .env(
             "LEADQ_DATA_KEYS",
@@ -74,28 +88,40 @@ pub(crate) fn start(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn planted_secrets_appear_in_no_log_line_error_body_or_sentry_event() {
+async fn planted_secrets_appear_in_no_log_line_error_body_sentry_event_or_exported_span() {
     let app = spawn_app().await;
     let (sentry_port, sentry) = fake_sentry().await;
+    // A stand-in OTLP/HTTP receiver: the spans both processes export (protobuf keeps strings
+    // as they are, so a secret would be found in the bodies' text).
+    let (otlp_port, otlp) = fake_sentry().await;
+    let otel = [
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{otlp_port}"),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
+    ];
     let dir = std::env::temp_dir().join(format!("leadq-secrets-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let (api_log, worker_log) = (dir.join("api.log"), dir.join("worker.log"));
     let api_port = free_port();
-    let mut api = start(
+    let mut api = start_with(
         &app,
         "api",
         "LEADQ_API_ADDR",
         api_port,
         sentry_port,
         &api_log,
+        &otel,
     );
-    let mut worker = start(
+    let mut worker = start_with(
         &app,
         "worker",
         "LEADQ_API_ADDR",
         free_port(),
         sentry_port,
         &worker_log,
+        &otel,
     );
     let base = format!("http://127.0.0.1:{api_port}");
     let client = reqwest::Client::new();
@@ -160,6 +186,18 @@ async fn planted_secrets_appear_in_no_log_line_error_body_or_sentry_event() {
         (!sentry.lock().unwrap().is_empty()).then_some(())
     })
     .await;
+    wait_for(
+        "the refusal exported as a span event",
+        Duration::from_secs(20),
+        || async {
+            otlp.lock()
+                .unwrap()
+                .iter()
+                .any(|b| b.contains("Refusing a job"))
+                .then_some(())
+        },
+    )
+    .await;
     for child in [&mut api, &mut worker] {
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -171,6 +209,7 @@ async fn planted_secrets_appear_in_no_log_line_error_body_or_sentry_event() {
     let logs =
         std::fs::read_to_string(&api_log).unwrap() + &std::fs::read_to_string(&worker_log).unwrap();
     let events = sentry.lock().unwrap().join("\n");
+    let spans = otlp.lock().unwrap().join("\n");
     // The failures were really logged and reported (so absence below means scrubbing).
     assert!(logs.contains("Refused credentials"), "{logs}");
     assert!(logs.contains("Refusing a job"), "{logs}");
@@ -180,6 +219,7 @@ async fn planted_secrets_appear_in_no_log_line_error_body_or_sentry_event() {
     for (place, text) in [
         ("logs", &logs),
         ("sentry", &events),
+        ("spans", &spans),
         ("bodies", &bodies.join("\n")),
     ] {
         for secret in [

@@ -15,6 +15,7 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::{LogFormat, Settings};
 
+mod scrubbed;
 pub mod trace;
 
 /// Keeps Sentry and the trace exporter flushing until dropped; hold it for the life of `main`.

@@ -44,7 +44,8 @@ pub fn otlp_from_env(service: &str) -> Option<(SdkTracerProvider, SdkTracer)> {
         resource = resource.with_service_name(service.to_owned());
     }
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        // Spans leave scrubbed, as log lines and Sentry events do (`scrubbed`).
+        .with_batch_exporter(super::scrubbed::Scrubbed(exporter))
         .with_resource(resource.build())
         .build();
     let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "leadq");
