@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
@@ -56,6 +56,13 @@ pub struct AckService<S> {
     runner: KindRunner,
 }
 
+/// The longest a rate-limited job waits before it runs again, whatever its handler asked: a
+/// wait read from a downstream's header (`Retry-After: 99999999999`) must not park a job for
+/// centuries without a dead letter or an alert. A day covers every wait leadq asks for itself
+/// (a CRM's daily limit waits until the next UTC midnight); a job that still may not run then
+/// asks again.
+pub(crate) const MAX_SNOOZE: Duration = Duration::from_secs(24 * 3600);
+
 /// How a handler result is to be settled, and its error code.
 fn classify(result: &Result<(), BoxDynError>) -> (Settle, Option<&'static str>) {
     let Err(error) = result else {
@@ -70,7 +77,7 @@ fn classify(result: &Result<(), BoxDynError>) -> (Settle, Option<&'static str>) 
                 code: code.into(),
             },
             JobError::RateLimited { retry_after, .. } => Settle::Snooze {
-                delay: *retry_after,
+                delay: (*retry_after).min(MAX_SNOOZE),
                 code: code.into(),
             },
         };

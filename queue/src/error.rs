@@ -76,7 +76,11 @@ impl JobError {
 }
 
 impl From<sqlx::Error> for JobError {
-    /// Database errors are transient unless they say the data itself is wrong.
+    /// Database errors are transient unless they say the data itself is wrong: a constraint
+    /// the row breaks, a value PostgreSQL cannot hold (SQLSTATE class 22: NUL in text, a time
+    /// out of range, a number too large) or a limit it exceeds (class 54: an index key over
+    /// 2,704 bytes). The same job would fail the same way on every attempt, so it goes to the
+    /// dead letters at once, named, instead of after its retries as `db_error`.
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db)
@@ -84,12 +88,78 @@ impl From<sqlx::Error> for JobError {
             {
                 Self::permanent("db_constraint", e)
             }
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("22") || c.starts_with("54")) =>
+            {
+                Self::permanent("db_invalid_data", e)
+            }
             _ if leadq_platform::db::is_unavailable(&e) => Self::RateLimited {
                 code: "db_unavailable",
                 // Spread out, so jobs do not all come back at the same moment.
                 retry_after: Duration::from_millis(2000 + rand::random::<u64>() % 3000),
             },
             _ => Self::transient("db_error", e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::JobError;
+
+    /// A PostgreSQL error with just a SQLSTATE.
+    #[derive(Debug)]
+    struct Pg(&'static str);
+
+    impl std::fmt::Display for Pg {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Pg {}
+
+    impl sqlx::error::DatabaseError for Pg {
+        fn message(&self) -> &str {
+            "test"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn class(sqlstate: &'static str) -> (&'static str, bool) {
+        let e = JobError::from(sqlx::Error::Database(Box::new(Pg(sqlstate))));
+        (e.code(), matches!(e, JobError::Permanent { .. }))
+    }
+
+    #[test]
+    fn data_postgresql_cannot_hold_is_permanent_and_the_rest_is_transient() {
+        // NUL in text, untranslatable character, time out of range, numeric out of range,
+        // index row too large.
+        for s in ["22021", "22P05", "22008", "22003", "54000"] {
+            assert_eq!(class(s), ("db_invalid_data", true), "{s}");
+        }
+        // A unique violation can be a race another attempt settles; a serialization failure
+        // or a deadlock is transient by nature.
+        for s in ["23505", "40001", "40P01"] {
+            assert_eq!(class(s), ("db_error", false), "{s}");
         }
     }
 }

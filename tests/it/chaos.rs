@@ -9,14 +9,14 @@ use leadq_testkit::{sample_lead, spawn_app_in, spawn_app_with, wait_for, TestApp
 use serde_json::{json, Value};
 
 /// A private redis-server with an append-only file, on a port of its own.
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -33,7 +33,7 @@ impl PrivateRedis {
         r
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
@@ -66,7 +66,7 @@ impl PrivateRedis {
     }
 
     /// A restart as an operator or a supervisor does it: SIGTERM (Redis flushes its AOF), wait.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])

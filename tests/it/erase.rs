@@ -193,3 +193,81 @@ async fn an_erasure_racing_a_job_that_creates_the_lead_leaves_no_lead() {
     assert_eq!(left, 0);
     app.stop().await;
 }
+
+/// Redis fails while a lead the CRM holds is erased: nothing is committed, and the erasure run
+/// again still asks the CRM to delete the contact. (With the CRM's job enqueued after the
+/// commit, the first run deleted the lead and lost the job; the second found no lead and no
+/// sync, answered `not_synced`, and the contact stayed in the CRM.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_that_meets_a_redis_outage_still_asks_the_crm_when_run_again() {
+    let app = spawn_app().await;
+    let tenant = app.tenant.tenant_id;
+    let mut tx = app.db.owner_tx(tenant).await;
+    let lead: uuid::Uuid = sqlx::query_scalar(
+        "insert into leads (tenant_id, external_id, source) values ($1, 'tg-outage', 'telegram')
+         returning id",
+    )
+    .bind(tenant)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into crm_sync_state (tenant_id, lead_id, wanted_version, synced_version, crm_id)
+         values ($1, $2, 1, 1, '90210')",
+    )
+    .bind(tenant)
+    .bind(lead)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // A queue whose Redis goes away after it connected.
+    let mut redis = crate::chaos::PrivateRedis::new();
+    let url = redis.url();
+    let s = leadq_testkit::settings(
+        &app.db.url,
+        &leadq_testkit::queue_prefix(),
+        &[("REDIS_URL", url.as_str())],
+    );
+    let down = leadq_queue::Queue::connect(
+        s.redis_url(),
+        s.queue.clone(),
+        leadq_testkit::signer(&app.settings),
+    )
+    .await
+    .unwrap();
+    redis.stop();
+    let (pool, sealer) = (app.db.pool.clone(), app.sealer());
+    let erase = |queue: leadq_queue::Queue| {
+        let (pool, sealer) = (pool.clone(), sealer.clone());
+        async move {
+            leadq_jobs::lead::erase(
+                &pool,
+                &queue,
+                &sealer,
+                tenant,
+                "tg-outage",
+                "operator:t",
+                "c",
+            )
+            .await
+        }
+    };
+    assert!(matches!(
+        erase(down).await,
+        Err(leadq_jobs::lead::EraseError::Queue(_))
+    ));
+    let left: i64 =
+        sqlx::query_scalar("select count(*) from leads where external_id = 'tg-outage'")
+            .fetch_one(&mut *app.own().await)
+            .await
+            .unwrap();
+    assert_eq!(
+        left, 1,
+        "the lead was deleted although the CRM was not asked"
+    );
+    let erased = erase(app.queue.clone()).await.unwrap();
+    assert!(erased.lead_deleted);
+    assert_eq!(erased.crm.status, "requested", "{erased:?}");
+    app.stop().await;
+}

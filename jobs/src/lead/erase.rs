@@ -97,7 +97,6 @@ pub async fn erase(
     .bind(external_id)
     .fetch_optional(&mut *tx)
     .await?;
-    tx.commit().await?;
     let target = match in_crm {
         Some((Some(crm_id), _)) => Some((Some(crm_id), None)),
         // Stored sealed under the same tenant and field as the job carries it; a row not yet
@@ -111,6 +110,11 @@ pub async fn erase(
         )),
         _ => None,
     };
+    // The CRM's delete is enqueued before the lead's deletion commits: should Redis fail here,
+    // nothing is committed and running the erasure again does all of it. Enqueued after the
+    // commit, a failure lost it for good — a second run found no lead and no sync to ask the
+    // CRM about. (Should the commit fail after the enqueue, the CRM is asked once more than
+    // needed by the next run: the job's message id makes that the same job.)
     let crm = match (lead_id, target) {
         (Some(lead_id), Some((crm_id, email))) => {
             let input = crate::integrations::hubspot::erase::EraseInput {
@@ -138,6 +142,7 @@ pub async fn erase(
             job_id: None,
         },
     };
+    tx.commit().await?;
     // Every kind whose payload names the lead by `external_id`.
     let (mut jobs_removed, mut jobs_running) = (0, 0);
     for kind in [crate::kinds::LEAD_SCORE, crate::kinds::CHATWOOT_EVENT] {

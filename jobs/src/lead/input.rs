@@ -51,13 +51,22 @@ pub struct FieldError {
 
 const MAX_ANSWERS: usize = 50;
 
-fn check_len(errs: &mut Vec<FieldError>, field: &str, v: &str, max: usize) {
-    if v.chars().count() > max {
-        errs.push(FieldError {
-            field: field.into(),
-            code: "too_long",
-        });
-    }
+/// A free-text field: at most `max` characters, and none PostgreSQL cannot store (NUL). The
+/// API refuses NUL before this runs (`unsupported_character`); the handler checks again, as the
+/// queue is not a trust boundary, so such a job is refused as invalid rather than failing in
+/// the database.
+fn check_text(errs: &mut Vec<FieldError>, field: &str, v: &str, max: usize) {
+    let code = if v.chars().count() > max {
+        "too_long"
+    } else if v.contains('\0') {
+        "invalid_character"
+    } else {
+        return;
+    };
+    errs.push(FieldError {
+        field: field.into(),
+        code,
+    });
 }
 
 /// Whether `e` looks like an email address (what a lead's `email` must be).
@@ -113,10 +122,10 @@ impl LeadInput {
             });
         }
         if let Some(n) = &self.name {
-            check_len(&mut errs, "name", n, 200);
+            check_text(&mut errs, "name", n, 200);
         }
         if let Some(u) = &self.username {
-            check_len(&mut errs, "username", u, 64);
+            check_text(&mut errs, "username", u, 64);
         }
         if let Some(e) = &self.email {
             if e.len() > 254 || !plausible_email(e) {
@@ -147,7 +156,7 @@ impl LeadInput {
                     code: "invalid_format",
                 });
             }
-            check_len(&mut errs, "answers", k, 64);
+            check_text(&mut errs, "answers", k, 64);
             // The field names its answer only by a key of the allowed length: an error body
             // never echoes a long key back.
             let field = if k.chars().count() <= 64 {
@@ -155,7 +164,7 @@ impl LeadInput {
             } else {
                 "answers".to_owned()
             };
-            check_len(&mut errs, &field, v, 2000);
+            check_text(&mut errs, &field, v, 2000);
         }
         if let Some(c) = &self.campaign {
             // Characters, as documented (the contract's maxLength counts characters too).
@@ -167,7 +176,7 @@ impl LeadInput {
             }
         }
         if let Some(t) = &self.next_answer {
-            check_len(&mut errs, "next_answer", t, 2000);
+            check_text(&mut errs, "next_answer", t, 2000);
         }
         errs
     }
@@ -212,6 +221,26 @@ mod tests {
             ]
         );
         assert!(lead(&[], Some("a@b.co")).validate().is_empty());
+    }
+
+    #[test]
+    fn nul_in_free_text_is_refused_by_the_handlers_check_too() {
+        let mut l = lead(&[("need", "a\0b")], None);
+        l.name = Some("Ada\0".into());
+        l.next_answer = Some("\0".into());
+        let got: Vec<_> = l
+            .validate()
+            .iter()
+            .map(|e| (e.field.clone(), e.code))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("name".to_owned(), "invalid_character"),
+                ("answers.need".to_owned(), "invalid_character"),
+                ("next_answer".to_owned(), "invalid_character"),
+            ]
+        );
     }
 
     #[test]

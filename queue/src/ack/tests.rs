@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use apalis_core::error::BoxDynError;
 
-use super::classify;
+use super::{classify, MAX_SNOOZE};
 use crate::error::JobError;
 use crate::Settle;
 
@@ -50,6 +50,19 @@ fn a_rate_limited_error_is_snoozed_for_exactly_the_asked_delay() {
     assert!(matches!(how, Settle::Snooze { delay, code }
         if delay == Duration::from_millis(7_250) && code == "crm_429"));
     assert_eq!(code, Some("crm_429"));
+}
+
+#[test]
+fn a_rate_limited_wait_is_at_most_a_day() {
+    let result = err(JobError::RateLimited {
+        code: "crm_rate_limited",
+        retry_after: Duration::from_secs(u64::MAX),
+    });
+    let (how, _) = classify(&result);
+    assert!(
+        matches!(&how, Settle::Snooze { delay, .. } if *delay == MAX_SNOOZE),
+        "{how:?}"
+    );
 }
 
 #[test]

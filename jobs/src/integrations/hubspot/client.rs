@@ -23,6 +23,56 @@ pub(super) fn header_u64(h: &reqwest::header::HeaderMap, name: &str) -> Option<u
     h.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// The longest wait a `Retry-After` may ask for: HubSpot's rolling windows are seconds long
+/// (its daily limit is handled by policy, not by this header), and a wait read from a header
+/// must not park a job for days on one odd answer.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// HubSpot's `Retry-After` (seconds), at most [`MAX_RETRY_AFTER`].
+pub(super) fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    header_u64(h, "retry-after").map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
+}
+
+/// The most of a HubSpot answer read: a batch upsert's answer for 100 contacts is tens of
+/// kilobytes; a body larger than this (a misbehaving proxy, a stream that never ends) is not
+/// read into the worker's memory but taken as unreadable (`Value::Null`).
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// A HubSpot answer's JSON body, read up to [`MAX_ANSWER_BYTES`]; `Value::Null` when it is
+/// larger, cut off, or not JSON.
+pub(super) async fn json_answer(mut res: reqwest::Response) -> Value {
+    if res
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Value::Null;
+    }
+    let mut body = Vec::new();
+    loop {
+        match res.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ANSWER_BYTES => {
+                body.extend_from_slice(&chunk)
+            }
+            Ok(None) => break,
+            Ok(Some(_)) | Err(_) => return Value::Null,
+        }
+    }
+    serde_json::from_slice(&body).unwrap_or(Value::Null)
+}
+
+/// Whether `t` can be sent as a bearer token and kept: printable ASCII without spaces (a
+/// header value), 1-4,096 bytes. A token endpoint's answer is checked with it before its
+/// tokens replace the stored ones.
+fn usable_token(t: &str) -> bool {
+    (1..=4096).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A HubSpot object id as results name it (digits today): printable ASCII, 1-64 bytes. Any
+/// other value is not kept (the record is still synced; an erasure then finds it by e-mail).
+fn usable_crm_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 pub(super) fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
     (now.date_naive() + chrono::Days::new(1))
         .and_hms_opt(0, 0, 0)
@@ -132,14 +182,26 @@ pub(super) async fn bearer(
         refresh_token: Option<String>,
         expires_in: i64,
     }
-    let t: Token = res.json().await.map_err(|e| {
+    let t: Token = match serde_json::from_value(json_answer(res).await) {
+        Ok(t) => t,
+        Err(e) => {
+            count("error");
+            return Err(JobError::transient("crm_token_refresh_failed", e));
+        }
+    };
+    // An access token that cannot be sent would fail every call for its lifetime; an empty or
+    // odd refresh token would replace the one that works. Neither is kept.
+    if !usable_token(&t.access_token) {
         count("error");
-        JobError::transient("crm_token_refresh_failed", e.without_url())
-    })?;
+        return Err(JobError::transient(
+            "crm_token_refresh_failed",
+            anyhow::anyhow!("the token endpoint answered an unusable access token"),
+        ));
+    }
     let expires_at = Utc::now() + chrono::TimeDelta::seconds(t.expires_in.clamp(60, 86_400));
     let rotated = t
         .refresh_token
-        .filter(|r| r != refresh_token)
+        .filter(|r| usable_token(r) && r != refresh_token)
         .map(|r| CrmAuth::Oauth {
             client_id: client_id.clone(),
             client_secret: client_secret.clone(),
@@ -237,7 +299,7 @@ pub(super) async fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
+    let body = json_answer(res).await;
     // Seen the window run out: pause before HubSpot has to refuse.
     if header_u64(&headers, "x-hubspot-ratelimit-remaining") == Some(0) && status != 429 {
         let ms =
@@ -256,12 +318,16 @@ pub(super) async fn send(
                 .into_iter()
                 .flatten()
             {
-                let crm_id = r.get("id").and_then(Value::as_str).map(str::to_owned);
+                let crm_id = r
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|id| usable_crm_id(id))
+                    .map(str::to_owned);
                 let key = r
                     .get("properties")
                     .and_then(|p| p.get(&conn.id_property))
                     .and_then(Value::as_str)
-                    .map(str::to_ascii_lowercase);
+                    .map(|k| record_key(&conn.id_property, k));
                 if let Some(k) = key {
                     out.insert(k, RowOutcome::Synced { crm_id });
                 }
@@ -290,7 +356,7 @@ pub(super) async fn send(
                     .flatten()
                     .filter_map(Value::as_str)
                 {
-                    out.insert(id.to_ascii_lowercase(), outcome.clone());
+                    out.insert(record_key(&conn.id_property, id), outcome.clone());
                 }
                 tracing::warn!(category, correlation_id = %correlation, "The CRM refused some records.");
             }
@@ -298,7 +364,7 @@ pub(super) async fn send(
                 // HubSpot answers 200 only when every input was written.
                 for i in &inputs {
                     if let Some(id) = i.get("id").and_then(Value::as_str) {
-                        out.entry(id.to_owned())
+                        out.entry(record_key(&conn.id_property, id))
                             .or_insert(RowOutcome::Synced { crm_id: None });
                     }
                 }
@@ -308,7 +374,7 @@ pub(super) async fn send(
         429 => {
             let policy = policy_of(&body);
             metrics::counter!(m::CRM_RATE_LIMITED_TOTAL, m::label::POLICY => policy).increment(1);
-            let retry_after = header_u64(&headers, "retry-after").map(Duration::from_secs);
+            let retry_after = retry_after(&headers);
             if policy == "daily" {
                 let until = next_utc_midnight(Utc::now());
                 pause(&deps.pool, tenant, until, "daily").await?;

@@ -19,7 +19,7 @@ use leadq_queue::backend::Job;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::client::{bearer, header_u64, next_utc_midnight, policy_of};
+use super::client::{bearer, json_answer, next_utc_midnight, policy_of, retry_after};
 use super::*;
 
 /// The `crm_erase` payload: the contact by the CRM's own id, or else by e-mail (sealed, as
@@ -137,7 +137,7 @@ async fn delete(
     let status = res.status().as_u16();
     metrics::counter!(m::CRM_REQUESTS_TOTAL, m::label::STATUS => status.to_string()).increment(1);
     let headers = res.headers().clone();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
+    let body = json_answer(res).await;
     match status {
         200 | 204 => Ok("ok"),
         404 => Ok("already_gone"),
@@ -149,9 +149,7 @@ async fn delete(
                     .to_std()
                     .unwrap_or(Duration::from_secs(3600))
             } else {
-                header_u64(&headers, "retry-after")
-                    .map(Duration::from_secs)
-                    .unwrap_or(Duration::from_secs(10))
+                retry_after(&headers).unwrap_or(Duration::from_secs(10))
             };
             Err(JobError::RateLimited {
                 code: if policy == "daily" {

@@ -95,6 +95,18 @@ fn crm_err(e: IntegrationError) -> JobError {
     }
 }
 
+/// How a record is named when results are matched to the leads sent: an e-mail as HubSpot
+/// keeps it (lower case), any other id property's value exactly as sent (`Lead-42` and
+/// `lead-42` are two leads). Inputs, results, errors and the 200 answer's fallback all go
+/// through this, so a lead is never looked up under another spelling than its result's.
+pub(super) fn record_key(id_property: &str, value: &str) -> String {
+    if id_property == "email" {
+        value.to_ascii_lowercase()
+    } else {
+        value.to_owned()
+    }
+}
+
 /// The properties sent for a lead, or why it cannot be sent.
 fn properties(
     lead: &LeadRow,
@@ -116,9 +128,9 @@ fn properties(
         }
     }
     let id = if id_property == "email" {
-        email.ok_or("crm_missing_email")?.to_ascii_lowercase()
+        record_key(id_property, email.ok_or("crm_missing_email")?)
     } else {
-        lead.external_id.clone()
+        record_key(id_property, &lead.external_id)
     };
     let mut p = BTreeMap::new();
     if let Some(e) = email {
@@ -400,8 +412,27 @@ async fn settle(
 
 #[cfg(test)]
 mod tests {
-    use super::client::{next_utc_midnight, policy_of};
+    use super::client::{next_utc_midnight, policy_of, retry_after};
     use super::*;
+
+    #[test]
+    fn a_retry_after_is_read_in_seconds_and_bounded() {
+        let at = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("retry-after", v.parse().unwrap());
+            retry_after(&h)
+        };
+        assert_eq!(at("7"), Some(Duration::from_secs(7)));
+        assert_eq!(at("99999999999"), Some(Duration::from_secs(600)));
+        assert_eq!(at(&u64::MAX.to_string()), Some(Duration::from_secs(600)));
+        assert_eq!(at("soon"), None);
+    }
+
+    #[test]
+    fn an_email_key_is_matched_in_lower_case_and_any_other_as_sent() {
+        assert_eq!(record_key("email", "Ada@Example.com"), "ada@example.com");
+        assert_eq!(record_key("leadq_id", "Lead-42"), "Lead-42");
+    }
 
     fn lead(email: Option<&str>, name: Option<&str>) -> LeadRow {
         LeadRow {
