@@ -37,7 +37,7 @@ pub(super) enum AuditCommand {
 
 /// Runs a `leadq audit` command.
 pub(super) fn run(runtime: &Runtime, settings: &Settings, command: AuditCommand) -> ExitCode {
-    telemetry::init_logs(&settings.log_filter, settings.log_format);
+    telemetry::init_command_logs(settings);
     let tenant = match command {
         AuditCommand::Verify { tenant } => tenant,
         AuditCommand::Export { since, tenant } => {

@@ -49,7 +49,7 @@ pub(super) fn run(
     operator: &str,
     command: BillingCommand,
 ) -> ExitCode {
-    telemetry::init_logs(&settings.log_filter, settings.log_format);
+    telemetry::init_command_logs(settings);
     let actor = format!("operator:{operator}");
     let who = Actor {
         actor: &actor,

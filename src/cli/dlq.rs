@@ -174,7 +174,7 @@ pub(super) fn run(
     operator: &str,
     command: DlqCommand,
 ) -> ExitCode {
-    telemetry::init_logs(&settings.log_filter, settings.log_format);
+    telemetry::init_command_logs(settings);
     ops_exit_code(runtime.block_on(dlq(settings, operator, command)))
 }
 

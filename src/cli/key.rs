@@ -54,7 +54,7 @@ pub(super) fn run(
     operator: &str,
     command: KeyCommand,
 ) -> ExitCode {
-    telemetry::init_logs(&settings.log_filter, settings.log_format);
+    telemetry::init_command_logs(settings);
     let result = match runtime.block_on(key_command(settings, operator, command)) {
         Ok(()) => Ok(()),
         Err(e)

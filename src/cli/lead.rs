@@ -69,7 +69,7 @@ pub(super) fn run(
     operator: &str,
     command: LeadCommand,
 ) -> ExitCode {
-    telemetry::init_logs(&settings.log_filter, settings.log_format);
+    telemetry::init_command_logs(settings);
     let actor = format!("operator:{operator}");
     exit_code(runtime.block_on(async {
         let pool = db::connect(settings.database_url(), 2).await?;

@@ -16,7 +16,7 @@ use super::exit_code;
 /// Runs `leadq migrate`: connects with `LEADQ_MIGRATION_DATABASE_URL` (or `DATABASE_URL`)
 /// and grants `LEADQ_RUNTIME_ROLE` (or the user of `DATABASE_URL`).
 pub(super) fn run(runtime: &Runtime, settings: &Settings) -> ExitCode {
-    telemetry::init_logs(&settings.log_filter, settings.log_format);
+    telemetry::init_command_logs(settings);
     exit_code(runtime.block_on(async {
         let owner_url = settings
             .migration_database_url

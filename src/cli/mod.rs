@@ -256,8 +256,11 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "leadq failed.");
-            eprintln!("leadq: {e:#}");
+            // Scrubbed like any log line: an error's causes may quote what a command was given.
+            let text = format!("{e:#}");
+            let text = leadq_platform::scrub::global().scrub(&text);
+            tracing::error!(error = %text, "leadq failed.");
+            eprintln!("leadq: {text}");
             ExitCode::FAILURE
         }
     }

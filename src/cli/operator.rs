@@ -47,7 +47,7 @@ pub(super) fn run(
     by: &str,
     command: OperatorCommand,
 ) -> ExitCode {
-    telemetry::init_logs(&settings.log_filter, settings.log_format);
+    telemetry::init_command_logs(settings);
     let result = match runtime.block_on(operator_command(settings, by, command)) {
         Err(e)
             if e.downcast_ref::<OperatorError>()

@@ -98,7 +98,7 @@ pub(super) fn run(
     operator: &str,
     command: QueueCommand,
 ) -> ExitCode {
-    telemetry::init_logs(&settings.log_filter, settings.log_format);
+    telemetry::init_command_logs(settings);
     ops_exit_code(runtime.block_on(queue(settings, operator, command)))
 }
 

@@ -192,7 +192,7 @@ pub(super) fn run(
     operator: &str,
     command: TenantCommand,
 ) -> ExitCode {
-    telemetry::init_logs(&settings.log_filter, settings.log_format);
+    telemetry::init_command_logs(settings);
     match command {
         TenantCommand::Create { slug } => create(runtime, settings, &slug),
         TenantCommand::SetKind { slug, kind, mode } => {

@@ -236,3 +236,27 @@ async fn planted_secrets_appear_in_no_log_line_error_body_sentry_event_or_export
     let _ = std::fs::remove_dir_all(dir);
     app.stop().await;
 }
+
+/// An admin command's failure is printed scrubbed, with the configured extra patterns, like a
+/// service's log line: `leadq lead erase` for a tenant that does not exist names what it was
+/// given, and a value matching `LEADQ_SCRUB_PATTERNS` in it is masked. (Admin commands
+/// installed only the built-in rules, and printed their error as it was.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_commands_error_is_printed_scrubbed_with_the_extra_patterns() {
+    let app = spawn_app().await;
+    #[allow(clippy::disallowed_methods)]
+    let out = crate::leadq_cmd(&app)
+        .args(["lead", "erase", "acme-SEKRIT4242", "tg-1"])
+        .env("LEADQ_SCRUB_PATTERNS", r#"["SEKRIT[0-9]+"]"#)
+        .env(
+            "LEADQ_DATA_KEYS",
+            app.settings.data_keys().to_spec().expose(),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no tenant with slug"), "{err}");
+    assert!(!err.contains("SEKRIT4242"), "{err}");
+    app.stop().await;
+}

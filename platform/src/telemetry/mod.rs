@@ -52,9 +52,7 @@ pub type ExtraLayer =
 /// the trace exporter (when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; `service` is the default
 /// `service.name`) and the metrics recorder.
 pub fn init(settings: &Settings, service: &str, extra: Option<ExtraLayer>) -> TelemetryGuard {
-    if let Ok(s) = crate::scrub::Scrubber::new(&settings.scrub_patterns) {
-        crate::scrub::install(s);
-    }
+    install_scrubber(settings);
     let (traces, tracer) = trace::otlp_from_env(service).unzip();
     install(
         &settings.log_filter,
@@ -140,6 +138,22 @@ where
 /// Installs the log subscriber only (commands that do not need Sentry, traces or metrics).
 pub fn init_logs(filter: &str, format: LogFormat) {
     install(filter, Some(format), None, None);
+}
+
+/// Installs what an admin command (`leadq tenant …`, `leadq migrate`, …) logs with: the
+/// process-wide scrubber with the configured extra patterns (`LEADQ_SCRUB_PATTERNS`), as
+/// [`init`] does for the services, then the log subscriber only.
+pub fn init_command_logs(settings: &Settings) {
+    install_scrubber(settings);
+    init_logs(&settings.log_filter, settings.log_format);
+}
+
+/// Makes the scrubber with `settings`' extra patterns the process-wide one (the built-in rules
+/// alone when a pattern does not compile: config checking reports it).
+fn install_scrubber(settings: &Settings) {
+    if let Ok(s) = crate::scrub::Scrubber::new(&settings.scrub_patterns) {
+        crate::scrub::install(s);
+    }
 }
 
 /// Installs the process's subscriber: `filter` for everything, log lines on stderr in `format`
