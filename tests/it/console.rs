@@ -371,3 +371,39 @@ async fn a_session_ends_when_idle_and_its_auto_refresh_does_not_keep_it_alive() 
         .unwrap();
     assert!(body.contains("id=\"login-notice\""));
 }
+
+/// Rotating an operator's token (a leaked one, as the compromise runbook says) ends the console
+/// sessions it opened, on every API process, although the operator's name is still listed.
+/// (A session kept only the name, and lived on for up to the console's maximum age.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_an_operators_token_ends_the_sessions_it_opened() {
+    let app = spawn_app_with(&[]).await;
+    let mut b = Browser::new(&app);
+    let op = app.operator_token().to_owned();
+    assert_eq!(b.sign_in(&op).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(b.get("/console/workers").await.status(), 200);
+    let session = b.session.clone().unwrap();
+    // Another API process of the same deployment, after the rotation: same operator, same
+    // Redis and database, a new token.
+    let mut rotated = app.settings.clone();
+    for (name, token) in rotated.operator_tokens.iter_mut() {
+        if name == leadq_testkit::TEST_OPERATOR {
+            *token = leadq_platform::secret::Secret::new(uuid::Uuid::new_v4().simple().to_string());
+        }
+    }
+    let api = leadq_api::Application::build(&rotated).await.unwrap();
+    let address = format!("http://{}", api.addr());
+    tokio::spawn(api.run_until_stopped(std::future::pending()));
+    let res = b
+        .client
+        .get(format!("{address}/console/workers"))
+        .header("cookie", format!("leadq_console={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/console/login?expired=1");
+    // And it stays ended on the first process too.
+    let res = b.get("/console/workers").await;
+    assert_eq!(location(&res), "/console/login?expired=1");
+}

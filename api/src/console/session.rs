@@ -48,8 +48,18 @@ pub const POLL_HEADER: &str = "x-console-poll";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Who {
-    Operator { name: String },
-    Tenant { tenant_id: Uuid, key_id: Uuid },
+    /// `token`: the fingerprint ([`fingerprint`]) of the token the operator signed in with. The
+    /// session lasts only while that token is still the operator's: rotating a leaked token
+    /// ends the sessions it opened. (Sessions stored before it was kept have none, and end.)
+    Operator {
+        name: String,
+        #[serde(default)]
+        token: String,
+    },
+    Tenant {
+        tenant_id: Uuid,
+        key_id: Uuid,
+    },
 }
 
 /// The Redis record.
@@ -184,8 +194,12 @@ impl FromRequestParts<AppState> for SignedIn {
 /// The principal of a session now, or `None` if it may no longer act.
 async fn viewer_of(app: &AppState, who: &Who) -> Result<Option<Viewer>, PageError> {
     Ok(match who {
-        Who::Operator { name } => {
-            if !app.operators.iter().any(|(n, _)| n == name) {
+        Who::Operator { name, token } => {
+            if !app
+                .operators
+                .iter()
+                .any(|(n, t)| n == name && equal(&fingerprint(t.expose()), token))
+            {
                 return Ok(None);
             }
             match leadq_platform::operators::find(&app.pool, name).await? {
@@ -204,6 +218,8 @@ async fn viewer_of(app: &AppState, who: &Who) -> Result<Option<Viewer>, PageErro
     })
 }
 
+/// Ends a session that may no longer act (expired, its principal gone): a failure is logged,
+/// and the session is refused on every request all the same.
 async fn end(app: &AppState, id: &str) {
     if let Err(error) = app.queue.record_delete(SESSIONS, id).await {
         tracing::warn!(error = %error, "Could not delete a console session.");
@@ -278,9 +294,10 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, form: Form) 
         }
     } else {
         match operator_for(&app, presented).await {
-            Ok(crate::extract::Operator(op)) if op.may(permission::CONSOLE) => {
-                Who::Operator { name: op.name }
-            }
+            Ok(crate::extract::Operator(op)) if op.may(permission::CONSOLE) => Who::Operator {
+                name: op.name,
+                token: fingerprint(presented),
+            },
             Ok(_) => {
                 auth_failure("operator_lacks_permission");
                 return refused(&app, ApiError::OperatorLacksPermission(permission::CONSOLE));
@@ -325,10 +342,13 @@ pub async fn logout(
     form: Form,
 ) -> PageResult {
     signed_in.check_form(&headers, &form)?;
-    end(&app, &signed_in.id).await;
+    // A sign-out that could not delete the session says so (a 503 page) instead of clearing
+    // the cookie over a session that a copy of it could still use.
+    app.queue.record_delete(SESSIONS, &signed_in.id).await?;
     let who = match &signed_in.viewer {
         Viewer::Operator(o) => Who::Operator {
             name: o.actor.trim_start_matches("operator:").to_owned(),
+            token: String::new(),
         },
         Viewer::Tenant(p) => Who::Tenant {
             tenant_id: p.tenant_id,
@@ -346,7 +366,7 @@ pub async fn logout(
 async fn audit(app: &AppState, who: &Who, action: &str) -> Result<String, PageError> {
     let correlation_id = current_correlation_id();
     let (tenant_id, actor, landing) = match who {
-        Who::Operator { name } => (None, format!("operator:{name}"), "/console".to_owned()),
+        Who::Operator { name, .. } => (None, format!("operator:{name}"), "/console".to_owned()),
         Who::Tenant { tenant_id, key_id } => {
             let slug: String = sqlx::query_scalar("select slug from tenants where id = $1")
                 .bind(tenant_id)
@@ -427,6 +447,11 @@ fn random_token() -> String {
 
 /// The record id of a session secret: Redis never holds the secret itself.
 fn record_id(secret: &str) -> String {
+    fingerprint(secret)
+}
+
+/// SHA-256 of a secret, in hex: what a session keeps of the secrets it depends on.
+fn fingerprint(secret: &str) -> String {
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
