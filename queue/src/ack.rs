@@ -171,11 +171,12 @@ where
             let id = meta.job_id.to_string();
             let settling = Settling::start(&runner.settling);
             let clock = Instant::now();
+            let lease = owner(&runner.worker_id, meta.attempt);
             let settled = runner
-                .settle_one(id.clone(), owner(&runner.worker_id, meta.attempt), how)
+                .settle_one(id.clone(), lease.clone(), how)
                 .await
                 .unwrap_or(Settled::Lost);
-            runner.book.remove(&id);
+            runner.book.remove_lease(&id, &lease);
             drop(settling);
             phase(m::phase::SETTLE, clock);
             record_outcome(kind, &settled, error_code);

@@ -62,6 +62,16 @@ impl LeaseBook {
         self.lock().remove(id);
     }
 
+    /// Forgets the lease `owner` held on `id`, and only that one: a run whose lease expired
+    /// settles after the same job came back to this worker as a new attempt (another owner),
+    /// and removing by id alone would drop the new lease from renewal mid-run.
+    pub(crate) fn remove_lease(&self, id: &str, owner: &str) {
+        let mut book = self.lock();
+        if book.get(id).is_some_and(|(o, _)| o == owner) {
+            book.remove(id);
+        }
+    }
+
     /// Number of leases held.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -349,7 +359,7 @@ impl KindRunner {
                         Duration::from_secs(30),
                     )
                     .await;
-                    runner.book.remove(&leased.id);
+                    runner.book.remove_lease(&leased.id, &entries[0].1);
                     runner
                         .observer
                         .rejected(Rejection {
@@ -577,8 +587,8 @@ impl<P: Payload + Send + 'static> Backend for RedisBackend<P> {
                             Duration::from_secs(5),
                         )
                         .await;
-                        for (id, _, _) in &entries {
-                            runner.book.remove(id);
+                        for (id, owner, _) in &entries {
+                            runner.book.remove_lease(id, owner);
                         }
                     }
                 }
@@ -605,5 +615,24 @@ impl<P> BackendConfig for RedisBackend<P> {
 
     fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
         AckLayer::new(self.runner.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeaseBook;
+
+    #[test]
+    fn a_stale_runs_settle_keeps_the_jobs_newer_lease() {
+        let book = LeaseBook::default();
+        book.insert("j".into(), "w:1".into(), 3);
+        // The lease expired and the reaper gave the job back; this worker fetched it again.
+        book.insert("j".into(), "w:2".into(), 3);
+        // Attempt 1 ends now: its settle must not drop attempt 2 from renewal.
+        book.remove_lease("j", "w:1");
+        assert_eq!(book.len(), 1);
+        assert_eq!(book.shard("j"), 3);
+        book.remove_lease("j", "w:2");
+        assert!(book.is_empty());
     }
 }

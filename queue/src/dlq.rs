@@ -130,9 +130,8 @@ impl Queue {
                 None,
             ),
         };
-        let min = filter
-            .dead_after
-            .map_or("-inf".to_owned(), |a| a.timestamp_millis().to_string());
+        let min_ms = filter.dead_after.map(|a| a.timestamp_millis());
+        let min = min_ms.map_or("-inf".to_owned(), |m| m.to_string());
         let mut items = Vec::new();
         loop {
             // From every shard, everything at or below max_ms, newest first; ties on one
@@ -142,13 +141,35 @@ impl Queue {
             let mut merged: Vec<(i64, String, u16)> = Vec::new();
             let mut cut: Option<(i64, String)> = None;
             for shard in self.shards() {
-                let entries: Vec<(String, i64)> = redis::cmd("ZRANGE")
-                    .arg(&self.keys(kind, shard).dead)
-                    .arg(if max_ms == i64::MAX {
-                        "+inf".to_owned()
-                    } else {
-                        max_ms.to_string()
-                    })
+                let dead = &self.keys(kind, shard).dead;
+                let mut entries: Vec<(String, i64)> = Vec::new();
+                // Past a cursor, the cursor's millisecond is read whole and the older ones
+                // after it: a reap or an ack batch buries hundreds of jobs in one millisecond,
+                // and a window of PAGE + 1 from that millisecond could hold only letters
+                // already returned — the listing (and a bulk re-drive or purge built on it)
+                // then ended there, leaving the rest behind.
+                let upper = if after_id.is_some() {
+                    if min_ms.is_none_or(|m| max_ms >= m) {
+                        let ties: Vec<(String, i64)> = redis::cmd("ZRANGE")
+                            .arg(dead)
+                            .arg(max_ms)
+                            .arg(max_ms)
+                            .arg("BYSCORE")
+                            .arg("REV")
+                            .arg("WITHSCORES")
+                            .query_async(&mut self.conn())
+                            .await?;
+                        entries.extend(ties);
+                    }
+                    format!("({max_ms}")
+                } else if max_ms == i64::MAX {
+                    "+inf".to_owned()
+                } else {
+                    max_ms.to_string()
+                };
+                let older: Vec<(String, i64)> = redis::cmd("ZRANGE")
+                    .arg(dead)
+                    .arg(upper)
                     .arg(&min)
                     .arg("BYSCORE")
                     .arg("REV")
@@ -158,7 +179,9 @@ impl Queue {
                     .arg("WITHSCORES")
                     .query_async(&mut self.conn())
                     .await?;
-                if entries.len() > PAGE {
+                let full = older.len() > PAGE;
+                entries.extend(older);
+                if full {
                     if let Some((id, ms)) = entries.last() {
                         let last = (*ms, id.clone());
                         if cut.as_ref().is_none_or(|c| last > *c) {
@@ -186,12 +209,14 @@ impl Queue {
                 });
             }
             for (ms, id, shard) in fresh {
+                // The position is the entry's own (its id as stored, which a forged job's may
+                // not be a uuid), so the next read starts exactly after it.
+                let pos = format!("{ms}:{id}");
+                max_ms = ms;
+                after_id = Some(id.clone());
                 let Some(d) = self.dead_by_ids(kind, shard, &[(id, ms)]).await?.pop() else {
                     continue;
                 };
-                let pos = format!("{}:{}", d.dead_at.timestamp_millis(), d.job_id);
-                max_ms = d.dead_at.timestamp_millis();
-                after_id = Some(d.job_id.to_string());
                 if filter.matches(&d) {
                     items.push(d);
                     if items.len() == limit {

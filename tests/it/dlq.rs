@@ -191,3 +191,60 @@ async fn dead_letters_are_listed_redriven_and_purged_by_operators_only() {
     worker.stop().await;
     app.stop().await;
 }
+
+/// A mass failure buries hundreds of jobs in one millisecond (the reaper poisons up to 1,000 a
+/// call, an ack batch buries up to 256): every one is listed, and a bulk re-drive takes them
+/// all. Past the first page, a window of 201 letters from the cursor's millisecond held only
+/// letters already returned, and the listing ended there: the rest were neither listed nor
+/// re-driven, and retention deleted them later. A letter whose envelope names no tenant as a
+/// string (`null`: a forged job's) goes back with the others, not half-way through a chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_millisecond_of_many_dead_letters_is_listed_and_redriven_whole() {
+    let app = spawn_app().await;
+    let prefix = app.settings.queue.prefix.clone();
+    let key = |name: &str| format!("{{{prefix}:lead_score}}:{name}");
+    let at = chrono::Utc::now().timestamp_millis();
+    let ids: Vec<uuid::Uuid> = (0..450).map(|_| uuid::Uuid::new_v4()).collect();
+    let mut pipe = redis::pipe();
+    for (i, id) in ids.iter().enumerate() {
+        let tenant = if i == 7 {
+            Value::Null
+        } else {
+            json!(app.tenant.tenant_id)
+        };
+        let envelope = json!({"tenant_id": tenant, "action": "lead_score", "message_id": id});
+        pipe.zadd(key("dead"), id.to_string(), at).hset_multiple(
+            key("dead_data"),
+            &[
+                (id.to_string(), envelope.to_string()),
+                (format!("{id}:r"), "poisoned".to_owned()),
+                (format!("{id}:c"), "lease_expired".to_owned()),
+                (format!("{id}:a"), "3".to_owned()),
+            ],
+        );
+    }
+    let _: () = pipe
+        .query_async(&mut crate::redis_conn().await)
+        .await
+        .unwrap();
+    let filter = leadq_queue::dlq::Filter::default();
+    let listed = app
+        .queue
+        .dead_letter_ids("lead_score", &filter)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 450, "listed");
+    let mut sorted = listed.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 450, "listed twice");
+    let n = app
+        .queue
+        .redrive("lead_score", &listed, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(n, 450);
+    let counts = app.queue.counts("lead_score").await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (450, 0), "{counts:?}");
+    app.stop().await;
+}

@@ -18,7 +18,11 @@ for i = 2, #ARGV do
       if data and data ~= '' then
         -- Behind the tenant's other ready work, like a new job of that tenant.
         local ok, env = pcall(cjson.decode, data)
-        local tenant = (ok and type(env) == 'table' and env.tenant_id) or ''
+        local tenant = ok and type(env) == 'table' and env.tenant_id
+        -- A forged or malformed envelope's tenant_id may be null, a number, an object: the job
+        -- goes back without a tenant (its consumer refuses it again), never half-way (a
+        -- non-string HSET argument would stop this script after the letters before it).
+        if type(tenant) ~= 'string' then tenant = '' end
         redis.call('HSET', KEYS[3], id, data, id .. ':t', tenant)
         if prio ~= '1' then redis.call('HSET', KEYS[3], id .. ':p', prio) end
         back[#back + 1] = { id, tenant, prio }

@@ -135,9 +135,14 @@ local function fair_promote(jobs_key, ready_key, ids, front)
   fair_add(ready_key, jobs)
 end
 
--- Moves up to `n` parked slots of `tenant` back to the front of the ready set.
+-- Moves up to `n` parked slots of `tenant` back to the front of the ready set, at most
+-- FAIR_UNPARK_MAX a call: a tenant's room under a large cap (cap - running) may be thousands,
+-- and unpack() of that many would exceed Lua's stack after the ZREM below, stopping the script
+-- half-way. The slots left parked come back with the next settle of the tenant's jobs.
+local FAIR_UNPARK_MAX = 1000
 local function fair_unpark(ready_key, tenant, n)
   if n <= 0 then return 0 end
+  if n > FAIR_UNPARK_MAX then n = FAIR_UNPARK_MAX end
   local members = redis.call('ZRANGEBYLEX', PARKED_KEY, '[' .. tenant .. '|', '(' .. tenant .. '}',
     'LIMIT', 0, n)
   if #members == 0 then return 0 end
