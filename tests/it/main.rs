@@ -17,6 +17,7 @@ mod config_check;
 mod console;
 mod console_api;
 mod crm;
+mod crm_answers;
 mod crm_erase;
 mod dlq;
 mod edge;
