@@ -139,9 +139,15 @@ impl OperatorContext {
         }
     }
 
+    /// Whether the operator holds `permission` (what a page shows; [`Self::require`] for what
+    /// a request may do).
+    pub fn may(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| p == permission)
+    }
+
     /// Fails with 403 `operator_lacks_permission` unless the operator holds `permission`.
     pub fn require(&self, permission: &'static str) -> Result<&Self, ApiError> {
-        if self.permissions.iter().any(|p| p == permission) {
+        if self.may(permission) {
             Ok(self)
         } else {
             auth_failure("operator_lacks_permission");

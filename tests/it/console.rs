@@ -407,3 +407,53 @@ async fn rotating_an_operators_token_ends_the_sessions_it_opened() {
     let res = b.get("/console/workers").await;
     assert_eq!(location(&res), "/console/login?expired=1");
 }
+
+/// Dead letters are the `dlq` permission's to list: an operator with `console` alone sees on a
+/// tenant's page that there are some, not their jobs, message ids or reasons; one with `dlq`
+/// sees them. (The page listed them to every operator.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_page_lists_its_dead_letters_only_to_operators_holding_dlq() {
+    let viewer = uuid::Uuid::new_v4().simple().to_string();
+    let oncall = uuid::Uuid::new_v4().simple().to_string();
+    let tokens = format!("oncall:{oncall},viewer:{viewer}");
+    let app = spawn_app_with(&[("LEADQ_OPERATOR_TOKENS", &tokens)]).await;
+    app.db.register_operator("viewer", &["console"]).await;
+    // One dead letter of the tenant, as a worker buries one.
+    let job = leadq_testkit::lead_job(
+        app.tenant.tenant_id,
+        "api_key:x",
+        "m-buried-1",
+        "c-1",
+        leadq_testkit::sample_lead("tg-buried"),
+    );
+    let id = uuid::Uuid::new_v4().to_string();
+    let prefix = app.settings.queue.prefix.clone();
+    let key = |name: &str| format!("{{{prefix}:lead_score}}:{name}");
+    let _: () = redis::pipe()
+        .zadd(key("dead"), &id, chrono::Utc::now().timestamp_millis())
+        .hset_multiple(
+            key("dead_data"),
+            &[
+                (id.clone(), serde_json::to_string(&job.envelope).unwrap()),
+                (format!("{id}:r"), "max_attempts".to_owned()),
+                (format!("{id}:c"), "db_error".to_owned()),
+                (format!("{id}:a"), "5".to_owned()),
+            ],
+        )
+        .query_async(&mut crate::redis_conn().await)
+        .await
+        .unwrap();
+    let page = format!("/console/tenants/{}", app.tenant.slug);
+    let mut b = Browser::new(&app);
+    assert_eq!(b.sign_in(&viewer).await.status(), StatusCode::SEE_OTHER);
+    let body = b.get(&page).await.text().await.unwrap();
+    assert!(body.contains("id=\"tenant-dead-letters-hidden\""), "{body}");
+    assert!(
+        !body.contains(&id) && !body.contains("m-buried-1"),
+        "{body}"
+    );
+    let mut b = Browser::new(&app);
+    assert_eq!(b.sign_in(&oncall).await.status(), StatusCode::SEE_OTHER);
+    let body = b.get(&page).await.text().await.unwrap();
+    assert!(body.contains(&id) && body.contains("m-buried-1"), "{body}");
+}

@@ -35,15 +35,26 @@ pub async fn page(
         Viewer::Tenant(_) => return Err(PageError(ApiError::OperatorOnly)),
         Viewer::Operator(o) => {
             o.require(leadq_platform::operators::permission::CONSOLE)?;
-            let id = leadq_jobs::ops::deadletters::tenant_by_slug(&app.pool, &slug)
-                .await
-                .map_err(|_| ApiError::NotFound)?;
+            let id = match leadq_jobs::ops::deadletters::tenant_by_slug(&app.pool, &slug).await {
+                Ok(id) => id,
+                // No such tenant; a database that is down is a 503, not a missing tenant.
+                Err(leadq_jobs::ops::deadletters::OpsError::Invalid(_)) => {
+                    return Err(PageError(ApiError::NotFound))
+                }
+                Err(e) => return Err(PageError(e.into())),
+            };
             (o.actor.clone(), id, "/console/tenants".to_owned())
         }
     };
     let actor = Actor {
         actor: &actor,
         correlation_id: &correlation_id,
+    };
+    // Dead letters are the `dlq` permission's to list: an operator without it sees that they
+    // exist, not what they are (a tenant sees its own).
+    let dead_letters_shown = match &who.viewer {
+        Viewer::Tenant(_) => true,
+        Viewer::Operator(o) => o.may(leadq_platform::operators::permission::DLQ),
     };
     let reader = match who.viewer {
         Viewer::Tenant(_) => Reader::Tenant(actor),
@@ -72,6 +83,11 @@ pub async fn page(
                 }
             }
             h2 { "Dead letters" }
+            @if !dead_letters_shown {
+                p id="tenant-dead-letters-hidden" {
+                    (view.dead_letters.len()) " dead letter(s), listed for operators with the dlq permission."
+                }
+            } @else {
             table id="tenant-dead-letters" {
                 thead { tr {
                     th scope="col" { "Job" } th scope="col" { "Kind" } th scope="col" { "Message id" }
@@ -91,6 +107,7 @@ pub async fn page(
                 }
             }
             @if view.dead_letters.is_empty() { p { "No dead letters." } }
+            }
             h2 { "Recent runs" }
             table id="tenant-runs" {
                 thead { tr {
