@@ -83,16 +83,20 @@ fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
-/// Whether a request carries credentials: an `Authorization` header, or a console session
-/// cookie (which the console checks against Redis, answering a sign-in redirect if it is
-/// not a session: no more work than this limit's own check).
+/// Whether a request carries credentials: an `Authorization` header (refused with a 401 that
+/// counts towards the address's lockout when wrong), or, on a console page, a console session
+/// cookie (which the console checks against Redis, answering a sign-in redirect if it is not a
+/// session: no more work than this limit's own check). A session cookie sent anywhere else
+/// is no credential there: it would let any request skip this limit.
 fn presents_credentials(req: &Request) -> bool {
-    let has_session = req
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains(&format!("{}=", crate::console::session::COOKIE)));
+    let path = req.uri().path();
+    let has_session = (path == "/console" || path.starts_with("/console/"))
+        && req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains(&format!("{}=", crate::console::session::COOKIE)));
     has_session || req.headers().contains_key(header::AUTHORIZATION)
 }
 

@@ -90,6 +90,17 @@ async fn requests_without_credentials_are_limited_per_address() {
     let (status, retry, c) = code(bare("192.0.2.10").await.unwrap()).await;
     assert_eq!((status, c.as_str()), (429, "unauthenticated_rate_limited"));
     assert!(retry.is_some());
+    // A console session cookie is a credential on console pages only: sent to any other route
+    // it does not lift the limit (any value of it did).
+    let res = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .header("x-forwarded-for", "192.0.2.10")
+        .header("cookie", "leadq_console=anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
     // Probes are exempt, and another address has its own budget.
     for _ in 0..5 {
         let res = app
