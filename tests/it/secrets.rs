@@ -46,19 +46,9 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
+/// `leadq <role>` reporting to the fake Sentry on `sentry`, logging to `log`, with `env` on
+/// top of the test app's environment.
 pub(crate) fn start(
-    app: &TestApp,
-    role: &str,
-    addr_var: &str,
-    port: u16,
-    sentry: u16,
-    log: &std::path::Path,
-) -> Child {
-    start_with(app, role, addr_var, port, sentry, log, &[])
-}
-
-/// [`start`], with more environment.
-pub(crate) fn start_with(
     app: &TestApp,
     role: &str,
     addr_var: &str,
@@ -105,7 +95,7 @@ async fn planted_secrets_appear_in_no_log_line_error_body_sentry_event_or_export
     std::fs::create_dir_all(&dir).unwrap();
     let (api_log, worker_log) = (dir.join("api.log"), dir.join("worker.log"));
     let api_port = free_port();
-    let mut api = start_with(
+    let mut api = start(
         &app,
         "api",
         "LEADQ_API_ADDR",
@@ -114,7 +104,7 @@ async fn planted_secrets_appear_in_no_log_line_error_body_sentry_event_or_export
         &api_log,
         &otel,
     );
-    let mut worker = start_with(
+    let mut worker = start(
         &app,
         "worker",
         "LEADQ_API_ADDR",

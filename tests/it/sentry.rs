@@ -30,6 +30,7 @@ async fn an_api_error_and_a_job_error_each_carry_their_own_tags() {
         api_port,
         sentry_port,
         &dir.join("api.log"),
+        &[],
     );
     let mut worker = start(
         &app,
@@ -38,6 +39,7 @@ async fn an_api_error_and_a_job_error_each_carry_their_own_tags() {
         free_port(),
         sentry_port,
         &dir.join("worker.log"),
+        &[],
     );
     let base = format!("http://127.0.0.1:{api_port}");
     let client = reqwest::Client::new();
