@@ -7,6 +7,8 @@
 //! memory stays small), then act in chunks of [`CHUNK`], one atomic script call each, reporting
 //! progress after every chunk.
 
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -117,7 +119,38 @@ impl Queue {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page, QueueError> {
+        self.page_scanning(kind, filter, cursor, limit, None).await
+    }
+
+    /// At most `limit` of `kind`'s dead letters matching `filter`, newest first, looked for
+    /// among the newest `among` of all tenants only: what a view shown on every page load (a
+    /// tenant's overview) can afford. Dead letters are one set per kind for every tenant, so an
+    /// unbounded look for a tenant with few would read every other tenant's.
+    pub async fn newest_dead_letters(
+        &self,
+        kind: &str,
+        filter: &Filter,
+        limit: usize,
+        among: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        Ok(self
+            .page_scanning(kind, filter, None, limit, Some(among))
+            .await?
+            .items)
+    }
+
+    /// [`Self::dead_letter_page`], ending early once `budget` letters were looked at (with a
+    /// cursor to go on from).
+    async fn page_scanning(
+        &self,
+        kind: &str,
+        filter: &Filter,
+        cursor: Option<&str>,
+        limit: usize,
+        budget: Option<usize>,
+    ) -> Result<Page, QueueError> {
         let limit = limit.clamp(1, 1000);
+        let mut examined = 0usize;
         let (mut max_ms, mut after_id) = match cursor {
             Some(c) => {
                 let (ms, id) = parse_cursor(c)?;
@@ -208,15 +241,30 @@ impl Queue {
                     next_cursor: None,
                 });
             }
+            // The window's letters in one pipelined read per shard, not a round trip each (a
+            // filtered page may walk many windows of other tenants' letters).
+            let mut by_shard: BTreeMap<u16, Vec<(String, i64)>> = BTreeMap::new();
+            for (ms, id, shard) in &fresh {
+                by_shard.entry(*shard).or_default().push((id.clone(), *ms));
+            }
+            let mut read: HashMap<(u16, String), DeadLetter> = HashMap::new();
+            for (shard, entries) in by_shard {
+                let letters = self.dead_by_ids(kind, shard, &entries).await?;
+                for ((id, _), d) in entries.into_iter().zip(letters) {
+                    read.insert((shard, id), d);
+                }
+            }
             for (ms, id, shard) in fresh {
                 // The position is the entry's own (its id as stored, which a forged job's may
                 // not be a uuid), so the next read starts exactly after it.
                 let pos = format!("{ms}:{id}");
                 max_ms = ms;
-                after_id = Some(id.clone());
-                let Some(d) = self.dead_by_ids(kind, shard, &[(id, ms)]).await?.pop() else {
+                let Some(d) = read.remove(&(shard, id.clone())) else {
+                    after_id = Some(id);
                     continue;
                 };
+                after_id = Some(id);
+                examined += 1;
                 if filter.matches(&d) {
                     items.push(d);
                     if items.len() == limit {
@@ -225,6 +273,12 @@ impl Queue {
                             next_cursor: Some(pos),
                         });
                     }
+                }
+                if budget.is_some_and(|b| examined >= b) {
+                    return Ok(Page {
+                        items,
+                        next_cursor: Some(pos),
+                    });
                 }
             }
             if exhausted {

@@ -248,3 +248,65 @@ async fn a_millisecond_of_many_dead_letters_is_listed_and_redriven_whole() {
     assert_eq!((counts.pending, counts.dead), (450, 0), "{counts:?}");
     app.stop().await;
 }
+
+/// A tenant's overview looks for its dead letters among the newest 1,000 of the kind only
+/// (dead letters are one set per kind for every tenant: looking further read every other
+/// tenant's letters on each view); the operators' listing still finds the older ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_overview_looks_for_its_dead_letters_among_the_newest_only() {
+    let app = spawn_app().await;
+    let other = uuid::Uuid::new_v4();
+    let prefix = app.settings.queue.prefix.clone();
+    let key = |name: &str| format!("{{{prefix}:lead_score}}:{name}");
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut pipe = redis::pipe();
+    // The tenant's one letter, an hour old; then 1,200 of another tenant's, newer.
+    for i in 0..1201_i64 {
+        let (tenant, at) = if i == 0 {
+            (app.tenant.tenant_id, now - 3_600_000)
+        } else {
+            (other, now - 1_200 + i)
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        let envelope = serde_json::to_string(
+            &leadq_testkit::lead_job(
+                tenant,
+                "api_key:x",
+                &format!("m-{i}"),
+                "c",
+                sample_lead("x"),
+            )
+            .envelope,
+        )
+        .unwrap();
+        pipe.zadd(key("dead"), &id, at).hset_multiple(
+            key("dead_data"),
+            &[
+                (id.clone(), envelope),
+                (format!("{id}:r"), "max_attempts".to_owned()),
+            ],
+        );
+    }
+    let _: () = pipe
+        .query_async(&mut crate::redis_conn().await)
+        .await
+        .unwrap();
+    let filter = leadq_queue::dlq::Filter {
+        tenant: Some(app.tenant.tenant_id),
+        ..Default::default()
+    };
+    let newest = app
+        .queue
+        .newest_dead_letters("lead_score", &filter, 20, 1000)
+        .await
+        .unwrap();
+    assert!(newest.is_empty(), "{newest:?}");
+    let all = app
+        .queue
+        .dead_letter_page("lead_score", &filter, None, 20)
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 1);
+    assert_eq!(all.items[0].envelope.as_ref().unwrap().message_id, "m-0");
+    app.stop().await;
+}

@@ -19,6 +19,11 @@ use crate::ops::lookup::{recent_runs, JobRun};
 
 /// Dead letters shown per kind, newest first.
 pub const DEAD_LETTERS_PER_KIND: usize = 20;
+/// The newest dead letters of a kind (of every tenant: one set per kind) looked through for the
+/// tenant's, on every view. Without a bound, a tenant with few read all of everyone's, one
+/// view at a time, on the Redis every tenant shares; its older ones are for the dead-letter
+/// listing (`GET /v1/dlq/{kind}?tenant=`, an operator's).
+pub const DEAD_LETTERS_LOOKED_AT: usize = 1000;
 /// Recent runs shown.
 pub const RECENT_RUNS: i64 = 25;
 
@@ -61,7 +66,8 @@ pub struct TenantOverview {
     pub tenant: String,
     /// One entry per kind.
     pub queues: Vec<KindView>,
-    /// Its newest dead letters of each kind, payloads scrubbed.
+    /// Its newest dead letters of each kind (up to 20), payloads scrubbed, found among the
+    /// kind's newest 1,000 of all tenants: older ones are not looked for here.
     pub dead_letters: Vec<DeadLetter>,
     /// Its most recent runs, newest first.
     pub runs: Vec<RecentRun>,
@@ -126,10 +132,10 @@ pub async fn overview(
             paused: s.paused,
             cap: s.cap,
         });
-        let page = queue
-            .dead_letter_page(kind, &filter, None, DEAD_LETTERS_PER_KIND)
+        let newest = queue
+            .newest_dead_letters(kind, &filter, DEAD_LETTERS_PER_KIND, DEAD_LETTERS_LOOKED_AT)
             .await?;
-        dead_letters.extend(page.items.into_iter().map(shown));
+        dead_letters.extend(newest.into_iter().map(shown));
     }
     let runs = recent_runs(pool, tenant, RECENT_RUNS)
         .await?
