@@ -85,7 +85,8 @@ pub const WEBHOOK_OVER_BUDGET_TOTAL: &str = "leadq_webhook_over_budget_total";
 /// operator_lacks_permission).
 pub const AUTH_FAILURES_TOTAL: &str = "leadq_auth_failures_total";
 
-/// Counter: requests refused by a per-tenant limit, by `scope` (tenant_rate, tenant_quota) and
+/// Counter: requests refused by a per-tenant limit, by `scope` (tenant_rate, tenant_quota,
+/// tenant_erasures) and
 /// `tenant` (bounded, as [`TENANT_JOBS_TOTAL`]).
 pub const RATE_LIMITED_TOTAL: &str = "leadq_rate_limited_total";
 

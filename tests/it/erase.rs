@@ -271,3 +271,54 @@ async fn an_erasure_that_meets_a_redis_outage_still_asks_the_crm_when_run_again(
     assert_eq!(erased.crm.status, "requested", "{erased:?}");
     app.stop().await;
 }
+
+/// Erasures are limited per tenant (each reads every tenant's queued jobs, found or not): over
+/// `LEADQ_ERASURES_PER_SEC` with its burst, 429 `rate_limited` with `Retry-After`, for
+/// `DELETE /v1/leads/{id}` and `POST /v1/erasures` together; another tenant's erasures are not
+/// counted against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasures_over_the_tenants_rate_are_refused_with_a_wait() {
+    let app = leadq_testkit::spawn_app_with(&[
+        ("LEADQ_ERASURES_PER_SEC", "1"),
+        ("LEADQ_ERASURES_BURST", "2"),
+    ])
+    .await;
+    let delete = |key: String, id: &'static str| {
+        app.client
+            .delete(format!("{}/v1/leads/{id}", app.address))
+            .bearer_auth(key)
+            .send()
+    };
+    let key = app.key().to_owned();
+    assert_eq!(
+        delete(key.clone(), "tg-none-1").await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        delete(key.clone(), "tg-none-2").await.unwrap().status(),
+        404
+    );
+    let res = delete(key.clone(), "tg-none-3").await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().get("retry-after").is_some());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let res = app
+        .client
+        .post(format!("{}/v1/erasures", app.address))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"email": "nobody@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let other = app.other_tenant().await;
+    assert_eq!(
+        delete(other.api_key.expose().to_owned(), "tg-none-1")
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    app.stop().await;
+}

@@ -177,6 +177,30 @@ async fn rate_limited(app: &AppState, tenant: Uuid, scope: &'static str) {
     }
 }
 
+/// Takes one erasure from `tenant`'s budget (`LEADQ_ERASURES_PER_SEC`, with its burst): over
+/// it, 429 `rate_limited` with the wait. An erasure's cost is a read of every tenant's queued
+/// jobs, whatever it finds (`leadq_platform::config::EdgeSettings::erasures_per_sec`).
+async fn erasure_budget(app: &AppState, tenant: Uuid) -> Result<(), ApiError> {
+    let edge = &app.settings.edge;
+    match app
+        .queue
+        .take_budget(
+            "erasure",
+            &tenant.to_string(),
+            edge.erasures_per_sec,
+            edge.erasures_burst,
+        )
+        .await
+        .map_err(ApiError::QueueUnavailable)?
+    {
+        None => Ok(()),
+        Some(wait) => {
+            rate_limited(app, tenant, "tenant_erasures").await;
+            Err(ApiError::RateLimited(wait))
+        }
+    }
+}
+
 /// `POST /v1/leads`.
 ///
 /// Enqueued as a `lead_score` job: a body with a yes/no answer or `consent` travels as payload
@@ -310,6 +334,8 @@ pub async fn create(
             1-128 printable ASCII characters).", body = crate::openapi::ErrorBody),
         (status = 404, description = "The tenant has nothing under this id.",
          body = crate::openapi::ErrorBody),
+        (status = 429, description = "Over the tenant's erasure rate (`rate_limited`; \
+            `Retry-After` says when).", body = crate::openapi::ErrorBody),
     ))]
 pub async fn delete(
     State(app): State<AppState>,
@@ -323,6 +349,7 @@ pub async fn delete(
     if !envelope::valid_id(&external_id) {
         return Err(ApiError::InvalidPath);
     }
+    erasure_budget(&app, principal.tenant_id).await?;
     let erased = leadq_jobs::lead::erase(
         &app.pool,
         &app.queue,
@@ -484,6 +511,8 @@ impl EraseByContact {
          body = crate::openapi::ErrorBody),
         (status = 422, description = "Neither or both of `email` and `phone`, or one that is \
             not an email address or phone number.", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Over the tenant's erasure rate (`rate_limited`; \
+            `Retry-After` says when).", body = crate::openapi::ErrorBody),
     ))]
 pub async fn erase_by_contact(
     State(app): State<AppState>,
@@ -492,6 +521,7 @@ pub async fn erase_by_contact(
 ) -> Result<Json<leadq_jobs::lead::ErasedByContact>, ApiError> {
     let principal = auth.require(scope::LEADS_WRITE)?;
     let (by, value) = body.target()?;
+    erasure_budget(&app, principal.tenant_id).await?;
     let erased = leadq_jobs::lead::erase_by_contact(
         &app.pool,
         &app.queue,

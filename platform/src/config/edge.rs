@@ -37,6 +37,15 @@ pub struct EdgeSettings {
     pub webhook_budget_per_sec: u32,
     /// See [`Self::webhook_budget_per_sec`].
     pub webhook_budget_burst: u32,
+    /// Erasure requests (`DELETE /v1/leads/{id}`, `POST /v1/erasures`) per second per tenant
+    /// (`LEADQ_ERASURES_PER_SEC`, default 5), with a burst of `LEADQ_ERASURES_BURST` (default
+    /// 50); above it, 429 `rate_limited` with `Retry-After`. Each erasure reads every tenant's
+    /// queued jobs of two kinds from Redis (an erasure finds a person's jobs by their payload),
+    /// whether or not the id names anything, so one tenant's loop of them loads every tenant's
+    /// queue.
+    pub erasures_per_sec: u32,
+    /// See [`Self::erasures_per_sec`].
+    pub erasures_burst: u32,
     /// Take the client address from the last `X-Forwarded-For` entry (the one the proxy in
     /// front of us appended) instead of the TCP peer (`LEADQ_TRUST_FORWARDED_FOR`, default
     /// false: a client could forge the header and dodge its limits).
@@ -88,6 +97,8 @@ pub(super) fn read(r: &mut Reader<'_>) -> EdgeSettings {
         unauthenticated_burst: r.positive("LEADQ_UNAUTHENTICATED_BURST", 30, n),
         webhook_budget_per_sec: r.positive("LEADQ_WEBHOOK_BUDGET_PER_SEC", 50, n),
         webhook_budget_burst: r.positive("LEADQ_WEBHOOK_BUDGET_BURST", 200, n),
+        erasures_per_sec: r.positive("LEADQ_ERASURES_PER_SEC", 5, n),
+        erasures_burst: r.positive("LEADQ_ERASURES_BURST", 50, n),
         trust_forwarded_for,
         metrics_token,
         metrics_addr,
