@@ -308,6 +308,81 @@ async fn clear_rows_are_converted_in_batches_and_resealed_after_a_key_rotation()
     app.stop().await;
 }
 
+/// A message a running job holds is skipped by the pass and reported: the pass is not
+/// complete (exit 1), so its key is not dropped while that message still needs it. (Only
+/// leads were counted: a pass that skipped a message exited 0.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_held_by_a_job_keeps_the_reseal_incomplete() {
+    let app = spawn_app().await;
+    insert_legacy(&app, 3).await;
+    let mut held = app.own().await;
+    sqlx::query("select 1 from lead_messages where source_id = 'm-1' for update")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let (ok, report) = reseal(&app, &[]);
+    assert!(
+        !ok,
+        "a pass that skipped a message is not complete: {report}"
+    );
+    assert_eq!(report["messages"], 2, "{report}");
+    assert_eq!(report["skipped_locked"], 1, "{report}");
+    held.rollback().await.unwrap();
+    let (ok, report) = reseal(&app, &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["messages"], 1, "{report}");
+    app.stop().await;
+}
+
+/// A data-key rotation re-seals the integration secrets too (the Chatwoot webhook secret, the
+/// CRM credentials): once the old key is dropped, the new one alone opens them. (Only leads and
+/// messages were re-sealed: after the documented rotation every webhook was refused and every
+/// CRM call failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_reseals_the_integration_secrets_too() {
+    use leadq_jobs::integrations::settings::{self, CrmSettings, TenantUpdate};
+    let app = crate::webhooks::configured_app().await;
+    app.configure(&TenantUpdate {
+        crm: Some(CrmSettings {
+            base_url: "http://127.0.0.1:9".into(),
+            auth: crate::crm::token("pat-na1-12121212-3434"),
+            id_property: None,
+            batch_size: None,
+        }),
+        ..TenantUpdate::default()
+    })
+    .await;
+    let d2 = Keyring::random("d2");
+    let data = format!(
+        "{},{}",
+        d2.to_spec().expose(),
+        app.settings.data_keys().to_spec().expose()
+    );
+    let (ok, report) = reseal(&app, &[("LEADQ_DATA_KEYS", data.as_str())]);
+    assert!(ok, "{report}");
+    assert_eq!(report["secrets"], 2, "{report}");
+    // The old data key dropped: the new one alone opens both.
+    let only_new = Sealer::new(d2, app.settings.pii_index_keys().clone());
+    let hook = settings::webhook_tenant(&app.db.pool, &only_new, &app.tenant.slug)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        hook.chatwoot.map(|(_, s)| s.expose().to_owned()).as_deref(),
+        Some(crate::webhooks::SECRET)
+    );
+    let mut tx = app.own().await;
+    let crm = settings::crm_connection(&mut tx, &only_new, app.tenant.tenant_id, false)
+        .await
+        .unwrap();
+    assert!(crm.is_some());
+    tx.rollback().await.unwrap();
+    // A second pass finds nothing to do.
+    let (ok, report) = reseal(&app, &[("LEADQ_DATA_KEYS", data.as_str())]);
+    assert!(ok && report["secrets"] == 0, "{report}");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_is_erased_by_email_or_phone_wherever_the_value_is() {
     let app = spawn_app().await;

@@ -10,7 +10,7 @@ use leadq_platform::secret::Secret;
 use leadq_testkit::{spawn_app_with, wait_for, TestApp};
 use serde_json::{json, Value};
 
-const SECRET: &str = "pL7xQ2mZ9vB4nK8sD3fG6hJ1";
+pub(crate) const SECRET: &str = "pL7xQ2mZ9vB4nK8sD3fG6hJ1";
 pub(crate) const ACCOUNT: i64 = 7;
 const TG_TOKEN: &str = "tg_Secret-token_42";
 

@@ -238,7 +238,7 @@ impl Scheduler {
                         was left as it is; restore the key it was sealed under."
                     );
                 }
-                r.leads + r.messages
+                r.leads + r.messages + r.secrets
             }
             "canary" => match &self.canary {
                 // Not configured: nothing to prove, and nothing recorded (doctor skips it).

@@ -112,6 +112,9 @@ pub struct ResealReport {
     pub unreadable: u64,
     /// Rows a running job held, left for the next pass.
     pub skipped_locked: u64,
+    /// Integration secrets written (a Chatwoot webhook secret, CRM credentials, a cached CRM
+    /// access token): sealed with the same data keys.
+    pub secrets: u64,
 }
 
 impl ResealReport {
@@ -139,7 +142,7 @@ pub async fn reseal(
     let mut total = ResealReport::default();
     for tenant in tenants {
         let r = reseal_tenant(pool, sealer, tenant, batch.max(1)).await?;
-        if r.leads + r.messages + r.unreadable > 0 {
+        if r.leads + r.messages + r.secrets + r.unreadable > 0 {
             let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
             Auditor {
                 tenant_id: Some(tenant),
@@ -149,7 +152,8 @@ pub async fn reseal(
             .entry("pii.reseal", &format!("tenant:{tenant}"))
             .outcome(if r.unreadable == 0 { "ok" } else { "partial" })
             .details(serde_json::json!({
-                "leads": r.leads, "messages": r.messages, "unreadable": r.unreadable,
+                "leads": r.leads, "messages": r.messages, "secrets": r.secrets,
+                "unreadable": r.unreadable,
                 "data_kid": sealer.current_kid(), "index_kid": sealer.current_index_kid(),
             }))
             .record(&mut *tx)
@@ -161,6 +165,7 @@ pub async fn reseal(
         total.messages += r.messages;
         total.unreadable += r.unreadable;
         total.skipped_locked += r.skipped_locked;
+        total.secrets += r.secrets;
     }
     Ok(total)
 }
@@ -244,7 +249,74 @@ async fn reseal_tenant(
     let (m, bad) = reseal_messages(pool, sealer, tenant, &data_prefix, batch).await?;
     r.messages = m;
     r.unreadable += bad;
+    // Messages a running job held were skipped too (`skip locked`, and the walk moved past
+    // them): counted the same way, so a pass that left one is not reported complete and its
+    // old key is not dropped while the message still needs it.
+    let left: i64 = sqlx::query_scalar(
+        "select count(*) from lead_messages
+          where tenant_id = $1 and content is not null and not starts_with(content, $2)",
+    )
+    .bind(tenant)
+    .bind(&data_prefix)
+    .fetch_one(&mut *db::begin(pool, Scope::Tenant(tenant)).await?)
+    .await?;
+    r.skipped_locked += u64::try_from(left).unwrap_or(0).saturating_sub(bad);
+    let (n, bad) = reseal_secrets(pool, sealer, tenant, &data_prefix).await?;
+    r.secrets = n;
+    r.unreadable += bad;
     Ok(r)
+}
+
+/// The tenant's integration secrets under the current data key: the Chatwoot webhook secret,
+/// the CRM credentials and the cached CRM access token are sealed with the same keys as
+/// personal data, so a rotation that dropped the old key without re-sealing them left every
+/// webhook refused and every CRM call unauthorized (the `chatwoot_secrets` security check
+/// saw it only then). Returns (written, unreadable).
+async fn reseal_secrets(
+    pool: &PgPool,
+    sealer: &Sealer,
+    tenant: Uuid,
+    data_prefix: &str,
+) -> Result<(u64, u64), sqlx::Error> {
+    use crate::integrations::settings::field;
+    // (table, column, sealed field name): one row per tenant in each table.
+    const SEALED: [(&str, &str, &str); 3] = [
+        (
+            "tenant_integrations",
+            "chatwoot_secret",
+            field::CHATWOOT_SECRET,
+        ),
+        ("crm_connections", "credentials", field::CRM_CREDENTIALS),
+        ("crm_connections", "access_token", field::CRM_ACCESS_TOKEN),
+    ];
+    let (mut written, mut unreadable) = (0, 0);
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    for (table, column, name) in SEALED {
+        let stored: Option<String> = sqlx::query_scalar(&format!(
+            "select {column} from {table}
+              where tenant_id = $1 and {column} is not null and not starts_with({column}, $2)
+              for update"
+        ))
+        .bind(tenant)
+        .bind(data_prefix)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(stored) = stored else { continue };
+        let Ok(Some(plain)) = open_stored(sealer, tenant, name, Some(stored)) else {
+            unreadable += 1;
+            continue;
+        };
+        sqlx::query(&format!(
+            "update {table} set {column} = $2 where tenant_id = $1"
+        ))
+        .bind(tenant)
+        .bind(sealer.seal(tenant, name, &plain))
+        .execute(&mut *tx)
+        .await?;
+        written += 1;
+    }
+    tx.commit().await?;
+    Ok((written, unreadable))
 }
 
 /// Re-seals one lead row in place; `false` (and nothing written) when a value does not open.
