@@ -259,11 +259,10 @@ impl Queue {
                 // not be a uuid), so the next read starts exactly after it.
                 let pos = format!("{ms}:{id}");
                 max_ms = ms;
-                let Some(d) = read.remove(&(shard, id.clone())) else {
-                    after_id = Some(id);
+                after_id = Some(id.clone());
+                let Some(d) = read.remove(&(shard, id)) else {
                     continue;
                 };
-                after_id = Some(id);
                 examined += 1;
                 if filter.matches(&d) {
                     items.push(d);

@@ -130,11 +130,7 @@ pub async fn trail_of(
         return Err(ApiError::InvalidQuery);
     }
     let tenant = match &q.tenant {
-        Some(slug) => Some(
-            leadq_jobs::ops::deadletters::tenant_by_slug(&app.pool, slug)
-                .await
-                .map_err(|_| ApiError::NotFound)?,
-        ),
+        Some(slug) => Some(super::tenant_by_slug(&app.pool, slug).await?),
         None => None,
     };
     let filter = Filter {

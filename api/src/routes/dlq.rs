@@ -152,9 +152,7 @@ async fn filter_of(
     check_filter(p)?;
     let tenant = match &p.tenant {
         Some(slug) => {
-            let id = deadletters::tenant_by_slug(&app.pool, slug)
-                .await
-                .map_err(|_| ApiError::NotFound)?;
+            let id = super::tenant_by_slug(&app.pool, slug).await?;
             app.watch
                 .saw(&operator.actor, &id.to_string(), &operator.correlation_id)
                 .await;

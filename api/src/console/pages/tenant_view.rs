@@ -35,14 +35,7 @@ pub async fn page(
         Viewer::Tenant(_) => return Err(PageError(ApiError::OperatorOnly)),
         Viewer::Operator(o) => {
             o.require(leadq_platform::operators::permission::CONSOLE)?;
-            let id = match leadq_jobs::ops::deadletters::tenant_by_slug(&app.pool, &slug).await {
-                Ok(id) => id,
-                // No such tenant; a database that is down is a 503, not a missing tenant.
-                Err(leadq_jobs::ops::deadletters::OpsError::Invalid(_)) => {
-                    return Err(PageError(ApiError::NotFound))
-                }
-                Err(e) => return Err(PageError(e.into())),
-            };
+            let id = crate::routes::tenant_by_slug(&app.pool, &slug).await?;
             (o.actor.clone(), id, "/console/tenants".to_owned())
         }
     };
