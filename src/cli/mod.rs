@@ -121,6 +121,9 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+        /// Who is acting, recorded in the audit trail as `operator:<name>` (accept-truncation).
+        #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
+        operator: String,
     },
     /// Shadow comparison: candidate scoring rules run beside a tenant's live ones (audited).
     Shadow {
@@ -237,7 +240,7 @@ pub fn main() -> ExitCode {
             operator::run(rt, &s, &operator, command)
         }
         (Command::Lead { command, operator }, Some(s)) => lead::run(rt, &s, &operator, command),
-        (Command::Audit { command }, Some(s)) => audit::run(rt, &s, command),
+        (Command::Audit { command, operator }, Some(s)) => audit::run(rt, &s, &operator, command),
         (Command::Billing { command, operator }, Some(s)) => {
             billing::run(rt, &s, &operator, command)
         }

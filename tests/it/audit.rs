@@ -19,7 +19,7 @@ async fn score_two_leads(app: &TestApp) {
     .await;
 }
 
-fn verify(app: &TestApp, slug: &str) -> (bool, Value) {
+pub(crate) fn verify(app: &TestApp, slug: &str) -> (bool, Value) {
     let out = crate::leadq_cmd(app)
         .args(["audit", "verify", "--tenant", slug])
         .output()
@@ -293,7 +293,7 @@ async fn two_sealers_racing_over_concurrent_writers_leave_one_gap_free_chain() {
 }
 
 /// Writes `n` audit rows of the test tenant, each in its own transaction.
-async fn write_rows(app: &TestApp, n: usize, action: &str) {
+pub(crate) async fn write_rows(app: &TestApp, n: usize, action: &str) {
     let auditor = leadq_platform::audit::Auditor {
         tenant_id: Some(app.tenant.tenant_id),
         actor: "cli",

@@ -7,6 +7,7 @@ mod alerts;
 mod api_auth;
 mod api_leads;
 mod audit;
+mod audit_tail;
 mod authz_cache;
 mod bench;
 mod billing;

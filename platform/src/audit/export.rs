@@ -7,6 +7,13 @@
 //! domain-separated from the chain's links, and `sig_key`, the key's id. [`verify_line`]
 //! checks one line. Lines come in chain order per scope, so a consumer can also check that
 //! `seal_seq` has no gaps.
+//!
+//! Shipping continuously means continuing from the last line shipped ([`Start::After`]), not
+//! from a time: a row's `at` is when its transaction began, and it is sealed only once that
+//! transaction and every older one have ended, so a row can be sealed after an export that
+//! asked for a later `at` — and selecting by `at` would skip it for good. Continuing checks
+//! first that the chain still holds the last shipped row with the link shipped: rows deleted
+//! from the chain's end, or rewritten with their tail record, cannot hide from the copy.
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -40,22 +47,87 @@ struct Sealed {
     mac: Vec<u8>,
 }
 
-/// The signed lines of `scope`'s rows sealed and written at or after `since`, in chain order.
+/// Where a scope's export starts.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// Sealed rows written at or after a time (a look at a window), or every sealed row (`None`:
+    /// a first export).
+    Since(Option<DateTime<Utc>>),
+    /// The rows sealed after the last line shipped: its `seal_seq` and its `mac`.
+    After { seal_seq: i64, mac: Vec<u8> },
+}
+
+/// Why an export did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The chain no longer holds the last row shipped, or holds it with another link.
+    #[error(
+        "audit chain {scope} no longer holds what was exported: seal_seq {seal_seq} is {found} \
+         (rows deleted or rewritten since; see docs/audit.md)"
+    )]
+    Diverged {
+        scope: String,
+        seal_seq: i64,
+        /// `missing` or `another link`.
+        found: &'static str,
+    },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// The signed lines of `scope`'s sealed rows from `start`, in chain order.
 pub async fn lines(
     pool: &sqlx::PgPool,
     scope: Scope,
-    since: DateTime<Utc>,
+    start: &Start,
     keys: &Keyring,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<String>, ExportError> {
     let mut tx = crate::db::begin(pool, scope).await?;
-    let rows: Vec<Sealed> = sqlx::query_as(
-        "select id, seal_seq, at, actor, action, subject, outcome, correlation_id, details,
-                key_id, mac
-           from audit_log where seal_seq is not null and at >= $1 order by seal_seq",
-    )
-    .bind(since)
-    .fetch_all(&mut *tx)
-    .await?;
+    let (own, tenant) = super::own_rows(scope);
+    const COLUMNS: &str = "id, seal_seq, at, actor, action, subject, outcome, correlation_id, \
+                           details, key_id, mac";
+    let rows: Vec<Sealed> = match start {
+        Start::Since(since) => {
+            sqlx::query_as(&format!(
+                "select {COLUMNS} from audit_log
+                  where {own} and seal_seq is not null
+                    and ($2::timestamptz is null or at >= $2)
+                  order by seal_seq"
+            ))
+            .bind(tenant)
+            .bind(since)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        Start::After { seal_seq, mac } => {
+            let shipped: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+                "select mac from audit_log where {own} and seal_seq = $2"
+            ))
+            .bind(tenant)
+            .bind(seal_seq)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if shipped.as_ref() != Some(mac) {
+                return Err(ExportError::Diverged {
+                    scope: super::seal::scope_name(scope),
+                    seal_seq: *seal_seq,
+                    found: if shipped.is_some() {
+                        "another link"
+                    } else {
+                        "missing"
+                    },
+                });
+            }
+            sqlx::query_as(&format!(
+                "select {COLUMNS} from audit_log
+                  where {own} and seal_seq > $2 order by seal_seq"
+            ))
+            .bind(tenant)
+            .bind(seal_seq)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
     let key = keys.current();
     let scope_name = super::seal::scope_name(scope);
     Ok(rows
@@ -96,4 +168,36 @@ pub fn verify_line(line: &str, keys: &Keyring) -> bool {
             expected.as_bytes(),
         ))
     })
+}
+
+/// Where each scope's shipped lines end, read from a previous export's lines: for each scope,
+/// the line with the highest `seal_seq`. Every line must carry a valid signature under `keys`
+/// (a forged line could otherwise make the next export skip rows); the error names the first
+/// line (1-based) that does not.
+pub fn shipped_ends(
+    lines: impl IntoIterator<Item = String>,
+    keys: &Keyring,
+) -> Result<std::collections::BTreeMap<String, (i64, Vec<u8>)>, usize> {
+    let mut ends = std::collections::BTreeMap::new();
+    for (i, line) in lines.into_iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if !verify_line(&line, keys) {
+            return Err(i + 1);
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|_| i + 1)?;
+        let (Some(scope), Some(seq), Some(mac)) = (
+            v["scope"].as_str(),
+            v["seal_seq"].as_i64(),
+            v["mac"].as_str().and_then(|m| hex::decode(m).ok()),
+        ) else {
+            return Err(i + 1);
+        };
+        let end = ends.entry(scope.to_owned()).or_insert((seq, mac.clone()));
+        if seq > end.0 {
+            *end = (seq, mac);
+        }
+    }
+    Ok(ends)
 }

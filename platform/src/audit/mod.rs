@@ -146,12 +146,66 @@ pub struct ChainReport {
     pub unsealed_overdue: u64,
     /// The id of the first row whose link does not match, if any.
     pub first_broken_id: Option<i64>,
+    /// What the chain's recorded tail (`audit_chain_tails`) says against the rows.
+    pub tail_record: TailRecord,
+    /// The `seal_seq` the recorded tail names, if there is one.
+    pub recorded_tail_seq: Option<i64>,
+}
+
+/// The chain's recorded tail, checked against its rows. Every sealing batch records where the
+/// chain ends, in the transaction that seals it; no release deletes audit rows, so a record
+/// ahead of the rows means the newest rows were deleted — a loss the links alone cannot show,
+/// as the rows left are a gap-free chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TailRecord {
+    /// The last sealed row is the one recorded.
+    Matches,
+    /// The recorded row is there, and rows were sealed after it (by a release that did not
+    /// record its tail, during a rolling deploy).
+    Lagging,
+    /// No record (the chain was never sealed by a release that keeps one).
+    Absent,
+    /// The record names a `seal_seq` beyond the last sealed row: rows were deleted from the
+    /// chain's end. Broken.
+    Ahead,
+    /// The recorded row carries another link than the record: one of them was edited. Broken.
+    Differs,
+}
+
+impl TailRecord {
+    fn of(recorded: Option<&(i64, Vec<u8>)>, rows: &[Row]) -> Self {
+        let Some((seq, mac)) = recorded else {
+            return TailRecord::Absent;
+        };
+        let last = rows.iter().filter_map(|r| r.seal_seq).max().unwrap_or(0);
+        if *seq > last {
+            return TailRecord::Ahead;
+        }
+        match rows.iter().find(|r| r.seal_seq == Some(*seq)) {
+            Some(r) if r.mac.as_ref() == Some(mac) => {
+                if *seq == last {
+                    TailRecord::Matches
+                } else {
+                    TailRecord::Lagging
+                }
+            }
+            // Seq 0 records a chain with no sealed row left (`seal::accept_truncation`).
+            None if *seq == 0 => TailRecord::Matches,
+            _ => TailRecord::Differs,
+        }
+    }
+
+    fn broken(self) -> bool {
+        matches!(self, TailRecord::Ahead | TailRecord::Differs)
+    }
 }
 
 impl ChainReport {
-    /// Intact: every link matches and nothing waits for its seal too long.
+    /// Intact: every link matches, the chain ends where its last seal recorded, and nothing
+    /// waits for its seal too long.
     pub fn intact(&self) -> bool {
-        self.first_broken_id.is_none() && self.unsealed_overdue == 0
+        self.first_broken_id.is_none() && !self.tail_record.broken() && self.unsealed_overdue == 0
     }
 }
 
@@ -214,6 +268,8 @@ pub async fn verify_chain(
     keys: &crate::keyring::Keyring,
 ) -> Result<ChainReport, sqlx::Error> {
     let mut tx = crate::db::begin(pool, scope).await?;
+    // The record first: a batch sealed between the two reads then makes it lag, never lead.
+    let recorded = seal::recorded_tail(&mut tx, scope).await?;
     let (own, tenant) = own_rows(scope);
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "select id, prev_hash, hash,
@@ -241,6 +297,8 @@ pub async fn verify_chain(
         sealed: rows.iter().filter(|r| r.seal_seq.is_some()).count() as u64,
         unsealed_overdue: rows.iter().filter(|r| r.overdue).count() as u64,
         first_broken_id,
+        tail_record: TailRecord::of(recorded.as_ref(), &rows),
+        recorded_tail_seq: recorded.map(|(seq, _)| seq),
     })
 }
 
@@ -261,6 +319,18 @@ pub fn summary(reports: &[ChainReport]) -> (bool, String) {
         .iter()
         .filter_map(|r| match (r.first_broken_id, r.unsealed_overdue) {
             (Some(id), _) => Some(format!("{} at row {id}", r.scope)),
+            (None, _) if r.tail_record == TailRecord::Ahead => Some(format!(
+                "{}: its newest rows are gone (the last seal recorded seal_seq {}, {} sealed \
+                 row(s) are left)",
+                r.scope,
+                r.recorded_tail_seq.unwrap_or_default(),
+                r.sealed
+            )),
+            (None, _) if r.tail_record == TailRecord::Differs => Some(format!(
+                "{}: the row at its recorded tail (seal_seq {}) carries another link",
+                r.scope,
+                r.recorded_tail_seq.unwrap_or_default()
+            )),
             (None, 0) => None,
             (None, n) => Some(format!(
                 "{}: {n} row(s) unsealed for over {} s (is a sealer running?)",

@@ -22,6 +22,14 @@
 //! second finds the rows sealed; clocks do not matter (order is by id and transaction
 //! horizon, never by time). What sealing cannot protect is a row in the seconds before it is
 //! sealed: the verifier reports rows left unsealed longer than a bound.
+//!
+//! A chain whose recorded tail names a row that is no longer there lost its newest rows (no
+//! release deletes audit rows; someone past the trigger did). Sealing on from the rows would
+//! give the next rows the missing sequence numbers and leave a gap-free chain, hiding the
+//! deletion for good, so the sealer *holds* such a chain ([`Held`]): its new rows stay unsealed
+//! (the verifier names the chain, and reports them overdue) until an operator has looked and
+//! runs `leadq audit accept-truncation` ([`accept_truncation`]), which records the loss as the
+//! chain's next row.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -98,18 +106,53 @@ pub async fn pending_scopes(pool: &sqlx::PgPool) -> Result<Vec<Scope>, sqlx::Err
         .collect())
 }
 
-/// Seals one batch of `scope`'s committed unsealed rows; returns how many it sealed.
+/// A chain the sealer will not seal: its recorded tail names a row that is gone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Held {
+    /// `tenant uuid` or `platform`.
+    pub chain: String,
+    /// Where the last sealing batch recorded the chain's end.
+    pub recorded_seq: i64,
+    /// Where its sealed rows end now (0: none left).
+    pub rows_end_seq: i64,
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "audit chain {}: its recorded tail is seal_seq {}, but its sealed rows end at {}; \
+             its newest rows were deleted, and it is not sealed until an operator runs \
+             `leadq audit accept-truncation` (docs/audit.md)",
+            self.chain, self.recorded_seq, self.rows_end_seq
+        )
+    }
+}
+
+/// What one sealing batch did.
+#[derive(Debug)]
+pub enum Batch {
+    /// Sealed this many rows (0: nothing was ready).
+    Sealed(usize),
+    /// The chain lost its newest rows; nothing was sealed.
+    Held(Held),
+}
+
+/// Seals one batch of `scope`'s committed unsealed rows.
 pub async fn seal_batch(
     pool: &sqlx::PgPool,
     scope: Scope,
     keys: &Keyring,
-) -> Result<usize, sqlx::Error> {
+) -> Result<Batch, sqlx::Error> {
     let mut tx = db::begin(pool, scope).await?;
     sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(lock_name(scope))
         .execute(&mut *tx)
         .await?;
-    let (mut seq, mut prev) = tail(&mut tx, scope).await?;
+    let (mut seq, mut prev) = match tail(&mut tx, scope).await? {
+        Tail::Found(seq, mac) => (seq, mac),
+        Tail::Missing(held) => return Ok(Batch::Held(held)),
+    };
     // Each read names its chain by `tenant_id` (`own_rows`), as the indexes it needs are keyed
     // (`audit_log_unsealed_by_tenant`, `audit_log_seal_seq_by_tenant`), not only through
     // row-level security, whose predicate no index serves. A condition on
@@ -131,7 +174,7 @@ pub async fn seal_batch(
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Batch::Sealed(0));
     }
     let key = keys.current();
     let (mut ids, mut seqs, mut macs) = (Vec::new(), Vec::new(), Vec::new());
@@ -172,22 +215,27 @@ pub async fn seal_batch(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows.len())
+    Ok(Batch::Sealed(rows.len()))
+}
+
+/// Where a chain ends, as [`tail`] found it.
+enum Tail {
+    /// The last sealed row's `(seal_seq, mac)`, or `(0, the last legacy link)`.
+    Found(i64, Vec<u8>),
+    /// The recorded tail names a row that is gone.
+    Missing(Held),
 }
 
 /// Where `scope`'s chain ends: the last sealed row's `(seal_seq, mac)`, or `(0, the last legacy
 /// sha256 link)` before its first seal. The tail the last batch recorded
 /// (`audit_chain_tails`) is used when the rows agree: the row it names carries that link and
 /// no row follows it (two exact reads of `audit_log_seal_seq`). Otherwise — no record yet, or
-/// one an older release's sealer left behind — the chain's rows are searched.
-async fn tail(conn: &mut sqlx::PgConnection, scope: Scope) -> Result<(i64, Vec<u8>), sqlx::Error> {
-    let kept: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("select seal_seq, mac from audit_chain_tails where chain = $1")
-            .bind(scope_name(scope))
-            .fetch_optional(&mut *conn)
-            .await?;
+/// one an older release's sealer left behind (it lags) — the chain's rows are searched; when
+/// they end *before* the record, rows were deleted from the chain's end: [`Tail::Missing`].
+async fn tail(conn: &mut sqlx::PgConnection, scope: Scope) -> Result<Tail, sqlx::Error> {
+    let kept = recorded_tail(conn, scope).await?;
     let (own, tenant) = super::own_rows(scope);
-    if let Some((seq, mac)) = kept {
+    if let Some((seq, mac)) = &kept {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
             "select seal_seq, mac from audit_log where {own} and seal_seq in ($2, $2 + 1)"
         ))
@@ -195,20 +243,21 @@ async fn tail(conn: &mut sqlx::PgConnection, scope: Scope) -> Result<(i64, Vec<u
         .bind(seq)
         .fetch_all(&mut *conn)
         .await?;
-        if rows.len() == 1 && rows[0].0 == seq && rows[0].1 == mac {
-            return Ok((seq, mac));
+        if rows.len() == 1 && rows[0].0 == *seq && rows[0].1 == *mac {
+            return Ok(Tail::Found(*seq, mac.clone()));
         }
     }
-    let found: Option<(i64, Vec<u8>)> = sqlx::query_as(&format!(
-        "select seal_seq, mac from audit_log
-          where {own} and seal_seq is not null
-          order by tenant_id desc, seal_seq desc limit 1"
-    ))
-    .bind(tenant)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(t) = found {
-        return Ok(t);
+    let found = last_sealed(conn, scope).await?;
+    let rows_end = found.as_ref().map_or(0, |(seq, _)| *seq);
+    if let Some((recorded_seq, _)) = kept.filter(|(seq, _)| *seq > rows_end) {
+        return Ok(Tail::Missing(Held {
+            chain: scope_name(scope),
+            recorded_seq,
+            rows_end_seq: rows_end,
+        }));
+    }
+    if let Some((seq, mac)) = found {
+        return Ok(Tail::Found(seq, mac));
     }
     let legacy: Option<Vec<u8>> = sqlx::query_scalar(&format!(
         "select hash from audit_log where {own} and hash is not null order by id desc limit 1"
@@ -216,22 +265,116 @@ async fn tail(conn: &mut sqlx::PgConnection, scope: Scope) -> Result<(i64, Vec<u
     .bind(tenant)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok((0, legacy.unwrap_or_default()))
+    Ok(Tail::Found(0, legacy.unwrap_or_default()))
 }
 
-/// Seals everything committed so far, chain by chain; returns the rows sealed.
-pub async fn seal_all(pool: &sqlx::PgPool, keys: &Keyring) -> Result<usize, sqlx::Error> {
-    let mut total = 0;
+/// The chain's end as the last sealing batch recorded it (`audit_chain_tails`).
+pub(super) async fn recorded_tail(
+    conn: &mut sqlx::PgConnection,
+    scope: Scope,
+) -> Result<Option<(i64, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("select seal_seq, mac from audit_chain_tails where chain = $1")
+        .bind(scope_name(scope))
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+/// The chain's last sealed row, searched for in the rows.
+async fn last_sealed(
+    conn: &mut sqlx::PgConnection,
+    scope: Scope,
+) -> Result<Option<(i64, Vec<u8>)>, sqlx::Error> {
+    let (own, tenant) = super::own_rows(scope);
+    sqlx::query_as(&format!(
+        "select seal_seq, mac from audit_log
+          where {own} and seal_seq is not null
+          order by tenant_id desc, seal_seq desc limit 1"
+    ))
+    .bind(tenant)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// Records that `scope`'s chain lost its newest rows, so that sealing resumes: under the
+/// chain's lock it checks again that the rows end before the recorded tail, appends an
+/// `audit.truncation_accepted` row by `actor` (details: where the record said the chain ended,
+/// where its rows end, how many are missing) and moves the record to the rows' end, in one
+/// transaction. The row is sealed next, as the chain's next link, so the loss stays in the
+/// chain. `None`: the chain is not truncated, and nothing was written.
+pub async fn accept_truncation(
+    pool: &sqlx::PgPool,
+    scope: Scope,
+    actor: &str,
+    correlation_id: &str,
+) -> Result<Option<Held>, sqlx::Error> {
+    let mut tx = db::begin(pool, scope).await?;
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(lock_name(scope))
+        .execute(&mut *tx)
+        .await?;
+    let Tail::Missing(held) = tail(&mut tx, scope).await? else {
+        return Ok(None);
+    };
+    let tenant_id = match scope {
+        Scope::Tenant(t) => Some(t),
+        Scope::Platform => None,
+    };
+    super::Auditor {
+        tenant_id,
+        actor,
+        correlation_id,
+    }
+    .entry(
+        "audit.truncation_accepted",
+        &format!("audit_chain:{}", held.chain),
+    )
+    .details(serde_json::json!({
+        "recorded_seq": held.recorded_seq,
+        "rows_end_seq": held.rows_end_seq,
+        "missing": held.recorded_seq - held.rows_end_seq,
+    }))
+    .record(&mut *tx)
+    .await?;
+    let (seq, mac) = last_sealed(&mut tx, scope).await?.unwrap_or_default();
+    sqlx::query("update audit_chain_tails set seal_seq = $2, mac = $3 where chain = $1")
+        .bind(&held.chain)
+        .bind(seq)
+        .bind(mac)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(held))
+}
+
+/// What a sealing pass did: rows sealed, and chains held because their newest rows are gone.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Rows sealed, over every chain.
+    pub sealed: usize,
+    /// Chains not sealed ([`Held`]).
+    pub held: Vec<Held>,
+}
+
+/// Seals everything committed so far, chain by chain. A held chain does not stop the others.
+pub async fn seal_all(pool: &sqlx::PgPool, keys: &Keyring) -> Result<Pass, sqlx::Error> {
+    let mut pass = Pass::default();
     for scope in pending_scopes(pool).await? {
         loop {
-            let n = seal_batch(pool, scope, keys).await?;
-            total += n;
-            if n < BATCH as usize {
-                break;
+            match seal_batch(pool, scope, keys).await? {
+                Batch::Sealed(n) => {
+                    pass.sealed += n;
+                    if n < BATCH as usize {
+                        break;
+                    }
+                }
+                Batch::Held(held) => {
+                    pass.held.push(held);
+                    break;
+                }
             }
         }
     }
-    Ok(total)
+    Ok(pass)
 }
 
 /// Seals every `interval` until `stop` resolves (a worker's background task). Errors are
@@ -243,12 +386,22 @@ pub async fn seal_forever(
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    // Each held chain is reported once a process, not once a pass; the scheduled verification
+    // keeps it failing (`audit_verified`, `LeadqSecurityCheckFailing`) until it is dealt with.
+    let mut reported = std::collections::HashSet::new();
     loop {
         match seal_all(&pool, &keys).await {
-            Ok(n) if n > 0 => {
-                metrics::counter!(crate::metrics::AUDIT_ROWS_SEALED_TOTAL).increment(n as u64)
+            Ok(pass) => {
+                if pass.sealed > 0 {
+                    metrics::counter!(crate::metrics::AUDIT_ROWS_SEALED_TOTAL)
+                        .increment(pass.sealed as u64)
+                }
+                for held in pass.held {
+                    if reported.insert(held.chain.clone()) {
+                        tracing::error!(chain = %held.chain, "{held}");
+                    }
+                }
             }
-            Ok(_) => {}
             Err(error) => tracing::warn!(error = %error, "Could not seal audit rows; retrying."),
         }
         tokio::select! {
