@@ -197,6 +197,7 @@ impl Command {
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
+    leadq_platform::telemetry::log_panics();
     let cli = Cli::parse();
     let settings = match cli.command.needs() {
         None => None,

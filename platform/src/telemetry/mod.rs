@@ -6,6 +6,9 @@
 //! a request or a job names both. Every line, and every Sentry event, passes through the
 //! scrubber ([`crate::scrub`]) first.
 //!
+//! A panic is one of those lines too ([`log_panics`], called first thing in `main`), not
+//! Rust's unscrubbed default message.
+//!
 //! Traces ([`trace`]): with `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are exported over OTLP as
 //! well, and the W3C trace context follows a lead from the request through Redis to the CRM.
 
@@ -15,8 +18,11 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::{LogFormat, Settings};
 
+mod panic;
 mod scrubbed;
 pub mod trace;
+
+pub use panic::{log_panics, panic_line};
 
 /// Keeps Sentry and the trace exporter flushing until dropped; hold it for the life of `main`.
 pub struct TelemetryGuard {
@@ -166,6 +172,9 @@ fn install(
     extra: Option<ExtraLayer>,
 ) {
     use tracing_subscriber::Layer;
+    if let Some(format) = format {
+        panic::set_format(format);
+    }
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = match format {
         None => None,
