@@ -91,23 +91,29 @@ pub const TELEGRAM_TOKEN: &str = "[telegram-token]";
 /// What a leadq API key becomes.
 pub const LEADQ_KEY: &str = "lq_[redacted]";
 
-/// Why [`Scrubber::new`] refused the extra patterns. Each variant names the pattern.
+/// Why [`Scrubber::new`] refused the extra patterns. Each variant names the pattern by its
+/// position (1-based, in the list as given), never by its text: a pattern is often the secret
+/// itself, or most of it, and this error is printed in the configuration report.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrubError {
     /// The pattern is not a valid regular expression (syntax of the `regex` crate).
-    #[error("scrub pattern {pattern:?} is not a valid regular expression")]
+    #[error("scrub pattern #{position} is not a valid regular expression")]
     InvalidPattern {
-        /// The pattern as given.
+        /// Where the pattern is in the list (1-based).
+        position: usize,
+        /// The pattern as given (not displayed).
         pattern: String,
-        /// What the regex compiler said.
+        /// What the regex compiler said (it quotes the pattern: not displayed either).
         #[source]
         source: regex::Error,
     },
     /// The pattern matches the empty string (say `a*`): it would mask nothing useful and
     /// would stamp `[redacted]` between characters.
-    #[error("scrub pattern {pattern:?} matches the empty string")]
+    #[error("scrub pattern #{position} matches the empty string")]
     MatchesEmpty {
-        /// The pattern as given.
+        /// Where the pattern is in the list (1-based).
+        position: usize,
+        /// The pattern as given (not displayed).
         pattern: String,
     },
     /// Each pattern compiles alone but all of them together exceed the regex size limit.
@@ -157,13 +163,18 @@ impl Scrubber {
     /// the first pattern that does not compile or that matches the empty string.
     pub fn new(extra_patterns: &[String]) -> Result<Scrubber, ScrubError> {
         let mut rules: Vec<Rule> = BUILTIN_RULES.clone();
-        for pattern in extra_patterns.iter().filter(|p| !p.trim().is_empty()) {
+        for (i, pattern) in extra_patterns.iter().enumerate() {
+            if pattern.trim().is_empty() {
+                continue;
+            }
             let re = Regex::new(pattern).map_err(|source| ScrubError::InvalidPattern {
+                position: i + 1,
                 pattern: pattern.clone(),
                 source,
             })?;
             if re.is_match("") {
                 return Err(ScrubError::MatchesEmpty {
+                    position: i + 1,
                     pattern: pattern.clone(),
                 });
             }
