@@ -674,6 +674,7 @@ pub(super) mod tests {
                 ("LEADQ_LOG_FORMAT", "xml"),
                 ("LEADQ_SIGNING_KEYS", "k1:c2hvcnQ="),
                 ("LEADQ_SCHEDULE_CRM_RECONCILE", "every five minutes"),
+                ("LEADQ_SCRUB_PATTERNS", r#"["ok", "(Pl4nt3dS3cr3t"]"#),
             ]),
             ALL,
             KINDS,
@@ -688,11 +689,13 @@ pub(super) mod tests {
             "LEADQ_LOG_FORMAT",
             "LEADQ_SIGNING_KEYS is invalid: entry 1 (k1): key must be exactly 32 bytes",
             "LEADQ_SCHEDULE_CRM_RECONCILE=\"every five minutes\" is not a cron expression",
+            "LEADQ_SCRUB_PATTERNS: scrub pattern #2 is not a valid regular expression",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
-        assert_eq!(err.problems.len(), 7);
+        assert_eq!(err.problems.len(), 8);
         assert!(!text.contains("c2hvcnQ="), "key material echoed: {text}");
+        assert!(!text.contains("Pl4nt3dS3cr3t"), "a scrub pattern echoed: {text}");
     }
 
     #[test]
