@@ -557,6 +557,20 @@ impl Settings {
                     .into(),
             );
         }
+        if environment == "production"
+            && needs.keys
+            && edge.metrics_token.is_none()
+            && edge.metrics_addr.is_none()
+        {
+            // The processes that serve /metrics need the keys; `leadq migrate` does not, and
+            // runs without the token.
+            r.problems.push(
+                "LEADQ_ENVIRONMENT=production needs LEADQ_METRICS_TOKEN (or _FILE) or \
+                 LEADQ_METRICS_ADDR: without either, /metrics (tenant slugs, queue depths, \
+                 error rates) answers anyone who reaches the API"
+                    .into(),
+            );
+        }
         if environment == "production" {
             r.problems.extend(production::problems(
                 &[
@@ -695,7 +709,54 @@ pub(super) mod tests {
         }
         assert_eq!(err.problems.len(), 8);
         assert!(!text.contains("c2hvcnQ="), "key material echoed: {text}");
-        assert!(!text.contains("Pl4nt3dS3cr3t"), "a scrub pattern echoed: {text}");
+        assert!(
+            !text.contains("Pl4nt3dS3cr3t"),
+            "a scrub pattern echoed: {text}"
+        );
+    }
+
+    #[test]
+    fn production_serves_metrics_only_behind_a_token_or_on_an_address_of_its_own() {
+        let key = crate::keyring::Keyring::random("k1").to_spec();
+        let key = key.expose();
+        let load = |env: &str, extra: &[(&str, &str)], keys: bool| {
+            let mut pairs = vec![
+                ("LEADQ_ENVIRONMENT", env),
+                (
+                    "DATABASE_URL",
+                    "postgres://leadq:n0t-the-default-9f3@db/leadq",
+                ),
+                ("REDIS_URL", "redis://r:6379/"),
+                ("LEADQ_SIGNING_KEYS", key),
+                ("LEADQ_DATA_KEYS", key),
+                ("LEADQ_AUDIT_KEYS", key),
+                ("LEADQ_PII_INDEX_KEYS", key),
+            ];
+            pairs.extend_from_slice(extra);
+            let needs = Needs {
+                database: true,
+                redis: keys,
+                keys,
+            };
+            Settings::load(&vars(&pairs), needs, KINDS)
+        };
+        let err = load("production", &[], true).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(
+            err.problems[0].contains("needs LEADQ_METRICS_TOKEN"),
+            "{err}"
+        );
+        let token = "t".repeat(32);
+        assert!(load("production", &[("LEADQ_METRICS_TOKEN", &token)], true).is_ok());
+        assert!(load(
+            "production",
+            &[("LEADQ_METRICS_ADDR", "10.0.0.5:9090")],
+            true
+        )
+        .is_ok());
+        // Development keeps /metrics open by default; `leadq migrate` serves none.
+        assert!(load("development", &[], true).is_ok());
+        assert!(load("production", &[], false).is_ok());
     }
 
     #[test]
