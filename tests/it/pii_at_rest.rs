@@ -334,6 +334,35 @@ async fn a_message_held_by_a_job_keeps_the_reseal_incomplete() {
     app.stop().await;
 }
 
+/// A phone with no digit to index (a row from before validation) is indexed as "nothing" under
+/// the current key: the pass that converts it completes, and the next has nothing to do. (Its
+/// index stayed NULL: every pass rewrote the row and counted it as left, so none completed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_with_nothing_to_index_does_not_keep_the_reseal_incomplete() {
+    let app = spawn_app().await;
+    insert_legacy(&app, 2).await;
+    let mut tx = app.own().await;
+    sqlx::query("update leads set phone = 'n/a', email = '  ' where external_id = 'old-1'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (ok, report) = reseal(&app, &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["leads"], 2, "{report}");
+    let (ok, report) = reseal(&app, &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["leads"], 0, "nothing left to do: {report}");
+    // It is found by nothing, and the indexable lead still by its phone.
+    let sealer = Sealer::from_settings(&app.settings);
+    assert!(find(&app, &sealer, "phone", "n/a").await.is_empty());
+    assert_eq!(
+        find(&app, &sealer, "phone", "+44 7700 900000").await,
+        ["old-0"]
+    );
+    app.stop().await;
+}
+
 /// A data-key rotation re-seals the integration secrets too (the Chatwoot webhook secret, the
 /// CRM credentials): once the old key is dropped, the new one alone opens them. (Only leads and
 /// messages were re-sealed: after the documented rotation every webhook was refused and every

@@ -88,8 +88,8 @@ impl Sealer {
             username: seal(field::USERNAME, username),
             phone: seal(field::PHONE, phone),
             email: seal(field::EMAIL, email),
-            phone_index: phone.and_then(|v| self.blind_index(tenant, field::PHONE, v)),
-            email_index: email.and_then(|v| self.blind_index(tenant, field::EMAIL, v)),
+            phone_index: phone.map(|v| self.index_or_nothing(tenant, field::PHONE, v)),
+            email_index: email.map(|v| self.index_or_nothing(tenant, field::EMAIL, v)),
         }
     }
 

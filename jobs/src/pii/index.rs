@@ -62,6 +62,16 @@ impl Sealer {
         ))
     }
 
+    /// What a phone or email with nothing to index (a phone without a digit, from before
+    /// validation or from a Chatwoot contact) is indexed as: under the current key, so the row
+    /// counts as indexed, and matching no lookup (a lookup's index is a MAC, never `-`). Left
+    /// NULL, every re-seal pass took such a row for one still to index: it was rewritten on
+    /// each pass and counted as left, so no pass completed and the old keys could never go.
+    pub fn index_or_nothing(&self, tenant: Uuid, field_name: &str, value: &str) -> String {
+        self.blind_index(tenant, field_name, value)
+            .unwrap_or_else(|| format!("{}:-", self.index.current().kid))
+    }
+
     /// The blind index of `value` under every index key: what a lookup matches against, so
     /// rows not yet re-indexed after a rotation are still found.
     pub fn blind_indexes(&self, tenant: Uuid, field_name: &str, value: &str) -> Vec<String> {
