@@ -34,7 +34,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, d: &DeadLetter) -> bool {
+    /// Whether the dead letter `d` is one this filter selects.
+    pub fn matches(&self, d: &DeadLetter) -> bool {
         self.tenant
             .is_none_or(|t| d.envelope.as_ref().is_some_and(|e| e.tenant_id == t))
             && self.reason.as_deref().is_none_or(|r| d.reason == r)

@@ -63,7 +63,8 @@ pub(super) enum DlqCommand {
     Redrive {
         /// Job kind.
         kind: String,
-        /// These jobs (repeatable); without it, every dead letter matching the filter.
+        /// These jobs (repeatable), those of them the filter selects; without it, every dead
+        /// letter matching the filter.
         #[arg(long = "id")]
         ids: Vec<Uuid>,
         #[command(flatten)]
@@ -73,7 +74,8 @@ pub(super) enum DlqCommand {
     Purge {
         /// Job kind.
         kind: String,
-        /// These jobs (repeatable); without it, every dead letter matching the filter.
+        /// These jobs (repeatable), those of them the filter selects; without it, every dead
+        /// letter matching the filter.
         #[arg(long = "id")]
         ids: Vec<Uuid>,
         #[command(flatten)]
@@ -244,12 +246,13 @@ async fn selection(
     filter: &FilterArgs,
     all: bool,
 ) -> anyhow::Result<Selection> {
+    let filter = filter_of(pool, filter).await?;
     Ok(if ids.is_empty() {
-        Selection::Matching {
-            filter: filter_of(pool, filter).await?,
-            all,
-        }
+        Selection::Matching { filter, all }
     } else {
-        Selection::Ids(ids)
+        Selection::Ids {
+            ids,
+            within: filter,
+        }
     })
 }

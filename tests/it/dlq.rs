@@ -310,3 +310,141 @@ async fn a_tenants_overview_looks_for_its_dead_letters_among_the_newest_only() {
     assert_eq!(all.items[0].envelope.as_ref().unwrap().message_id, "m-0");
     app.stop().await;
 }
+
+/// A bulk action that stops on a Redis failure is audited as `failed`, naming who and how far
+/// it got: the chunks it finished were moved for good. (It was audited only on success, so a
+/// re-drive that failed halfway had moved its first chunks unaudited.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_action_that_stops_on_an_error_is_audited_as_failed() {
+    use leadq_jobs::ops::deadletters::{act, Action, Actor, Selection};
+    let app = spawn_app().await;
+    let mut redis = crate::chaos::PrivateRedis::new();
+    let url = redis.url();
+    let s = leadq_testkit::settings(
+        &app.db.url,
+        &leadq_testkit::queue_prefix(),
+        &[("REDIS_URL", url.as_str())],
+    );
+    let queue = leadq_queue::Queue::connect(
+        s.redis_url(),
+        s.queue.clone(),
+        leadq_testkit::signer(&app.settings),
+    )
+    .await
+    .unwrap();
+    redis.stop();
+    let who = Actor {
+        actor: "operator:ops",
+        correlation_id: "c-failed-redrive",
+    };
+    let ids = Selection::Ids {
+        ids: vec![uuid::Uuid::now_v7(), uuid::Uuid::now_v7()],
+        within: Default::default(),
+    };
+    let result = act(
+        &app.db.pool,
+        &queue,
+        who,
+        "lead_score",
+        Action::Redrive,
+        &ids,
+        &mut |_, _| {},
+    )
+    .await;
+    assert!(result.is_err(), "Redis is gone");
+    let mut tx = leadq_platform::db::begin(&app.db.pool, leadq_platform::db::Scope::Platform)
+        .await
+        .unwrap();
+    let (actor, outcome, details): (String, String, Value) = sqlx::query_as(
+        "select actor, outcome, details from audit_log
+          where action = 'dlq.redrive' and correlation_id = 'c-failed-redrive'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .expect("the failed re-drive is audited");
+    assert_eq!(
+        (actor.as_str(), outcome.as_str()),
+        ("operator:ops", "failed")
+    );
+    assert_eq!(details["selected"], 2, "{details}");
+    assert_eq!(details["processed"], 0, "{details}");
+    app.stop().await;
+}
+
+/// Ids with a filter are the ids the filter also selects: `--id <B's letter> --tenant A` leaves
+/// B's letter alone (the filter was ignored, and B's letter was purged); the audit entry names
+/// the ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_dead_letters_are_narrowed_by_the_filter_and_audited_by_id() {
+    let app = spawn_app().await;
+    let b = app.other_tenant().await;
+    let me = app.key_actor();
+    // B's job names a principal that is not B's: dead for good.
+    enqueue(&app, b.tenant_id, &me, 1).await;
+    let worker = app.spawn_worker().await;
+    wait_for("a dead letter", Duration::from_secs(20), || async {
+        (app.queue.counts("lead_score").await.unwrap().dead == 1).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    let page: Value = app
+        .get("/v1/dlq/lead_score", app.operator_token())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = page["items"][0]["job_id"].as_str().unwrap().to_owned();
+    let purge = |tenant: &str| {
+        let out = crate::leadq_cmd(&app)
+            .args([
+                "dlq",
+                "purge",
+                "lead_score",
+                "--id",
+                &id,
+                "--tenant",
+                tenant,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let o = purge(&app.tenant.slug);
+    assert_eq!(
+        (o["selected"].as_u64(), o["done"].as_u64()),
+        (Some(0), Some(0)),
+        "{o}"
+    );
+    assert_eq!(
+        app.queue.counts("lead_score").await.unwrap().dead,
+        1,
+        "B's letter stays"
+    );
+    let o = purge(&b.slug);
+    assert_eq!(
+        (o["selected"].as_u64(), o["done"].as_u64()),
+        (Some(1), Some(1)),
+        "{o}"
+    );
+    let details: Vec<Value> =
+        sqlx::query_scalar("select details from audit_log where action = 'dlq.purge' order by id")
+            .fetch_all(&mut *app.platform().await)
+            .await
+            .unwrap();
+    assert_eq!(details.len(), 2);
+    for d in &details {
+        assert_eq!(d["selection"]["job_ids"], json!([id]), "{d}");
+    }
+    assert_eq!(
+        details[0]["selection"]["within"]["tenant"],
+        json!(app.tenant.tenant_id),
+        "{}",
+        details[0]
+    );
+    app.stop().await;
+}

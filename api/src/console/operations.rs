@@ -82,12 +82,39 @@ pub async fn start(
     };
     let json = serde_json::to_string(&record).map_err(|e| ApiError::Internal(e.into()))?;
     app.queue.record_put(OPERATIONS, &id, &json, KEEP).await?;
-    let (app, operator, op_id) = (app.clone(), operator.clone(), id.clone());
+    let (done, total) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(total)),
+    );
+    // The work runs in a task of its own, awaited by the one that keeps the record: a panic in
+    // it ends as a `failed` record instead of one that says `running` for an hour, with its
+    // ticker writing to Redis for as long as the process lives.
+    let work = {
+        let (app, operator, kind) = (app.clone(), operator.clone(), kind.to_owned());
+        let (done, total) = (done.clone(), total.clone());
+        tokio::spawn(async move {
+            let who = Actor {
+                actor: &operator.actor,
+                correlation_id: &operator.correlation_id,
+            };
+            let mut progress = |d: usize, t: usize| {
+                done.store(d, Ordering::Relaxed);
+                total.store(t, Ordering::Relaxed);
+            };
+            deadletters::act(
+                &app.pool,
+                &app.queue,
+                who,
+                &kind,
+                action,
+                &selection,
+                &mut progress,
+            )
+            .await
+        })
+    };
+    let (app, op_id) = (app.clone(), id.clone());
     tokio::spawn(async move {
-        let (done, total) = (
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicUsize::new(total)),
-        );
         let ticker = {
             let (app, op_id, record) = (app.clone(), op_id.clone(), record.clone());
             let (done, total) = (done.clone(), total.clone());
@@ -101,28 +128,11 @@ pub async fn start(
                 }
             })
         };
-        let who = Actor {
-            actor: &operator.actor,
-            correlation_id: &operator.correlation_id,
-        };
-        let mut progress = |d: usize, t: usize| {
-            done.store(d, Ordering::Relaxed);
-            total.store(t, Ordering::Relaxed);
-        };
-        let outcome = deadletters::act(
-            &app.pool,
-            &app.queue,
-            who,
-            &record.kind,
-            action,
-            &selection,
-            &mut progress,
-        )
-        .await;
+        let outcome = work.await;
         ticker.abort();
         let mut r = record;
-        match outcome {
-            Ok(o) => {
+        let stopped = match outcome {
+            Ok(Ok(o)) => {
                 r.state = "done".into();
                 r.done = o.done;
                 r.total = o.selected;
@@ -131,17 +141,21 @@ pub async fn start(
                     Action::Purge => "purged",
                 };
                 r.result = Some(format!("{} of {} {verb}.", o.done, o.selected));
+                None
             }
-            Err(error) => {
-                tracing::error!(error = %error, "A console dead-letter operation failed.");
-                r.state = "failed".into();
-                r.done = done.load(Ordering::Relaxed);
-                r.result = Some(
-                    "It stopped on an error; what was not moved is still dead. \
-                                 Run it again to finish."
-                        .into(),
-                );
-            }
+            Ok(Err(error)) => Some(error.to_string()),
+            // It panicked (the panic itself is logged by the panic hook).
+            Err(error) => Some(error.to_string()),
+        };
+        if let Some(error) = stopped {
+            tracing::error!(error = %error, "A console dead-letter operation failed.");
+            r.state = "failed".into();
+            r.done = done.load(Ordering::Relaxed);
+            r.result = Some(
+                "It stopped on an error; what was not moved is still dead. \
+                 Run it again to finish."
+                    .into(),
+            );
         }
         save(&app, &op_id, &r).await;
     });

@@ -133,7 +133,7 @@ impl ListParams {
 /// Action body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ActionBody {
-    /// These dead letters (instead of a filter).
+    /// These dead letters; with a filter, those of them it selects.
     pub job_ids: Option<Vec<Uuid>>,
     #[serde(flatten)]
     pub filter: FilterParams,
@@ -273,10 +273,15 @@ pub async fn selection(
     operator.require(permission::DLQ)?;
     known(kind)?;
     check_filter(&body.filter)?;
+    let filter = filter_of(app, operator, &body.filter).await?;
     Ok(match body.job_ids {
-        Some(ids) => Selection::Ids(ids),
+        // The ids the filter also selects: a filter narrows, never widens.
+        Some(ids) => Selection::Ids {
+            ids,
+            within: filter,
+        },
         None => Selection::Matching {
-            filter: filter_of(app, operator, &body.filter).await?,
+            filter,
             all: body.all,
         },
     })

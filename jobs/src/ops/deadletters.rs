@@ -153,11 +153,20 @@ pub enum Action {
     Purge,
 }
 
+/// How many of an action's ids its audit entry lists by name.
+pub const IDS_AUDITED: usize = 1_000;
+
 /// Which dead letters an action applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
-    /// These ids.
-    Ids(Vec<Uuid>),
+    /// These ids, those of them the filter selects (an empty filter: all of them). The
+    /// filter narrows, never widens: `--id X --tenant acme` touches X only if it is acme's.
+    Ids {
+        /// The dead letters named.
+        ids: Vec<Uuid>,
+        /// What they must also match.
+        within: Filter,
+    },
     /// Every dead letter matching the filter. An empty filter is refused for a purge unless
     /// `all` is set.
     Matching {
@@ -194,7 +203,29 @@ pub async fn selected(
 ) -> Result<(Vec<Uuid>, serde_json::Value), OpsError> {
     check_kind(kind)?;
     Ok(match selection {
-        Selection::Ids(ids) => (ids.clone(), serde_json::json!({"ids": ids.len()})),
+        Selection::Ids { ids, within } => {
+            let mut kept = Vec::with_capacity(ids.len());
+            if *within == Filter::default() {
+                kept.clone_from(ids);
+            } else {
+                for id in ids {
+                    if queue
+                        .dead_letter(kind, *id)
+                        .await?
+                        .is_some_and(|d| within.matches(&d))
+                    {
+                        kept.push(*id);
+                    }
+                }
+            }
+            // The ids themselves, up to a bound, so that the trail can say which dead
+            // letters a purge destroyed (and whose: the filter).
+            let named: Vec<&Uuid> = ids.iter().take(IDS_AUDITED).collect();
+            let described = serde_json::json!({
+                "ids": ids.len(), "job_ids": named, "within": filter_json(within),
+            });
+            (kept, described)
+        }
         Selection::Matching { filter, all } => {
             if action == Action::Purge && *filter == Filter::default() && !all {
                 return Err(OpsError::Invalid(
@@ -211,6 +242,10 @@ pub async fn selected(
 
 /// Re-drives or purges the selected dead letters of `kind`, calling `progress(done, total)`
 /// after every chunk; audited as `dlq.redrive` / `dlq.purge` with the selection and counts.
+/// An action that stops on an error is audited too (outcome `failed`): each chunk it finished
+/// was moved for good, so the entry names how many ids it went through (`processed`; the chunk
+/// it stopped in may be partly moved as well). Unaudited, a re-drive of thousands that failed
+/// halfway left its first thousands moved by no one the trail could name.
 pub async fn act(
     pool: &PgPool,
     queue: &Queue,
@@ -221,9 +256,48 @@ pub async fn act(
     progress: Progress<'_>,
 ) -> Result<Outcome, OpsError> {
     let (ids, described) = selected(queue, kind, action, selection).await?;
-    let done = match action {
-        Action::Redrive => queue.redrive(kind, &ids, progress).await?,
-        Action::Purge => queue.purge(kind, &ids, progress).await?,
+    let name = match action {
+        Action::Redrive => "dlq.redrive",
+        Action::Purge => "dlq.purge",
+    };
+    let mut processed = 0;
+    let moved = {
+        let mut tracked = |d: usize, t: usize| {
+            processed = d;
+            progress(d, t);
+        };
+        match action {
+            Action::Redrive => queue.redrive(kind, &ids, &mut tracked).await,
+            Action::Purge => queue.purge(kind, &ids, &mut tracked).await,
+        }
+    };
+    let done = match moved {
+        Ok(done) => done,
+        Err(error) => {
+            let entry = Auditor {
+                tenant_id: None,
+                actor: who.actor,
+                correlation_id: who.correlation_id,
+            };
+            let details = serde_json::json!({
+                "selection": described, "selected": ids.len(), "processed": processed,
+                "error": "queue_unavailable",
+            });
+            let recorded = async {
+                let mut tx = db::begin(pool, Scope::Platform).await?;
+                entry
+                    .entry(name, &format!("kind:{kind}"))
+                    .outcome("failed")
+                    .details(details)
+                    .record(&mut *tx)
+                    .await?;
+                tx.commit().await
+            };
+            if let Err(e) = recorded.await {
+                tracing::error!(error = %e, action = name, "Could not audit a failed dead-letter action.");
+            }
+            return Err(error.into());
+        }
     };
     let outcome = Outcome {
         action,
@@ -231,10 +305,6 @@ pub async fn act(
         selected: ids.len(),
         done,
         finished_at: Utc::now(),
-    };
-    let name = match action {
-        Action::Redrive => "dlq.redrive",
-        Action::Purge => "dlq.purge",
     };
     record(
         pool,
