@@ -117,6 +117,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             state.clone(),
             edge::guard,
         ))
+        // Inside `observe`: a request that times out is answered 503 and counted and logged
+        // like any other. Outside it, the timeout dropped `observe` with the handler, and a
+        // hung request reached neither the request counter nor the latency histogram, which
+        // the error-rate and latency alerts read.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            state.settings.edge.request_timeout,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.tenant_labels.clone(),
             middleware::observe,
@@ -143,10 +151,6 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         router
     };
     router
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(15),
-        ))
         .layer(axum::middleware::from_fn(rejections::standard_bodies))
         .with_state(state)
 }

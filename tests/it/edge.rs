@@ -216,3 +216,57 @@ async fn metrics_on_their_own_address_are_not_served_on_the_api_address() {
     let _ = stop.send(());
     let _ = task.await;
 }
+
+/// A request still unanswered at `LEADQ_REQUEST_TIMEOUT_SECS` is answered 503 `timeout`
+/// and counted like any other (it reached neither the request counter nor the latency
+/// histogram: the timeout dropped the layer that counts). A made-up method is labelled `other`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_times_out_is_answered_and_counted_and_methods_are_a_fixed_set() {
+    let app = spawn_app_with(&[("LEADQ_REQUEST_TIMEOUT_SECS", "1")]).await;
+    let metrics_url = format!("{}/metrics", app.address);
+    // The lead read waits on a lock the table's owner holds.
+    let mut lock = app.db.owner_tx(app.tenant.tenant_id).await;
+    sqlx::query("lock table leads in access exclusive mode")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let res = app
+        .client
+        .get(format!("{}/v1/leads/tg-1", app.address))
+        .bearer_auth(app.key())
+        .send()
+        .await
+        .unwrap();
+    let (status, _, c) = code(res).await;
+    assert_eq!((status, c.as_str()), (503, "timeout"));
+    lock.rollback().await.unwrap();
+    let text = app.text(&metrics_url).await;
+    let timed_out = text.lines().find(|l| {
+        l.starts_with("leadq_http_requests_total{")
+            && l.contains("route=\"/v1/leads/{external_id}\"")
+            && l.contains("status=\"503\"")
+    });
+    assert!(timed_out.is_some(), "no 503 counted:\n{text}");
+
+    let res = app
+        .client
+        .request(
+            reqwest::Method::from_bytes(b"FROBNICATE").unwrap(),
+            format!("{}/v1/leads/tg-1", app.address),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    let text = app.text(&metrics_url).await;
+    assert!(
+        !text.contains("FROBNICATE"),
+        "a method became a label value"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("leadq_http_requests_total{") && l.contains("method=\"other\"")),
+        "{text}"
+    );
+    app.stop().await;
+}

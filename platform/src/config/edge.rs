@@ -55,6 +55,9 @@ pub struct EdgeSettings {
     pub metrics_token: Option<Secret>,
     /// `LEADQ_METRICS_ADDR`: serve `/metrics` on this address only (not on the API's own).
     pub metrics_addr: Option<SocketAddr>,
+    /// `LEADQ_REQUEST_TIMEOUT_SECS` (default 15): a request still unanswered after this long
+    /// is answered 503 `timeout`, and counted as such.
+    pub request_timeout: Duration,
 }
 
 pub(super) fn read(r: &mut Reader<'_>) -> EdgeSettings {
@@ -102,5 +105,6 @@ pub(super) fn read(r: &mut Reader<'_>) -> EdgeSettings {
         trust_forwarded_for,
         metrics_token,
         metrics_addr,
+        request_timeout: r.secs("LEADQ_REQUEST_TIMEOUT_SECS", Duration::from_secs(15)),
     }
 }
