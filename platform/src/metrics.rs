@@ -131,6 +131,10 @@ pub const API_KEYS_EXPIRING: &str = "leadq_api_keys_expiring";
 /// Gauge: 1 if the last synthetic canary run succeeded, 0 if it failed (read from Redis at
 /// scrape time, so a stopped worker shows an ageing success, not a missing series).
 pub const CANARY_SUCCESS: &str = "leadq_canary_success";
+/// Gauge: 1 when this process is configured to run the synthetic canary (`LEADQ_CANARY_*`),
+/// else 0. `LeadqCanaryFailing` pages only where some process says 1: a deployment without a
+/// canary has no canary series at all, and that is not an outage.
+pub const CANARY_CONFIGURED: &str = "leadq_canary_configured";
 /// Gauge: how long the last canary run took, post to scored, in seconds.
 pub const CANARY_DURATION_SECONDS: &str = "leadq_canary_duration_seconds";
 /// Gauge: Unix time of the last successful canary run.
@@ -563,6 +567,10 @@ fn describe() {
     describe_gauge!(SECURITY_CHECK_OK, "1 while the security check passes.");
     describe_gauge!(API_KEYS_EXPIRING, "Active API keys expiring within 7 days.");
     describe_gauge!(CANARY_SUCCESS, "1 if the last canary run succeeded.");
+    describe_gauge!(
+        CANARY_CONFIGURED,
+        "1 when this process is configured to run the canary."
+    );
     describe_gauge!(
         CANARY_DURATION_SECONDS,
         Unit::Seconds,

@@ -67,6 +67,11 @@ pub fn init(settings: &Settings, service: &str, extra: Option<ExtraLayer>) -> Te
         extra,
     );
     crate::metrics::install();
+    metrics::gauge!(crate::metrics::CANARY_CONFIGURED).set(if settings.canary.is_some() {
+        1.0
+    } else {
+        0.0
+    });
     let sentry = settings.sentry_dsn.as_ref().map(|dsn| {
         sentry::init(
             sentry::ClientOptions::new()
