@@ -690,6 +690,36 @@ async fn the_reconcile_reads_a_tenants_oldest_lost_sync_not_its_backlog() {
     app.stop().await;
 }
 
+/// A suspended tenant's lost syncs, or those of a tenant whose `crm_sync` is disabled, are not
+/// asked for: the worker would refuse the job (an `unauthorized` dead letter every firing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconcile_leaves_a_suspended_or_unentitled_tenant_alone() {
+    use leadq_jobs::ops::maintenance::crm_reconcile;
+    let app = leadq_testkit::spawn_app().await;
+    pending_rows(&app, "lost", 2, Pending::Stale).await;
+    let (pool, slug) = (&app.db.pool, &app.tenant.slug);
+    let status = |s: &'static str| async move {
+        sqlx::query("update tenants set status = $2 where id = $1")
+            .bind(app.tenant.tenant_id)
+            .bind(s)
+            .execute(pool)
+            .await
+            .unwrap();
+    };
+    status("suspended").await;
+    assert_eq!(crm_reconcile(pool, &app.queue, 1).await.unwrap(), 0);
+    status("active").await;
+    leadq_platform::tenant::set_kind_mode(pool, "operator:t", slug, "crm_sync", "disabled")
+        .await
+        .unwrap();
+    assert_eq!(crm_reconcile(pool, &app.queue, 2).await.unwrap(), 0);
+    leadq_platform::tenant::set_kind_mode(pool, "operator:t", slug, "crm_sync", "enabled")
+        .await
+        .unwrap();
+    assert_eq!(crm_reconcile(pool, &app.queue, 3).await.unwrap(), 1);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_reads_its_batch_not_the_tenants_backlog() {
     use leadq_jobs::integrations::hubspot::claim;

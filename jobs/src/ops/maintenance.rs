@@ -70,6 +70,9 @@ pub async fn crm_reconcile(
         let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
         // The tenant named as well as scoped: only that (leakproof) condition reaches the
         // index ahead of row-level security's policy (`leadq_platform::audit::own_rows`).
+        // Only while the tenant's `crm_sync` jobs would run: a suspended tenant's, or one whose
+        // kind is disabled, were refused by the worker (an `unauthorized` dead letter every
+        // firing, `LeadqJobUnauthorized` for as long as it stayed so) and the row stayed stale.
         let stale: Option<(Uuid, i64)> = sqlx::query_as(
             "select lead_id, wanted_version
                from crm_sync_state
@@ -77,11 +80,16 @@ pub async fn crm_reconcile(
                 and (failed_version is null or failed_version < wanted_version)
                 and updated_at < now() - make_interval(secs => $1)
                 and (claim_until is null or claim_until < now())
+                and exists (select 1 from tenants t where t.id = $2 and t.status = 'active')
+                and coalesce((select mode from tenant_job_kinds k
+                               where k.tenant_id = $2 and k.kind = $3), 'enabled')
+                    in ('enabled', 'shadow')
               order by updated_at
               limit 1",
         )
         .bind(STALE_AFTER.as_secs_f64())
         .bind(tenant)
+        .bind(kinds::CRM_SYNC)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -204,15 +212,18 @@ pub async fn job_runs_retention(pool: &PgPool, keep: Duration) -> Result<u64, Ma
     for tenant in tenants(pool).await? {
         loop {
             let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+            // The tenant named as well as scoped (as above): under row-level security alone
+            // each tenant's pass read every tenant's rows.
             let n = sqlx::query(
                 "delete from job_runs where job_id in (
                      select job_id from job_runs
-                      where status in ('completed', 'dead', 'unknown')
+                      where tenant_id = $3 and status in ('completed', 'dead', 'unknown')
                         and coalesce(finished_at, updated_at) < now() - make_interval(secs => $1)
                       limit $2)",
             )
             .bind(keep.as_secs_f64())
             .bind(DELETE_SLICE)
+            .bind(tenant)
             .execute(&mut *tx)
             .await?
             .rows_affected();
