@@ -35,28 +35,38 @@ pub enum KeyError {
     /// A scope is not one of [`ALL_SCOPES`].
     #[error("unknown scope {0:?} (known: leads:write, leads:read, status:read, admin, webhooks)")]
     BadScope(String),
-    /// A duration is malformed.
-    #[error("duration {0:?} is not a whole number followed by d, h or m (e.g. 90d)")]
+    /// A duration is malformed, or longer than [`MAX_DURATION_DAYS`].
+    #[error(
+        "duration {0:?} is not a whole number followed by d, h or m (e.g. 90d), of at most \
+         36500d"
+    )]
     BadDuration(String),
     /// The database failed.
     #[error("database error")]
     Db(#[from] sqlx::Error),
 }
 
-/// Parses `90d`, `12h`, `30m`.
+/// The longest duration [`parse_duration`] takes: a hundred years. Longer ones put the times
+/// computed from them (an expiry, a dead-letter age) outside what `chrono` and PostgreSQL
+/// store, and made `Utc::now() + d` panic.
+pub const MAX_DURATION_DAYS: i64 = 36_500;
+
+/// Parses `90d`, `12h`, `30m` (at most [`MAX_DURATION_DAYS`]).
 pub fn parse_duration(s: &str) -> Result<Duration, KeyError> {
     let bad = || KeyError::BadDuration(s.to_owned());
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = num.parse().map_err(|_| bad())?;
+    let unit = s.chars().next_back().ok_or_else(bad)?;
+    let n: i64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
     if n <= 0 {
         return Err(bad());
     }
-    match unit {
-        "d" => Ok(Duration::days(n)),
-        "h" => Ok(Duration::hours(n)),
-        "m" => Ok(Duration::minutes(n)),
-        _ => Err(bad()),
-    }
+    let d = match unit {
+        'd' => Duration::try_days(n),
+        'h' => Duration::try_hours(n),
+        'm' => Duration::try_minutes(n),
+        _ => None,
+    };
+    d.filter(|d| *d <= Duration::days(MAX_DURATION_DAYS))
+        .ok_or_else(bad)
 }
 
 /// Parses `a,b,c` scopes.
@@ -235,12 +245,17 @@ pub async fn rotate(
 ) -> Result<CreatedKey, KeyError> {
     let tenant = key_tenant(pool, key_id).await?;
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let scopes: Vec<String> =
-        sqlx::query_scalar("select scopes from api_keys where id = $1 and revoked_at is null")
-            .bind(key_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(KeyError::UnknownKey(key_id))?;
+    // Locked: a revocation committed meanwhile would otherwise leave the revoked key with a
+    // live successor. An expired key is not rotated either (its successor would outlive it).
+    let scopes: Vec<String> = sqlx::query_scalar(
+        "select scopes from api_keys
+          where id = $1 and revoked_at is null and (expires_at is null or expires_at > now())
+          for update",
+    )
+    .bind(key_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(KeyError::UnknownKey(key_id))?;
     let old_until = Utc::now() + overlap;
     sqlx::query(
         "update api_keys set expires_at = least(coalesce(expires_at, $2), $2) where id = $1",
@@ -275,7 +290,22 @@ mod tests {
     fn durations_and_scopes_parse_strictly() {
         assert_eq!(parse_duration("90d").unwrap(), Duration::days(90));
         assert_eq!(parse_duration("2h").unwrap(), Duration::hours(2));
-        for bad in ["", "d", "0d", "-1d", "5w", "1.5d"] {
+        assert_eq!(parse_duration("36500d").unwrap(), Duration::days(36_500));
+        // A multi-byte last character, and lengths past what a time can hold, are refused
+        // (they panicked: a split inside a character, `Duration::days` out of range).
+        for bad in [
+            "",
+            "d",
+            "0d",
+            "-1d",
+            "5w",
+            "1.5d",
+            "9é",
+            "é",
+            "36501d",
+            "200000000000d",
+            "9223372036854775807m",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(

@@ -45,8 +45,8 @@ pub(super) enum ShadowCommand {
         /// Job kind (lead_score or chatwoot_event).
         #[arg(long, default_value = kinds::LEAD_SCORE)]
         kind: String,
-        /// Only comparisons of the last this many hours.
-        #[arg(long, default_value_t = 24)]
+        /// Only comparisons of the last this many hours (at most ten years').
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=87_600))]
         hours: u32,
     },
 }
