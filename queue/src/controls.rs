@@ -201,9 +201,9 @@ impl Queue {
                 }
                 return Ok(TenantControl { resumed, held });
             }
-            // A full slice moved: the tenant is not paused (nothing moves while it is), so
-            // carry on with plain resumes, which move the rest without re-counting leases.
-            action = "resume";
+            // A full slice moved: carry on with the rest, without re-counting leases, and
+            // without undoing a pause another operator makes between two slices.
+            action = "more";
         }
     }
 

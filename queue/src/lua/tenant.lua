@@ -1,11 +1,13 @@
 -- Per-tenant controls of one kind: pause, resume, concurrency cap.
 -- KEYS[1] ready (slots)   KEYS[2] jobs   KEYS[3] leases   KEYS[4] wake   KEYS[5] fair
 -- KEYS[6] index   KEYS[7] parked
--- ARGV[1] tenant   ARGV[2] 'pause' | 'resume' | 'cap'   ARGV[3] cap (for 'cap'; 0 removes it)
--- ARGV[4] most parked slots moved back by this call
+-- ARGV[1] tenant   ARGV[2] 'pause' | 'resume' | 'cap' | 'more'
+-- ARGV[3] cap (for 'cap'; 0 removes it)   ARGV[4] most parked slots moved back by this call
 -- Returns { slots moved back to ready, parked slots of the tenant left }. A tenant with many
--- parked slots is resumed over several calls (each bounded), so Redis is never blocked long;
--- calling 'resume' again is harmless.
+-- parked slots is resumed over several calls (each bounded), so Redis is never blocked long:
+-- after a 'resume' or 'cap' that moved a full slice, 'more' moves the next one unless the
+-- tenant was paused meanwhile (by another operator, between two calls): it never undoes a
+-- pause, where calling 'resume' again would.
 FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[5], KEYS[6], KEYS[7]
 local tenant, action, slice = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local function parked_left()
@@ -33,8 +35,12 @@ end
 local moved = 0
 if action == 'pause' then
   redis.call('HSET', FAIR_KEY, 'p:' .. tenant, 1)
-elseif action == 'resume' then
-  redis.call('HDEL', FAIR_KEY, 'p:' .. tenant)
+elseif action == 'resume' or action == 'more' then
+  if action == 'resume' then
+    redis.call('HDEL', FAIR_KEY, 'p:' .. tenant)
+  elseif redis.call('HGET', FAIR_KEY, 'p:' .. tenant) then
+    return { 0, parked_left() }
+  end
   local st = redis.call('HMGET', FAIR_KEY, 'c:' .. tenant, 'r:' .. tenant)
   local room = slice
   if st[1] then room = math.min(slice, tonumber(st[1]) - (tonumber(st[2]) or 0)) end

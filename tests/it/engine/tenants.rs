@@ -230,6 +230,29 @@ async fn a_paused_tenant_keeps_its_jobs_while_others_run_and_gets_them_back_on_r
     assert_eq!((c.done, c.pending, c.held), (21, 0, 0));
 }
 
+/// A resume of more held slots than one call moves (1,000) goes on slice by slice until all
+/// are back. (The slices after the first never undo a pause made between two of them:
+/// `lua/tenant.lua`'s `more`; that interleaving is not reproduced here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_resume_goes_on_in_slices_until_every_held_job_is_back() {
+    let q = queue(settings(&queue_prefix(), 3, 100)).await;
+    let a = uuid::Uuid::new_v4();
+    q.pause_tenant(KIND, a).await.unwrap();
+    q.enqueue((0..2_500).map(|i| tenant_job(a, i)).collect())
+        .await
+        .unwrap();
+    // A worker meets each job's slot and parks it: the tenant is paused.
+    let handler: Handler = Arc::new(|_| async { Ok(()) }.boxed());
+    let w = start(&q, handler, Recorder::default());
+    wait_for("2,500 held", Duration::from_secs(30), || async {
+        (q.tenant_state(KIND, a).await.unwrap().held == 2_500).then_some(())
+    })
+    .await;
+    w.stop().await;
+    let c = q.resume_tenant(KIND, a).await.unwrap();
+    assert_eq!((c.resumed, c.held), (2_500, 0), "{c:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_cap_holds_across_workers_and_leaves_the_rest_to_others() {
     let q = queue(settings(&queue_prefix(), 3, 100)).await;
