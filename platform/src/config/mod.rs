@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 mod console;
+mod crontab;
 mod edge;
 mod keys;
 mod kinds;
@@ -23,6 +24,7 @@ mod oncall;
 mod production;
 mod tls;
 pub use console::ConsoleSettings;
+pub use crontab::parse_cron;
 pub use edge::EdgeSettings;
 pub use oncall::{
     AlertChannelSettings, AlertPolicySettings, CanarySettings, SecurityHealthSettings,
@@ -143,23 +145,6 @@ pub struct ScheduleSetting {
     pub pattern: String,
     /// When it fires; `None` when switched off.
     pub schedule: Option<cron::Schedule>,
-}
-
-/// Parses a cron expression: five fields (minute hour day-of-month month day-of-week), or six
-/// with seconds first; UTC.
-pub fn parse_cron(pattern: &str) -> Result<cron::Schedule, String> {
-    use std::str::FromStr as _;
-    let fields = pattern.split_whitespace().count();
-    let full = match fields {
-        5 => format!("0 {pattern}"),
-        6 => pattern.to_owned(),
-        _ => {
-            return Err(format!(
-                "{fields} fields (expected 5, or 6 with seconds first)"
-            ))
-        }
-    };
-    cron::Schedule::from_str(&full).map_err(|e| e.to_string())
 }
 
 /// Log output format.
