@@ -172,6 +172,44 @@ async fn the_canary_fires_from_the_scheduler_is_published_and_fails_without_a_wo
     app.stop().await;
 }
 
+/// The canary deletes its own old leads only, audited: `LEADQ_CANARY_TENANT` naming a real
+/// tenant by mistake deleted every lead of it older than an hour, every minute, unaudited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_deletes_only_its_own_old_leads_and_says_so() {
+    let app = spawn_app().await;
+    let mut tx = app.own().await;
+    for id in ["canary-1", "tg-real-customer"] {
+        sqlx::query(
+            "insert into leads (tenant_id, external_id, source, created_at)
+             values ($1, $2, 'telegram', now() - interval '2 hours')",
+        )
+        .bind(app.tenant.tenant_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let http = reqwest::Client::new();
+    let settings = canary_settings(&app, Duration::from_millis(300));
+    let _ = canary::run(&app.db.pool, &http, &settings, 2).await;
+    let left: Vec<String> = sqlx::query_scalar(
+        "select external_id from leads where created_at < now() - interval '1 hour'",
+    )
+    .fetch_all(&mut *app.own().await)
+    .await
+    .unwrap();
+    assert_eq!(left, ["tg-real-customer"]);
+    let details: serde_json::Value = sqlx::query_scalar(
+        "select details from audit_log where action = 'canary.purge' and actor = 'system:canary'",
+    )
+    .fetch_one(&mut *app.own().await)
+    .await
+    .unwrap();
+    assert_eq!(details["deleted"], 1);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_say_which_dependency_is_down() {
     let app = spawn_app().await;

@@ -10,8 +10,8 @@
 //! and the last success ages, which is what `LeadqCanaryFailing` watches.
 //!
 //! The canary tenant is a real tenant (`leadq tenant create canary`) with its own API key. Its
-//! jobs are left out of the per-tenant metrics (`TenantLabels`), and each run deletes its leads
-//! older than [`KEEP`].
+//! jobs are left out of the per-tenant metrics (`TenantLabels`), and each run deletes its own
+//! leads (`canary-…`) older than [`KEEP`], audited.
 
 use std::time::{Duration, Instant};
 
@@ -133,7 +133,10 @@ async fn expect(
     })
 }
 
-/// Deletes the canary tenant's leads older than [`KEEP`].
+/// Deletes the canary's own leads (`canary-<firing>`) older than [`KEEP`] from the canary
+/// tenant, audited (`canary.purge`, by `system:canary`). Only leads named as the canary names
+/// them: `LEADQ_CANARY_TENANT` naming a real tenant by mistake deleted that tenant's leads,
+/// every lead older than an hour, every minute, with no audit entry.
 async fn purge(pool: &PgPool, slug: &str) -> Result<u64, sqlx::Error> {
     let Some(id): Option<Uuid> = sqlx::query_scalar("select id from tenants where slug = $1")
         .bind(slug)
@@ -143,12 +146,26 @@ async fn purge(pool: &PgPool, slug: &str) -> Result<u64, sqlx::Error> {
         return Ok(0);
     };
     let mut tx = db::begin(pool, Scope::Tenant(id)).await?;
-    let n = sqlx::query("delete from leads where tenant_id = $1 and created_at < now() - $2")
-        .bind(id)
-        .bind(chrono::TimeDelta::from_std(KEEP).unwrap_or_default())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let n = sqlx::query(
+        "delete from leads
+          where tenant_id = $1 and created_at < now() - $2 and starts_with(external_id, 'canary-')",
+    )
+    .bind(id)
+    .bind(chrono::TimeDelta::from_std(KEEP).unwrap_or_default())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n > 0 {
+        leadq_platform::audit::Auditor {
+            tenant_id: Some(id),
+            actor: "system:canary",
+            correlation_id: "canary",
+        }
+        .entry("canary.purge", "leads:canary-*")
+        .details(serde_json::json!({ "deleted": n }))
+        .record(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     Ok(n)
 }
