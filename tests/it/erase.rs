@@ -220,6 +220,13 @@ async fn an_erasure_that_meets_a_redis_outage_still_asks_the_crm_when_run_again(
     .execute(&mut *tx)
     .await
     .unwrap();
+    sqlx::query(
+        "insert into leads (tenant_id, external_id, source) values ($1, 'tg-no-crm', 'telegram')",
+    )
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     // A queue whose Redis goes away after it connected.
     let mut redis = crate::chaos::PrivateRedis::new();
@@ -238,25 +245,33 @@ async fn an_erasure_that_meets_a_redis_outage_still_asks_the_crm_when_run_again(
     .unwrap();
     redis.stop();
     let (pool, sealer) = (app.db.pool.clone(), app.sealer());
-    let erase = |queue: leadq_queue::Queue| {
+    let erase_id = |queue: leadq_queue::Queue, id: &'static str| {
         let (pool, sealer) = (pool.clone(), sealer.clone());
         async move {
-            leadq_jobs::lead::erase(
-                &pool,
-                &queue,
-                &sealer,
-                tenant,
-                "tg-outage",
-                "operator:t",
-                "c",
-            )
-            .await
+            leadq_jobs::lead::erase(&pool, &queue, &sealer, tenant, id, "operator:t", "c").await
         }
     };
+    let erase = |queue: leadq_queue::Queue| erase_id(queue, "tg-outage");
     assert!(matches!(
-        erase(down).await,
+        erase(down.clone()).await,
         Err(leadq_jobs::lead::EraseError::Queue(_))
     ));
+    // A lead the CRM never had: its deletion commits before Redis is first needed (to take
+    // its queued jobs away), and is audited in that same transaction. (Audited after the
+    // queue's cleanup, the failure left a deleted lead and no entry; a second run found no
+    // lead and audited `lead:unknown`.)
+    assert!(matches!(
+        erase_id(down, "tg-no-crm").await,
+        Err(leadq_jobs::lead::EraseError::Queue(_))
+    ));
+    let audited: Vec<serde_json::Value> = sqlx::query_scalar(
+        "select details from audit_log where action = 'lead.erase' and subject <> 'lead:unknown'",
+    )
+    .fetch_all(&mut *app.own().await)
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["lead_deleted"], true, "{audited:?}");
     let left: i64 =
         sqlx::query_scalar("select count(*) from leads where external_id = 'tg-outage'")
             .fetch_one(&mut *app.own().await)

@@ -142,6 +142,20 @@ pub async fn erase(
             job_id: None,
         },
     };
+    // Audited in the transaction of the deletion: written after the queue's cleanup, a Redis
+    // failure there left a committed deletion with no entry, and a second run, finding no
+    // lead, audited `lead:unknown`.
+    let subject = lead_id.map_or_else(|| "lead:unknown".to_owned(), |id| format!("lead:{id}"));
+    let auditor = Auditor {
+        tenant_id: Some(tenant),
+        actor,
+        correlation_id,
+    };
+    auditor
+        .entry("lead.erase", &subject)
+        .details(serde_json::json!({ "lead_deleted": lead_id.is_some(), "crm": &crm }))
+        .record(&mut *tx)
+        .await?;
     tx.commit().await?;
     // Every kind whose payload names the lead by `external_id`.
     let (mut jobs_removed, mut jobs_running) = (0, 0);
@@ -171,17 +185,17 @@ pub async fn erase(
         jobs_running,
         crm,
     };
-    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let subject = lead_id.map_or_else(|| "lead:unknown".to_owned(), |id| format!("lead:{id}"));
-    Auditor {
-        tenant_id: Some(tenant),
-        actor,
-        correlation_id,
+    // The queued jobs it took away, when there were any (their payloads named the lead).
+    if jobs_removed > 0 || jobs_running > 0 {
+        let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+        auditor
+            .entry("lead.erase_jobs", &subject)
+            .details(serde_json::json!({
+                "jobs_removed": jobs_removed, "jobs_running": jobs_running,
+            }))
+            .record(&mut *tx)
+            .await?;
+        tx.commit().await?;
     }
-    .entry("lead.erase", &subject)
-    .details(serde_json::to_value(&erased).unwrap_or_default())
-    .record(&mut *tx)
-    .await?;
-    tx.commit().await?;
     Ok(erased)
 }
