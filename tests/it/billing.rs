@@ -160,6 +160,15 @@ async fn changes_outside_the_audited_paths_are_found_and_audited_ones_are_not() 
         "system:billing_reconcile".into(),
         "entitlement_drift".into()
     )));
+    // A worker that stops leading the scheduler (here: stops) withdraws the counts only the
+    // leader keeps current. A former leader kept exporting them beside the new leader's, and
+    // the alert, which sums them, stayed on after the fix.
+    worker.stop().await;
+    let m = app.text(&format!("{}/metrics", app.address)).await;
+    for kind in ["limits", "lead_score"] {
+        let series = format!("leadq_billing_discrepancies{{tenant=\"{slug}\",kind=\"{kind}\"}} 0");
+        assert!(m.contains(&series), "{series} not in {m}");
+    }
 
     // A new baseline accepts the live values (with a reason); then an edited baseline is
     // caught by its signature.
@@ -192,7 +201,6 @@ async fn changes_outside_the_audited_paths_are_found_and_audited_ones_are_not() 
         .to_string()
         .contains("permission denied"));
 
-    worker.stop().await;
     app.stop().await;
 }
 

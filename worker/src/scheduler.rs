@@ -37,6 +37,9 @@ pub struct Scheduler {
     http: reqwest::Client,
     /// The `tenant` label of `leadq_billing_discrepancies` (bounded like every per-tenant one).
     tenant_labels: leadq_jobs::tenant_labels::TenantLabels,
+    /// Whether this process led at its last tick: on losing the lead it withdraws what only
+    /// the leader keeps current (`billing::withdraw`).
+    leading: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a recurring task failed.
@@ -95,6 +98,16 @@ impl Scheduler {
                 settings.metrics_tenant_cap,
                 settings.canary.as_ref().map(|c| c.tenant.clone()),
             ),
+            leading: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Notes whether this process leads now; a lead lost withdraws the leader's gauges.
+    fn leads(&self, now: bool) {
+        use std::sync::atomic::Ordering;
+        metrics::gauge!(m::SCHEDULER_LEADER).set(if now { 1.0 } else { 0.0 });
+        if self.leading.swap(now, Ordering::Relaxed) && !now {
+            billing::withdraw();
         }
     }
 
@@ -121,7 +134,7 @@ impl Scheduler {
                 _ = tick.tick() => self.tick().await,
             }
         }
-        metrics::gauge!(m::SCHEDULER_LEADER).set(0.0);
+        self.leads(false);
         if let Err(error) = self.queue.resign_scheduler(&self.worker_id).await {
             tracing::warn!(error = %error, "Could not give the scheduler lease up; it expires.");
         }
@@ -131,7 +144,7 @@ impl Scheduler {
         let now_ms = match self.queue.lead_scheduler(&self.worker_id, LEASE).await {
             Ok(Some(now)) => now,
             Ok(None) => {
-                metrics::gauge!(m::SCHEDULER_LEADER).set(0.0);
+                self.leads(false);
                 return;
             }
             Err(error) => {
@@ -139,7 +152,7 @@ impl Scheduler {
                 return;
             }
         };
-        metrics::gauge!(m::SCHEDULER_LEADER).set(1.0);
+        self.leads(true);
         let Some(now) = Utc.timestamp_millis_opt(now_ms).single() else {
             return;
         };

@@ -378,14 +378,15 @@ async fn usage_gap(
     }))
 }
 
+/// The label pairs this process has published a discrepancy count for.
+static PUBLISHED: std::sync::Mutex<std::collections::BTreeSet<(String, String)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// Publishes `report` as `leadq_billing_discrepancies{tenant,kind}`: the count per label pair,
 /// and 0 for every pair an earlier reconciliation of this process published and this one did
 /// not find (a fixed discrepancy clears its alert).
 pub async fn publish(report: &Report, labels: &crate::tenant_labels::TenantLabels) {
     use leadq_platform::metrics as m;
-    use std::collections::BTreeSet;
-    use std::sync::Mutex;
-    static PUBLISHED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
     let mut now: BTreeMap<(String, String), f64> = BTreeMap::new();
     for f in &report.findings {
         let Some(tenant) = labels.label(f.tenant_id).await else {
@@ -406,6 +407,19 @@ pub async fn publish(report: &Report, labels: &crate::tenant_labels::TenantLabel
             m::label::KIND => kind.clone())
         .set(*n);
         published.insert((tenant.clone(), kind.clone()));
+    }
+}
+
+/// Sets every count this process published to 0: called when it stops leading the scheduler.
+/// The reconciliation runs on the leader only; a former leader kept exporting its last counts
+/// beside the new leader's, and the alert (which sums them) stayed on after the fix.
+pub fn withdraw() {
+    use leadq_platform::metrics as m;
+    let mut published = PUBLISHED.lock().unwrap_or_else(|p| p.into_inner());
+    for (tenant, kind) in std::mem::take(&mut *published) {
+        metrics::gauge!(m::BILLING_DISCREPANCIES, m::label::TENANT => tenant,
+            m::label::KIND => kind)
+        .set(0.0);
     }
 }
 
