@@ -100,3 +100,75 @@ async fn an_answer_too_large_to_be_hubspots_is_not_read() {
     worker.stop().await;
     app.stop().await;
 }
+
+/// HubSpot refuses a batch whole (400) when one input is invalid: the batch is split until the
+/// bad input is alone, and only it fails. (Every lead of the batch was failed for good,
+/// `crm_rejected`, for one bad neighbour.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_whole_for_one_input_fails_that_input_only() {
+    struct RefusesBad;
+    impl wiremock::Respond for RefusesBad {
+        fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let inputs = body["inputs"].as_array().cloned().unwrap_or_default();
+            let ids: Vec<&str> = inputs.iter().filter_map(|i| i["id"].as_str()).collect();
+            if ids.iter().any(|id| id.contains("bad")) {
+                return ResponseTemplate::new(400).set_body_json(json!({
+                    "status": "error", "category": "VALIDATION_ERROR",
+                    "message": "Property values were not valid", "correlationId": "c-1"}));
+            }
+            let results: Vec<_> = ids
+                .iter()
+                .enumerate()
+                .map(|(n, id)| json!({"id": format!("70{n}"), "properties": {"email": id}}))
+                .collect();
+            ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE",
+                "results": results, "startedAt": "2026-11-23T10:00:00.000Z",
+                "completedAt": "2026-11-23T10:00:00.100Z"}))
+        }
+    }
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(UPSERT))
+        .respond_with(RefusesBad)
+        .mount(&server)
+        .await;
+    let app = app_with_crm(&server, token("pat-na1-99999999-0000")).await;
+    for (id, email) in [
+        ("tg-good-1", "one@example.com"),
+        ("tg-bad", "bad@example.com"),
+        ("tg-good-2", "two@example.com"),
+    ] {
+        assert_eq!(
+            app.post_lead(app.key(), &hot_lead(id, email))
+                .await
+                .status(),
+            202
+        );
+    }
+    let worker = app.spawn_worker().await;
+    for id in ["tg-good-1", "tg-good-2"] {
+        assert!(
+            !wait_synced(&app, id).await.is_empty(),
+            "{id} synced with its id"
+        );
+    }
+    let failed: (Option<i64>, Option<String>) = leadq_testkit::wait_for(
+        "the bad lead failed",
+        std::time::Duration::from_secs(30),
+        || async {
+            sqlx::query_as::<_, (Option<i64>, Option<String>)>(
+                "select s.failed_version, s.failure_code from crm_sync_state s
+                   join leads l on l.id = s.lead_id where l.external_id = 'tg-bad'",
+            )
+            .fetch_optional(&mut *app.own().await)
+            .await
+            .unwrap()
+            .filter(|s| s.0.is_some())
+        },
+    )
+    .await;
+    assert_eq!(failed.1.as_deref(), Some("crm_rejected"));
+    worker.stop().await;
+    app.stop().await;
+}

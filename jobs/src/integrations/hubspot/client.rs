@@ -264,13 +264,39 @@ async fn count_request(deps: &Deps, tenant: Uuid, status: String) {
     }
 }
 
-/// Sends one batch and classifies the answer per input id.
+/// Sends one batch and classifies the answer per input id. A batch HubSpot refuses whole
+/// (400, 409, 422: one input's invalid email, a custom id another contact already holds) is
+/// split in halves and each half sent again, down to single inputs: only the inputs refused on
+/// their own fail. Refused whole, every lead of the batch was failed for good (`crm_rejected`)
+/// for one bad neighbour, and stayed unsynced until it changed. At most 100 inputs a batch,
+/// so at most seven halvings; `k` bad inputs cost about `2k·log2(n)` more calls.
 pub(super) async fn send(
     deps: &Deps,
     tenant: Uuid,
     conn: &CrmConnection,
     inputs: Vec<Value>,
 ) -> Result<HashMap<String, RowOutcome>, JobError> {
+    let n = inputs.len();
+    let (answer, refused_whole) = send_once(deps, tenant, conn, inputs.clone()).await?;
+    if !refused_whole || n < 2 {
+        return Ok(answer);
+    }
+    let mut out = HashMap::with_capacity(n);
+    let mut halves = inputs;
+    let second = halves.split_off(n / 2);
+    for half in [halves, second] {
+        out.extend(Box::pin(send(deps, tenant, conn, half)).await?);
+    }
+    Ok(out)
+}
+
+/// One call: the answer per input id, and whether HubSpot refused the batch whole.
+async fn send_once(
+    deps: &Deps,
+    tenant: Uuid,
+    conn: &CrmConnection,
+    inputs: Vec<Value>,
+) -> Result<(HashMap<String, RowOutcome>, bool), JobError> {
     let token = bearer(deps, tenant, conn).await?;
     let url = format!("{}/crm/v3/objects/contacts/batch/upsert", conn.base_url);
     let started = Instant::now();
@@ -369,7 +395,7 @@ pub(super) async fn send(
                     }
                 }
             }
-            Ok(out)
+            Ok((out, false))
         }
         429 => {
             let policy = policy_of(&body);
@@ -412,14 +438,14 @@ pub(super) async fn send(
             for i in &inputs {
                 if let Some(id) = i.get("id").and_then(Value::as_str) {
                     out.insert(
-                        id.to_owned(),
+                        record_key(&conn.id_property, id),
                         RowOutcome::Failed {
                             code: "crm_rejected",
                         },
                     );
                 }
             }
-            Ok(out)
+            Ok((out, true))
         }
         s if s >= 500 => Err(JobError::transient(
             "crm_unavailable",
