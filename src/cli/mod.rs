@@ -63,7 +63,7 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         command: tenant::TenantCommand,
-        /// Who is acting, recorded as `operator:<name>` (set-limits).
+        /// Who is acting, recorded as `operator:<name>` (create, set-limits, set-kind, update).
         #[arg(long, env = "LEADQ_OPERATOR", default_value = "cli", global = true)]
         operator: String,
     },

@@ -194,7 +194,7 @@ pub(super) fn run(
 ) -> ExitCode {
     telemetry::init_command_logs(settings);
     match command {
-        TenantCommand::Create { slug } => create(runtime, settings, &slug),
+        TenantCommand::Create { slug } => create(runtime, settings, operator, &slug),
         TenantCommand::SetKind { slug, kind, mode } => {
             set_kind(runtime, settings, operator, &slug, &kind, &mode)
         }
@@ -220,10 +220,11 @@ pub(super) fn run(
 }
 
 /// `leadq tenant create`: the tenant and its first API key, printed once.
-fn create(runtime: &Runtime, settings: &Settings, slug: &str) -> ExitCode {
+fn create(runtime: &Runtime, settings: &Settings, operator: &str, slug: &str) -> ExitCode {
+    let actor = format!("operator:{operator}");
     let res = runtime.block_on(async {
         let pool = db::connect(settings.database_url(), 2).await?;
-        Ok::<_, anyhow::Error>(tenant::create(&pool, slug, "cli").await)
+        Ok::<_, anyhow::Error>(tenant::create(&pool, slug, &actor).await)
     });
     let result = match res {
         Ok(Ok(created)) => {
