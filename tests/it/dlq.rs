@@ -109,6 +109,11 @@ async fn dead_letters_are_listed_redriven_and_purged_by_operators_only() {
     )
     .await
     .unwrap();
+    // The worker learns of the change by a NOTIFY, and at the latest when its cached answer
+    // expires: past that bound the re-driven jobs cannot meet the old answer. (On a loaded
+    // machine the NOTIFY came after the re-drive's first fetch, the jobs died again as
+    // `unauthorized`, and the wait below timed out.)
+    tokio::time::sleep(leadq_jobs::authz::cache::TTL + Duration::from_millis(200)).await;
     let out: Value = app
         .post_json(
             "/v1/dlq/lead_score/redrive",
