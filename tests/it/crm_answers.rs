@@ -172,3 +172,95 @@ async fn a_batch_refused_whole_for_one_input_fails_that_input_only() {
     worker.stop().await;
     app.stop().await;
 }
+
+/// A record HubSpot keeps refusing with a retryable answer (a 207 naming it under another
+/// category than validation) fails for good after ten claims, with the code it was refused
+/// with: it was asked again by every retry, then by the reconcile every five minutes, without
+/// end. And a 429 that names no known policy and no wait uses an attempt like any transient
+/// failure (it was snoozed ten seconds at a time, for ever, without using one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_again_and_again_fails_for_good_and_an_unknown_429_uses_attempts() {
+    struct Refuses;
+    impl wiremock::Respond for Refuses {
+        fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let ids: Vec<String> = body["inputs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["id"].as_str().map(str::to_owned))
+                .collect();
+            let (stuck, fine): (Vec<_>, Vec<_>) = ids.iter().partition(|i| i.contains("stuck"));
+            let results: Vec<_> = fine
+                .iter()
+                .map(|id| json!({"id": "801", "properties": {"email": id}}))
+                .collect();
+            let errors: Vec<_> = stuck
+                .iter()
+                .map(|id| {
+                    json!({"status": "error", "category": "CONFLICT",
+                    "message": "busy", "context": {"ids": [id]}})
+                })
+                .collect();
+            let status = if errors.is_empty() { 200 } else { 207 };
+            ResponseTemplate::new(status).set_body_json(json!({"status": "COMPLETE",
+                "results": results, "errors": errors, "numErrors": errors.len(),
+                "startedAt": "2026-11-23T10:00:00.000Z",
+                "completedAt": "2026-11-23T10:00:00.100Z"}))
+        }
+    }
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(UPSERT))
+        .respond_with(Refuses)
+        .mount(&server)
+        .await;
+    // Once: a 429 of no known policy, with no Retry-After.
+    Mock::given(method("POST"))
+        .and(path(UPSERT))
+        .respond_with(
+            ResponseTemplate::new(429).set_body_json(json!({"status": "error",
+            "message": "slow down", "policyName": "SOMETHING_NEW"})),
+        )
+        .with_priority(1)
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    let app = app_with_crm(&server, token("pat-na1-12121212-3434")).await;
+    let worker = app.spawn_worker().await;
+    assert_eq!(
+        app.post_lead(app.key(), &hot_lead("tg-new-429", "new429@example.com"))
+            .await
+            .status(),
+        202
+    );
+    wait_synced(&app, "tg-new-429").await;
+    let run = completed_run(&app, "tg-new-429").await;
+    assert_eq!(run.1, 2, "the 429 used an attempt: {run:?}");
+
+    assert_eq!(
+        app.post_lead(app.key(), &hot_lead("tg-stuck", "stuck@example.com"))
+            .await
+            .status(),
+        202
+    );
+    let code: String = leadq_testkit::wait_for(
+        "the refused record failed for good",
+        std::time::Duration::from_secs(60),
+        || async {
+            sqlx::query_scalar::<_, Option<String>>(
+                "select s.failure_code from crm_sync_state s
+                   join leads l on l.id = s.lead_id
+                  where l.external_id = 'tg-stuck' and s.failed_version is not null",
+            )
+            .fetch_optional(&mut *app.own().await)
+            .await
+            .unwrap()
+            .flatten()
+        },
+    )
+    .await;
+    assert_eq!(code, "crm_partial_failure");
+    worker.stop().await;
+    app.stop().await;
+}

@@ -413,6 +413,16 @@ async fn send_once(
                         .unwrap_or(Duration::from_secs(3600)),
                 });
             }
+            // A 429 that names no policy HubSpot documents and asks for no wait (a proxy's
+            // page, a new policy) is retried like any transient failure, on the kind's
+            // attempts: snoozed, it was asked again every ten seconds for ever, never
+            // dead-lettered and never alerted on as failing.
+            if policy == "other" && retry_after.is_none() {
+                return Err(JobError::transient(
+                    "crm_rate_limited",
+                    anyhow::anyhow!("the CRM answered 429 without a known policy or a wait"),
+                ));
+            }
             let wait = retry_after.unwrap_or(match policy {
                 "secondly" => Duration::from_secs(1),
                 _ => Duration::from_secs(10),

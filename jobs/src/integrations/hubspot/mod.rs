@@ -360,6 +360,10 @@ async fn release(
     Ok(())
 }
 
+/// Claims of one record without success after which a retryable refusal fails it for good
+/// (the `crm_sync` kind's own attempts: one claim an attempt).
+const ROW_CLAIMS: i32 = 10;
+
 /// Writes each claimed row's outcome and drops the claim, auditing each lead's upsert
 /// (`crm.upsert`: the CRM's object id, or the code it failed with) in the same transaction.
 async fn settle(
@@ -387,12 +391,22 @@ async fn settle(
             }
             Some(RowOutcome::Retry { .. }) | None => (None, None, None, None),
         };
+        // A record HubSpot keeps refusing with a retryable answer (a 207's other categories,
+        // a result missing from the answer) fails for good at its ROW_CLAIMS-th claim without
+        // success: it was asked again by every retry and then by the reconcile every five
+        // minutes, without end. The count starts again after a success or a failure.
         sqlx::query(
             "update crm_sync_state
                 set synced_version = greatest(synced_version, coalesce($4, synced_version)),
                     crm_id = coalesce($5, crm_id),
-                    failed_version = coalesce($6, failed_version),
-                    failure_code = coalesce($7, failure_code),
+                    failed_version = coalesce($6,
+                        case when $4 is null and attempts >= $8 then $10::bigint end,
+                        failed_version),
+                    failure_code = coalesce($7,
+                        case when $4 is null and attempts >= $8 then $9 end,
+                        failure_code),
+                    attempts = case when $4 is not null or $6 is not null or attempts >= $8
+                                    then 0 else attempts end,
                     claimed_by = null, claim_until = null, updated_at = now()
               where tenant_id = $1 and lead_id = $2 and claimed_by = $3",
         )
@@ -403,6 +417,9 @@ async fn settle(
         .bind(crm_id)
         .bind(failed)
         .bind(code)
+        .bind(ROW_CLAIMS)
+        .bind(outcome)
+        .bind(row.wanted_version)
         .execute(&mut *tx)
         .await?;
     }
