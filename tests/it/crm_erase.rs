@@ -280,3 +280,64 @@ async fn a_lead_in_all_four_stores_is_erased_from_each_and_the_answer_says_where
     worker.stop().await;
     app.stop().await;
 }
+
+/// A tenant keyed by a property of its own, a lead with no e-mail and no contact id recorded
+/// (its first sync in flight, or its answer lost): the erasure asks HubSpot to delete the
+/// contact by that property. (It answered `not_synced` and asked HubSpot nothing, though the
+/// contact may be there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_keyed_by_the_tenants_own_property_is_erased_by_it() {
+    let (server, _) = hubspot_accepting("pat-na1-erase").await;
+    let app =
+        crate::crm::app_with_crm_keyed(&server, token("pat-na1-erase"), Some("leadq_id"), &[])
+            .await;
+    let tenant = app.tenant.tenant_id;
+    let mut tx = app.db.owner_tx(tenant).await;
+    let lead: uuid::Uuid = sqlx::query_scalar(
+        "insert into leads (tenant_id, external_id, source) values ($1, 'tg-phone-only', 'telegram')
+         returning id",
+    )
+    .bind(tenant)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into crm_sync_state (tenant_id, lead_id, wanted_version, synced_version)
+         values ($1, $2, 1, 0)",
+    )
+    .bind(tenant)
+    .bind(lead)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    Mock::given(method("POST"))
+        .and(path(GDPR_DELETE))
+        .and(body_partial_json(
+            json!({"objectId": "tg-phone-only", "idProperty": "leadq_id"}),
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let worker = app.spawn_worker().await;
+    assert_eq!(erase(&app, "tg-phone-only").await["status"], "requested");
+    wait_for(
+        "the erasure by the tenant's property",
+        Duration::from_secs(30),
+        || async {
+            let outcome: Option<String> = sqlx::query_scalar(
+                "select outcome from audit_log where action = 'crm.erase'
+              and details->>'by' = 'id_property'",
+            )
+            .fetch_optional(&mut *app.own().await)
+            .await
+            .unwrap();
+            (outcome.as_deref() == Some("ok")).then_some(())
+        },
+    )
+    .await;
+    worker.stop().await;
+    app.stop().await;
+}

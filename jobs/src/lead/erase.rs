@@ -82,8 +82,13 @@ pub async fn erase(
     // by its own id once a sync recorded one; by e-mail while a sync was wanted but none
     // recorded an id (one may be in flight right now, or failed after HubSpot kept the
     // record).
-    let in_crm: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-        "select s.crm_id, l.email from crm_sync_state s join leads l on l.id = s.lead_id
+    // A tenant keyed by a property of its own names the contact by the lead's external id
+    // (what the sync sends as that property).
+    let in_crm: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "select s.crm_id, l.email,
+                (select c.id_property from crm_connections c
+                  where c.tenant_id = $1 and c.id_property <> 'email')
+           from crm_sync_state s join leads l on l.id = s.lead_id
           where l.tenant_id = $1 and l.external_id = $2",
     )
     .bind(tenant)
@@ -98,16 +103,20 @@ pub async fn erase(
     .fetch_optional(&mut *tx)
     .await?;
     let target = match in_crm {
-        Some((Some(crm_id), _)) => Some((Some(crm_id), None)),
+        Some((Some(crm_id), _, _)) => Some((Some(crm_id), None, None)),
         // Stored sealed under the same tenant and field as the job carries it; a row not yet
         // converted holds it in clear.
-        Some((None, Some(email))) if crate::pii::Sealer::is_sealed(&email) => {
-            Some((None, Some(email)))
+        Some((None, Some(email), _)) if crate::pii::Sealer::is_sealed(&email) => {
+            Some((None, Some(email), None))
         }
-        Some((None, Some(email))) => Some((
+        Some((None, Some(email), _)) => Some((
             None,
             Some(sealer.seal(tenant, crate::pii::field::EMAIL, &email)),
+            None,
         )),
+        Some((None, None, Some(property))) => {
+            Some((None, None, Some((property, external_id.to_owned()))))
+        }
         _ => None,
     };
     // The CRM's delete is enqueued before the lead's deletion commits: should Redis fail here,
@@ -116,11 +125,12 @@ pub async fn erase(
     // CRM about. (Should the commit fail after the enqueue, the CRM is asked once more than
     // needed by the next run: the job's message id makes that the same job.)
     let crm = match (lead_id, target) {
-        (Some(lead_id), Some((crm_id, email))) => {
+        (Some(lead_id), Some((crm_id, email, key))) => {
             let input = crate::integrations::hubspot::erase::EraseInput {
                 lead_id,
                 crm_id,
                 email,
+                key,
             };
             let envelope = leadq_queue::envelope::Envelope::new(
                 tenant,

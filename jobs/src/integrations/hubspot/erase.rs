@@ -4,7 +4,9 @@
 //! `POST /crm/v3/objects/contacts/gdpr-delete` with `{"objectId": "<HubSpot id>"}`, or, when a
 //! sync was wanted but recorded no id (one in flight, or one that failed after HubSpot kept
 //! the record), `{"objectId": "<e-mail>", "idProperty": "email"}` (the e-mail travels sealed;
-//! HubSpot blocks an e-mail it does not find from being recreated) — which deletes the record
+//! HubSpot blocks an e-mail it does not find from being recreated), or for a tenant keyed by a
+//! property of its own and a lead without an e-mail, `{"objectId": "<external id>",
+//! "idProperty": "<property>"}` — which deletes the record
 //! and its associations, and records each answer in the tenant's audit trail (`crm.erase`,
 //! with the CRM's id or `by: email`, never the address).
 //!
@@ -34,6 +36,11 @@ pub struct EraseInput {
     /// The contact's e-mail, sealed ([`crate::pii`]), when no sync recorded an id.
     #[serde(default)]
     pub email: Option<String>,
+    /// For a tenant whose contacts are keyed by a property of its own (`id_property`), the
+    /// property and the lead's value of it (its external id, as the sync sends it), when no
+    /// sync recorded an id: a lead without an e-mail was otherwise never asked about.
+    #[serde(default)]
+    pub key: Option<(String, String)>,
 }
 
 // One version so far (`leadq_queue::payload`).
@@ -55,18 +62,27 @@ pub async fn run(job: Job<EraseInput>, deps: Data<Deps>) -> Result<(), JobError>
         lead_id,
         crm_id,
         email,
+        key,
     } = &job.payload;
     // HubSpot's GDPR delete by its own id, or by e-mail (which HubSpot then also blocks from
-    // being recreated, should an upsert still be in flight).
-    let body = match (crm_id, email) {
-        (Some(id), _) => serde_json::json!({ "objectId": id }),
-        (None, Some(sealed)) => {
+    // being recreated, should an upsert still be in flight), or by the tenant's own id
+    // property.
+    let (body, by) = match (crm_id, email, key) {
+        (Some(id), _, _) => (serde_json::json!({ "objectId": id }), "crm_id"),
+        (None, Some(sealed), _) => {
             let mut email = Some(sealed.clone());
             deps.sealer
                 .open_in_place(tenant, crate::pii::field::EMAIL, &mut email)?;
-            serde_json::json!({ "objectId": email, "idProperty": "email" })
+            (
+                serde_json::json!({ "objectId": email, "idProperty": "email" }),
+                "email",
+            )
         }
-        (None, None) => {
+        (None, None, Some((property, value))) => (
+            serde_json::json!({ "objectId": value, "idProperty": property }),
+            "id_property",
+        ),
+        (None, None, None) => {
             return Err(JobError::permanent(
                 "invalid_payload",
                 anyhow::anyhow!("a crm_erase job names neither the CRM's id nor an e-mail"),
@@ -93,7 +109,7 @@ pub async fn run(job: Job<EraseInput>, deps: Data<Deps>) -> Result<(), JobError>
         .outcome(audit_outcome(&answer))
         .details(serde_json::json!({
             "job_id": meta.job_id, "attempt": meta.attempt, "crm": "hubspot", "crm_id": crm_id,
-            "by": if crm_id.is_some() { "crm_id" } else { "email" },
+            "by": by,
         }))
         .record(&mut *tx)
         .await?;
