@@ -172,6 +172,53 @@ async fn the_canary_fires_from_the_scheduler_is_published_and_fails_without_a_wo
     app.stop().await;
 }
 
+/// A firing whose previous run has not ended is skipped and counted as a failure: a run that
+/// hangs (here the canary, posting to an API that never answers) shows in
+/// `leadq_schedule_runs_total{result="error"}` at the next firing. Run beside it, every firing
+/// started one more copy, and nothing was counted until each timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_whose_previous_run_still_runs_is_skipped_and_counted() {
+    let app = spawn_app().await;
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let mut settings = app.settings.clone();
+    let mut canary = canary_settings(&app, Duration::from_secs(60));
+    canary.api_url = silent_url;
+    settings.canary = Some(canary);
+    for s in &mut settings.schedules {
+        s.schedule = match s.name {
+            "canary" => Some(leadq_platform::config::parse_cron("* * * * * *").unwrap()),
+            _ => None,
+        };
+    }
+    let worker = leadq_testkit::TestWorker::spawn(settings).await;
+    let url = format!("http://{}/metrics", worker.health);
+    wait_for(
+        "skipped firings counted",
+        Duration::from_secs(30),
+        || async {
+            let m = app.text(&url).await;
+            m.lines()
+                .find(|l| {
+                    l.starts_with("leadq_schedule_runs_total{schedule=\"canary\",result=\"error\"}")
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .filter(|n| *n >= 2.0)
+        },
+    )
+    .await;
+    worker.stop().await;
+    held.abort();
+    app.stop().await;
+}
+
 /// The canary deletes its own old leads only, audited: `LEADQ_CANARY_TENANT` naming a real
 /// tenant by mistake deleted every lead of it older than an hour, every minute, unaudited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

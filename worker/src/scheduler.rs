@@ -40,6 +40,24 @@ pub struct Scheduler {
     /// Whether this process led at its last tick: on losing the lead it withdraws what only
     /// the leader keeps current (`billing::withdraw`).
     leading: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The tasks of this process running now: a firing whose previous run still runs is
+    /// skipped (and counted as an error), never run beside it.
+    running: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<&'static str>>>,
+}
+
+/// Takes a task's name off [`Scheduler::running`] when its run ends, however it ends.
+struct Running {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<&'static str>>>,
+    name: &'static str,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(self.name);
+    }
 }
 
 /// Why a recurring task failed.
@@ -99,6 +117,7 @@ impl Scheduler {
                 settings.canary.as_ref().map(|c| c.tenant.clone()),
             ),
             leading: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            running: Default::default(),
         }
     }
 
@@ -187,10 +206,32 @@ impl Scheduler {
         {
             return Ok(());
         }
+        // A run of the same task still going (a hung statement, a canary waiting out its
+        // timeout): this firing is skipped and counted as failed, so that a task that never
+        // ends shows in LeadqScheduledTaskFailing. Run beside it, every firing started one
+        // more copy, each holding a connection of a small pool.
+        let name = s.name;
+        let running = {
+            let mut set = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if !set.insert(name) {
+                drop(set);
+                metrics::counter!(m::SCHEDULE_RUNS_TOTAL, m::label::SCHEDULE => name,
+                    m::label::RESULT => "error")
+                .increment(1);
+                tracing::error!(schedule = name, firing = %at,
+                    "Recurring task skipped: its previous run has not ended.");
+                return Ok(());
+            }
+            Running {
+                set: self.running.clone(),
+                name,
+            }
+        };
         // The task runs beside the loop, so a slow one (the canary waits for a score) never
         // holds up the lease or the other schedules.
-        let (this, name) = (self.clone(), s.name);
+        let this = self.clone();
         tokio::spawn(async move {
+            let _running = running;
             let result = this.run_task(name, at.timestamp_millis()).await;
             let label = if result.is_ok() { "ok" } else { "error" };
             metrics::counter!(m::SCHEDULE_RUNS_TOTAL, m::label::SCHEDULE => name,
