@@ -173,18 +173,127 @@ pub enum TailRecord {
     Differs,
 }
 
+/// A row of the legacy (sha256) part, in id order.
+#[derive(sqlx::FromRow)]
+struct LegacyRow {
+    id: i64,
+    prev_hash: Option<Vec<u8>>,
+    hash: Vec<u8>,
+    expected_legacy: Vec<u8>,
+}
+
+/// A row of the keyed part, in `seal_seq` order.
+#[derive(sqlx::FromRow)]
+struct SealedRow {
+    id: i64,
+    seal_seq: i64,
+    key_id: Option<String>,
+    mac: Option<Vec<u8>>,
+    canonical: Vec<u8>,
+}
+
+/// Walks the legacy part: the first broken row, or the last link.
+async fn check_legacy(
+    conn: &mut sqlx::PgConnection,
+    scope: Scope,
+) -> Result<Result<Vec<u8>, i64>, sqlx::Error> {
+    use futures::TryStreamExt as _;
+    let (own, tenant) = own_rows(scope);
+    let sql = format!(
+        "select id, prev_hash, hash,
+                audit_row_hash(prev_hash, tenant_id, actor, action, subject, outcome,
+                               correlation_id, details, at) as expected_legacy
+           from audit_log where {own} and hash is not null order by id"
+    );
+    let mut rows = sqlx::query_as::<_, LegacyRow>(&sql)
+        .bind(tenant)
+        .fetch(&mut *conn);
+    let mut prev: Option<Vec<u8>> = None;
+    while let Some(r) = rows.try_next().await? {
+        if r.hash != r.expected_legacy || r.prev_hash != prev {
+            return Ok(Err(r.id));
+        }
+        prev = Some(r.hash);
+    }
+    Ok(Ok(prev.unwrap_or_default()))
+}
+
+/// What the walk of the keyed part found.
+struct SealedWalk {
+    first_broken_id: Option<i64>,
+    sealed: u64,
+    last_seq: i64,
+    /// The link of the row at the recorded tail's `seal_seq`, if the walk passed it.
+    mac_at_recorded: Option<Vec<u8>>,
+}
+
+/// Walks the keyed part by `seal_seq` from `prev`, one row at a time: the first broken row,
+/// the rows sealed, where they end.
+async fn check_sealed(
+    conn: &mut sqlx::PgConnection,
+    scope: Scope,
+    mut prev: Vec<u8>,
+    keys: &crate::keyring::Keyring,
+    recorded_seq: Option<i64>,
+) -> Result<SealedWalk, sqlx::Error> {
+    use futures::TryStreamExt as _;
+    let (own, tenant) = own_rows(scope);
+    let sql = format!(
+        "select id, seal_seq, key_id, mac,
+                audit_canonical(tenant_id, actor, action, subject, outcome, correlation_id,
+                                details, at) as canonical
+           from audit_log where {own} and seal_seq is not null order by seal_seq"
+    );
+    let mut rows = sqlx::query_as::<_, SealedRow>(&sql)
+        .bind(tenant)
+        .fetch(&mut *conn);
+    let mut walk = SealedWalk {
+        first_broken_id: None,
+        sealed: 0,
+        last_seq: 0,
+        mac_at_recorded: None,
+    };
+    while let Some(r) = rows.try_next().await? {
+        walk.sealed += 1;
+        walk.last_seq = r.seal_seq;
+        if Some(r.seal_seq) == recorded_seq {
+            walk.mac_at_recorded.clone_from(&r.mac);
+        }
+        if walk.first_broken_id.is_some() {
+            continue;
+        }
+        let seq = walk.sealed as i64;
+        let key = r.key_id.as_deref().and_then(|k| keys.get(k));
+        let (Some(mac), Some(key)) = (&r.mac, key) else {
+            walk.first_broken_id = Some(r.id);
+            continue;
+        };
+        // A gap in the sequence is a deleted row: the row after it is where the chain breaks.
+        if r.seal_seq != seq {
+            walk.first_broken_id = Some(r.id);
+            continue;
+        }
+        let expected = seal::link(&key.key, &prev, seq, &r.canonical);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &mac[..])) {
+            walk.first_broken_id = Some(r.id);
+            continue;
+        }
+        prev = expected;
+    }
+    Ok(walk)
+}
+
 impl TailRecord {
-    fn of(recorded: Option<&(i64, Vec<u8>)>, rows: &[Row]) -> Self {
+    fn of(recorded: Option<&(i64, Vec<u8>)>, walk: &SealedWalk) -> Self {
         let Some((seq, mac)) = recorded else {
             return TailRecord::Absent;
         };
-        let last = rows.iter().filter_map(|r| r.seal_seq).max().unwrap_or(0);
-        if *seq > last {
+        if *seq > walk.last_seq {
             return TailRecord::Ahead;
         }
-        match rows.iter().find(|r| r.seal_seq == Some(*seq)) {
-            Some(r) if r.mac.as_ref() == Some(mac) => {
-                if *seq == last {
+        match &walk.mac_at_recorded {
+            Some(m) if m == mac => {
+                if *seq == walk.last_seq {
                     TailRecord::Matches
                 } else {
                     TailRecord::Lagging
@@ -209,95 +318,81 @@ impl ChainReport {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: i64,
-    prev_hash: Option<Vec<u8>>,
-    hash: Option<Vec<u8>>,
-    expected_legacy: Vec<u8>,
-    seal_seq: Option<i64>,
-    key_id: Option<String>,
-    mac: Option<Vec<u8>>,
-    canonical: Vec<u8>,
-    overdue: bool,
-}
-
-/// The first broken row of the legacy (sha256) part, and its last link.
-fn check_legacy(rows: &[Row]) -> (Option<i64>, Vec<u8>) {
-    let mut prev: Option<&Vec<u8>> = None;
-    for r in rows {
-        let Some(hash) = &r.hash else { continue };
-        if *hash != r.expected_legacy || r.prev_hash.as_ref() != prev {
-            return (Some(r.id), Vec::new());
-        }
-        prev = Some(hash);
-    }
-    (None, prev.cloned().unwrap_or_default())
-}
-
-/// The first broken row of the keyed part, walking it by `seal_seq` from `prev`.
-fn check_sealed(rows: &[Row], mut prev: Vec<u8>, keys: &crate::keyring::Keyring) -> Option<i64> {
-    let mut sealed: Vec<&Row> = rows.iter().filter(|r| r.seal_seq.is_some()).collect();
-    sealed.sort_by_key(|r| r.seal_seq);
-    for (i, r) in sealed.iter().enumerate() {
-        let seq = i as i64 + 1;
-        let key = r.key_id.as_deref().and_then(|k| keys.get(k));
-        let (Some(mac), Some(key)) = (&r.mac, key) else {
-            return Some(r.id);
-        };
-        // A gap in the sequence is a deleted row: the row after it is where the chain breaks.
-        if r.seal_seq != Some(seq) {
-            return Some(r.id);
-        }
-        let expected = seal::link(&key.key, &prev, seq, &r.canonical);
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &mac[..])) {
-            return Some(r.id);
-        }
-        prev = expected;
-    }
-    None
-}
-
 /// Recomputes the chain of `scope` — the legacy sha256 links (see
 /// `migrations/*_audit_hash_chain.sql`), then the keyed links under `keys` — and names the first
 /// row that does not match: an edited row fails its own link; a deleted or inserted row breaks
-/// the link (or the sequence) of the row after it. Also counts rows left unsealed too long.
+/// the link (or the sequence) of the row after it. Also checks the chain's end against the
+/// recorded tail and counts rows left unsealed too long.
+///
+/// The rows are read as a stream, one at a time, in the order each part is linked (ids for the
+/// legacy part, `seal_seq` for the keyed part). The whole chain was read into memory first,
+/// each row with its canonical bytes: memory that grew with the chain, without bound, in the
+/// worker that runs the scheduled verification beside its jobs.
 pub async fn verify_chain(
     pool: &sqlx::PgPool,
     scope: Scope,
     keys: &crate::keyring::Keyring,
 ) -> Result<ChainReport, sqlx::Error> {
     let mut tx = crate::db::begin(pool, scope).await?;
-    // The record first: a batch sealed between the two reads then makes it lag, never lead.
+    // The record first: a batch sealed between the reads then makes it lag, never lead.
     let recorded = seal::recorded_tail(&mut tx, scope).await?;
     let (own, tenant) = own_rows(scope);
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "select id, prev_hash, hash,
-                audit_row_hash(prev_hash, tenant_id, actor, action, subject, outcome,
-                               correlation_id, details, at) as expected_legacy,
-                seal_seq, key_id, mac,
-                audit_canonical(tenant_id, actor, action, subject, outcome, correlation_id,
-                                details, at) as canonical,
-                (hash is null and mac is null
-                 and at < now() - make_interval(secs => $2)) as overdue
-           from audit_log where {own} order by id"
+    let (rows, overdue): (i64, i64) = sqlx::query_as(&format!(
+        "select count(*),
+                count(*) filter (where hash is null and mac is null
+                                   and at < now() - make_interval(secs => $2))
+           from audit_log where {own}"
     ))
     .bind(tenant)
     .bind(UNSEALED_GRACE.as_secs_f64())
-    .fetch_all(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    let (legacy_broken, tail) = check_legacy(&rows);
-    let first_broken_id = legacy_broken.or_else(|| check_sealed(&rows, tail, keys));
+    let legacy = check_legacy(&mut tx, scope).await?;
+    let legacy_broken = legacy.is_err();
+    let (first_broken_id, walk) = match legacy {
+        Err(id) => (
+            Some(id),
+            SealedWalk {
+                first_broken_id: None,
+                sealed: 0,
+                last_seq: 0,
+                mac_at_recorded: None,
+            },
+        ),
+        Ok(tail) => {
+            let walk =
+                check_sealed(&mut tx, scope, tail, keys, recorded.as_ref().map(|r| r.0)).await?;
+            (walk.first_broken_id, walk)
+        }
+    };
+    let sealed: i64 = if legacy_broken {
+        sqlx::query_scalar(&format!(
+            "select count(*) from audit_log where {own} and seal_seq is not null"
+        ))
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?
+    } else {
+        walk.sealed as i64
+    };
+    let tail_record = if legacy_broken {
+        // The keyed part was not walked: its end is not known to be wrong.
+        recorded
+            .as_ref()
+            .map_or(TailRecord::Absent, |_| TailRecord::Lagging)
+    } else {
+        TailRecord::of(recorded.as_ref(), &walk)
+    };
     Ok(ChainReport {
         scope: match scope {
             Scope::Tenant(t) => format!("tenant:{t}"),
             Scope::Platform => "platform".into(),
         },
-        rows: rows.len() as u64,
-        sealed: rows.iter().filter(|r| r.seal_seq.is_some()).count() as u64,
-        unsealed_overdue: rows.iter().filter(|r| r.overdue).count() as u64,
+        rows: rows as u64,
+        sealed: sealed as u64,
+        unsealed_overdue: overdue as u64,
         first_broken_id,
-        tail_record: TailRecord::of(recorded.as_ref(), &rows),
+        tail_record,
         recorded_tail_seq: recorded.map(|(seq, _)| seq),
     })
 }
