@@ -116,12 +116,12 @@ pub(super) fn run(
                 println!("{}", serde_json::to_string(&erased)?);
             }
             LeadCommand::Export { tenant, format: _ } => {
+                use leadq_jobs::lead::export;
                 let tenant_id = tenant_id(&pool, &tenant).await?;
+                export::audit_start(&pool, tenant_id, &actor).await?;
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                let done =
-                    leadq_jobs::lead::export::export_csv(&pool, &sealer, tenant_id, &mut out)
-                        .await?;
-                leadq_jobs::lead::export::audit(&pool, tenant_id, &actor, &done).await?;
+                let done = export::export_csv(&pool, &sealer, tenant_id, &mut out).await?;
+                export::audit_done(&pool, tenant_id, &actor, &done).await?;
                 eprintln!("{}", serde_json::to_string(&done)?);
             }
             LeadCommand::Reseal { batch } => {

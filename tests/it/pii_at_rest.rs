@@ -634,3 +634,47 @@ async fn an_export_replaces_personal_fields_with_stable_tokens() {
     assert_eq!(n, 2);
     app.stop().await;
 }
+
+/// An export is audited before any row leaves: one whose reader goes away half-way (a closed
+/// pipe) has still said who took the tenant's leads. (Audited at the end only, it left no
+/// entry.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_cut_short_is_audited_all_the_same() {
+    use std::io::Read as _;
+    let app = spawn_app().await;
+    let mut tx = app.own().await;
+    sqlx::query(
+        "insert into leads (tenant_id, external_id, source, name)
+         select $1, 'tg-many-' || g, 'telegram', 'Person ' || g from generate_series(1, 5000) g",
+    )
+    .bind(app.tenant.tenant_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut child = crate::leadq_cmd(&app)
+        .args([
+            "lead",
+            "export",
+            "--tenant",
+            &app.tenant.slug,
+            "--operator",
+            "eve",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The reader is gone: the export's next writes fail.
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the export could not finish");
+    let actors: Vec<String> =
+        sqlx::query_scalar("select actor from audit_log where action = 'lead.export'")
+            .fetch_all(&mut *app.own().await)
+            .await
+            .unwrap();
+    assert_eq!(actors, ["operator:eve"]);
+    app.stop().await;
+}

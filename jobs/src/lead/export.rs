@@ -166,12 +166,38 @@ pub async fn export_csv(
     Ok(done)
 }
 
-/// Records who exported `tenant`'s leads and how many (`lead.export`).
-pub async fn audit(
+/// Audits an export by `actor` *before* any row leaves (`lead.export`): an export that stops
+/// half-way (a closed pipe, a database error) has still shown who took what. Audited only
+/// at the end, such an export left rows on someone's disk and no entry.
+pub async fn audit_start(pool: &PgPool, tenant: Uuid, actor: &str) -> Result<(), sqlx::Error> {
+    record(
+        pool,
+        tenant,
+        actor,
+        "lead.export",
+        serde_json::json!({"format": "csv"}),
+    )
+    .await
+}
+
+/// Audits what a finished export wrote (`lead.export_done`: rows, unreadable).
+pub async fn audit_done(
     pool: &PgPool,
     tenant: Uuid,
     actor: &str,
     done: &Exported,
+) -> Result<(), sqlx::Error> {
+    let details =
+        serde_json::json!({"format": "csv", "rows": done.rows, "unreadable": done.unreadable});
+    record(pool, tenant, actor, "lead.export_done", details).await
+}
+
+async fn record(
+    pool: &PgPool,
+    tenant: Uuid,
+    actor: &str,
+    action: &str,
+    details: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     leadq_platform::audit::Auditor {
@@ -179,8 +205,8 @@ pub async fn audit(
         actor,
         correlation_id: "cli",
     }
-    .entry("lead.export", &format!("tenant:{tenant}"))
-    .details(serde_json::json!({"format": "csv", "rows": done.rows, "unreadable": done.unreadable}))
+    .entry(action, &format!("tenant:{tenant}"))
+    .details(details)
     .record(&mut *tx)
     .await?;
     tx.commit().await
