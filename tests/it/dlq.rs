@@ -453,3 +453,22 @@ async fn named_dead_letters_are_narrowed_by_the_filter_and_audited_by_id() {
     );
     app.stop().await;
 }
+
+/// Bad input to `leadq dlq` exits 2 (`invalid_request`) whichever layer refuses it: a cursor
+/// the engine cannot read, an age that is not a duration. (Both exited 1, "queue error" or the
+/// parser's message, like a failure worth retrying.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_to_the_dlq_commands_exits_2() {
+    let app = spawn_app().await;
+    for args in [
+        &["dlq", "list", "lead_score", "--cursor", "garbage"][..],
+        &["dlq", "list", "lead_score", "--older-than", "1é"][..],
+        &["dlq", "purge", "lead_score", "--older-than", "99999999d"][..],
+    ] {
+        let out = crate::leadq_cmd(&app).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("invalid_request"), "{args:?}: {err}");
+    }
+    app.stop().await;
+}
