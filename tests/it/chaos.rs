@@ -76,6 +76,27 @@ impl PrivateRedis {
     }
 }
 
+/// A queue of `app`'s database whose Redis went away after it connected (a private
+/// redis-server, stopped): every call to Redis from then on fails.
+pub(crate) async fn queue_without_redis(app: &leadq_testkit::TestApp) -> leadq_queue::Queue {
+    let mut redis = PrivateRedis::new();
+    let url = redis.url();
+    let s = leadq_testkit::settings(
+        &app.db.url,
+        &leadq_testkit::queue_prefix(),
+        &[("REDIS_URL", url.as_str())],
+    );
+    let queue = leadq_queue::Queue::connect(
+        s.redis_url(),
+        s.queue.clone(),
+        leadq_testkit::signer(&app.settings),
+    )
+    .await
+    .unwrap();
+    redis.stop();
+    queue
+}
+
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {

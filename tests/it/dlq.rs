@@ -323,21 +323,7 @@ async fn a_tenants_overview_looks_for_its_dead_letters_among_the_newest_only() {
 async fn a_bulk_action_that_stops_on_an_error_is_audited_as_failed() {
     use leadq_jobs::ops::deadletters::{act, Action, Actor, Selection};
     let app = spawn_app().await;
-    let mut redis = crate::chaos::PrivateRedis::new();
-    let url = redis.url();
-    let s = leadq_testkit::settings(
-        &app.db.url,
-        &leadq_testkit::queue_prefix(),
-        &[("REDIS_URL", url.as_str())],
-    );
-    let queue = leadq_queue::Queue::connect(
-        s.redis_url(),
-        s.queue.clone(),
-        leadq_testkit::signer(&app.settings),
-    )
-    .await
-    .unwrap();
-    redis.stop();
+    let queue = crate::chaos::queue_without_redis(&app).await;
     let who = Actor {
         actor: "operator:ops",
         correlation_id: "c-failed-redrive",

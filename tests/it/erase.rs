@@ -228,22 +228,7 @@ async fn an_erasure_that_meets_a_redis_outage_still_asks_the_crm_when_run_again(
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    // A queue whose Redis goes away after it connected.
-    let mut redis = crate::chaos::PrivateRedis::new();
-    let url = redis.url();
-    let s = leadq_testkit::settings(
-        &app.db.url,
-        &leadq_testkit::queue_prefix(),
-        &[("REDIS_URL", url.as_str())],
-    );
-    let down = leadq_queue::Queue::connect(
-        s.redis_url(),
-        s.queue.clone(),
-        leadq_testkit::signer(&app.settings),
-    )
-    .await
-    .unwrap();
-    redis.stop();
+    let down = crate::chaos::queue_without_redis(&app).await;
     let (pool, sealer) = (app.db.pool.clone(), app.sealer());
     let erase_id = |queue: leadq_queue::Queue, id: &'static str| {
         let (pool, sealer) = (pool.clone(), sealer.clone());
