@@ -84,8 +84,7 @@ pub async fn claim(
                 for update skip locked),
          claimed as (
              update crm_sync_state s
-                set claimed_by = $4, claim_until = now() + make_interval(secs => $5),
-                    attempts = attempts + 1
+                set claimed_by = $4, claim_until = now() + make_interval(secs => $5)
                from (select lead_id from own union all select lead_id from others) picked
               where s.lead_id = picked.lead_id
              returning s.lead_id, s.wanted_version)

@@ -264,30 +264,72 @@ async fn count_request(deps: &Deps, tenant: Uuid, status: String) {
     }
 }
 
+/// Calls one batch may make while it looks for the inputs HubSpot refuses (see [`send`]).
+const SPLIT_CALLS: usize = 16;
+
 /// Sends one batch and classifies the answer per input id. A batch HubSpot refuses whole
 /// (400, 409, 422: one input's invalid email, a custom id another contact already holds) is
-/// split in halves and each half sent again, down to single inputs: only the inputs refused on
-/// their own fail. Refused whole, every lead of the batch was failed for good (`crm_rejected`)
-/// for one bad neighbour, and stayed unsynced until it changed. At most 100 inputs a batch,
-/// so at most seven halvings; `k` bad inputs cost about `2k·log2(n)` more calls.
+/// split in halves and each half sent again, down to single inputs, so that only the inputs
+/// refused on their own fail: refused whole, every lead of the batch was failed for good
+/// (`crm_rejected`) for one bad neighbour. The search makes at most [`SPLIT_CALLS`] calls (one
+/// bad input of 100 takes 15): what it has not reached by then fails as refused, as a batch
+/// refused for a reason all its inputs share (a property the portal lacks) would anyway. A
+/// call failing part-way (429, 5xx, a timeout) keeps what earlier calls settled and leaves the
+/// rest to be retried.
 pub(super) async fn send(
     deps: &Deps,
     tenant: Uuid,
     conn: &CrmConnection,
     inputs: Vec<Value>,
 ) -> Result<HashMap<String, RowOutcome>, JobError> {
-    let n = inputs.len();
-    let (answer, refused_whole) = send_once(deps, tenant, conn, inputs.clone()).await?;
-    if !refused_whole || n < 2 {
-        return Ok(answer);
-    }
-    let mut out = HashMap::with_capacity(n);
-    let mut halves = inputs;
-    let second = halves.split_off(n / 2);
-    for half in [halves, second] {
-        out.extend(Box::pin(send(deps, tenant, conn, half)).await?);
+    let mut out = HashMap::with_capacity(inputs.len());
+    let mut groups = vec![inputs];
+    let mut calls = 0;
+    while let Some(group) = groups.pop() {
+        if calls == SPLIT_CALLS {
+            out.extend(refused(conn, &group));
+            continue;
+        }
+        calls += 1;
+        match send_once(deps, tenant, conn, group.clone()).await {
+            Ok((_, true)) if group.len() > 1 => {
+                let mut first = group;
+                let second = first.split_off(first.len() / 2);
+                groups.push(second);
+                groups.push(first);
+            }
+            Ok((answer, _)) => out.extend(answer),
+            Err(e) if out.is_empty() => return Err(e),
+            Err(e) => {
+                let code = e.code();
+                for g in std::iter::once(group).chain(groups.drain(..)) {
+                    for id in g.iter().filter_map(|i| i.get("id").and_then(Value::as_str)) {
+                        out.insert(
+                            record_key(&conn.id_property, id),
+                            RowOutcome::Retry { code },
+                        );
+                    }
+                }
+            }
+        }
     }
     Ok(out)
+}
+
+/// Every input of `inputs` as refused by the CRM.
+fn refused(conn: &CrmConnection, inputs: &[Value]) -> HashMap<String, RowOutcome> {
+    inputs
+        .iter()
+        .filter_map(|i| i.get("id").and_then(Value::as_str))
+        .map(|id| {
+            (
+                record_key(&conn.id_property, id),
+                RowOutcome::Failed {
+                    code: "crm_rejected",
+                },
+            )
+        })
+        .collect()
 }
 
 /// One call: the answer per input id, and whether HubSpot refused the batch whole.
@@ -441,21 +483,16 @@ async fn send_once(
             ))
         }
         400 | 409 | 422 => {
-            let message = body.get("category").and_then(Value::as_str).unwrap_or("");
-            tracing::error!(status, category = message, correlation_id = %correlation,
-                "The CRM refused the whole batch.");
-            let mut out = HashMap::new();
-            for i in &inputs {
-                if let Some(id) = i.get("id").and_then(Value::as_str) {
-                    out.insert(
-                        record_key(&conn.id_property, id),
-                        RowOutcome::Failed {
-                            code: "crm_rejected",
-                        },
-                    );
-                }
+            let category = body.get("category").and_then(Value::as_str).unwrap_or("");
+            if inputs.len() > 1 {
+                // `send` splits it to find the inputs refused; those are the errors.
+                tracing::warn!(status, category, correlation_id = %correlation,
+                    inputs = inputs.len(), "The CRM refused a batch whole; splitting it.");
+            } else {
+                tracing::error!(status, category, correlation_id = %correlation,
+                    "The CRM refused a record.");
             }
-            Ok((out, true))
+            Ok((refused(conn, &inputs), true))
         }
         s if s >= 500 => Err(JobError::transient(
             "crm_unavailable",

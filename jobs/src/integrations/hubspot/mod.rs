@@ -360,8 +360,8 @@ async fn release(
     Ok(())
 }
 
-/// Claims of one record without success after which a retryable refusal fails it for good
-/// (the `crm_sync` kind's own attempts: one claim an attempt).
+/// Retryable refusals of one record by HubSpot after which it fails for good (the `crm_sync`
+/// kind's own attempts).
 const ROW_CLAIMS: i32 = 10;
 
 /// Writes each claimed row's outcome and drops the claim, auditing each lead's upsert
@@ -392,21 +392,32 @@ async fn settle(
             Some(RowOutcome::Retry { .. }) | None => (None, None, None, None),
         };
         // A record HubSpot keeps refusing with a retryable answer (a 207's other categories,
-        // a result missing from the answer) fails for good at its ROW_CLAIMS-th claim without
-        // success: it was asked again by every retry and then by the reconcile every five
-        // minutes, without end. The count starts again after a success or a failure.
+        // a result missing from the answer) fails for good at the ROW_CLAIMS-th such answer:
+        // it was asked again by every retry and then by the reconcile every five minutes,
+        // without end. Only those answers count (`attempts`): not a claim handed back unsent,
+        // a duplicate id held for a later batch, or a batch cut short by a rate limit or an
+        // outage; a success or a failure starts the count again.
+        let counts = match outcomes.get(&row.id) {
+            Some(RowOutcome::Retry { code }) => {
+                matches!(*code, "crm_partial_failure" | "crm_result_missing")
+            }
+            None => true,
+            _ => false,
+        };
         sqlx::query(
             "update crm_sync_state
                 set synced_version = greatest(synced_version, coalesce($4, synced_version)),
                     crm_id = coalesce($5, crm_id),
                     failed_version = coalesce($6,
-                        case when $4 is null and attempts >= $8 then $10::bigint end,
+                        case when $11 and attempts + 1 >= $8 then $10::bigint end,
                         failed_version),
                     failure_code = coalesce($7,
-                        case when $4 is null and attempts >= $8 then $9 end,
+                        case when $11 and attempts + 1 >= $8 then $9 end,
                         failure_code),
-                    attempts = case when $4 is not null or $6 is not null or attempts >= $8
-                                    then 0 else attempts end,
+                    attempts = case when $4 is not null or $6 is not null then 0
+                                    when $11 and attempts + 1 >= $8 then 0
+                                    when $11 then attempts + 1
+                                    else attempts end,
                     claimed_by = null, claim_until = null, updated_at = now()
               where tenant_id = $1 and lead_id = $2 and claimed_by = $3",
         )
@@ -420,6 +431,7 @@ async fn settle(
         .bind(ROW_CLAIMS)
         .bind(outcome)
         .bind(row.wanted_version)
+        .bind(counts)
         .execute(&mut *tx)
         .await?;
     }
