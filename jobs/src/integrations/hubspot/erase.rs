@@ -43,8 +43,21 @@ pub struct EraseInput {
     pub key: Option<(String, String)>,
 }
 
-// One version so far (`leadq_queue::payload`).
-leadq_queue::v1_payload!(EraseInput);
+/// Versions 1 and 2 (`leadq_queue::payload`): version 2 may carry [`EraseInput::key`], which
+/// version 1 never does. The erasure writes 2 only for a payload with a key, so a worker of a
+/// release that reads only 1 refuses it as `unsupported_version` (re-drivable once workers
+/// read it) instead of dead-lettering it for naming no contact.
+impl leadq_queue::payload::Payload for EraseInput {
+    fn from_versioned(
+        version: u32,
+        payload: serde_json::Value,
+    ) -> Result<Self, leadq_queue::payload::PayloadError> {
+        match version {
+            1 | 2 => Ok(serde_json::from_value(payload)?),
+            v => Err(leadq_queue::payload::PayloadError::Unsupported(v)),
+        }
+    }
+}
 
 /// How HubSpot answered, for the audit trail.
 fn audit_outcome(r: &Result<&'static str, JobError>) -> &'static str {
