@@ -232,6 +232,23 @@ async fn an_export_continues_after_its_last_line_and_refuses_a_chain_cut_behind_
         err.contains("no longer holds what was exported: seal_seq 5 is missing"),
         "{err}"
     );
+    // Once an operator has accepted the loss, the copy goes on where the chain does: from its
+    // rows' end, with the acceptance itself (which now holds seal_seq 5).
+    let (ok, _, err) = run(&app, &["audit", "accept-truncation", "--tenant", &slug]);
+    assert!(ok, "{err}");
+    seal_everything(&app).await;
+    let (ok, next, err) = run(
+        &app,
+        &["audit", "export", "--tenant", &slug, "--after", after],
+    );
+    assert!(ok, "{err}");
+    let lines: Vec<Value> = next
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{next}");
+    assert_eq!(lines[0]["action"], "audit.truncation_accepted");
+    assert_eq!(lines[0]["seal_seq"], 5);
 
     // A line edited in storage is not a place to continue from.
     std::fs::write(&shipped, first.replace("export.first", "export.forged")).unwrap();

@@ -107,23 +107,44 @@ pub async fn lines(
             .bind(seal_seq)
             .fetch_optional(&mut *tx)
             .await?;
+            let mut from = *seal_seq;
             if shipped.as_ref() != Some(mac) {
-                return Err(ExportError::Diverged {
-                    scope: super::seal::scope_name(scope),
-                    seal_seq: *seal_seq,
-                    found: if shipped.is_some() {
-                        "another link"
-                    } else {
-                        "missing"
-                    },
-                });
+                // Unless an operator accepted the loss of the rows from there
+                // (`audit.truncation_accepted`, itself a row of the chain): the chain then goes
+                // on from where its rows ended, and so does the copy.
+                let accepted: Option<i64> = sqlx::query_scalar(&format!(
+                    "select (details->>'rows_end_seq')::bigint from audit_log
+                      where {own} and action = 'audit.truncation_accepted'
+                        and seal_seq is not null
+                        and (details->>'recorded_seq')::bigint >= $2
+                        and (details->>'rows_end_seq')::bigint < $2
+                      order by seal_seq limit 1"
+                ))
+                .bind(tenant)
+                .bind(seal_seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match accepted {
+                    Some(end) => from = end,
+                    None => {
+                        return Err(ExportError::Diverged {
+                            scope: super::seal::scope_name(scope),
+                            seal_seq: *seal_seq,
+                            found: if shipped.is_some() {
+                                "another link"
+                            } else {
+                                "missing"
+                            },
+                        })
+                    }
+                }
             }
             sqlx::query_as(&format!(
                 "select {COLUMNS} from audit_log
                   where {own} and seal_seq > $2 order by seal_seq"
             ))
             .bind(tenant)
-            .bind(seal_seq)
+            .bind(from)
             .fetch_all(&mut *tx)
             .await?
         }
