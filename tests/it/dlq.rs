@@ -431,6 +431,8 @@ async fn named_dead_letters_are_narrowed_by_the_filter_and_audited_by_id() {
     for d in &details {
         assert_eq!(d["selection"]["job_ids"], json!([id]), "{d}");
     }
+    assert_eq!(details[0]["selection"]["selected_ids"], json!([]));
+    assert_eq!(details[1]["selection"]["selected_ids"], json!([id]));
     assert_eq!(
         details[0]["selection"]["within"]["tenant"],
         json!(app.tenant.tenant_id),

@@ -273,7 +273,11 @@ impl Scheduler {
                     billing::yesterday(),
                 )
                 .await?;
-                billing::publish(&report, &self.tenant_labels).await;
+                // Published only while this process still leads: one that lost the lead while
+                // the reconciliation ran has withdrawn its counts, and must not bring them back.
+                if self.leading.load(std::sync::atomic::Ordering::Relaxed) {
+                    billing::publish(&report, &self.tenant_labels).await;
+                }
                 report.findings.len() as u64
             }
             "pii_reseal" => {

@@ -219,10 +219,12 @@ pub async fn selected(
                 }
             }
             // The ids themselves, up to a bound, so that the trail can say which dead
-            // letters a purge destroyed (and whose: the filter).
+            // letters a purge was asked for and which it took (those the filter selects).
             let named: Vec<&Uuid> = ids.iter().take(IDS_AUDITED).collect();
+            let taken: Vec<&Uuid> = kept.iter().take(IDS_AUDITED).collect();
             let described = serde_json::json!({
                 "ids": ids.len(), "job_ids": named, "within": filter_json(within),
+                "selected_ids": taken,
             });
             (kept, described)
         }

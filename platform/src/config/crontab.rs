@@ -51,7 +51,9 @@ fn days_of_week(field: &str) -> Result<String, String> {
         };
         let (from, to) = match range.split_once('-') {
             _ if range == "*" => (0, 6),
-            // 7 may end a range (`5-7`: Friday to Sunday).
+            // 7 may end a range (`5-7`: Friday to Sunday), never start one (it read as 0, so
+            // `7-1` was Sunday and Monday, `7-7` every day).
+            Some(("7", _)) => return Err(bad()),
             Some((a, b)) => (day(a)?, if b == "7" { 7 } else { day(b)? }),
             // `a/step` runs from a to the end of the week.
             None if step > 1 => (day(range)?, 6),
@@ -105,6 +107,8 @@ mod tests {
             "17 3 * * FUN",
             "17 3 * * */0",
             "17 3 * * 1-",
+            "17 3 * * 7-7",
+            "17 3 * * 7-1",
         ] {
             assert!(parse_cron(bad).is_err(), "{bad}");
         }
