@@ -124,7 +124,9 @@ pub const JOB_TURNAROUND_SECONDS: &str = "leadq_job_turnaround_seconds";
 /// `leadq bench --mode e2e` breaks down, and where to look when jobs slow down.
 pub const JOB_PHASE_SECONDS: &str = "leadq_job_phase_seconds";
 /// Gauge: 1 while the security check `check` passes, 0 while it fails (see
-/// `leadq_jobs::ops::security`). Published by the API, refreshed every 30 s.
+/// `leadq_jobs::ops::security`). Published by the API, refreshed every 30 s; and by every
+/// worker's audit sealer as `check="audit_sealing"`, refreshed every pass: 0 while a chain
+/// with rows to seal is held because its newest rows are gone (`audit::seal::Held`).
 pub const SECURITY_CHECK_OK: &str = "leadq_security_check_ok";
 /// Gauge: active API keys expiring within 7 days.
 pub const API_KEYS_EXPIRING: &str = "leadq_api_keys_expiring";

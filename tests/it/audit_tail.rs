@@ -94,6 +94,25 @@ async fn rows_cut_from_a_chains_end_are_named_and_hold_its_sealing_until_accepte
     let (ok, report) = verify(&app, &slug);
     assert!(!ok, "still broken after a sealing pass: {report}");
     assert_eq!(report["tail_record"], "ahead", "{report}");
+    // A worker's sealer says so within a pass, as a failing security check (an alert in
+    // minutes, where the daily verification took up to a day).
+    let worker = app.spawn_worker().await;
+    let metrics = format!("http://{}/metrics", worker.health);
+    let check = |value: &'static str| {
+        let metrics = metrics.clone();
+        let app = &app;
+        async move {
+            let m = app.text(&metrics).await;
+            m.contains(&format!(
+                "leadq_security_check_ok{{check=\"audit_sealing\"}} {value}"
+            ))
+            .then_some(())
+        }
+    };
+    wait_for("the sealing check failing", Duration::from_secs(20), || {
+        check("0")
+    })
+    .await;
 
     // An operator who has looked accepts the loss: it becomes the chain's next row.
     let (ok, out, err) = run(
@@ -110,6 +129,11 @@ async fn rows_cut_from_a_chains_end_are_named_and_hold_its_sealing_until_accepte
     assert!(ok, "{out} {err}");
     let accepted: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(accepted["accepted"]["recorded_seq"], end, "{accepted}");
+    wait_for("the sealing check passing", Duration::from_secs(20), || {
+        check("1")
+    })
+    .await;
+    worker.stop().await;
     seal_everything(&app).await;
     let (ok, report) = verify(&app, &slug);
     assert!(ok, "{report}");

@@ -37,6 +37,9 @@ use sha2::Sha256;
 use crate::db::{self, Scope};
 use crate::keyring::Keyring;
 
+/// The security check a worker's sealer publishes: 0 while it holds a chain.
+pub const SEALING_CHECK: &str = "audit_sealing";
+
 /// Rows sealed per transaction at most.
 pub const BATCH: i64 = 2_000;
 
@@ -385,17 +388,21 @@ pub async fn seal_forever(
     interval: std::time::Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    use crate::metrics as m;
     tokio::pin!(stop);
-    // Each held chain is reported once a process, not once a pass; the scheduled verification
-    // keeps it failing (`audit_verified`, `LeadqSecurityCheckFailing`) until it is dealt with.
+    // A held chain is logged once while it stays held, not once a pass, and shown as the
+    // security check `audit_sealing` (`LeadqSecurityCheckFailing`, critical like every audit
+    // check) within minutes rather than at the next daily verification.
     let mut reported = std::collections::HashSet::new();
     loop {
         match seal_all(&pool, &keys).await {
             Ok(pass) => {
                 if pass.sealed > 0 {
-                    metrics::counter!(crate::metrics::AUDIT_ROWS_SEALED_TOTAL)
-                        .increment(pass.sealed as u64)
+                    metrics::counter!(m::AUDIT_ROWS_SEALED_TOTAL).increment(pass.sealed as u64)
                 }
+                metrics::gauge!(m::SECURITY_CHECK_OK, m::label::CHECK => SEALING_CHECK)
+                    .set(if pass.held.is_empty() { 1.0 } else { 0.0 });
+                reported.retain(|chain: &String| pass.held.iter().any(|h| &h.chain == chain));
                 for held in pass.held {
                     if reported.insert(held.chain.clone()) {
                         tracing::error!(chain = %held.chain, "{held}");
