@@ -90,7 +90,9 @@ async fn filter_of(pool: &sqlx::PgPool, f: &FilterArgs) -> anyhow::Result<Filter
     let age = |s: &Option<String>| -> anyhow::Result<Option<chrono::DateTime<Utc>>> {
         s.as_deref()
             .map(|v| {
-                let d = keys::parse_duration(v)?;
+                // A malformed age is the operator's input: exit 2, like any invalid filter.
+                let d = keys::parse_duration(v)
+                    .map_err(|e| deadletters::OpsError::Invalid(e.to_string()))?;
                 Ok(Utc::now() - d)
             })
             .transpose()

@@ -274,23 +274,17 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 /// as [`exit_code`].
 fn ops_exit_code(result: anyhow::Result<()>) -> ExitCode {
     use leadq_jobs::ops::deadletters::OpsError;
-    use leadq_platform::keys::KeyError;
     use leadq_queue::QueueError;
-    // Bad input is exit 2, whichever layer refused it: the operator's own (a malformed
-    // cursor from the engine, a duration from the key parser), not a failure to retry.
-    let invalid = |e: &anyhow::Error| match e.downcast_ref::<OpsError>() {
-        Some(OpsError::Invalid(_)) | Some(OpsError::Queue(QueueError::Invalid(_))) => true,
-        _ => matches!(e.downcast_ref::<KeyError>(), Some(KeyError::BadDuration(_))),
-    };
+    // Bad input is exit 2, whichever layer refused it: the operator's own, or the engine's (a
+    // cursor it cannot read, as the API's error layer maps it too), not a failure to retry.
     match result {
-        Err(e) if invalid(&e) => {
-            let shown = match e.downcast_ref::<OpsError>() {
-                Some(OpsError::Queue(QueueError::Invalid(why))) => why.clone(),
-                _ => e.to_string(),
-            };
-            eprintln!("invalid_request: {shown}");
-            ExitCode::from(2)
-        }
-        other => exit_code(other),
+        Err(e) => match e.downcast_ref::<OpsError>() {
+            Some(OpsError::Invalid(why)) | Some(OpsError::Queue(QueueError::Invalid(why))) => {
+                eprintln!("invalid_request: {why}");
+                ExitCode::from(2)
+            }
+            _ => exit_code(Err(e)),
+        },
+        ok => exit_code(ok),
     }
 }
