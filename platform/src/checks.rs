@@ -1,6 +1,7 @@
 //! What the on-call side remembers between runs (`migrations/*_platform_checks.sql`): the
-//! last result of each recurring check (`audit_verify`, `canary`) and when each signing or
-//! data key was first seen. Platform-wide rows; no tenant owns them.
+//! last result of each recurring check (`audit_verify`, `canary`) and of each recurring task's
+//! run (rows `schedule:<name>`), and when each signing or data key was first seen.
+//! Platform-wide rows; no tenant owns them.
 
 use std::time::Duration;
 
@@ -54,6 +55,50 @@ pub async fn record(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// The row of a recurring task's last run (`schedule:crm_reconcile`): apart from the checks'
+/// rows, which a task may also write (`audit_verify` records its verdict in `audit_verify`,
+/// and whether the task itself ran in `schedule:audit_verify`).
+pub fn schedule_row(schedule: &str) -> String {
+    format!("schedule:{schedule}")
+}
+
+/// The last run of every recurring task in `schedules` that ever ran.
+pub async fn last_schedule_runs(
+    pool: &PgPool,
+    schedules: &[&str],
+) -> Result<Vec<(String, CheckRecord)>, sqlx::Error> {
+    let rows: Vec<String> = schedules.iter().map(|s| schedule_row(s)).collect();
+    let records: Vec<CheckRecord> = sqlx::query_as(
+        "select name, ran_at, ok, detail, duration_ms, last_ok_at
+           from platform_checks where name = any($1)",
+    )
+    .bind(&rows)
+    .fetch_all(pool)
+    .await?;
+    Ok(records
+        .into_iter()
+        .filter_map(|r| {
+            let schedule = r.name.strip_prefix("schedule:")?.to_owned();
+            Some((schedule, r))
+        })
+        .collect())
+}
+
+/// Publishes a recurring task's last run as gauges ([`m::SCHEDULE_LAST_RUN_OK`],
+/// [`m::SCHEDULE_LAST_SUCCESS_TIMESTAMP_SECONDS`]).
+pub fn publish_schedule_run(schedule: &'static str, record: &CheckRecord) {
+    metrics::gauge!(m::SCHEDULE_LAST_RUN_OK, m::label::SCHEDULE => schedule).set(if record.ok {
+        1.0
+    } else {
+        0.0
+    });
+    if let Some(at) = record.last_ok_at {
+        metrics::gauge!(m::SCHEDULE_LAST_SUCCESS_TIMESTAMP_SECONDS,
+            m::label::SCHEDULE => schedule)
+        .set(at.timestamp_millis() as f64 / 1000.0);
+    }
 }
 
 /// The last run of `name`, if it ever ran.

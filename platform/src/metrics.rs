@@ -114,6 +114,14 @@ pub const TENANT_JOBS_TOTAL: &str = "leadq_tenant_jobs_total";
 pub const SCHEDULE_RUNS_TOTAL: &str = "leadq_schedule_runs_total";
 /// Gauge: 1 while this worker process holds the scheduler's leader lease, else 0.
 pub const SCHEDULER_LEADER: &str = "leadq_scheduler_leader";
+/// Gauge: 1 if the last run of the recurring task `schedule` succeeded, 0 if it failed (or was
+/// skipped because the run before it had not ended), by `schedule`. Kept in PostgreSQL
+/// (`platform_checks`), so it holds across firings and leaders: a daily task that failed stays
+/// 0 until a run succeeds. Published by every worker for the schedules it has switched on.
+pub const SCHEDULE_LAST_RUN_OK: &str = "leadq_schedule_last_run_ok";
+/// Gauge: Unix time of the last successful run of the recurring task `schedule`.
+pub const SCHEDULE_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "leadq_schedule_last_success_timestamp_seconds";
 
 /// Gauge: 1 when this process reached the `dependency` (`postgres`, `redis`) at its last
 /// scrape, else 0. Refreshed on every `/metrics` request, with a short timeout.
@@ -514,6 +522,15 @@ fn describe() {
     describe_gauge!(
         SCHEDULER_LEADER,
         "1 while this process leads the scheduler."
+    );
+    describe_gauge!(
+        SCHEDULE_LAST_RUN_OK,
+        "1 if the recurring task's last run succeeded."
+    );
+    describe_gauge!(
+        SCHEDULE_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time of the recurring task's last successful run."
     );
     describe_gauge!(
         WORKER_HEARTBEAT_TIMESTAMP_SECONDS,

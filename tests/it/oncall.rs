@@ -136,7 +136,13 @@ async fn the_canary_fires_from_the_scheduler_is_published_and_fails_without_a_wo
     assert!(matches!(err, canary::CanaryError::NotScored(_)), "{err}");
     let metrics = app.text(&format!("{}/metrics", app.address)).await;
     assert!(metrics.contains("leadq_canary_success 0"), "{metrics}");
-    assert!(!metrics.contains("leadq_canary_last_success_timestamp_seconds"));
+    // No success recorded, so none to publish. (Read from the row, not from /metrics: the
+    // gauges are the test process's, and another test's canary may have succeeded.)
+    let record = leadq_platform::checks::last(&app.db.pool, "canary")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.last_ok_at, None);
 
     // A worker whose scheduler runs the canary every second.
     let mut settings = app.settings.clone();
@@ -216,6 +222,83 @@ async fn a_firing_whose_previous_run_still_runs_is_skipped_and_counted() {
     .await;
     worker.stop().await;
     held.abort();
+    app.stop().await;
+}
+
+/// A recurring task's last result is kept in PostgreSQL (`platform_checks`, row
+/// `schedule:<name>`) and published as `leadq_schedule_last_run_ok`, so a failure holds until a
+/// run succeeds, across firings and leaders: the alert read only an hour of counters, so a
+/// daily task that failed resolved an hour later with nothing fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_recurring_task_is_kept_until_a_run_succeeds() {
+    let app = spawn_app().await;
+    // A port nothing listens on: the canary's post is refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let every_second = |settings: &mut leadq_platform::config::Settings| {
+        for s in &mut settings.schedules {
+            s.schedule = match s.name {
+                "canary" => Some(leadq_platform::config::parse_cron("* * * * * *").unwrap()),
+                _ => None,
+            };
+        }
+    };
+    let last = || async {
+        leadq_platform::checks::last_schedule_runs(&app.db.pool, &["canary", "crm_reconcile"])
+            .await
+            .unwrap()
+    };
+    let gauge = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("leadq_schedule_last_run_ok{schedule=\"canary\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+
+    let mut failing = app.settings.clone();
+    let mut canary = canary_settings(&app, Duration::from_secs(2));
+    canary.api_url = closed_url;
+    failing.canary = Some(canary);
+    every_second(&mut failing);
+    let worker = leadq_testkit::TestWorker::spawn(failing).await;
+    let url = format!("http://{}/metrics", worker.health);
+    wait_for("the failure published", Duration::from_secs(30), || async {
+        gauge(&app.text(&url).await).filter(|v| *v == 0.0)
+    })
+    .await;
+    worker.stop().await;
+    // What the next leader reads: the failure, with no success ever, and nothing for a task
+    // that never ran.
+    let runs = last().await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let (schedule, record) = &runs[0];
+    assert_eq!(schedule, "canary");
+    assert!(!record.ok);
+    assert_eq!(record.last_ok_at, None);
+    assert!(
+        record.detail.starts_with("canary failed"),
+        "{}",
+        record.detail
+    );
+
+    let mut passing = app.settings.clone();
+    passing.canary = Some(canary_settings(&app, Duration::from_secs(20)));
+    every_second(&mut passing);
+    let worker = leadq_testkit::TestWorker::spawn(passing).await;
+    let url = format!("http://{}/metrics", worker.health);
+    let metrics = wait_for("the success published", Duration::from_secs(30), || async {
+        let m = app.text(&url).await;
+        gauge(&m).filter(|v| *v == 1.0).map(|_| m)
+    })
+    .await;
+    assert!(
+        metrics.contains("leadq_schedule_last_success_timestamp_seconds{schedule=\"canary\"}"),
+        "{metrics}"
+    );
+    worker.stop().await;
+    let runs = last().await;
+    assert!(runs[0].1.ok && runs[0].1.last_ok_at.is_some(), "{runs:?}");
     app.stop().await;
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use leadq_jobs::ops::{billing, canary, maintenance};
+use leadq_platform::checks;
 use leadq_platform::config::{CanarySettings, ScheduleSetting, Settings};
 use leadq_platform::metrics as m;
 use leadq_queue::Queue;
@@ -20,6 +21,8 @@ use sqlx::PgPool;
 const LEASE: Duration = Duration::from_secs(10);
 /// How often the loop looks.
 const TICK: Duration = Duration::from_secs(1);
+/// How often every worker re-reads the tasks' last runs for its gauges.
+const PUBLISH_EVERY: Duration = Duration::from_secs(30);
 
 /// The scheduler of one worker process.
 #[derive(Debug, Clone)]
@@ -147,10 +150,13 @@ impl Scheduler {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut publish = tokio::time::interval(PUBLISH_EVERY);
+        publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = tick.tick() => self.tick().await,
+                _ = publish.tick() => self.publish_runs().await,
             }
         }
         self.leads(false);
@@ -220,6 +226,11 @@ impl Scheduler {
                 .increment(1);
                 tracing::error!(schedule = name, firing = %at,
                     "Recurring task skipped: its previous run has not ended.");
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let detail = "skipped: the previous run has not ended";
+                    this.record_run(name, false, detail, Duration::ZERO).await;
+                });
                 return Ok(());
             }
             Running {
@@ -232,19 +243,63 @@ impl Scheduler {
         let this = self.clone();
         tokio::spawn(async move {
             let _running = running;
+            let started = std::time::Instant::now();
             let result = this.run_task(name, at.timestamp_millis()).await;
             let label = if result.is_ok() { "ok" } else { "error" };
             metrics::counter!(m::SCHEDULE_RUNS_TOTAL, m::label::SCHEDULE => name,
                 m::label::RESULT => label)
             .increment(1);
-            match result {
-                Ok(n) => tracing::info!(schedule = name, firing = %at, affected = n,
-                    "Recurring task ran."),
-                Err(error) => tracing::error!(schedule = name, firing = %at, error = %error,
-                    "Recurring task failed; it runs again at its next firing."),
-            }
+            let detail = match &result {
+                Ok(n) => {
+                    tracing::info!(schedule = name, firing = %at, affected = n,
+                        "Recurring task ran.");
+                    format!("affected {n}")
+                }
+                Err(error) => {
+                    tracing::error!(schedule = name, firing = %at, error = %error,
+                        "Recurring task failed; it runs again at its next firing.");
+                    error.to_string()
+                }
+            };
+            this.record_run(name, result.is_ok(), &detail, started.elapsed())
+                .await;
         });
         Ok(())
+    }
+
+    /// Keeps a run's result in PostgreSQL and publishes it at once. Not kept when PostgreSQL
+    /// does not answer: the gauge keeps its last value, and `leadq_schedule_runs_total`
+    /// (in-process) still counts the failure, which the alert also reads.
+    async fn record_run(&self, name: &'static str, ok: bool, detail: &str, took: Duration) {
+        let row = checks::schedule_row(name);
+        let detail: String = detail.chars().take(500).collect();
+        if let Err(error) = checks::record(&self.pool, &row, ok, &detail, took).await {
+            tracing::warn!(schedule = name, error = %error,
+                "Could not keep the recurring task's result.");
+            return;
+        }
+        self.publish_runs().await;
+    }
+
+    /// Publishes the last run of each schedule this process has switched on, as kept in
+    /// PostgreSQL (every worker, leader or not, so the series holds across a change of
+    /// leader and a switched-off schedule's series ends with the process that had it).
+    async fn publish_runs(&self) {
+        let names: Vec<&'static str> = self.schedules.iter().map(|s| s.name).collect();
+        let read = checks::last_schedule_runs(&self.pool, &names);
+        match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(Ok(runs)) => {
+                for (schedule, record) in runs {
+                    if let Some(name) = names.iter().find(|n| **n == schedule) {
+                        checks::publish_schedule_run(name, &record);
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "Could not read the recurring tasks' last runs.")
+            }
+            Err(_) => tracing::warn!("Reading the recurring tasks' last runs timed out."),
+        }
     }
 
     async fn run_task(&self, name: &str, firing_ms: i64) -> Result<u64, TaskError> {
