@@ -19,7 +19,7 @@ pub(crate) const UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
 /// Refuses (400) any property value that is not a string, as HubSpot does.
 #[derive(Clone, Default)]
 pub(crate) struct FakeHubSpot {
-    contacts: Arc<Mutex<BTreeMap<String, String>>>,
+    pub(crate) contacts: Arc<Mutex<BTreeMap<String, String>>>,
     token: String,
 }
 

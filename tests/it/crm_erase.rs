@@ -9,7 +9,7 @@ use std::time::Duration;
 use leadq_testkit::{wait_for, TestApp};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_partial_json, header, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
 
 use crate::crm::{app_with_crm, hot_lead, hubspot_accepting, token, wait_synced};
 
@@ -338,6 +338,113 @@ async fn a_contact_keyed_by_the_tenants_own_property_is_erased_by_it() {
         },
     )
     .await;
+    worker.stop().await;
+    app.stop().await;
+}
+
+/// HubSpot's GDPR delete against the fake's contacts: by the contact's id, or by the
+/// property the body names (`email`); 204 when a contact went, 404 when none matched.
+struct GdprDelete(crate::crm::FakeHubSpot);
+
+impl Respond for GdprDelete {
+    fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let object = body["objectId"].as_str().unwrap_or("").to_owned();
+        let mut contacts = self.0.contacts.lock().unwrap();
+        let before = contacts.len();
+        match body["idProperty"].as_str() {
+            Some(_) => {
+                contacts.remove(&object.to_ascii_lowercase());
+            }
+            None => contacts.retain(|_, id| *id != object),
+        }
+        ResponseTemplate::new(if contacts.len() < before { 204 } else { 404 })
+    }
+}
+
+/// An upsert HubSpot takes its time over: it answers after `delay` and only then holds the
+/// contact (the fake's own upsert, applied when the answer goes). Says when it was asked.
+struct SlowUpsert {
+    fake: crate::crm::FakeHubSpot,
+    delay: Duration,
+    asked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Respond for SlowUpsert {
+    fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
+        self.asked.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The answer as HubSpot would give it now; the write lands at the end of the delay.
+        let snapshot = self.fake.contacts.lock().unwrap().clone();
+        let answer = self.fake.respond(req);
+        let landed = std::mem::replace(&mut *self.fake.contacts.lock().unwrap(), snapshot);
+        let (contacts, delay) = (self.fake.contacts.clone(), self.delay);
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            contacts.lock().unwrap().extend(landed);
+        });
+        answer.set_delay(self.delay)
+    }
+}
+
+/// A lead erased while an upsert of it is in flight: the erasure's GDPR delete (by the
+/// contact's id) reaches HubSpot first, the upsert lands after it and writes the contact
+/// again — so the sync, finding its lead erased when it settles, asks HubSpot to delete the
+/// contact once more. (The contact stayed in the CRM for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_erased_while_its_sync_is_in_flight_is_erased_from_the_crm_after_it() {
+    let (server, fake) = hubspot_accepting("pat-na1-erase").await;
+    let app = app_with_crm(&server, token("pat-na1-erase")).await;
+    Mock::given(method("POST"))
+        .and(path(GDPR_DELETE))
+        .respond_with(GdprDelete(fake.clone()))
+        .mount(&server)
+        .await;
+    let worker = app.spawn_worker().await;
+    let email = "racing@example.com";
+    assert_eq!(
+        app.post_lead(app.key(), &hot_lead("tg-race", email))
+            .await
+            .status(),
+        202
+    );
+    let crm_id = wait_synced(&app, "tg-race").await;
+    // The next version's upsert: slow.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    Mock::given(method("POST"))
+        .and(path(crate::crm::UPSERT))
+        .respond_with(SlowUpsert {
+            fake: fake.clone(),
+            delay: Duration::from_secs(3),
+            asked: asked.clone(),
+        })
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let mut update = hot_lead("tg-race", email);
+    update["answers"]["need"] = json!("call me tomorrow");
+    assert_eq!(app.post_lead(app.key(), &update).await.status(), 202);
+    wait_for("the upsert in flight", Duration::from_secs(20), || async {
+        asked
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(())
+    })
+    .await;
+
+    assert_eq!(erase(&app, "tg-race").await["status"], "requested");
+    wait_for(
+        "the contact gone from the CRM after the upsert landed",
+        Duration::from_secs(30),
+        || async {
+            let held = fake.contacts.lock().unwrap().contains_key(email);
+            let erasures = erase_outcomes(&app, &crm_id).await.len();
+            (!held && erasures >= 2).then_some(())
+        },
+    )
+    .await;
+    // Still gone once everything settled.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!fake.contacts.lock().unwrap().contains_key(email));
     worker.stop().await;
     app.stop().await;
 }

@@ -126,24 +126,14 @@ pub async fn erase(
     // needed by the next run: the job's message id makes that the same job.)
     let crm = match (lead_id, target) {
         (Some(lead_id), Some((crm_id, email, key))) => {
-            // Version 2 only for a payload version 1 cannot carry (`EraseInput`'s key).
-            let version = if key.is_some() { 2 } else { 1 };
             let input = crate::integrations::hubspot::erase::EraseInput {
                 lead_id,
                 crm_id,
                 email,
                 key,
             };
-            let envelope = leadq_queue::envelope::Envelope::new(
-                tenant,
-                format!("system:{}", crate::kinds::ERASURE),
-                crate::kinds::CRM_ERASE,
-                serde_json::to_value(&input).unwrap_or_default(),
-            )
             // One per lead: an erasure run again does not ask twice.
-            .message_id(format!("crm-erase-{lead_id}"))
-            .correlation_id(correlation_id)
-            .schema_version(version);
+            let envelope = input.envelope(tenant, format!("crm-erase-{lead_id}"), correlation_id);
             let job = queue.enqueue_now(envelope).await?;
             CrmErasure {
                 status: "requested",

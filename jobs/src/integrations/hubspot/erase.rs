@@ -59,6 +59,110 @@ impl leadq_queue::payload::Payload for EraseInput {
     }
 }
 
+impl EraseInput {
+    /// The `crm_erase` job asking for this erasure, named `message_id` (one per erasure, so
+    /// asking again does not ask twice). Version 2 only for a payload version 1 cannot carry
+    /// ([`EraseInput::key`]).
+    pub fn envelope(
+        &self,
+        tenant: Uuid,
+        message_id: String,
+        correlation_id: &str,
+    ) -> leadq_queue::envelope::Envelope {
+        let version = if self.key.is_some() { 2 } else { 1 };
+        leadq_queue::envelope::Envelope::new(
+            tenant,
+            format!("system:{}", crate::kinds::ERASURE),
+            crate::kinds::CRM_ERASE,
+            serde_json::to_value(self).unwrap_or_default(),
+        )
+        .message_id(message_id)
+        .correlation_id(correlation_id)
+        .schema_version(version)
+    }
+}
+
+/// A lead sent in a `crm_sync` call, and the CRM's id of it when the answer gave one.
+pub(super) struct Sent<'a> {
+    pub(super) row: &'a LeadRow,
+    pub(super) crm_id: Option<String>,
+}
+
+/// Erases from the CRM, again, the leads of a `crm_sync` call that were erased while the call
+/// was in flight (the lead gone, its tombstone there): the erasure's own `crm_erase` may have
+/// run before the upsert landed, and HubSpot's delete by id does not stop an upsert by e-mail
+/// or by the tenant's key from creating the contact again. Runs in the transaction that
+/// settles the call, after its updates, so an erasure that committed first is seen; enqueued
+/// before that commits, so a Redis failure leaves the call unsettled (retried) rather than the
+/// contact kept. Returns the leads asked about.
+pub(super) async fn after_sync(
+    tx: &mut sqlx::PgConnection,
+    deps: &Deps,
+    meta: &leadq_queue::envelope::JobMeta,
+    id_property: &str,
+    sent: &[Sent<'_>],
+) -> Result<u64, JobError> {
+    if sent.is_empty() {
+        return Ok(0);
+    }
+    let tenant = meta.tenant_id;
+    let ids: Vec<Uuid> = sent.iter().map(|s| s.row.id).collect();
+    let external: Vec<&str> = sent.iter().map(|s| s.row.external_id.as_str()).collect();
+    let erased: Vec<Uuid> = sqlx::query_scalar(
+        "select r.id from unnest($2::uuid[], $3::text[]) as r(id, external_id)
+          where not exists (select 1 from leads l where l.id = r.id)
+            and exists (select 1 from erasures e
+                         where e.tenant_id = $1 and e.external_id = r.external_id)",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&external)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut jobs = Vec::new();
+    for s in sent.iter().filter(|s| erased.contains(&s.row.id)) {
+        let input = EraseInput {
+            lead_id: s.row.id,
+            crm_id: s.crm_id.clone(),
+            // As the call named the contact: by e-mail (stored sealed, or in clear before
+            // its conversion), or by the tenant's own property.
+            email: (s.crm_id.is_none() && id_property == "email")
+                .then(|| s.row.email.clone())
+                .flatten()
+                .map(|e| {
+                    if crate::pii::Sealer::is_sealed(&e) {
+                        e
+                    } else {
+                        deps.sealer.seal(tenant, crate::pii::field::EMAIL, &e)
+                    }
+                }),
+            key: (s.crm_id.is_none() && id_property != "email")
+                .then(|| (id_property.to_owned(), s.row.external_id.clone())),
+        };
+        if input.crm_id.is_none() && input.email.is_none() && input.key.is_none() {
+            continue;
+        }
+        let message_id = format!("crm-erase-{}-after-{}", s.row.id, meta.job_id);
+        jobs.push(leadq_queue::NewJob::now(input.envelope(
+            tenant,
+            message_id,
+            &meta.correlation_id,
+        )));
+    }
+    let n = jobs.len() as u64;
+    if n > 0 {
+        deps.queue
+            .enqueue(jobs)
+            .await
+            .map_err(|e| JobError::transient("queue_unavailable", e))?;
+        tracing::warn!(
+            leads = n,
+            "Leads erased while their CRM sync was in flight: their contacts are erased again."
+        );
+    }
+    Ok(n)
+}
+
 /// How HubSpot answered, for the audit trail.
 fn audit_outcome(r: &Result<&'static str, JobError>) -> &'static str {
     match r {

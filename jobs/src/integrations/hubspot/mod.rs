@@ -210,7 +210,7 @@ pub async fn run(job: Job<SyncInput>, deps: Data<Deps>) -> Result<(), JobError> 
     tx.commit().await?;
     if !claimed.iter().any(|l| l.id == lead_id) {
         // Another live batch holds this lead (or just synced it): look again shortly.
-        release(pool, &meta.auditor(), meta.job_id, &claimed, None).await?;
+        release(&deps, meta, &claimed, None).await?;
         return Err(JobError::RateLimited {
             code: "crm_batch_in_flight",
             retry_after: IN_FLIGHT_WAIT,
@@ -255,12 +255,19 @@ pub async fn run(job: Job<SyncInput>, deps: Data<Deps>) -> Result<(), JobError> 
             }
         }
     }
+    let sent_ids: Vec<Uuid> = by_id.values().copied().collect();
     if !inputs.is_empty() {
         let sent = send(&deps, tenant, &conn, inputs).await;
         let sent = match sent {
             Ok(s) => s,
             Err(e) => {
-                release(pool, &meta.auditor(), meta.job_id, &claimed, Some(e.code())).await?;
+                // The call may have reached HubSpot before it failed.
+                let call = Call {
+                    id_property: &conn.id_property,
+                    sent: &sent_ids,
+                    code: e.code(),
+                };
+                release(&deps, meta, &claimed, Some(call)).await?;
                 return Err(e);
             }
         };
@@ -271,7 +278,12 @@ pub async fn run(job: Job<SyncInput>, deps: Data<Deps>) -> Result<(), JobError> 
             outcomes.insert(*lead, o);
         }
     }
-    settle(pool, &meta.auditor(), meta.job_id, &claimed, &outcomes).await?;
+    let call = Call {
+        id_property: &conn.id_property,
+        sent: &sent_ids,
+        code: "",
+    };
+    settle(&deps, meta, &claimed, &outcomes, &call).await?;
     let synced = outcomes
         .values()
         .filter(|o| matches!(o, RowOutcome::Synced { .. }))
@@ -330,22 +342,59 @@ async fn audit_upsert(
         .await
 }
 
-/// Hands claimed rows back untouched; when a call to the CRM failed (`failed` is its code),
-/// each lead's failed upsert is audited with it.
+/// The leads a call to the CRM carried, how the CRM keys them, and (for a call that failed)
+/// its code.
+struct Call<'a> {
+    id_property: &'a str,
+    sent: &'a [Uuid],
+    code: &'static str,
+}
+
+impl Call<'_> {
+    /// The claimed rows the call carried, with the CRM's id where its answer gave one.
+    fn sent<'r>(
+        &self,
+        rows: &'r [LeadRow],
+        outcomes: Option<&HashMap<Uuid, RowOutcome>>,
+    ) -> Vec<erase::Sent<'r>> {
+        rows.iter()
+            .filter(|r| self.sent.contains(&r.id))
+            .map(|row| erase::Sent {
+                row,
+                crm_id: match outcomes.and_then(|o| o.get(&row.id)) {
+                    Some(RowOutcome::Synced { crm_id }) => crm_id.clone(),
+                    _ => None,
+                },
+            })
+            .collect()
+    }
+}
+
+/// Hands claimed rows back untouched; when a call to the CRM failed (`failed`), each lead's
+/// failed upsert is audited with its code, and the leads erased meanwhile are erased from the
+/// CRM again ([`erase::after_sync`]: the call may have reached it).
 async fn release(
-    pool: &sqlx::PgPool,
-    auditor: &Auditor<'_>,
-    job: Uuid,
+    deps: &Deps,
+    meta: &leadq_queue::envelope::JobMeta,
     rows: &[LeadRow],
-    failed: Option<&str>,
+    failed: Option<Call<'_>>,
 ) -> Result<(), JobError> {
-    let tenant = auditor.tenant_id.unwrap_or_default();
+    let (auditor, job) = (meta.auditor(), meta.job_id);
+    let tenant = meta.tenant_id;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    if let Some(code) = failed {
+    let mut tx = db::begin(&deps.pool, Scope::Tenant(tenant)).await?;
+    if let Some(call) = &failed {
         for row in rows {
-            audit_upsert(&mut tx, auditor, job, row, code, None).await?;
+            audit_upsert(&mut tx, &auditor, job, row, call.code, None).await?;
         }
+        erase::after_sync(
+            &mut tx,
+            deps,
+            meta,
+            call.id_property,
+            &call.sent(rows, None),
+        )
+        .await?;
     }
     sqlx::query(
         "update crm_sync_state set claimed_by = null, claim_until = null
@@ -365,16 +414,19 @@ async fn release(
 const ROW_CLAIMS: i32 = 10;
 
 /// Writes each claimed row's outcome and drops the claim, auditing each lead's upsert
-/// (`crm.upsert`: the CRM's object id, or the code it failed with) in the same transaction.
+/// (`crm.upsert`: the CRM's object id, or the code it failed with) in the same transaction;
+/// the leads erased while the call was in flight are erased from the CRM again
+/// ([`erase::after_sync`]).
 async fn settle(
-    pool: &sqlx::PgPool,
-    auditor: &Auditor<'_>,
-    job: Uuid,
+    deps: &Deps,
+    meta: &leadq_queue::envelope::JobMeta,
     rows: &[LeadRow],
     outcomes: &HashMap<Uuid, RowOutcome>,
+    call: &Call<'_>,
 ) -> Result<(), JobError> {
-    let tenant = auditor.tenant_id.unwrap_or_default();
-    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    let (auditor, job) = (&meta.auditor(), meta.job_id);
+    let tenant = meta.tenant_id;
+    let mut tx = db::begin(&deps.pool, Scope::Tenant(tenant)).await?;
     for row in rows {
         let (outcome, crm_id) = match outcomes.get(&row.id) {
             Some(RowOutcome::Synced { crm_id }) => ("ok", crm_id.as_deref()),
@@ -435,6 +487,8 @@ async fn settle(
         .execute(&mut *tx)
         .await?;
     }
+    let sent = call.sent(rows, Some(outcomes));
+    erase::after_sync(&mut tx, deps, meta, call.id_property, &sent).await?;
     tx.commit().await?;
     Ok(())
 }
