@@ -161,3 +161,46 @@ async fn operators_read_and_control_tenant_queues_and_find_jobs_through_the_api(
     let theirs = get_json(&app, "/v1/tenant/overview", other.api_key.expose()).await;
     assert_eq!(theirs["runs"].as_array().unwrap().len(), 0);
 }
+
+/// A queue control Redis does not apply is audited as `failed`, and no entry says it was
+/// made: the entry was committed before Redis was asked, so a pause that never happened read
+/// as done in the audit trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_control_redis_refuses_is_audited_as_failed_not_as_done() {
+    use leadq_jobs::ops::deadletters::Actor;
+    use leadq_jobs::ops::tenant_queue::{apply, Control};
+    let app = spawn_app().await;
+    let queue = crate::chaos::queue_without_redis(&app).await;
+    let who = Actor {
+        actor: "operator:ops",
+        correlation_id: "c-failed-pause",
+    };
+    let result = apply(
+        &app.db.pool,
+        &queue,
+        who,
+        &app.tenant.slug,
+        "lead_score",
+        Control::Pause,
+    )
+    .await;
+    assert!(result.is_err(), "Redis is gone");
+    let mut tx = leadq_platform::db::begin(&app.db.pool, leadq_platform::db::Scope::Platform)
+        .await
+        .unwrap();
+    let entries: Vec<(String, Value)> = sqlx::query_as(
+        "select outcome, details from audit_log
+          where action = 'queue.tenant.pause' and correlation_id = 'c-failed-pause'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].0, "failed");
+    assert_eq!(
+        entries[0].1["error"], "queue_unavailable",
+        "{:?}",
+        entries[0].1
+    );
+    app.stop().await;
+}

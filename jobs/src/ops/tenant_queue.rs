@@ -1,6 +1,7 @@
 //! Per-tenant queue controls as operators use them: pause and resume one tenant's jobs of a
 //! kind, cap how many run at once across all workers, set its share of the workers. Every
-//! change is audited (platform scope, actor `operator:<name>`) before it is applied.
+//! change is audited (platform scope, actor `operator:<name>`): its entry commits once Redis
+//! has applied it, and a change Redis refused is audited as `failed`.
 //!
 //! The engine side (held slots, running counts, fair shares) is `queue/lua/fair.lua`.
 
@@ -9,6 +10,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::ops::deadletters::{check_kind, record, tenant_by_slug, Actor, OpsError};
+use leadq_platform::audit::Auditor;
+use leadq_platform::db::{self, Scope};
 use leadq_queue::{Queue, TenantState};
 
 /// One change to a tenant's queue controls.
@@ -76,23 +79,59 @@ pub async fn apply(
         _ => serde_json::json!({"tenant_id": tenant}),
     };
     let subject = format!("tenant:{tenant}/kind:{kind}");
-    record(
-        pool,
-        who.actor,
-        control.action(),
-        &subject,
-        who.correlation_id,
-        details,
-    )
-    .await?;
-    let resumed = match control {
-        Control::Show => 0,
-        Control::Pause => queue.pause_tenant(kind, tenant).await?.resumed,
-        Control::Resume => queue.resume_tenant(kind, tenant).await?.resumed,
-        Control::Cap(cap) => queue.set_tenant_cap(kind, tenant, cap).await?.resumed,
-        Control::Weight(w) => {
-            queue.set_tenant_weight(kind, tenant, w).await?;
-            0
+    // The entry is written in a transaction that commits only once Redis has applied the
+    // change: no change without its entry, and no entry (`ok`) for a change Redis refused —
+    // that one is audited as `failed`. (Only a commit failing after Redis applied it leaves
+    // the change unaudited; it is logged.)
+    let auditor = Auditor {
+        tenant_id: None,
+        actor: who.actor,
+        correlation_id: who.correlation_id,
+    };
+    let mut tx = db::begin(pool, Scope::Platform).await?;
+    auditor
+        .entry(control.action(), &subject)
+        .details(details.clone())
+        .record(&mut *tx)
+        .await?;
+    let applied = match control {
+        Control::Show => Ok(0),
+        Control::Pause => queue.pause_tenant(kind, tenant).await.map(|r| r.resumed),
+        Control::Resume => queue.resume_tenant(kind, tenant).await.map(|r| r.resumed),
+        Control::Cap(cap) => queue
+            .set_tenant_cap(kind, tenant, cap)
+            .await
+            .map(|r| r.resumed),
+        Control::Weight(w) => queue.set_tenant_weight(kind, tenant, w).await.map(|_| 0),
+    };
+    let resumed = match applied {
+        Ok(resumed) => {
+            if let Err(error) = tx.commit().await {
+                tracing::error!(error = %error, action = control.action(),
+                    "A queue control was applied but its audit entry could not be committed.");
+                return Err(error.into());
+            }
+            resumed
+        }
+        Err(error) => {
+            drop(tx);
+            let mut details = details;
+            details["error"] = serde_json::json!("queue_unavailable");
+            let failed = async {
+                let mut tx = db::begin(pool, Scope::Platform).await?;
+                auditor
+                    .entry(control.action(), &subject)
+                    .outcome("failed")
+                    .details(details)
+                    .record(&mut *tx)
+                    .await?;
+                tx.commit().await
+            };
+            if let Err(e) = failed.await {
+                tracing::error!(error = %e, action = control.action(),
+                    "Could not audit a queue control that failed.");
+            }
+            return Err(error.into());
         }
     };
     Ok(Applied {
