@@ -106,7 +106,7 @@ values_of() { # constants of `pub mod <name>` in metrics.rs
     inmod && /pub const [A-Z_]+: &str = "/ { v = $0; sub(/^[^"]*"/, "", v); sub(/".*/, "", v); print v }
   ' "$METRICS"
 }
-outcomes="$(values_of outcome; values_of webhook_outcome)"
+outcomes="$(values_of outcome; values_of webhook_outcome; values_of alert_outcome)"
 states="$(values_of state)"
 kinds="$(grep -E '^pub const [A-Z_]+: &str = "' "$KINDS" | sed -E 's/^[^"]*"([^"]*)".*/\1/')"$'\n'"bad_signature"$'\n'"unauthorized"$'\n'"cross_tenant_activity"
 
