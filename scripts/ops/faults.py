@@ -33,7 +33,7 @@ QUIET_TIMEOUT = 90
 # shape as that file's).
 _SYMPTOMS = "LeadqQueueStalled|LeadqQueueBacklogGrowing|LeadqJobWaitHigh|LeadqJobSlaBreached"
 OWN_INHIBITIONS = [
-    ("RedisDown|LeadqRedisUnreachable", _SYMPTOMS + "|LeadqCanaryFailing|LeadqErrorAlertsUndelivered"),
+    ("LeadqRedisUnreachable", _SYMPTOMS + "|LeadqCanaryFailing|LeadqErrorAlertsUndelivered"),
     ("LeadqNoWorkers", _SYMPTOMS),
     ("LeadqPostgresDown", _SYMPTOMS + "|LeadqJobRetryRateHigh|LeadqJobRetries|LeadqDeadLetters"
      "|LeadqTenantJobsFailing|LeadqScheduledTaskFailing|LeadqApiHighErrorRate"
