@@ -76,24 +76,34 @@ enum TaskError {
     Db(#[from] sqlx::Error),
 }
 
-/// The latest occurrence of `schedule` in `(after, now]`, if any. Bounded: a long gap of a
-/// frequent schedule ends in `now`'s own second.
+/// The latest occurrence of `schedule` in `(after, now]`, if any. Looked for in the last
+/// hour first, then the last day, month and year, and only then since `after`: a long gap of a
+/// frequent schedule (a per-minute task off for a week) is not walked occurrence by occurrence
+/// from its start — that walk stopped at its bound and fired a stale occurrence first.
 fn due(
     schedule: &cron::Schedule,
     after: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let mut latest = None;
-    for (i, t) in schedule.after(&after).enumerate() {
-        if t > now {
-            break;
+    const LOOKBACK_HOURS: [i64; 4] = [1, 24, 24 * 32, 24 * 366];
+    let starts = LOOKBACK_HOURS
+        .iter()
+        .map(|h| now - chrono::TimeDelta::hours(*h))
+        .filter(|start| *start > after)
+        .chain(std::iter::once(after));
+    for start in starts {
+        let mut latest = None;
+        for (i, t) in schedule.after(&start).enumerate() {
+            if t > now || i >= 100_000 {
+                break;
+            }
+            latest = Some(t);
         }
-        latest = Some(t);
-        if i >= 10_000 {
-            break;
+        if latest.is_some() {
+            return latest;
         }
     }
-    latest
+    None
 }
 
 impl Scheduler {
@@ -381,5 +391,31 @@ mod tests {
         assert_eq!(due(&s, t(10, 0), t(10, 5)), Some(t(10, 5)));
         assert_eq!(due(&s, t(10, 0), t(11, 2)), Some(t(11, 0)));
         assert_eq!(due(&s, t(10, 5), t(10, 5)), None);
+    }
+
+    #[test]
+    fn a_long_gap_fires_the_current_occurrence_not_a_stale_one() {
+        let every_minute = leadq_platform::config::parse_cron("* * * * *").unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 30).unwrap();
+        let week_ago = now - chrono::TimeDelta::days(8);
+        assert_eq!(
+            due(&every_minute, week_ago, now),
+            Some(Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap())
+        );
+        // A monthly task missed two months ago fires for this month's occurrence.
+        let monthly = leadq_platform::config::parse_cron("0 3 1 * *").unwrap();
+        assert_eq!(
+            due(&monthly, now - chrono::TimeDelta::days(60), now),
+            Some(Utc.with_ymd_and_hms(2026, 11, 1, 3, 0, 0).unwrap())
+        );
+        // Nothing since `after`: none, however far back the lookback reaches.
+        assert_eq!(
+            due(
+                &monthly,
+                Utc.with_ymd_and_hms(2026, 11, 1, 3, 0, 0).unwrap(),
+                now
+            ),
+            None
+        );
     }
 }
