@@ -530,6 +530,19 @@ impl Settings {
         let job_runs_keep_days =
             r.positive("LEADQ_JOB_RUNS_KEEP_DAYS", 30u64, "a whole number of days");
         let job_runs_keep = Duration::from_secs(job_runs_keep_days.saturating_mul(86_400));
+        // The billing reconciliation compares yesterday's accepted jobs with their job_runs
+        // rows; kept one day, the retention deletes yesterday's first hours before it runs,
+        // and every such job reads as a `usage_gap` finding.
+        let on = |name: &str| {
+            schedules
+                .iter()
+                .any(|s| s.name == name && s.schedule.is_some())
+        };
+        if job_runs_keep_days < 2 && on("billing_reconcile") && on("job_runs_retention") {
+            r.problems.push(format!(
+                "LEADQ_JOB_RUNS_KEEP_DAYS must be at least 2 while billing_reconcile runs                  (it is {job_runs_keep_days}): the reconciliation compares yesterday's accepted                  jobs with their job_runs rows, which a shorter retention deletes"
+            ));
+        }
         let oncall = oncall::read(&mut r);
         let edge = edge::read(&mut r);
         let console = console::read(&mut r);

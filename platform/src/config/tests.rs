@@ -191,3 +191,27 @@ fn cron_expressions_take_five_fields_or_six_with_seconds() {
     assert!(parse_cron("* * *").is_err());
     assert!(parse_cron("61 * * * *").is_err());
 }
+
+#[test]
+fn job_runs_are_kept_long_enough_for_the_billing_reconciliation() {
+    let load = |extra: &[(&str, &str)]| {
+        let mut v = vec![
+            ("DATABASE_URL", "postgres://a/b"),
+            ("REDIS_URL", "redis://127.0.0.1/"),
+        ];
+        v.extend_from_slice(extra);
+        Settings::load(&vars(&v), ALL, KINDS)
+    };
+    let err = load(&[("LEADQ_JOB_RUNS_KEEP_DAYS", "1")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("LEADQ_JOB_RUNS_KEEP_DAYS must be at least 2 while billing_reconcile runs"),
+        "{err}"
+    );
+    assert!(load(&[("LEADQ_JOB_RUNS_KEEP_DAYS", "2")]).is_ok());
+    assert!(load(&[
+        ("LEADQ_JOB_RUNS_KEEP_DAYS", "1"),
+        ("LEADQ_SCHEDULE_BILLING_RECONCILE", "off")
+    ])
+    .is_ok());
+}
