@@ -264,3 +264,77 @@ async fn a_record_refused_again_and_again_fails_for_good_and_an_unknown_429_uses
     worker.stop().await;
     app.stop().await;
 }
+
+/// A claim records as synced the version of the data it read, not a newer wish it locked: a
+/// lead written and committed between the claim's snapshot and its lock on the CRM row is
+/// locked at its new wish (version 2) but read as it was (version 1). Recording 2 as synced
+/// kept version 2's data from the CRM for good: its own job then found it "already synced".
+/// The state the claim sees in that moment is made here by hand: the wish at 2, the lead at 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_records_the_version_it_read_not_a_newer_wish() {
+    let (server, _) = hubspot_accepting("pat-na1-99999999-0000").await;
+    let app = app_with_crm(&server, token("pat-na1-99999999-0000")).await;
+    let tenant = app.tenant.tenant_id;
+    let worker = app.spawn_worker().await;
+    assert_eq!(
+        app.post_lead(app.key(), &hot_lead("tg-snap", "snap@example.com"))
+            .await
+            .status(),
+        202
+    );
+    wait_synced(&app, "tg-snap").await;
+    // Version 2, its sync held back.
+    app.queue.pause_tenant("crm_sync", tenant).await.unwrap();
+    let mut update = hot_lead("tg-snap", "snap@example.com");
+    update["answers"]["need"] = json!("call me tomorrow");
+    assert_eq!(app.post_lead(app.key(), &update).await.status(), 202);
+    let state = || async {
+        let row: (i64, i64) = sqlx::query_as(
+            "select s.wanted_version, s.synced_version
+               from crm_sync_state s join leads l on l.id = s.lead_id
+              where l.external_id = 'tg-snap'",
+        )
+        .fetch_one(&mut *app.own().await)
+        .await
+        .unwrap();
+        row
+    };
+    leadq_testkit::wait_for(
+        "the wish for version 2",
+        std::time::Duration::from_secs(20),
+        || async { (state().await == (2, 1)).then_some(()) },
+    )
+    .await;
+    let mut tx = app.own().await;
+    sqlx::query("update leads set version = 1 where external_id = 'tg-snap'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    app.queue.resume_tenant("crm_sync", tenant).await.unwrap();
+    leadq_testkit::wait_for(
+        "the second upsert",
+        std::time::Duration::from_secs(20),
+        || async { (upserts(&server).await.len() == 2).then_some(()) },
+    )
+    .await;
+    // Settled: still wanted at 2, synced at the version of what was sent.
+    leadq_testkit::wait_for(
+        "the batch settled",
+        std::time::Duration::from_secs(20),
+        || async {
+            let claimed: Option<uuid::Uuid> = sqlx::query_scalar(
+                "select claimed_by from crm_sync_state s join leads l on l.id = s.lead_id
+              where l.external_id = 'tg-snap'",
+            )
+            .fetch_one(&mut *app.own().await)
+            .await
+            .unwrap();
+            claimed.is_none().then_some(())
+        },
+    )
+    .await;
+    assert_eq!(state().await, (2, 1), "version 2 recorded as synced");
+    worker.stop().await;
+    app.stop().await;
+}

@@ -68,6 +68,10 @@ pub async fn claim(
         // take. (Ordered by "is it the own row" as well, as this once was, every pending row of
         // the tenant had to be read and sorted.) Rows held by a live batch, or failed for good,
         // are skipped; their changes are recent, so they are not the ones read first.
+        // The version recorded as sent is the one of the data read (`least` of the wish and the
+        // lead's version): a lead written and committed between this statement's snapshot and
+        // its lock on the row is locked at its new wish but read as it was, and recording the
+        // new wish as synced would have kept the new data from the CRM for good.
         "with own as (
              select lead_id from crm_sync_state
               where tenant_id = $1 and lead_id = $2 and synced_version < wanted_version
@@ -89,7 +93,7 @@ pub async fn claim(
               where s.lead_id = picked.lead_id
              returning s.lead_id, s.wanted_version)
          select l.id, l.external_id, l.name, l.email, l.phone, l.score, l.tier,
-                c.wanted_version
+                least(c.wanted_version, l.version) as wanted_version
            from claimed c join leads l on l.id = c.lead_id",
     )
     .bind(tenant)
