@@ -235,7 +235,8 @@ pub async fn revoke(pool: &PgPool, operator: &str, key_id: Uuid) -> Result<(), K
     Ok(())
 }
 
-/// Makes a successor with the same scopes; the old key stays valid for `overlap`.
+/// Makes a successor with the same scopes, valid for `expires_in` or else for as long as the
+/// old key was issued for (no expiry if it had none); the old key stays valid for `overlap`.
 pub async fn rotate(
     pool: &PgPool,
     operator: &str,
@@ -247,8 +248,12 @@ pub async fn rotate(
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     // Locked: a revocation committed meanwhile would otherwise leave the revoked key with a
     // live successor. An expired key is not rotated either (its successor would outlive it).
-    let scopes: Vec<String> = sqlx::query_scalar(
-        "select scopes from api_keys
+    // The old key's lifetime, when it had one: the successor's unless `expires_in` says
+    // otherwise (a key issued for 90 days is rotated into one for 90 days, not one that never
+    // expires).
+    let (scopes, lifetime): (Vec<String>, Option<f64>) = sqlx::query_as(
+        "select scopes, extract(epoch from expires_at - created_at)::float8
+           from api_keys
           where id = $1 and revoked_at is null and (expires_at is null or expires_at > now())
           for update",
     )
@@ -264,12 +269,17 @@ pub async fn rotate(
     .bind(old_until)
     .execute(&mut *tx)
     .await?;
-    let expires_at = expires_in.map(|d| Utc::now() + d);
+    let inherited = lifetime
+        .filter(|secs| secs.is_finite() && *secs >= 1.0)
+        .map(|secs| Duration::seconds(secs as i64));
+    let expires_at = expires_in.or(inherited).map(|d| Utc::now() + d);
     let (new_id, clear) = insert_key(&mut tx, tenant, &scopes, expires_at).await?;
     let subject = format!("api_key:{key_id}");
     auditor(tenant, operator)
         .entry("api_key.rotate", &subject)
-        .details(serde_json::json!({"successor": new_id, "old_valid_until": old_until}))
+        .details(serde_json::json!({
+            "successor": new_id, "old_valid_until": old_until, "successor_expires_at": expires_at,
+        }))
         .record(&mut *tx)
         .await?;
     tx.commit().await?;

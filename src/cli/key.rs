@@ -41,7 +41,8 @@ pub(super) enum KeyCommand {
         /// How long the old key stays valid, e.g. 7d.
         #[arg(long, default_value = "7d")]
         overlap: String,
-        /// Lifetime of the new key, e.g. 90d.
+        /// Lifetime of the new key, e.g. 90d (default: the old key's lifetime, or none if it
+        /// had no expiry).
         #[arg(long)]
         expires_in: Option<String>,
     },
