@@ -86,11 +86,15 @@ pub async fn begin(
     // value is spelled into the text, which is safe only because it is a UUID or a constant
     // (never caller text). Should the setting fail, the transaction is aborted and every
     // statement after it fails: nothing runs unscoped.
-    let value = match scope {
+    begin_as(pool, &scope_value(scope)).await
+}
+
+/// The text of `scope` for `leadq.tenant_id`: a UUID or a constant, never caller text.
+fn scope_value(scope: Scope) -> String {
+    match scope {
         Scope::Tenant(id) => id.hyphenated().to_string(),
         Scope::Platform => "platform".to_owned(),
-    };
-    begin_as(pool, &value).await
+    }
 }
 
 /// Opens a transaction under a worker-wide scope that a policy names and that sees one table
@@ -109,6 +113,21 @@ async fn begin_as(
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     pool.begin_with(format!(
         "begin; select set_config('leadq.tenant_id', '{value}', true)"
+    ))
+    .await
+}
+
+/// Opens a transaction acting for `scope` that reads one snapshot throughout (`repeatable
+/// read`): for a check that compares two reads (a baseline's replayed changes with the live
+/// configuration), which a change committed between them would set apart. See [`begin`].
+pub async fn begin_snapshot(
+    pool: &PgPool,
+    scope: Scope,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let value = scope_value(scope);
+    pool.begin_with(format!(
+        "begin isolation level repeatable read; \
+         select set_config('leadq.tenant_id', '{value}', true)"
     ))
     .await
 }

@@ -204,6 +204,62 @@ async fn changes_outside_the_audited_paths_are_found_and_audited_ones_are_not() 
     app.stop().await;
 }
 
+/// A baseline is taken at the database's time, not the host's: a host whose clock ran an hour
+/// ahead stamped its baseline in the future, so an audited change made in that hour was not
+/// replayed onto it, and the next reconciliation reported the change as drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_baseline_taken_on_a_host_with_a_fast_clock_takes_the_databases_time() {
+    let app = spawn_app_with(&[]).await;
+    app.db.register_operator("billing-bot", &["limits"]).await;
+    let slug = app.tenant.slug.clone();
+    let cmd = crate::leadq_cmd(&app);
+    let mut skewed = std::process::Command::new("faketime");
+    skewed
+        .args(["-f", "+1h"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => skewed.env(k, v),
+            None => skewed.env_remove(k),
+        };
+    }
+    let out = skewed
+        .args([
+            "billing",
+            "baseline",
+            "--tenant",
+            &slug,
+            "--reason",
+            "contract 2026",
+        ])
+        .env(
+            "LEADQ_AUDIT_KEYS",
+            app.settings.audit_keys().to_spec().expose(),
+        )
+        .env("LEADQ_OPERATOR", "billing-bot")
+        .output()
+        .expect("faketime is installed by scripts/test");
+    assert!(out.status.success(), "{out:?}");
+    // An audited change, just after the baseline by the database's clock.
+    leadq_platform::tenant::set_kind_mode(
+        &app.db.pool,
+        "operator:billing-bot",
+        &slug,
+        "crm_sync",
+        "shadow",
+    )
+    .await
+    .unwrap();
+    let (rc, lines) = billing(&app, &["reconcile", "--tenant", &slug]);
+    assert_eq!(
+        (rc, lines.len()),
+        (0, 1),
+        "an audited change is expected: {lines:?}"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_accepted_but_never_recorded_is_a_usage_gap() {
     let app = spawn_app_with(&[]).await;

@@ -54,14 +54,18 @@ pub struct Config {
 
 /// The configuration of `tenant` now.
 pub async fn live(pool: &PgPool, tenant: Uuid) -> Result<Config, sqlx::Error> {
-    let limits = limits::get(pool, tenant).await?;
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    live_in(&mut tx, tenant).await
+}
+
+/// [`live`] in a transaction acting for `tenant` (its snapshot, when it keeps one).
+async fn live_in(tx: &mut sqlx::PgConnection, tenant: Uuid) -> Result<Config, sqlx::Error> {
+    let limits = limits::get_in(&mut *tx, tenant).await?;
     let set: Vec<(String, String)> =
         sqlx::query_as("select kind, mode from tenant_job_kinds where tenant_id = $1")
             .bind(tenant)
             .fetch_all(&mut *tx)
             .await?;
-    tx.commit().await?;
     let mut kinds: BTreeMap<String, String> = crate::kinds::names()
         .into_iter()
         .map(|k| (k.to_owned(), "enabled".to_owned()))
@@ -122,15 +126,22 @@ pub async fn baseline(
     let key = keys.current();
     let mut done = Vec::new();
     for (tenant, slug) in tenants {
-        let config = live(pool, tenant).await?;
-        let json = serde_json::to_value(&config).map_err(|e| OpsError::Invalid(e.to_string()))?;
+        // One snapshot, and its time by the database's clock: the reconciliation replays the
+        // audited changes after `taken_at` onto this configuration, so the two must agree. Read
+        // apart and stamped by this host's clock, a change committed in between (or a skewed
+        // clock) showed as drift at the next reconciliation.
+        let mut tx = db::begin_snapshot(pool, Scope::Tenant(tenant)).await?;
+        let taken_at: DateTime<Utc> = sqlx::query_scalar("select now()")
+            .fetch_one(&mut *tx)
+            .await?;
         // Microseconds, as PostgreSQL keeps them: the signed time reads back the same.
-        let taken_at = Utc::now().trunc_subsecs(6);
+        let taken_at = taken_at.trunc_subsecs(6);
+        let config = live_in(&mut tx, tenant).await?;
+        let json = serde_json::to_value(&config).map_err(|e| OpsError::Invalid(e.to_string()))?;
         let sig = mac(
             &key.key,
             &signed_bytes(tenant, taken_at, who.actor, reason, &json),
         );
-        let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
         let id: i64 = sqlx::query_scalar(
             "insert into billing_baselines (tenant_id, taken_at, actor, reason, config, kid, mac)
              values ($1, $2, $3, $4, $5, $6, $7) returning id",
@@ -250,7 +261,9 @@ pub async fn reconcile(
         findings: Vec::new(),
     };
     for (tenant, slug) in tenants(pool, only).await? {
-        let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+        // One snapshot for the baseline, the changes replayed onto it and the live
+        // configuration: a change committed between those reads is in all of them or in none.
+        let mut tx = db::begin_snapshot(pool, Scope::Tenant(tenant)).await?;
         let base: Option<BaselineRow> = sqlx::query_as(
             "select taken_at, actor, reason, config, kid, mac from billing_baselines
               where tenant_id = $1 order by id desc limit 1",
@@ -290,8 +303,8 @@ pub async fn reconcile(
         match (genuine, expected) {
             (true, Some(mut expected)) => {
                 replay(&mut tx, tenant, base.taken_at, &mut expected).await?;
+                let actual = live_in(&mut tx, tenant).await?;
                 tx.commit().await?;
-                let actual = live(pool, tenant).await?;
                 compare((tenant, &slug), &expected, &actual, &mut found);
             }
             _ => found.push(Finding {

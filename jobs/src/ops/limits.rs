@@ -59,12 +59,17 @@ impl Limits {
 /// Reads a tenant's limits (defaults when none are set).
 pub async fn get(pool: &PgPool, tenant: Uuid) -> Result<Limits, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    get_in(&mut tx, tenant).await
+}
+
+/// [`get`] in a transaction acting for `tenant`.
+pub async fn get_in(tx: &mut sqlx::PgConnection, tenant: Uuid) -> Result<Limits, sqlx::Error> {
     let row: Option<Limits> = sqlx::query_as(
         "select ingest_per_second, ingest_burst, leads_per_day from tenant_limits
           where tenant_id = $1",
     )
     .bind(tenant)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(tx)
     .await?;
     Ok(row.unwrap_or_default())
 }
