@@ -57,6 +57,36 @@ pub async fn record(
     Ok(())
 }
 
+/// Records the run of a recurring task for the firing at `fired_at` (its `ran_at`), unless
+/// the row already holds a later firing's: a slow run that ends after the next firing's, or a
+/// result written late, never hides a newer one.
+pub async fn record_firing(
+    pool: &PgPool,
+    name: &str,
+    ok: bool,
+    detail: &str,
+    duration: Duration,
+    fired_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into platform_checks (name, ran_at, ok, detail, duration_ms, last_ok_at)
+         values ($1, $5, $2, $3, $4, case when $2 then $5 end)
+         on conflict (name) do update set
+             ran_at = excluded.ran_at, ok = excluded.ok, detail = excluded.detail,
+             duration_ms = excluded.duration_ms,
+             last_ok_at = coalesce(excluded.last_ok_at, platform_checks.last_ok_at)
+          where platform_checks.ran_at <= excluded.ran_at",
+    )
+    .bind(name)
+    .bind(ok)
+    .bind(detail)
+    .bind(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
+    .bind(fired_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// The row of a recurring task's last run (`schedule:crm_reconcile`): apart from the checks'
 /// rows, which a task may also write (`audit_verify` records its verdict in `audit_verify`,
 /// and whether the task itself ran in `schedule:audit_verify`).

@@ -422,7 +422,7 @@ def _audit_check_labels(st, t0, t_heal):
 
 
 def make_faults():
-    redis = Inhibition(["RedisDown", "LeadqRedisUnreachable"])
+    redis = Inhibition(["LeadqRedisUnreachable"])
     pg = Inhibition(["LeadqPostgresDown"])
     lock = LockedScores()
     audit = AuditBlackhole()

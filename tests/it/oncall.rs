@@ -179,9 +179,10 @@ async fn the_canary_fires_from_the_scheduler_is_published_and_fails_without_a_wo
 }
 
 /// A firing whose previous run has not ended is skipped and counted as a failure: a run that
-/// hangs (here the canary, posting to an API that never answers) shows in
-/// `leadq_schedule_runs_total{result="error"}` at the next firing. Run beside it, every firing
-/// started one more copy, and nothing was counted until each timed out.
+/// hangs (here the canary, posting to an API that never answers) shows as a failed run
+/// (`leadq_schedule_runs_total{result="error"}`, and its kept result) at the next firing.
+/// Run beside it, every firing started one more copy, and nothing was counted until each
+/// timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_firing_whose_previous_run_still_runs_is_skipped_and_counted() {
     let app = spawn_app().await;
@@ -205,21 +206,18 @@ async fn a_firing_whose_previous_run_still_runs_is_skipped_and_counted() {
         };
     }
     let worker = leadq_testkit::TestWorker::spawn(settings).await;
-    let url = format!("http://{}/metrics", worker.health);
-    wait_for(
-        "skipped firings counted",
-        Duration::from_secs(30),
-        || async {
-            let m = app.text(&url).await;
-            m.lines()
-                .find(|l| {
-                    l.starts_with("leadq_schedule_runs_total{schedule=\"canary\",result=\"error\"}")
-                })
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .filter(|n| *n >= 2.0)
-        },
-    )
+    // Read from this test's database: the counter is the test process's, and other tests'
+    // canaries fail too.
+    let record = wait_for("a skipped firing kept", Duration::from_secs(30), || async {
+        leadq_platform::checks::last_schedule_runs(&app.db.pool, &["canary"])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .find(|r| !r.ok)
+    })
     .await;
+    assert_eq!(record.detail, "skipped: the previous run has not ended");
     worker.stop().await;
     held.abort();
     app.stop().await;
@@ -249,11 +247,12 @@ async fn a_failed_recurring_task_is_kept_until_a_run_succeeds() {
             .await
             .unwrap()
     };
-    let gauge = |metrics: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with("leadq_schedule_last_run_ok{schedule=\"canary\"}"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    // The gauges are the test process's, shared with the other tests' workers: the values
+    // are read from this test's database, and only the series' presence from /metrics.
+    let published = |metrics: &str| {
+        metrics.contains("leadq_schedule_last_run_ok{schedule=\"canary\"}")
+            && metrics
+                .contains("leadq_schedule_last_success_timestamp_seconds{schedule=\"canary\"}")
     };
 
     let mut failing = app.settings.clone();
@@ -262,9 +261,8 @@ async fn a_failed_recurring_task_is_kept_until_a_run_succeeds() {
     failing.canary = Some(canary);
     every_second(&mut failing);
     let worker = leadq_testkit::TestWorker::spawn(failing).await;
-    let url = format!("http://{}/metrics", worker.health);
-    wait_for("the failure published", Duration::from_secs(30), || async {
-        gauge(&app.text(&url).await).filter(|v| *v == 0.0)
+    wait_for("the failure kept", Duration::from_secs(30), || async {
+        last().await.first().filter(|(_, r)| !r.ok).map(|_| ())
     })
     .await;
     worker.stop().await;
@@ -287,18 +285,17 @@ async fn a_failed_recurring_task_is_kept_until_a_run_succeeds() {
     every_second(&mut passing);
     let worker = leadq_testkit::TestWorker::spawn(passing).await;
     let url = format!("http://{}/metrics", worker.health);
-    let metrics = wait_for("the success published", Duration::from_secs(30), || async {
-        let m = app.text(&url).await;
-        gauge(&m).filter(|v| *v == 1.0).map(|_| m)
+    wait_for("the success kept", Duration::from_secs(30), || async {
+        last()
+            .await
+            .first()
+            .filter(|(_, r)| r.ok && r.last_ok_at.is_some())
+            .map(|_| ())
     })
     .await;
-    assert!(
-        metrics.contains("leadq_schedule_last_success_timestamp_seconds{schedule=\"canary\"}"),
-        "{metrics}"
-    );
+    let metrics = app.text(&url).await;
+    assert!(published(&metrics), "{metrics}");
     worker.stop().await;
-    let runs = last().await;
-    assert!(runs[0].1.ok && runs[0].1.last_ok_at.is_some(), "{runs:?}");
     app.stop().await;
 }
 

@@ -46,6 +46,18 @@ pub struct Scheduler {
     /// The tasks of this process running now: a firing whose previous run still runs is
     /// skipped (and counted as an error), never run beside it.
     running: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<&'static str>>>,
+    /// Results PostgreSQL did not take when they came, newest per schedule.
+    unwritten: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<&'static str, Run>>>,
+}
+
+/// One run's result, as kept in `platform_checks` (row `schedule:<name>`).
+#[derive(Debug, Clone)]
+struct Run {
+    ok: bool,
+    detail: String,
+    took: Duration,
+    /// The firing it ran for: a result is written only over an older firing's.
+    fired_at: DateTime<Utc>,
 }
 
 /// Takes a task's name off [`Scheduler::running`] when its run ends, however it ends.
@@ -131,6 +143,7 @@ impl Scheduler {
             ),
             leading: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
             running: Default::default(),
+            unwritten: Default::default(),
         }
     }
 
@@ -166,7 +179,11 @@ impl Scheduler {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = tick.tick() => self.tick().await,
-                _ = publish.tick() => self.publish_runs().await,
+                // Beside the loop: a slow database must not hold up the lease's renewal.
+                _ = publish.tick() => {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.publish_runs().await });
+                }
             }
         }
         self.leads(false);
@@ -238,8 +255,13 @@ impl Scheduler {
                     "Recurring task skipped: its previous run has not ended.");
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let detail = "skipped: the previous run has not ended";
-                    this.record_run(name, false, detail, Duration::ZERO).await;
+                    let run = Run {
+                        ok: false,
+                        detail: "skipped: the previous run has not ended".into(),
+                        took: Duration::ZERO,
+                        fired_at: at,
+                    };
+                    this.record_run(name, run).await;
                 });
                 return Ok(());
             }
@@ -271,30 +293,59 @@ impl Scheduler {
                     error.to_string()
                 }
             };
-            this.record_run(name, result.is_ok(), &detail, started.elapsed())
-                .await;
+            let run = Run {
+                ok: result.is_ok(),
+                detail,
+                took: started.elapsed(),
+                fired_at: at,
+            };
+            this.record_run(name, run).await;
         });
         Ok(())
     }
 
-    /// Keeps a run's result in PostgreSQL and publishes it at once. Not kept when PostgreSQL
-    /// does not answer: the gauge keeps its last value, and `leadq_schedule_runs_total`
-    /// (in-process) still counts the failure, which the alert also reads.
-    async fn record_run(&self, name: &'static str, ok: bool, detail: &str, took: Duration) {
-        let row = checks::schedule_row(name);
-        let detail: String = detail.chars().take(500).collect();
-        if let Err(error) = checks::record(&self.pool, &row, ok, &detail, took).await {
+    /// Keeps a run's result in PostgreSQL and publishes it at once. A result PostgreSQL does
+    /// not take (it is down: the likeliest reason a task failed) is kept in memory and written
+    /// by [`Self::publish_runs`] once it answers, unless a later firing's result is written
+    /// first; so a daily task that failed in an outage reads as failed afterwards, not as the
+    /// success before it.
+    async fn record_run(&self, name: &'static str, run: Run) {
+        if let Err(error) = self.write_run(name, &run).await {
             tracing::warn!(schedule = name, error = %error,
-                "Could not keep the recurring task's result.");
+                "Could not keep the recurring task's result; it is written once PostgreSQL answers.");
+            let mut unwritten = self.unwritten.lock().unwrap_or_else(|p| p.into_inner());
+            let newer = unwritten
+                .get(name)
+                .is_none_or(|kept| kept.fired_at <= run.fired_at);
+            if newer {
+                unwritten.insert(name, run);
+            }
             return;
         }
         self.publish_runs().await;
     }
 
-    /// Publishes the last run of each schedule this process has switched on, as kept in
-    /// PostgreSQL (every worker, leader or not, so the series holds across a change of
-    /// leader and a switched-off schedule's series ends with the process that had it).
+    async fn write_run(&self, name: &'static str, run: &Run) -> Result<(), sqlx::Error> {
+        let detail: String = run.detail.chars().take(500).collect();
+        let row = checks::schedule_row(name);
+        checks::record_firing(&self.pool, &row, run.ok, &detail, run.took, run.fired_at).await
+    }
+
+    /// Writes the results PostgreSQL did not take, then publishes the last run of each
+    /// schedule this process has switched on, as kept in PostgreSQL (every worker, leader or
+    /// not, so the series holds across a change of leader and a switched-off schedule's
+    /// series ends with the process that had it).
     async fn publish_runs(&self) {
+        let unwritten: Vec<(&'static str, Run)> = {
+            let mut kept = self.unwritten.lock().unwrap_or_else(|p| p.into_inner());
+            kept.drain().collect()
+        };
+        for (name, run) in unwritten {
+            if self.write_run(name, &run).await.is_err() {
+                let mut kept = self.unwritten.lock().unwrap_or_else(|p| p.into_inner());
+                kept.entry(name).or_insert(run);
+            }
+        }
         let names: Vec<&'static str> = self.schedules.iter().map(|s| s.name).collect();
         let read = checks::last_schedule_runs(&self.pool, &names);
         match tokio::time::timeout(Duration::from_secs(5), read).await {

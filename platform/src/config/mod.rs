@@ -540,7 +540,9 @@ impl Settings {
         };
         if job_runs_keep_days < 2 && on("billing_reconcile") && on("job_runs_retention") {
             r.problems.push(format!(
-                "LEADQ_JOB_RUNS_KEEP_DAYS must be at least 2 while billing_reconcile runs                  (it is {job_runs_keep_days}): the reconciliation compares yesterday's accepted                  jobs with their job_runs rows, which a shorter retention deletes"
+                "LEADQ_JOB_RUNS_KEEP_DAYS must be at least 2 while billing_reconcile runs \
+                 (it is {job_runs_keep_days}): the reconciliation compares yesterday's accepted \
+                 jobs with their job_runs rows, which a shorter retention deletes"
             ));
         }
         let oncall = oncall::read(&mut r);
