@@ -448,3 +448,64 @@ async fn a_lead_erased_while_its_sync_is_in_flight_is_erased_from_the_crm_after_
     worker.stop().await;
     app.stop().await;
 }
+
+/// A lead erased while a sync holds its claim, where that sync never settles (its worker died
+/// mid-call, or Redis failed it then): the erasure itself asks HubSpot again once the claim has
+/// ended, when the upsert has landed or never will. (Only the sync's settle asked, and a sync
+/// that never settled left a re-created contact in the CRM.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_erased_under_a_live_claim_is_erased_again_once_the_claim_ends() {
+    let (server, fake) = hubspot_accepting("pat-na1-erase").await;
+    let app = app_with_crm(&server, token("pat-na1-erase")).await;
+    Mock::given(method("POST"))
+        .and(path(GDPR_DELETE))
+        .respond_with(GdprDelete(fake.clone()))
+        .mount(&server)
+        .await;
+    let worker = app.spawn_worker().await;
+    assert_eq!(
+        app.post_lead(app.key(), &hot_lead("tg-claimed", "claimed@example.com"))
+            .await
+            .status(),
+        202
+    );
+    let crm_id = wait_synced(&app, "tg-claimed").await;
+    // A batch of a worker that is gone holds the lead's row for 3 more seconds.
+    let mut tx = app.own().await;
+    sqlx::query(
+        "update crm_sync_state set claimed_by = gen_random_uuid(),
+                claim_until = now() + interval '3 seconds'",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let erased_at = std::time::Instant::now();
+    assert_eq!(erase(&app, "tg-claimed").await["status"], "requested");
+    let deletes = || async {
+        server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path() == GDPR_DELETE)
+            .count()
+    };
+    wait_for("the first delete", Duration::from_secs(20), || async {
+        (deletes().await == 1).then_some(())
+    })
+    .await;
+    wait_for(
+        "the delete after the claim",
+        Duration::from_secs(30),
+        || async { (erase_outcomes(&app, &crm_id).await.len() == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(deletes().await, 2);
+    assert!(
+        erased_at.elapsed() >= Duration::from_secs(3),
+        "asked again before the claim ended"
+    );
+    worker.stop().await;
+    app.stop().await;
+}

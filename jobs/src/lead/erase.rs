@@ -53,6 +53,22 @@ pub enum EraseError {
     Queue(#[from] leadq_queue::QueueError),
 }
 
+/// How the CRM knows an erased lead's contact, and whether a sync of it is in flight.
+#[derive(sqlx::FromRow)]
+struct InCrm {
+    /// The CRM's id of the contact, once a sync recorded one.
+    crm_id: Option<String>,
+    /// The lead's e-mail (sealed, or clear before its conversion).
+    email: Option<String>,
+    /// The tenant's own id property, when it keys contacts by one.
+    id_property: Option<String>,
+    /// How long a live `crm_sync` claim of the lead has left (negative or null: none).
+    claim_left_secs: Option<f64>,
+}
+
+/// How long after a live `crm_sync` claim ends the CRM is asked to delete the contact again.
+const AFTER_CLAIM: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Right to be forgotten: deletes the lead `external_id` of `tenant` from PostgreSQL, leaves a
 /// tombstone (so no job made before now can recreate it), removes its pending and
 /// dead-lettered jobs from Redis, and audits a pseudonymous record (the lead's uuid, no PII).
@@ -84,17 +100,27 @@ pub async fn erase(
     // record).
     // A tenant keyed by a property of its own names the contact by the lead's external id
     // (what the sync sends as that property).
-    let in_crm: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+    // Locked, and with how long a live `crm_sync` claim of the lead has left: a batch sending
+    // it to the CRM right now (its claim taken before this lock) may land its upsert after
+    // this erasure's delete.
+    let in_crm: Option<InCrm> = sqlx::query_as(
         "select s.crm_id, l.email,
                 (select c.id_property from crm_connections c
-                  where c.tenant_id = $1 and c.id_property <> 'email')
+                  where c.tenant_id = $1 and c.id_property <> 'email') as id_property,
+                extract(epoch from s.claim_until - now())::float8 as claim_left_secs
            from crm_sync_state s join leads l on l.id = s.lead_id
-          where l.tenant_id = $1 and l.external_id = $2",
+          where l.tenant_id = $1 and l.external_id = $2
+            for update of s",
     )
     .bind(tenant)
     .bind(external_id)
     .fetch_optional(&mut *tx)
     .await?;
+    let in_flight = in_crm
+        .as_ref()
+        .and_then(|c| c.claim_left_secs)
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .map(|secs| std::time::Duration::from_secs_f64(secs.min(3600.0)));
     let lead_id: Option<uuid::Uuid> = sqlx::query_scalar(
         "delete from leads where tenant_id = $1 and external_id = $2 returning id",
     )
@@ -102,7 +128,7 @@ pub async fn erase(
     .bind(external_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let target = match in_crm {
+    let target = match in_crm.map(|c| (c.crm_id, c.email, c.id_property)) {
         Some((Some(crm_id), _, _)) => Some((Some(crm_id), None, None)),
         // Stored sealed under the same tenant and field as the job carries it; a row not yet
         // converted holds it in clear.
@@ -134,7 +160,21 @@ pub async fn erase(
             };
             // One per lead: an erasure run again does not ask twice.
             let envelope = input.envelope(tenant, format!("crm-erase-{lead_id}"), correlation_id);
-            let job = queue.enqueue_now(envelope).await?;
+            let mut jobs = vec![leadq_queue::NewJob::now(envelope)];
+            // A sync in flight: asked again once its claim has ended, when its upsert has
+            // landed or never will (the sync's own settle asks too, sooner, but not if its
+            // worker dies or Redis fails it then).
+            if let Some(left) = in_flight {
+                let again = input.envelope(
+                    tenant,
+                    format!("crm-erase-{lead_id}-after-sync"),
+                    correlation_id,
+                );
+                let mut job = leadq_queue::NewJob::now(again);
+                job.run_at = Some(chrono::Utc::now() + left + AFTER_CLAIM);
+                jobs.push(job);
+            }
+            let job = queue.enqueue(jobs).await?.swap_remove(0);
             CrmErasure {
                 status: "requested",
                 job_id: Some(job.job_id),

@@ -92,9 +92,10 @@ pub(super) struct Sent<'a> {
 /// was in flight (the lead gone, its tombstone there): the erasure's own `crm_erase` may have
 /// run before the upsert landed, and HubSpot's delete by id does not stop an upsert by e-mail
 /// or by the tenant's key from creating the contact again. Runs in the transaction that
-/// settles the call, after its updates, so an erasure that committed first is seen; enqueued
-/// before that commits, so a Redis failure leaves the call unsettled (retried) rather than the
-/// contact kept. Returns the leads asked about.
+/// settles the call, after its updates, so an erasure that committed first is seen. This is
+/// the fast path: should it not happen (Redis fails here, the worker dies before settling),
+/// the erasure itself has asked for a delete after the claim's end (`lead::erase`). Returns
+/// the leads asked about.
 pub(super) async fn after_sync(
     tx: &mut sqlx::PgConnection,
     deps: &Deps,
@@ -108,15 +109,19 @@ pub(super) async fn after_sync(
     let tenant = meta.tenant_id;
     let ids: Vec<Uuid> = sent.iter().map(|s| s.row.id).collect();
     let external: Vec<&str> = sent.iter().map(|s| s.row.external_id.as_str()).collect();
+    // Erased while the call could have been in flight: since its claim was taken, at most
+    // a claim's length ago (a tombstone of an older erasure is not this lead's).
     let erased: Vec<Uuid> = sqlx::query_scalar(
         "select r.id from unnest($2::uuid[], $3::text[]) as r(id, external_id)
           where not exists (select 1 from leads l where l.id = r.id)
             and exists (select 1 from erasures e
-                         where e.tenant_id = $1 and e.external_id = r.external_id)",
+                         where e.tenant_id = $1 and e.external_id = r.external_id
+                           and e.erased_at >= now() - make_interval(secs => $4))",
     )
     .bind(tenant)
     .bind(&ids)
     .bind(&external)
+    .bind(2.0 * super::CLAIM.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
     let mut jobs = Vec::new();
