@@ -30,6 +30,18 @@ pub enum Control {
 }
 
 impl Control {
+    /// Whether `state` is what this change makes it (the change was applied, or had nothing
+    /// to change).
+    fn holds_in(self, state: &TenantState) -> bool {
+        match self {
+            Control::Show => true,
+            Control::Pause => state.paused,
+            Control::Resume => !state.paused,
+            Control::Cap(cap) => state.cap == cap,
+            Control::Weight(w) => (state.weight - w).abs() <= f64::EPSILON * w.abs().max(1.0),
+        }
+    }
+
     fn action(self) -> &'static str {
         match self {
             Control::Show => "queue.tenant.show",
@@ -103,6 +115,15 @@ pub async fn apply(
             .await
             .map(|r| r.resumed),
         Control::Weight(w) => queue.set_tenant_weight(kind, tenant, w).await.map(|_| 0),
+    };
+    // An error may still have applied the change (the answer was lost after the script
+    // ran): what Redis holds now says which, when it can be read.
+    let applied = match applied {
+        Ok(resumed) => Ok(resumed),
+        Err(error) => match queue.tenant_state(kind, tenant).await {
+            Ok(now) if control.holds_in(&now) => Ok(0),
+            _ => Err(error),
+        },
     };
     let resumed = match applied {
         Ok(resumed) => {
