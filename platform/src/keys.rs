@@ -140,15 +140,18 @@ async fn insert_key(
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<(Uuid, Secret), sqlx::Error> {
     let key = apikey::generate();
+    // What it is issued for, kept apart from `expires_at`, which a rotation shortens.
+    let lifetime = expires_at.map(|at| (at - Utc::now()).num_seconds().max(1));
     let id: Uuid = sqlx::query_scalar(
-        "insert into api_keys (tenant_id, prefix, key_hash, scopes, expires_at)
-         values ($1, $2, $3, $4, $5) returning id",
+        "insert into api_keys (tenant_id, prefix, key_hash, scopes, expires_at, lifetime_secs)
+         values ($1, $2, $3, $4, $5, $6) returning id",
     )
     .bind(tenant)
     .bind(&key.prefix)
     .bind(&key.hash)
     .bind(scopes)
     .bind(expires_at)
+    .bind(lifetime)
     .fetch_one(&mut *tx)
     .await?;
     Ok((id, key.clear))
@@ -252,7 +255,8 @@ pub async fn rotate(
     // otherwise (a key issued for 90 days is rotated into one for 90 days, not one that never
     // expires).
     let (scopes, lifetime): (Vec<String>, Option<f64>) = sqlx::query_as(
-        "select scopes, extract(epoch from expires_at - created_at)::float8
+        "select scopes,
+                coalesce(lifetime_secs::float8, extract(epoch from expires_at - created_at)::float8)
            from api_keys
           where id = $1 and revoked_at is null and (expires_at is null or expires_at > now())
           for update",

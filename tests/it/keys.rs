@@ -65,7 +65,7 @@ async fn keys_are_scoped_listed_rotated_with_overlap_revoked_and_audited() {
     );
 
     // Rotation: both keys work during the overlap.
-    let (code, out) = leadq(&app, &["key", "rotate", &reader_id, "--overlap", "1h"]);
+    let (code, out) = leadq(&app, &["key", "rotate", &reader_id, "--overlap", "10m"]);
     assert_eq!(code, 0);
     let rotated = serde_json::from_str::<Value>(out.trim()).unwrap();
     let successor = rotated["api_key"].as_str().unwrap().to_owned();
@@ -78,6 +78,17 @@ async fn keys_are_scoped_listed_rotated_with_overlap_revoked_and_audited() {
     assert!(
         left > chrono::TimeDelta::minutes(55) && left <= chrono::TimeDelta::minutes(61),
         "{rotated}"
+    );
+    // Rotated again within the overlap (the first successor's secret was lost): issued for
+    // the same hour, not for what is left of the shortened old key (10 minutes).
+    let (code, out) = leadq(&app, &["key", "rotate", &reader_id, "--overlap", "10m"]);
+    assert_eq!(code, 0);
+    let again = serde_json::from_str::<Value>(out.trim()).unwrap();
+    let until: chrono::DateTime<chrono::Utc> =
+        again["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        until - chrono::Utc::now() > chrono::TimeDelta::minutes(55),
+        "{again}"
     );
     assert_eq!(status_with(&app, &reader).await.0, 404);
     assert_eq!(status_with(&app, &successor).await.0, 404);
@@ -139,6 +150,7 @@ async fn keys_are_scoped_listed_rotated_with_overlap_revoked_and_audited() {
         rows,
         vec![
             ("api_key.create".into(), "operator:alice".into()),
+            ("api_key.rotate".into(), "operator:alice".into()),
             ("api_key.rotate".into(), "operator:alice".into()),
             ("api_key.revoke".into(), "operator:alice".into()),
         ]
