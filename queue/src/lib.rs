@@ -41,7 +41,7 @@
 //!   [`Queue::set_tenant_cap`], [`Queue::set_tenant_weight`], [`Queue::tenant_state`] and
 //!   [`Queue::tenant_states`] (controls, held and backlog), and ingest admission
 //!   [`Queue::admit`].
-//! - **Dedupe marks** of producers' delivery ids: [`Queue::mark_seen`], [`Queue::unmark_seen`].
+//! - **Dedupe marks** of producers' delivery ids: [`Queue::seen`], [`Queue::mark_seen`].
 //! - **Erase**: [`Queue::erase_where`] (right to be forgotten).
 //! - **Recurring tasks**: [`schedule`] (leader lease, each firing claimed once).
 //! - **Error alerts' shared state** ([`alert_state`]): per-fingerprint rate limit and the
@@ -420,14 +420,16 @@ impl Queue {
         Ok(set.is_some())
     }
 
-    /// Forgets a delivery id marked by [`Queue::mark_seen`] (its job could not be enqueued,
-    /// so a redelivery must not count as a duplicate).
-    pub async fn unmark_seen(&self, kind: &str, tenant: Uuid, id: &str) -> Result<(), QueueError> {
-        let _: i64 = redis::cmd("DEL")
+    /// Whether a delivery id was marked by [`Queue::mark_seen`] (and has not expired).
+    pub async fn seen(&self, kind: &str, tenant: Uuid, id: &str) -> Result<bool, QueueError> {
+        if !crate::envelope::valid_id(id) {
+            return Err(QueueError::Invalid("delivery id".into()));
+        }
+        let n: i64 = redis::cmd("EXISTS")
             .arg(self.keys(kind, self.shard_of(&tenant)).seen(&tenant, id))
             .query_async(&mut self.conn())
             .await?;
-        Ok(())
+        Ok(n > 0)
     }
 
     /// Enqueues one job to run as soon as a worker is free (see [`Queue::enqueue`]).

@@ -37,7 +37,7 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
@@ -335,4 +335,37 @@ async fn assert_stored_exactly(app: &TestApp, accepted: &mut [String], what: &st
     accepted.sort();
     assert_eq!(ids, accepted, "{what}");
     ids.len()
+}
+
+/// Redis down: a Chatwoot delivery is answered 429 with `Retry-After`, its body keeping the
+/// stable code, because Chatwoot retries an agent-bot delivery only after a 429 or a 500 (its
+/// 503 was never retried, and the event was lost). Once Redis is back, the retry of the same
+/// delivery is accepted, not taken for a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_refused_in_an_outage_is_answered_so_that_chatwoot_retries_it() {
+    let mut redis = PrivateRedis::new();
+    let app = crate::webhooks::configured_app_with(&[("REDIS_URL", redis.url().as_str())]).await;
+    let body = crate::webhooks::message_body(crate::webhooks::ACCOUNT, 9_001, false, "incoming");
+    redis.stop();
+    let res = crate::webhooks::post_chatwoot(&app, &body, "d-outage-1").await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["retry-after"], "3");
+    let refused: Value = res.json().await.unwrap();
+    assert_eq!(refused["error"]["code"], "queue_unavailable", "{refused}");
+    redis.start();
+    let answer = wait_for("the retry accepted", Duration::from_secs(20), || async {
+        let res = crate::webhooks::post_chatwoot(&app, &body, "d-outage-1").await;
+        (res.status() == 200).then_some(res)
+    })
+    .await;
+    let v: Value = answer.json().await.unwrap();
+    assert_eq!(v["status"], "accepted", "{v}");
+    // And its resend now is a duplicate.
+    let again: Value = crate::webhooks::post_chatwoot(&app, &body, "d-outage-1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["status"], "duplicate", "{again}");
+    app.stop().await;
 }

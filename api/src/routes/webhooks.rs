@@ -19,6 +19,7 @@ use axum::extract::State;
 
 use crate::rejections::ApiPath;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use leadq_jobs::integrations::settings::{self, WebhookTenant};
@@ -229,17 +230,48 @@ async fn budget_priority(app: &AppState, tenant: uuid::Uuid, source: &'static st
         (status = 404, description = "No such tenant, or this integration is not configured \
             for it.", body = crate::openapi::ErrorBody),
         (status = 413, description = "Body too large.", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Not taken now, deliver again after `Retry-After`: \
+            Redis or PostgreSQL did not answer (`queue_unavailable`, `database_unavailable`). \
+            A 429 because Chatwoot retries only a 429 or a 500.",
+         body = crate::openapi::ErrorBody),
     ))]
 pub async fn chatwoot(
     state: State<AppState>,
     slug: ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    counting_failures(
+) -> Response {
+    match counting_failures(
         "chatwoot",
         chatwoot_delivery(state, slug, headers, body).await,
-    )
+    ) {
+        Ok(answer) => answer.into_response(),
+        Err(e) => retried_by_chatwoot(e),
+    }
+}
+
+/// How long Chatwoot is asked to wait before it delivers again (its own retries are 3 s apart).
+const CHATWOOT_RETRY_AFTER: &str = "3";
+
+/// Chatwoot retries an agent-bot delivery only after a 429 or a 500 (docs/contracts/
+/// chatwoot.md, "Delivery"), so a failure of ours that a later attempt can get past — Redis or
+/// PostgreSQL unreachable — answers 429 with `Retry-After` (the body keeps its code,
+/// `queue_unavailable` or `database_unavailable`, and the failure is logged and counted as
+/// such): its 503 was never retried, and the event was lost.
+fn retried_by_chatwoot(e: ApiError) -> Response {
+    let transient = matches!(
+        e,
+        ApiError::QueueUnavailable(_) | ApiError::DatabaseUnavailable(_)
+    );
+    let mut res = e.into_response();
+    if transient {
+        *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        res.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static(CHATWOOT_RETRY_AFTER),
+        );
+    }
+    res
 }
 
 async fn chatwoot_delivery(
@@ -306,17 +338,21 @@ async fn chatwoot_delivery(
         chatwoot::Normalized::Event { input, dedupe_key } => (input, dedupe_key),
     };
     // The delivery id first (a resend of this very delivery), then (account, event, id) in
-    // the enqueue itself (the same change delivered to several webhooks).
+    // the enqueue itself (the same change delivered to several webhooks). The id is marked
+    // only once its job is enqueued: marked first, a request cut off in between (Chatwoot
+    // hangs up after 5 s) left it marked with nothing queued, and the retry was answered
+    // `duplicate`. Two copies racing past the check meet the enqueue's own dedupe. An id too
+    // long to be kept with its prefix is not used (the enqueue's dedupe still applies).
     let delivery = header(&headers, "x-chatwoot-delivery")
-        .filter(|d| leadq_queue::envelope::valid_id(d))
-        .map(|d| format!("delivery:{d}"));
+        .map(|d| format!("delivery:{d}"))
+        .filter(|d| leadq_queue::envelope::valid_id(d));
     if let Some(d) = &delivery {
-        let first = app
+        let seen = app
             .queue
-            .mark_seen(kinds::CHATWOOT_EVENT, t.tenant_id, d, DELIVERY_TTL)
+            .seen(kinds::CHATWOOT_EVENT, t.tenant_id, d)
             .await
             .map_err(ApiError::QueueUnavailable)?;
-        if !first {
+        if seen {
             count(SRC, outcome::DUPLICATE);
             return Ok((StatusCode::OK, Json(json!({"status": "duplicate"}))));
         }
@@ -333,19 +369,17 @@ async fn chatwoot_delivery(
         payload,
     )
     .await;
-    let (job_id, duplicate) = match enqueued {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(d) = &delivery {
-                // Not enqueued: a redelivery must not be taken for a duplicate.
-                let _ = app
-                    .queue
-                    .unmark_seen(kinds::CHATWOOT_EVENT, t.tenant_id, d)
-                    .await;
-            }
-            return Err(e);
+    let (job_id, duplicate) = enqueued?;
+    if let Some(d) = &delivery {
+        // Not marked (Redis failed just now): a resend is caught by the enqueue's dedupe.
+        if let Err(error) = app
+            .queue
+            .mark_seen(kinds::CHATWOOT_EVENT, t.tenant_id, d, DELIVERY_TTL)
+            .await
+        {
+            tracing::warn!(error = %error, "Could not mark a Chatwoot delivery id as seen.");
         }
-    };
+    }
     if duplicate {
         count(SRC, outcome::DUPLICATE);
         return Ok((
