@@ -42,7 +42,6 @@ end
 
 local ids = {}        -- jobs to lease, in order
 local lone = {}       -- index entries taken this round, one per tenant: removed at its end
-local tenant_of = {}  -- the tenant of each of `ids`, by position
 local capped = {}     -- job id -> its tenant, for jobs of tenants with a concurrency cap
 local running = {}    -- capped tenant -> jobs of it chosen by this call so far
 -- `run`, the jobs `tenant` runs, counted against its cap when it has one (`allowed` slots).
@@ -129,8 +128,75 @@ local function take(tenant, slots, tags, st)
   return counted(tenant, st, allowed, run)
 end
 
--- Slots of paused or capped tenants are parked as they come up, so a few rounds may be
--- needed to find n runnable jobs; bounded, so a fetch stays short.
+-- May this worker take a suspect? Not while the one it took last is still leased by it.
+-- Looked up only when a suspect comes up (rarely: only after a lease expired).
+local may_suspect = nil
+local function suspect_allowed()
+  if may_suspect == nil then
+    may_suspect = true
+    local held = redis.call('GET', KEYS[8])
+    if held then
+      local o = redis.call('HGET', JOBS, held .. ':o')
+      if o and string.sub(o, 1, #ARGV[3] + 1) == ARGV[3] .. ':' then may_suspect = false end
+    end
+  end
+  return may_suspect
+end
+-- Suspects this worker may not take: back on the ready set after the last round, behind their
+-- tenants' other ready work (at the front, the next fetch popped them first again, and with as
+-- many suspects as a fetch asks for, every fetch came back with none of the jobs behind them).
+local deferred = {}
+-- Strings built once: a Lua number passed to redis.call is formatted for every element.
+local deadline = tostring(now + tonumber(ARGV[2]))
+local owner_prefix = ARGV[3] .. ':'
+local zargs, hargs, out = {}, {}, { now, -1, 0 }
+-- Leases the jobs chosen in one round (`round`, their tenants in `round_tenant`), reading each
+-- one's envelope, attempt and lease expiries: a job whose envelope is gone is dropped, and a
+-- suspect this worker may not take is deferred. Only the jobs leased count as taken, so the
+-- next round asks for the rest.
+local function lease(round, round_tenant)
+  local fields = {}
+  for _, id in ipairs(round) do
+    fields[#fields + 1] = id
+    fields[#fields + 1] = id .. ':a'
+    fields[#fields + 1] = id .. ':x'
+  end
+  local vals = redis.call('HMGET', JOBS, unpack(fields))
+  for i, id in ipairs(round) do
+    local data = vals[3 * i - 2]
+    local take_it = data ~= false and data ~= nil
+    if take_it and (tonumber(vals[3 * i]) or 0) > 0 then
+      if suspect_allowed() then
+        may_suspect = false
+        redis.call('SET', KEYS[8], id, 'EX', 86400)
+      else
+        local prio = redis.call('HGET', JOBS, id .. ':p') or '1'
+        deferred[#deferred + 1] = { id, round_tenant[i] or '', prio, nil }
+        take_it = false
+      end
+    end
+    if take_it then
+      local before = vals[3 * i - 1]
+      local attempt = '1'
+      if before then attempt = tostring((tonumber(before) or 0) + 1) end
+      ids[#ids + 1] = id
+      zargs[#zargs + 1] = deadline
+      zargs[#zargs + 1] = id
+      hargs[#hargs + 1] = id .. ':a'
+      hargs[#hargs + 1] = attempt
+      hargs[#hargs + 1] = id .. ':o'
+      hargs[#hargs + 1] = owner_prefix .. attempt
+      out[#out + 1] = id
+      out[#out + 1] = data
+      out[#out + 1] = tonumber(attempt)
+    elseif capped[id] then
+      running[capped[id]] = running[capped[id]] - 1
+    end
+  end
+end
+
+-- Slots of paused or capped tenants are parked as they come up, and suspects may be deferred,
+-- so a few rounds may be needed to find n jobs to lease; bounded, so a fetch stays short.
 local last = nil
 for _ = 1, 4 do
   local want = n - #ids
@@ -175,12 +241,14 @@ for _ = 1, 4 do
     redis.call('ZREM', INDEX_KEY, unpack(lone))
     lone = {}
   end
+  local round, round_tenant = {}, {}
   for i = 1, #fields do
     if at[i] then
-      ids[#ids + 1] = at[i]
-      tenant_of[#ids] = at_tenant[i]
+      round[#round + 1] = at[i]
+      round_tenant[#round] = at_tenant[i]
     end
   end
+  if #round > 0 then lease(round, round_tenant) end
   -- The ready set is empty (and nothing went back to it): another round would find nothing.
   if drained then break end
 end
@@ -196,77 +264,21 @@ local function outlook(empty)
   return next_due, drained and 1 or 0
 end
 
+-- The virtual clock moves to the last tag served.
+if last and last > fair_clock() then redis.call('HSET', FAIR_KEY, 'v', last) end
+fair_add(READY, deferred)
+-- Deferred suspects are ready again, but this worker may take none until its own suspect is
+-- settled (whose acknowledgement wakes the workers): with nothing leased it waits instead of
+-- fetching them again at once, and again, for as long as its suspect runs.
+if #deferred > 0 and #ids > 0 then drained = false end
+if #deferred > 0 and #ids == 0 then drained = true end
 if #ids == 0 then
-  if last and last > fair_clock() then redis.call('HSET', FAIR_KEY, 'v', last) end
   return { now, outlook(true) }
 end
--- The virtual clock moves to the last tag served.
-if last > fair_clock() then redis.call('HSET', FAIR_KEY, 'v', last) end
-local fields = {}
-for _, id in ipairs(ids) do
-  fields[#fields + 1] = id
-  fields[#fields + 1] = id .. ':a'
-  fields[#fields + 1] = id .. ':x'
-end
-local vals = redis.call('HMGET', JOBS, unpack(fields))
--- May this worker take a suspect? Not while the one it took last is still leased by it.
--- Looked up only when a suspect comes up (rarely: only after a lease expired).
-local may_suspect = nil
-local function suspect_allowed()
-  if may_suspect == nil then
-    may_suspect = true
-    local held = redis.call('GET', KEYS[8])
-    if held then
-      local o = redis.call('HGET', JOBS, held .. ':o')
-      if o and string.sub(o, 1, #ARGV[3] + 1) == ARGV[3] .. ':' then may_suspect = false end
-    end
-  end
-  return may_suspect
-end
-local deferred = {}
--- Strings built once: a Lua number passed to redis.call is formatted for every element.
-local deadline = tostring(now + tonumber(ARGV[2]))
-local owner_prefix = ARGV[3] .. ':'
-local zargs, hargs, out = {}, {}, { now, -1, 0 }
-for i, id in ipairs(ids) do
-  local data = vals[3 * i - 2]
-  local take_it = data ~= false and data ~= nil
-  if take_it and (tonumber(vals[3 * i]) or 0) > 0 then
-    if suspect_allowed() then
-      may_suspect = false
-      redis.call('SET', KEYS[8], id, 'EX', 86400)
-    else
-      -- Back to the front, for another worker (or this one once its suspect is settled).
-      local prio = redis.call('HGET', JOBS, id .. ':p') or '1'
-      deferred[#deferred + 1] = { id, tenant_of[i] or '', prio, fair_clock() }
-      take_it = false
-    end
-  end
-  if take_it then
-    local before = vals[3 * i - 1]
-    local attempt = '1'
-    if before then attempt = tostring((tonumber(before) or 0) + 1) end
-    zargs[#zargs + 1] = deadline
-    zargs[#zargs + 1] = id
-    hargs[#hargs + 1] = fields[3 * i - 1]
-    hargs[#hargs + 1] = attempt
-    hargs[#hargs + 1] = id .. ':o'
-    hargs[#hargs + 1] = owner_prefix .. attempt
-    out[#out + 1] = id
-    out[#out + 1] = data
-    out[#out + 1] = tonumber(attempt)
-  elseif capped[id] then
-    running[capped[id]] = running[capped[id]] - 1
-  end
-end
-fair_add(READY, deferred)
-if #deferred > 0 then drained = false end
 out[2], out[3] = outlook(false)
 for tenant, r in pairs(running) do
   if r > 0 then redis.call('HINCRBY', FAIR_KEY, 'r:' .. tenant, r) end
 end
-if #zargs > 0 then
-  redis.call('ZADD', KEYS[3], unpack(zargs))
-  redis.call('HSET', JOBS, unpack(hargs))
-end
+redis.call('ZADD', KEYS[3], unpack(zargs))
+redis.call('HSET', JOBS, unpack(hargs))
 return out

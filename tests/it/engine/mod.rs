@@ -8,6 +8,7 @@
 
 mod console_reads;
 mod runs;
+mod suspects;
 mod tenants;
 
 use std::sync::{Arc, Mutex};
