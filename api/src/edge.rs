@@ -57,25 +57,58 @@ impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
     }
 }
 
-/// The client's address: the TCP peer, or the last `X-Forwarded-For` entry when trusted.
-/// `None` when neither is known (a router driven in-process).
+/// The client's address: the TCP peer, or the last `X-Forwarded-For` entry when trusted (the
+/// one the trusted proxy appended). `None` when neither is known (a router driven in-process).
 pub fn client_addr(req: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
     if trust_forwarded_for {
-        let forwarded = req
+        let last = req
             .headers()
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
             .next_back();
-        if forwarded.is_some() {
-            return forwarded;
+        // The last entry only: when it does not parse, the TCP peer, never an entry before it
+        // (those are the client's own words: skipping an unreadable last entry let a client
+        // choose the address its limits were counted under).
+        if let Some(addr) = last.and_then(forwarded_addr) {
+            return Some(addr);
         }
     }
     req.extensions()
         .get::<ConnectInfo<PeerAddr>>()
         .map(|ConnectInfo(PeerAddr(a))| a.ip())
+}
+
+/// An `X-Forwarded-For` entry as proxies write it: an address, or one with a port
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn forwarded_addr(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            let inner = entry.strip_prefix('[')?.strip_suffix(']')?;
+            inner.parse::<IpAddr>().ok()
+        })
+}
+
+/// Whom an address's limits count: an IPv4 address, or an IPv6 address's /64 (one host's
+/// allocation: counted per /128, it could take a fresh address, and a fresh budget, for every
+/// request).
+fn source_of(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = a.segments();
+                let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{net}/64")
+            }
+        },
+    }
 }
 
 /// Routes the edge leaves alone: probes and metrics (which has its own token).
@@ -141,7 +174,7 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     let Some(addr) = client_addr(&req, edge.trust_forwarded_for) else {
         return next.run(req).await;
     };
-    let source = addr.to_string();
+    let source = source_of(addr);
     let queue = &app.queue;
     let webhook = path.starts_with("/v1/webhooks/");
     if !webhook {
@@ -192,4 +225,44 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
             .await;
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(values: &[&str]) -> Option<IpAddr> {
+        let mut req = Request::new(axum::body::Body::empty());
+        for v in values {
+            req.headers_mut()
+                .append("x-forwarded-for", v.parse().unwrap());
+        }
+        client_addr(&req, true)
+    }
+
+    #[test]
+    fn only_the_last_forwarded_entry_counts() {
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        assert_eq!(forwarded(&["10.9.9.9, 192.0.2.10"]), ip("192.0.2.10"));
+        assert_eq!(forwarded(&["10.9.9.9", "192.0.2.10"]), ip("192.0.2.10"));
+        assert_eq!(forwarded(&["10.9.9.9, 192.0.2.10:4711"]), ip("192.0.2.10"));
+        assert_eq!(
+            forwarded(&["10.9.9.9, [2001:db8::1]:4711"]),
+            ip("2001:db8::1")
+        );
+        assert_eq!(forwarded(&["10.9.9.9, [2001:db8::1]"]), ip("2001:db8::1"));
+        // An unreadable last entry is not skipped for the client's own entry before it: no
+        // peer here (a router driven in-process), so no address at all.
+        assert_eq!(forwarded(&["10.9.9.9, unknown"]), None);
+        assert_eq!(forwarded(&["10.9.9.9, "]), None);
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_as_its_64() {
+        let of = |s: &str| source_of(s.parse().unwrap());
+        assert_eq!(of("192.0.2.10"), "192.0.2.10");
+        assert_eq!(of("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(of("2001:db8:1:2:bbbb::7"), "2001:db8:1:2::/64");
+        assert_eq!(of("::ffff:192.0.2.10"), "192.0.2.10");
+    }
 }
