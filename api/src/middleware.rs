@@ -29,6 +29,12 @@ pub fn current_correlation_id() -> String {
     CORRELATION_ID.try_with(|c| c.clone()).unwrap_or_default()
 }
 
+/// Runs `f` as within the request of `correlation_id`: for the layers outside [`observe`]
+/// that answer for a request after it ended there (they know its id from the response header).
+pub fn with_correlation_id<T>(correlation_id: String, f: impl FnOnce() -> T) -> T {
+    CORRELATION_ID.sync_scope(correlation_id, f)
+}
+
 /// Correlation id, span and metrics around every request (`labels`: the bounded tenant label of
 /// the per-tenant request counter).
 pub async fn observe(State(labels): State<TenantLabels>, req: Request, next: Next) -> Response {

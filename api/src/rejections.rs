@@ -115,7 +115,17 @@ pub async fn standard_bodies(req: Request, next: Next) -> Response {
         return res;
     }
     let (parts, _) = res.into_parts();
-    let mut fresh = error_for(status).into_response();
+    // Outside `observe`'s scope: the request's id comes from the header it set, so the body
+    // (and the failure's log line) carries it, not an empty one.
+    let correlation_id = parts
+        .headers
+        .get(crate::middleware::CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut fresh = crate::middleware::with_correlation_id(correlation_id, || {
+        error_for(status).into_response()
+    });
     // The status stays what the layer said (a timeout's 503, say); its headers (`Allow`,
     // `Retry-After`) are kept.
     *fresh.status_mut() = status;

@@ -237,8 +237,20 @@ async fn a_request_that_times_out_is_answered_and_counted_and_methods_are_a_fixe
         .send()
         .await
         .unwrap();
-    let (status, _, c) = code(res).await;
-    assert_eq!((status, c.as_str()), (503, "timeout"));
+    let header_id = res
+        .headers()
+        .get("x-correlation-id")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "timeout", "{body}");
+    // The request's id, though the body is written outside the request's scope (it was "").
+    assert!(!header_id.is_empty());
+    assert_eq!(
+        body["error"]["correlation_id"],
+        header_id.as_str(),
+        "{body}"
+    );
     lock.rollback().await.unwrap();
     let text = app.text(&metrics_url).await;
     let timed_out = text.lines().find(|l| {
