@@ -128,6 +128,23 @@ pub async fn erase(
     .bind(external_id)
     .fetch_optional(&mut *tx)
     .await?;
+    // How an upsert in flight names the contact — by the tenant's property, or by e-mail —
+    // for the delete after its claim: by then the contact may be a new one (an upsert that
+    // lands after a delete by id creates one under a new id), which only this name finds.
+    let as_upserted = in_flight.and_then(|_| {
+        let c = in_crm.as_ref()?;
+        match (&c.id_property, &c.email) {
+            (Some(property), _) => Some((None, Some((property.clone(), external_id.to_owned())))),
+            (None, Some(email)) if crate::pii::Sealer::is_sealed(email) => {
+                Some((Some(email.clone()), None))
+            }
+            (None, Some(email)) => Some((
+                Some(sealer.seal(tenant, crate::pii::field::EMAIL, email)),
+                None,
+            )),
+            (None, None) => None,
+        }
+    });
     let target = match in_crm.map(|c| (c.crm_id, c.email, c.id_property)) {
         Some((Some(crm_id), _, _)) => Some((Some(crm_id), None, None)),
         // Stored sealed under the same tenant and field as the job carries it; a row not yet
@@ -164,8 +181,14 @@ pub async fn erase(
             // A sync in flight: asked again once its claim has ended, when its upsert has
             // landed or never will (the sync's own settle asks too, sooner, but not if its
             // worker dies or Redis fails it then).
-            if let Some(left) = in_flight {
-                let again = input.envelope(
+            if let (Some(left), Some((email, key))) = (in_flight, as_upserted) {
+                let named_as_upserted = crate::integrations::hubspot::erase::EraseInput {
+                    lead_id,
+                    crm_id: None,
+                    email,
+                    key,
+                };
+                let again = named_as_upserted.envelope(
                     tenant,
                     format!("crm-erase-{lead_id}-after-sync"),
                     correlation_id,

@@ -54,9 +54,12 @@ use client::send;
 use leadq_queue::backend::Job;
 use leadq_queue::error::JobError;
 
-/// How long a batch claim lasts: longer than a call can take, so only a dead worker's claim
-/// expires.
+/// How long a batch claim lasts: longer than a batch's calls may take ([`SEND_DEADLINE`]), so
+/// only a dead worker's claim expires.
 const CLAIM: Duration = Duration::from_secs(120);
+/// How long a batch's calls to the CRM may take in all (a refused batch is split into up to 16
+/// calls of up to 17 s each): well inside [`CLAIM`].
+const SEND_DEADLINE: Duration = Duration::from_secs(90);
 /// An OAuth token is refreshed when it has less than this left.
 const REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 /// Wait before looking again at a row another batch holds.
@@ -257,7 +260,16 @@ pub async fn run(job: Job<SyncInput>, deps: Data<Deps>) -> Result<(), JobError> 
     }
     let sent_ids: Vec<Uuid> = by_id.values().copied().collect();
     if !inputs.is_empty() {
-        let sent = send(&deps, tenant, &conn, inputs).await;
+        // Within the claim, always: a batch still sending after its claim ended could land an
+        // upsert after an erasure's delete that waited for the claim (`lead::erase`).
+        let sent =
+            match tokio::time::timeout(SEND_DEADLINE, send(&deps, tenant, &conn, inputs)).await {
+                Ok(sent) => sent,
+                Err(_) => Err(JobError::transient(
+                    "crm_unavailable",
+                    anyhow::anyhow!("the CRM took longer than the batch's deadline"),
+                )),
+            };
         let sent = match sent {
             Ok(s) => s,
             Err(e) => {
