@@ -253,9 +253,11 @@ for _ = 1, 4 do
   if drained then break end
 end
 
+-- The ready set came up empty, and nothing went back to it: the wake-ups left are stale.
+local emptied = drained and #deferred == 0
 -- next_due and drained, the second and third values of the reply (see above).
 local function outlook(empty)
-  if drained and ARGV[5] == '1' then redis.call('DEL', KEYS[9]) end
+  if emptied and ARGV[5] == '1' then redis.call('DEL', KEYS[9]) end
   local next_due = -1
   if drained or empty then
     if not head then head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES') end
@@ -265,13 +267,24 @@ local function outlook(empty)
 end
 
 -- The virtual clock moves to the last tag served.
-if last and last > fair_clock() then redis.call('HSET', FAIR_KEY, 'v', last) end
-fair_add(READY, deferred)
--- Deferred suspects are ready again, but this worker may take none until its own suspect is
--- settled (whose acknowledgement wakes the workers): with nothing leased it waits instead of
--- fetching them again at once, and again, for as long as its suspect runs.
-if #deferred > 0 and #ids > 0 then drained = false end
-if #deferred > 0 and #ids == 0 then drained = true end
+if last and last > fair_clock() then
+  redis.call('HSET', FAIR_KEY, 'v', last)
+  fair_v = last
+end
+-- Deferred suspects go behind every ready slot: at their tenants' next tags they came up first
+-- again (a tenant with nothing else ready gets a head start, ahead of everything), for every
+-- fetch of a worker already running a suspect. Workers without one take them when they come up.
+if #deferred > 0 then
+  local tail = redis.call('ZRANGE', READY, -1, -1, 'WITHSCORES')
+  local behind = math.max(tonumber(tail[2]) or 0, last or 0) + FAIR_HEAD_START
+  for _, d in ipairs(deferred) do d[4] = behind end
+  fair_add(READY, deferred)
+end
+-- With nothing leased but suspects deferred, this worker may take none of them until its own
+-- suspect is settled: it waits (a wake-up, or at most the worker's idle wait) instead of
+-- fetching them again at once, and again, for as long as its suspect runs. The wake-ups are
+-- left for the other workers.
+if #deferred > 0 then drained = #ids == 0 end
 if #ids == 0 then
   return { now, outlook(true) }
 end
