@@ -284,7 +284,9 @@ impl IntoResponse for ApiError {
                 Self::DatabaseUnavailable(e) => e.to_string(),
                 _ => String::new(),
             };
-            tracing::error!(code = self.code(), error.cause_chain = %chain, "Request failed.");
+            // The id also where no request span is open (a layer outside it answered).
+            tracing::error!(code = self.code(), error.cause_chain = %chain,
+                correlation_id = %current_correlation_id(), "Request failed.");
         }
         let mut body = json!({
             "code": self.code(),

@@ -133,15 +133,18 @@ async fn tenant_id(pool: &PgPool, slug: &str) -> Result<Uuid, KeyError> {
         .ok_or_else(|| KeyError::UnknownTenant(slug.to_owned()))
 }
 
+/// Inserts a key issued for `lifetime` (none: it never expires); returns its id, its secret
+/// and its expiry.
 async fn insert_key(
     tx: &mut sqlx::PgConnection,
     tenant: Uuid,
     scopes: &[String],
-    expires_at: Option<DateTime<Utc>>,
-) -> Result<(Uuid, Secret), sqlx::Error> {
+    lifetime: Option<Duration>,
+) -> Result<(Uuid, Secret, Option<DateTime<Utc>>), sqlx::Error> {
     let key = apikey::generate();
+    let expires_at = lifetime.map(|d| Utc::now() + d);
     // What it is issued for, kept apart from `expires_at`, which a rotation shortens.
-    let lifetime = expires_at.map(|at| (at - Utc::now()).num_seconds().max(1));
+    let lifetime = lifetime.map(|d| d.num_seconds().max(1));
     let id: Uuid = sqlx::query_scalar(
         "insert into api_keys (tenant_id, prefix, key_hash, scopes, expires_at, lifetime_secs)
          values ($1, $2, $3, $4, $5, $6) returning id",
@@ -154,7 +157,7 @@ async fn insert_key(
     .bind(lifetime)
     .fetch_one(&mut *tx)
     .await?;
-    Ok((id, key.clear))
+    Ok((id, key.clear, expires_at))
 }
 
 /// The CLI operator acting on `tenant`'s keys.
@@ -175,9 +178,8 @@ pub async fn create(
     expires_in: Option<Duration>,
 ) -> Result<CreatedKey, KeyError> {
     let tenant = tenant_id(pool, slug).await?;
-    let expires_at = expires_in.map(|d| Utc::now() + d);
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let (key_id, clear) = insert_key(&mut tx, tenant, &scopes, expires_at).await?;
+    let (key_id, clear, expires_at) = insert_key(&mut tx, tenant, &scopes, expires_in).await?;
     let subject = format!("api_key:{key_id}");
     auditor(tenant, operator)
         .entry("api_key.create", &subject)
@@ -276,8 +278,8 @@ pub async fn rotate(
     let inherited = lifetime
         .filter(|secs| secs.is_finite() && *secs >= 1.0)
         .map(|secs| Duration::seconds(secs as i64));
-    let expires_at = expires_in.or(inherited).map(|d| Utc::now() + d);
-    let (new_id, clear) = insert_key(&mut tx, tenant, &scopes, expires_at).await?;
+    let (new_id, clear, expires_at) =
+        insert_key(&mut tx, tenant, &scopes, expires_in.or(inherited)).await?;
     let subject = format!("api_key:{key_id}");
     auditor(tenant, operator)
         .entry("api_key.rotate", &subject)
