@@ -362,6 +362,18 @@ impl Respond for GdprDelete {
     }
 }
 
+/// A fake HubSpot that keeps contacts (upserts and GDPR deletes), and an app using it.
+async fn hubspot_keeping_contacts() -> (MockServer, crate::crm::FakeHubSpot, TestApp) {
+    let (server, fake) = hubspot_accepting("pat-na1-erase").await;
+    let app = app_with_crm(&server, token("pat-na1-erase")).await;
+    Mock::given(method("POST"))
+        .and(path(GDPR_DELETE))
+        .respond_with(GdprDelete(fake.clone()))
+        .mount(&server)
+        .await;
+    (server, fake, app)
+}
+
 /// An upsert HubSpot takes its time over: it answers after `delay` and only then holds the
 /// contact (the fake's own upsert, applied when the answer goes). Says when it was asked.
 struct SlowUpsert {
@@ -392,13 +404,7 @@ impl Respond for SlowUpsert {
 /// contact once more. (The contact stayed in the CRM for good.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lead_erased_while_its_sync_is_in_flight_is_erased_from_the_crm_after_it() {
-    let (server, fake) = hubspot_accepting("pat-na1-erase").await;
-    let app = app_with_crm(&server, token("pat-na1-erase")).await;
-    Mock::given(method("POST"))
-        .and(path(GDPR_DELETE))
-        .respond_with(GdprDelete(fake.clone()))
-        .mount(&server)
-        .await;
+    let (server, fake, app) = hubspot_keeping_contacts().await;
     let worker = app.spawn_worker().await;
     let email = "racing@example.com";
     assert_eq!(
@@ -455,13 +461,7 @@ async fn a_lead_erased_while_its_sync_is_in_flight_is_erased_from_the_crm_after_
 /// that never settled left a re-created contact in the CRM.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lead_erased_under_a_live_claim_is_erased_again_once_the_claim_ends() {
-    let (server, fake) = hubspot_accepting("pat-na1-erase").await;
-    let app = app_with_crm(&server, token("pat-na1-erase")).await;
-    Mock::given(method("POST"))
-        .and(path(GDPR_DELETE))
-        .respond_with(GdprDelete(fake.clone()))
-        .mount(&server)
-        .await;
+    let (server, _, app) = hubspot_keeping_contacts().await;
     let worker = app.spawn_worker().await;
     assert_eq!(
         app.post_lead(app.key(), &hot_lead("tg-claimed", "claimed@example.com"))
