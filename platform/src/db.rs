@@ -111,8 +111,17 @@ async fn begin_as(
     pool: &PgPool,
     value: &str,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    begin_with_scope(pool, "begin", value).await
+}
+
+/// `begin` (the statement, with its options) and the scope `value`, in one round trip.
+async fn begin_with_scope(
+    pool: &PgPool,
+    begin: &str,
+    value: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     pool.begin_with(format!(
-        "begin; select set_config('leadq.tenant_id', '{value}', true)"
+        "{begin}; select set_config('leadq.tenant_id', '{value}', true)"
     ))
     .await
 }
@@ -124,11 +133,11 @@ pub async fn begin_snapshot(
     pool: &PgPool,
     scope: Scope,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let value = scope_value(scope);
-    pool.begin_with(format!(
-        "begin isolation level repeatable read; \
-         select set_config('leadq.tenant_id', '{value}', true)"
-    ))
+    begin_with_scope(
+        pool,
+        "begin isolation level repeatable read",
+        &scope_value(scope),
+    )
     .await
 }
 

@@ -3,6 +3,8 @@
 //! the tenant's CRM when it was synced there (a `crm_erase` job: the GDPR delete, with its
 //! retries and its own audit); audited without personal data, with what was erased where.
 
+use crate::pii::at_rest::seal_stored;
+use crate::pii::field::EMAIL;
 use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
 use serde::Serialize;
@@ -135,28 +137,16 @@ pub async fn erase(
         let c = in_crm.as_ref()?;
         match (&c.id_property, &c.email) {
             (Some(property), _) => Some((None, Some((property.clone(), external_id.to_owned())))),
-            (None, Some(email)) if crate::pii::Sealer::is_sealed(email) => {
-                Some((Some(email.clone()), None))
-            }
-            (None, Some(email)) => Some((
-                Some(sealer.seal(tenant, crate::pii::field::EMAIL, email)),
-                None,
-            )),
+            (None, Some(email)) => Some((Some(seal_stored(sealer, tenant, EMAIL, email)), None)),
             (None, None) => None,
         }
     });
     let target = match in_crm.map(|c| (c.crm_id, c.email, c.id_property)) {
         Some((Some(crm_id), _, _)) => Some((Some(crm_id), None, None)),
-        // Stored sealed under the same tenant and field as the job carries it; a row not yet
-        // converted holds it in clear.
-        Some((None, Some(email), _)) if crate::pii::Sealer::is_sealed(&email) => {
-            Some((None, Some(email), None))
+        // Sealed under the same tenant and field as the job carries it.
+        Some((None, Some(email), _)) => {
+            Some((None, Some(seal_stored(sealer, tenant, EMAIL, &email)), None))
         }
-        Some((None, Some(email), _)) => Some((
-            None,
-            Some(sealer.seal(tenant, crate::pii::field::EMAIL, &email)),
-            None,
-        )),
         Some((None, None, Some(property))) => {
             Some((None, None, Some((property, external_id.to_owned()))))
         }

@@ -85,6 +85,34 @@ pub(crate) async fn record(
     Ok(())
 }
 
+/// Audits an operator's action that failed (platform scope, outcome `failed`); a failure to
+/// audit it is logged, not returned: the action's own error is what the caller reports.
+pub(crate) async fn record_failed(
+    pool: &PgPool,
+    who: Actor<'_>,
+    action: &str,
+    subject: &str,
+    details: serde_json::Value,
+) {
+    let recorded = async {
+        let mut tx = db::begin(pool, Scope::Platform).await?;
+        Auditor {
+            tenant_id: None,
+            actor: who.actor,
+            correlation_id: who.correlation_id,
+        }
+        .entry(action, subject)
+        .outcome("failed")
+        .details(details)
+        .record(&mut *tx)
+        .await?;
+        tx.commit().await
+    };
+    if let Err(e) = recorded.await {
+        tracing::error!(error = %e, action, "Could not audit an operator action that failed.");
+    }
+}
+
 /// Who does it and under which correlation id.
 #[derive(Debug, Clone, Copy)]
 pub struct Actor<'a> {
@@ -276,28 +304,11 @@ pub async fn act(
     let done = match moved {
         Ok(done) => done,
         Err(error) => {
-            let entry = Auditor {
-                tenant_id: None,
-                actor: who.actor,
-                correlation_id: who.correlation_id,
-            };
             let details = serde_json::json!({
                 "selection": described, "selected": ids.len(), "processed": processed,
                 "error": "queue_unavailable",
             });
-            let recorded = async {
-                let mut tx = db::begin(pool, Scope::Platform).await?;
-                entry
-                    .entry(name, &format!("kind:{kind}"))
-                    .outcome("failed")
-                    .details(details)
-                    .record(&mut *tx)
-                    .await?;
-                tx.commit().await
-            };
-            if let Err(e) = recorded.await {
-                tracing::error!(error = %e, action = name, "Could not audit a failed dead-letter action.");
-            }
+            record_failed(pool, who, name, &format!("kind:{kind}"), details).await;
             return Err(error.into());
         }
     };

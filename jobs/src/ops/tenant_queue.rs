@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::ops::deadletters::{check_kind, record, tenant_by_slug, Actor, OpsError};
+use crate::ops::deadletters::{check_kind, record, record_failed, tenant_by_slug, Actor, OpsError};
 use leadq_platform::audit::Auditor;
 use leadq_platform::db::{self, Scope};
 use leadq_queue::{Queue, TenantState};
@@ -138,20 +138,7 @@ pub async fn apply(
             drop(tx);
             let mut details = details;
             details["error"] = serde_json::json!("queue_unavailable");
-            let failed = async {
-                let mut tx = db::begin(pool, Scope::Platform).await?;
-                auditor
-                    .entry(control.action(), &subject)
-                    .outcome("failed")
-                    .details(details)
-                    .record(&mut *tx)
-                    .await?;
-                tx.commit().await
-            };
-            if let Err(e) = failed.await {
-                tracing::error!(error = %e, action = control.action(),
-                    "Could not audit a queue control that failed.");
-            }
+            record_failed(pool, who, control.action(), &subject, details).await;
             return Err(error.into());
         }
     };

@@ -55,6 +55,22 @@ pub fn open_stored(
     }
 }
 
+/// The value of a stored personal field, sealed (for a job's payload, where personal data
+/// always travels sealed): as it is when sealed, sealed now when written before sealing at
+/// rest (not yet converted).
+pub fn seal_stored(
+    sealer: &Sealer,
+    tenant: Uuid,
+    field_name: &'static str,
+    stored: &str,
+) -> String {
+    if Sealer::is_sealed(stored) {
+        stored.to_owned()
+    } else {
+        sealer.seal(tenant, field_name, stored)
+    }
+}
+
 /// A lead's contact as stored: each field sealed, email and phone with their blind index.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SealedContact {

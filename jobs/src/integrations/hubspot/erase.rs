@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use super::client::{bearer, json_answer, next_utc_midnight, policy_of, retry_after};
 use super::*;
+use crate::pii::at_rest::seal_stored;
 
 /// The `crm_erase` payload: the contact by the CRM's own id, or else by e-mail (sealed, as
 /// personal data always travels).
@@ -132,15 +133,9 @@ pub(super) async fn after_sync(
             // As the call named the contact: by e-mail (stored sealed, or in clear before
             // its conversion), or by the tenant's own property.
             email: (s.crm_id.is_none() && id_property == "email")
-                .then(|| s.row.email.clone())
+                .then_some(s.row.email.as_deref())
                 .flatten()
-                .map(|e| {
-                    if crate::pii::Sealer::is_sealed(&e) {
-                        e
-                    } else {
-                        deps.sealer.seal(tenant, crate::pii::field::EMAIL, &e)
-                    }
-                }),
+                .map(|e| seal_stored(&deps.sealer, tenant, crate::pii::field::EMAIL, e)),
             key: (s.crm_id.is_none() && id_property != "email")
                 .then(|| (id_property.to_owned(), s.row.external_id.clone())),
         };
