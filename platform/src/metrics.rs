@@ -257,7 +257,7 @@ pub mod webhook_outcome {
     pub const MALFORMED: &str = "malformed";
     /// An event or update type we do not act on: 2xx, counted, not enqueued.
     pub const IGNORED: &str = "ignored";
-    /// We could not take it (the queue or the database failed, or not in time): answered 5xx,
+    /// We could not take it (the queue or the database failed): answered 5xx,
     /// or on the Chatwoot route 429 so that an agent bot retries it; account webhooks retry
     /// nothing, so the event may be lost.
     pub const FAILED: &str = "failed";

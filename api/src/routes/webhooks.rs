@@ -231,9 +231,8 @@ async fn budget_priority(app: &AppState, tenant: uuid::Uuid, source: &'static st
             for it.", body = crate::openapi::ErrorBody),
         (status = 413, description = "Body too large.", body = crate::openapi::ErrorBody),
         (status = 429, description = "Not taken now, deliver again after `Retry-After`: \
-            Redis or PostgreSQL did not answer, or not in time (`queue_unavailable`, \
-            `database_unavailable`, `timeout`). A 429 because Chatwoot retries only a 429 or \
-            a 500.",
+            Redis or PostgreSQL did not answer (`queue_unavailable`, \
+            `database_unavailable`). A 429 because Chatwoot retries only a 429 or a 500.",
          body = crate::openapi::ErrorBody),
     ))]
 pub async fn chatwoot(
@@ -242,34 +241,27 @@ pub async fn chatwoot(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    // Answered within Chatwoot's 5 s, always: a Redis or PostgreSQL that hangs rather than
-    // refuses would otherwise keep the request until Chatwoot hangs up, which it does not
-    // retry. (A delivery enqueued just before the deadline is a duplicate when retried.)
-    let delivery = chatwoot_delivery(state, slug, headers, body);
-    let answer = tokio::time::timeout(CHATWOOT_DEADLINE, delivery)
-        .await
-        .unwrap_or(Err(ApiError::Timeout));
-    match counting_failures("chatwoot", answer) {
+    match counting_failures(
+        "chatwoot",
+        chatwoot_delivery(state, slug, headers, body).await,
+    ) {
         Ok(answer) => answer.into_response(),
         Err(e) => retried_by_chatwoot(e),
     }
 }
-
-/// How long a Chatwoot delivery may take here: inside Chatwoot's own 5 s.
-const CHATWOOT_DEADLINE: Duration = Duration::from_secs(4);
 
 /// How long Chatwoot is asked to wait before it delivers again (its own retries are 3 s apart).
 const CHATWOOT_RETRY_AFTER: &str = "3";
 
 /// Chatwoot retries an agent-bot delivery only after a 429 or a 500 (docs/contracts/
 /// chatwoot.md, "Delivery"), so a failure of ours that a later attempt can get past — Redis or
-/// PostgreSQL unreachable or too slow — answers 429 with `Retry-After` (the body keeps its
-/// code, `queue_unavailable`, `database_unavailable` or `timeout`, and the failure is logged
-/// and counted as such): its 503 was never retried, and the event was lost.
+/// PostgreSQL unreachable — answers 429 with `Retry-After` (the body keeps its code,
+/// `queue_unavailable` or `database_unavailable`, and the failure is logged and counted as
+/// such): its 503 was never retried, and the event was lost.
 fn retried_by_chatwoot(e: ApiError) -> Response {
     let transient = matches!(
         e,
-        ApiError::QueueUnavailable(_) | ApiError::DatabaseUnavailable(_) | ApiError::Timeout
+        ApiError::QueueUnavailable(_) | ApiError::DatabaseUnavailable(_)
     );
     let mut res = e.into_response();
     if transient {
