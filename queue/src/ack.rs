@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::backend::KindRunner;
 use crate::error::JobError;
 use crate::job::{Job, JobReport};
-use crate::settle::owner;
+use crate::lease::LeaseOwner;
 use crate::{Settle, Settled};
 
 /// The backend's middleware: classifies and settles every job. See the module docs.
@@ -108,6 +108,7 @@ where
 
     fn call(&mut self, task: Task<Job<P>>) -> Self::Future {
         let meta = task.args.meta.clone();
+        let lease = LeaseOwner::of(&task);
         let runner = self.runner.clone();
         let kind = runner.kind;
         // `process <kind>` (OpenTelemetry messaging): each run continues the trace of the
@@ -171,7 +172,6 @@ where
             let id = meta.job_id.to_string();
             let settling = Settling::start(&runner.settling);
             let clock = Instant::now();
-            let lease = owner(&runner.worker_id, meta.attempt);
             let settled = runner
                 .settle_one(id.clone(), lease.clone(), how)
                 .await

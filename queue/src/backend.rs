@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -32,8 +32,9 @@ use uuid::Uuid;
 pub use crate::ack::{AckLayer, AckService};
 use crate::envelope::{Envelope, JobMeta};
 pub use crate::job::{Job, JobObserver, JobReport, NoObserver, Rejection};
+use crate::lease::LeaseOwner;
 pub use crate::payload::{Payload, PayloadError};
-use crate::settle::{owner, redis_backoff, redis_error, redis_settle, settle_with_retry, Settler};
+use crate::settle::{redis_backoff, redis_error, redis_settle, settle_with_retry, Settler};
 use crate::{Fetched, Leased, Queue, QueueError, Settle, Settled};
 /// The leases one worker process holds for one kind: job id → (lease owner token, shard).
 ///
@@ -104,6 +105,12 @@ pub struct KindRunner {
     wake: Arc<tokio::sync::Mutex<Option<crate::Conn>>>,
     /// The shard the next fetch starts at: fetches go round the shards.
     next_shard: Arc<std::sync::atomic::AtomicU16>,
+    /// Numbers this process's fetches of the kind: part of each lease's owner token.
+    fetches: Arc<AtomicU64>,
+    /// Fetches sent whose reply has not been read (yet, or ever: the connection failed after
+    /// Redis ran the script, or the fetch was dropped): (shard, fetch number). Their leases
+    /// are in no book; they are handed back before the next fetch (`release_unanswered`).
+    unanswered: Arc<Mutex<Vec<(u16, u64)>>>,
     /// The kind's group-commit settler, started on first need (see `settle.rs`).
     settler: Arc<std::sync::OnceLock<Settler>>,
     /// Jobs of the book whose handler is done and whose settlement is on its way: they hold
@@ -139,6 +146,8 @@ impl KindRunner {
             observer,
             wake: Arc::default(),
             next_shard: Arc::default(),
+            fetches: Arc::default(),
+            unanswered: Arc::default(),
             settler: Arc::default(),
             settling: Arc::default(),
         }
@@ -230,19 +239,17 @@ impl KindRunner {
             if closing.load(Ordering::Acquire) {
                 return (Vec::new(), None);
             }
+            if let Err(error) = self.release_unanswered().await {
+                redis_error("release", &error);
+                tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
+                continue;
+            }
             match self.fetch_round(want).await {
                 Ok(Fetched {
                     jobs,
                     drained,
                     due_in,
                 }) if !jobs.is_empty() => {
-                    for job in &jobs {
-                        self.book.insert(
-                            job.id.clone(),
-                            owner(&self.worker_id, job.attempt),
-                            job.shard,
-                        );
-                    }
                     return (jobs, drained.then_some(Drained { due_in }));
                 }
                 Ok(Fetched { due_in, .. }) => {
@@ -257,6 +264,34 @@ impl KindRunner {
         }
     }
 
+    fn unanswered_lock(&self) -> std::sync::MutexGuard<'_, Vec<(u16, u64)>> {
+        self.unanswered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands back the jobs leased by this process's fetches whose replies were never read:
+    /// nothing would run them until their leases expired, and then as suspects, one at a time,
+    /// each with an attempt and a lease expiry counted against it. A fetch that Redis never
+    /// ran leases nothing, and handing it back finds nothing.
+    async fn release_unanswered(&self) -> Result<(), QueueError> {
+        let pending = self.unanswered_lock().clone();
+        for (shard, no) in pending {
+            let n = self
+                .queue
+                .release_fetch(self.kind, shard, &self.worker_id, no)
+                .await?;
+            self.unanswered_lock().retain(|&f| f != (shard, no));
+            if n > 0 {
+                tracing::warn!(
+                    kind = self.kind,
+                    shard,
+                    jobs = n,
+                    "Handed back the jobs of a fetch whose reply was lost; they run again now."
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// One fetch from each shard in turn, starting after the shard served last, until one has
     /// jobs. With no jobs anywhere, the earliest due time of a scheduled job over all shards.
     /// Only a queue of one shard is ever reported drained while it returns jobs: with more,
@@ -267,10 +302,19 @@ impl KindRunner {
         let mut due: Option<Duration> = None;
         for i in 0..n {
             let shard = (start + i) % n;
+            let no = self.fetches.fetch_add(1, Ordering::Relaxed);
+            self.unanswered_lock().push((shard, no));
             let mut fetched = self
                 .queue
-                .fetch(self.kind, shard, &self.worker_id, want)
+                .fetch(self.kind, shard, &self.worker_id, no, want)
                 .await?;
+            // Read: its leases go in the book at once, with no await in between, so a dropped
+            // fetch leaves them either unanswered or booked, never neither.
+            for job in &fetched.jobs {
+                self.book
+                    .insert(job.id.clone(), job.owner.clone(), job.shard);
+            }
+            self.unanswered_lock().retain(|&f| f != (shard, no));
             if !fetched.jobs.is_empty() {
                 fetched.drained &= n == 1;
                 return Ok(fetched);
@@ -329,7 +373,11 @@ impl KindRunner {
                 })
             });
         match parsed {
-            Ok(job) => Some(Task::new(job)),
+            Ok(job) => {
+                let mut task = Task::new(job);
+                task.inject_data(LeaseOwner(leased.owner));
+                Some(task)
+            }
             Err((reason, detail)) => {
                 tracing::error!(kind, job_id = %leased.id, reason, detail, alerted = true,
                     "Dead-lettering a job that is not a genuine, readable job of this kind.");
@@ -345,12 +393,11 @@ impl KindRunner {
                     .and_then(|v| v.get("tenant_id")?.as_str()?.parse().ok());
                 let runner = self.clone();
                 tokio::spawn(async move {
-                    let owner = owner(&runner.worker_id, leased.attempt);
                     let how = Settle::Dead {
                         reason: reason.into(),
                         code: reason.into(),
                     };
-                    let entries = [(leased.id.clone(), owner, how)];
+                    let entries = [(leased.id.clone(), leased.owner.clone(), how)];
                     settle_with_retry(
                         &runner.queue,
                         runner.kind,
@@ -564,16 +611,11 @@ impl<P: Payload + Send + 'static> Backend for RedisBackend<P> {
             let mut by_shard: std::collections::BTreeMap<u16, Vec<_>> =
                 std::collections::BTreeMap::new();
             for t in self.buffer.drain(..) {
-                let meta = &t.args.meta;
-                let id = meta.job_id.to_string();
+                let id = t.args.meta.job_id.to_string();
                 by_shard
                     .entry(self.runner.book.shard(&id))
                     .or_default()
-                    .push((
-                        id,
-                        owner(&self.runner.worker_id, meta.attempt),
-                        Settle::Release,
-                    ));
+                    .push((id, LeaseOwner::of(&t), Settle::Release));
             }
             let runner = self.runner.clone();
             self.release = Some(

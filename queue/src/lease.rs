@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use leadq_platform::metrics as m;
 
+use crate::settle::owner;
 use crate::{value_i64, value_str, Queue, QueueError, Settled, FETCH_MAX, PROMOTE_SLICE};
 
 /// How a leased job is to be settled.
@@ -25,6 +26,24 @@ pub(crate) struct Leased {
     pub(crate) shard: u16,
     pub(crate) data: String,
     pub(crate) attempt: u32,
+    /// The lease's owner token (see [`owner`]): what settles, renews and hands back the lease.
+    pub(crate) owner: String,
+}
+
+/// A task's lease owner token, carried in its apalis context from the fetch to its settle:
+/// the run settles the lease it was given, never a later lease of the same job.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseOwner(pub(crate) String);
+
+impl LeaseOwner {
+    /// The owner token of `task`'s lease (empty, matching no lease, for a task no fetch made).
+    pub(crate) fn of<A>(task: &apalis_core::task::Task<A>) -> String {
+        task.ctx()
+            .data()
+            .get::<LeaseOwner>()
+            .map(|o| o.0.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// What one fetch leased, and whether to wait before the next.
@@ -59,12 +78,15 @@ impl Queue {
     }
 
     /// Leases up to `n` jobs of `kind` for `worker` from `shard`, and never more than
-    /// [`FETCH_MAX`] in one call.
+    /// [`FETCH_MAX`] in one call. `fetch_no` numbers the call within the worker process: it is
+    /// part of each lease's owner, so a fetch whose reply is lost can be handed back by it
+    /// ([`Queue::release_fetch`]).
     pub(crate) async fn fetch(
         &self,
         kind: &str,
         shard: u16,
         worker: &str,
+        fetch_no: u64,
         n: usize,
     ) -> Result<Fetched, QueueError> {
         let k = self.keys(kind, shard);
@@ -89,6 +111,7 @@ impl Queue {
             .arg(worker)
             .arg(PROMOTE_SLICE)
             .arg(u8::from(own_wake_list))
+            .arg(fetch_no)
             .invoke_async(&mut self.conn())
             .await?;
         let (now, next_due, drained) = match reply.get(..3) {
@@ -101,11 +124,13 @@ impl Queue {
             let [id, data, attempt] = triple else {
                 return Err(QueueError::Protocol("fetch reply shape".into()));
             };
+            let attempt = u32::try_from(value_i64(attempt)?).unwrap_or(u32::MAX);
             out.push(Leased {
                 id: value_str(id)?,
                 shard,
                 data: value_str(data)?,
-                attempt: u32::try_from(value_i64(attempt)?).unwrap_or(u32::MAX),
+                attempt,
+                owner: owner(worker, attempt, fetch_no),
             });
         }
         Ok(Fetched {
@@ -119,28 +144,56 @@ impl Queue {
     pub(crate) async fn release_owned(&self, kind: &str, worker: &str) -> Result<u64, QueueError> {
         let mut released = 0;
         for shard in self.shards() {
-            let k = self.keys(kind, shard);
-            let n: u64 = self
-                .inner
-                .scripts
-                .release_owned
-                .key(&k.jobs)
-                .key(&k.leases)
-                .key(&k.ready)
-                .key(&k.wake)
-                .key(&k.fair)
-                .key(&k.index)
-                .key(&k.parked)
-                .arg(worker)
-                .arg(100_000)
-                .invoke_async(&mut self.conn())
-                .await?;
-            released += n;
+            released += self.release_leases(kind, shard, worker, None).await?;
         }
         if released > 0 {
             self.wake(kind).await?;
         }
         Ok(released)
+    }
+
+    /// Hands back the jobs of `kind` that `worker`'s fetch number `fetch_no` leased from
+    /// `shard`, whose reply the worker never read (see `lua/release_owned.lua`).
+    pub(crate) async fn release_fetch(
+        &self,
+        kind: &str,
+        shard: u16,
+        worker: &str,
+        fetch_no: u64,
+    ) -> Result<u64, QueueError> {
+        let released = self
+            .release_leases(kind, shard, worker, Some(fetch_no))
+            .await?;
+        if released > 0 {
+            self.wake(kind).await?;
+        }
+        Ok(released)
+    }
+
+    async fn release_leases(
+        &self,
+        kind: &str,
+        shard: u16,
+        worker: &str,
+        fetch_no: Option<u64>,
+    ) -> Result<u64, QueueError> {
+        let k = self.keys(kind, shard);
+        Ok(self
+            .inner
+            .scripts
+            .release_owned
+            .key(&k.jobs)
+            .key(&k.leases)
+            .key(&k.ready)
+            .key(&k.wake)
+            .key(&k.fair)
+            .key(&k.index)
+            .key(&k.parked)
+            .arg(worker)
+            .arg(100_000)
+            .arg(fetch_no.map(|n| n.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await?)
     }
 
     /// Settles leased jobs of `kind` in one script call. `entries` are (job id, owner, how).

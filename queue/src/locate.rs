@@ -126,7 +126,7 @@ impl Queue {
                     "held" => JobState::Held,
                     "scheduled" => JobState::Scheduled { due: time(at)? },
                     "running" => JobState::Running {
-                        // The owner is `<worker id>:<attempt>`.
+                        // The owner is `<worker id>:<attempt>#<fetch number>`.
                         worker: owner
                             .rsplit_once(':')
                             .map_or(owner.as_str(), |(w, _)| w)

@@ -22,10 +22,13 @@ use crate::{Queue, QueueError, Settle, Settled};
 /// One acknowledgement: (job id, lease owner token, how to settle it).
 pub(crate) type Entry = (String, String, Settle);
 
-/// The lease owner token of `worker`'s run of a job at `attempt`: a run that outlived its
-/// lease cannot settle the job another worker has taken over since.
-pub(crate) fn owner(worker: &str, attempt: u32) -> String {
-    format!("{worker}:{attempt}")
+/// The lease owner token of `worker`'s run of a job at `attempt`, leased by the worker's fetch
+/// number `fetch_no` (as `lua/fetch.lua` writes it). Unique per lease: a run that outlived its
+/// lease cannot settle the job another worker has taken over since, and a retried settle of one
+/// run cannot settle the next run of the same job by the same worker at the same attempt (a
+/// snooze gives its attempt back).
+pub(crate) fn owner(worker: &str, attempt: u32, fetch_no: u64) -> String {
+    format!("{worker}:{attempt}#{fetch_no}")
 }
 
 /// Backoff between retries of a Redis call: 50 ms doubling to 5 s, jittered, unbounded.

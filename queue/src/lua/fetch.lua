@@ -6,6 +6,7 @@
 -- KEYS[9] wake (list)
 -- ARGV[1] n   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max promoted per call
 -- ARGV[5] '1' when KEYS[9] is the list the workers of this queue wait on (one shard), else '0'
+-- ARGV[6] this fetch's number in the worker process (see the lease owner below)
 -- Returns { now, next_due, drained, id1, data1, attempt1, id2, data2, attempt2, ... }.
 -- drained is 1 when this call took the last ready job (or found none): the worker then waits
 -- for a wake-up, or until next_due, before it fetches again, instead of asking once more only
@@ -14,8 +15,11 @@
 -- A drained fetch also empties the wake list when it is this shard's own (ARGV[5]): a wake-up
 -- pushed for a job this call took, or another worker took, would only cost an empty fetch, and
 -- every later change that makes a job ready pushes a wake-up of its own.
--- The lease owner is "<worker id>:<attempt>": unique per lease, so an acknowledgement from a
--- lease that expired and was taken over is recognised and refused.
+-- The lease owner is "<worker id>:<attempt>#<fetch number>": unique per lease, so an
+-- acknowledgement from a lease that expired and was taken over is recognised and refused, and
+-- so is a retried acknowledgement of a run whose job came back to the same worker at the same
+-- attempt (a snooze gives its attempt back). The fetch number also names the leases of a fetch
+-- whose reply the worker never read (`lua/release_owned.lua`).
 -- A *suspect* is a job whose lease expired before (its worker died while running it, maybe
 -- because of it). A worker runs at most one suspect at a time, so a job that kills its worker
 -- takes no other suspect down with it again, and the jobs that merely shared a process with
@@ -149,6 +153,7 @@ local deferred = {}
 -- Strings built once: a Lua number passed to redis.call is formatted for every element.
 local deadline = tostring(now + tonumber(ARGV[2]))
 local owner_prefix = ARGV[3] .. ':'
+local owner_suffix = '#' .. ARGV[6]
 local zargs, hargs, out = {}, {}, { now, -1, 0 }
 -- Leases the jobs chosen in one round (`round`, their tenants in `round_tenant`), reading each
 -- one's envelope, attempt and lease expiries: a job whose envelope is gone is dropped, and a
@@ -185,7 +190,7 @@ local function lease(round, round_tenant)
       hargs[#hargs + 1] = id .. ':a'
       hargs[#hargs + 1] = attempt
       hargs[#hargs + 1] = id .. ':o'
-      hargs[#hargs + 1] = owner_prefix .. attempt
+      hargs[#hargs + 1] = owner_prefix .. attempt .. owner_suffix
       out[#out + 1] = id
       out[#out + 1] = data
       out[#out + 1] = tonumber(attempt)

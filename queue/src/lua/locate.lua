@@ -4,7 +4,7 @@
 -- ARGV[1] job id
 -- Returns { state, time ms, lease owner, tenant, attempts, last error code } ('' for what does
 -- not apply or is not kept), state one of:
---   'running'    leased: time = lease deadline, owner = "<worker id>:<attempt>"
+--   'running'    leased: time = lease deadline, owner = "<worker id>:<attempt>#<fetch number>"
 --   'scheduled'  waiting for a retry delay, a rate limit or its run_at: time = due
 --   'held'       ready, but its tenant's slot is parked (tenant paused or at its cap), or it
 --                is still in the ready set while its tenant is paused (its slot is parked when

@@ -7,6 +7,7 @@
 //! records the web console uses (locate a job, tenants' backlog, completions, records).
 
 mod console_reads;
+mod lost_replies;
 mod runs;
 mod suspects;
 mod tenants;
