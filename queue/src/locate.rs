@@ -161,11 +161,11 @@ impl Queue {
 
     /// The job `message_id` of `tenant` became in `kind`'s queue: the id its dedupe key holds
     /// (`lua/enqueue.lua` stores the first job's id there, and a duplicate is refused against
-    /// it). `None` once the key expired (`LEADQ_DEDUPE_TTL` after the enqueue) or if the
-    /// message was never enqueued. The id may name a job that has since finished: ask
-    /// [`Queue::locate`] where it is. The tenant's shard is asked first, then the others (the
-    /// key stays in the shard of the enqueue when `LEADQ_QUEUE_SHARDS` changes), one `GET`
-    /// each until it is found.
+    /// it). `None` once the key expired (`LEADQ_DEDUPE_TTL_SECS` after the enqueue, or after
+    /// the `run_at` of a job due later) or if the message was never enqueued. The id may name
+    /// a job that has since finished: ask [`Queue::locate`] where it is. The tenant's shard is
+    /// asked first, then the others (the key stays in the shard of the enqueue when
+    /// `LEADQ_QUEUE_SHARDS` changes), one `GET` each until it is found.
     pub async fn job_for_message(
         &self,
         kind: &str,

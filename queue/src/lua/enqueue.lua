@@ -3,7 +3,7 @@
 -- KEYS[4] wake (list)   KEYS[5] fair (hash)   KEYS[6] index   KEYS[7] parked
 -- KEYS[8] usage of the day (hash tenant -> jobs newly enqueued; billing reconciles it)
 -- KEYS[8+i] dedupe key of job i
--- ARGV[1] dedupe ttl (ms)   ARGV[2] n
+-- ARGV[1] dedupe ttl (ms; for a job due later, from when it is due)   ARGV[2] n
 -- ARGV[3 + 5*(i-1)] id, then data, run_at (ms since epoch, 0 = now), tenant,
 -- priority (0 high, 1 normal, 2 low)
 -- Returns, per job: the id stored under its dedupe key (its own id when new, the earlier job's
@@ -28,14 +28,19 @@ for i = 1, n do
   local id, data, run_at, tenant = ARGV[base], ARGV[base + 1], tonumber(ARGV[base + 2]), ARGV[base + 3]
   local prio = ARGV[base + 4]
   local dk = KEYS[8 + i]
-  local fresh = redis.call('SET', dk, id, 'NX', 'PX', ttl)
+  -- A job due later keeps its dedupe mark for the ttl after it is due: a producer that sends a
+  -- follow-up for three days ahead again tomorrow must still find it.
+  local later = run_at > 0 and run_at > clock()
+  local keep = ttl
+  if later then keep = string.format('%d', run_at - clock() + tonumber(ttl)) end
+  local fresh = redis.call('SET', dk, id, 'NX', 'PX', keep)
   if fresh then
     if prio == '1' then
       redis.call('HSET', KEYS[2], id, data, id .. ':t', tenant)
     else
       redis.call('HSET', KEYS[2], id, data, id .. ':t', tenant, id .. ':p', prio)
     end
-    if run_at > 0 and run_at > clock() then
+    if later then
       redis.call('ZADD', KEYS[3], run_at, id)
     else
       ready[#ready + 1] = { id, tenant, prio }

@@ -344,3 +344,29 @@ async fn completed_jobs_and_dead_letters_are_trimmed_by_age_with_their_data() {
         .unwrap();
     assert_eq!((jobs, dead_data), (0, 0));
 }
+
+/// A producer resending a message for a job due later (a follow-up three days ahead, sent
+/// again tomorrow) must find it: the message is remembered for the dedupe TTL after the job is
+/// due, not after it was enqueued (the mark expired while its job still waited, and the
+/// resend became a second job).
+#[tokio::test]
+async fn a_job_due_later_is_remembered_until_the_dedupe_ttl_after_it_is_due() {
+    let prefix = queue_prefix();
+    let mut s = settings(&prefix, 3, 100);
+    s.dedupe_ttl = Duration::from_secs(1);
+    let q = queue(s).await;
+    let due = Some(Utc::now() + chrono::Duration::hours(1));
+    let first = q.enqueue(vec![job(0, due)]).await.unwrap();
+    assert!(!first[0].duplicate);
+    // Past the TTL from the enqueue, long before the job is due.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = q.enqueue(vec![job(0, due)]).await.unwrap();
+    assert!(again[0].duplicate, "the resend became a second job");
+    assert_eq!(again[0].job_id, first[0].job_id);
+    // A job due now is still remembered for the TTL only.
+    let now = q.enqueue(vec![job(1, None)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = q.enqueue(vec![job(1, None)]).await.unwrap();
+    assert!(!later[0].duplicate);
+    assert_ne!(later[0].job_id, now[0].job_id);
+}
