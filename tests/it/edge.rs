@@ -5,7 +5,7 @@
 use leadq_testkit::{spawn_app_with, TestApp};
 use serde_json::Value;
 
-use crate::webhooks::{configured_app_with, message_body, post_chatwoot, ACCOUNT};
+use crate::webhooks::{configured_app_with, message_body, post_chatwoot, ACCOUNT, SECRET};
 
 /// `GET path` with `key`, from `addr` as a trusted proxy reports it.
 async fn get_from(app: &TestApp, addr: &str, path: &str, key: &str) -> reqwest::Response {
@@ -280,5 +280,88 @@ async fn a_request_that_times_out_is_answered_and_counted_and_methods_are_a_fixe
             .any(|l| l.starts_with("leadq_http_requests_total{") && l.contains("method=\"other\"")),
         "{text}"
     );
+    app.stop().await;
+}
+
+/// A webhook for a slug that names no tenant is answered 404 before its body is read (a body
+/// of up to the route's limit, megabytes, was read first), and the slug is remembered as
+/// unknown for a few seconds, so a sender still delivering for a deleted tenant, or a flood of
+/// one made-up slug, costs no database query per request. A tenant created meanwhile takes its
+/// deliveries once that memory runs out.
+#[tokio::test]
+async fn a_webhook_for_an_unknown_tenant_is_refused_before_its_body_and_from_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = configured_app_with(&[]).await;
+    let slug = format!("later-{}", &leadq_testkit::queue_prefix()[1..]);
+    let path = format!("/v1/webhooks/chatwoot/{slug}");
+
+    // Headers announcing a megabyte, and only a few bytes of it sent.
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: 1000000\r\n\r\n{{\"event\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
+        .await
+        .expect("no answer while the body is still being sent")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("\"not_found\""), "{answer}");
+
+    // The tenant now exists and takes Chatwoot deliveries; this API still knows the slug as
+    // unknown for a few seconds, then takes them.
+    leadq_platform::tenant::create(&app.db.pool, &slug, "test")
+        .await
+        .unwrap();
+    leadq_jobs::integrations::settings::update(
+        &app.db.pool,
+        &app.sealer(),
+        &slug,
+        &leadq_jobs::integrations::settings::TenantUpdate {
+            chatwoot_account_id: Some(ACCOUNT),
+            chatwoot_secret: Some(leadq_platform::secret::Secret::new(SECRET)),
+            ..Default::default()
+        },
+        "operator:test",
+    )
+    .await
+    .unwrap();
+    let deliver = |n: i64| {
+        let (app, path) = (&app, &path);
+        async move {
+            let body = message_body(ACCOUNT, 9000 + n, false, "incoming");
+            let ts = chrono::Utc::now().timestamp();
+            let headers = [
+                ("x-chatwoot-delivery", format!("d-{n}")),
+                ("x-chatwoot-timestamp", ts.to_string()),
+                (
+                    "x-chatwoot-signature",
+                    leadq_jobs::integrations::chatwoot::sign(SECRET.as_bytes(), ts, &body),
+                ),
+            ];
+            app.post_raw(path, &headers, body).await.status().as_u16()
+        }
+    };
+    assert_eq!(
+        deliver(0).await,
+        404,
+        "the unknown slug was looked up again"
+    );
+    let mut n = 0;
+    leadq_testkit::wait_for(
+        "the new tenant's deliveries to be taken",
+        std::time::Duration::from_secs(20),
+        || {
+            n += 1;
+            let attempt = deliver(n);
+            async move { (attempt.await == 200).then_some(()) }
+        },
+    )
+    .await;
     app.stop().await;
 }

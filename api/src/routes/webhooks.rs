@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 
 use crate::rejections::ApiPath;
 use axum::http::{HeaderMap, StatusCode};
@@ -57,17 +56,32 @@ fn counting_failures<T>(source: &'static str, r: Result<T, ApiError>) -> Result<
     r
 }
 
-/// The body, or the error (and count) for one that could not be read.
-fn body_of(source: &'static str, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            count(source, outcome::TOO_LARGE);
-            ApiError::PayloadTooLarge
-        } else {
-            count(source, outcome::MALFORMED);
-            ApiError::MalformedJson
-        }
-    })
+/// A delivery's body, read only once its tenant is known to take this webhook: a request for
+/// an unknown tenant is answered before its body (up to the route's limit, megabytes) is read.
+pub struct LaterBody(Request);
+
+impl<S: Send + Sync> FromRequest<S> for LaterBody {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(req))
+    }
+}
+
+impl LaterBody {
+    /// The body within the route's limit, or the error (and count) for one that could not be
+    /// read.
+    async fn read(self, source: &'static str, app: &AppState) -> Result<Bytes, ApiError> {
+        Bytes::from_request(self.0, app).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                count(source, outcome::TOO_LARGE);
+                ApiError::PayloadTooLarge
+            } else {
+                count(source, outcome::MALFORMED);
+                ApiError::MalformedJson
+            }
+        })
+    }
 }
 
 /// A webhook's answer.
@@ -100,12 +114,22 @@ pub enum WebhookStatus {
 /// Webhook settings by tenant slug, kept for a few seconds: a burst of deliveries (Chatwoot
 /// sends one per message) then costs no database round trip per request. A change made with
 /// `leadq tenant update` (a rotated secret, a suspended tenant) applies within [`TTL`].
+/// Slugs that name no tenant are kept apart, as long, so that a sender still delivering for a
+/// deleted tenant (or a flood of one made-up slug) costs no query per request either, and
+/// cannot crowd real tenants out of their cache; a tenant created meanwhile is reached within
+/// [`TTL`].
 #[derive(Debug, Clone)]
-pub struct TenantCache(TtlCache<String, Arc<WebhookTenant>>);
+pub struct TenantCache {
+    known: TtlCache<String, Arc<WebhookTenant>>,
+    unknown: TtlCache<String, ()>,
+}
 
 impl Default for TenantCache {
     fn default() -> Self {
-        Self(TtlCache::new(TTL, CACHE_MAX))
+        Self {
+            known: TtlCache::new(TTL, CACHE_MAX),
+            unknown: TtlCache::new(TTL, UNKNOWN_MAX),
+        }
     }
 }
 
@@ -113,27 +137,33 @@ impl Default for TenantCache {
 const TTL: Duration = Duration::from_secs(5);
 /// Entries kept at most (only tenants that exist are cached).
 const CACHE_MAX: usize = 10_000;
+/// Unknown slugs kept at most.
+const UNKNOWN_MAX: usize = 1_000;
 
 async fn tenant_of(app: &AppState, slug: &str) -> Result<Arc<WebhookTenant>, ApiError> {
-    let cache = &app.webhook_tenants.0;
-    let t = match cache.get(&slug.to_owned()) {
+    let cache = &app.webhook_tenants;
+    let key = slug.to_owned();
+    let t = match cache.known.get(&key) {
         Some(t) => t,
+        None if cache.unknown.get(&key).is_some() => return Err(ApiError::NotFound),
         None => {
-            let reading = cache.reading();
-            let t = Arc::new(
-                settings::webhook_tenant(&app.pool, &app.sealer, slug)
-                    .await
-                    .map_err(|e| match e {
-                        // A database that is down is a 503 the sender retries, not a 500.
-                        settings::IntegrationError::Db(e) => ApiError::from(e),
-                        other => ApiError::Internal(anyhow::Error::new(other)),
-                    })?
-                    .ok_or(ApiError::NotFound)?,
-            );
+            let (reading, unknown_reading) = (cache.known.reading(), cache.unknown.reading());
+            let found = settings::webhook_tenant(&app.pool, &app.sealer, slug)
+                .await
+                .map_err(|e| match e {
+                    // A database that is down is a 503 the sender retries, not a 500.
+                    settings::IntegrationError::Db(e) => ApiError::from(e),
+                    other => ApiError::Internal(anyhow::Error::new(other)),
+                })?;
+            let Some(t) = found else {
+                cache.unknown.insert(key, (), unknown_reading);
+                return Err(ApiError::NotFound);
+            };
+            let t = Arc::new(t);
             // A tenant with no webhook configured is not kept: configuring one takes effect
             // at once.
             if t.chatwoot.is_some() || t.telegram_sha256.is_some() {
-                cache.insert(slug.to_owned(), t.clone(), reading);
+                cache.known.insert(key, t.clone(), reading);
             }
             t
         }
@@ -239,7 +269,7 @@ pub async fn chatwoot(
     state: State<AppState>,
     slug: ApiPath<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: LaterBody,
 ) -> Response {
     match counting_failures(
         "chatwoot",
@@ -278,14 +308,14 @@ async fn chatwoot_delivery(
     State(app): State<AppState>,
     ApiPath(slug): ApiPath<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: LaterBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     const SRC: &str = "chatwoot";
-    let body = body_of(SRC, body)?;
     let t = tenant_of(&app, &slug).await?;
     let Some((account_id, secret)) = &t.chatwoot else {
         return Err(ApiError::NotFound);
     };
+    let body = body.read(SRC, &app).await?;
     let now = Utc::now();
     chatwoot::verify(
         secret.expose().as_bytes(),
@@ -420,7 +450,7 @@ pub async fn telegram(
     state: State<AppState>,
     slug: ApiPath<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: LaterBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     counting_failures(
         "telegram",
@@ -432,14 +462,14 @@ async fn telegram_delivery(
     State(app): State<AppState>,
     ApiPath(slug): ApiPath<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: LaterBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     const SRC: &str = "telegram";
-    let body = body_of(SRC, body)?;
     let t = tenant_of(&app, &slug).await?;
     let Some(expected) = &t.telegram_sha256 else {
         return Err(ApiError::NotFound);
     };
+    let body = body.read(SRC, &app).await?;
     let given = header(&headers, "x-telegram-bot-api-secret-token")
         .map(settings::telegram_token_digest)
         .unwrap_or_default();
