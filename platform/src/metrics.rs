@@ -13,7 +13,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const JOBS_TOTAL: &str = "leadq_jobs_total";
 /// Histogram: handler run time in seconds, by `kind`.
 pub const JOB_DURATION_SECONDS: &str = "leadq_job_duration_seconds";
-/// Histogram: time from enqueue to the start of the run, by `kind`.
+/// Histogram: time from when a job was due (its enqueue, its `run_at`, or the end of a
+/// rate-limit snooze) to the start of its first attempt, by `kind`.
 pub const JOB_WAIT_SECONDS: &str = "leadq_job_wait_seconds";
 /// Gauge: jobs per `kind` and `state` (see [`state`]), read from Redis at scrape time.
 pub const QUEUE_DEPTH: &str = "leadq_queue_depth";
@@ -513,7 +514,7 @@ fn describe() {
     describe_histogram!(
         JOB_WAIT_SECONDS,
         Unit::Seconds,
-        "Time from enqueue to start."
+        "Time from when a job was due (enqueue, run_at or the end of a snooze) to the start of its first attempt."
     );
     describe_gauge!(QUEUE_DEPTH, "Jobs per kind and state, read from Redis.");
     describe_counter!(

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::backend::KindRunner;
 use crate::error::JobError;
 use crate::job::{Job, JobReport};
-use crate::lease::LeaseOwner;
+use crate::lease::{DueAt, LeaseOwner};
 use crate::{Settle, Settled};
 
 /// The backend's middleware: classifies and settles every job. See the module docs.
@@ -109,6 +109,14 @@ where
     fn call(&mut self, task: Task<Job<P>>) -> Self::Future {
         let meta = task.args.meta.clone();
         let lease = LeaseOwner::of(&task);
+        // The job's wait starts when it was due: its enqueue, its `run_at`, or the end of a
+        // rate-limit snooze (which gives its attempt back, so its next run is a first attempt
+        // again, and a CRM's daily limit would count as hours of waiting).
+        let due_at = task
+            .ctx()
+            .data()
+            .get::<DueAt>()
+            .map_or(meta.timestamp, |d| d.0.max(meta.timestamp));
         let runner = self.runner.clone();
         let kind = runner.kind;
         // `process <kind>` (OpenTelemetry messaging): each run continues the trace of the
@@ -154,7 +162,7 @@ where
             phase(m::phase::RECORD_START, clock);
             let started_at = Utc::now();
             if meta.attempt == 1 {
-                let wait = (started_at - meta.timestamp).to_std().unwrap_or_default();
+                let wait = (started_at - due_at).to_std().unwrap_or_default();
                 metrics::histogram!(m::JOB_WAIT_SECONDS, m::label::KIND => kind)
                     .record(wait.as_secs_f64());
             }
@@ -193,6 +201,7 @@ where
                     meta,
                     settled: settled.clone(),
                     error_code,
+                    due_at,
                     started_at,
                     duration,
                 })

@@ -32,6 +32,10 @@ pub struct JobReport {
     pub settled: Settled,
     /// The error code of a failed run.
     pub error_code: Option<&'static str>,
+    /// When the job was last due: its enqueue, the `run_at` it was enqueued with, or the end
+    /// of a rate-limit snooze. A first attempt's wait (`leadq_job_wait_seconds`) runs from here
+    /// to `started_at`.
+    pub due_at: DateTime<Utc>,
     /// When the run started.
     pub started_at: DateTime<Utc>,
     /// Handler run time.

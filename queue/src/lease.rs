@@ -28,6 +28,9 @@ pub(crate) struct Leased {
     pub(crate) attempt: u32,
     /// The lease's owner token (see [`owner`]): what settles, renews and hands back the lease.
     pub(crate) owner: String,
+    /// When the job was due, if not since its enqueue: the `run_at` it was enqueued with, or
+    /// the end of a rate-limit snooze. Its wait starts there.
+    pub(crate) due: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A task's lease owner token, carried in its apalis context from the fetch to its settle:
@@ -45,6 +48,11 @@ impl LeaseOwner {
             .unwrap_or_default()
     }
 }
+
+/// When a task's job was due, if not since its enqueue (see [`Leased::due`]), carried in its
+/// apalis context to the layer that measures its wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DueAt(pub(crate) chrono::DateTime<chrono::Utc>);
 
 /// What one fetch leased, and whether to wait before the next.
 #[derive(Debug, Default)]
@@ -119,18 +127,22 @@ impl Queue {
             _ => return Err(QueueError::Protocol("fetch reply shape".into())),
         };
         let due_in = (next_due >= 0).then(|| Duration::from_millis((next_due - now).max(0) as u64));
-        let mut out = Vec::with_capacity(reply.len() / 3);
-        for triple in reply.get(3..).unwrap_or_default().chunks(3) {
-            let [id, data, attempt] = triple else {
+        let mut out = Vec::with_capacity(reply.len() / 4);
+        for job in reply.get(3..).unwrap_or_default().chunks(4) {
+            let [id, data, attempt, due] = job else {
                 return Err(QueueError::Protocol("fetch reply shape".into()));
             };
             let attempt = u32::try_from(value_i64(attempt)?).unwrap_or(u32::MAX);
+            let due = value_i64(due)?;
             out.push(Leased {
                 id: value_str(id)?,
                 shard,
                 data: value_str(data)?,
                 attempt,
                 owner: owner(worker, attempt, fetch_no),
+                due: (due > 0)
+                    .then(|| chrono::DateTime::from_timestamp_millis(due))
+                    .flatten(),
             });
         }
         Ok(Fetched {

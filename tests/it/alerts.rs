@@ -536,6 +536,7 @@ async fn dead_letters_are_alerted_with_their_ids_and_never_their_payload() {
                 reason: "unauthorized".into(),
             },
             error_code: Some("unauthorized"),
+            due_at: meta.timestamp,
             started_at: chrono::Utc::now(),
             duration: Duration::from_millis(3),
         })

@@ -133,8 +133,11 @@ for i = 1, n do
       bury(id, attempts, a1, a2, prio)
       out[#out + 1] = 'dead:' .. a1
     elseif action == 'snooze' then
-      redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1)
-      redis.call('ZADD', KEYS[3], now + tonumber(a1), id)
+      -- The attempt is given back, and the job's wait starts again when the snooze ends
+      -- (`:d`, read and cleared by the fetch that leases it).
+      local due = string.format('%d', now + tonumber(a1))
+      redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1, id .. ':d', due)
+      redis.call('ZADD', KEYS[3], due, id)
       snoozed = snoozed + 1
       out[#out + 1] = 'snoozed:' .. a1
     elseif action == 'release' then

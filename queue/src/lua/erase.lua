@@ -15,7 +15,7 @@ for _, id in ipairs(ARGV) do
     local n = redis.call('ZREM', KEYS[2], id)
       + redis.call('ZREM', KEYS[3], id)
       + redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t',
-        id .. ':p')
+        id .. ':p', id .. ':d')
       + redis.call('ZREM', KEYS[5], id)
       + redis.call('HDEL', KEYS[6], id, id .. ':r', id .. ':c', id .. ':a', id .. ':p')
     if n > 0 then removed = removed + 1 end

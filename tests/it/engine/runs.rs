@@ -370,3 +370,67 @@ async fn a_job_due_later_is_remembered_until_the_dedupe_ttl_after_it_is_due() {
     assert!(!later[0].duplicate);
     assert_ne!(later[0].job_id, now[0].job_id);
 }
+
+/// A job's wait (`leadq_job_wait_seconds`, what `LeadqJobWaitHigh` pages on) starts when it
+/// was due: a job enqueued for later waits from its `run_at`, and a job snoozed by a rate limit
+/// (which gives its attempt back, so its next run is a first attempt again) from the end of
+/// the snooze. Both counted from the enqueue: a CRM's daily limit read as hours of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_wait_starts_when_it_is_due_after_a_run_at_or_a_snooze() {
+    let prefix = queue_prefix();
+    let q = queue(settings(&prefix, 3, 100)).await;
+    let snoozed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handler: Handler = {
+        let snoozed = snoozed.clone();
+        Arc::new(move |job| {
+            let first =
+                job.payload["i"] == 0 && !snoozed.swap(true, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if first {
+                    Err(JobError::RateLimited {
+                        code: "rate_limited",
+                        retry_after: Duration::from_millis(1500),
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            .boxed()
+        })
+    };
+    let seen = Recorder::default();
+    let w = start_registered(&q, handler, seen.clone()).await;
+    let run_at = Utc::now() + chrono::Duration::milliseconds(800);
+    q.enqueue(vec![job(0, None), job(1, Some(run_at))])
+        .await
+        .unwrap();
+    wait_for("three runs", Duration::from_secs(15), || async {
+        (seen.0.lock().unwrap().reports.len() == 3).then_some(())
+    })
+    .await;
+    let reports = seen.0.lock().unwrap().reports.clone();
+    let of = |i: i64| -> Vec<&JobReport> {
+        reports
+            .iter()
+            .filter(|r| r.meta.message_id == format!("m-{i}"))
+            .collect()
+    };
+    let (snooze, scheduled) = (of(0), of(1));
+    assert_eq!((snooze.len(), scheduled.len()), (2, 1));
+    // The first run is due at its enqueue; the second, a first attempt again, when the snooze
+    // ended: at least 1.5 s after the first run started.
+    assert_eq!(snooze[0].due_at, snooze[0].meta.timestamp);
+    assert_eq!(snooze[1].meta.attempt, 1);
+    assert!(
+        snooze[1].due_at >= snooze[0].started_at + chrono::Duration::milliseconds(1450),
+        "the wait after a snooze counted from {} (first run at {})",
+        snooze[1].due_at,
+        snooze[0].started_at
+    );
+    assert_eq!(
+        scheduled[0].due_at.timestamp_millis(),
+        run_at.timestamp_millis(),
+        "a job enqueued for later waits from its run_at"
+    );
+    w.stop().await;
+}
