@@ -502,8 +502,9 @@ impl<P> std::fmt::Debug for RedisBackend<P> {
 
 impl<P> Drop for RedisBackend<P> {
     fn drop(&mut self) {
-        // A worker restarted or dropped mid-fetch: the leases that fetch takes are swept by
-        // `release_all` at shutdown, or expire.
+        // A worker restarted or dropped mid-fetch: that fetch stays unanswered, and the next
+        // backend of the kind hands its leases back before its own first fetch
+        // (`release_unanswered`); `release_all` at shutdown, or their expiry, catch the rest.
         if let Some(fetch) = self.fetching.take() {
             fetch.abort();
         }

@@ -28,8 +28,8 @@ pub(crate) struct Keys {
     pub(crate) legacy_ready: String,
     /// HASH: `<id>` → envelope JSON, `<id>:a` attempts, `<id>:o` lease owner,
     /// `<id>:x` lease expiries, `<id>:e` last error code, `<id>:t` tenant, `<id>:p` priority
-    /// (absent: normal), `<id>:d` when it is due if not since its enqueue (a `run_at`, the end
-    /// of a snooze; cleared by the fetch that leases it).
+    /// (absent: normal), `<id>:d` when it was last due if not at its enqueue (its `run_at`, the
+    /// end of a snooze, a re-drive).
     pub(crate) jobs: String,
     /// ZSET id → lease deadline (ms, Redis clock).
     pub(crate) leases: String,

@@ -39,7 +39,8 @@ pub(crate) struct Leased {
 pub(crate) struct LeaseOwner(pub(crate) String);
 
 impl LeaseOwner {
-    /// The owner token of `task`'s lease (empty, matching no lease, for a task no fetch made).
+    /// The owner token of `task`'s lease (empty for a task no fetch made: `lua/ack.lua` settles
+    /// nothing with an empty owner).
     pub(crate) fn of<A>(task: &apalis_core::task::Task<A>) -> String {
         task.ctx()
             .data()

@@ -141,6 +141,10 @@ const CACHE_MAX: usize = 10_000;
 const UNKNOWN_MAX: usize = 1_000;
 
 async fn tenant_of(app: &AppState, slug: &str) -> Result<Arc<WebhookTenant>, ApiError> {
+    // A path that cannot be a slug is no tenant: no lookup, and nothing kept for it.
+    if !leadq_platform::tenant::valid_slug(slug) {
+        return Err(ApiError::NotFound);
+    }
     let cache = &app.webhook_tenants;
     let key = slug.to_owned();
     let t = match cache.known.get(&key) {

@@ -45,7 +45,7 @@ local function bury(id, attempts, reason, code, prio)
   if prio ~= '1' then redis.call('HSET', KEYS[5], id .. ':p', prio) end
   redis.call('ZADD', KEYS[4], now, id)
   redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t',
-    id .. ':p')
+    id .. ':p', id .. ':d')
   dead = dead + 1
 end
 
@@ -87,8 +87,9 @@ for i = 1, n do
   local b = 4 + 5 * (i - 1)
   local id, owner, action, a1, a2 = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local c = 4 * (i - 1)
-  -- The same job twice in one batch: only its first entry counts.
-  if cur[c + 1] ~= owner or seen[id] then
+  -- The same job twice in one batch: only its first entry counts. An empty owner is no lease
+  -- (`:o` is empty on every job between leases).
+  if owner == '' or cur[c + 1] ~= owner or seen[id] then
     out[#out + 1] = 'lost'
   else
     seen[id] = true
@@ -104,6 +105,7 @@ for i = 1, n do
       erased[#erased + 1] = fields[c + 2]
       erased[#erased + 1] = fields[c + 3]
       if prio ~= '1' then erased[#erased + 1] = fields[c + 4] end
+      erased[#erased + 1] = id .. ':d'
       -- A lease expiry (`:x`) or a retry (`:e`) happens to an earlier attempt, so a first
       -- attempt has neither (snooze and release give back only their own attempt).
       if attempts > 1 then
@@ -134,7 +136,7 @@ for i = 1, n do
       out[#out + 1] = 'dead:' .. a1
     elseif action == 'snooze' then
       -- The attempt is given back, and the job's wait starts again when the snooze ends
-      -- (`:d`, read and cleared by the fetch that leases it).
+      -- (`:d`, read by the fetch that leases it).
       local due = string.format('%d', now + tonumber(a1))
       redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1, id .. ':d', due)
       redis.call('ZADD', KEYS[3], due, id)

@@ -8,6 +8,14 @@
 FAIR_KEY, INDEX_KEY, PARKED_KEY = KEYS[6], KEYS[7], KEYS[8]
 local action = ARGV[1]
 local done = 0
+local now
+local function now_ms()
+  if not now then
+    local t = redis.call('TIME')
+    now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  end
+  return now
+end
 local back = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
@@ -23,7 +31,9 @@ for i = 2, #ARGV do
         -- goes back without a tenant (its consumer refuses it again), never half-way (a
         -- non-string HSET argument would stop this script after the letters before it).
         if type(tenant) ~= 'string' then tenant = '' end
-        redis.call('HSET', KEYS[3], id, data, id .. ':t', tenant)
+        -- Due now: its wait (`leadq_job_wait_seconds`, a first attempt again) starts here,
+        -- not at its enqueue days ago.
+        redis.call('HSET', KEYS[3], id, data, id .. ':t', tenant, id .. ':d', now_ms())
         if prio ~= '1' then redis.call('HSET', KEYS[3], id .. ':p', prio) end
         back[#back + 1] = { id, tenant, prio }
       end

@@ -8,8 +8,8 @@
 -- ARGV[5] '1' when KEYS[9] is the list the workers of this queue wait on (one shard), else '0'
 -- ARGV[6] this fetch's number in the worker process (see the lease owner below)
 -- Returns { now, next_due, drained, id1, data1, attempt1, due1, id2, ... }: due is when the job
--- was due (ms; `:d`, set for a job enqueued for later or snoozed, and cleared here), or 0 for a
--- job due since its enqueue.
+-- was last due (ms; `:d`, set for a job enqueued for later, snoozed or re-driven, and deleted
+-- with the job), or 0 for a job due since its enqueue.
 -- drained is 1 when this call took the last ready job (or found none): the worker then waits
 -- for a wake-up, or until next_due, before it fetches again, instead of asking once more only
 -- to find nothing. next_due is the due time (ms) of the earliest scheduled job, or -1 (none, or
@@ -170,7 +170,6 @@ local function lease(round, round_tenant)
     fields[#fields + 1] = id .. ':d'
   end
   local vals = redis.call('HMGET', JOBS, unpack(fields))
-  local dues = {}
   for i, id in ipairs(round) do
     local data = vals[4 * i - 3]
     local take_it = data ~= false and data ~= nil
@@ -199,17 +198,11 @@ local function lease(round, round_tenant)
       out[#out + 1] = id
       out[#out + 1] = data
       out[#out + 1] = tonumber(attempt)
-      if due then
-        out[#out + 1] = tonumber(due) or 0
-        dues[#dues + 1] = id .. ':d'
-      else
-        out[#out + 1] = 0
-      end
+      out[#out + 1] = tonumber(due) or 0
     elseif capped[id] then
       running[capped[id]] = running[capped[id]] - 1
     end
   end
-  if #dues > 0 then redis.call('HDEL', JOBS, unpack(dues)) end
 end
 
 -- Slots of paused or capped tenants are parked as they come up, and suspects may be deferred,

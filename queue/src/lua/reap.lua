@@ -31,7 +31,7 @@ for _, id in ipairs(expired) do
     if prio ~= '1' then redis.call('HSET', KEYS[5], id .. ':p', prio) end
     redis.call('ZADD', KEYS[4], now, id)
     redis.call('HDEL', KEYS[1], id, id .. ':a', id .. ':o', id .. ':x', id .. ':e', id .. ':t',
-      id .. ':p')
+      id .. ':p', id .. ':d')
     poisoned = poisoned + 1
   else
     redis.call('HSET', KEYS[1], id .. ':o', '')

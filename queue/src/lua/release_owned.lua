@@ -2,7 +2,9 @@
 -- only the jobs one of its fetches leased (a fetch whose reply the worker never read: the
 -- connection failed or timed out after Redis ran it, or the worker was dropped mid-fetch).
 -- This catches leases the worker's own book never saw. Commands on one connection run in
--- order, so a fetch sent before this script has already run when it looks.
+-- order, so a fetch sent on it before this script has already run when it looks; a fetch
+-- still unread on a connection that failed may run after it (Redis stalled past the client's
+-- timeout), and its leases then expire as before: best effort, with the lease as backstop.
 -- KEYS[1] jobs   KEYS[2] leases   KEYS[3] ready   KEYS[4] wake   KEYS[5] fair   KEYS[6] index
 -- KEYS[7] parked
 -- ARGV[1] worker id   ARGV[2] max leases examined

@@ -372,25 +372,36 @@ async fn a_job_due_later_is_remembered_until_the_dedupe_ttl_after_it_is_due() {
 }
 
 /// A job's wait (`leadq_job_wait_seconds`, what `LeadqJobWaitHigh` pages on) starts when it
-/// was due: a job enqueued for later waits from its `run_at`, and a job snoozed by a rate limit
+/// was due: a job enqueued for later waits from its `run_at`, a job snoozed by a rate limit
 /// (which gives its attempt back, so its next run is a first attempt again) from the end of
-/// the snooze. Both counted from the enqueue: a CRM's daily limit read as hours of waiting.
+/// the snooze, and a re-driven dead letter (attempts reset) from its re-drive. All three
+/// counted from the enqueue: a CRM's daily limit, or a re-drive of last week's dead letters,
+/// read as hours or days of waiting. The mark goes with the job: nothing is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_jobs_wait_starts_when_it_is_due_after_a_run_at_or_a_snooze() {
+async fn a_jobs_wait_starts_when_it_is_due_after_a_run_at_a_snooze_or_a_redrive() {
     let prefix = queue_prefix();
     let q = queue(settings(&prefix, 3, 100)).await;
-    let snoozed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (snoozed, failed) = (
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
     let handler: Handler = {
-        let snoozed = snoozed.clone();
+        let (snoozed, failed) = (snoozed.clone(), failed.clone());
         Arc::new(move |job| {
-            let first =
-                job.payload["i"] == 0 && !snoozed.swap(true, std::sync::atomic::Ordering::SeqCst);
+            use std::sync::atomic::Ordering::SeqCst;
+            let snooze = job.payload["i"] == 0 && !snoozed.swap(true, SeqCst);
+            let fail = job.payload["i"] == 2 && !failed.swap(true, SeqCst);
             async move {
-                if first {
+                if snooze {
                     Err(JobError::RateLimited {
                         code: "rate_limited",
                         retry_after: Duration::from_millis(1500),
                     })
+                } else if fail {
+                    Err(JobError::permanent(
+                        "invalid_payload",
+                        anyhow::anyhow!("no"),
+                    ))
                 } else {
                     Ok(())
                 }
@@ -401,13 +412,31 @@ async fn a_jobs_wait_starts_when_it_is_due_after_a_run_at_or_a_snooze() {
     let seen = Recorder::default();
     let w = start_registered(&q, handler, seen.clone()).await;
     let run_at = Utc::now() + chrono::Duration::milliseconds(800);
-    q.enqueue(vec![job(0, None), job(1, Some(run_at))])
+    q.enqueue(vec![job(0, None), job(1, Some(run_at)), job(2, None)])
         .await
         .unwrap();
-    wait_for("three runs", Duration::from_secs(15), || async {
-        (seen.0.lock().unwrap().reports.len() == 3).then_some(())
-    })
-    .await;
+    let runs = |n: usize| {
+        let seen = seen.clone();
+        async move {
+            wait_for(&format!("{n} runs"), Duration::from_secs(15), || async {
+                (seen.0.lock().unwrap().reports.len() == n).then_some(())
+            })
+            .await
+        }
+    };
+    runs(4).await;
+    let dead = seen
+        .0
+        .lock()
+        .unwrap()
+        .reports
+        .iter()
+        .find(|r| r.meta.message_id == "m-2")
+        .map(|r| r.meta.job_id)
+        .unwrap();
+    let redriven_at = Utc::now();
+    assert_eq!(q.redrive(KIND, &[dead], &mut |_, _| {}).await.unwrap(), 1);
+    runs(5).await;
     let reports = seen.0.lock().unwrap().reports.clone();
     let of = |i: i64| -> Vec<&JobReport> {
         reports
@@ -415,8 +444,8 @@ async fn a_jobs_wait_starts_when_it_is_due_after_a_run_at_or_a_snooze() {
             .filter(|r| r.meta.message_id == format!("m-{i}"))
             .collect()
     };
-    let (snooze, scheduled) = (of(0), of(1));
-    assert_eq!((snooze.len(), scheduled.len()), (2, 1));
+    let (snooze, scheduled, redriven) = (of(0), of(1), of(2));
+    assert_eq!((snooze.len(), scheduled.len(), redriven.len()), (2, 1, 2));
     // The first run is due at its enqueue; the second, a first attempt again, when the snooze
     // ended: at least 1.5 s after the first run started.
     assert_eq!(snooze[0].due_at, snooze[0].meta.timestamp);
@@ -432,5 +461,19 @@ async fn a_jobs_wait_starts_when_it_is_due_after_a_run_at_or_a_snooze() {
         run_at.timestamp_millis(),
         "a job enqueued for later waits from its run_at"
     );
+    assert_eq!(redriven[1].meta.attempt, 1);
+    assert!(
+        redriven[1].due_at >= redriven_at - chrono::Duration::milliseconds(50),
+        "a re-driven job's wait counted from {} (re-driven at {redriven_at})",
+        redriven[1].due_at
+    );
+    // Every job is done: none of their fields, the due marks included, is left.
+    let mut conn = crate::redis_conn().await;
+    let left: Vec<String> = redis::cmd("HKEYS")
+        .arg(format!("{{{prefix}:{KIND}}}:jobs"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "left in the jobs hash: {left:?}");
     w.stop().await;
 }
