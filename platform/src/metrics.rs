@@ -127,7 +127,8 @@ pub const SCHEDULE_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
 /// Gauge: 1 when this process reached the `dependency` (`postgres`, `redis`) at its last
 /// scrape, else 0. Refreshed on every `/metrics` request, with a short timeout.
 pub const DEPENDENCY_UP: &str = "leadq_dependency_up";
-/// Histogram: from enqueue to done (completed or dead-lettered), by `kind`: the job SLA.
+/// Histogram: from enqueue (or the `run_at` a job was enqueued with, or its re-drive) to done
+/// (completed or dead-lettered), by `kind`: the job SLA.
 pub const JOB_TURNAROUND_SECONDS: &str = "leadq_job_turnaround_seconds";
 /// Histogram: where a run's time goes, by `kind` and `phase` (one of [`phase`]): what
 /// `leadq bench --mode e2e` breaks down, and where to look when jobs slow down.
@@ -583,7 +584,7 @@ fn describe() {
     describe_histogram!(
         JOB_TURNAROUND_SECONDS,
         Unit::Seconds,
-        "Time from enqueue to done (completed or dead)."
+        "Time from enqueue (or run_at, or re-drive) to done (completed or dead)."
     );
     describe_gauge!(SECURITY_CHECK_OK, "1 while the security check passes.");
     describe_gauge!(API_KEYS_EXPIRING, "Active API keys expiring within 7 days.");

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::backend::KindRunner;
 use crate::error::JobError;
 use crate::job::{Job, JobReport};
-use crate::lease::{DueAt, LeaseOwner};
+use crate::lease::{DueMark, LeaseOwner};
 use crate::{Settle, Settled};
 
 /// The backend's middleware: classifies and settles every job. See the module docs.
@@ -109,14 +109,16 @@ where
     fn call(&mut self, task: Task<Job<P>>) -> Self::Future {
         let meta = task.args.meta.clone();
         let lease = LeaseOwner::of(&task);
-        // The job's wait starts when it was due: its enqueue, its `run_at`, or the end of a
+        // The job's wait starts when it was due: its enqueue, its `run_at`, the end of a
         // rate-limit snooze (which gives its attempt back, so its next run is a first attempt
-        // again, and a CRM's daily limit would count as hours of waiting).
-        let due_at = task
-            .ctx()
-            .data()
-            .get::<DueAt>()
-            .map_or(meta.timestamp, |d| d.0.max(meta.timestamp));
+        // again, and a CRM's daily limit would count as hours of waiting) or a re-drive. Its
+        // turnaround starts at its enqueue, its `run_at` or a re-drive: a delay it was enqueued
+        // with is not lateness, a snooze is.
+        let mark = task.ctx().data().get::<DueMark>().copied();
+        let due_at = mark.map_or(meta.timestamp, |d| d.due.max(meta.timestamp));
+        let since = mark
+            .and_then(|d| d.since)
+            .map_or(meta.timestamp, |s| s.max(meta.timestamp));
         let runner = self.runner.clone();
         let kind = runner.kind;
         // `process <kind>` (OpenTelemetry messaging): each run continues the trace of the
@@ -189,8 +191,9 @@ where
             phase(m::phase::SETTLE, clock);
             record_outcome(kind, &settled, error_code);
             if matches!(settled, Settled::Completed | Settled::Dead { .. }) {
-                // The job SLA: from its enqueue to its end, across every attempt and delay.
-                let turnaround = (Utc::now() - meta.timestamp).to_std().unwrap_or_default();
+                // The job SLA: from its enqueue (or its `run_at`, or a re-drive) to its end,
+                // across every attempt and delay.
+                let turnaround = (Utc::now() - since).to_std().unwrap_or_default();
                 metrics::histogram!(m::JOB_TURNAROUND_SECONDS, m::label::KIND => kind)
                     .record(turnaround.as_secs_f64());
             }
@@ -202,6 +205,7 @@ where
                     settled: settled.clone(),
                     error_code,
                     due_at,
+                    since,
                     started_at,
                     duration,
                 })

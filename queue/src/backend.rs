@@ -32,7 +32,7 @@ use uuid::Uuid;
 pub use crate::ack::{AckLayer, AckService};
 use crate::envelope::{Envelope, JobMeta};
 pub use crate::job::{Job, JobObserver, JobReport, NoObserver, Rejection};
-use crate::lease::{DueAt, LeaseOwner};
+use crate::lease::LeaseOwner;
 pub use crate::payload::{Payload, PayloadError};
 use crate::settle::{redis_backoff, redis_error, redis_settle, settle_with_retry, Settler};
 use crate::{Fetched, Leased, Queue, QueueError, Settle, Settled};
@@ -377,7 +377,7 @@ impl KindRunner {
                 let mut task = Task::new(job);
                 task.inject_data(LeaseOwner(leased.owner));
                 if let Some(due) = leased.due {
-                    task.inject_data(DueAt(due));
+                    task.inject_data(due);
                 }
                 Some(task)
             }

@@ -36,6 +36,9 @@ pub struct JobReport {
     /// of a rate-limit snooze. A first attempt's wait (`leadq_job_wait_seconds`) runs from here
     /// to `started_at`.
     pub due_at: DateTime<Utc>,
+    /// When its turnaround (`leadq_job_turnaround_seconds`, the job SLA) started: its enqueue,
+    /// the `run_at` it was enqueued with, or a re-drive; a snooze is part of it.
+    pub since: DateTime<Utc>,
     /// When the run started.
     pub started_at: DateTime<Utc>,
     /// Handler run time.

@@ -28,8 +28,10 @@ pub(crate) struct Keys {
     pub(crate) legacy_ready: String,
     /// HASH: `<id>` → envelope JSON, `<id>:a` attempts, `<id>:o` lease owner,
     /// `<id>:x` lease expiries, `<id>:e` last error code, `<id>:t` tenant, `<id>:p` priority
-    /// (absent: normal), `<id>:d` when it was last due if not at its enqueue (its `run_at`, the
-    /// end of a snooze, a re-drive).
+    /// (absent: normal), `<id>:d` its due mark when not due since its enqueue:
+    /// `<due ms>[/<since ms>]`, when its wait starts (its `run_at`, the end of a snooze, a
+    /// re-drive) and, after the `/`, when its turnaround starts (its `run_at`, a re-drive; a
+    /// snooze keeps it).
     pub(crate) jobs: String,
     /// ZSET id → lease deadline (ms, Redis clock).
     pub(crate) leases: String,

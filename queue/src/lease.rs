@@ -28,9 +28,8 @@ pub(crate) struct Leased {
     pub(crate) attempt: u32,
     /// The lease's owner token (see [`owner`]): what settles, renews and hands back the lease.
     pub(crate) owner: String,
-    /// When the job was due, if not since its enqueue: the `run_at` it was enqueued with, or
-    /// the end of a rate-limit snooze. Its wait starts there.
-    pub(crate) due: Option<chrono::DateTime<chrono::Utc>>,
+    /// The job's due mark, when it was not due since its enqueue.
+    pub(crate) due: Option<DueMark>,
 }
 
 /// A task's lease owner token, carried in its apalis context from the fetch to its settle:
@@ -50,10 +49,32 @@ impl LeaseOwner {
     }
 }
 
-/// When a task's job was due, if not since its enqueue (see [`Leased::due`]), carried in its
-/// apalis context to the layer that measures its wait.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DueAt(pub(crate) chrono::DateTime<chrono::Utc>);
+/// When a job was last due, if not since its enqueue (its `<id>:d`, `<due ms>[/<since ms>]`),
+/// carried in a task's apalis context to the layer that measures its wait and turnaround.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DueMark {
+    /// When its wait starts: its `run_at`, the end of a rate-limit snooze, or a re-drive.
+    pub(crate) due: chrono::DateTime<chrono::Utc>,
+    /// When its turnaround starts, if not at its enqueue: its `run_at` or a re-drive (a
+    /// snooze is part of the turnaround).
+    pub(crate) since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl DueMark {
+    /// Reads a stored mark; `None` for an empty or unreadable one.
+    pub(crate) fn parse(mark: &str) -> Option<Self> {
+        let ms = |s: &str| {
+            s.parse::<i64>()
+                .ok()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+        };
+        let (due, since) = match mark.split_once('/') {
+            Some((due, since)) => (ms(due)?, Some(ms(since)?)),
+            None => (ms(mark)?, None),
+        };
+        Some(Self { due, since })
+    }
+}
 
 /// What one fetch leased, and whether to wait before the next.
 #[derive(Debug, Default)]
@@ -134,16 +155,14 @@ impl Queue {
                 return Err(QueueError::Protocol("fetch reply shape".into()));
             };
             let attempt = u32::try_from(value_i64(attempt)?).unwrap_or(u32::MAX);
-            let due = value_i64(due)?;
+            let due = value_str(due)?;
             out.push(Leased {
                 id: value_str(id)?,
                 shard,
                 data: value_str(data)?,
                 attempt,
                 owner: owner(worker, attempt, fetch_no),
-                due: (due > 0)
-                    .then(|| chrono::DateTime::from_timestamp_millis(due))
-                    .flatten(),
+                due: DueMark::parse(&due),
             });
         }
         Ok(Fetched {
@@ -323,6 +342,28 @@ mod tests {
                 matches!(settled(bad), Err(QueueError::Protocol(_))),
                 "{bad:?} is not an ack result"
             );
+        }
+    }
+
+    #[test]
+    fn a_due_mark_reads_its_due_time_and_turnaround_start() {
+        let at = |ms| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+        assert_eq!(
+            DueMark::parse("1765000000123"),
+            Some(DueMark {
+                due: at(1_765_000_000_123),
+                since: None
+            })
+        );
+        assert_eq!(
+            DueMark::parse("1765000000123/1765000000000"),
+            Some(DueMark {
+                due: at(1_765_000_000_123),
+                since: Some(at(1_765_000_000_000))
+            })
+        );
+        for bad in ["", "x", "1/", "/1", "1/x", "99999999999999999999"] {
+            assert_eq!(DueMark::parse(bad), None, "{bad:?}");
         }
     }
 }

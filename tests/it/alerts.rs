@@ -537,6 +537,7 @@ async fn dead_letters_are_alerted_with_their_ids_and_never_their_payload() {
             },
             error_code: Some("unauthorized"),
             due_at: meta.timestamp,
+            since: meta.timestamp,
             started_at: chrono::Utc::now(),
             duration: Duration::from_millis(3),
         })

@@ -135,10 +135,13 @@ for i = 1, n do
       bury(id, attempts, a1, a2, prio)
       out[#out + 1] = 'dead:' .. a1
     elseif action == 'snooze' then
-      -- The attempt is given back, and the job's wait starts again when the snooze ends
-      -- (`:d`, read by the fetch that leases it).
+      -- The attempt is given back, and the job's wait starts again when the snooze ends; its
+      -- turnaround keeps its start (`:d` is "<due>" or "<due>/<turnaround start>").
       local due = string.format('%d', now + tonumber(a1))
-      redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1, id .. ':d', due)
+      local since = string.match(redis.call('HGET', KEYS[1], id .. ':d') or '', '/(%d+)$')
+      local mark = due
+      if since then mark = due .. '/' .. since end
+      redis.call('HSET', KEYS[1], id .. ':o', '', id .. ':a', attempts - 1, id .. ':d', mark)
       redis.call('ZADD', KEYS[3], due, id)
       snoozed = snoozed + 1
       out[#out + 1] = 'snoozed:' .. a1

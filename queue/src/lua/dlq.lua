@@ -31,9 +31,10 @@ for i = 2, #ARGV do
         -- goes back without a tenant (its consumer refuses it again), never half-way (a
         -- non-string HSET argument would stop this script after the letters before it).
         if type(tenant) ~= 'string' then tenant = '' end
-        -- Due now: its wait (`leadq_job_wait_seconds`, a first attempt again) starts here,
-        -- not at its enqueue days ago.
-        redis.call('HSET', KEYS[3], id, data, id .. ':t', tenant, id .. ':d', now_ms())
+        -- Due now: its wait (a first attempt again) and its turnaround start here, not at its
+        -- enqueue days ago.
+        local at = now_ms()
+        redis.call('HSET', KEYS[3], id, data, id .. ':t', tenant, id .. ':d', at .. '/' .. at)
         if prio ~= '1' then redis.call('HSET', KEYS[3], id .. ':p', prio) end
         back[#back + 1] = { id, tenant, prio }
       end

@@ -41,8 +41,8 @@ for i = 1, n do
       redis.call('HSET', KEYS[2], id, data, id .. ':t', tenant, id .. ':p', prio)
     end
     if later then
-      -- When it is due: its wait (`leadq_job_wait_seconds`) starts there, not at its enqueue.
-      redis.call('HSET', KEYS[2], id .. ':d', ARGV[base + 2])
+      -- Due at run_at: its wait and its turnaround start there, not at its enqueue.
+      redis.call('HSET', KEYS[2], id .. ':d', ARGV[base + 2] .. '/' .. ARGV[base + 2])
       redis.call('ZADD', KEYS[3], run_at, id)
     else
       ready[#ready + 1] = { id, tenant, prio }

@@ -7,9 +7,8 @@
 -- ARGV[1] n   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max promoted per call
 -- ARGV[5] '1' when KEYS[9] is the list the workers of this queue wait on (one shard), else '0'
 -- ARGV[6] this fetch's number in the worker process (see the lease owner below)
--- Returns { now, next_due, drained, id1, data1, attempt1, due1, id2, ... }: due is when the job
--- was last due (ms; `:d`, set for a job enqueued for later, snoozed or re-driven, and deleted
--- with the job), or 0 for a job due since its enqueue.
+-- Returns { now, next_due, drained, id1, data1, attempt1, due1, id2, ... }: due is the job's
+-- due mark `:d` as stored ('' for a job due since its enqueue; see `queue/src/keys.rs`).
 -- drained is 1 when this call took the last ready job (or found none): the worker then waits
 -- for a wake-up, or until next_due, before it fetches again, instead of asking once more only
 -- to find nothing. next_due is the due time (ms) of the earliest scheduled job, or -1 (none, or
@@ -198,7 +197,7 @@ local function lease(round, round_tenant)
       out[#out + 1] = id
       out[#out + 1] = data
       out[#out + 1] = tonumber(attempt)
-      out[#out + 1] = tonumber(due) or 0
+      out[#out + 1] = due or ''
     elseif capped[id] then
       running[capped[id]] = running[capped[id]] - 1
     end

@@ -376,7 +376,8 @@ async fn a_job_due_later_is_remembered_until_the_dedupe_ttl_after_it_is_due() {
 /// (which gives its attempt back, so its next run is a first attempt again) from the end of
 /// the snooze, and a re-driven dead letter (attempts reset) from its re-drive. All three
 /// counted from the enqueue: a CRM's daily limit, or a re-drive of last week's dead letters,
-/// read as hours or days of waiting. The mark goes with the job: nothing is left behind.
+/// read as hours or days of waiting. Its turnaround (`LeadqJobSlaBreached`) likewise starts at
+/// the run_at or the re-drive, not at a snooze. The mark goes with the job: nothing is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jobs_wait_starts_when_it_is_due_after_a_run_at_a_snooze_or_a_redrive() {
     let prefix = queue_prefix();
@@ -460,6 +461,20 @@ async fn a_jobs_wait_starts_when_it_is_due_after_a_run_at_a_snooze_or_a_redrive(
         scheduled[0].due_at.timestamp_millis(),
         run_at.timestamp_millis(),
         "a job enqueued for later waits from its run_at"
+    );
+    // The turnaround (the job SLA) starts at the enqueue, the run_at or the re-drive: a delay
+    // the job was enqueued with, or a re-drive of an old dead letter, is not lateness; a snooze
+    // is.
+    assert_eq!(snooze[1].since, snooze[1].meta.timestamp);
+    assert_eq!(
+        scheduled[0].since.timestamp_millis(),
+        run_at.timestamp_millis(),
+        "a job enqueued for later counted its turnaround from its enqueue"
+    );
+    assert!(
+        redriven[1].since >= redriven_at - chrono::Duration::milliseconds(50),
+        "a re-driven job's turnaround counted from {}",
+        redriven[1].since
     );
     assert_eq!(redriven[1].meta.attempt, 1);
     assert!(
