@@ -394,7 +394,7 @@ async fn chatwoot_delivery(
     chatwoot::seal(&mut input, t.tenant_id, &app.sealer);
     let payload =
         serde_json::to_value(&input).map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
-    let enqueued = enqueue(
+    let (job_id, duplicate) = enqueue(
         &app,
         t.tenant_id,
         SRC,
@@ -402,8 +402,7 @@ async fn chatwoot_delivery(
         dedupe_key,
         payload,
     )
-    .await;
-    let (job_id, duplicate) = enqueued?;
+    .await?;
     if let Some(d) = &delivery {
         // Not marked (Redis failed just now): a resend is caught by the enqueue's dedupe.
         if let Err(error) = app
